@@ -1,0 +1,468 @@
+/*
+ * radostdb object class: the OSD side of radostdb.
+ *
+ * class design:
+ * - A database is a header object plus shard objects whose omap holds the
+ *   records (omap key = the raw key encoded by the shared codec, omap value =
+ *   a codec record: header with record sequence number and crc32c, then the
+ *   data). Every change of a shard goes through a method below, so the
+ *   decision (INSERT on an existing key, MODIFY/DELETE of a missing one), the
+ *   record header, and the shard sequence number in the omap header are all
+ *   applied in ONE atomic OSD operation, in one round trip.
+ * - Reads inside one method do not see that method's own pending writes (an
+ *   OSD property), so `apply` keeps an overlay of the records it changed and
+ *   writes them all at the end.
+ * - A method that fails returns a negative errno and changes nothing: the OSD
+ *   drops the whole compound operation.
+ * - The record format and the key encoding are shared with the client
+ *   through codec.c, compiled into this class unchanged.
+ *
+ * Wire formats (conventions in ops.h: little-endian, "bytes" = u32 length +
+ * bytes, every request starts with u8 version). Errors common to every
+ * method: -EINVAL malformed request, -EOPNOTSUPP request version too new,
+ * -EIO stored data that does not decode (a corrupt record or shard header).
+ *
+ * version (read)
+ *   request: ignored.   reply: the wire version as ASCII digits ("1").
+ *   The OSD answers -ENOENT before the class runs if the object is missing.
+ *
+ * store (write)
+ *   request: u8 version, u8 flag (1 REPLACE, 2 INSERT, 3 MODIFY),
+ *            bytes key, bytes data
+ *   effect:  sets the record with rseq = new shard seq.
+ *   errors:  -EEXIST INSERT of an existing key; -ENOENT MODIFY of a missing key.
+ *
+ * append (write)
+ *   request: u8 version, bytes key, bytes data
+ *   effect:  record data becomes old data + data (created if missing); the
+ *            old record is verified (crc) and its crc extended over the data.
+ *   errors:  -EIO when the existing record does not decode or verify.
+ *
+ * delete (write)
+ *   request: u8 version, bytes key
+ *   errors:  -ENOENT missing key.
+ *
+ * apply (write): a batch applied atomically to one shard
+ *   request: u8 version, u32 count, count x { u8 op, bytes key, bytes data }
+ *            op: 1 PUT, 2 INSERT, 3 MODIFY, 4 APPEND, 5 DELETE, 6 DISCARD
+ *            (ops.h); data is empty for DELETE and DISCARD. Entries apply in
+ *            order; a later entry sees the earlier ones.
+ *   effect:  the shard seq grows by one for the whole batch; every record
+ *            written gets that seq as its rseq.
+ *   errors:  those of the single-record methods; the first failing entry
+ *            aborts the whole batch.
+ *
+ * clear (write)
+ *   request: u8 version.   effect: removes every record, shard seq + 1; on a
+ *   missing object does nothing (and creates nothing).
+ *
+ * bump (write)
+ *   request: u8 version.   effect: seq + 1 without touching records (used
+ *   on the header object by increment_seqnum_nonblock).
+ *
+ * seq (read)
+ *   request: u8 version.   reply: u64 seq (0 for an object without header).
+ *
+ * watchers (read)
+ *   request: u8 version.
+ *   reply:   u32 count, count x { u64 client id (client.N), u64 cookie }.
+ */
+#include <cerrno>
+#include <ctime>
+#include <list>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "objclass.h"
+#include "ops.h"
+#include "types.h"
+
+#include "codec.c"
+
+/* ---- watcher listing: layout-compatible with the OSD's own types ---- */
+struct watch_item_t {
+  uint8_t name_type;     /* entity_name_t */
+  int64_t name_num;
+  uint64_t cookie;
+  uint32_t timeout_seconds;
+  unsigned char addr[36]; /* entity_addr_t */
+};
+static_assert(sizeof(watch_item_t) == 64, "watch_item_t layout");
+struct obj_list_watch_response_t {
+  std::list<watch_item_t> entries;
+};
+int cls_cxx_list_watchers(cls_method_context_t hctx, obj_list_watch_response_t *watchers);
+
+/* ---- shard header ---- */
+static int read_shard_hdr(cls_method_context_t hctx, rtdb_shard_hdr *h)
+{
+  ceph::bufferlist bl;
+  int r = cls_cxx_map_read_header(hctx, &bl);
+  if (r == -ENOENT || (r == 0 && bl.length() == 0)) {
+    *h = rtdb_shard_hdr();
+    return 0;
+  }
+  if (r < 0)
+    return r;
+  WireReader rd(bl.c_str(), bl.length());
+  uint8_t version, compat, reserved0, reserved1;
+  if (!rd.u8(&version) || !rd.u8(&compat) || !rd.u8(&reserved0) || !rd.u8(&reserved1) ||
+      !rd.u64(&h->seq) || compat > 1)
+    return -EIO;
+  return 0;
+}
+
+static int write_shard_hdr(cls_method_context_t hctx, const rtdb_shard_hdr &h)
+{
+  ceph::bufferlist bl;
+  put_u8(&bl, 1);
+  put_u8(&bl, 1);
+  put_u8(&bl, 0);
+  put_u8(&bl, 0);
+  put_u64(&bl, h.seq);
+  return cls_cxx_map_write_header(hctx, &bl);
+}
+
+/* ---- records ---- */
+static std::string omap_key(const char *key, uint32_t klen)
+{
+  std::string out;
+  out.resize((size_t)klen * 2 + 1); /* >= 1: the empty key encodes to "\x01" */
+  size_t n = rtdb_key_encode((const uint8_t *)key, klen, (uint8_t *)&out[0]);
+  out.resize(n);
+  return out;
+}
+
+static ceph::bufferlist make_record(uint64_t rseq, const char *key, uint32_t klen,
+                                    const char *data, uint32_t dlen)
+{
+  ceph::bufferlist bl;
+  ceph::bufferptr bp(RTDB_REC_HDR + (size_t)dlen);
+  rtdb_record_encode(rseq, 0, (const uint8_t *)key, klen, (const uint8_t *)data, dlen,
+                     (uint8_t *)bp.c_str());
+  bl.append(std::move(bp));
+  return bl;
+}
+
+/* Append to a stored record, verified first: new header, old data, new data,
+ * crc extended from the verified old one. */
+static int extend_record(uint64_t rseq, const std::string &okey, ceph::bufferlist &old,
+                         const char *data, uint32_t dlen, ceph::bufferlist *out)
+{
+  std::string raw(okey.size(), '\0');
+  long klen = rtdb_key_decode((const uint8_t *)okey.data(), okey.size(), (uint8_t *)&raw[0]);
+  if (klen < 0)
+    return -EIO;
+  uint64_t oseq;
+  uint8_t oflags;
+  size_t doff, olen;
+  const uint8_t *p = (const uint8_t *)old.c_str();
+  if (rtdb_record_decode((const uint8_t *)raw.data(), (size_t)klen, p, old.length(), &oseq,
+                         &oflags, &doff, &olen) != RTDB_OK)
+    return -EIO;
+  if ((uint64_t)olen + dlen > 0xffffffffULL - RTDB_REC_HDR)
+    return -EFBIG;
+  uint32_t ocrc = (uint32_t)p[16] | (uint32_t)p[17] << 8 | (uint32_t)p[18] << 16 |
+                  (uint32_t)p[19] << 24;
+  ceph::bufferlist hdr;
+  put_u8(&hdr, RTDB_FORMAT_VERSION);
+  put_u8(&hdr, oflags);
+  put_u8(&hdr, 0);
+  put_u8(&hdr, 0);
+  put_u64(&hdr, rseq);
+  put_u32(&hdr, (uint32_t)(olen + dlen));
+  put_u32(&hdr, rtdb_crc32c(ocrc, (const uint8_t *)data, dlen));
+  out->clear();
+  out->append(hdr);
+  out->append((const char *)p + doff, olen);
+  out->append(data, dlen);
+  return 0;
+}
+
+struct Entry {
+  uint8_t op;
+  const char *key;
+  uint32_t klen;
+  const char *data;
+  uint32_t dlen;
+};
+
+/*
+ * Apply entries to the shard with one seq bump. The overlay holds every key
+ * touched so far: present with a value, or present with `gone` for removals.
+ */
+static int apply_entries(cls_method_context_t hctx, const Entry *entries, size_t n)
+{
+  rtdb_shard_hdr h;
+  int r = read_shard_hdr(hctx, &h);
+  if (r < 0)
+    return r;
+  uint64_t rseq = h.seq + 1;
+  std::map<std::string, ceph::bufferlist> set;
+  std::set<std::string> gone;
+
+  for (size_t i = 0; i < n; i++) {
+    const Entry &e = entries[i];
+    std::string k = omap_key(e.key, e.klen);
+    bool exists;
+    ceph::bufferlist cur;
+    auto it = set.find(k);
+    if (it != set.end()) {
+      exists = true;
+      cur = it->second;
+    } else if (gone.count(k)) {
+      exists = false;
+    } else if (e.op == RTDB_OP_PUT) {
+      exists = false; /* not needed */
+    } else {
+      r = cls_cxx_map_get_val(hctx, k, &cur);
+      if (r < 0 && r != -ENOENT)
+        return r;
+      exists = r == 0;
+    }
+    bool put = false, remove = false;
+    switch (e.op) {
+      case RTDB_OP_INSERT:
+        if (exists)
+          return -EEXIST;
+        put = true;
+        break;
+      case RTDB_OP_PUT:
+        put = true;
+        break;
+      case RTDB_OP_MODIFY:
+        if (!exists)
+          return -ENOENT;
+        put = true;
+        break;
+      case RTDB_OP_APPEND:
+        if (exists) {
+          ceph::bufferlist out;
+          r = extend_record(rseq, k, cur, e.data, e.dlen, &out);
+          if (r < 0)
+            return r;
+          set[k] = std::move(out);
+          gone.erase(k);
+        } else {
+          put = true;
+        }
+        break;
+      case RTDB_OP_DELETE:
+        if (!exists)
+          return -ENOENT;
+        remove = true;
+        break;
+      case RTDB_OP_DISCARD:
+        remove = true;
+        break;
+      default:
+        return -EINVAL;
+    }
+    if (put) {
+      set[k] = make_record(rseq, e.key, e.klen, e.data, e.dlen);
+      gone.erase(k);
+    } else if (remove) {
+      set.erase(k);
+      gone.insert(k);
+    }
+  }
+  for (const auto &k : gone) {
+    r = cls_cxx_map_remove_key(hctx, k);
+    if (r < 0 && r != -ENOENT)
+      return r;
+  }
+  if (!set.empty()) {
+    r = cls_cxx_map_set_vals(hctx, &set);
+    if (r < 0)
+      return r;
+  }
+  h.seq = rseq;
+  return write_shard_hdr(hctx, h);
+}
+
+/* ---- request decoding ---- */
+static int begin(WireReader &rd)
+{
+  uint8_t version;
+  if (!rd.u8(&version))
+    return -EINVAL;
+  if (version > RADOSTDB_WIRE_VERSION)
+    return -EOPNOTSUPP;
+  return 0;
+}
+
+static int read_entry_body(WireReader &rd, Entry *e, bool with_data)
+{
+  if (!rd.bytes(&e->key, &e->klen))
+    return -EINVAL;
+  e->data = "";
+  e->dlen = 0;
+  if (with_data && !rd.bytes(&e->data, &e->dlen))
+    return -EINVAL;
+  return 0;
+}
+
+/* ---- methods ---- */
+static int version(cls_method_context_t, ceph::bufferlist *, ceph::bufferlist *out)
+{
+  out->append(std::to_string(RADOSTDB_WIRE_VERSION));
+  return 0;
+}
+
+static int store(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  WireReader rd(in->c_str(), in->length());
+  int r = begin(rd);
+  if (r < 0)
+    return r;
+  uint8_t flag;
+  Entry e;
+  if (!rd.u8(&flag) || read_entry_body(rd, &e, true) < 0 || !rd.done())
+    return -EINVAL;
+  switch (flag) {
+    case RTDB_REPLACE: e.op = RTDB_OP_PUT; break;
+    case RTDB_INSERT: e.op = RTDB_OP_INSERT; break;
+    case RTDB_MODIFY: e.op = RTDB_OP_MODIFY; break;
+    default: return -EINVAL;
+  }
+  return apply_entries(hctx, &e, 1);
+}
+
+static int append(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  WireReader rd(in->c_str(), in->length());
+  int r = begin(rd);
+  if (r < 0)
+    return r;
+  Entry e;
+  e.op = RTDB_OP_APPEND;
+  if (read_entry_body(rd, &e, true) < 0 || !rd.done())
+    return -EINVAL;
+  return apply_entries(hctx, &e, 1);
+}
+
+static int del(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  WireReader rd(in->c_str(), in->length());
+  int r = begin(rd);
+  if (r < 0)
+    return r;
+  Entry e;
+  e.op = RTDB_OP_DELETE;
+  if (read_entry_body(rd, &e, false) < 0 || !rd.done())
+    return -EINVAL;
+  return apply_entries(hctx, &e, 1);
+}
+
+static int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  WireReader rd(in->c_str(), in->length());
+  int r = begin(rd);
+  if (r < 0)
+    return r;
+  uint32_t count;
+  if (!rd.u32(&count) || count > in->length())
+    return -EINVAL;
+  std::vector<Entry> entries(count);
+  for (auto &e : entries) {
+    if (!rd.u8(&e.op) || e.op < RTDB_OP_PUT || e.op > RTDB_OP_DISCARD)
+      return -EINVAL;
+    if (read_entry_body(rd, &e, true) < 0)
+      return -EINVAL;
+  }
+  if (!rd.done())
+    return -EINVAL;
+  return apply_entries(hctx, entries.data(), entries.size());
+}
+
+static int clear(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  WireReader rd(in->c_str(), in->length());
+  int r = begin(rd);
+  if (r < 0)
+    return r;
+  if (!rd.done())
+    return -EINVAL;
+  uint64_t size;
+  time_t mtime;
+  if (cls_cxx_stat(hctx, &size, &mtime) == -ENOENT)
+    return 0; /* a shard never written: nothing to clear */
+  rtdb_shard_hdr h;
+  r = read_shard_hdr(hctx, &h);
+  if (r < 0)
+    return r;
+  r = cls_cxx_map_clear(hctx);
+  if (r < 0)
+    return r;
+  h.seq++;
+  return write_shard_hdr(hctx, h);
+}
+
+static int bump(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  WireReader rd(in->c_str(), in->length());
+  int r = begin(rd);
+  if (r < 0)
+    return r;
+  if (!rd.done())
+    return -EINVAL;
+  rtdb_shard_hdr h;
+  r = read_shard_hdr(hctx, &h);
+  if (r < 0)
+    return r;
+  h.seq++;
+  return write_shard_hdr(hctx, h);
+}
+
+static int seq(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
+{
+  WireReader rd(in->c_str(), in->length());
+  int r = begin(rd);
+  if (r < 0)
+    return r;
+  rtdb_shard_hdr h;
+  r = read_shard_hdr(hctx, &h);
+  if (r < 0)
+    return r;
+  put_u64(out, h.seq);
+  return 0;
+}
+
+static int watchers(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
+{
+  WireReader rd(in->c_str(), in->length());
+  int r = begin(rd);
+  if (r < 0)
+    return r;
+  obj_list_watch_response_t resp;
+  r = cls_cxx_list_watchers(hctx, &resp);
+  if (r < 0)
+    return r;
+  put_u32(out, (uint32_t)resp.entries.size());
+  for (const auto &w : resp.entries) {
+    put_u64(out, (uint64_t)w.name_num);
+    put_u64(out, w.cookie);
+  }
+  return 0;
+}
+
+extern "C" void __cls_init()
+{
+  static cls_handle_t h_class;
+  static cls_method_handle_t h_version, h_store, h_append, h_delete, h_apply, h_clear,
+      h_bump, h_seq, h_watchers;
+
+  cls_log(0, "loading radostdb class (wire format %d)", RADOSTDB_WIRE_VERSION);
+  cls_register("radostdb", &h_class);
+  cls_register_cxx_method(h_class, "version", CLS_METHOD_RD, version, &h_version);
+  cls_register_cxx_method(h_class, "store", CLS_METHOD_RD | CLS_METHOD_WR, store, &h_store);
+  cls_register_cxx_method(h_class, "append", CLS_METHOD_RD | CLS_METHOD_WR, append, &h_append);
+  cls_register_cxx_method(h_class, "delete", CLS_METHOD_RD | CLS_METHOD_WR, del, &h_delete);
+  cls_register_cxx_method(h_class, "apply", CLS_METHOD_RD | CLS_METHOD_WR, apply, &h_apply);
+  cls_register_cxx_method(h_class, "clear", CLS_METHOD_RD | CLS_METHOD_WR, clear, &h_clear);
+  cls_register_cxx_method(h_class, "bump", CLS_METHOD_RD | CLS_METHOD_WR, bump, &h_bump);
+  cls_register_cxx_method(h_class, "seq", CLS_METHOD_RD, seq, &h_seq);
+  cls_register_cxx_method(h_class, "watchers", CLS_METHOD_RD, watchers, &h_watchers);
+}

@@ -1,0 +1,167 @@
+"""Finding and connecting to a Ceph cluster.
+
+- Where: ``conf=`` or ``CEPH_CONF`` (default ``/etc/ceph/ceph.conf``); client
+  id ``client_id=`` / ``RADOSTDB_ID`` (default ``admin``); pool ``pool=`` /
+  ``RADOSTDB_POOL`` (default ``radostdb``); namespace ``namespace=`` (default
+  none). A name ``rados://POOL/NAME`` or ``rados://POOL/NAMESPACE/NAME`` picks
+  pool and namespace itself.
+- Sharing: every handle in a process that names the same conf and client id
+  shares one ``rados.Rados`` connection, and one I/O context per
+  (pool, namespace).
+- Fork safety: librados runs threads, which a forked child does not have, so
+  a child must never call into its parent's connection. After ``fork()`` the
+  cache is emptied (``os.register_at_fork``) and :data:`generation` grows;
+  handles compare it on use and fetch a fresh I/O context, which makes the
+  child connect anew on first use. The parent's objects are kept referenced
+  in the child and never released there (releasing would call into librados).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import rados
+
+DEFAULT_CONF = "/etc/ceph/ceph.conf"
+DEFAULT_POOL = "radostdb"
+DEFAULT_ID = "admin"
+URL_PREFIX = "rados://"
+CONNECT_TIMEOUT = 30
+
+generation = 0
+_lock = threading.Lock()
+_connections: dict[tuple[str, str], Any] = {}
+_ioctxs: dict[tuple[str, str, str, str], Any] = {}
+_abandoned: list[Any] = []
+
+
+@dataclass(frozen=True)
+class Target:
+    """A database's place: cluster (conf, client id), pool, namespace, name."""
+
+    conf: str
+    client_id: str
+    pool: str
+    namespace: str
+    name: str
+    rados_cluster: Any = field(default=None, compare=False)
+
+    def ioctx(self) -> Any:
+        if self.rados_cluster is not None:
+            return _caller_ioctx(self.rados_cluster, self.pool, self.namespace)
+        return ioctx(self.conf, self.client_id, self.pool, self.namespace)
+
+
+def resolve(
+    name: str,
+    *,
+    conf: str | None = None,
+    client_id: str | None = None,
+    pool: str | None = None,
+    namespace: str | None = None,
+    cluster: Any = None,
+) -> Target:
+    """Turn a database name (plain or ``rados://…``) and keywords into a Target.
+
+    ``cluster`` is a connected ``rados.Rados`` to use instead of the shared
+    connection (the caller owns it and its fork safety)."""
+    if name.startswith(URL_PREFIX):
+        parts = name[len(URL_PREFIX):].split("/")
+        if len(parts) == 2 and all(parts):
+            url_pool, url_ns, name = parts[0], "", parts[1]
+        elif len(parts) == 3 and parts[0] and parts[2]:
+            url_pool, url_ns, name = parts
+        else:
+            raise ValueError(
+                f"bad database URL {URL_PREFIX}{'/'.join(parts)!s}: "
+                "use rados://POOL/NAME or rados://POOL/NAMESPACE/NAME"
+            )
+        pool = pool or url_pool
+        namespace = namespace if namespace is not None else url_ns
+    return Target(
+        conf=conf or os.environ.get("CEPH_CONF") or DEFAULT_CONF,
+        client_id=client_id or os.environ.get("RADOSTDB_ID") or DEFAULT_ID,
+        pool=pool or os.environ.get("RADOSTDB_POOL") or DEFAULT_POOL,
+        namespace=namespace or "",
+        name=name,
+        rados_cluster=cluster,
+    )
+
+
+def connection(conf: str, client_id: str) -> Any:
+    """The process's shared, connected ``rados.Rados`` for (conf, client id)."""
+    key = (conf, client_id)
+    with _lock:
+        conn = _connections.get(key)
+        if conn is not None:
+            return conn
+        if not os.path.isfile(conf):
+            raise OSError(
+                errno.ENOENT,
+                f"no Ceph configuration at {conf} (set CEPH_CONF or pass conf=)",
+            )
+        conn = rados.Rados(conffile=conf, name=f"client.{client_id}")
+        conn.conf_set("client_mount_timeout", str(CONNECT_TIMEOUT))
+        try:
+            conn.connect(timeout=CONNECT_TIMEOUT)
+        except rados.Error as exc:
+            conn.shutdown()
+            raise OSError(
+                getattr(exc, "errno", None) or errno.EIO,
+                f"cannot connect to the Ceph cluster of {conf} as client.{client_id}: {exc}",
+            ) from exc
+        _connections[key] = conn
+        return conn
+
+
+def ioctx(conf: str, client_id: str, pool: str, namespace: str) -> Any:
+    """The shared I/O context for a pool and namespace."""
+    key = (conf, client_id, pool, namespace)
+    io = _ioctxs.get(key)
+    if io is not None:
+        return io
+    return _open_ioctx(key, connection(conf, client_id), pool, namespace, conf)
+
+
+def _caller_ioctx(conn: Any, pool: str, namespace: str) -> Any:
+    key = (f"<rados {id(conn):x}>", "", pool, namespace)
+    io = _ioctxs.get(key)
+    if io is not None:
+        return io
+    return _open_ioctx(key, conn, pool, namespace, "the given cluster")
+
+
+def _open_ioctx(key: tuple[str, str, str, str], conn: Any, pool: str, namespace: str,
+                conf: str) -> Any:
+    with _lock:
+        io = _ioctxs.get(key)
+        if io is not None:
+            return io
+        try:
+            io = conn.open_ioctx(pool)
+        except rados.ObjectNotFound as exc:
+            raise OSError(
+                errno.ENOENT,
+                f"pool {pool!r} does not exist in the cluster of {conf} "
+                f"(create it with 'ceph osd pool create {pool}', or set RADOSTDB_POOL)",
+            ) from exc
+        io.set_namespace(namespace)
+        _ioctxs[key] = io
+        return io
+
+
+def _after_fork_in_child() -> None:
+    global generation, _lock
+    _abandoned.extend(_connections.values())
+    _abandoned.extend(_ioctxs.values())
+    _connections.clear()
+    _ioctxs.clear()
+    _lock = threading.Lock()
+    generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

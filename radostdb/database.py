@@ -1,0 +1,475 @@
+"""The Tdb class: Samba's tdb Python API on a storage backend.
+
+Holds no protocol logic: it checks arguments and handle state, keeps TDB's
+error bookkeeping, and delegates to the backend (storage.py) or, inside a
+transaction, to the transaction's buffer (txn.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from . import cluster as clustermod
+from . import flags as F
+from .errors import ERR_EINVAL, ERR_IO, ERR_NESTING, ERR_RDONLY, SUCCESS, TdbError, closed_error
+from .storage import MemoryStorage, RadosStorage, Storage
+from .txn import Transaction
+
+INTERNAL_NAME = "__TDB_INTERNAL__"
+INTERNAL_HASH_SIZE = 131
+KNOWN_TDB_FLAGS = (
+    F.CLEAR_IF_FIRST | F.INTERNAL | F.NOLOCK | F.NOMMAP | F.CONVERT | F.BIGENDIAN
+    | F.NOSYNC | F.SEQNUM | F.VOLATILE | F.ALLOW_NESTING | F.DISALLOW_NESTING
+    | F.INCOMPATIBLE_HASH
+)
+STORE_FLAGS = {0: F.REPLACE, F.REPLACE: F.REPLACE, F.INSERT: F.INSERT, F.MODIFY: F.MODIFY}
+
+T = TypeVar("T")
+
+
+def _check_bytes(*values: object) -> None:
+    for v in values:
+        if not isinstance(v, bytes):
+            raise TypeError(f"expected bytes, {type(v).__name__} found")
+
+
+def _op(method: Callable[..., T]) -> Callable[..., T]:
+    """Refuse calls on a closed handle; remember the TDB error code of a failure
+    (tdb reports it again when a later call fails without setting one)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Tdb, *args: Any, **kwargs: Any) -> T:
+        if self._storage is None:
+            raise closed_error()
+        try:
+            return method(self, *args, **kwargs)
+        except TdbError as exc:
+            self._ecode = exc.code
+            raise
+
+    return wrapper
+
+
+def _writer(method: Callable[..., T]) -> Callable[..., T]:
+    """As _op, and refuse writes on a read-only handle (TDB's RDONLY error)."""
+
+    @functools.wraps(method)
+    def check(self: Tdb, *args: Any, **kwargs: Any) -> T:
+        if self._readonly:
+            raise TdbError(ERR_RDONLY)
+        return method(self, *args, **kwargs)
+
+    return _op(check)
+
+
+class Tdb:
+    """A TDB database in RADOS (or in memory, with no name).
+
+    ``Tdb(name=None, hash_size=0, tdb_flags=DEFAULT, flags=O_RDWR, mode=0o600)``
+    as Samba's ``tdb.Tdb``; ``hash_size`` sets the shard count when the
+    database is created (0: the project default). Keywords ``conf``,
+    ``client_id``, ``pool``, ``namespace`` and ``cluster`` (a connected
+    ``rados.Rados`` to use instead of the shared connection) choose where it
+    lives; see :mod:`radostdb.cluster`.
+    """
+
+    def __init__(
+        self,
+        name: str | bytes | None = None,
+        hash_size: int = 0,
+        tdb_flags: int = F.DEFAULT,
+        flags: int = os.O_RDWR,
+        mode: int = 0o600,
+        *,
+        conf: str | None = None,
+        client_id: str | None = None,
+        pool: str | None = None,
+        namespace: str | None = None,
+        cluster: Any = None,
+    ) -> None:
+        self._storage: Storage | None = None
+        self._txn: Transaction | None = None
+        self._ecode = SUCCESS
+        self._max_dead = 0
+        for what, value in (("hash_size", hash_size), ("tdb_flags", tdb_flags),
+                            ("flags", flags), ("mode", mode)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+        if tdb_flags & ~KNOWN_TDB_FLAGS:
+            raise ValueError(f"unknown tdb_flags bits {tdb_flags & ~KNOWN_TDB_FLAGS:#x}")
+        if not 0 <= hash_size <= 65536:
+            raise ValueError(f"hash_size {hash_size} is out of range (0 to 65536)")
+        accmode = flags & os.O_ACCMODE
+        if accmode == os.O_WRONLY:
+            raise OSError(errno.EINVAL, "a TDB cannot be opened write-only")
+        self._readonly = accmode == os.O_RDONLY
+        if isinstance(name, bytes):
+            name = name.decode()
+        if name is None or tdb_flags & F.INTERNAL:
+            self._name = None
+            self._tdb_flags = tdb_flags | F.INTERNAL | F.NOLOCK | F.NOMMAP | F.INCOMPATIBLE_HASH
+            self._hash_size = hash_size or INTERNAL_HASH_SIZE
+            storage: Storage = MemoryStorage()
+        else:
+            from . import layout
+
+            target = clustermod.resolve(name, conf=conf, client_id=client_id, pool=pool,
+                                        namespace=namespace, cluster=cluster)
+            layout.check_name(target.name)
+            self._name = name
+            self._tdb_flags = tdb_flags
+            rs = RadosStorage(
+                target,
+                create=bool(flags & os.O_CREAT) and not self._readonly,
+                exclusive=bool(flags & os.O_EXCL),
+                hash_size=hash_size,
+                clear_if_first=bool(tdb_flags & F.CLEAR_IF_FIRST) and not self._readonly,
+            )
+            self._hash_size = rs.nshards
+            storage = rs
+            if flags & os.O_TRUNC and not self._readonly:
+                rs.clear()
+        if not self._tdb_flags & (F.ALLOW_NESTING | F.DISALLOW_NESTING):
+            self._tdb_flags |= F.ALLOW_NESTING
+        self._storage = storage
+
+    # -- handle ---------------------------------------------------------------
+    @property
+    def _db(self) -> Storage | Transaction:
+        """Where reads and writes go: the transaction's buffer, or the backend."""
+        if self._storage is None:
+            raise closed_error()
+        return self._txn if self._txn is not None else self._storage
+
+    def close(self) -> None:
+        """Close the handle (tdb_close); a second close does nothing."""
+        storage, self._storage = self._storage, None
+        self._txn = None
+        if storage is not None:
+            storage.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    @_op
+    def reopen(self) -> None:
+        """tdb_reopen: after fork(), reconnect (done lazily anyway)."""
+        assert self._storage is not None
+        self._storage.reopen()
+
+    def __repr__(self) -> str:
+        if self._storage is None:
+            raise closed_error()
+        return "Tdb(<internal>)" if self._name is None else f"Tdb({self._name!r})"
+
+    # -- attributes -------------------------------------------------------------
+    @property
+    def filename(self) -> bytes:
+        if self._storage is None:
+            raise closed_error()
+        return (self._name or INTERNAL_NAME).encode()
+
+    @property
+    def hash_size(self) -> int:
+        if self._storage is None:
+            raise closed_error()
+        return self._hash_size
+
+    @property
+    def map_size(self) -> int:
+        """0: a RADOS database has no memory map."""
+        if self._storage is None:
+            raise closed_error()
+        return 0
+
+    @property
+    def freelist_size(self) -> int:
+        """0: RADOS omap has no free list to report."""
+        if self._storage is None:
+            raise closed_error()
+        return 0
+
+    @property
+    def flags(self) -> int:
+        if self._storage is None:
+            raise closed_error()
+        return self._tdb_flags
+
+    @property
+    def seqnum(self) -> int:
+        """The database sequence number: it grows with every change."""
+        if self._storage is None:
+            raise closed_error()
+        return self._storage.seqnum()
+
+    def _set_max_dead(self, value: int) -> None:
+        if self._storage is None:
+            raise closed_error()
+        self._max_dead = int(value)
+
+    max_dead = property(None, _set_max_dead, doc="Write-only, as in tdb (no effect in RADOS).")
+
+    @_op
+    def add_flags(self, flags: int) -> None:
+        self._tdb_flags |= flags
+
+    @_op
+    def remove_flags(self, flags: int) -> None:
+        self._tdb_flags &= ~flags
+
+    @_op
+    def enable_seqnum(self) -> None:
+        self._tdb_flags |= F.SEQNUM
+
+    @_writer
+    def increment_seqnum_nonblock(self) -> None:
+        """Bump the sequence number without a change (only with SEQNUM set)."""
+        if self._tdb_flags & F.SEQNUM:
+            assert self._storage is not None
+            self._storage.bump_seqnum()
+
+    # -- records ------------------------------------------------------------
+    @_op
+    def get(self, key: bytes) -> bytes | None:
+        """tdb_fetch: the value, or None."""
+        _check_bytes(key)
+        return self._db.fetch(key)
+
+    @_writer
+    def store(self, key: bytes, data: bytes, flag: int = F.REPLACE) -> None:
+        """tdb_store with REPLACE, INSERT (exists: error 5) or MODIFY (missing: 8)."""
+        _check_bytes(key, data)
+        try:
+            flag = STORE_FLAGS[flag]
+        except (KeyError, TypeError):
+            raise ValueError(
+                f"unknown store flag {flag!r}: use REPLACE, INSERT or MODIFY"
+            ) from None
+        self._db.store(key, data, flag)
+
+    @_writer
+    def storev(self, key: bytes, values: list[bytes]) -> None:
+        """tdb_storev: store the concatenation of a list of bytes."""
+        _check_bytes(key)
+        if not isinstance(values, list):
+            raise TypeError(f"argument 2 must be list, not {type(values).__name__}")
+        _check_bytes(*values)
+        self._db.store(key, b"".join(values), F.REPLACE)
+
+    @_writer
+    def append(self, key: bytes, data: bytes) -> None:
+        """tdb_append: add data to the end of the record (created if missing)."""
+        _check_bytes(key, data)
+        self._db.append(key, data)
+
+    @_writer
+    def delete(self, key: bytes) -> None:
+        """tdb_delete (missing key: error 8)."""
+        _check_bytes(key)
+        self._db.delete(key)
+
+    @_writer
+    def clear(self) -> None:
+        """tdb_wipe_all: remove every record."""
+        self._db.clear()
+
+    @_op
+    def firstkey(self) -> bytes | None:
+        return self._db.first_key()
+
+    @_op
+    def nextkey(self, key: bytes) -> bytes | None:
+        _check_bytes(key)
+        return self._db.next_key(key)
+
+    @_op
+    def keys(self) -> Iterator[bytes]:
+        return self._db.keys()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.keys()
+
+    @_op
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) pair, read in pages."""
+        return self._db.items()
+
+    @_op
+    def traverse(self, fn: Callable[[bytes, bytes], Any]) -> int:
+        """tdb_traverse: call fn(key, value) per record until it returns true.
+
+        Returns the number of records visited."""
+        n = 0
+        for key, value in self._db.items():
+            n += 1
+            if fn(key, value):
+                break
+        return n
+
+    def __getitem__(self, key: bytes) -> bytes:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.store(key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        self.delete(key)
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, bytes):
+            raise TypeError("bad argument type for built-in operation")
+        return self.get(key) is not None
+
+    @_op
+    def repack(self) -> None:
+        """tdb_repack: nothing to do, the OSD's omap store compacts itself."""
+
+    # -- transactions ---------------------------------------------------------
+    @_op
+    def transaction_start(self) -> None:
+        """tdb_transaction_start; nests under ALLOW_NESTING (the default)."""
+        if self._txn is not None:
+            if self._tdb_flags & F.DISALLOW_NESTING:
+                raise TdbError(ERR_NESTING)
+            self._txn.depth += 1
+            return
+        assert self._storage is not None
+        self._txn = Transaction(self._storage)
+
+    def _active(self) -> Transaction:
+        if self._txn is None:
+            # tdb sets no new error code here: it reports the last one
+            raise TdbError(self._ecode)
+        return self._txn
+
+    @_op
+    def transaction_prepare_commit(self) -> None:
+        txn = self._active()
+        if txn.poisoned or txn.prepared:
+            # as tdb: preparing a transaction whose inner part was cancelled, or
+            # preparing twice, fails and cancels the transaction
+            self._txn = None
+            raise TdbError(ERR_IO if txn.poisoned else ERR_EINVAL)
+        if txn.depth == 1:
+            txn.prepared = True
+
+    @_op
+    def transaction_commit(self) -> None:
+        txn = self._active()
+        if txn.depth > 1:
+            txn.depth -= 1
+            return
+        self._txn = None
+        txn.commit()
+
+    @_op
+    def transaction_cancel(self) -> None:
+        txn = self._active()
+        if txn.depth > 1:
+            txn.depth -= 1
+            txn.poisoned = True
+            return
+        self._txn = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tdb]:
+        """``with db.transaction():`` commits on success, cancels on exception."""
+        self.transaction_start()
+        try:
+            yield self
+        except BaseException:
+            if self._storage is not None and self._txn is not None:
+                self.transaction_cancel()
+            raise
+        self.transaction_commit()
+
+    # -- text -----------------------------------------------------------------
+    @property
+    def text(self) -> TdbTextWrapper:
+        """The same database with str keys and values (UTF-8)."""
+        if self._storage is None:
+            raise closed_error()
+        return TdbTextWrapper(self)
+
+
+class TdbTextWrapper:
+    """tdb's ``.text`` view: str in, str out; ``.raw`` is the Tdb."""
+
+    def __init__(self, db: Tdb) -> None:
+        self._tdb = db
+
+    @property
+    def raw(self) -> Tdb:
+        return self._tdb
+
+    @property
+    def text(self) -> TdbTextWrapper:
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tdb, name)
+
+    def __repr__(self) -> str:
+        return f"<TdbTextWrapper for {self._tdb!r}>"
+
+    def get(self, key: str) -> str | None:
+        value = self._tdb.get(key.encode())
+        return None if value is None else value.decode()
+
+    def __getitem__(self, key: str) -> str:
+        return self._tdb[key.encode()].decode()
+
+    def store(self, key: str, data: str, flag: int = F.REPLACE) -> None:
+        self._tdb.store(key.encode(), data.encode(), flag)
+
+    def __setitem__(self, key: str, data: str) -> None:
+        self._tdb[key.encode()] = data.encode()
+
+    def append(self, key: str, data: str) -> None:
+        self._tdb.append(key.encode(), data.encode())
+
+    def delete(self, key: str) -> None:
+        self._tdb.delete(key.encode())
+
+    def __delitem__(self, key: str) -> None:
+        del self._tdb[key.encode()]
+
+    def __contains__(self, key: str) -> bool:
+        return key.encode() in self._tdb
+
+    def firstkey(self) -> str | None:
+        key = self._tdb.firstkey()
+        return None if key is None else key.decode()
+
+    def nextkey(self, key: str) -> str | None:
+        nxt = self._tdb.nextkey(key.encode())
+        return None if nxt is None else nxt.decode()
+
+    def keys(self) -> Iterator[str]:
+        return (k.decode() for k in self._tdb.keys())
+
+    def __iter__(self) -> Iterator[str]:
+        return self.keys()
+
+
+def open(
+    name: str | bytes | None = None,
+    hash_size: int = 0,
+    tdb_flags: int = F.DEFAULT,
+    flags: int = os.O_RDWR,
+    mode: int = 0o600,
+    **kwargs: Any,
+) -> Tdb:
+    """open(name, hash_size=0, tdb_flags=TDB_DEFAULT, flags=O_RDWR, mode=0600)"""
+    return Tdb(name, hash_size, tdb_flags, flags, mode, **kwargs)

@@ -1,0 +1,21 @@
+"""TDB's flag constants, with the values of Samba's tdb module."""
+
+# tdb_flags (open)
+DEFAULT = 0
+CLEAR_IF_FIRST = 1
+INTERNAL = 2
+NOLOCK = 4
+NOMMAP = 8
+CONVERT = 16
+BIGENDIAN = 32
+NOSYNC = 64
+SEQNUM = 128
+VOLATILE = 256
+ALLOW_NESTING = 512
+DISALLOW_NESTING = 1024
+INCOMPATIBLE_HASH = 2048
+
+# store flags
+REPLACE = 1
+INSERT = 2
+MODIFY = 3

@@ -1,0 +1,138 @@
+"""pytest plugin: a real Ceph cluster for the test session.
+
+Loaded with ``-p radostdb.testing`` (pyproject.toml does it for this repo).
+
+- ``ceph_cluster`` (session): a :class:`ClusterInfo` for the cluster under test.
+  By default a throwaway :class:`~radostdb.devcluster.DevCluster` (one memstore
+  OSD) is started in a temporary directory and stopped at the end of the
+  session: by pytest's teardown (also on Ctrl-C), and, if pytest dies any
+  other way (SIGTERM, kill -9), by the cluster's keeper process, which
+  watches the pytest process. To run the suite against an existing
+  cluster instead, export both ``CEPH_CONF`` and ``RADOSTDB_POOL`` (and
+  ``RADOSTDB_ID`` if the client is not ``admin``): the tests then create and
+  remove their databases in that pool.
+- When no cluster can be started the cluster tests are skipped, unless
+  ``RADOSTDB_REQUIRE_CLUSTER=1``: then the run fails.
+- ``rados_client`` (session): a connected ``rados.Rados``; ``ioctx``: an
+  I/O context on the test pool; ``db_name``: a fresh database name per test;
+  ``cluster_env``: environment variables for child processes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from .devcluster import ClusterError, DevCluster
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+
+
+def env_flag(name: str) -> bool:
+    """True when environment variable ``name`` is set to a true word."""
+    return os.environ.get(name, "").strip().lower() in TRUE_WORDS
+
+
+@dataclass
+class ClusterInfo:
+    """Where the cluster under test is and how to reach it."""
+
+    conf: str
+    pool: str
+    client_id: str = "admin"
+    dev: DevCluster | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def child_env(self) -> dict[str, str]:
+        """os.environ plus what a child process needs to reach this cluster."""
+        env = dict(os.environ)
+        env.update(CEPH_CONF=self.conf, RADOSTDB_POOL=self.pool, RADOSTDB_ID=self.client_id)
+        return env
+
+
+def _unavailable(reason: str) -> None:
+    if env_flag("RADOSTDB_REQUIRE_CLUSTER"):
+        pytest.fail(f"RADOSTDB_REQUIRE_CLUSTER=1 but no cluster: {reason}", pytrace=False)
+    pytest.skip(f"no Ceph cluster: {reason}")
+
+
+@pytest.fixture(scope="session")
+def ceph_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterInfo]:
+    conf = os.environ.get("CEPH_CONF")
+    pool = os.environ.get("RADOSTDB_POOL")
+    if conf and pool:
+        if not os.path.isfile(conf):
+            _unavailable(f"CEPH_CONF={conf} does not exist")
+        yield ClusterInfo(conf, pool, os.environ.get("RADOSTDB_ID", "admin"))
+        return
+    yield from _throwaway_cluster(tmp_path_factory)
+
+
+def _throwaway_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterInfo]:
+    """Start a DevCluster for the session and point the environment at it, so
+    radostdb's defaults (CEPH_CONF, RADOSTDB_POOL, RADOSTDB_ID) find it."""
+    base = os.environ.get("RADOSTDB_TEST_CLUSTER_DIR") or str(
+        tmp_path_factory.mktemp("cluster", numbered=True)
+    )
+    dev = DevCluster(base)
+    try:
+        dev.up(owner=os.getpid())
+    except (ClusterError, OSError) as exc:
+        _unavailable(str(exc))
+    saved = {k: os.environ.get(k) for k in ("CEPH_CONF", "RADOSTDB_POOL", "RADOSTDB_ID")}
+    os.environ.update(CEPH_CONF=str(dev.conf), RADOSTDB_POOL=dev.pool, RADOSTDB_ID="admin")
+    try:
+        yield ClusterInfo(str(dev.conf), dev.pool, "admin", dev)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        dev.down()
+
+
+@pytest.fixture(scope="session")
+def rados_client(ceph_cluster: ClusterInfo) -> Iterator[Any]:
+    import rados
+
+    client = rados.Rados(conffile=ceph_cluster.conf, name=f"client.{ceph_cluster.client_id}")
+    client.conf_set("rados_mon_op_timeout", "30")
+    client.conf_set("rados_osd_op_timeout", "60")
+    client.connect(timeout=30)
+    yield client
+    client.shutdown()
+
+
+@pytest.fixture
+def ioctx(rados_client: Any, ceph_cluster: ClusterInfo) -> Iterator[Any]:
+    io = rados_client.open_ioctx(ceph_cluster.pool)
+    yield io
+    io.close()
+
+
+@pytest.fixture
+def db_name(request: pytest.FixtureRequest, ceph_cluster: ClusterInfo) -> str:
+    """A database name no other test uses, on the cluster under test."""
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:40].strip("-")
+    return f"t-{base}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def cluster_env(ceph_cluster: ClusterInfo) -> dict[str, str]:
+    """Environment for a child process that uses the cluster under test."""
+    return ceph_cluster.child_env()
+
+
+@pytest.fixture
+def scratch_dir() -> Iterator[str]:
+    """A short temporary directory (Ceph admin-socket paths must stay short)."""
+    with tempfile.TemporaryDirectory(prefix="rtdb-", dir="/tmp") as d:
+        yield d

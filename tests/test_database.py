@@ -1,0 +1,269 @@
+"""The Tdb API on a real cluster: sharing between processes, open flags,
+bad input, corruption, fork safety."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+import rados
+
+import radostdb
+from radostdb import codec, layout
+from radostdb.testing import ClusterInfo
+
+RW = os.O_RDWR
+CREATE = os.O_CREAT | os.O_RDWR
+
+
+def python(code: str, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """A child Python running ``code`` with pipes on stdin, stdout and stderr."""
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args], env=env,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 120) -> str:
+    """Close the child's stdin, wait for it, and check that it succeeded."""
+    out, err = proc.communicate("", timeout=timeout)
+    assert proc.returncode == 0, err
+    return out
+
+
+WRITER = """
+    import os, sys, radostdb
+    name, me = sys.argv[1], sys.argv[2]
+    db = radostdb.Tdb(name, 0, radostdb.DEFAULT, os.O_RDWR)
+    for i in range(500):
+        if i < 200:
+            db.append(b"shared", b"<" + me.encode() + b">")
+        db.store(f"{me}-{i}".encode(), str(i).encode())
+    db.close()
+"""
+
+
+def test_multi_writer_append_and_store(db_name: str, cluster_env: dict[str, str]) -> None:
+    """4 processes: 200 appends each to one key, 500 stores each of their own."""
+    radostdb.Tdb(db_name, 0, 0, CREATE).close()
+    procs = [python(WRITER, cluster_env, db_name, f"p{i}") for i in range(4)]
+    for p in procs:
+        finish(p)
+    db = radostdb.Tdb(db_name)
+    shared = db[b"shared"]
+    for i in range(4):
+        assert shared.count(f"<p{i}>".encode()) == 200
+    assert len(shared) == 800 * len(b"<p0>")
+    keys = set(db.keys())
+    for i in range(4):
+        for j in range(500):
+            assert db.get(f"p{i}-{j}".encode()) == str(j).encode()
+    assert len(keys) == 4 * 500 + 1
+
+
+def test_two_processes_see_each_other(db_name: str, cluster_env: dict[str, str]) -> None:
+    db = radostdb.Tdb(db_name, 0, 0, CREATE)
+    proc = python("""
+        import sys, radostdb
+        db = radostdb.Tdb(sys.argv[1])
+        for line in sys.stdin:
+            key = line.strip().encode()
+            value = db.get(key)
+            db.store(key + b"-ack", b"seen")
+            print(value.decode(), flush=True)
+    """, cluster_env, db_name)
+    assert proc.stdin is not None and proc.stdout is not None
+    for i in range(5):
+        db.store(f"k{i}".encode(), f"v{i}".encode())
+        proc.stdin.write(f"k{i}\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == f"v{i}"
+        assert db.get(f"k{i}-ack".encode()) == b"seen"
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 0
+
+
+def test_clear_if_first(db_name: str, cluster_env: dict[str, str]) -> None:
+    """CLEAR_IF_FIRST clears only when no other handle anywhere has it open."""
+    first = radostdb.Tdb(db_name, 0, radostdb.CLEAR_IF_FIRST, CREATE)
+    first.store(b"k", b"v")
+    holder = python("""
+        import sys, radostdb
+        db = radostdb.Tdb(sys.argv[1])
+        print("open", flush=True)
+        sys.stdin.read()
+        db.close()
+    """, cluster_env, db_name)
+    first.close()
+    # the other process still has it open: a CLEAR_IF_FIRST open keeps the data
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+    second = radostdb.Tdb(db_name, 0, radostdb.CLEAR_IF_FIRST, RW)
+    assert second.get(b"k") == b"v"
+    second.close()
+    finish(holder)
+    other = radostdb.Tdb(db_name)
+    third = radostdb.Tdb(db_name, 0, radostdb.CLEAR_IF_FIRST, RW)
+    assert third.get(b"k") == b"v", "another handle in this process has it open"
+    third.close()
+    other.close()
+
+
+def test_clear_if_first_clears_when_alone(db_name: str) -> None:
+    db = radostdb.Tdb(db_name, 0, 0, CREATE)
+    db.store(b"k", b"v")
+    db.close()
+    db = radostdb.Tdb(db_name, 0, radostdb.CLEAR_IF_FIRST, RW)
+    assert db.get(b"k") is None and list(db.keys()) == []
+
+
+def test_open_flags(db_name: str) -> None:
+    with pytest.raises(FileNotFoundError) as info:
+        radostdb.Tdb(db_name)
+    assert info.value.errno == errno.ENOENT and db_name in str(info.value)
+    db = radostdb.Tdb(db_name, 5, 0, CREATE)
+    assert db.hash_size == 5
+    db.store(b"k", b"v")
+    with pytest.raises(FileExistsError):
+        radostdb.Tdb(db_name, 0, 0, CREATE | os.O_EXCL)
+    again = radostdb.Tdb(db_name, 99, 0, CREATE)
+    assert again.hash_size == 5, "the stored shard count wins"
+    assert again.get(b"k") == b"v"
+    radostdb.Tdb(db_name, 0, 0, CREATE | os.O_TRUNC)
+    assert again.get(b"k") is None
+    ro = radostdb.Tdb(db_name, 0, 0, os.O_RDONLY)
+    for call in (lambda: ro.store(b"a", b"b"), lambda: ro.delete(b"a"),
+                 lambda: ro.append(b"a", b"b"), ro.clear):
+        with pytest.raises(RuntimeError) as err:
+            call()
+        assert err.value.args == (10, "write not permitted")
+    with pytest.raises(OSError) as err:
+        radostdb.Tdb(db_name, 0, 0, os.O_WRONLY)
+    assert err.value.errno == errno.EINVAL
+
+
+def test_names_and_urls(db_name: str, ceph_cluster: ClusterInfo) -> None:
+    url = f"rados://{ceph_cluster.pool}/ns-{db_name[:8]}/{db_name}"
+    db = radostdb.Tdb(url, 0, 0, CREATE)
+    db.store(b"k", b"in namespace")
+    assert repr(db) == f"Tdb({url!r})" and db.filename == url.encode()
+    with pytest.raises(FileNotFoundError):
+        radostdb.Tdb(db_name)  # the default namespace has no such database
+    same = radostdb.Tdb(db_name, namespace=f"ns-{db_name[:8]}")
+    assert same.get(b"k") == b"in namespace"
+    plain = radostdb.Tdb(f"rados://{ceph_cluster.pool}/{db_name}", 0, 0, CREATE)
+    assert plain.get(b"k") is None
+    for bad in ("", "x" * 201, "a\0b"):
+        with pytest.raises(ValueError):
+            radostdb.Tdb(bad, 0, 0, CREATE)
+    with pytest.raises(ValueError, match="bad database URL"):
+        radostdb.Tdb("rados://onlypool", 0, 0, CREATE)
+
+
+def test_missing_pool_is_named(db_name: str) -> None:
+    with pytest.raises(OSError) as err:
+        radostdb.Tdb(db_name, 0, 0, CREATE, pool="no-such-pool-xyz")
+    assert err.value.errno == errno.ENOENT and "no-such-pool-xyz" in str(err.value)
+
+
+def test_missing_conf_is_named(db_name: str) -> None:
+    with pytest.raises(OSError) as err:
+        radostdb.Tdb(db_name, 0, 0, CREATE, conf="/nonexistent/ceph.conf")
+    assert "/nonexistent/ceph.conf" in str(err.value)
+
+
+def test_bad_arguments_leave_database_intact(db_name: str) -> None:
+    db = radostdb.Tdb(db_name, 0, 0, CREATE)
+    db.store(b"k", b"v")
+    with pytest.raises(TypeError, match="expected bytes, str found"):
+        db.store("k", b"x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        db.store(b"k", None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        db.get(1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown store flag"):
+        db.store(b"k", b"x", 99)
+    with pytest.raises(TypeError):
+        db.storev(b"k", b"notalist")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown tdb_flags"):
+        radostdb.Tdb(db_name, 0, 1 << 20, RW)
+    with pytest.raises(TypeError):
+        radostdb.Tdb(db_name, "8", 0, RW)  # type: ignore[arg-type]
+    assert db[b"k"] == b"v" and list(db.keys()) == [b"k"]
+
+
+def test_corrupt_record_is_reported(db_name: str, ioctx: Any) -> None:
+    """A record whose crc does not match (written raw) raises TDB's corrupt error."""
+    db = radostdb.Tdb(db_name, 0, 0, CREATE)
+    db.store(b"good", b"value")
+    db.store(b"bad", b"value")
+    shard = layout.shard_object(db_name, codec.shard_of(b"bad", db.hash_size))
+    record = bytearray(codec.encode_record(b"bad", b"value", 7))
+    record[-1] ^= 0xFF  # flip a data byte: the crc no longer matches
+    with rados.WriteOpCtx() as op:
+        ioctx.set_omap(op, (codec.encode_key(b"bad"),), (bytes(record),))
+        ioctx.operate_write_op(op, shard)
+    with pytest.raises(RuntimeError) as err:
+        db.get(b"bad")
+    assert err.value.args[0] == 1 and "Corrupt database" in err.value.args[1]
+    with pytest.raises(RuntimeError):
+        dict(db.items())
+    with pytest.raises(RuntimeError) as err:
+        db.append(b"bad", b"more")
+    assert err.value.args[0] == 1
+    assert db[b"good"] == b"value"
+
+
+def test_closed_handle(db_name: str) -> None:
+    db = radostdb.Tdb(db_name, 0, 0, CREATE)
+    db.close()
+    db.close()
+    for call in (lambda: db.get(b"k"), lambda: db.store(b"k", b"v"), lambda: repr(db),
+                 lambda: db.filename, db.keys, db.transaction_start, lambda: db.seqnum):
+        with pytest.raises(RuntimeError) as err:
+            call()
+        assert err.value.args == (2, "Database is already closed")
+
+
+def test_seqnum_grows_on_every_change(db_name: str) -> None:
+    db = radostdb.Tdb(db_name, 0, radostdb.SEQNUM, CREATE)
+    seen = [db.seqnum]
+    for change in (lambda: db.store(b"a", b"1"), lambda: db.append(b"a", b"2"),
+                   lambda: db.delete(b"a"), db.clear, db.increment_seqnum_nonblock):
+        change()
+        seen.append(db.seqnum)
+    assert seen == sorted(set(seen)), seen
+
+
+def test_internal_database() -> None:
+    db = radostdb.Tdb()
+    assert repr(db) == "Tdb(<internal>)" and db.filename == b"__TDB_INTERNAL__"
+    db.store(b"k", b"v")
+    with pytest.raises(RuntimeError) as err:
+        db.store(b"k", b"v", radostdb.INSERT)
+    assert err.value.args == (5, "Record exists")
+    assert db.text.get("k") == "v"
+
+
+def test_fork_child_uses_inherited_handle(db_name: str) -> None:
+    """A forked child connects afresh; the handle it inherited keeps working."""
+    db = radostdb.Tdb(db_name, 0, 0, CREATE)
+    db.store(b"parent", b"1")
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        code = 1
+        try:
+            if db.get(b"parent") == b"1":
+                db.store(b"child", b"2")
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert db.get(b"child") == b"2"
+    db.store(b"parent-after", b"3")
+    assert db.get(b"parent-after") == b"3"

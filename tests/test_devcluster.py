@@ -1,0 +1,185 @@
+"""The throwaway cluster launcher, the object-class skeleton and cephx."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import rados
+from click.testing import CliRunner
+
+from radostdb.cli import main
+from radostdb.devcluster import ClusterError, Daemon, DevCluster
+from radostdb.testing import ClusterInfo
+
+
+def ceph_pids(directory: str) -> list[int]:
+    """PIDs of live ceph daemons whose command line names this cluster's conf."""
+    conf = os.path.join(directory, "ceph.conf").encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        daemon = os.path.basename(argv[0]) in (b"ceph-mon", b"ceph-osd") and conf in argv
+        if daemon and not Daemon("osd.x" if b"osd" in argv[0] else "mon.x", int(entry), "").gone():
+            pids.append(int(entry))
+    return pids
+
+
+def test_cli_up_status_down(scratch_dir: str) -> None:
+    """`cluster up` prints CEPH_CONF, `ceph -s` sees the OSD, `down` leaves nothing."""
+    d = os.path.join(scratch_dir, "c")
+    up = subprocess.run(
+        [sys.executable, "-m", "radostdb.cli", "cluster", "up", "--dir", d],
+        capture_output=True, text=True, timeout=180,
+    )
+    try:
+        assert up.returncode == 0, up.stderr
+        assert up.stdout.strip() == f"export CEPH_CONF={d}/ceph.conf"
+        status = CliRunner().invoke(main, ["cluster", "status", "--dir", d])
+        assert status.exit_code == 0
+        assert "mon.a    up" in status.output and "osd.0    up" in status.output
+        s = subprocess.run(
+            ["ceph", "-c", f"{d}/ceph.conf", "--connect-timeout", "20", "-s", "-f", "json"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert s.returncode == 0, s.stderr
+        osdmap = json.loads(s.stdout)["osdmap"]
+        assert (osdmap["num_osds"], osdmap["num_up_osds"]) == (1, 1)
+        assert len(ceph_pids(d)) == 2
+    finally:
+        down = CliRunner().invoke(main, ["cluster", "down", "--dir", d])
+    assert down.exit_code == 0
+    assert "stopped: osd.0, mon.a" in down.output
+    assert ceph_pids(d) == []
+    again = CliRunner().invoke(main, ["cluster", "down", "--dir", d])
+    assert again.exit_code == 0 and "nothing was running" in again.output
+    status = CliRunner().invoke(main, ["cluster", "status", "--dir", d])
+    assert status.exit_code == 1 and "mon.a    down" in status.output
+    assert os.path.exists(f"{d}/ceph.conf"), "down must remove nothing"
+
+
+def test_status_of_unknown_dir(scratch_dir: str) -> None:
+    r = CliRunner().invoke(main, ["cluster", "status", "--dir", f"{scratch_dir}/none"])
+    assert r.exit_code == 1
+    assert "no cluster was started in" in r.output
+
+
+def test_half_started_cluster_goes_down(scratch_dir: str) -> None:
+    """An `up` that fails after daemons started stops them and says what failed."""
+    c = DevCluster(f"{scratch_dir}/half", pg_num=100000)  # the pool cannot be created
+    with pytest.raises(ClusterError, match="osd pool create"):
+        c.up()
+    assert {d.name for d in c.daemons()} == {"mon.a", "osd.0"}
+    assert not any(c.status().values())
+    assert ceph_pids(c.dir.as_posix()) == []
+    assert c.down() == []
+
+
+def test_killed_owner_takes_its_cluster_down(scratch_dir: str) -> None:
+    """kill -9 of the process that owns a cluster (a test run) still stops it."""
+    d = f"{scratch_dir}/owned"
+    owner = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "from radostdb.devcluster import DevCluster\n"
+         "with DevCluster(sys.argv[1]):\n"
+         "    print('up', flush=True)\n"
+         "    time.sleep(600)\n", d],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert owner.stdout is not None and owner.stdout.readline().strip() == "up"
+    assert len(ceph_pids(d)) == 2
+    owner.kill()
+    owner.wait()
+    deadline = time.monotonic() + 30
+    while ceph_pids(d) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ceph_pids(d) == []
+
+
+def test_osd_kill_and_restart(scratch_dir: str) -> None:
+    """The reliability-test controls: kill -9 one OSD, start it, restart it
+    (bluestore: a memstore OSD loses its data when killed)."""
+    with DevCluster(f"{scratch_dir}/k", osds=2, store="bluestore") as c:
+        first = c.osd(1)
+        assert first is not None and first.alive()
+        c.kill_osd(1)
+        assert c.status() == {"mon.a": True, "osd.0": True, "osd.1": False}
+        c.start_osd(1)
+        second = c.osd(1)
+        assert second is not None and second.alive() and second.pid != first.pid
+        c.restart_osd(0)
+        assert all(c.status().values())
+        with c.admin() as admin:
+            io = admin.open_ioctx(c.pool)
+            io.write_full("after-restart", b"x")
+            assert io.read("after-restart") == b"x"
+            io.close()
+    assert ceph_pids(c.dir.as_posix()) == []
+
+
+def test_class_version(ioctx: rados.Ioctx, db_name: str) -> None:
+    """Our class is loaded; `version` answers on an existing object (the OSD
+    refuses calls on a missing object with ENOENT before the class runs)."""
+    ioctx.write_full(db_name, b"")
+    assert ioctx.execute(db_name, "radostdb", "version", b"") == (1, b"1")
+    with pytest.raises(rados.ObjectNotFound):
+        ioctx.execute(db_name + "-missing", "radostdb", "version", b"")
+
+
+def test_write_read_with_generated_keyring(ceph_cluster: ClusterInfo, db_name: str) -> None:
+    """The generated ceph.conf and keyring work as they are."""
+    client = rados.Rados(conffile=ceph_cluster.conf, name=f"client.{ceph_cluster.client_id}")
+    client.connect(timeout=30)
+    try:
+        io = client.open_ioctx(ceph_cluster.pool)
+        io.write_full(db_name, b"hello")
+        assert io.read(db_name) == b"hello"
+        io.remove_object(db_name)
+        io.close()
+    finally:
+        client.shutdown()
+
+
+def test_cephx_namespace_confinement(
+    ceph_cluster: ClusterInfo, rados_client: rados.Rados, scratch_dir: str, db_name: str
+) -> None:
+    """A client whose caps allow one namespace is refused outside it."""
+    entity = f"client.{db_name[:30]}"
+    ret, out, err = rados_client.mon_command(json.dumps({
+        "prefix": "auth get-or-create", "entity": entity,
+        "caps": ["mon", "allow r", "osd", f"allow rw pool={ceph_cluster.pool} namespace=ns1"],
+        "format": "plain",
+    }), b"")
+    assert ret == 0, err
+    keyring = Path(scratch_dir) / "client.keyring"
+    keyring.write_bytes(out)
+    client = rados.Rados(conffile=ceph_cluster.conf, name=entity,
+                         conf={"keyring": str(keyring)})
+    client.conf_set("rados_osd_op_timeout", "30")
+    client.connect(timeout=30)
+    try:
+        io = client.open_ioctx(ceph_cluster.pool)
+        io.set_namespace("ns1")
+        io.write_full(db_name, b"inside")
+        assert io.read(db_name) == b"inside"
+        io.set_namespace("ns2")
+        with pytest.raises(rados.PermissionError):
+            io.write_full(db_name, b"outside")
+        io.set_namespace("")
+        with pytest.raises(rados.PermissionError):
+            io.read(db_name)
+        io.close()
+    finally:
+        client.shutdown()
+        rados_client.mon_command(json.dumps({"prefix": "auth rm", "entity": entity}), b"")
