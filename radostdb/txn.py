@@ -79,11 +79,12 @@ class Transaction:
 
     def store(self, key: bytes, data: bytes, flag: int) -> None:
         self._writable()
-        exists = self.fetch(key) is not None
-        if flag == clsops.INSERT and exists:
-            raise TdbError(ERR_EXISTS)
-        if flag == clsops.MODIFY and not exists:
-            raise TdbError(ERR_NOEXIST)
+        if flag != clsops.REPLACE:
+            exists = self.fetch(key) is not None
+            if flag == clsops.INSERT and exists:
+                raise TdbError(ERR_EXISTS)
+            if flag == clsops.MODIFY and not exists:
+                raise TdbError(ERR_NOEXIST)
         self.overlay[key] = data
 
     def append(self, key: bytes, data: bytes) -> None:
