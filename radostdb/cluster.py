@@ -18,9 +18,12 @@
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import errno
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +40,30 @@ _lock = threading.Lock()
 _connections: dict[tuple[str, str], Any] = {}
 _ioctxs: dict[tuple[str, str, str, str], Any] = {}
 _abandoned: list[Any] = []
+_watches: dict[int, Any] = {}
+_handles: weakref.WeakSet[Any] = weakref.WeakSet()
+exiting = False
+
+
+def track_handle(handle: Any) -> None:
+    """Remember an open backend so that shutdown_all closes it (its locks
+    released) before the connection goes."""
+    _handles.add(handle)
+
+
+def track_watch(watch: Any) -> Any:
+    """Remember a watch so that shutdown_all closes it before its connection."""
+    _watches[id(watch)] = watch
+    return watch
+
+
+def close_watch(watch: Any) -> None:
+    """Close a tracked watch (errors ignored: the OSD times watches out)."""
+    if _watches.pop(id(watch), None) is not None:
+        try:
+            watch.close()
+        except rados.Error:
+            pass
 
 
 @dataclass(frozen=True)
@@ -94,6 +121,8 @@ def resolve(
 
 def connection(conf: str, client_id: str) -> Any:
     """The process's shared, connected ``rados.Rados`` for (conf, client id)."""
+    if exiting:
+        raise OSError(errno.ESHUTDOWN, "the process is exiting: its cluster connections are closed")
     key = (conf, client_id)
     with _lock:
         conn = _connections.get(key)
@@ -106,6 +135,10 @@ def connection(conf: str, client_id: str) -> Any:
             )
         conn = rados.Rados(conffile=conf, name=f"client.{client_id}")
         conn.conf_set("client_mount_timeout", str(CONNECT_TIMEOUT))
+        op_timeout = os.environ.get("RADOSTDB_OP_TIMEOUT")
+        if op_timeout:  # seconds before an operation gives up (default: never)
+            conn.conf_set("rados_osd_op_timeout", op_timeout)
+            conn.conf_set("rados_mon_op_timeout", op_timeout)
         try:
             conn.connect(timeout=CONNECT_TIMEOUT)
         except rados.Error as exc:
@@ -154,10 +187,56 @@ def _open_ioctx(key: tuple[str, str, str, str], conn: Any, pool: str, namespace:
         return io
 
 
+def shutdown_all(final: bool = True) -> None:
+    """Close this process's handles, watches, I/O contexts and connections.
+
+    Runs at exit (``final``): a librados connection still running at
+    interpreter exit aborts the process, and one shut down under a live
+    handle crashes its next call, so afterwards every handle refuses I/O.
+    With ``final=False`` (a test session ending before its cluster stops)
+    the handles are closed and later ones connect afresh."""
+    global exiting
+    for handle in list(_handles):
+        try:
+            handle.close()
+        except Exception:
+            pass  # locks not released expire with their lease
+    exiting = exiting or final
+    for watch in list(_watches.values()):
+        close_watch(watch)
+    with _lock:
+        ioctxs, conns = list(_ioctxs.values()), list(_connections.values())
+        _ioctxs.clear()
+        _connections.clear()
+    for io in ioctxs:
+        try:
+            io.close()
+        except rados.Error:
+            pass
+    for conn in conns:
+        try:
+            conn.shutdown()
+        except rados.Error:
+            pass
+
+
+def abandon(objs: Any) -> None:
+    """Keep the parent's librados objects alive forever in a forked child.
+
+    Releasing one would call into librados (rados_shutdown waits for threads
+    the child does not have, and hangs), so each gets a reference that is
+    never dropped: not even interpreter exit deallocates it."""
+    for obj in objs:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+        _abandoned.append(obj)
+
+
 def _after_fork_in_child() -> None:
     global generation, _lock
-    _abandoned.extend(_connections.values())
-    _abandoned.extend(_ioctxs.values())
+    abandon(_connections.values())
+    abandon(_ioctxs.values())
+    abandon(_watches.values())
+    _watches.clear()
     _connections.clear()
     _ioctxs.clear()
     _lock = threading.Lock()
@@ -165,3 +244,4 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(shutdown_all)

@@ -75,7 +75,8 @@ class Tdb:
     database is created (0: the project default). Keywords ``conf``,
     ``client_id``, ``pool``, ``namespace`` and ``cluster`` (a connected
     ``rados.Rados`` to use instead of the shared connection) choose where it
-    lives; see :mod:`radostdb.cluster`.
+    lives; see :mod:`radostdb.cluster`. ``lock_lease`` (seconds; default
+    RADOSTDB_LOCK_LEASE or 30) is how long a lock outlives a holder that died.
     """
 
     def __init__(
@@ -91,6 +92,7 @@ class Tdb:
         pool: str | None = None,
         namespace: str | None = None,
         cluster: Any = None,
+        lock_lease: float | None = None,
     ) -> None:
         self._storage: Storage | None = None
         self._txn: Transaction | None = None
@@ -129,6 +131,7 @@ class Tdb:
                 exclusive=bool(flags & os.O_EXCL),
                 hash_size=hash_size,
                 clear_if_first=bool(tdb_flags & F.CLEAR_IF_FIRST) and not self._readonly,
+                lock_lease=lock_lease,
             )
             self._hash_size = rs.nshards
             storage = rs
@@ -334,6 +337,96 @@ class Tdb:
     @_op
     def repack(self) -> None:
         """tdb_repack: nothing to do, the OSD's omap store compacts itself."""
+
+    # -- locks ----------------------------------------------------------------
+    @_op
+    def chainlock(self, key: bytes) -> None:
+        """tdb_chainlock: lock the record against other handles' writes and
+        locks, everywhere; waits while another handle holds it."""
+        _check_bytes(key)
+        self._storage_or_closed().lock(key, False, False)
+
+    @_op
+    def chainlock_nonblock(self, key: bytes) -> None:
+        """tdb_chainlock_nonblock: TDB's lock error at once when contended."""
+        _check_bytes(key)
+        self._storage_or_closed().lock(key, False, True)
+
+    @_op
+    def chainlock_read(self, key: bytes) -> None:
+        """tdb_chainlock_read: a shared lock; other shared locks are admitted."""
+        _check_bytes(key)
+        self._storage_or_closed().lock(key, True, False)
+
+    @_op
+    def chainlock_read_nonblock(self, key: bytes) -> None:
+        _check_bytes(key)
+        self._storage_or_closed().lock(key, True, True)
+
+    @_op
+    def chainunlock(self, key: bytes) -> None:
+        """tdb_chainunlock (not held: TDB's lock error)."""
+        _check_bytes(key)
+        self._storage_or_closed().unlock(key, False)
+
+    @_op
+    def chainunlock_read(self, key: bytes) -> None:
+        _check_bytes(key)
+        self._storage_or_closed().unlock(key, True)
+
+    @contextmanager
+    def lock(self, key: bytes, shared: bool = False) -> Iterator[Tdb]:
+        """``with db.lock(key):`` chainlock (or chainlock_read) for the block."""
+        if shared:
+            self.chainlock_read(key)
+        else:
+            self.chainlock(key)
+        try:
+            yield self
+        finally:
+            if self._storage is not None:
+                if shared:
+                    self.chainunlock_read(key)
+                else:
+                    self.chainunlock(key)
+
+    @_op
+    def fetch_locked(self, key: bytes) -> bytes | None:
+        """dbwrap's fetch_locked: lock the record and return its value (or None)
+        in one round trip; release with chainunlock(key)."""
+        _check_bytes(key)
+        return self._storage_or_closed().fetch_locked(key)
+
+    @_op
+    def lock_all(self) -> None:
+        """tdb_lockall: block every other handle's writes and locks."""
+        self._storage_or_closed().lock_all(False, False)
+
+    @_op
+    def lock_all_nonblock(self) -> None:
+        self._storage_or_closed().lock_all(False, True)
+
+    @_op
+    def unlock_all(self) -> None:
+        self._storage_or_closed().unlock_all(False)
+
+    @_op
+    def read_lock_all(self) -> None:
+        """tdb_lockall_read: block other handles' writes, not their reads."""
+        self._storage_or_closed().lock_all(True, False)
+
+    @_op
+    def read_lock_all_nonblock(self) -> None:
+        self._storage_or_closed().lock_all(True, True)
+
+    @_op
+    def read_unlock_all(self) -> None:
+        self._storage_or_closed().unlock_all(True)
+
+    def _storage_or_closed(self) -> Storage:
+        if self._storage is None:
+            raise closed_error()
+        return self._storage
 
     # -- transactions ---------------------------------------------------------
     @_op

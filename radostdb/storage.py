@@ -21,12 +21,12 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import rados
 
-from . import clsops, codec, layout
+from . import clsops, codec, layout, locking
 from . import cluster as clustermod
 from .errors import ERR_CORRUPT, ERR_EXISTS, ERR_LOCK, ERR_NOEXIST, TdbError
 
@@ -81,8 +81,27 @@ class Storage:
     def bump_seqnum(self) -> None:
         raise NotImplementedError
 
+    def lock(self, key: bytes, shared: bool, nonblock: bool) -> None:
+        """Lock a record for this handle (counted)."""
+        raise NotImplementedError
+
+    def unlock(self, key: bytes, shared: bool) -> None:
+        raise NotImplementedError
+
+    def lock_all(self, shared: bool, nonblock: bool) -> None:
+        """Lock the whole database for this handle (counted)."""
+        raise NotImplementedError
+
+    def unlock_all(self, shared: bool) -> None:
+        raise NotImplementedError
+
+    def fetch_locked(self, key: bytes) -> bytes | None:
+        """Lock the record and read it, in one round trip."""
+        self.lock(key, False, False)
+        return self.fetch(key)
+
     def close(self) -> None:
-        """Release what the backend holds (idempotent)."""
+        """Release what the backend holds, locks included (idempotent)."""
 
     def reopen(self) -> None:
         """Re-establish the backend's cluster state (after fork)."""
@@ -94,6 +113,7 @@ class MemoryStorage(Storage):
     def __init__(self) -> None:
         self.records: dict[bytes, bytes] = {}
         self.seq = 0
+        self.locks: dict[tuple[object, ...], int] = {}
 
     def fetch(self, key: bytes) -> bytes | None:
         return self.records.get(key)
@@ -136,6 +156,28 @@ class MemoryStorage(Storage):
     def bump_seqnum(self) -> None:
         self.seq += 1
 
+    # TDB_INTERNAL has one user, this process: locks are counts (as TDB_NOLOCK)
+    def _count(self, name: tuple[object, ...], delta: int) -> None:
+        n = self.locks.get(name, 0) + delta
+        if n < 0:
+            raise TdbError(ERR_LOCK)
+        if n:
+            self.locks[name] = n
+        else:
+            self.locks.pop(name, None)
+
+    def lock(self, key: bytes, shared: bool, nonblock: bool) -> None:
+        self._count(("record", shared, key), 1)
+
+    def unlock(self, key: bytes, shared: bool) -> None:
+        self._count(("record", shared, key), -1)
+
+    def lock_all(self, shared: bool, nonblock: bool) -> None:
+        self._count(("all", shared), 1)
+
+    def unlock_all(self, shared: bool) -> None:
+        self._count(("all", shared), -1)
+
 
 def flag_to_op(flag: int) -> int:
     return {clsops.INSERT: clsops.OP_INSERT, clsops.MODIFY: clsops.OP_MODIFY}.get(
@@ -169,6 +211,7 @@ class RadosStorage(Storage):
         exclusive: bool,
         hash_size: int,
         clear_if_first: bool,
+        lock_lease: float | None = None,
     ) -> None:
         self.target = target
         self.name = target.name
@@ -177,6 +220,8 @@ class RadosStorage(Storage):
         self._io: Any = None
         self._watch: Any = None
         self.io()  # connect now: a bad pool or cluster fails the open
+        self.locks = locking.LockTable(self.io, lock_lease)
+        clustermod.track_handle(self)
         self.meta = self._open_header(create, exclusive, hash_size)
         self.nshards = int(self.meta["nshards"])
         self.shard_objs = layout.shard_objects(self.name, self.nshards)
@@ -188,10 +233,12 @@ class RadosStorage(Storage):
     # -- connection ---------------------------------------------------------
     def io(self) -> Any:
         """The I/O context; after a fork, a fresh one on a fresh connection."""
+        if clustermod.exiting:
+            raise OSError(errno.ESHUTDOWN, "the process is exiting: radostdb handles are closed")
         if self._gen != clustermod.generation:
             self._io = self.target.ioctx()
             if self._gen != -1 and self._watch is not None:
-                clustermod._abandoned.append(self._watch)
+                clustermod.abandon([self._watch])
                 self._watch = None
                 self._gen = clustermod.generation
                 self._start_watch()
@@ -204,15 +251,17 @@ class RadosStorage(Storage):
     def _start_watch(self) -> None:
         """Watch the header object: the watcher list says who has it open."""
         if self._watch is None:
-            self._watch = self.io().watch(self.header_obj, _ignore_notify)
+            self._watch = clustermod.track_watch(
+                self.io().watch(self.header_obj, _ignore_notify))
 
     def close(self) -> None:
+        if clustermod.exiting:
+            return
+        if self.locks.held and self._gen == clustermod.generation:
+            self.locks.release_all()
         watch, self._watch = self._watch, None
         if watch is not None and self._gen == clustermod.generation:
-            try:
-                watch.close()
-            except rados.Error:
-                pass
+            clustermod.close_watch(watch)
 
     # -- header -------------------------------------------------------------
     def _read_header(self) -> dict[str, str] | None:
@@ -320,39 +369,128 @@ class RadosStorage(Storage):
             except rados.ObjectNotFound:
                 return None
             for _, rec in it:
-                try:
-                    return codec.decode_record(key, rec)[1]
-                except codec.CodecError as exc:
-                    raise corrupt(key, obj, exc) from None
+                return self._decode(key, rec, obj)
         return None
 
+    @staticmethod
+    def _decode(key: bytes, rec: bytes, obj: str) -> bytes:
+        try:
+            return codec.decode_record(key, rec)[1]
+        except codec.CodecError as exc:
+            raise corrupt(key, obj, exc) from None
+
+    def _write(self, obj: str, method: str, request: bytes) -> None:
+        """One write class call, waiting while another handle's lock blocks it."""
+        io = self.io()
+        locking.blocking(io, obj, lambda: clsops.call(io, obj, method, request))
+
     def store(self, key: bytes, data: bytes, flag: int) -> None:
-        clsops.store(self.io(), self._shard(key), key, data, flag)
+        obj = self._shard(key)
+        locks = self.locks
+        self._write(obj, "store",
+                    clsops.store_request(locks.owner, locks.wflags(obj, key), key, data, flag))
 
     def append(self, key: bytes, data: bytes) -> None:
-        clsops.append(self.io(), self._shard(key), key, data)
+        obj = self._shard(key)
+        locks = self.locks
+        self._write(obj, "append",
+                    clsops.append_request(locks.owner, locks.wflags(obj, key), key, data))
 
     def delete(self, key: bytes) -> None:
-        clsops.delete(self.io(), self._shard(key), key)
+        obj = self._shard(key)
+        locks = self.locks
+        self._write(obj, "delete", clsops.delete_request(locks.owner, locks.wflags(obj, key), key))
+
+    def _batch_wflags(self, obj: str, entries: list[tuple[int, bytes, bytes]]) -> int:
+        flags = {self.locks.wflags(obj, key) for _, key, _ in entries}
+        return clsops.WRITE_ASSERT_LOCK if flags == {clsops.WRITE_ASSERT_LOCK} else 0
+
+    def _each_shard(self, requests: dict[str, tuple[str, bytes]]) -> None:
+        """Run class calls on several shards in parallel; wait out lock conflicts."""
+        if len(requests) == 1:
+            ((obj, (method, req)),) = requests.items()
+            self._write(obj, method, req)
+            return
+        batch = clsops.Batch(self.io())
+        for obj, (method, req) in requests.items():
+            batch.start(obj, method, req)
+        results = batch.wait_each()
+        for obj, err in results.items():
+            if isinstance(err, clsops.Busy):
+                self._write(obj, *requests[obj])
+        errors = [e for e in results.values() if e is not None and not isinstance(e, clsops.Busy)]
+        if errors:
+            raise errors[0]
 
     def commit(self, ops: list[tuple[int, bytes, bytes]]) -> None:
         by_shard: dict[str, list[tuple[int, bytes, bytes]]] = {}
         for entry in ops:
             by_shard.setdefault(self._shard(entry[1]), []).append(entry)
-        if len(by_shard) == 1:
-            ((obj, entries),) = by_shard.items()
-            clsops.apply(self.io(), obj, entries)
-            return
-        batch = clsops.Batch(self.io())
-        for obj, entries in by_shard.items():
-            batch.apply(obj, entries)
-        batch.wait()
+        owner = self.locks.owner
+        self._each_shard({
+            obj: ("apply", clsops.apply_request(owner, self._batch_wflags(obj, entries), entries))
+            for obj, entries in by_shard.items()
+        })
 
     def clear(self) -> None:
-        batch = clsops.Batch(self.io())
+        owner = self.locks.owner
+        self._each_shard({
+            obj: ("clear", clsops.clear_request(
+                owner, clsops.WRITE_ASSERT_LOCK if self.locks.holds_shard(obj) else 0))
+            for obj in self.shard_objs
+        })
+
+    # -- locks --------------------------------------------------------------
+    def lock(self, key: bytes, shared: bool, nonblock: bool) -> None:
+        mode = clsops.LOCK_SHARED if shared else clsops.LOCK_EXCL
+        self.locks.acquire(self._shard(key), clsops.LOCK_RECORD, mode, key, nonblock)
+
+    def unlock(self, key: bytes, shared: bool) -> None:
+        mode = clsops.LOCK_SHARED if shared else clsops.LOCK_EXCL
+        self.locks.release(self._shard(key), clsops.LOCK_RECORD, mode, key)
+
+    def fetch_locked(self, key: bytes) -> bytes | None:
+        obj = self._shard(key)
+        io = self.io()
+
+        def start_read() -> Callable[[], bytes | None]:
+            op = io.create_read_op()
+            it, _ = io.get_omap_vals_by_keys(op, (codec.encode_key(key),))
+            comp = io.operate_aio_read_op(op, obj)
+
+            def collect() -> bytes | None:
+                comp.wait_for_complete_and_cb()
+                try:
+                    if comp.get_return_value() < 0:
+                        return None  # a missing shard object: no record
+                    for _, rec in it:
+                        return self._decode(key, rec, obj)
+                    return None
+                finally:
+                    io.release_read_op(op)
+
+            return collect
+
+        return self.locks.acquire_with_read(obj, key, start_read)
+
+    def lock_all(self, shared: bool, nonblock: bool) -> None:
+        mode = clsops.LOCK_SHARED if shared else clsops.LOCK_EXCL
+        taken: list[str] = []
+        try:
+            for obj in self.shard_objs:  # in order: two lock_all callers cannot deadlock
+                self.locks.acquire(obj, clsops.LOCK_SHARD, mode, b"", nonblock)
+                taken.append(obj)
+        except BaseException:
+            for obj in taken:
+                self.locks.release(obj, clsops.LOCK_SHARD, mode, b"")
+            raise
+
+    def unlock_all(self, shared: bool) -> None:
+        mode = clsops.LOCK_SHARED if shared else clsops.LOCK_EXCL
+        if (self.shard_objs[0], clsops.LOCK_SHARD, mode, b"") not in self.locks.held:
+            raise TdbError(ERR_LOCK)
         for obj in self.shard_objs:
-            batch.clear(obj)
-        batch.wait()
+            self.locks.release(obj, clsops.LOCK_SHARD, mode, b"")
 
     # -- traversal ----------------------------------------------------------
     def _pages(self, obj: str, keys_only: bool) -> Iterator[list[tuple[str, bytes]]]:

@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from . import cluster as clustermod
 from .devcluster import ClusterError, DevCluster
 
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -86,8 +87,10 @@ def _throwaway_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clu
         dev.up(owner=os.getpid())
     except (ClusterError, OSError) as exc:
         _unavailable(str(exc))
-    saved = {k: os.environ.get(k) for k in ("CEPH_CONF", "RADOSTDB_POOL", "RADOSTDB_ID")}
-    os.environ.update(CEPH_CONF=str(dev.conf), RADOSTDB_POOL=dev.pool, RADOSTDB_ID="admin")
+    names = ("CEPH_CONF", "RADOSTDB_POOL", "RADOSTDB_ID", "RADOSTDB_OP_TIMEOUT")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(CEPH_CONF=str(dev.conf), RADOSTDB_POOL=dev.pool, RADOSTDB_ID="admin",
+                      RADOSTDB_OP_TIMEOUT=os.environ.get("RADOSTDB_OP_TIMEOUT", "120"))
     try:
         yield ClusterInfo(str(dev.conf), dev.pool, "admin", dev)
     finally:
@@ -96,6 +99,7 @@ def _throwaway_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clu
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        clustermod.shutdown_all(final=False)  # handles go while the cluster is up
         dev.down()
 
 

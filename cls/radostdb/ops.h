@@ -39,6 +39,9 @@ enum rtdb_apply_op : uint8_t {
   RTDB_OP_DISCARD = 6,    /* remove the record if present */
 };
 
+/* flags of a write request (store, append, delete, apply) */
+#define RTDB_WRITE_ASSERT_LOCK 0x1 /* the writer holds a lock covering every key */
+
 /* Bounds-checked reader over a request buffer. */
 class WireReader {
  public:
@@ -61,6 +64,13 @@ class WireReader {
     if (!u32(len) || (size_t)(end_ - p_) < *len) return false;
     *ptr = p_;
     p_ += *len;
+    return true;
+  }
+  /* n raw bytes, returned as a pointer */
+  bool fixed(const char **ptr, size_t n) {
+    if ((size_t)(end_ - p_) < n) return false;
+    *ptr = p_;
+    p_ += n;
     return true;
   }
   bool done() const { return p_ == end_; }

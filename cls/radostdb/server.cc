@@ -21,40 +21,54 @@
  * bytes, every request starts with u8 version). Errors common to every
  * method: -EINVAL malformed request, -EOPNOTSUPP request version too new,
  * -EIO stored data that does not decode (a corrupt record or shard header).
+ * Locks and their conflicts: locks.h; the shard header: types.h.
+ *
+ * "whead" below, the head of every write request after the version:
+ *   u8[16] owner   the writing handle's id
+ *   u8 wflags      bit 0 (RTDB_WRITE_ASSERT_LOCK): the writer holds a lock
+ *                  covering every key written; refused with -ENOLCK if the
+ *                  OSD finds no such lock of this owner (fencing).
+ * A write refused because another owner holds a conflicting lock returns
+ * -EBUSY having changed nothing: the client waits for a notify on the shard
+ * object (or a timeout) and retries. (Write methods can return neither data
+ * nor positive values to python-rados clients: only 0 or a negative errno.)
  *
  * version (read)
  *   request: ignored.   reply: the wire version as ASCII digits ("1").
  *   The OSD answers -ENOENT before the class runs if the object is missing.
  *
  * store (write)
- *   request: u8 version, u8 flag (1 REPLACE, 2 INSERT, 3 MODIFY),
+ *   request: u8 version, whead, u8 flag (1 REPLACE, 2 INSERT, 3 MODIFY),
  *            bytes key, bytes data
  *   effect:  sets the record with rseq = new shard seq.
- *   errors:  -EEXIST INSERT of an existing key; -ENOENT MODIFY of a missing key.
+ *   result:  0, -EBUSY; -EEXIST INSERT of an existing key; -ENOENT MODIFY
+ *            of a missing key; -ENOLCK failed lock assertion.
  *
  * append (write)
- *   request: u8 version, bytes key, bytes data
+ *   request: u8 version, whead, bytes key, bytes data
  *   effect:  record data becomes old data + data (created if missing); the
  *            old record is verified (crc) and its crc extended over the data.
- *   errors:  -EIO when the existing record does not decode or verify.
+ *   result:  0, -EBUSY; -EIO the existing record does not decode or verify.
  *
  * delete (write)
- *   request: u8 version, bytes key
- *   errors:  -ENOENT missing key.
+ *   request: u8 version, whead, bytes key
+ *   result:  0, -EBUSY; -ENOENT missing key.
  *
  * apply (write): a batch applied atomically to one shard
- *   request: u8 version, u32 count, count x { u8 op, bytes key, bytes data }
- *            op: 1 PUT, 2 INSERT, 3 MODIFY, 4 APPEND, 5 DELETE, 6 DISCARD
- *            (ops.h); data is empty for DELETE and DISCARD. Entries apply in
- *            order; a later entry sees the earlier ones.
+ *   request: u8 version, whead, u32 count, count x { u8 op, bytes key,
+ *            bytes data }; op: 1 PUT, 2 INSERT, 3 MODIFY, 4 APPEND, 5 DELETE,
+ *            6 DISCARD (ops.h); data is empty for DELETE and DISCARD. Entries
+ *            apply in order; a later entry sees the earlier ones.
  *   effect:  the shard seq grows by one for the whole batch; every record
  *            written gets that seq as its rseq.
- *   errors:  those of the single-record methods; the first failing entry
+ *   result:  those of the single-record methods; the first failing entry
  *            aborts the whole batch.
  *
  * clear (write)
- *   request: u8 version.   effect: removes every record, shard seq + 1; on a
- *   missing object does nothing (and creates nothing).
+ *   request: u8 version, whead
+ *   effect:  removes every record, shard seq + 1 (locks stay); on a missing
+ *            object does nothing (and creates nothing). Conflicts like an
+ *            exclusive shard lock.   result: 0, -EBUSY, -ENOLCK.
  *
  * bump (write)
  *   request: u8 version.   effect: seq + 1 without touching records (used
@@ -62,6 +76,35 @@
  *
  * seq (read)
  *   request: u8 version.   reply: u64 seq (0 for an object without header).
+ *
+ * lock (write)
+ *   request: u8 version, u8[16] owner, u32 lease_ms, u8 kind (1 record,
+ *            2 shard), u8 mode (1 exclusive, 2 shared), bytes key (empty for
+ *            a shard lock)
+ *   effect:  grants the lock (or renews it if the owner holds it) with
+ *            expiry = now + lease_ms.
+ *   result:  0 granted, -EBUSY held by another owner.
+ *
+ * unlock (write)
+ *   request: u8 version, u8[16] owner, u8 kind, u8 mode, bytes key
+ *   result:  0; -ENOLCK the owner holds no such lock (it expired and was
+ *            taken, or was never taken).
+ *
+ * renew (write)
+ *   request: u8 version, u8[16] owner, u32 lease_ms
+ *   effect:  every entry of the owner in this shard expires now + lease_ms.
+ *            A lock that expired and was taken is gone and stays gone: the
+ *            owner finds out when a write under it or its unlock is refused
+ *            with -ENOLCK.   result: 0.
+ *
+ * prune (write)
+ *   request: u8 version.   effect: drops expired holders (nothing on a
+ *   missing object).   result: 0.
+ *
+ * locks (read)
+ *   request: u8 version.
+ *   reply:   u64 OSD time in ms, then the shard header as stored (types.h;
+ *            empty when the object has none).
  *
  * watchers (read)
  *   request: u8 version.
@@ -80,6 +123,7 @@
 #include "types.h"
 
 #include "codec.c"
+#include "locks.h"
 
 /* ---- watcher listing: layout-compatible with the OSD's own types ---- */
 struct watch_item_t {
@@ -94,36 +138,6 @@ struct obj_list_watch_response_t {
   std::list<watch_item_t> entries;
 };
 int cls_cxx_list_watchers(cls_method_context_t hctx, obj_list_watch_response_t *watchers);
-
-/* ---- shard header ---- */
-static int read_shard_hdr(cls_method_context_t hctx, rtdb_shard_hdr *h)
-{
-  ceph::bufferlist bl;
-  int r = cls_cxx_map_read_header(hctx, &bl);
-  if (r == -ENOENT || (r == 0 && bl.length() == 0)) {
-    *h = rtdb_shard_hdr();
-    return 0;
-  }
-  if (r < 0)
-    return r;
-  WireReader rd(bl.c_str(), bl.length());
-  uint8_t version, compat, reserved0, reserved1;
-  if (!rd.u8(&version) || !rd.u8(&compat) || !rd.u8(&reserved0) || !rd.u8(&reserved1) ||
-      !rd.u64(&h->seq) || compat > 1)
-    return -EIO;
-  return 0;
-}
-
-static int write_shard_hdr(cls_method_context_t hctx, const rtdb_shard_hdr &h)
-{
-  ceph::bufferlist bl;
-  put_u8(&bl, 1);
-  put_u8(&bl, 1);
-  put_u8(&bl, 0);
-  put_u8(&bl, 0);
-  put_u64(&bl, h.seq);
-  return cls_cxx_map_write_header(hctx, &bl);
-}
 
 /* ---- records ---- */
 static std::string omap_key(const char *key, uint32_t klen)
@@ -193,12 +207,21 @@ struct Entry {
  * Apply entries to the shard with one seq bump. The overlay holds every key
  * touched so far: present with a value, or present with `gone` for removals.
  */
-static int apply_entries(cls_method_context_t hctx, const Entry *entries, size_t n)
+static int apply_entries(cls_method_context_t hctx, const std::string &owner, uint8_t wflags,
+                         const Entry *entries, size_t n)
 {
   rtdb_shard_hdr h;
   int r = read_shard_hdr(hctx, &h);
   if (r < 0)
     return r;
+  prune_locks(&h, now_ms());
+  for (size_t i = 0; i < n && ((wflags & RTDB_WRITE_ASSERT_LOCK) || !h.locks.empty()); i++) {
+    std::string raw(entries[i].key, entries[i].klen);
+    if ((wflags & RTDB_WRITE_ASSERT_LOCK) && !covers(h, owner, raw))
+      return -ENOLCK;
+    if (conflicts(&h, owner, 0, 0, raw))
+      return -EBUSY;
+  }
   uint64_t rseq = h.seq + 1;
   std::map<std::string, ceph::bufferlist> set;
   std::set<std::string> gone;
@@ -293,6 +316,16 @@ static int begin(WireReader &rd)
   return 0;
 }
 
+/* the common head of write requests: owner and write flags */
+static int write_head(WireReader &rd, std::string *owner, uint8_t *wflags)
+{
+  const char *o;
+  if (!rd.fixed(&o, RTDB_OWNER_LEN) || !rd.u8(wflags))
+    return -EINVAL;
+  owner->assign(o, RTDB_OWNER_LEN);
+  return 0;
+}
+
 static int read_entry_body(WireReader &rd, Entry *e, bool with_data)
 {
   if (!rd.bytes(&e->key, &e->klen))
@@ -314,12 +347,14 @@ static int version(cls_method_context_t, ceph::bufferlist *, ceph::bufferlist *o
 static int store(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
   WireReader rd(in->c_str(), in->length());
+  std::string owner;
+  uint8_t wflags, flag;
   int r = begin(rd);
   if (r < 0)
     return r;
-  uint8_t flag;
   Entry e;
-  if (!rd.u8(&flag) || read_entry_body(rd, &e, true) < 0 || !rd.done())
+  if (write_head(rd, &owner, &wflags) < 0 || !rd.u8(&flag) ||
+      read_entry_body(rd, &e, true) < 0 || !rd.done())
     return -EINVAL;
   switch (flag) {
     case RTDB_REPLACE: e.op = RTDB_OP_PUT; break;
@@ -327,43 +362,49 @@ static int store(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferli
     case RTDB_MODIFY: e.op = RTDB_OP_MODIFY; break;
     default: return -EINVAL;
   }
-  return apply_entries(hctx, &e, 1);
+  return apply_entries(hctx, owner, wflags, &e, 1);
 }
 
 static int append(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
   WireReader rd(in->c_str(), in->length());
+  std::string owner;
+  uint8_t wflags;
   int r = begin(rd);
   if (r < 0)
     return r;
   Entry e;
   e.op = RTDB_OP_APPEND;
-  if (read_entry_body(rd, &e, true) < 0 || !rd.done())
+  if (write_head(rd, &owner, &wflags) < 0 || read_entry_body(rd, &e, true) < 0 || !rd.done())
     return -EINVAL;
-  return apply_entries(hctx, &e, 1);
+  return apply_entries(hctx, owner, wflags, &e, 1);
 }
 
 static int del(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
   WireReader rd(in->c_str(), in->length());
+  std::string owner;
+  uint8_t wflags;
   int r = begin(rd);
   if (r < 0)
     return r;
   Entry e;
   e.op = RTDB_OP_DELETE;
-  if (read_entry_body(rd, &e, false) < 0 || !rd.done())
+  if (write_head(rd, &owner, &wflags) < 0 || read_entry_body(rd, &e, false) < 0 || !rd.done())
     return -EINVAL;
-  return apply_entries(hctx, &e, 1);
+  return apply_entries(hctx, owner, wflags, &e, 1);
 }
 
 static int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
   WireReader rd(in->c_str(), in->length());
+  std::string owner;
+  uint8_t wflags;
   int r = begin(rd);
   if (r < 0)
     return r;
   uint32_t count;
-  if (!rd.u32(&count) || count > in->length())
+  if (write_head(rd, &owner, &wflags) < 0 || !rd.u32(&count) || count > in->length())
     return -EINVAL;
   std::vector<Entry> entries(count);
   for (auto &e : entries) {
@@ -374,16 +415,18 @@ static int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferli
   }
   if (!rd.done())
     return -EINVAL;
-  return apply_entries(hctx, entries.data(), entries.size());
+  return apply_entries(hctx, owner, wflags, entries.data(), entries.size());
 }
 
 static int clear(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
   WireReader rd(in->c_str(), in->length());
+  std::string owner;
+  uint8_t wflags;
   int r = begin(rd);
   if (r < 0)
     return r;
-  if (!rd.done())
+  if (write_head(rd, &owner, &wflags) < 0 || !rd.done())
     return -EINVAL;
   uint64_t size;
   time_t mtime;
@@ -393,6 +436,11 @@ static int clear(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferli
   r = read_shard_hdr(hctx, &h);
   if (r < 0)
     return r;
+  prune_locks(&h, now_ms());
+  if ((wflags & RTDB_WRITE_ASSERT_LOCK) && !covers_shard(h, owner))
+    return -ENOLCK;
+  if (conflicts(&h, owner, RTDB_LOCK_SHARD, RTDB_LOCK_EXCL, ""))
+    return -EBUSY;
   r = cls_cxx_map_clear(hctx);
   if (r < 0)
     return r;
@@ -430,6 +478,154 @@ static int seq(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist
   return 0;
 }
 
+static int lock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  WireReader rd(in->c_str(), in->length());
+  int r = begin(rd);
+  if (r < 0)
+    return r;
+  const char *o, *k;
+  uint32_t lease_ms, klen;
+  uint8_t kind, mode;
+  if (!rd.fixed(&o, RTDB_OWNER_LEN) || !rd.u32(&lease_ms) || !rd.u8(&kind) || !rd.u8(&mode) ||
+      !rd.bytes(&k, &klen) || !rd.done())
+    return -EINVAL;
+  if ((kind != RTDB_LOCK_RECORD && kind != RTDB_LOCK_SHARD) ||
+      (mode != RTDB_LOCK_EXCL && mode != RTDB_LOCK_SHARED) || lease_ms == 0 ||
+      (kind == RTDB_LOCK_SHARD && klen != 0))
+    return -EINVAL;
+  std::string owner(o, RTDB_OWNER_LEN), key(k, klen);
+  rtdb_shard_hdr h;
+  r = read_shard_hdr(hctx, &h);
+  if (r < 0)
+    return r;
+  uint64_t now = now_ms();
+  prune_locks(&h, now);
+  if (conflicts(&h, owner, kind, mode, key))
+    return -EBUSY;
+  rtdb_lock *l = find_lock(&h, kind, mode, key);
+  if (!l) {
+    h.locks.emplace_back();
+    l = &h.locks.back();
+    l->kind = kind;
+    l->mode = mode;
+    l->key = key;
+  }
+  bool found = false;
+  for (auto &hd : l->holders)
+    if (hd.owner == owner) {
+      hd.expiry_ms = now + lease_ms;
+      found = true;
+    }
+  if (!found) {
+    rtdb_holder hd;
+    hd.owner = owner;
+    hd.expiry_ms = now + lease_ms;
+    l->holders.push_back(hd);
+  }
+  return write_shard_hdr(hctx, h);
+}
+
+static int unlock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  WireReader rd(in->c_str(), in->length());
+  int r = begin(rd);
+  if (r < 0)
+    return r;
+  const char *o, *k;
+  uint32_t klen;
+  uint8_t kind, mode;
+  if (!rd.fixed(&o, RTDB_OWNER_LEN) || !rd.u8(&kind) || !rd.u8(&mode) ||
+      !rd.bytes(&k, &klen) || !rd.done())
+    return -EINVAL;
+  std::string owner(o, RTDB_OWNER_LEN), key(k, klen);
+  rtdb_shard_hdr h;
+  r = read_shard_hdr(hctx, &h);
+  if (r < 0)
+    return r;
+  rtdb_lock *l = find_lock(&h, kind, mode, key);
+  if (!l)
+    return -ENOLCK;
+  bool found = false;
+  for (auto it = l->holders.begin(); it != l->holders.end(); ++it)
+    if (it->owner == owner) {
+      l->holders.erase(it);
+      found = true;
+      break;
+    }
+  if (!found)
+    return -ENOLCK;
+  if (l->holders.empty())
+    h.locks.erase(h.locks.begin() + (l - h.locks.data()));
+  prune_locks(&h, now_ms());
+  return write_shard_hdr(hctx, h);
+}
+
+static int renew(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  WireReader rd(in->c_str(), in->length());
+  int r = begin(rd);
+  if (r < 0)
+    return r;
+  const char *o;
+  uint32_t lease_ms;
+  if (!rd.fixed(&o, RTDB_OWNER_LEN) || !rd.u32(&lease_ms) || !rd.done() || lease_ms == 0)
+    return -EINVAL;
+  std::string owner(o, RTDB_OWNER_LEN);
+  rtdb_shard_hdr h;
+  r = read_shard_hdr(hctx, &h);
+  if (r < 0)
+    return r;
+  uint64_t now = now_ms();
+  bool mine = false;
+  for (auto &l : h.locks)
+    for (auto &hd : l.holders)
+      if (hd.owner == owner) {
+        hd.expiry_ms = now + lease_ms;
+        mine = true;
+      }
+  if (!mine)
+    return 0; /* nothing to write */
+  prune_locks(&h, now);
+  return write_shard_hdr(hctx, h);
+}
+
+static int prune(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  WireReader rd(in->c_str(), in->length());
+  int r = begin(rd);
+  if (r < 0)
+    return r;
+  if (!rd.done())
+    return -EINVAL;
+  uint64_t size;
+  time_t mtime;
+  if (cls_cxx_stat(hctx, &size, &mtime) == -ENOENT)
+    return 0;
+  rtdb_shard_hdr h;
+  r = read_shard_hdr(hctx, &h);
+  if (r < 0)
+    return r;
+  if (!prune_locks(&h, now_ms()))
+    return 0;
+  return write_shard_hdr(hctx, h);
+}
+
+static int locks(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
+{
+  WireReader rd(in->c_str(), in->length());
+  int r = begin(rd);
+  if (r < 0)
+    return r;
+  ceph::bufferlist bl;
+  r = cls_cxx_map_read_header(hctx, &bl);
+  if (r < 0)
+    return r;
+  put_u64(out, now_ms());
+  out->append(bl);
+  return 0;
+}
+
 static int watchers(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
 {
   WireReader rd(in->c_str(), in->length());
@@ -452,7 +648,7 @@ extern "C" void __cls_init()
 {
   static cls_handle_t h_class;
   static cls_method_handle_t h_version, h_store, h_append, h_delete, h_apply, h_clear,
-      h_bump, h_seq, h_watchers;
+      h_bump, h_seq, h_watchers, h_lock, h_unlock, h_renew, h_prune, h_locks;
 
   cls_log(0, "loading radostdb class (wire format %d)", RADOSTDB_WIRE_VERSION);
   cls_register("radostdb", &h_class);
@@ -465,4 +661,9 @@ extern "C" void __cls_init()
   cls_register_cxx_method(h_class, "bump", CLS_METHOD_RD | CLS_METHOD_WR, bump, &h_bump);
   cls_register_cxx_method(h_class, "seq", CLS_METHOD_RD, seq, &h_seq);
   cls_register_cxx_method(h_class, "watchers", CLS_METHOD_RD, watchers, &h_watchers);
+  cls_register_cxx_method(h_class, "lock", CLS_METHOD_RD | CLS_METHOD_WR, lock, &h_lock);
+  cls_register_cxx_method(h_class, "unlock", CLS_METHOD_RD | CLS_METHOD_WR, unlock, &h_unlock);
+  cls_register_cxx_method(h_class, "renew", CLS_METHOD_RD | CLS_METHOD_WR, renew, &h_renew);
+  cls_register_cxx_method(h_class, "prune", CLS_METHOD_RD | CLS_METHOD_WR, prune, &h_prune);
+  cls_register_cxx_method(h_class, "locks", CLS_METHOD_RD, locks, &h_locks);
 }
