@@ -46,6 +46,11 @@ class Busy(Exception):
     """Another owner holds a conflicting lock (-EBUSY); nothing was changed."""
 
 
+class Pending(Busy):
+    """The shard holds a multi-shard transaction whose commit is not finished
+    (-EAGAIN): wait for it, or recover it if its committer died."""
+
+
 def _bytes(b: bytes) -> bytes:
     return _U32.pack(len(b)) + b
 
@@ -69,15 +74,30 @@ def delete_request(owner: bytes, wflags: int, key: bytes) -> bytes:
     return b"".join((_whead(owner, wflags), _U32.pack(len(key)), key))
 
 
-def apply_request(owner: bytes, wflags: int, ops: Iterable[tuple[int, bytes, bytes]]) -> bytes:
-    """A batch: (op, key, data) entries applied in order, atomically."""
+def apply_request(owner: bytes, wflags: int, ops: Iterable[tuple[int, bytes, bytes]],
+                  txid: int = 0) -> bytes:
+    """A batch: (op, key, data) entries applied in order, atomically; txid
+    marks a part of a multi-shard transaction (0: none)."""
     parts = [b""]
     n = 0
     for op, key, data in ops:
         parts.append(bytes((op,)) + _bytes(key) + _bytes(data))
         n += 1
-    parts[0] = _whead(owner, wflags) + _U32.pack(n)
+    parts[0] = _whead(owner, wflags) + _U64.pack(txid) + _U32.pack(n)
     return b"".join(parts)
+
+
+def settle_request(txid: int) -> bytes:
+    return _V + _U64.pack(txid)
+
+
+def get_request(maxlen: int, key: bytes) -> bytes:
+    return _V + _U32.pack(maxlen) + _bytes(key)
+
+
+def list_request(max_records: int, max_bytes: int, start_after: str) -> bytes:
+    start = start_after.encode()
+    return _V + _U32.pack(max_records) + _U32.pack(max_bytes) + _bytes(start)
 
 
 def clear_request(owner: bytes, wflags: int) -> bytes:
@@ -105,6 +125,8 @@ def tdb_error(code: int, what: str) -> Exception:
     """Map a failed class call (positive errno) to the error a tdb caller expects."""
     if code == errno.EBUSY:
         return Busy(what)
+    if code == errno.EAGAIN:
+        return Pending(what)
     if code == errno.EEXIST:
         return TdbError(ERR_EXISTS)
     if code == errno.ENOENT:
@@ -128,6 +150,43 @@ def call(ioctx: Any, obj: str, method: str, request: bytes, length: int = 0) -> 
     except rados.Error as exc:
         raise tdb_error(errno_of(exc), f"{method} on {obj}") from None
     return bytes(out)
+
+
+GET_FOUND, GET_MISSING, GET_TOO_BIG = 0, 1, 2
+GET_BUFFER = 1 << 16
+
+
+def get(ioctx: Any, obj: str, key: bytes) -> bytes | None:
+    """The stored record of key on obj (codec format), or None.
+
+    Raises Pending while a transaction's commit is unfinished on the shard."""
+    size = GET_BUFFER
+    while True:
+        try:
+            out = call(ioctx, obj, "get", get_request(size, key), size)
+        except TdbError as exc:
+            if exc.code == ERR_NOEXIST:  # no shard object: never written
+                return None
+            raise
+        status = out[0]
+        if status == GET_FOUND:
+            return out[1:]
+        if status == GET_MISSING:
+            return None
+        (size,) = _U32.unpack_from(out, 1)
+
+
+def list_page(ioctx: Any, obj: str, start_after: str, max_records: int,
+              max_bytes: int) -> tuple[bool, bytes]:
+    """(more, page) of records after an encoded key; a missing shard is empty."""
+    try:
+        out = call(ioctx, obj, "list", list_request(max_records, max_bytes, start_after),
+                   max_bytes + (1 << 16))
+    except TdbError as exc:
+        if exc.code == ERR_NOEXIST:
+            return False, b""
+        raise
+    return bool(out[0]), out[1:]
 
 
 def bump(ioctx: Any, obj: str) -> None:
@@ -211,7 +270,7 @@ def decode_shard_header(raw: bytes) -> tuple[int, list[LockEntry]]:
         (seq,) = _U64.unpack_from(raw, 4)
         if version < 2:
             return seq, []
-        pos = 12
+        pos = 28  # after seq: u64 applied, u64 pending
         (n,) = _U32.unpack_from(raw, pos)
         pos += 4
         locks = []
@@ -236,6 +295,13 @@ def decode_shard_header(raw: bytes) -> tuple[int, list[LockEntry]]:
         raise TdbError(
             ERR_CORRUPT, f"Corrupt database: shard header does not decode ({exc})"
         ) from None
+
+
+def decode_txn_fields(raw: bytes) -> tuple[int, int]:
+    """(applied, pending) transaction ids of a stored shard header."""
+    if len(raw) < 28 or raw[0] < 2:
+        return 0, 0
+    return _U64.unpack_from(raw, 12)[0], _U64.unpack_from(raw, 20)[0]
 
 
 def read_locks(ioctx: Any, obj: str) -> tuple[int, int, list[LockEntry]]:

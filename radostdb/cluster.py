@@ -45,6 +45,15 @@ _handles: weakref.WeakSet[Any] = weakref.WeakSet()
 exiting = False
 
 
+_before_shutdown: list[Any] = []
+
+
+def before_shutdown(fn: Any) -> None:
+    """Run fn() in shutdown_all after the handles close, before the
+    connections do (locking drains its notifies and stops renewing)."""
+    _before_shutdown.append(fn)
+
+
 def track_handle(handle: Any) -> None:
     """Remember an open backend so that shutdown_all closes it (its locks
     released) before the connection goes."""
@@ -202,6 +211,11 @@ def shutdown_all(final: bool = True) -> None:
         except Exception:
             pass  # locks not released expire with their lease
     exiting = exiting or final
+    for fn in _before_shutdown:
+        try:
+            fn()
+        except Exception:
+            pass
     for watch in list(_watches.values()):
         close_watch(watch)
     with _lock:

@@ -150,7 +150,8 @@ class Tdb:
         return self._txn if self._txn is not None else self._storage
 
     def close(self) -> None:
-        """Close the handle (tdb_close); a second close does nothing."""
+        """Close the handle (tdb_close); a second close does nothing. An open
+        transaction is cancelled and every lock released."""
         storage, self._storage = self._storage, None
         self._txn = None
         if storage is not None:
@@ -431,14 +432,32 @@ class Tdb:
     # -- transactions ---------------------------------------------------------
     @_op
     def transaction_start(self) -> None:
-        """tdb_transaction_start; nests under ALLOW_NESTING (the default)."""
+        """tdb_transaction_start: waits for the database's transaction lock;
+        nests under ALLOW_NESTING (the default)."""
+        self._start_transaction(nonblock=False)
+
+    @_op
+    def transaction_start_nonblock(self) -> None:
+        """tdb_transaction_start_nonblock: TDB's lock error at once when another
+        handle's transaction is active."""
+        self._start_transaction(nonblock=True)
+
+    def _start_transaction(self, nonblock: bool) -> None:
         if self._txn is not None:
             if self._tdb_flags & F.DISALLOW_NESTING:
                 raise TdbError(ERR_NESTING)
             self._txn.depth += 1
             return
-        assert self._storage is not None
-        self._txn = Transaction(self._storage)
+        if self._readonly:
+            raise TdbError(ERR_RDONLY)
+        storage = self._storage_or_closed()
+        storage.txn_lock(nonblock)
+        self._txn = Transaction(storage)
+
+    def _end_transaction(self) -> None:
+        self._txn = None
+        if self._storage is not None:
+            self._storage.txn_unlock()
 
     def _active(self) -> Transaction:
         if self._txn is None:
@@ -452,7 +471,7 @@ class Tdb:
         if txn.poisoned or txn.prepared:
             # as tdb: preparing a transaction whose inner part was cancelled, or
             # preparing twice, fails and cancels the transaction
-            self._txn = None
+            self._end_transaction()
             raise TdbError(ERR_IO if txn.poisoned else ERR_EINVAL)
         if txn.depth == 1:
             txn.prepared = True
@@ -463,8 +482,10 @@ class Tdb:
         if txn.depth > 1:
             txn.depth -= 1
             return
-        self._txn = None
-        txn.commit()
+        try:
+            txn.commit()
+        finally:
+            self._end_transaction()
 
     @_op
     def transaction_cancel(self) -> None:
@@ -473,7 +494,7 @@ class Tdb:
             txn.depth -= 1
             txn.poisoned = True
             return
-        self._txn = None
+        self._end_transaction()
 
     @contextmanager
     def transaction(self) -> Iterator[Tdb]:

@@ -8,7 +8,9 @@ bytes, without NUL):
 - shard objects ``radostdb.sNNNNN.NAME`` for NNNNN in 0..nshards-1: the
   records, in omap. A shard object exists only once something was written
   to it; a missing shard reads as empty.
-The two prefixes differ, so no database name can produce another's objects.
+- journal object ``radostdb.j.NAME``: exists only while a multi-shard
+  transaction commits (see txn.py).
+The prefixes differ, so no database name can produce another's objects.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ def header_object(name: str) -> str:
 
 def shard_object(name: str, shard: int) -> str:
     return f"radostdb.s{shard:05d}.{name}"
+
+
+def journal_object(name: str) -> str:
+    """The journal of the database's in-flight multi-shard commit (txn.py)."""
+    return f"radostdb.j.{name}"
 
 
 def shard_objects(name: str, nshards: int) -> list[str]:

@@ -73,6 +73,7 @@ class _Waits:
         self.watches: dict[tuple[int, str], Any] = {}
         self.freed: dict[str, int] = {}  # obj -> count of "free" notifies seen
         self.waited: set[str] = set()  # shards on which somebody announced a wait
+        self.inflight: list[Any] = []  # "free" notifies not yet completed
 
     def ensure_watch(self, io: Any, obj: str) -> None:
         key = (id(io), obj)
@@ -117,13 +118,30 @@ class _Waits:
         except rados.Error:
             pass  # a dead watcher timed out: its lease will end
 
-    def released(self, io: Any, obj: str) -> None:
-        """After a release on obj: wake waiters if any announced themselves."""
+    def released(self, io: Any, obj: str, always: bool = False) -> None:
+        """After a release on obj: wake waiters if any announced themselves
+        (or ``always``: after a commit, whose waiters may be in any process)."""
         with self.lock:
-            if obj not in self.waited:
+            if obj not in self.waited and not always:
                 return
             self.waited.discard(obj)
-        io.aio_notify(obj, _ignore_completion, FREE_MSG, NOTIFY_TIMEOUT_MS)
+            self.inflight = [c for c in self.inflight if not c.is_complete()]
+        comp = io.aio_notify(obj, _ignore_completion, FREE_MSG, NOTIFY_TIMEOUT_MS)
+        with self.lock:
+            self.inflight.append(comp)
+
+    def drain(self) -> None:
+        """Wait for notifies still in flight (their callbacks must not run
+        after the connection is gone)."""
+        with self.lock:
+            inflight, self.inflight = self.inflight, []
+        for comp in inflight:
+            comp.wait_for_complete_and_cb()
+
+
+def wake(io: Any, obj: str) -> None:
+    """Tell every waiter on obj to retry now."""
+    _waits.released(io, obj, always=True)
 
 
 _waits = _Waits()
@@ -133,12 +151,18 @@ def _ignore_completion(*_args: Any) -> None:
     """aio notify completions need no handling."""
 
 
-def blocking(io: Any, obj: str, attempt: Callable[[], T], nonblock: bool = False) -> T:
+def blocking(io: Any, obj: str, attempt: Callable[[], T], nonblock: bool = False,
+             on_pending: Callable[[], None] | None = None) -> T:
     """Run ``attempt`` (a class call), waiting while it raises clsops.Busy.
 
-    With ``nonblock`` a refusal raises TDB's lock error at once."""
+    With ``nonblock`` a lock refusal raises TDB's lock error at once. While
+    the shard has an unfinished transaction (clsops.Pending), ``on_pending``
+    runs after each fallback wait: it recovers the transaction if its
+    committer died."""
     try:
         return attempt()
+    except clsops.Pending:
+        pass
     except clsops.Busy:
         if nonblock:
             raise TdbError(ERR_LOCK) from None
@@ -148,9 +172,13 @@ def blocking(io: Any, obj: str, attempt: Callable[[], T], nonblock: bool = False
         _waits.announce(io, obj)
         try:
             return attempt()
+        except clsops.Pending:
+            pending = True
         except clsops.Busy:
-            pass
+            pending = False
         _waits.sleep(obj, since, FALLBACK_WAIT)
+        if pending and on_pending is not None:
+            on_pending()
 
 
 class _Renewer:
@@ -161,19 +189,33 @@ class _Renewer:
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.thread: threading.Thread | None = None
+        self.stopped = False
 
     def add(self, table: LockTable) -> None:
         with self.lock:
             self.tables.add(table)
+            if self.stopped:
+                return
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self.run, name="radostdb-lease",
                                                daemon=True)
                 self.thread.start()
         self.wake.set()
 
+    def stop(self) -> None:
+        """End the thread (before the process's connections shut down)."""
+        with self.lock:
+            self.stopped = True
+            thread = self.thread
+        self.wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(30)
+
     def run(self) -> None:
         while True:
             with self.lock:
+                if self.stopped:
+                    return
                 tables = [t for t in self.tables if t.held]
             if tables:
                 interval = min(t.lease for t in tables) / 3
@@ -338,4 +380,15 @@ def _after_fork_in_child() -> None:
     _renewer = _Renewer()
 
 
+def _quiesce() -> None:
+    """Before connections shut down: no renewals, no notifies in flight. A
+    later renewal need (handles used after a test session's reset) starts a
+    fresh thread."""
+    global _renewer
+    _renewer.stop()
+    _waits.drain()
+    _renewer = _Renewer()
+
+
 os.register_at_fork(after_in_child=_after_fork_in_child)
+clustermod.before_shutdown(_quiesce)

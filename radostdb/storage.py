@@ -21,16 +21,17 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import rados
 
-from . import clsops, codec, layout, locking
+from . import clsops, codec, layout, locking, txn
 from . import cluster as clustermod
 from .errors import ERR_CORRUPT, ERR_EXISTS, ERR_LOCK, ERR_NOEXIST, TdbError
 
 PAGE = 1000
+PAGE_BYTES = 4 << 20
 OPEN_LOCK = "radostdb.open"
 OPEN_LOCK_SECONDS = 30
 
@@ -99,6 +100,16 @@ class Storage:
         """Lock the record and read it, in one round trip."""
         self.lock(key, False, False)
         return self.fetch(key)
+
+    def txn_lock(self, nonblock: bool) -> None:
+        """Take the database's transaction lock (nothing to take in memory)."""
+
+    def txn_unlock(self) -> None:
+        """Release the transaction lock."""
+
+    def commit_transaction(self, ops: list[tuple[int, bytes, bytes]]) -> None:
+        """Commit a transaction's batch entries, all or nothing."""
+        self.commit(ops)
 
     def close(self) -> None:
         """Release what the backend holds, locks included (idempotent)."""
@@ -362,15 +373,9 @@ class RadosStorage(Storage):
     def fetch(self, key: bytes) -> bytes | None:
         obj = self._shard(key)
         io = self.io()
-        with rados.ReadOpCtx() as op:
-            it, _ = io.get_omap_vals_by_keys(op, (codec.encode_key(key),))
-            try:
-                io.operate_read_op(op, obj)
-            except rados.ObjectNotFound:
-                return None
-            for _, rec in it:
-                return self._decode(key, rec, obj)
-        return None
+        rec = locking.blocking(io, obj, lambda: clsops.get(io, obj, key),
+                               on_pending=self.resolve)
+        return None if rec is None else self._decode(key, rec, obj)
 
     @staticmethod
     def _decode(key: bytes, rec: bytes, obj: str) -> bytes:
@@ -380,9 +385,11 @@ class RadosStorage(Storage):
             raise corrupt(key, obj, exc) from None
 
     def _write(self, obj: str, method: str, request: bytes) -> None:
-        """One write class call, waiting while another handle's lock blocks it."""
+        """One write class call, waiting while another handle's lock or an
+        unfinished transaction blocks it."""
         io = self.io()
-        locking.blocking(io, obj, lambda: clsops.call(io, obj, method, request))
+        locking.blocking(io, obj, lambda: clsops.call(io, obj, method, request),
+                         on_pending=self.resolve)
 
     def store(self, key: bytes, data: bytes, flag: int) -> None:
         obj = self._shard(key)
@@ -423,14 +430,17 @@ class RadosStorage(Storage):
             raise errors[0]
 
     def commit(self, ops: list[tuple[int, bytes, bytes]]) -> None:
-        by_shard: dict[str, list[tuple[int, bytes, bytes]]] = {}
-        for entry in ops:
-            by_shard.setdefault(self._shard(entry[1]), []).append(entry)
+        """Apply a batch, one call per shard (atomic per shard only)."""
+        self.apply_parts(self.apply_requests(self.group(ops), 0))
+
+    def apply_requests(self, by_shard: dict[str, list[tuple[int, bytes, bytes]]],
+                       txid: int) -> dict[str, bytes]:
+        """``apply`` requests per shard. Parts of a multi-shard transaction
+        (txid) assert no lock: recovery may resend them for a dead owner."""
         owner = self.locks.owner
-        self._each_shard({
-            obj: ("apply", clsops.apply_request(owner, self._batch_wflags(obj, entries), entries))
-            for obj, entries in by_shard.items()
-        })
+        return {obj: clsops.apply_request(
+                    owner, 0 if txid else self._batch_wflags(obj, entries), entries, txid)
+                for obj, entries in by_shard.items()}
 
     def clear(self) -> None:
         owner = self.locks.owner
@@ -439,6 +449,52 @@ class RadosStorage(Storage):
                 owner, clsops.WRITE_ASSERT_LOCK if self.locks.holds_shard(obj) else 0))
             for obj in self.shard_objs
         })
+
+    # -- transactions (protocol in txn.py) -------------------------------------
+    def txn_lock(self, nonblock: bool) -> None:
+        """Take the database's transaction lock (a lease-based lock on the
+        header object), then finish any commit a dead holder left behind."""
+        self.locks.acquire(self.header_obj, clsops.LOCK_SHARD, clsops.LOCK_EXCL, b"", nonblock)
+        try:
+            txn.recover(self)
+        except BaseException:
+            self.txn_unlock()
+            raise
+
+    def txn_unlock(self) -> None:
+        self.locks.release(self.header_obj, clsops.LOCK_SHARD, clsops.LOCK_EXCL, b"")
+
+    def holds_txn_lock(self) -> bool:
+        return (self.header_obj, clsops.LOCK_SHARD, clsops.LOCK_EXCL, b"") in self.locks.held
+
+    def commit_transaction(self, ops: list[tuple[int, bytes, bytes]]) -> None:
+        txn.commit(self, ops)
+
+    def resolve(self) -> None:
+        """Called while waiting on a shard whose commit is unfinished: if the
+        committer's transaction lock is free (it died and its lease ran out),
+        finish its commit."""
+        if self.holds_txn_lock():
+            txn.recover(self)
+            return
+        try:
+            self.txn_lock(nonblock=True)  # recovers on success
+        except TdbError:
+            return  # the committer is alive: keep waiting
+        self.txn_unlock()
+
+    def group(
+        self, ops: list[tuple[int, bytes, bytes]]
+    ) -> dict[str, list[tuple[int, bytes, bytes]]]:
+        """Batch entries by shard object."""
+        by_shard: dict[str, list[tuple[int, bytes, bytes]]] = {}
+        for entry in ops:
+            by_shard.setdefault(self._shard(entry[1]), []).append(entry)
+        return by_shard
+
+    def apply_parts(self, requests: dict[str, bytes]) -> None:
+        """Send ``apply`` requests to their shards in parallel; wait out locks."""
+        self._each_shard({obj: ("apply", req) for obj, req in requests.items()})
 
     # -- locks --------------------------------------------------------------
     def lock(self, key: bytes, shared: bool, nonblock: bool) -> None:
@@ -493,60 +549,38 @@ class RadosStorage(Storage):
             self.locks.release(obj, clsops.LOCK_SHARD, mode, b"")
 
     # -- traversal ----------------------------------------------------------
-    def _pages(self, obj: str, keys_only: bool) -> Iterator[list[tuple[str, bytes]]]:
+    def _pages(self, obj: str, start_after: str = "", limit: int = PAGE
+               ) -> Iterator[list[tuple[bytes, bytes]]]:
+        """(raw key, data) pages of one shard, every record verified."""
         io = self.io()
-        start = ""
         while True:
-            with rados.ReadOpCtx() as op:
-                if keys_only:
-                    it, _ = io.get_omap_keys(op, start, PAGE)
-                else:
-                    it, _ = io.get_omap_vals(op, start, "", PAGE)
-                try:
-                    io.operate_read_op(op, obj)
-                except rados.ObjectNotFound:
-                    return
-                page = list(it)
-            if page:
-                yield page
-            if len(page) < PAGE:
+            more, page = locking.blocking(
+                io, obj, lambda s=start_after: clsops.list_page(io, obj, s, limit, PAGE_BYTES),
+                on_pending=self.resolve)
+            try:
+                records = codec.parse_page(page)
+            except codec.CodecError as exc:
+                raise TdbError(ERR_CORRUPT, f"Corrupt database: {obj}: {exc}") from None
+            if records:
+                yield records
+            if not more or not records:
                 return
-            start = page[-1][0]
+            start_after = codec.encode_key(records[-1][0])
 
     def keys(self) -> Iterator[bytes]:
         for obj in self.shard_objs:
-            for page in self._pages(obj, keys_only=True):
-                try:
-                    yield from codec.decode_keys([k for k, _ in page])
-                except codec.CodecError as exc:
-                    raise TdbError(
-                        ERR_CORRUPT, f"Corrupt database: bad key in {obj}: {exc}"
-                    ) from None
+            for page in self._pages(obj):
+                yield from (k for k, _ in page)
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         for obj in self.shard_objs:
-            for page in self._pages(obj, keys_only=False):
-                for ek, rec in page:
-                    try:
-                        key = codec.decode_key(ek)
-                        yield key, codec.decode_record(key, rec)[1]
-                    except codec.CodecError as exc:
-                        raise corrupt(ek.encode(), obj, exc) from None
+            for page in self._pages(obj):
+                yield from page
 
     def _first_from(self, shard: int, start_after: str) -> bytes | None:
-        io = self.io()
         for obj in self.shard_objs[shard:]:
-            with rados.ReadOpCtx() as op:
-                it, _ = io.get_omap_keys(op, start_after, 1)
-                try:
-                    io.operate_read_op(op, obj)
-                except rados.ObjectNotFound:
-                    it = iter(())
-                for ek, _ in it:
-                    try:
-                        return codec.decode_key(ek)
-                    except codec.CodecError as exc:
-                        raise corrupt(ek.encode(), obj, exc) from None
+            for page in self._pages(obj, start_after, limit=1):
+                return page[0][0]
             start_after = ""
         return None
 
@@ -578,11 +612,3 @@ class RadosStorage(Storage):
 
 def _ignore_notify(*_args: Any) -> None:
     """Watch callback: open-handle watches carry no events yet."""
-
-
-def iter_ops(overlay: Iterable[tuple[bytes, bytes | None]]) -> list[tuple[int, bytes, bytes]]:
-    """Batch entries that make the records equal to an overlay (None = deleted)."""
-    return [
-        (clsops.OP_PUT, k, v) if v is not None else (clsops.OP_DISCARD, k, b"")
-        for k, v in overlay
-    ]

@@ -59,7 +59,7 @@ static int read_shard_hdr(cls_method_context_t hctx, rtdb_shard_hdr *h)
   if (version < 2)
     return 0;
   uint32_t nlocks;
-  if (!rd.u32(&nlocks) || nlocks > bl.length())
+  if (!rd.u64(&h->applied) || !rd.u64(&h->pending) || !rd.u32(&nlocks) || nlocks > bl.length())
     return -EIO;
   h->locks.resize(nlocks);
   for (auto &l : h->locks) {
@@ -88,6 +88,8 @@ static int write_shard_hdr(cls_method_context_t hctx, const rtdb_shard_hdr &h)
   put_u8(&bl, 0);
   put_u8(&bl, 0);
   put_u64(&bl, h.seq);
+  put_u64(&bl, h.applied);
+  put_u64(&bl, h.pending);
   put_u32(&bl, (uint32_t)h.locks.size());
   for (const auto &l : h.locks) {
     put_u8(&bl, l.kind);

@@ -55,12 +55,15 @@
  *   result:  0, -EBUSY; -ENOENT missing key.
  *
  * apply (write): a batch applied atomically to one shard
- *   request: u8 version, whead, u32 count, count x { u8 op, bytes key,
- *            bytes data }; op: 1 PUT, 2 INSERT, 3 MODIFY, 4 APPEND, 5 DELETE,
- *            6 DISCARD (ops.h); data is empty for DELETE and DISCARD. Entries
- *            apply in order; a later entry sees the earlier ones.
+ *   request: u8 version, whead, u64 txid, u32 count, count x { u8 op,
+ *            bytes key, bytes data }; op: 1 PUT, 2 INSERT, 3 MODIFY, 4 APPEND,
+ *            5 DELETE, 6 DISCARD (ops.h); data is empty for DELETE and
+ *            DISCARD. Entries apply in order; a later entry sees the earlier.
  *   effect:  the shard seq grows by one for the whole batch; every record
- *            written gets that seq as its rseq.
+ *            written gets that seq as its rseq. With txid != 0 (a part of a
+ *            multi-shard transaction, radostdb/txn.py): a no-op if this txid
+ *            was applied here already; else applied, and the shard records
+ *            applied = pending = txid until `settle`.
  *   result:  those of the single-record methods; the first failing entry
  *            aborts the whole batch.
  *
@@ -69,6 +72,25 @@
  *   effect:  removes every record, shard seq + 1 (locks stay); on a missing
  *            object does nothing (and creates nothing). Conflicts like an
  *            exclusive shard lock.   result: 0, -EBUSY, -ENOLCK.
+ *
+ * Every write (store, append, delete, apply with another txid, clear) and
+ * every read (get, list) meets -EAGAIN while the shard has a pending
+ * transaction: the client waits for the commit to finish, or recovers it.
+ *
+ * settle (write)
+ *   request: u8 version, u64 txid.   effect: clears pending if it is txid.
+ *
+ * get (read)
+ *   request: u8 version, u32 maxlen, bytes key
+ *   reply:   u8 0 then the record (codec format); u8 1: no such record;
+ *            u8 2 then u32 n: the reply needs n bytes, ask again with more.
+ *
+ * list (read): a page of records in omap (encoded-key) order
+ *   request: u8 version, u32 max records, u32 max bytes (the page stops
+ *            before exceeding it, but holds at least one record),
+ *            bytes start_after (an encoded key; empty: from the start)
+ *   reply:   u8 more, then per record: bytes raw key, bytes record — the
+ *            codec's page format after the first byte.
  *
  * bump (write)
  *   request: u8 version.   effect: seq + 1 without touching records (used
@@ -208,12 +230,16 @@ struct Entry {
  * touched so far: present with a value, or present with `gone` for removals.
  */
 static int apply_entries(cls_method_context_t hctx, const std::string &owner, uint8_t wflags,
-                         const Entry *entries, size_t n)
+                         const Entry *entries, size_t n, uint64_t txid = 0)
 {
   rtdb_shard_hdr h;
   int r = read_shard_hdr(hctx, &h);
   if (r < 0)
     return r;
+  if (txid && h.applied == txid)
+    return 0; /* a resent transaction part: applied already */
+  if (h.pending && h.pending != txid)
+    return -EAGAIN; /* another transaction's commit is not finished here */
   prune_locks(&h, now_ms());
   for (size_t i = 0; i < n && ((wflags & RTDB_WRITE_ASSERT_LOCK) || !h.locks.empty()); i++) {
     std::string raw(entries[i].key, entries[i].klen);
@@ -302,6 +328,10 @@ static int apply_entries(cls_method_context_t hctx, const std::string &owner, ui
       return r;
   }
   h.seq = rseq;
+  if (txid) {
+    h.applied = txid;
+    h.pending = txid;
+  }
   return write_shard_hdr(hctx, h);
 }
 
@@ -404,7 +434,9 @@ static int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferli
   if (r < 0)
     return r;
   uint32_t count;
-  if (write_head(rd, &owner, &wflags) < 0 || !rd.u32(&count) || count > in->length())
+  uint64_t txid;
+  if (write_head(rd, &owner, &wflags) < 0 || !rd.u64(&txid) || !rd.u32(&count) ||
+      count > in->length())
     return -EINVAL;
   std::vector<Entry> entries(count);
   for (auto &e : entries) {
@@ -415,7 +447,7 @@ static int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferli
   }
   if (!rd.done())
     return -EINVAL;
-  return apply_entries(hctx, owner, wflags, entries.data(), entries.size());
+  return apply_entries(hctx, owner, wflags, entries.data(), entries.size(), txid);
 }
 
 static int clear(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
@@ -436,6 +468,8 @@ static int clear(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferli
   r = read_shard_hdr(hctx, &h);
   if (r < 0)
     return r;
+  if (h.pending)
+    return -EAGAIN;
   prune_locks(&h, now_ms());
   if ((wflags & RTDB_WRITE_ASSERT_LOCK) && !covers_shard(h, owner))
     return -ENOLCK;
@@ -478,6 +512,119 @@ static int seq(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist
   return 0;
 }
 
+static int settle(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  WireReader rd(in->c_str(), in->length());
+  int r = begin(rd);
+  if (r < 0)
+    return r;
+  uint64_t txid;
+  if (!rd.u64(&txid) || !rd.done() || txid == 0)
+    return -EINVAL;
+  uint64_t size;
+  time_t mtime;
+  if (cls_cxx_stat(hctx, &size, &mtime) == -ENOENT)
+    return 0;
+  rtdb_shard_hdr h;
+  r = read_shard_hdr(hctx, &h);
+  if (r < 0)
+    return r;
+  if (h.pending != txid)
+    return 0;
+  h.pending = 0;
+  return write_shard_hdr(hctx, h);
+}
+
+/* the pending check every read makes; 0 when the shard is readable */
+static int readable(cls_method_context_t hctx)
+{
+  ceph::bufferlist bl;
+  int r = cls_cxx_map_read_header(hctx, &bl);
+  if (r < 0 || bl.length() == 0)
+    return r == -ENOENT ? 0 : r;
+  rtdb_shard_hdr h;
+  r = read_shard_hdr(hctx, &h);
+  if (r < 0)
+    return r;
+  return h.pending ? -EAGAIN : 0;
+}
+
+static int get(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
+{
+  WireReader rd(in->c_str(), in->length());
+  int r = begin(rd);
+  if (r < 0)
+    return r;
+  uint32_t maxlen, klen;
+  const char *k;
+  if (!rd.u32(&maxlen) || !rd.bytes(&k, &klen) || !rd.done())
+    return -EINVAL;
+  r = readable(hctx);
+  if (r < 0)
+    return r;
+  ceph::bufferlist rec;
+  r = cls_cxx_map_get_val(hctx, omap_key(k, klen), &rec);
+  if (r == -ENOENT) {
+    put_u8(out, 1);
+    return 0;
+  }
+  if (r < 0)
+    return r;
+  if (rec.length() + 5 > maxlen) {
+    put_u8(out, 2);
+    put_u32(out, rec.length() + 5);
+    return 0;
+  }
+  put_u8(out, 0);
+  out->append(rec);
+  return 0;
+}
+
+static int list(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
+{
+  WireReader rd(in->c_str(), in->length());
+  int r = begin(rd);
+  if (r < 0)
+    return r;
+  uint32_t max, maxbytes, slen;
+  const char *start;
+  if (!rd.u32(&max) || !rd.u32(&maxbytes) || !rd.bytes(&start, &slen) || !rd.done() ||
+      max == 0)
+    return -EINVAL;
+  r = readable(hctx);
+  if (r < 0)
+    return r;
+  std::map<std::string, ceph::bufferlist> vals;
+  bool more = false;
+  r = cls_cxx_map_get_vals(hctx, std::string(start, slen), "", max, &vals, &more);
+  if (r < 0)
+    return r;
+  put_u8(out, 0); /* "more", set below */
+  std::string raw;
+  uint32_t n = 0;
+  for (const auto &kv : vals) {
+    raw.resize(kv.first.size());
+    long klen = rtdb_key_decode((const uint8_t *)kv.first.data(), kv.first.size(),
+                                (uint8_t *)&raw[0]);
+    if (klen < 0)
+      return -EIO;
+    if (n > 0 && out->length() + 8 + (size_t)klen + kv.second.length() > maxbytes) {
+      more = true;
+      break;
+    }
+    put_bytes(out, raw.data(), (uint32_t)klen);
+    put_bytes(out, const_cast<ceph::bufferlist &>(kv.second).c_str(), kv.second.length());
+    n++;
+  }
+  if (more) {
+    ceph::bufferlist fixed;
+    put_u8(&fixed, 1);
+    fixed.append(out->c_str() + 1, out->length() - 1);
+    out->swap(fixed);
+  }
+  return 0;
+}
+
 static int lock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
   WireReader rd(in->c_str(), in->length());
@@ -499,6 +646,8 @@ static int lock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlis
   r = read_shard_hdr(hctx, &h);
   if (r < 0)
     return r;
+  if (h.pending)
+    return -EAGAIN; /* locks wait for an unfinished commit, like writes */
   uint64_t now = now_ms();
   prune_locks(&h, now);
   if (conflicts(&h, owner, kind, mode, key))
@@ -648,7 +797,8 @@ extern "C" void __cls_init()
 {
   static cls_handle_t h_class;
   static cls_method_handle_t h_version, h_store, h_append, h_delete, h_apply, h_clear,
-      h_bump, h_seq, h_watchers, h_lock, h_unlock, h_renew, h_prune, h_locks;
+      h_bump, h_seq, h_watchers, h_lock, h_unlock, h_renew, h_prune, h_locks, h_settle, h_get,
+      h_list;
 
   cls_log(0, "loading radostdb class (wire format %d)", RADOSTDB_WIRE_VERSION);
   cls_register("radostdb", &h_class);
@@ -666,4 +816,7 @@ extern "C" void __cls_init()
   cls_register_cxx_method(h_class, "renew", CLS_METHOD_RD | CLS_METHOD_WR, renew, &h_renew);
   cls_register_cxx_method(h_class, "prune", CLS_METHOD_RD | CLS_METHOD_WR, prune, &h_prune);
   cls_register_cxx_method(h_class, "locks", CLS_METHOD_RD, locks, &h_locks);
+  cls_register_cxx_method(h_class, "settle", CLS_METHOD_RD | CLS_METHOD_WR, settle, &h_settle);
+  cls_register_cxx_method(h_class, "get", CLS_METHOD_RD, get, &h_get);
+  cls_register_cxx_method(h_class, "list", CLS_METHOD_RD, list, &h_list);
 }

@@ -7,7 +7,12 @@
  *   u8  compat    2            (oldest reader version that understands it)
  *   u16 reserved  0
  *   u64 seq       shard sequence number: +1 on every change of the records
- *   u32 nlocks    then nlocks lock entries (version >= 2):
+ *   (version >= 2:)
+ *   u64 applied   id of the last multi-shard transaction applied here (0: none);
+ *                 re-applying it is a no-op, so recovery may resend it
+ *   u64 pending   id of a multi-shard transaction applied here whose commit is
+ *                 not finished (0: none): reads and writes wait (-EAGAIN)
+ *   u32 nlocks    then nlocks lock entries:
  *     u8 kind     1 record lock (key = raw record key), 2 shard lock (key empty)
  *     u8 mode     1 exclusive, 2 shared
  *     bytes key   u32 length + raw key
@@ -44,6 +49,8 @@ struct rtdb_lock {
 
 struct rtdb_shard_hdr {
   uint64_t seq = 0;
+  uint64_t applied = 0;
+  uint64_t pending = 0;
   std::vector<rtdb_lock> locks;
 };
 
