@@ -48,7 +48,7 @@ class Busy(Exception):
 
 class Pending(Busy):
     """The shard holds a multi-shard transaction whose commit is not finished
-    (-EAGAIN): wait for it, or recover it if its committer died."""
+    (-EUCLEAN): wait for it, or recover it if its committer died."""
 
 
 def _bytes(b: bytes) -> bytes:
@@ -125,7 +125,7 @@ def tdb_error(code: int, what: str) -> Exception:
     """Map a failed class call (positive errno) to the error a tdb caller expects."""
     if code == errno.EBUSY:
         return Busy(what)
-    if code == errno.EAGAIN:
+    if code == errno.EUCLEAN:
         return Pending(what)
     if code == errno.EEXIST:
         return TdbError(ERR_EXISTS)

@@ -125,9 +125,12 @@ class _Waits:
             if obj not in self.waited and not always:
                 return
             self.waited.discard(obj)
-            self.inflight = [c for c in self.inflight if not c.is_complete()]
-        comp = io.aio_notify(obj, _ignore_completion, FREE_MSG, NOTIFY_TIMEOUT_MS)
+        self.track(io.aio_notify(obj, _ignore_completion, FREE_MSG, NOTIFY_TIMEOUT_MS))
+
+    def track(self, comp: Any) -> None:
+        """Keep an unwaited aio completion until it is done (drained at exit)."""
         with self.lock:
+            self.inflight = [c for c in self.inflight if not c.is_complete()]
             self.inflight.append(comp)
 
     def drain(self) -> None:
@@ -326,11 +329,14 @@ class LockTable:
             self.held[hk] = self.held.get(hk, 0) + 1
         _renewer.add(self)
 
-    def release(self, obj: str, kind: int, mode: int, key: bytes) -> None:
+    def release(self, obj: str, kind: int, mode: int, key: bytes, wait: bool = True) -> None:
         """Count down a lock; release it in the OSD at zero.
 
         Releasing a lock the handle does not hold, or one that was lost (its
-        lease ran out and another took it), is TDB's lock error."""
+        lease ran out and another took it), is TDB's lock error. With
+        ``wait=False`` the release is sent without waiting for its answer (the
+        handle's next request on obj is ordered after it; a lost lock then
+        goes unreported)."""
         self._check_fork()
         hk = (obj, kind, mode, key)
         count = self.held.get(hk, 0)
@@ -342,7 +348,11 @@ class LockTable:
         with self._mutex:
             del self.held[hk]
         io = self._io()
-        clsops.call(io, obj, "unlock", clsops.unlock_request(self.owner, kind, mode, key))
+        req = clsops.unlock_request(self.owner, kind, mode, key)
+        if wait:
+            clsops.call(io, obj, "unlock", req)
+        else:
+            _waits.track(io.aio_execute(obj, clsops.CLASS, "unlock", req, 0))
         _waits.released(io, obj)
 
     def release_all(self) -> None:

@@ -462,7 +462,9 @@ class RadosStorage(Storage):
             raise
 
     def txn_unlock(self) -> None:
-        self.locks.release(self.header_obj, clsops.LOCK_SHARD, clsops.LOCK_EXCL, b"")
+        """Release the transaction lock without waiting for the answer."""
+        self.locks.release(self.header_obj, clsops.LOCK_SHARD, clsops.LOCK_EXCL, b"",
+                           wait=False)
 
     def holds_txn_lock(self) -> bool:
         return (self.header_obj, clsops.LOCK_SHARD, clsops.LOCK_EXCL, b"") in self.locks.held

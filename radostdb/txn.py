@@ -22,7 +22,7 @@ transaction design:
        LAST write also sets state=commit. That write is the commit point.
     2. apply: one ``apply(txid)`` per shard, in parallel. The OSD applies the
        batch, records applied=txid (a resent part is a no-op) and marks the
-       shard pending=txid: reads, writes and locks on it get -EAGAIN and wait.
+       shard pending=txid: reads, writes and locks on it get -EUCLEAN and wait.
     3. settle: one ``settle(txid)`` per shard, in parallel: pending cleared.
     4. the journal object is removed; "free" is notified on the shards.
   A reader never sees half a commit: a shard shows the new records only while

@@ -74,7 +74,8 @@
  *            exclusive shard lock.   result: 0, -EBUSY, -ENOLCK.
  *
  * Every write (store, append, delete, apply with another txid, clear) and
- * every read (get, list) meets -EAGAIN while the shard has a pending
+ * every read (get, list) meets -EUCLEAN ("needs cleaning"; not -EAGAIN, which
+ * the OSD takes as "requeued" and never answers) while the shard has a pending
  * transaction: the client waits for the commit to finish, or recovers it.
  *
  * settle (write)
@@ -239,7 +240,7 @@ static int apply_entries(cls_method_context_t hctx, const std::string &owner, ui
   if (txid && h.applied == txid)
     return 0; /* a resent transaction part: applied already */
   if (h.pending && h.pending != txid)
-    return -EAGAIN; /* another transaction's commit is not finished here */
+    return -EUCLEAN; /* another transaction's commit is not finished here */
   prune_locks(&h, now_ms());
   for (size_t i = 0; i < n && ((wflags & RTDB_WRITE_ASSERT_LOCK) || !h.locks.empty()); i++) {
     std::string raw(entries[i].key, entries[i].klen);
@@ -469,7 +470,7 @@ static int clear(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferli
   if (r < 0)
     return r;
   if (h.pending)
-    return -EAGAIN;
+    return -EUCLEAN;
   prune_locks(&h, now_ms());
   if ((wflags & RTDB_WRITE_ASSERT_LOCK) && !covers_shard(h, owner))
     return -ENOLCK;
@@ -546,7 +547,7 @@ static int readable(cls_method_context_t hctx)
   r = read_shard_hdr(hctx, &h);
   if (r < 0)
     return r;
-  return h.pending ? -EAGAIN : 0;
+  return h.pending ? -EUCLEAN : 0;
 }
 
 static int get(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
@@ -647,7 +648,7 @@ static int lock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlis
   if (r < 0)
     return r;
   if (h.pending)
-    return -EAGAIN; /* locks wait for an unfinished commit, like writes */
+    return -EUCLEAN; /* locks wait for an unfinished commit, like writes */
   uint64_t now = now_ms();
   prune_locks(&h, now);
   if (conflicts(&h, owner, kind, mode, key))

@@ -11,7 +11,7 @@
  *   u64 applied   id of the last multi-shard transaction applied here (0: none);
  *                 re-applying it is a no-op, so recovery may resend it
  *   u64 pending   id of a multi-shard transaction applied here whose commit is
- *                 not finished (0: none): reads and writes wait (-EAGAIN)
+ *                 not finished (0: none): reads and writes wait (-EUCLEAN)
  *   u32 nlocks    then nlocks lock entries:
  *     u8 kind     1 record lock (key = raw record key), 2 shard lock (key empty)
  *     u8 mode     1 exclusive, 2 shared

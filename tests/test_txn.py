@@ -1,0 +1,219 @@
+"""Transactions atomic across shards under kill -9, serialised, and large."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import radostdb
+from radostdb import txn
+
+CREATE = os.O_CREAT | os.O_RDWR
+KEYS = [f"k{i:03d}".encode() for i in range(32)]  # spread over all 8 shards
+
+COMMITTER = """
+    import os, sys, radostdb
+    name, size = sys.argv[1], int(sys.argv[2])
+    db = radostdb.Tdb(name, 0, 0, os.O_RDWR, lock_lease=2)
+    db.transaction_start()
+    for i in range(32):
+        db.store(b"k%03d" % i, b"new" * size)
+    db.transaction_commit()
+    print("committed", flush=True)
+"""
+
+
+def python(code: str, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args], env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+@pytest.mark.parametrize("step", txn.CRASH_STEPS)
+def test_crash_matrix(step: str, db_name: str, cluster_env: dict[str, str]) -> None:
+    """The committer SIGKILLs itself at each step; afterwards every key is old
+    (death before the commit point) or every key new (after it)."""
+    db = radostdb.Tdb(db_name, 8, 0, CREATE, lock_lease=2)
+    with db.transaction():
+        for k in KEYS:
+            db.store(k, b"old")
+    # journal-partial needs a journal larger than one write op (32 MiB)
+    size = (1 << 20) + 1 if step == "journal-partial" else 1
+    env = dict(cluster_env, RADOSTDB_TXN_CRASH_AT=step)
+    proc = python(COMMITTER, env, db_name, str(size))
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, (out, err)
+    expected = b"old" if step in ("before-journal", "journal-partial") else b"new" * size
+    reader = radostdb.Tdb(db_name, lock_lease=2)
+    # before recovery: all old or all new (a pending shard makes the reader wait
+    # out the dead committer's lease and recover)
+    seen = {reader.get(k) for k in KEYS}
+    assert seen in ({b"old"}, {b"new" * size}), f"half a commit visible: {seen}"
+    reader.transaction_start()  # recovers whatever the dead committer left
+    assert {k: reader.get(k) for k in KEYS} == dict.fromkeys(KEYS, expected)
+    assert sorted(reader.keys()) == KEYS
+    reader.store(b"after", b"crash")  # the database takes new transactions
+    reader.transaction_commit()
+    assert db.get(b"after") == b"crash"
+
+
+def test_commit_point_rolls_forward_without_readers(db_name: str,
+                                                    cluster_env: dict[str, str]) -> None:
+    """Recovery by the next transaction_start (nobody read in between)."""
+    radostdb.Tdb(db_name, 8, 0, CREATE).store(b"x", b"1")
+    proc = python(COMMITTER, dict(cluster_env, RADOSTDB_TXN_CRASH_AT="apply-partial"),
+                  db_name, "1")
+    proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    db = radostdb.Tdb(db_name, lock_lease=2)
+    db.transaction_start()  # waits for the lease, then recovers
+    assert db.get(b"k000") == b"new" and db.get(b"k031") == b"new"
+    db.transaction_cancel()
+
+
+BANK_WORKER = """
+    import os, random, sys, time, radostdb
+    db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR, lock_lease=2)
+    rng = random.Random()
+    while True:
+        time.sleep(rng.uniform(0, 0.05))  # think time: the lock has no fair queue
+        a, b = rng.sample(range(32), 2)
+        with db.transaction():
+            va = int(db[b"acct%02d" % a])
+            vb = int(db[b"acct%02d" % b])
+            amount = rng.randrange(0, 50)
+            db.store(b"acct%02d" % a, str(va - amount).encode())
+            db.store(b"acct%02d" % b, str(vb + amount).encode())
+"""
+
+AUDITOR = """
+    import os, sys, time, radostdb
+    db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR, lock_lease=2)
+    end = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < end:
+        db.transaction_start()
+        total = sum(int(db[b"acct%02d" % i]) for i in range(32))
+        db.transaction_cancel()
+        print(total, flush=True)
+        time.sleep(0.2)
+"""
+
+
+@pytest.mark.slow
+def test_bank_invariant_under_kill9(db_name: str, cluster_env: dict[str, str]) -> None:
+    """3 transferring processes killed at random and restarted for 20 s; every
+    audit inside a transaction, and the final sum, equal the initial total."""
+    db = radostdb.Tdb(db_name, 8, 0, CREATE, lock_lease=2)
+    with db.transaction():
+        for i in range(32):
+            db.store(b"acct%02d" % i, b"1000")
+    total = 32 * 1000
+    duration = 20.0
+    auditor = python(AUDITOR, cluster_env, db_name, str(duration))
+    workers = [python(BANK_WORKER, cluster_env, db_name) for _ in range(3)]
+    rng = random.Random(7)
+    kills = 0
+    end = time.monotonic() + duration
+    try:
+        while time.monotonic() < end:
+            time.sleep(rng.uniform(0.3, 1.5))
+            i = rng.randrange(3)
+            workers[i].send_signal(signal.SIGKILL)
+            workers[i].wait()
+            kills += 1
+            workers[i] = python(BANK_WORKER, cluster_env, db_name)
+    finally:
+        for w in workers:
+            w.kill()
+            w.wait()
+    out, err = auditor.communicate(timeout=120)
+    assert auditor.returncode == 0, err
+    audits = [int(line) for line in out.split()]
+    assert kills >= 10 and len(audits) >= 5, (kills, audits)
+    assert set(audits) == {total}
+    final = radostdb.Tdb(db_name, lock_lease=2)
+    final.transaction_start()
+    assert sum(int(final[b"acct%02d" % i]) for i in range(32)) == total
+    final.transaction_cancel()
+
+
+def test_transactions_are_serialised(db_name: str) -> None:
+    a = radostdb.Tdb(db_name, 8, 0, CREATE)
+    b = radostdb.Tdb(db_name, 8, 0, CREATE)
+    a.transaction_start()
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError) as err:
+        b.transaction_start_nonblock()
+    assert err.value.args == (3, "Locking error") and time.monotonic() - t0 < 1
+    order: list[str] = []
+    started = threading.Event()
+
+    def second() -> None:
+        started.set()
+        b.transaction_start()
+        order.append("b started")
+        b.store(b"who", b"b")
+        b.transaction_commit()
+
+    t = threading.Thread(target=second)
+    t.start()
+    started.wait()
+    time.sleep(1.0)
+    a.store(b"who", b"a")
+    order.append("a commits")
+    a.transaction_commit()
+    t.join(30)
+    assert order == ["a commits", "b started"]
+    assert a[b"who"] == b"b"
+
+
+def test_single_shard_commit_needs_no_journal(db_name: str, ioctx: object) -> None:
+    db = radostdb.Tdb(db_name, 1, 0, CREATE)
+    with db.transaction():
+        for i in range(100):
+            db.store(b"%d" % i, b"v")
+    assert len(list(db.keys())) == 100
+
+
+def test_large_transactions(db_name: str) -> None:
+    db = radostdb.Tdb(db_name, 8, 0, CREATE)
+    db.transaction_start()
+    for i in range(10000):
+        db.store(b"r%05d" % i, b"%d" % i)
+    db.transaction_cancel()
+    assert db.firstkey() is None
+    with db.transaction():
+        for i in range(10000):
+            db.store(b"r%05d" % i, b"%d" % i)
+    assert len(list(db.keys())) == 10000 and db[b"r09999"] == b"9999"
+    mib = os.urandom(1 << 20)
+    db.transaction_start()
+    for i in range(50):
+        db.store(b"big%02d" % i, mib)
+    db.transaction_cancel()
+    assert db.get(b"big00") is None
+    with db.transaction():
+        for i in range(50):
+            db.store(b"big%02d" % i, mib)
+    assert all(db[b"big%02d" % i] == mib for i in range(50))
+
+
+def test_transaction_context_manager_cancels_on_error(db_name: str) -> None:
+    db = radostdb.Tdb(db_name, 8, 0, CREATE)
+    with pytest.raises(ZeroDivisionError), db.transaction():
+        db.store(b"a", b"1")
+        db.store(b"b", b"2")
+        _ = 1 / 0
+    assert db.get(b"a") is None and db.get(b"b") is None
+    other = radostdb.Tdb(db_name)
+    other.transaction_start_nonblock()  # the lock was released
+    other.transaction_cancel()
