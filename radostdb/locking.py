@@ -193,8 +193,11 @@ class _Renewer:
         self.wake = threading.Event()
         self.thread: threading.Thread | None = None
         self.stopped = False
+        self.interval = 3600.0  # seconds between renewals, set by run()
 
     def add(self, table: LockTable) -> None:
+        """Renew this table's leases from now on. Wakes the thread only when it
+        must start, or must now renew more often: no renewal per lock."""
         with self.lock:
             self.tables.add(table)
             if self.stopped:
@@ -202,7 +205,11 @@ class _Renewer:
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self.run, name="radostdb-lease",
                                                daemon=True)
+                self.interval = table.lease / 3
                 self.thread.start()
+                return
+            if table.lease / 3 >= self.interval:
+                return
         self.wake.set()
 
     def stop(self) -> None:
@@ -220,15 +227,20 @@ class _Renewer:
                 if self.stopped:
                     return
                 tables = [t for t in self.tables if t.held]
-            if tables:
-                interval = min(t.lease for t in tables) / 3
-                for t in tables:
-                    with contextlib.suppress(Exception):
-                        t.renew()
-            else:
-                interval = 3600.0
+            # the first pass after a (re)start sleeps first: fresh locks need
+            # no renewal yet
+            interval = min((t.lease for t in tables), default=3 * 3600.0) / 3
+            with self.lock:
+                self.interval = interval
             self.wake.wait(interval)
             self.wake.clear()
+            with self.lock:
+                if self.stopped:
+                    return
+                tables = [t for t in self.tables if t.held]
+            for t in tables:
+                with contextlib.suppress(Exception):
+                    t.renew()
 
 
 _renewer = _Renewer()
