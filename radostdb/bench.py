@@ -76,6 +76,8 @@ from typing import Any
 
 import click
 
+from . import cluster as clustermod
+
 BACKENDS = ("radostdb", "rados", "tdb", "lmdb", "lmdb-batch")
 CLUSTER_BACKENDS = ("radostdb", "rados")
 SHARDS = 8
@@ -1181,6 +1183,9 @@ def cluster_for(conf: str | None, pool: str, rep: Reporter) -> Iterator[tuple[st
         dev.up(owner=os.getpid())
         yield str(dev.conf), dev
     finally:
+        # close every handle while the cluster still answers: at exit an
+        # unwatch sent to a stopped cluster would wait forever
+        clustermod.shutdown_all(final=False)
         dev.down()
         shutil.rmtree(d, ignore_errors=True)
 
