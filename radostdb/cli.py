@@ -1,27 +1,1067 @@
-"""The ``radostdb`` command line."""
+"""The ``radostdb`` command line.
+
+cli design:
+- One click group. Global options (--conf, --id, --pool, --namespace,
+  --timeout) go into an Env in ``ctx.obj``; the cluster is connected lazily,
+  on the first command that needs it (``cluster`` commands never do).
+- Record operations go through the public API (radostdb.Tdb); the rest
+  (listing, info, ordered dump, check, removal) through radostdb.admin; the
+  dump text format through radostdb.tdbdump.
+- Output meant for pipes goes to stdout (``dump`` and ``get`` write bytes);
+  progress bars (rich), confirmations and chatter go to stderr. A progress bar
+  is shown when stderr is a terminal, unless --no-progress or --quiet.
+- Library errors become one line ``Error: …`` and exit status 1; usage
+  errors exit 2 (click's own handling).
+- ``restore`` and ``import`` write through one transaction: all records or
+  none. A database they created is removed again when they fail.
+"""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 import click
+import rados
 
+from . import admin, layout, tdbdump
+from .database import Tdb
 from .devcluster import STORES, ClusterError, DevCluster
+from .errors import ERR_EXISTS, ERR_NOEXIST, TdbError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+PROGRESS_STEP = 4096  # records between progress-bar updates in per-record loops
+SIGPIPE_EXIT = 141
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line for 'Error: …'."""
+    if isinstance(exc, TdbError):
+        text = exc.message
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+class RadostdbGroup(click.Group):
+    """The group: library errors leave as click's one-line 'Error: …', exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (admin.AdminError, TdbError, OSError, rados.Error, tdbdump.DumpFormatError) as exc:
+            raise click.ClickException(_one_line(exc)) from exc
+
+
+@dataclass
+class Env:
+    """The global options, and the connection made from them on first use."""
+
+    conf: str | None
+    client_id: str | None
+    pool: str | None
+    namespace: str
+    timeout: float
+    _site: admin.Site | None = None
+
+    def site(self) -> admin.Site:
+        """The connected cluster, pool and namespace."""
+        if self._site is None:
+            self._site = admin.connect(
+                self.conf, self.client_id, self.pool, self.namespace, timeout=self.timeout
+            )
+        return self._site
+
+    def open(
+        self,
+        name: str,
+        *,
+        create: bool = False,
+        exclusive: bool = False,
+        hash_size: int = 0,
+        readonly: bool = False,
+    ) -> Tdb:
+        """A Tdb handle on database ``name``.
+
+        ``create`` makes it if missing; with ``exclusive`` too, an existing one
+        raises FileExistsError.
+        """
+        site = self.site()
+        flags = os.O_RDONLY if readonly else os.O_RDWR
+        if create:
+            flags |= os.O_CREAT | (os.O_EXCL if exclusive else 0)
+        try:
+            return Tdb(name, hash_size, 0, flags, **site.tdb_kwargs())
+        except FileNotFoundError:
+            raise site.missing(name) from None
+
+
+pass_env = click.make_pass_decorator(Env)
+
+
+@click.group(cls=RadostdbGroup, context_settings=CONTEXT)
 @click.version_option(package_name="radostdb")
-def main() -> None:
+@click.option(
+    "--conf",
+    envvar="CEPH_CONF",
+    metavar="FILE",
+    help="Ceph configuration file [env CEPH_CONF; default /etc/ceph/ceph.conf].",
+)
+@click.option(
+    "--id",
+    "client_id",
+    envvar="RADOSTDB_ID",
+    metavar="ID",
+    help="Ceph client id, as in client.ID [env RADOSTDB_ID; default admin].",
+)
+@click.option(
+    "--pool",
+    envvar="RADOSTDB_POOL",
+    metavar="POOL",
+    help="Pool holding the databases [env RADOSTDB_POOL; default radostdb].",
+)
+@click.option(
+    "--namespace", default="", metavar="NS", help="RADOS namespace within the pool [default: none]."
+)
+@click.option(
+    "--timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds to wait for the cluster when connecting.",
+)
+@click.pass_context
+def main(
+    ctx: click.Context,
+    conf: str | None,
+    client_id: str | None,
+    pool: str | None,
+    namespace: str,
+    timeout: float,
+) -> None:
     """radostdb: Samba-style TDB databases on Ceph RADOS.
+
+    Inspect, dump and restore (tdbdump's text format), migrate real .tdb
+    files, check and repair databases.
 
     \b
     Example:
       radostdb cluster up --dir /tmp/c && export CEPH_CONF=/tmp/c/ceph.conf
+      radostdb import /var/lib/samba/private/secrets.tdb secrets
+      radostdb dump secrets | less
     """
+    ctx.obj = Env(conf, client_id, pool, namespace, timeout)
 
 
+# -- arguments -------------------------------------------------------------------
+class DbName(click.ParamType):
+    """A database name (a rados:// URL is refused: pool and namespace are options)."""
+
+    name = "NAME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if value.startswith("rados://"):
+            self.fail(
+                "give the pool and namespace with --pool and --namespace, not as a rados:// URL",
+                param,
+                ctx,
+            )
+        try:
+            return layout.check_name(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+NAME = click.argument("name", type=DbName())
+HEX_OPTION = click.option(
+    "--hex",
+    "hex_",
+    is_flag=True,
+    help="Keys and values on the command line (and the value printed) are in hex.",
+)
+
+
+def _data(text: str, hex_: bool, what: str) -> bytes:
+    """A key or value argument as bytes: text, --hex, @FILE, @- (stdin) or @@text."""
+    if text.startswith("@@"):
+        text = text[1:]
+    elif text.startswith("@"):
+        path = text[1:]
+        try:
+            if path == "-":
+                return sys.stdin.buffer.read()
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot read {path}: {exc.strerror}", param_hint=what
+            ) from None
+    if hex_:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise click.BadParameter(f"{text!r} is not hex", param_hint=what) from None
+    return os.fsencode(text)
+
+
+def _progress_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "-q", "--quiet", is_flag=True, help="No progress bar and no summary on stderr."
+    )(f)
+    return click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="Progress bar on stderr [default: when stderr is a terminal].",
+    )(f)
+
+
+class Progress:
+    """A progress bar of records on stderr, or nothing when disabled."""
+
+    def __init__(self, enabled: bool, what: str, total: int | None = None) -> None:
+        self._bar: Any = None
+        self.done = 0
+        if enabled:  # rich is imported only when a bar is shown: it is slow to import
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+            from rich.progress import Progress as Bar
+
+            self._bar = Bar(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("records"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+            )
+            self._task = self._bar.add_task(what, total=total)
+
+    def __enter__(self) -> Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def advance(self, n: int) -> None:
+        """Count ``n`` more records."""
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done)
+
+    def describe(self, what: str) -> None:
+        """Change the text before the bar."""
+        if self._bar is not None:
+            self._bar.update(self._task, description=what)
+
+
+def _show_progress(progress: bool | None, quiet: bool) -> bool:
+    if quiet:
+        return False
+    return progress if progress is not None else sys.stderr.isatty()
+
+
+def _say(quiet: bool, message: str) -> None:
+    """Chatter: a line on stderr unless --quiet."""
+    if not quiet:
+        click.echo(message, err=True)
+
+
+@contextmanager
+def _stdout() -> Iterator[BinaryIO]:
+    """Binary stdout; a reader that went away (broken pipe) ends the command quietly."""
+    out = sys.stdout.buffer
+    try:
+        yield out
+        out.flush()
+    except BrokenPipeError:
+        try:  # nothing more can be written: keep the interpreter from trying at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        sys.exit(SIGPIPE_EXIT)
+
+
+# -- listing and description ---------------------------------------------------------
+@main.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@pass_env
+def ls_cmd(env: Env, as_json: bool) -> None:
+    """List the databases here, with shards, records and size.
+
+    Counting reads every record of every database. BYTES is the size of the
+    keys and data; with --json, omap_bytes is what RADOS stores (encoded keys,
+    record headers).
+
+    \b
+    Example:
+      radostdb --pool radostdb ls
+      radostdb ls --json | jq -r '.[].name'
+    """
+    dbs = admin.list_databases(env.site())
+    if as_json:
+        click.echo(json.dumps([vars(d) for d in dbs], indent=2))
+        return
+    if not dbs:
+        click.echo(f"no databases in {env.site().where}", err=True)
+        return
+    width = max(4, *(len(d.name) for d in dbs))
+    click.echo(f"{'NAME':<{width}}  {'SHARDS':>6}  {'RECORDS':>10}  {'BYTES':>14}")
+    for d in dbs:
+        if d.problem:
+            click.echo(f"{d.name:<{width}}  {d.nshards or '?':>6}  unreadable header: {d.problem}")
+        else:
+            click.echo(f"{d.name:<{width}}  {d.nshards:>6}  {d.records:>10}  {d.bytes:>14}")
+
+
+def _finding_json(f: admin.Finding) -> dict[str, Any]:
+    return {
+        "kind": f.kind,
+        "object": f.object,
+        "shard": f.shard,
+        "message": f.message,
+        "key": None if f.key is None else tdbdump.escape(f.key).decode("ascii"),
+        "key_hex": None if f.key is None else f.key.hex(),
+        "omap_key": f.omap_key if f.key is None else None,
+        "repair": f.repair,
+        "repaired": f.repaired,
+    }
+
+
+@main.command()
+@NAME
+@click.option("--shards", is_flag=True, help="Also list every shard's records, size and seq.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_progress_options
+@pass_env
+def info(
+    env: Env, name: str, shards: bool, as_json: bool, progress: bool | None, quiet: bool
+) -> None:
+    """Describe a database: header, seqnum, records, size, handles, locks.
+
+    Also says whether a multi-shard commit is unfinished. Counting reads
+    every record. Problems with the header or the shards' metadata are
+    listed; 'radostdb check' looks deeper.
+
+    \b
+    Example:
+      radostdb info secrets
+      radostdb info secrets --shards --json
+    """
+    with Progress(_show_progress(progress, quiet), f"reading {name}") as bar:
+        d = admin.info(env.site(), name, progress=bar.advance)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "name": d.name,
+                    "pool": d.pool,
+                    "namespace": d.namespace,
+                    "header": d.header.fields,
+                    "seqnum": d.seqnum,
+                    "records": d.records,
+                    "key_bytes": d.key_bytes,
+                    "data_bytes": d.data_bytes,
+                    "omap_bytes": d.omap_bytes,
+                    "open_by": [{"client": o.client, "cookie": o.cookie} for o in d.openers],
+                    "locks": [
+                        {
+                            "object": lk.object,
+                            "kind": lk.kind,
+                            "mode": lk.mode,
+                            "key": tdbdump.escape(lk.key).decode("ascii"),
+                            "key_hex": lk.key.hex(),
+                            "owner": lk.owner.hex(),
+                            "expires_in": round(lk.expires_in, 3),
+                        }
+                        for lk in d.locks
+                    ],
+                    "unfinished_transaction": d.unfinished,
+                    "shards": [vars(s) for s in d.shards],
+                    "problems": [_finding_json(f) for f in d.findings],
+                },
+                indent=2,
+            )
+        )
+        return
+    rows = [("name", d.name), ("pool", d.pool)]
+    if d.namespace:
+        rows.append(("namespace", d.namespace))
+    rows += [(k, v) for k, v in sorted(d.header.fields.items())]
+    rows += [
+        ("seqnum", "?" if d.seqnum is None else str(d.seqnum)),
+        ("records", str(d.records)),
+        ("bytes", f"{d.key_bytes + d.data_bytes} (keys {d.key_bytes}, data {d.data_bytes})"),
+        ("omap bytes", str(d.omap_bytes)),
+        (
+            "open by",
+            f"{len(d.openers)} handle(s)"
+            + (": " + ", ".join(map(str, d.openers)) if d.openers else ""),
+        ),
+        (
+            "locks",
+            f"{len(d.locks)} held"
+            + (
+                f" ({sum(lk.expired for lk in d.locks)} expired)"
+                if any(lk.expired for lk in d.locks)
+                else ""
+            ),
+        ),
+        (
+            "transaction",
+            "unfinished commit: " + ", ".join(d.unfinished) if d.unfinished else "none unfinished",
+        ),
+        ("problems", "none" if not d.findings else str(len(d.findings))),
+    ]
+    for k, v in rows:
+        click.echo(f"{k + ':':<13}{v}")
+    for lk in d.locks:
+        click.echo(f"  lock: {lk.describe()}")
+    for f in d.findings:
+        click.echo(f"  {f.describe()}")
+    if shards:
+        for s in d.shards:
+            click.echo(
+                f"shard {s.index:>5}  {s.records:>10} records  "
+                f"{s.key_bytes + s.data_bytes:>12} bytes  seq {s.seq}"
+            )
+
+
+# -- dump and restore -------------------------------------------------------------
+@main.command()
+@NAME
+@click.option(
+    "-k",
+    "--key",
+    "key_text",
+    metavar="KEY",
+    help="Print only KEY's value, escaped, without a newline (tdbdump -k).",
+)
+@click.option("--hex", "hex_", is_flag=True, help="KEY is given in hex.")
+@pass_env
+def dump(env: Env, name: str, key_text: str | None, hex_: bool) -> None:
+    """Print a database in tdbdump's text format, records in key order.
+
+    The output is what Samba's tdbdump prints for the same records (tdbdump
+    itself lists them in hash order), and what 'radostdb restore' and
+    tdbrestore read. It streams: memory stays bounded whatever the size.
+    KEY for -k is text, hex with --hex, or @FILE.
+
+    \b
+    Example:
+      radostdb dump secrets > secrets.dump
+      radostdb dump secrets | tdbrestore /tmp/secrets.tdb
+      radostdb dump secrets -k 'SECRETS/SID/MYDOMAIN'
+    """
+    if key_text is not None:
+        key = _data(key_text, hex_, "KEY")
+        db = env.open(name, readonly=True)
+        try:
+            value = db.get(key)
+        finally:
+            db.close()
+        if value is None:
+            raise click.ClickException(
+                f"key {admin.display_key(key)} not found in database {name!r}"
+            )
+        with _stdout() as out:
+            out.write(tdbdump.escape(value))
+        return
+    records = admin.records(env.site(), name)
+    with _stdout() as out:
+        tdbdump.write(records, out)
+
+
+def _load(env: Env, name: str, hash_size: int, replace: bool, fill: Callable[[Tdb], int]) -> int:
+    """Create or open ``name`` and run ``fill`` on it inside one transaction.
+
+    Refuses a database that has records unless ``replace`` (which wipes them
+    in the same transaction). A database created here is removed on failure.
+    """
+    site = env.site()
+    existed = admin.exists(site, name)
+    try:  # exclusive: a database created meanwhile by another is not ours to remove
+        db = env.open(name, create=True, exclusive=not existed, hash_size=hash_size)
+    except FileExistsError:
+        existed = True
+        db = env.open(name)
+    try:
+        if existed and not replace and db.firstkey() is not None:
+            raise click.ClickException(
+                f"database {name!r} in {site.where} already has records; load into a new "
+                "or empty database, or pass --replace to replace them all"
+            )
+        db.transaction_start()
+        try:
+            if replace:
+                db.clear()
+            n = fill(db)
+        except BaseException:
+            db.transaction_cancel()
+            raise
+        db.transaction_commit()
+    except BaseException:
+        db.close()
+        if not existed:
+            try:
+                admin.remove(site, name)
+            except admin.AdminError:
+                pass
+        raise
+    db.close()
+    return n
+
+
+LOAD_OPTIONS = [
+    click.option(
+        "--hash-size",
+        default=0,
+        type=click.IntRange(0, layout.MAX_SHARDS),
+        help="Shard count of a database created here [default: 0, radostdb's "
+        f"default of {layout.DEFAULT_SHARDS}].",
+    ),
+    click.option(
+        "--replace",
+        is_flag=True,
+        help="Replace the records of a database that has some (same transaction).",
+    ),
+]
+
+
+def _load_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(LOAD_OPTIONS):
+        f = option(f)
+    return f
+
+
+@main.command()
+@NAME
+@click.option(
+    "-i",
+    "--input",
+    "source",
+    type=click.File("rb"),
+    default="-",
+    help="Read the dump from FILE [default: stdin].",
+)
+@_load_options
+@_progress_options
+@pass_env
+def restore(
+    env: Env,
+    name: str,
+    source: BinaryIO,
+    hash_size: int,
+    replace: bool,
+    progress: bool | None,
+    quiet: bool,
+) -> None:
+    """Load a tdbdump-format dump (stdin) into a new database.
+
+    All or nothing: the whole input is parsed first (an error names the
+    line, and nothing is written), then stored in one transaction. A key
+    given twice is an error, as in tdbrestore.
+
+    \b
+    Example:
+      tdbdump /var/lib/samba/private/secrets.tdb | radostdb restore secrets
+      radostdb dump a | radostdb restore b
+    """
+    started = time.monotonic()
+    where = getattr(source, "name", "<stdin>")
+    found: dict[bytes, bytes] = {}
+    with Progress(_show_progress(progress, quiet), "parsing") as bar:
+        try:
+            for line, key, data in tdbdump.parse(source):
+                if key in found:
+                    raise tdbdump.DumpFormatError(
+                        line, f"key {admin.display_key(key)} appears a second time"
+                    )
+                found[key] = data
+                if len(found) % PROGRESS_STEP == 0:
+                    bar.advance(PROGRESS_STEP)
+        except tdbdump.DumpFormatError as exc:
+            raise click.ClickException(f"{where}: {exc}; nothing was written") from None
+        bar.describe("storing")
+
+        def fill(db: Tdb) -> int:
+            store = db.store
+            for key, data in found.items():
+                store(key, data)
+            return len(found)
+
+        n = _load(env, name, hash_size, replace, fill)
+    _say(quiet, f"restored {n} records into {name!r} in {time.monotonic() - started:.1f}s")
+
+
+# -- TDB files ------------------------------------------------------------------------
+def _tdb_module() -> Any:
+    try:
+        import tdb
+    except ImportError:
+        raise click.ClickException(
+            "reading and writing .tdb files needs Samba's tdb Python module "
+            "(Debian: apt-get install python3-tdb)"
+        ) from None
+    return tdb
+
+
+def _open_tdb_file(file: str, quiet: bool) -> Any:
+    """A .tdb file opened for reading, under a read lock of the whole file.
+
+    The lock needs the file open read-write (tdb does no locking on a
+    read-only open); a file we may not write is read without it, as tdbdump
+    reads.
+    """
+    tdbmod = _tdb_module()
+    try:
+        src = tdbmod.Tdb(file, 0, tdbmod.DEFAULT, os.O_RDWR)
+    except PermissionError:
+        src = None
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            raise click.ClickException(
+                f"cannot open {file} as a TDB file: {exc.strerror or exc}"
+            ) from None
+        src = None
+    if src is not None:
+        try:
+            src.read_lock_all()
+            return src
+        except RuntimeError:
+            src.close()
+    _say(quiet, f"note: reading {file} without a lock (it is not writable by this user)")
+    try:
+        return tdbmod.Tdb(file, 0, tdbmod.DEFAULT, os.O_RDONLY)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot open {file} as a TDB file: {exc.strerror or exc}"
+        ) from None
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@NAME
+@_load_options
+@_progress_options
+@pass_env
+def import_cmd(
+    env: Env,
+    file: str,
+    name: str,
+    hash_size: int,
+    replace: bool,
+    progress: bool | None,
+    quiet: bool,
+) -> None:
+    """Copy every record of a .tdb file into a new or empty database.
+
+    All or nothing: the records are written in one transaction. The file is
+    read under a read lock of the whole TDB, so a Samba writing it waits.
+
+    \b
+    Example:
+      radostdb import /var/lib/samba/private/secrets.tdb secrets
+      radostdb --pool samba import --hash-size 64 locking.tdb locking
+    """
+    started = time.monotonic()
+    src = _open_tdb_file(file, quiet)
+    try:
+        total = None
+        show = _show_progress(progress, quiet)
+        if show:
+            total = sum(1 for _ in src)
+        with Progress(show, "importing", total) as bar:
+
+            def fill(db: Tdb) -> int:
+                n = 0
+                store, get = db.store, src.get
+                for key in src:
+                    store(key, get(key))
+                    n += 1
+                    if n % PROGRESS_STEP == 0:
+                        bar.advance(PROGRESS_STEP)
+                bar.describe("committing")
+                return n
+
+            n = _load(env, name, hash_size, replace, fill)
+            bar.advance(n - bar.done)
+    except TdbError:
+        raise
+    except RuntimeError as exc:  # the tdb module's errors: (code, message)
+        raise click.ClickException(f"reading {file}: {exc.args[-1]}; nothing was written") from None
+    finally:
+        src.close()
+    _say(
+        quiet,
+        f"imported {n} records from {file} into {name!r} in {time.monotonic() - started:.1f}s",
+    )
+
+
+def _tdb_hash_size(records: int) -> int:
+    """A TDB hash size for ``records``: a prime near records/4, at least tdb's 131."""
+    n = max(131, records // 4) | 1
+    while any(n % d == 0 for d in range(3, int(n**0.5) + 1, 2)):
+        n += 2
+    return n
+
+
+@main.command()
+@NAME
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+@click.option(
+    "--hash-size",
+    default=0,
+    type=click.IntRange(0),
+    help="Hash chains of the TDB file [default: from the record count].",
+)
+@_progress_options
+@pass_env
+def export(
+    env: Env, name: str, file: str, force: bool, hash_size: int, progress: bool | None, quiet: bool
+) -> None:
+    """Write every record of a database to a new .tdb file.
+
+    The file is written under a temporary name, synced, and renamed into
+    place: FILE is either complete or untouched. tdbdump FILE prints the
+    same records as 'radostdb dump NAME'.
+
+    \b
+    Example:
+      radostdb export secrets /tmp/secrets.tdb && tdbdump /tmp/secrets.tdb
+    """
+    tdbmod = _tdb_module()
+    started = time.monotonic()
+    site = env.site()
+    admin.usable_header(site, name)  # a missing database fails before any file is made
+    if os.path.exists(file) and not force:
+        raise click.ClickException(f"{file} exists; pass --force to overwrite it")
+    show = _show_progress(progress, quiet)
+    total = None
+    if show or not hash_size:
+        total = admin.count_records(site, name)
+    fd, tmp = tempfile.mkstemp(
+        dir=os.path.dirname(os.path.abspath(file)),
+        prefix=f".{os.path.basename(file)}.",
+        suffix=".tmp",
+    )
+    os.close(fd)
+    try:
+        out = tdbmod.Tdb(
+            tmp,
+            hash_size or _tdb_hash_size(total or 0),
+            tdbmod.DEFAULT,
+            os.O_RDWR | os.O_CREAT,
+            0o600,
+        )
+        n = 0
+        try:
+            out.lock_all()  # one lock for the whole file instead of one per store
+            with Progress(show, "exporting", total) as bar:
+                store = out.store
+                for key, data in admin.records(site, name, ordered=False):
+                    store(key, data)
+                    n += 1
+                    if n % PROGRESS_STEP == 0:
+                        bar.advance(PROGRESS_STEP)
+                bar.advance(n - bar.done)
+            out.unlock_all()
+        finally:
+            out.close()
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, file)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _say(quiet, f"exported {n} records of {name!r} to {file} in {time.monotonic() - started:.1f}s")
+
+
+# -- single records ------------------------------------------------------------------
+@main.command()
+@NAME
+@click.argument("key")
+@HEX_OPTION
+@pass_env
+def get(env: Env, name: str, key: str, hex_: bool) -> None:
+    """Print the value of KEY: its bytes as they are, or hex with --hex.
+
+    KEY is UTF-8 text, hex with --hex, or @FILE for the bytes of a file.
+    A missing key is an error (exit 1).
+
+    \b
+    Example:
+      radostdb get secrets 'SECRETS/MACHINE_PASSWORD/MYDOMAIN' > password.bin
+      radostdb get --hex locking 0a0b00
+    """
+    raw = _data(key, hex_, "KEY")
+    db = env.open(name, readonly=True)
+    try:
+        value = db.get(raw)
+    finally:
+        db.close()
+    if value is None:
+        raise click.ClickException(f"key {admin.display_key(raw)} not found in database {name!r}")
+    with _stdout() as out:
+        out.write(value.hex().encode() + b"\n" if hex_ else value)
+
+
+@main.command()
+@NAME
+@click.argument("key")
+@click.argument("value")
+@click.option("--insert", "mode", flag_value="insert", help="Fail if KEY exists (TDB_INSERT).")
+@click.option(
+    "--modify", "mode", flag_value="modify", help="Fail if KEY does not exist (TDB_MODIFY)."
+)
+@click.option("--create", is_flag=True, help="Create the database if it does not exist.")
+@HEX_OPTION
+@pass_env
+def store(
+    env: Env, name: str, key: str, value: str, mode: str | None, create: bool, hex_: bool
+) -> None:
+    """Store VALUE under KEY (TDB_REPLACE, --insert, --modify).
+
+    \b
+    KEY and VALUE: UTF-8 text, hex with --hex, or @FILE for the bytes of a
+    file (@- for stdin; @@ starts text with a literal @).
+
+    \b
+    Example:
+      radostdb store mydb greeting 'hello world'
+      radostdb store --hex mydb 6b657900 00ff
+      radostdb store --insert mydb blob @/tmp/blob.bin
+    """
+    from .flags import INSERT, MODIFY, REPLACE
+
+    raw_key, raw_value = _data(key, hex_, "KEY"), _data(value, hex_, "VALUE")
+    db = env.open(name, create=create)
+    try:
+        db.store(raw_key, raw_value, {"insert": INSERT, "modify": MODIFY}.get(mode or "", REPLACE))
+    except TdbError as exc:
+        if exc.code == ERR_EXISTS:
+            raise click.ClickException(
+                f"key {admin.display_key(raw_key)} already exists in database {name!r} "
+                "(store without --insert to replace it)"
+            ) from None
+        if exc.code == ERR_NOEXIST:
+            raise click.ClickException(
+                f"key {admin.display_key(raw_key)} does not exist in database {name!r} "
+                "(store without --modify to create it)"
+            ) from None
+        raise
+    finally:
+        db.close()
+
+
+@main.command()
+@NAME
+@click.argument("key")
+@click.argument("value")
+@click.option("--create", is_flag=True, help="Create the database if it does not exist.")
+@HEX_OPTION
+@pass_env
+def append(env: Env, name: str, key: str, value: str, create: bool, hex_: bool) -> None:
+    """Add VALUE to the end of KEY's value (a missing KEY starts empty).
+
+    \b
+    KEY and VALUE: UTF-8 text, hex with --hex, or @FILE for the bytes of a
+    file (@- for stdin; @@ starts text with a literal @).
+
+    \b
+    Example:
+      radostdb append mydb log 'one more line'
+      printf '\\x00\\x01' | radostdb append mydb blob @-
+    """
+    raw_key, raw_value = _data(key, hex_, "KEY"), _data(value, hex_, "VALUE")
+    db = env.open(name, create=create)
+    try:
+        db.append(raw_key, raw_value)
+    finally:
+        db.close()
+
+
+@main.command()
+@NAME
+@click.argument("key")
+@HEX_OPTION
+@pass_env
+def delete(env: Env, name: str, key: str, hex_: bool) -> None:
+    """Delete KEY; a missing KEY is an error (exit 1).
+
+    KEY is UTF-8 text, hex with --hex, or @FILE for the bytes of a file.
+
+    \b
+    Example:
+      radostdb delete mydb greeting
+      radostdb delete --hex mydb 6b657900
+    """
+    raw = _data(key, hex_, "KEY")
+    db = env.open(name)
+    try:
+        db.delete(raw)
+    except TdbError as exc:
+        if exc.code == ERR_NOEXIST:
+            raise click.ClickException(
+                f"key {admin.display_key(raw)} does not exist in database {name!r}"
+            ) from None
+        raise
+    finally:
+        db.close()
+
+
+# -- check, wipe, rm ----------------------------------------------------------------
+@main.command()
+@NAME
+@click.option("--repair", is_flag=True, help="Fix what can be fixed without losing data.")
+@click.option(
+    "--drop-corrupt",
+    is_flag=True,
+    help="With --repair: also remove records and entries that fail their crc or "
+    "format (their data is lost).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_progress_options
+@pass_env
+def check(
+    env: Env,
+    name: str,
+    repair: bool,
+    drop_corrupt: bool,
+    as_json: bool,
+    progress: bool | None,
+    quiet: bool,
+) -> None:
+    """Verify a database; exit 0 if it is sound, 1 if problems remain.
+
+    Checks the header, every shard's metadata, unfinished multi-shard
+    commits, expired locks, and every record: its key encoding, its crc32c
+    and that it sits in its key's shard. --repair finishes an unfinished
+    commit (rolled forward or back, as the next transaction would), drops
+    expired locks, and moves misplaced records to their shard (or drops the
+    copy when the shard already holds the key); with --drop-corrupt it also
+    removes corrupt records. Each problem is printed with what was done.
+
+    \b
+    Example:
+      radostdb check secrets
+      radostdb check secrets --repair
+      radostdb check secrets --repair --drop-corrupt
+    """
+    if drop_corrupt and not repair:
+        raise click.UsageError("--drop-corrupt needs --repair")
+    with Progress(_show_progress(progress, quiet), f"checking {name}") as bar:
+        report = admin.check(
+            env.site(), name, repair=repair, drop_corrupt=drop_corrupt, progress=bar.advance
+        )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "name": report.name,
+                    "shards": report.nshards,
+                    "records": report.records,
+                    "clean": report.clean,
+                    "findings": [_finding_json(f) for f in report.findings],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for f in report.findings:
+            click.echo(f.describe())
+            if f.repair:
+                click.echo(f"  -> {f.repair}")
+        fixed = sum(f.repaired for f in report.findings)
+        summary = f"{name}: {report.records} records in {report.shards_checked} shards checked"
+        if not report.findings:
+            summary += ", no problems"
+        else:
+            summary += f", {len(report.findings)} problem(s)"
+            if repair:
+                summary += f", {fixed} repaired"
+        click.echo(summary)
+    if not report.clean:
+        sys.exit(1)
+
+
+@main.command()
+@NAME
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_env
+def wipe(env: Env, name: str, yes: bool) -> None:
+    """Delete every record, keeping the database (tdb_wipe_all).
+
+    \b
+    Example:
+      radostdb wipe --yes scratch
+    """
+    db = env.open(name)
+    try:
+        if not yes:
+            click.confirm(
+                f"Delete every record of database {name!r} in {env.site().where}?",
+                abort=True,
+                err=True,
+            )
+        db.clear()
+    finally:
+        db.close()
+    click.echo(f"wiped {name!r}", err=True)
+
+
+@main.command()
+@NAME
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Remove it even while handles have it open.")
+@pass_env
+def rm(env: Env, name: str, yes: bool, force: bool) -> None:
+    """Remove a database: its records, shards and header.
+
+    Refused while a handle has the database open, unless --force.
+
+    \b
+    Example:
+      radostdb rm --yes scratch
+    """
+    site = env.site()
+    objs = admin.database_objects(site, name)  # fails for a missing database
+    if not yes:
+        click.confirm(
+            f"Remove database {name!r} ({len(objs)} objects) from {site.where}?",
+            abort=True,
+            err=True,
+        )
+    n = admin.remove(site, name, force=force)
+    click.echo(f"removed {name!r} ({n} objects)", err=True)
+
+
+# -- cluster ------------------------------------------------------------------------
 @main.group()
 def cluster() -> None:
     """Start, inspect and stop a throwaway local Ceph cluster.
@@ -39,7 +1079,10 @@ def cluster() -> None:
 
 
 DIR_OPTION = click.option(
-    "--dir", "directory", required=True, type=click.Path(file_okay=False),
+    "--dir",
+    "directory",
+    required=True,
+    type=click.Path(file_okay=False),
     help="Directory holding the cluster's configuration, data and logs.",
 )
 
@@ -50,10 +1093,16 @@ def _fail(exc: Exception) -> None:
 
 @cluster.command("up")
 @DIR_OPTION
-@click.option("--osds", default=1, show_default=True, type=click.IntRange(1, 16),
-              help="Number of OSDs.")
-@click.option("--store", default="memstore", show_default=True, type=click.Choice(STORES),
-              help="memstore is fastest; bluestore (sparse file) survives kill -9.")
+@click.option(
+    "--osds", default=1, show_default=True, type=click.IntRange(1, 16), help="Number of OSDs."
+)
+@click.option(
+    "--store",
+    default="memstore",
+    show_default=True,
+    type=click.Choice(STORES),
+    help="memstore is fastest; bluestore (sparse file) survives kill -9.",
+)
 @click.option("--pool", default="radostdb", show_default=True, help="Pool to create.")
 def cluster_up(directory: str, osds: int, store: str, pool: str) -> None:
     """Start a cluster in DIR and print the CEPH_CONF to use.
@@ -78,8 +1127,9 @@ def cluster_up(directory: str, osds: int, store: str, pool: str) -> None:
 
 @cluster.command("down")
 @DIR_OPTION
-@click.option("--grace", default=10.0, show_default=True,
-              help="Seconds between SIGTERM and SIGKILL.")
+@click.option(
+    "--grace", default=10.0, show_default=True, help="Seconds between SIGTERM and SIGKILL."
+)
 def cluster_down(directory: str, grace: float) -> None:
     """Stop every daemon started in DIR, by recorded PID. Removes no file.
 
