@@ -4,25 +4,33 @@ It finds, describes, reads in key order, checks, repairs and removes
 databases.
 
 admin design:
-- It reads a database's objects directly (layout, codec, clsops) and never
-  opens a Tdb handle, so it adds no watcher (``info`` counts open handles
-  truthfully) and works on databases a handle refuses to open (a bad header).
-  Record writes other than repairs go through radostdb.Tdb, in the CLI.
-- Reading: each shard is read in omap pages, the next page requested (aio)
-  while the current one is consumed. Page sizes adapt to the record size so
-  that a page stays near a byte budget, and the budget is shared between the
-  shards read at once: memory is bounded by the budget, not the database.
-  A shard's omap is in encoded-key order, which is raw-key order, so a k-way
-  merge of the shards gives every record in key order (``records``).
+- It reads a database's objects directly (layout, codec, clsops), so it adds
+  no watcher of its own and works on databases a handle refuses to open (a
+  bad header). It opens a Tdb handle only to finish a dead committer's
+  multi-shard commit (finish_commit: the public transaction API recovers
+  it). Record writes other than repairs go through radostdb.Tdb, in the CLI.
+- Records (``records``, for dump and export) are read with the class
+  ``list`` method: a shard in the middle of a multi-shard commit answers
+  "pending" and is waited for, so a reader never sees half a commit; pages
+  are verified by the native codec. Each shard has its next page requested
+  (in a worker thread) while the current one is consumed. A shard's omap is
+  in encoded-key order, which is raw-key order, so a k-way merge of the
+  shards gives every record in key order.
+- Stats and check read the raw omap (aio, a page ahead), so that check sees
+  what is stored even where the class would refuse it (corrupt entries).
+- Page sizes adapt to the record size so that a page stays near a byte
+  budget, shared between the shards read at once: memory is bounded by the
+  budget, not by the database.
 - Reads are not a snapshot: a database changed while it is read shows some
   changes and not others, as a TDB traversal without a lock would.
-- ``check`` reports findings, each with a ``kind`` (FINDING_KINDS); more
-  kinds (held or expired locks, unfinished transactions) slot in beside
-  these once their formats exist. A repair rewrites a shard only if the
-  shard has not changed since the bad entry was read again (assert_version),
-  and goes through the object class (so the shard sequence number grows and
-  the class's own checks apply). What cannot be undone is never done without
-  being asked: corrupt records are dropped only with ``drop_corrupt``.
+- ``check`` reports findings, each with a ``kind`` (FINDING_KINDS). A repair
+  of a record rewrites a shard only if the shard has not changed since the
+  bad entry was read again (assert_version), and goes through the object
+  class (so the shard sequence number grows and the class's lock checks
+  apply). An unfinished commit is finished by the transaction recovery;
+  expired locks are pruned by the class. What cannot be undone is never
+  done without being asked: corrupt records are dropped only with
+  ``drop_corrupt``.
 - A misplaced record (valid, in a shard other than its key's) is invisible
   to fetch but seen by traversal. Repair inserts it into its own shard, then
   drops the stray copy; if its shard already holds the key, that record is
@@ -1229,9 +1237,10 @@ def database_objects(site: Site, name: str) -> list[str]:
         has_header = False
     else:
         has_header = True
-    journal = (
-        [layout.journal_object(name)] if exists_object(site, layout.journal_object(name)) else []
-    )
+    journal = [
+        o for o in (layout.journal_object(name), layout.wait_object(hobj))
+        if exists_object(site, o)
+    ]
     if n is not None:
         return [*layout.shard_objects(name, n), *journal, hobj]
     shards = []

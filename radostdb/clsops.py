@@ -178,15 +178,25 @@ def get(ioctx: Any, obj: str, key: bytes) -> bytes | None:
 
 def list_page(ioctx: Any, obj: str, start_after: str, max_records: int,
               max_bytes: int) -> tuple[bool, bytes]:
-    """(more, page) of records after an encoded key; a missing shard is empty."""
-    try:
-        out = call(ioctx, obj, "list", list_request(max_records, max_bytes, start_after),
-                   max_bytes + (1 << 16))
-    except TdbError as exc:
-        if exc.code == ERR_NOEXIST:
+    """(more, page) of records after an encoded key; a missing shard is empty.
+
+    A page holds at least one record, so one record larger than max_bytes
+    overflows the reply buffer (-ERANGE): the call is repeated with a buffer
+    four times larger."""
+    req = list_request(max_records, max_bytes, start_after)
+    size = max_bytes + (1 << 16)
+    while True:
+        try:
+            _, out = ioctx.execute(obj, CLASS, "list", req, size)
+        except rados.ObjectNotFound:
             return False, b""
-        raise
-    return bool(out[0]), out[1:]
+        except rados.Error as exc:
+            if errno_of(exc) == errno.ERANGE and size < (1 << 32):
+                size *= 4
+                continue
+            raise tdb_error(errno_of(exc), f"list on {obj}") from None
+        out = bytes(out)
+        return bool(out[0]), out[1:]
 
 
 def bump(ioctx: Any, obj: str) -> None:

@@ -10,6 +10,8 @@ bytes, without NUL):
   to it; a missing shard reads as empty.
 - journal object ``radostdb.j.NAME``: exists only while a multi-shard
   transaction commits (see txn.py).
+- wait object ``radostdb.w.NAME``: empty; its watchers wait for the
+  transaction lock (see locking.py).
 The prefixes differ, so no database name can produce another's objects.
 """
 
@@ -31,6 +33,17 @@ def header_object(name: str) -> str:
 
 def shard_object(name: str, shard: int) -> str:
     return f"radostdb.s{shard:05d}.{name}"
+
+
+def wait_object(obj: str) -> str:
+    """The object whose watch/notify carries lock waits for locks kept in obj.
+
+    Shard locks wait on the shard itself. The transaction lock lives in the
+    header object, whose watchers must be exactly the open handles
+    (CLEAR_IF_FIRST, ``info``), so its waiters watch ``radostdb.w.NAME``."""
+    if obj.startswith(HEADER_PREFIX):
+        return "radostdb.w." + obj[len(HEADER_PREFIX):]
+    return obj
 
 
 def journal_object(name: str) -> str:

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 import rados
 
-from . import clsops
+from . import clsops, layout
 from . import cluster as clustermod
 from .errors import ERR_LOCK, TdbError
 
@@ -76,6 +76,7 @@ class _Waits:
         self.inflight: list[Any] = []  # "free" notifies not yet completed
 
     def ensure_watch(self, io: Any, obj: str) -> None:
+        obj = layout.wait_object(obj)
         key = (id(io), obj)
         if key in self.watches:
             return
@@ -103,16 +104,19 @@ class _Waits:
                 self.watches[key] = clustermod.track_watch(watch)
 
     def generation(self, obj: str) -> int:
+        obj = layout.wait_object(obj)
         with self.lock:
             return self.freed.get(obj, 0)
 
     def sleep(self, obj: str, since: int, timeout: float) -> None:
         """Until a "free" notify for obj arrived after `since`, or timeout."""
+        obj = layout.wait_object(obj)
         with self.cond:
             self.cond.wait_for(lambda: self.freed.get(obj, 0) != since, timeout)
 
     def announce(self, io: Any, obj: str) -> None:
         """Tell the holders on obj that somebody waits (they send "free")."""
+        obj = layout.wait_object(obj)
         try:
             io.notify(obj, WAIT_MSG, NOTIFY_TIMEOUT_MS)
         except rados.Error:
@@ -121,6 +125,7 @@ class _Waits:
     def released(self, io: Any, obj: str, always: bool = False) -> None:
         """After a release on obj: wake waiters if any announced themselves
         (or ``always``: after a commit, whose waiters may be in any process)."""
+        obj = layout.wait_object(obj)
         with self.lock:
             if obj not in self.waited and not always:
                 return

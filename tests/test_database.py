@@ -267,3 +267,23 @@ def test_fork_child_uses_inherited_handle(db_name: str) -> None:
     assert db.get(b"child") == b"2"
     db.store(b"parent-after", b"3")
     assert db.get(b"parent-after") == b"3"
+
+
+def test_clear_if_first_after_a_transaction(db_name: str) -> None:
+    """Waiting for the transaction lock uses its own object: the header's
+    watchers stay exactly the open handles."""
+    db = radostdb.Tdb(db_name, 0, 0, CREATE)
+    with db.transaction():
+        db.store(b"k", b"v")
+    db.close()
+    again = radostdb.Tdb(db_name, 0, radostdb.CLEAR_IF_FIRST, RW)
+    assert again.get(b"k") is None
+
+
+def test_traverse_record_larger_than_a_page(db_name: str) -> None:
+    db = radostdb.Tdb(db_name, 1, 0, CREATE)
+    big = os.urandom(9 << 20)
+    db.store(b"big", big)
+    db.store(b"small", b"s")
+    assert dict(db.items()) == {b"big": big, b"small": b"s"}
+    assert sorted(db.keys()) == [b"big", b"small"]
