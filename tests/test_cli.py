@@ -22,14 +22,13 @@ from typing import Any
 import click
 import pytest
 import rados
+import tdb
 from click.testing import CliRunner, Result
 
 import radostdb
 from radostdb import admin, codec, layout, tdbdump
 from radostdb.cli import main
 from radostdb.testing import ClusterInfo
-
-tdb = pytest.importorskip("tdb")
 
 CREATE = os.O_CREAT | os.O_RDWR
 MIB = 1 << 20

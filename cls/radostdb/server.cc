@@ -162,6 +162,14 @@ struct obj_list_watch_response_t {
 };
 int cls_cxx_list_watchers(cls_method_context_t hctx, obj_list_watch_response_t *watchers);
 
+/* A shard never written has no object; methods that only clean up leave it so. */
+static bool object_missing(cls_method_context_t hctx)
+{
+  uint64_t size;
+  time_t mtime;
+  return cls_cxx_stat(hctx, &size, &mtime) == -ENOENT;
+}
+
 /* ---- records ---- */
 static std::string omap_key(const char *key, uint32_t klen)
 {
@@ -461,9 +469,7 @@ static int clear(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferli
     return r;
   if (write_head(rd, &owner, &wflags) < 0 || !rd.done())
     return -EINVAL;
-  uint64_t size;
-  time_t mtime;
-  if (cls_cxx_stat(hctx, &size, &mtime) == -ENOENT)
+  if (object_missing(hctx))
     return 0; /* a shard never written: nothing to clear */
   rtdb_shard_hdr h;
   r = read_shard_hdr(hctx, &h);
@@ -522,9 +528,7 @@ static int settle(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferl
   uint64_t txid;
   if (!rd.u64(&txid) || !rd.done() || txid == 0)
     return -EINVAL;
-  uint64_t size;
-  time_t mtime;
-  if (cls_cxx_stat(hctx, &size, &mtime) == -ENOENT)
+  if (object_missing(hctx))
     return 0;
   rtdb_shard_hdr h;
   r = read_shard_hdr(hctx, &h);
@@ -748,9 +752,7 @@ static int prune(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferli
     return r;
   if (!rd.done())
     return -EINVAL;
-  uint64_t size;
-  time_t mtime;
-  if (cls_cxx_stat(hctx, &size, &mtime) == -ENOENT)
+  if (object_missing(hctx))
     return 0;
   rtdb_shard_hdr h;
   r = read_shard_hdr(hctx, &h);
