@@ -6,12 +6,13 @@ databases.
 admin design:
 - It reads a database's objects directly (layout, codec, clsops), so it adds
   no watcher of its own and works on databases a handle refuses to open (a
-  bad header). It opens a Tdb handle only to finish a dead committer's
-  multi-shard commit (finish_commit: the public transaction API recovers
-  it). Record writes other than repairs go through radostdb.Tdb, in the CLI.
+  bad header). Transactions a dead committer left undecided are decided
+  with commit.decide / commit.settle_all, which need no lock. Record writes
+  other than repairs go through radostdb.Tdb, in the CLI.
 - Records (``records``, for dump and export) are read with the class
   ``list`` method: a shard in the middle of a multi-shard commit answers
-  "pending" and is waited for, so a reader never sees half a commit; pages
+  "pending" and the transaction is decided (or, in flight, waited for), so
+  a reader never sees half a commit; pages
   are verified by the native codec. Each shard has its next page requested
   (in a worker thread) while the current one is consumed. A shard's omap is
   in encoded-key order, which is raw-key order, so a k-way merge of the
@@ -55,9 +56,9 @@ from typing import Any
 
 import rados
 
-from . import clsops, codec, layout
+from . import clsops, codec, commit, layout
 from . import cluster as clustermod
-from .errors import ERR_EXISTS, ERR_LOCK, ERR_NOEXIST, TdbError
+from .errors import ERR_EXISTS, ERR_NOEXIST, TdbError
 from .tdbdump import escape
 
 # Reading: the first page is small (records may be large); later pages aim
@@ -330,7 +331,7 @@ class _PageRead:
             if ret == -errno.ENOENT:
                 return None
             if ret < 0:
-                raise clsops.tdb_error(-ret, f"reading {self.obj}")
+                raise clsops.error_of(-ret, f"reading {self.obj}")
             return list(self.it)
         finally:
             self.io.release_read_op(self.op)
@@ -402,35 +403,35 @@ def _corrupt_error(obj: str, key: bytes, exc: Exception) -> CorruptDatabase:
     )
 
 
+class _Pending(Exception):
+    """A shard is pending a multi-shard transaction (``info``)."""
+
+    def __init__(self, info: clsops.PendingInfo) -> None:
+        super().__init__(f"transaction {info.txid:x} pending")
+        self.info = info
+
+
 def _list_page(io: Any, obj: str, after: str, page_bytes: int) -> tuple[bool, bytes]:
     """(more, page) of the class ``list`` method; the reply buffer grows for a
-    record bigger than it. Raises clsops.Pending while the shard is pending.
+    record bigger than it. Raises _Pending while the shard is pending.
 
     Synchronous on purpose: librados' aio exec overruns the reply buffer of
     a reply that does not fit (python-rados then crashes), sync exec reports
     ERANGE. ShardRecords runs it in worker threads (the GIL is released).
     """
-    out_bytes = page_bytes + LIST_SLACK
-    request = clsops.list_request(PAGE_MAX, page_bytes, after)
-    while True:
-        try:
-            _, out = io.execute(obj, clsops.CLASS, "list", request, out_bytes)
-        except rados.Error as exc:
-            code = clsops.errno_of(exc)
-            if code == errno.ENOENT:
-                return False, b""
-            if code == errno.ERANGE and out_bytes < MAX_REPLY:
-                out_bytes *= 4
-                continue
-            if code == errno.EIO:
-                where = f"after omap key {after!r}" if after else "at its start"
-                raise CorruptDatabase(
-                    f"{obj} holds a record or key that does not decode ({where}); "
-                    "run 'radostdb check'"
-                ) from None
-            raise clsops.tdb_error(code, f"list on {obj}") from None
-        out = bytes(out)
-        return bool(out[0]), out[1:]
+    try:
+        res = clsops.list_page(io, obj, after, PAGE_MAX, page_bytes)
+    except TdbError as exc:
+        if getattr(exc, "errno", 0) == errno.EIO:
+            where = f"after omap key {after!r}" if after else "at its start"
+            raise CorruptDatabase(
+                f"{obj} holds a record, key or header that does not decode ({where}); "
+                "run 'radostdb check'"
+            ) from None
+        raise
+    if res.pending is not None:
+        raise _Pending(res.pending)
+    return res.more, res.page
 
 
 _readers: concurrent.futures.ThreadPoolExecutor | None = None
@@ -451,7 +452,8 @@ class ShardRecords:
     every record is verified by the native codec. The first page is asked
     for on creation and each next one as soon as the previous arrives (in a
     worker thread), so that shards are read in parallel. ``on_pending`` is
-    called while a shard stays pending (see finish_commit).
+    called with the pending info while a shard is pending; it decides the
+    transaction (commit.decide) and says whether it is still in flight.
     """
 
     def __init__(
@@ -460,7 +462,7 @@ class ShardRecords:
         obj: str,
         *,
         concurrent: int = 1,
-        on_pending: Callable[[], object] | None = None,
+        on_pending: Callable[[clsops.PendingInfo], bool] | None = None,
     ) -> None:
         self.io, self.obj, self.on_pending = io, obj, on_pending
         self.target = page_bytes(concurrent)
@@ -478,16 +480,16 @@ class ShardRecords:
         while True:
             try:
                 return _list_page(self.io, self.obj, after, size)
-            except clsops.Pending:
+            except _Pending as pending:
                 if time.monotonic() > deadline:
                     raise AdminError(
-                        f"{self.obj} is still pending after {PENDING_TIMEOUT:.0f}s: an "
-                        "unfinished transaction; 'radostdb check --repair' finishes it"
+                        f"{self.obj} is still pending after {PENDING_TIMEOUT:.0f}s: a "
+                        "transaction whose committer holds the transaction lock"
                     ) from None
+                if self.on_pending is not None and not self.on_pending(pending.info):
+                    continue  # decided: read again at once
                 time.sleep(delay)
                 delay = min(1.0, delay * 2)
-                if delay >= 1.0 and self.on_pending is not None:
-                    self.on_pending()
 
     def __iter__(self) -> ShardRecords:
         return self
@@ -531,8 +533,10 @@ def records(site: Site, name: str, *, ordered: bool = True) -> Iterator[tuple[by
     header = usable_header(site, name)
     objs = layout.shard_objects(name, header.nshards or 1)
 
-    def resolve() -> None:
-        finish_commit(site, name)
+    db = _db_objects(site, name, header.nshards or 1)
+
+    def resolve(info: clsops.PendingInfo) -> bool:
+        return commit.decide(db, info) == commit.Outcome.IN_FLIGHT
 
     if not ordered:
         for obj in objs:
@@ -547,27 +551,15 @@ def records(site: Site, name: str, *, ordered: bool = True) -> Iterator[tuple[by
     yield from heapq.merge(*streams)
 
 
-def finish_commit(site: Site, name: str) -> bool:
-    """Finish a multi-shard commit that its committer left unfinished.
+def _db_objects(site: Site, name: str, nshards: int) -> commit.DbObjects:
+    return commit.DbObjects(lambda: site.io, name, layout.shard_objects(name, nshards))
 
-    Through the public API: taking the transaction lock (without waiting)
-    recovers a dead committer's commit, rolled forward or back (txn.py).
-    False when a live handle holds the lock, its commit still under way.
-    """
-    from .database import Tdb
 
-    db = Tdb(name, 0, 0, os.O_RDWR, **site.tdb_kwargs())
-    try:
-        try:
-            db.transaction_start_nonblock()
-        except TdbError as exc:
-            if exc.code == ERR_LOCK:
-                return False
-            raise
-        db.transaction_cancel()
-        return True
-    finally:
-        db.close()
+def finish_commit(site: Site, name: str, nshards: int) -> list[str]:
+    """Decide every multi-shard transaction a dead committer left (rolled
+    back or settled, commit.settle_all) and clear stale lock owners. Returns
+    the objects still waiting for a live committer."""
+    return commit.settle_all(_db_objects(site, name, nshards))
 
 
 def _round_robin(streams: list[Iterator[Any]]) -> Iterator[tuple[int, Any]]:
@@ -649,15 +641,11 @@ def count_records(site: Site, name: str) -> int:
 
 def object_seqs(io: Any, objs: list[str]) -> dict[str, int | Exception]:
     """Each object's sequence number (0 if missing), or the error reading it, in parallel."""
-    batches = []
-    for obj in objs:
-        batch = clsops.Batch(io)
-        batch.seq(obj)
-        batches.append((obj, batch))
+    calls = [(obj, clsops.aio_seq(io, obj)) for obj in objs]
     out: dict[str, int | Exception] = {}
-    for obj, batch in batches:
+    for obj, call in calls:
         try:
-            out[obj] = clsops.seq_value(batch.wait().get(obj))
+            out[obj] = call.wait()
         except (TdbError, OSError) as exc:
             out[obj] = exc
     return out
@@ -792,27 +780,35 @@ def info(site: Site, name: str, progress: Callable[[int], None] | None = None) -
         seqnum,
         shards,
         openers(site, name),
-        held_locks(site, [header.object, *objs]),
+        held_locks(site, [header.object, layout.wait_object(header.object), *objs]),
         unfinished,
         findings,
     )
 
 
 # -- locks and transactions -------------------------------------------------------
-_LOCK_KINDS = {clsops.LOCK_RECORD: "record", clsops.LOCK_SHARD: "shard"}
-_LOCK_MODES = {clsops.LOCK_EXCL: "exclusive", clsops.LOCK_SHARED: "shared"}
+_LOCK_KINDS = {
+    clsops.Kind.RECORD: "record",
+    clsops.Kind.SHARD: "shard",
+    clsops.Kind.TXN: "transaction",
+    clsops.Kind.ISOLATION: "isolation",
+    clsops.Kind.COMMIT: "commit",
+}
+_LOCK_MODES = {clsops.Mode.EXCL: "exclusive", clsops.Mode.SHARED: "shared"}
 
 
 @dataclass
 class HeldLock:
-    """One holder of one lock in a lock table (a shard's, or the header's)."""
+    """One entry of a lock table (a shard's, or the transaction lock's): a
+    holder, or a waiter queued for the lock."""
 
     object: str
-    kind: str  # record, shard, or transaction (the exclusive lock on the header)
+    kind: str  # record, shard, transaction, isolation (a transaction's), commit
     mode: str  # exclusive or shared
     key: bytes
-    owner: bytes  # the holding handle's id
+    owner: bytes  # the holding (or waiting) handle's id
     expires_in: float  # seconds on the OSD clock; negative: the lease has run out
+    queued: bool = False  # a waiter, not a holder
 
     @property
     def expired(self) -> bool:
@@ -820,7 +816,7 @@ class HeldLock:
 
     def describe(self) -> str:
         """One line: what is locked, by whom, until when."""
-        what = f"{self.mode} {self.kind} lock"
+        what = f"{self.mode} {self.kind} lock" + (" (queued)" if self.queued else "")
         if self.kind == "record":
             what += f" on key {display_key(self.key)}"
         when = (
@@ -832,46 +828,56 @@ class HeldLock:
 
 
 def held_locks(site: Site, objs: list[str]) -> list[HeldLock]:
-    """Every lock holder in the lock tables of ``objs`` (unreadable tables skipped:
-    check reports their headers)."""
+    """Every holder and waiter in the lock tables of ``objs`` (unreadable
+    tables skipped: check reports their headers)."""
     out = []
-    for obj in objs:
+    calls = [(obj, clsops.aio_state(site.io, obj)) for obj in objs]
+    for obj, call in calls:
         try:
-            now, _, entries = clsops.read_locks(site.io, obj)
-        except (TdbError, OSError):
+            st = call.wait()
+        except (TdbError, OSError, clsops.WireError):
             continue
-        for e in entries:
-            kind = _LOCK_KINDS.get(e.kind, f"kind-{e.kind}")
-            if kind == "shard" and obj.startswith(layout.HEADER_PREFIX):
-                kind = "transaction"
-            for owner, expiry in e.holders:
-                out.append(
-                    HeldLock(
-                        obj,
-                        kind,
-                        _LOCK_MODES.get(e.mode, f"mode-{e.mode}"),
-                        e.key,
-                        owner,
-                        (expiry - now) / 1000,
-                    )
-                )
+        if st is None:
+            continue
+        for e in st.header.entries:
+            out.append(HeldLock(obj, _LOCK_KINDS.get(e.kind, f"kind-{e.kind}"),
+                                _LOCK_MODES.get(e.mode, f"mode-{e.mode}"), e.key, e.owner,
+                                (e.expiry_ms - st.now_ms) / 1000, not e.held))
     return out
 
 
 def unfinished_commit(site: Site, name: str, shard_objs: list[str]) -> list[str]:
-    """The objects that show a multi-shard commit not finished: the journal
-    object, and shards marked pending. Empty when there is none."""
+    """The objects that show a multi-shard transaction not decided: shards
+    marked pending, objects with stale owners, and the journal if one of its
+    records is undecided (staged, and not every participant has it).
+    Records of transactions settled everywhere are harmless: the next
+    transaction start (or check --repair) forgets them. Empty: none."""
     found = []
-    journal = layout.journal_object(name)
-    if exists_object(site, journal):
-        found.append(journal)
-    for obj in shard_objs:
+    wait_obj = layout.wait_object(layout.header_object(name))
+    calls = [(obj, clsops.aio_state(site.io, obj)) for obj in [*shard_objs, wait_obj]]
+    headers: dict[int, clsops.ShardHeader] = {}
+    for i, (obj, call) in enumerate(calls):
         try:
-            _list_page(site.io, obj, "", 1)
-        except clsops.Pending:
+            st = call.wait()
+        except (TdbError, OSError, clsops.WireError):
+            continue  # an unreadable shard: check reports it
+        if st is None:
+            continue
+        headers[i] = st.header
+        if st.header.pending or st.header.stale:
             found.append(obj)
-        except (TdbError, OSError):
-            pass  # an unreadable shard: check reports it
+    journal = layout.journal_object(name)
+    try:
+        records = clsops.journal(site.io, journal)
+    except (TdbError, OSError):
+        return found
+    for rec in records.records.values():
+        if rec.state == clsops.TxnState.STAGED and not all(
+                headers.get(i, clsops.ShardHeader()).has(rec.txid) for i in rec.participants):
+            found.append(journal)
+            break
+    if records.legacy:
+        found.append(journal)
     return found
 
 
@@ -950,7 +956,8 @@ def check(
                 )
             )
     report.findings += _check_transaction(site, name, objs, repair)
-    report.findings += _check_locks(site, [header.object, *objs], repair)
+    lock_objs = [header.object, layout.wait_object(header.object), *objs]
+    report.findings += _check_locks(site, lock_objs, repair)
     for window in _windows(n, SCAN_WINDOW):
         streams = [ShardPages(site.io, objs[i], concurrent=len(window)) for i in window]
         for j, page in _round_robin(streams):
@@ -974,16 +981,16 @@ def _check_transaction(site: Site, name: str, objs: list[str], repair: bool) -> 
         Finding(
             TRANSACTION,
             obj,
-            "journal of an unfinished multi-shard commit"
+            "journal records of multi-shard transactions not yet settled"
             if obj == layout.journal_object(name)
-            else "pending: marked by an unfinished multi-shard commit",
+            else "pending (or stale owners): a multi-shard transaction not yet decided",
             shard=_shard_index(obj),
             repairable=True,
         )
         for obj in unfinished_commit(site, name, objs)
     ]
     if found and repair:
-        if not finish_commit(site, name):
+        if finish_commit(site, name, len(objs)):
             outcome, done = (
                 (
                     "not repaired: a live handle holds the transaction lock (its "
@@ -994,14 +1001,14 @@ def _check_transaction(site: Site, name: str, objs: list[str], repair: bool) -> 
         elif unfinished_commit(site, name, objs):
             outcome, done = "not repaired: still unfinished after recovery", False
         else:
-            outcome, done = "finished: the commit was rolled forward or back", True
+            outcome, done = "finished: the transaction was settled or rolled back", True
         for f in found:
             f.repair, f.repaired = outcome, done
     return found
 
 
 def _check_locks(site: Site, objs: list[str], repair: bool) -> list[Finding]:
-    """A finding per expired lock holder; with ``repair``, expired holders are pruned."""
+    """A finding per expired lock entry; with ``repair``, they are pruned."""
     found = []
     expired = [lk for lk in held_locks(site, objs) if lk.expired]
     for lk in expired:
@@ -1142,14 +1149,14 @@ def _write_if_unchanged(
         op.assert_version(version)
         if remove_omap_key is not None:
             io.remove_omap_keys(op, (remove_omap_key,))
-        op.execute(clsops.CLASS, "apply", _apply_request(entries))
+        clsops.compose_apply(op, _apply_request(entries))
         try:
             io.operate_write_op(op, obj)
         except rados.Error as exc:
             code = clsops.errno_of(exc)
             if code in (errno.ERANGE, errno.EOVERFLOW):
                 raise _Changed from None
-            raise clsops.tdb_error(code, f"repairing {obj}") from None
+            raise clsops.error_of(code, f"repairing {obj}") from None
 
 
 def _still_bad(f: Finding, nshards: int, value: bytes) -> bool:
@@ -1183,13 +1190,13 @@ def _repair(site: Site, name: str, nshards: int, f: Finding, drop_corrupt: bool)
                 elif f.kind == CORRUPT_RECORD:
                     assert f.key is not None
                     _write_if_unchanged(
-                        site.io, f.object, version, entries=[(clsops.OP_DISCARD, f.key, b"")]
+                        site.io, f.object, version, entries=[(clsops.Op.DISCARD, f.key, b"")]
                     )
                     f.repair = "removed the record"
                 else:
                     moved = _move_home(site, name, nshards, f, value) or moved
                     _write_if_unchanged(
-                        site.io, f.object, version, entries=[(clsops.OP_DISCARD, f.key, b"")]
+                        site.io, f.object, version, entries=[(clsops.Op.DISCARD, f.key, b"")]
                     )
                     home = codec.shard_of(f.key, nshards)  # type: ignore[arg-type]
                     f.repair = (
@@ -1214,7 +1221,7 @@ def _move_home(site: Site, name: str, nshards: int, f: Finding, value: bytes) ->
     data = codec.decode_record(f.key, value)[1]
     home = layout.shard_object(name, codec.shard_of(f.key, nshards))
     try:
-        clsops.call(site.io, home, "apply", _apply_request([(clsops.OP_INSERT, f.key, data)]))
+        clsops.apply(site.io, home, _apply_request([(clsops.Op.INSERT, f.key, data)]))
     except TdbError as exc:
         if exc.code == ERR_EXISTS:
             return False

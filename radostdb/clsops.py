@@ -1,9 +1,19 @@
 """Client side of the radostdb object class (cls/radostdb/server.cc).
 
-The only Python that knows the class wire format: it encodes requests,
-decodes replies and maps errno results to TDB errors. The formats are
-documented once, at the top of server.cc (shard header: types.h); the
-constants here mirror ops.h and types.h.
+The only Python that knows the class wire format and passes class method
+names to librados. Per class method it offers a request encoder, a sync call
+and an asynchronous one (:class:`Call`, started with ``aio_<method>``), and
+for write methods that other writes may guard (``apply``) a form that adds
+the call to a compound write op (``compose_apply``), as Ceph's cls client
+helpers do. Replies are decoded here too; errno results become TDB errors
+(:func:`error_of`).
+
+Wire conventions (ops.h has the same): little-endian; ``bytes`` = u32 length
++ bytes; every request and reply is a framed struct (u8 version, u8 compat,
+u32 length, body), read by :func:`_open`, which refuses a compat it does not
+know and ignores body bytes it does not know. The enums below equal
+cls/radostdb/types.h (checked by tests/unit/test_wire.py against the C++
+headers) and are the ones the memory backend and transactions use too.
 """
 
 from __future__ import annotations
@@ -11,8 +21,9 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any
 
 import rados
@@ -20,309 +31,756 @@ import rados
 from .errors import ERR_CORRUPT, ERR_EXISTS, ERR_IO, ERR_LOCK, ERR_NOEXIST, TdbError
 
 CLASS = "radostdb"
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 OWNER_LEN = 16
+NO_OWNER = bytes(OWNER_LEN)
 
-# store flags (TDB's values)
+
+class Op(IntEnum):
+    """Operations of an ``apply`` batch (rtdb_apply_op)."""
+
+    PUT = 1
+    INSERT = 2
+    MODIFY = 3
+    APPEND = 4
+    DELETE = 5
+    DISCARD = 6
+
+
+class Kind(IntEnum):
+    """Lock kinds (rtdb_lock_kind)."""
+
+    RECORD = 1
+    SHARD = 2
+    TXN = 3
+    ISOLATION = 4
+    COMMIT = 5
+
+
+class Mode(IntEnum):
+    """Lock modes (rtdb_lock_mode)."""
+
+    EXCL = 1
+    SHARED = 2
+
+
+class EntryState(IntEnum):
+    HELD = 1
+    QUEUED = 2
+
+
+class TxnState(IntEnum):
+    """Journal record states (rtdb_txn_state)."""
+
+    STAGED = 1
+    COMPLETE = 2
+    ABORTED = 3
+
+
+class ReadStatus(IntEnum):
+    FOUND = 0
+    MISSING = 1
+    TOO_BIG = 2
+    PENDING = 3
+
+
+# store flags: TDB's values
 REPLACE, INSERT, MODIFY = 1, 2, 3
+STORE_OPS = {REPLACE: Op.PUT, INSERT: Op.INSERT, MODIFY: Op.MODIFY}
 
-# apply ops
-OP_PUT, OP_INSERT, OP_MODIFY, OP_APPEND, OP_DELETE, OP_DISCARD = 1, 2, 3, 4, 5, 6
-
-# write flags
+# apply / clear flags
 WRITE_ASSERT_LOCK = 0x1
+WRITE_ASSERT_TXN = 0x2
+WRITE_RELEASE = 0x4
+# lock flags
+LOCK_QUEUE = 0x1
+# release flags
+RELEASE_KEEP_WAITS = 0x1
+# prune flags
+PRUNE_CLEAR_STALE = 0x1
 
-# locks
-LOCK_RECORD, LOCK_SHARD = 1, 2
-LOCK_EXCL, LOCK_SHARED = 1, 2
+SHARD_HDR_VERSION = 3
+GET_BUFFER = 1 << 16
 
-_V = bytes([WIRE_VERSION])
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_EMPTY_REQ = _V
+_HEAD = struct.Struct("<BBI")
 
 
+# -- errors ---------------------------------------------------------------------
 class Busy(Exception):
-    """Another owner holds a conflicting lock (-EBUSY); nothing was changed."""
+    """Another owner holds (or waits for) a conflicting lock (-EBUSY); nothing
+    was changed."""
 
 
-class Pending(Busy):
-    """The shard holds a multi-shard transaction whose commit is not finished
-    (-EUCLEAN): wait for it, or recover it if its committer died."""
+class Unclean(Exception):
+    """The object needs a client's decision first (-EUCLEAN): a transaction
+    pending on it that the caller does not know committed, or stale owners."""
 
 
-def _bytes(b: bytes) -> bytes:
-    return _U32.pack(len(b)) + b
+class Canceled(Exception):
+    """A fenced transaction or owner (-ECANCELED)."""
 
 
-def _whead(owner: bytes, wflags: int) -> bytes:
-    return _V + owner + bytes((wflags,))
-
-
-# -- requests -----------------------------------------------------------------
-def store_request(owner: bytes, wflags: int, key: bytes, data: bytes, flag: int) -> bytes:
-    return b"".join((_whead(owner, wflags), bytes((flag,)), _U32.pack(len(key)), key,
-                     _U32.pack(len(data)), data))
-
-
-def append_request(owner: bytes, wflags: int, key: bytes, data: bytes) -> bytes:
-    return b"".join((_whead(owner, wflags), _U32.pack(len(key)), key, _U32.pack(len(data)),
-                     data))
-
-
-def delete_request(owner: bytes, wflags: int, key: bytes) -> bytes:
-    return b"".join((_whead(owner, wflags), _U32.pack(len(key)), key))
-
-
-def apply_request(owner: bytes, wflags: int, ops: Iterable[tuple[int, bytes, bytes]],
-                  txid: int = 0) -> bytes:
-    """A batch: (op, key, data) entries applied in order, atomically; txid
-    marks a part of a multi-shard transaction (0: none)."""
-    parts = [b""]
-    n = 0
-    for op, key, data in ops:
-        parts.append(bytes((op,)) + _bytes(key) + _bytes(data))
-        n += 1
-    parts[0] = _whead(owner, wflags) + _U64.pack(txid) + _U32.pack(n)
-    return b"".join(parts)
-
-
-def settle_request(txid: int) -> bytes:
-    return _V + _U64.pack(txid)
-
-
-def get_request(maxlen: int, key: bytes) -> bytes:
-    return _V + _U32.pack(maxlen) + _bytes(key)
-
-
-def list_request(max_records: int, max_bytes: int, start_after: str) -> bytes:
-    start = start_after.encode()
-    return _V + _U32.pack(max_records) + _U32.pack(max_bytes) + _bytes(start)
-
-
-def clear_request(owner: bytes, wflags: int) -> bytes:
-    return _whead(owner, wflags)
-
-
-def lock_request(owner: bytes, lease_ms: int, kind: int, mode: int, key: bytes) -> bytes:
-    return b"".join((_V, owner, _U32.pack(lease_ms), bytes((kind, mode)), _bytes(key)))
-
-
-def unlock_request(owner: bytes, kind: int, mode: int, key: bytes) -> bytes:
-    return b"".join((_V, owner, bytes((kind, mode)), _bytes(key)))
-
-
-def renew_request(owner: bytes, lease_ms: int) -> bytes:
-    return _V + owner + _U32.pack(lease_ms)
-
-
-# -- errors -------------------------------------------------------------------
-def errno_of(exc: rados.Error) -> int:
+def errno_of(exc: BaseException) -> int:
     return abs(getattr(exc, "errno", 0) or 0)
 
 
-def tdb_error(code: int, what: str) -> Exception:
-    """Map a failed class call (positive errno) to the error a tdb caller expects."""
+def error_of(code: int, what: str) -> Exception:
+    """The exception for a failed class call (positive errno); ``.errno`` of
+    the result is the errno."""
+    exc: Exception
     if code == errno.EBUSY:
-        return Busy(what)
-    if code == errno.EUCLEAN:
-        return Pending(what)
-    if code == errno.EEXIST:
-        return TdbError(ERR_EXISTS)
-    if code == errno.ENOENT:
-        return TdbError(ERR_NOEXIST)
-    if code == errno.EIO:
-        return TdbError(ERR_CORRUPT)
-    if code == errno.ENOLCK:
-        return TdbError(ERR_LOCK)
-    if code == errno.EOPNOTSUPP:
-        return TdbError(ERR_IO, f"{what}: the OSD's radostdb class is too old for this client")
-    if code in (errno.EPERM, errno.EACCES):
-        return PermissionError(code, f"{what}: permission denied by the cluster")
-    return TdbError(ERR_IO, f"{what}: {os.strerror(code)}")
+        exc = Busy(what)
+    elif code == errno.EUCLEAN:
+        exc = Unclean(what)
+    elif code == errno.ECANCELED:
+        exc = Canceled(what)
+    elif code == errno.EEXIST:
+        exc = TdbError(ERR_EXISTS)
+    elif code == errno.ENOENT:
+        exc = TdbError(ERR_NOEXIST)
+    elif code == errno.EIO:
+        exc = TdbError(ERR_CORRUPT, f"Corrupt database: {what}: stored data does not decode")
+    elif code == errno.ENOLCK:
+        exc = TdbError(ERR_LOCK)
+    elif code == errno.EOPNOTSUPP:
+        exc = TdbError(ERR_IO, f"{what}: the OSD's radostdb class is too old for this client")
+    elif code in (errno.EPERM, errno.EACCES):
+        exc = PermissionError(code, f"{what}: permission denied by the cluster")
+    elif code == errno.ETIMEDOUT:
+        exc = TdbError(ERR_IO, f"{what}: timed out (RADOSTDB_OP_TIMEOUT)")
+    else:
+        exc = TdbError(ERR_IO, f"{what}: {os.strerror(code)}")
+    exc.errno = code  # type: ignore[attr-defined]
+    return exc
 
 
-def call(ioctx: Any, obj: str, method: str, request: bytes, length: int = 0) -> bytes:
-    """Run a class method synchronously; raise the mapped error on failure
-    (:class:`Busy` for a conflicting lock)."""
+class WireError(ValueError):
+    """A reply or stored struct that does not decode."""
+
+
+# -- encoding ---------------------------------------------------------------------
+def _frame(version: int, body: bytes, compat: int | None = None) -> bytes:
+    return _HEAD.pack(version, version if compat is None else compat, len(body)) + body
+
+
+def _b(data: bytes) -> bytes:
+    return _U32.pack(len(data)) + data
+
+
+def _u32s(values: Sequence[int]) -> bytes:
+    return _U32.pack(len(values)) + struct.pack(f"<{len(values)}I", *values)
+
+
+def _u64s(values: Sequence[int]) -> bytes:
+    return _U32.pack(len(values)) + struct.pack(f"<{len(values)}Q", *values)
+
+
+def _owners(values: Sequence[bytes]) -> bytes:
+    return _U32.pack(len(values)) + b"".join(values)
+
+
+EMPTY_REQUEST = _frame(1, b"")
+
+
+def apply_request(owner: bytes, wflags: int, entries: Iterable[tuple[int, bytes, bytes]],
+                  txid: int = 0, settle: int = 0, participants: Sequence[int] = ()) -> bytes:
+    """A batch of (op, key, data) entries applied in order, atomically; txid
+    marks a part of multi-shard transaction ``txid`` on ``participants``."""
+    parts = []
+    for op, key, data in entries:
+        parts.append(b"%c%s%s%s%s" % (op, _U32.pack(len(key)), key, _U32.pack(len(data)), data))
+    body = b"".join((owner, bytes((wflags,)), _U64.pack(txid), _U64.pack(settle),
+                     _u32s(participants), _U32.pack(len(parts)), *parts))
+    return _frame(1, body)
+
+
+def store_request(owner: bytes, wflags: int, key: bytes, data: bytes, flag: int,
+                  settle: int = 0) -> bytes:
+    """One record stored with TDB's REPLACE / INSERT / MODIFY."""
+    return apply_request(owner, wflags, ((STORE_OPS[flag], key, data),), settle=settle)
+
+
+def clear_request(owner: bytes, wflags: int, settle: int = 0) -> bytes:
+    return _frame(1, owner + bytes((wflags,)) + _U64.pack(settle))
+
+
+def txid_request(txid: int) -> bytes:
+    return _frame(1, _U64.pack(txid))
+
+
+def get_request(key: bytes, maxlen: int = GET_BUFFER, accept: int = 0) -> bytes:
+    return _frame(1, _U32.pack(maxlen) + _U64.pack(accept) + _b(key))
+
+
+def list_request(max_records: int, max_bytes: int, start_after: str, accept: int = 0) -> bytes:
+    return _frame(1, _U32.pack(max_records) + _U32.pack(max_bytes) + _U64.pack(accept)
+                  + _b(start_after.encode()))
+
+
+def lock_request(owner: bytes, lease_ms: int, kind: int, mode: int, key: bytes = b"",
+                 flags: int = 0) -> bytes:
+    return _frame(1, owner + _U32.pack(lease_ms) + bytes((kind, mode, flags)) + _b(key))
+
+
+def unlock_request(owner: bytes, kind: int, mode: int, key: bytes = b"") -> bytes:
+    return _frame(1, owner + bytes((kind, mode)) + _b(key))
+
+
+def release_request(owner: bytes, settle: int = 0, flags: int = 0, kind: int = 0) -> bytes:
+    return _frame(1, owner + _U64.pack(settle) + bytes((flags, kind)))
+
+
+def renew_request(owner: bytes) -> bytes:
+    return _frame(1, owner)
+
+
+def prune_request(flags: int = 0, owners: Sequence[bytes] = ()) -> bytes:
+    return _frame(1, bytes((flags,)) + _owners(owners))
+
+
+def stage_request(txid: int, owner: bytes, participants: Sequence[int],
+                  complete: Sequence[int] = (), forget: Sequence[int] = ()) -> bytes:
+    return _frame(1, _U64.pack(txid) + owner + _u32s(participants) + _u64s(complete)
+                  + _u64s(forget))
+
+
+def txn_abort_request(txid: int, owner: bytes, participants: Sequence[int]) -> bytes:
+    return _frame(1, _U64.pack(txid) + owner + _u32s(participants))
+
+
+def txn_mark_request(complete: Sequence[int] = (), forget: Sequence[int] = ()) -> bytes:
+    return _frame(1, _u64s(complete) + _u64s(forget))
+
+
+def owners_request(owners: Sequence[bytes]) -> bytes:
+    return _frame(1, _owners(owners))
+
+
+def journal_request(txid: int = 0) -> bytes:
+    return _frame(1, _U64.pack(txid))
+
+
+# -- decoding ---------------------------------------------------------------------
+class _Reader:
+    """Bounds-checked little-endian reader (raises WireError)."""
+
+    __slots__ = ("buf", "end", "pos")
+
+    def __init__(self, buf: bytes, pos: int = 0, end: int | None = None) -> None:
+        self.buf, self.pos = buf, pos
+        self.end = len(buf) if end is None else end
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > self.end:
+            raise WireError("short struct")
+        out = self.buf[self.pos: self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u32(self) -> int:
+        return int(_U32.unpack(self.take(4))[0])
+
+    def u64(self) -> int:
+        return int(_U64.unpack(self.take(8))[0])
+
+    def bytes(self) -> bytes:
+        return self.take(self.u32())
+
+    def owner(self) -> bytes:
+        return self.take(OWNER_LEN)
+
+    def count(self, item: int) -> int:
+        n = self.u32()
+        if n * item > self.end - self.pos:
+            raise WireError("count larger than the struct")
+        return n
+
+    def u32s(self) -> list[int]:
+        n = self.count(4)
+        return list(struct.unpack(f"<{n}I", self.take(4 * n)))
+
+    def owners(self) -> list[bytes]:
+        return [self.owner() for _ in range(self.count(OWNER_LEN))]
+
+    def open(self, known: int) -> _Reader:
+        """The body of the framed struct at the current position."""
+        _version, compat, length = _HEAD.unpack(self.take(6))
+        if compat > known:
+            raise WireError(f"struct compat {compat} is newer than {known}")
+        body = _Reader(self.buf, self.pos, self.pos + length)
+        self.take(length)
+        return body
+
+
+def _open(buf: bytes, known: int = 1) -> _Reader:
+    return _Reader(buf).open(known)
+
+
+@dataclass
+class PendingInfo:
+    """A transaction pending on a shard: its id, committer and participants."""
+
+    txid: int
+    owner: bytes
+    participants: list[int]
+
+
+def _pending(rd: _Reader) -> PendingInfo:
+    return PendingInfo(rd.u64(), rd.owner(), rd.u32s())
+
+
+@dataclass
+class LockEntry:
+    """One entry of an object's lock table: a holder or a queued waiter."""
+
+    kind: int
+    mode: int
+    state: int
+    owner: bytes
+    lease_ms: int
+    expiry_ms: int
+    key: bytes
+    flags: int = 0
+
+    @property
+    def held(self) -> bool:
+        return self.state == EntryState.HELD
+
+
+@dataclass
+class ShardHeader:
+    """The object header the class keeps (types.h), decoded."""
+
+    seq: int = 0
+    applied: int = 0
+    pending: int = 0
+    settled: int = 0
+    aborted: int = 0
+    powner: bytes = NO_OWNER
+    participants: list[int] = field(default_factory=list)
+    stale: list[bytes] = field(default_factory=list)
+    entries: list[LockEntry] = field(default_factory=list)
+    version: int = SHARD_HDR_VERSION
+
+    def has(self, txid: int) -> bool:
+        """Has transaction txid reached this shard (applied, pending, settled)?"""
+        return bool(txid) and txid in (self.pending, self.applied, self.settled)
+
+    def pending_info(self) -> PendingInfo | None:
+        return PendingInfo(self.pending, self.powner, self.participants) if self.pending else None
+
+
+def _legacy_header(raw: bytes) -> ShardHeader:
+    rd = _Reader(raw)
+    version, compat = rd.u8(), rd.u8()
+    rd.take(2)
+    h = ShardHeader(seq=rd.u64(), version=version)
+    if compat > 2:
+        raise WireError(f"compat {compat}")
+    if version < 2:
+        return h
+    h.applied, h.pending = rd.u64(), rd.u64()
+    for _ in range(rd.count(10)):
+        kind, mode = rd.u8(), rd.u8()
+        key = rd.bytes()
+        for _ in range(rd.count(24)):
+            owner = rd.owner()
+            h.entries.append(LockEntry(kind, mode, EntryState.HELD, owner, 30000, rd.u64(), key))
+    if rd.pos != rd.end:
+        raise WireError("trailing bytes")
+    return h
+
+
+def decode_header(raw: bytes) -> ShardHeader:
+    """Decode a stored object header (empty: all zeros); WireError if it does
+    not decode."""
+    if not raw:
+        return ShardHeader()
     try:
-        _, out = ioctx.execute(obj, CLASS, method, request, length)
+        if raw[0] < 3:
+            return _legacy_header(raw)
+        top = _Reader(raw)
+        rd = top.open(SHARD_HDR_VERSION)
+        if top.pos != top.end:
+            raise WireError("trailing bytes")
+        h = ShardHeader(rd.u64(), rd.u64(), rd.u64(), rd.u64(), rd.u64(), rd.owner(),
+                        rd.u32s(), rd.owners())
+        for _ in range(rd.count(32)):
+            kind, mode, state, flags = rd.take(4)
+            owner, lease_ms, expiry = rd.owner(), rd.u32(), rd.u64()
+            h.entries.append(LockEntry(kind, mode, state, owner, lease_ms, expiry, rd.bytes(),
+                                       flags))
+        return h
+    except (struct.error, IndexError) as exc:
+        raise WireError(str(exc)) from None
+
+
+@dataclass
+class ObjectState:
+    """A ``state`` reply: OSD time (ms), object version, decoded header."""
+
+    now_ms: int
+    version: int
+    header: ShardHeader
+    raw: bytes = b""
+
+
+def decode_state(out: bytes) -> ObjectState:
+    rd = _open(out)
+    now, version, raw = rd.u64(), rd.u64(), rd.bytes()
+    return ObjectState(now, version, decode_header(raw), raw)
+
+
+@dataclass
+class TxnRecord:
+    """A journal record: a multi-shard transaction's outcome so far."""
+
+    txid: int
+    state: int
+    owner: bytes
+    time_ms: int
+    participants: list[int]
+
+
+def _record(raw: bytes) -> TxnRecord:
+    rd = _open(raw)
+    return TxnRecord(rd.u64(), rd.u8(), rd.owner(), rd.u64(), rd.u32s())
+
+
+@dataclass
+class Journal:
+    """A ``journal`` reply: records, fenced owners, and whether the object
+    holds a radostdb 0.1 journal (``legacy``)."""
+
+    records: dict[int, TxnRecord] = field(default_factory=dict)
+    fenced: list[bytes] = field(default_factory=list)
+    legacy: bool = False
+
+
+def decode_journal(out: bytes) -> Journal:
+    rd = _open(out)
+    j = Journal()
+    for _ in range(rd.count(4)):
+        raw = rd.bytes()
+        if not raw:
+            j.legacy = True
+            continue
+        rec = _record(raw)
+        j.records[rec.txid] = rec
+    j.fenced = rd.owners()
+    return j
+
+
+def decode_seq(out: bytes | None) -> int:
+    """A ``seq`` reply (None or empty: a missing object, seq 0)."""
+    return _open(out).u64() if out else 0
+
+
+def decode_watchers(out: bytes) -> list[tuple[int, int]]:
+    rd = _open(out)
+    return [(rd.u64(), rd.u64()) for _ in range(rd.count(16))]
+
+
+@dataclass
+class GetResult:
+    """A ``get`` reply: status, the record (FOUND), the size needed
+    (TOO_BIG) or the pending transaction (PENDING)."""
+
+    status: int
+    record: bytes = b""
+    needed: int = 0
+    pending: PendingInfo | None = None
+
+
+def decode_get(out: bytes) -> GetResult:
+    rd = _open(out)
+    status = rd.u8()
+    if status == ReadStatus.FOUND:
+        return GetResult(status, record=rd.bytes())
+    if status == ReadStatus.TOO_BIG:
+        return GetResult(status, needed=rd.u32())
+    if status == ReadStatus.PENDING:
+        return GetResult(status, pending=_pending(rd))
+    return GetResult(status)
+
+
+@dataclass
+class ListResult:
+    """A ``list`` reply: more pages follow, the page, or PENDING."""
+
+    more: bool = False
+    page: bytes = b""
+    pending: PendingInfo | None = None
+
+
+def decode_list(out: bytes) -> ListResult:
+    rd = _open(out)
+    if rd.u8() == ReadStatus.PENDING:
+        return ListResult(pending=_pending(rd))
+    more = bool(rd.u8())
+    return ListResult(more, rd.bytes())
+
+
+# -- calls ------------------------------------------------------------------------
+def _execute(io: Any, obj: str, method: str, req: bytes, length: int = 0) -> bytes:
+    try:
+        _, out = io.execute(obj, CLASS, method, req, length)
     except rados.Error as exc:
-        raise tdb_error(errno_of(exc), f"{method} on {obj}") from None
+        raise error_of(errno_of(exc), f"{method} on {obj}") from None
     return bytes(out)
 
 
-GET_FOUND, GET_MISSING, GET_TOO_BIG = 0, 1, 2
-GET_BUFFER = 1 << 16
+def _missing_ok(fn: Callable[[], bytes]) -> bytes | None:
+    """Run a read call; None when the object does not exist."""
+    try:
+        return fn()
+    except TdbError as exc:
+        if getattr(exc, "errno", 0) == errno.ENOENT:
+            return None
+        raise
 
 
-def get(ioctx: Any, obj: str, key: bytes) -> bytes | None:
-    """The stored record of key on obj (codec format), or None.
+class Call:
+    """One asynchronous class call; :meth:`wait` gives its decoded result or
+    raises its mapped error. ``missing`` is what a missing object gives
+    (a read of an object never written), instead of an error."""
 
-    Raises Pending while a transaction's commit is unfinished on the shard."""
+    __slots__ = ("_out", "comp", "decode", "method", "missing", "obj")
+
+    _UNSET: Any = object()
+
+    def __init__(self, io: Any, obj: str, method: str, req: bytes, length: int = 0,
+                 decode: Callable[[bytes], Any] | None = None, missing: Any = _UNSET) -> None:
+        self.obj, self.method, self.decode, self.missing = obj, method, decode, missing
+        self._out: bytes = b""
+
+        def done(_c: Any, data: Any) -> None:
+            self._out = bytes(data) if data is not None else b""
+
+        self.comp = io.aio_execute(obj, CLASS, method, req, length, oncomplete=done)
+
+    def error(self) -> Exception | None:
+        """Wait; the mapped error, or None on success (or a tolerated missing object)."""
+        self.comp.wait_for_complete_and_cb()
+        ret = self.comp.get_return_value()
+        if ret >= 0 or (ret == -errno.ENOENT and self.missing is not Call._UNSET):
+            return None
+        return error_of(-ret, f"{self.method} on {self.obj}")
+
+    def wait(self) -> Any:
+        err = self.error()
+        if err is not None:
+            raise err
+        if self.comp.get_return_value() < 0:  # tolerated missing object
+            return self.missing
+        return self.decode(self._out) if self.decode else self._out
+
+
+def wait_all(calls: Iterable[Call]) -> list[Any]:
+    """Wait for every call, then raise the first failure (or return results)."""
+    calls = list(calls)
+    errors = [c.error() for c in calls]
+    for e in errors:
+        if e is not None:
+            raise e
+    return [c.wait() for c in calls]
+
+
+# per method: sync form, aio form (returns a Call) ---------------------------------
+def version(io: Any, obj: str) -> int:
+    return int(_execute(io, obj, "version", EMPTY_REQUEST, 16))
+
+
+def apply(io: Any, obj: str, req: bytes) -> None:
+    _execute(io, obj, "apply", req)
+
+
+def aio_apply(io: Any, obj: str, req: bytes) -> Call:
+    return Call(io, obj, "apply", req)
+
+
+def compose_apply(op: Any, req: bytes) -> None:
+    """Add an ``apply`` to a compound write op (beside assert_version etc.)."""
+    op.execute(CLASS, "apply", req)
+
+
+def clear(io: Any, obj: str, req: bytes) -> None:
+    _execute(io, obj, "clear", req)
+
+
+def aio_clear(io: Any, obj: str, req: bytes) -> Call:
+    return Call(io, obj, "clear", req)
+
+
+def settle(io: Any, obj: str, txid: int) -> None:
+    _execute(io, obj, "settle", txid_request(txid))
+
+
+def aio_settle(io: Any, obj: str, txid: int) -> Call:
+    return Call(io, obj, "settle", txid_request(txid))
+
+
+def rollback(io: Any, obj: str, txid: int) -> None:
+    _execute(io, obj, "rollback", txid_request(txid))
+
+
+def aio_rollback(io: Any, obj: str, txid: int) -> Call:
+    return Call(io, obj, "rollback", txid_request(txid))
+
+
+def reset(io: Any, obj: str) -> None:
+    _execute(io, obj, "reset", EMPTY_REQUEST)
+
+
+def get(io: Any, obj: str, key: bytes, accept: int = 0) -> GetResult:
+    """The record of key (or MISSING, or PENDING); a missing object: MISSING."""
     size = GET_BUFFER
     while True:
-        try:
-            out = call(ioctx, obj, "get", get_request(size, key), size)
-        except TdbError as exc:
-            if exc.code == ERR_NOEXIST:  # no shard object: never written
-                return None
-            raise
-        status = out[0]
-        if status == GET_FOUND:
-            return out[1:]
-        if status == GET_MISSING:
-            return None
-        (size,) = _U32.unpack_from(out, 1)
+        out = _missing_ok(lambda s=size: _execute(io, obj, "get", get_request(key, s, accept), s))
+        if out is None:
+            return GetResult(ReadStatus.MISSING)
+        res = decode_get(out)
+        if res.status != ReadStatus.TOO_BIG:
+            return res
+        size = res.needed
 
 
-def list_page(ioctx: Any, obj: str, start_after: str, max_records: int,
-              max_bytes: int) -> tuple[bool, bytes]:
-    """(more, page) of records after an encoded key; a missing shard is empty.
+def aio_get(io: Any, obj: str, key: bytes, accept: int = 0) -> Call:
+    """A get with the default buffer (the caller handles TOO_BIG with :func:`get`)."""
+    return Call(io, obj, "get", get_request(key, GET_BUFFER, accept), GET_BUFFER, decode_get,
+                missing=GetResult(ReadStatus.MISSING))
+
+
+def list_page(io: Any, obj: str, start_after: str, max_records: int, max_bytes: int,
+              accept: int = 0) -> ListResult:
+    """A page of records after an encoded key; a missing shard is empty.
 
     A page holds at least one record, so one record larger than max_bytes
     overflows the reply buffer (-ERANGE): the call is repeated with a buffer
     four times larger."""
-    req = list_request(max_records, max_bytes, start_after)
+    req = list_request(max_records, max_bytes, start_after, accept)
     size = max_bytes + (1 << 16)
     while True:
         try:
-            _, out = ioctx.execute(obj, CLASS, "list", req, size)
+            _, out = io.execute(obj, CLASS, "list", req, size)
         except rados.ObjectNotFound:
-            return False, b""
+            return ListResult()
         except rados.Error as exc:
             if errno_of(exc) == errno.ERANGE and size < (1 << 32):
                 size *= 4
                 continue
-            raise tdb_error(errno_of(exc), f"list on {obj}") from None
-        out = bytes(out)
-        return bool(out[0]), out[1:]
+            raise error_of(errno_of(exc), f"list on {obj}") from None
+        return decode_list(bytes(out))
 
 
-def bump(ioctx: Any, obj: str) -> None:
-    call(ioctx, obj, "bump", _EMPTY_REQ)
+def aio_list(io: Any, obj: str, start_after: str, max_records: int, max_bytes: int,
+             accept: int = 0) -> Call:
+    req = list_request(max_records, max_bytes, start_after, accept)
+    return Call(io, obj, "list", req, max_bytes + (1 << 16), decode_list, missing=ListResult())
 
 
-def prune(ioctx: Any, obj: str) -> None:
-    call(ioctx, obj, "prune", _EMPTY_REQ)
+def seq(io: Any, obj: str) -> int:
+    return decode_seq(_missing_ok(lambda: _execute(io, obj, "seq", EMPTY_REQUEST, 64)))
 
 
-class Batch:
-    """Class calls on many objects at once (aio), collected with :meth:`wait`.
-
-    >>> b = Batch(ioctx); b.start(obj1, "apply", req1); b.start(obj2, "apply", req2); b.wait()
-    """
-
-    def __init__(self, ioctx: Any) -> None:
-        self.ioctx = ioctx
-        self.pending: list[tuple[str, str, Any, bool]] = []
-        self.outputs: dict[str, bytes] = {}
-
-    def start(self, obj: str, method: str, req: bytes, length: int = 0,
-              missing_ok: bool = False) -> None:
-        def done(_completion: Any, data: Any) -> None:
-            self.outputs[obj] = bytes(data) if data is not None else b""
-
-        c = self.ioctx.aio_execute(obj, CLASS, method, req, length, oncomplete=done)
-        self.pending.append((obj, method, c, missing_ok))
-
-    def seq(self, obj: str) -> None:
-        self.start(obj, "seq", _EMPTY_REQ, 8, missing_ok=True)
-
-    def wait_each(self) -> dict[str, Exception | None]:
-        """Wait for every call; the mapped error (or None) per object."""
-        results: dict[str, Exception | None] = {}
-        for obj, method, c, missing_ok in self.pending:
-            c.wait_for_complete_and_cb()
-            ret = c.get_return_value()
-            ok = ret >= 0 or (missing_ok and ret == -errno.ENOENT)
-            results[obj] = None if ok else tdb_error(-ret, f"{method} on {obj}")
-        self.pending.clear()
-        return results
-
-    def wait(self) -> dict[str, bytes]:
-        """Wait for every call; raise the first failure's mapped error."""
-        errors = [e for e in self.wait_each().values() if e is not None]
-        if errors:
-            raise errors[0]
-        return self.outputs
+def aio_seq(io: Any, obj: str) -> Call:
+    return Call(io, obj, "seq", EMPTY_REQUEST, 64, decode_seq, missing=0)
 
 
-def seq_value(out: bytes | None) -> int:
-    """Decode a ``seq`` reply (None or empty: a missing object, seq 0)."""
-    return int(_U64.unpack(out)[0]) if out else 0
+def bump(io: Any, obj: str) -> None:
+    _execute(io, obj, "bump", EMPTY_REQUEST)
 
 
-def watchers(ioctx: Any, obj: str) -> list[tuple[int, int]]:
+def lock(io: Any, obj: str, req: bytes) -> None:
+    _execute(io, obj, "lock", req)
+
+
+def aio_lock(io: Any, obj: str, req: bytes) -> Call:
+    return Call(io, obj, "lock", req)
+
+
+def unlock(io: Any, obj: str, req: bytes) -> None:
+    _execute(io, obj, "unlock", req)
+
+
+def aio_unlock(io: Any, obj: str, req: bytes) -> Call:
+    return Call(io, obj, "unlock", req)
+
+
+def release(io: Any, obj: str, req: bytes) -> None:
+    _execute(io, obj, "release", req)
+
+
+def aio_release(io: Any, obj: str, req: bytes) -> Call:
+    return Call(io, obj, "release", req)
+
+
+def aio_renew(io: Any, obj: str, owner: bytes) -> Call:
+    return Call(io, obj, "renew", renew_request(owner))
+
+
+def prune(io: Any, obj: str, flags: int = 0, owners: Sequence[bytes] = ()) -> None:
+    _execute(io, obj, "prune", prune_request(flags, owners))
+
+
+def aio_prune(io: Any, obj: str, flags: int = 0, owners: Sequence[bytes] = ()) -> Call:
+    return Call(io, obj, "prune", prune_request(flags, owners))
+
+
+STATE_BUFFER = 1 << 20
+
+
+def state(io: Any, obj: str) -> ObjectState | None:
+    """The object's header and the OSD's time; None for a missing object."""
+    out = _missing_ok(lambda: _execute(io, obj, "state", EMPTY_REQUEST, STATE_BUFFER))
+    return None if out is None else decode_state(out)
+
+
+def aio_state(io: Any, obj: str) -> Call:
+    return Call(io, obj, "state", EMPTY_REQUEST, STATE_BUFFER, decode_state, missing=None)
+
+
+def watchers(io: Any, obj: str) -> list[tuple[int, int]]:
     """(client id, cookie) of every watch on ``obj``."""
-    out = call(ioctx, obj, "watchers", _EMPTY_REQ, 1 << 16)
-    (n,) = _U32.unpack_from(out, 0)
-    return [struct.unpack_from("<QQ", out, 4 + 16 * i) for i in range(n)]
+    return decode_watchers(_execute(io, obj, "watchers", EMPTY_REQUEST, 1 << 16))
 
 
-# -- the lock table of a shard ------------------------------------------------
-@dataclass
-class LockEntry:
-    """One lock in a shard header: kind, mode, key and its holders."""
-
-    kind: int
-    mode: int
-    key: bytes
-    holders: list[tuple[bytes, int]]  # (owner, expiry in ms on the OSD clock)
+def aio_stage(io: Any, obj: str, req: bytes) -> Call:
+    return Call(io, obj, "stage", req)
 
 
-def decode_shard_header(raw: bytes) -> tuple[int, list[LockEntry]]:
-    """(seq, locks) from a shard omap header as stored (empty: (0, []))."""
-    if not raw:
-        return 0, []
-    try:
-        version, compat = raw[0], raw[1]
-        (seq,) = _U64.unpack_from(raw, 4)
-        if version < 2:
-            return seq, []
-        pos = 28  # after seq: u64 applied, u64 pending
-        (n,) = _U32.unpack_from(raw, pos)
-        pos += 4
-        locks = []
-        for _ in range(n):
-            kind, mode = raw[pos], raw[pos + 1]
-            (klen,) = _U32.unpack_from(raw, pos + 2)
-            key = raw[pos + 6: pos + 6 + klen]
-            pos += 6 + klen
-            (nh,) = _U32.unpack_from(raw, pos)
-            pos += 4
-            holders = []
-            for _ in range(nh):
-                owner = raw[pos: pos + OWNER_LEN]
-                (expiry,) = _U64.unpack_from(raw, pos + OWNER_LEN)
-                holders.append((owner, expiry))
-                pos += OWNER_LEN + 8
-            locks.append(LockEntry(kind, mode, key, holders))
-        if pos != len(raw) or compat > 2:
-            raise ValueError("trailing bytes or unknown compat")
-        return seq, locks
-    except (IndexError, struct.error, ValueError) as exc:
-        raise TdbError(
-            ERR_CORRUPT, f"Corrupt database: shard header does not decode ({exc})"
-        ) from None
+def txn_abort(io: Any, obj: str, txid: int, owner: bytes, participants: Sequence[int]) -> None:
+    _execute(io, obj, "txn_abort", txn_abort_request(txid, owner, participants))
 
 
-def decode_txn_fields(raw: bytes) -> tuple[int, int]:
-    """(applied, pending) transaction ids of a stored shard header."""
-    if len(raw) < 28 or raw[0] < 2:
-        return 0, 0
-    return _U64.unpack_from(raw, 12)[0], _U64.unpack_from(raw, 20)[0]
+def txn_mark(io: Any, obj: str, complete: Sequence[int] = (), forget: Sequence[int] = ()) -> None:
+    _execute(io, obj, "txn_mark", txn_mark_request(complete, forget))
 
 
-def read_locks(ioctx: Any, obj: str) -> tuple[int, int, list[LockEntry]]:
-    """(OSD time in ms, seq, locks) of a shard; a missing shard has none."""
-    try:
-        _, out = ioctx.execute(obj, CLASS, "locks", _EMPTY_REQ, 1 << 20)
-    except rados.ObjectNotFound:
-        return 0, 0, []
-    except rados.Error as exc:
-        raise tdb_error(errno_of(exc), f"locks of {obj}") from None
-    out = bytes(out)
-    (now,) = _U64.unpack_from(out, 0)
-    seq, locks = decode_shard_header(out[8:])
-    return now, seq, locks
+def aio_txn_mark(io: Any, obj: str, complete: Sequence[int] = (),
+                 forget: Sequence[int] = ()) -> Call:
+    return Call(io, obj, "txn_mark", txn_mark_request(complete, forget))
+
+
+def fence_owners(io: Any, obj: str, owners: Sequence[bytes]) -> None:
+    _execute(io, obj, "fence_owners", owners_request(owners))
+
+
+JOURNAL_BUFFER = 4 << 20
+
+
+def journal(io: Any, obj: str, txid: int = 0) -> Journal:
+    """The journal's records (all, or txid's); a missing journal is empty."""
+    out = _missing_ok(lambda: _execute(io, obj, "journal", journal_request(txid),
+                                       JOURNAL_BUFFER))
+    return Journal() if out is None else decode_journal(out)
+
+
+def aio_journal(io: Any, obj: str, txid: int = 0) -> Call:
+    return Call(io, obj, "journal", journal_request(txid), JOURNAL_BUFFER, decode_journal,
+                missing=Journal())

@@ -76,7 +76,10 @@ class Tdb:
     ``client_id``, ``pool``, ``namespace`` and ``cluster`` (a connected
     ``rados.Rados`` to use instead of the shared connection) choose where it
     lives; see :mod:`radostdb.cluster`. ``lock_lease`` (seconds; default
-    RADOSTDB_LOCK_LEASE or 30) is how long a lock outlives a holder that died.
+    RADOSTDB_LOCK_LEASE or 30) is how long a lock outlives a holder that died;
+    ``txn_lease`` (default RADOSTDB_TXN_LEASE or 5, at most ``lock_lease``)
+    the same for the transaction lock, which a handle keeps between
+    transactions until another handle asks for it.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class Tdb:
         namespace: str | None = None,
         cluster: Any = None,
         lock_lease: float | None = None,
+        txn_lease: float | None = None,
     ) -> None:
         self._storage: Storage | None = None
         self._txn: Transaction | None = None
@@ -132,6 +136,7 @@ class Tdb:
                 hash_size=hash_size,
                 clear_if_first=bool(tdb_flags & F.CLEAR_IF_FIRST) and not self._readonly,
                 lock_lease=lock_lease,
+                txn_lease=txn_lease,
             )
             self._hash_size = rs.nshards
             storage = rs
@@ -454,10 +459,10 @@ class Tdb:
         storage.txn_lock(nonblock)
         self._txn = Transaction(storage)
 
-    def _end_transaction(self) -> None:
+    def _end_transaction(self, ok: bool = True) -> None:
         self._txn = None
         if self._storage is not None:
-            self._storage.txn_unlock()
+            self._storage.txn_unlock(ok)
 
     def _active(self) -> Transaction:
         if self._txn is None:
@@ -482,10 +487,12 @@ class Tdb:
         if txn.depth > 1:
             txn.depth -= 1
             return
+        ok = False
         try:
             txn.commit()
+            ok = True
         finally:
-            self._end_transaction()
+            self._end_transaction(ok)
 
     @_op
     def transaction_cancel(self) -> None:

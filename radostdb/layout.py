@@ -3,15 +3,21 @@
 For database NAME (any non-empty string of at most MAX_NAME_BYTES UTF-8
 bytes, without NUL):
 - header object ``radostdb.db.NAME``: omap keys ``format``, ``nshards``,
-  ``hash``, ``flags``, ``created`` (ASCII values), and the omap header kept by
-  the object class (a sequence number bumped by increment_seqnum);
+  ``hash``, ``created`` (ASCII values), and the omap header kept by the
+  object class (a sequence number bumped by increment_seqnum). Its watchers
+  are exactly the open handles (CLEAR_IF_FIRST, ``radostdb info``).
 - shard objects ``radostdb.sNNNNN.NAME`` for NNNNN in 0..nshards-1: the
-  records, in omap. A shard object exists only once something was written
-  to it; a missing shard reads as empty.
-- journal object ``radostdb.j.NAME``: exists only while a multi-shard
-  transaction commits (see txn.py).
-- wait object ``radostdb.w.NAME``: empty; its watchers wait for the
-  transaction lock (see locking.py).
+  records, in omap; the lock table, queue and transaction state in the omap
+  header; while a multi-shard transaction is pending on it, its undo log in
+  the object's data (cls/radostdb/server.cc). A shard object exists only
+  once something was written to or locked on it; a missing shard reads as
+  empty.
+- journal object ``radostdb.j.NAME``: a record per multi-shard transaction
+  not yet settled everywhere, and fenced owners (commit.py). Created by the
+  first multi-shard commit.
+- transaction-lock object ``radostdb.w.NAME``: empty; its lock table holds
+  the transaction lock and its queue, and its watchers hear requests for it
+  (txnlock.py).
 The prefixes differ, so no database name can produce another's objects.
 """
 
@@ -36,11 +42,10 @@ def shard_object(name: str, shard: int) -> str:
 
 
 def wait_object(obj: str) -> str:
-    """The object whose watch/notify carries lock waits for locks kept in obj.
-
-    Shard locks wait on the shard itself. The transaction lock lives in the
-    header object, whose watchers must be exactly the open handles
-    (CLEAR_IF_FIRST, ``info``), so its waiters watch ``radostdb.w.NAME``."""
+    """For a header object: the database's transaction-lock object (it holds
+    the transaction lock, and its watchers hear requests for it; the
+    header's watchers must stay exactly the open handles). For any other
+    object: itself."""
     if obj.startswith(HEADER_PREFIX):
         return "radostdb.w." + obj[len(HEADER_PREFIX):]
     return obj

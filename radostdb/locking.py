@@ -1,82 +1,123 @@
-"""Record locks, whole-database locks, leases, and waiting via watch/notify.
+"""Record locks, whole-database locks, leases, and fair waiting via watch/notify.
 
 lock design:
-- The lock table of a shard lives in the shard object's omap header and is
-  changed only by the object class (cls/radostdb/locks.h). Taking a lock is
-  one class call; so is releasing it. The check that guards a write is made
-  in the OSD, in the same atomic operation as the write.
+- The lock table of an object lives in its omap header and is changed only
+  by the object class (cls/radostdb/locks.h), which also keeps the FIFO queue
+  of waiters and decides every grant: a request is granted only if it
+  conflicts with no holder and no queued waiter; a release hands the lock to
+  the head of the queue in the same atomic operation. Nobody barges: not a
+  newcomer, not the owner that just released.
 - A lock belongs to a handle: its owner id (16 random bytes, new after
   fork). The handle counts re-locks of a key it already holds (as TDB does)
   and talks to the OSD only for the first lock and the last unlock.
-- Leases: every lock carries an expiry on the OSD clock (lease: ``lock_lease=``
-  or RADOSTDB_LOCK_LEASE seconds, default 30). One background thread per
-  process renews the leases of every handle holding locks, every third of a
-  lease. A holder that dies stops renewing; its locks stop counting when the
-  lease ends. A holder that was stopped past its lease and lost a lock to
-  someone else is fenced: its writes under that lock carry an assertion the
-  OSD checks, and fail with TDB's lock error.
-- Waiting: a refused lock or write (-EBUSY) makes the waiter watch the shard
-  object, announce itself with a "wait" notify (holders in any process note
-  that someone waits on that shard), retry once, then sleep until a "free"
-  notify or a fallback timeout (a second, against lost notifies and dead
-  holders whose lease must run out). A holder releasing a lock on a shard
-  where somebody announced a wait sends "free". An uncontended lock/unlock
-  pair therefore costs two class calls and nothing else (plus, once per
-  process and shard, establishing the watch).
-- Whole-database locks (lock_all, read_lock_all) take a shard lock on every
-  shard, in shard order so that two of them cannot deadlock.
+- Uncontended, a lock is ONE class call (a `lock` try) and an unlock one
+  more. Contended, the waiter (1) queues and reads the queue back in one
+  round trip (`lock` with QUEUE, then `state`, pipelined on the object),
+  (2) announces itself with a "W" notify that every watcher acknowledges
+  (holders then know to wake someone when they release), (3) reads the
+  state once more (a release that crossed the announcement is seen here),
+  then (4) sleeps until a notify on the object or a deadline: the earliest
+  lease expiry among the entries ahead of it. A releaser that heard a "W"
+  sends its release and a "C" notify back to back on the same object (the
+  OSD orders the notify after the release), so a granted waiter wakes,
+  reads the state and runs: a handoff costs about two round trips.
+- Leases: every entry (held or queued) carries a lease on the OSD clock.
+  One service thread per process renews, for every handle, each object
+  where the handle has entries, a third of a lease after the last renewal
+  (deadline-driven: taking a lock schedules its renewal, nothing polls; the
+  thread never waits for the main thread). A holder that dies stops renewing;
+  its entries stop counting when the lease ends, and a waiter that died
+  leaves the queue then. A waiter whose deadline passed prunes the object
+  (one call), which grants the next in line. A renewal that finds the
+  owner's entries gone marks those locks lost: later writes under them are
+  refused by the OSD (fencing, ERR_LOCK) and so is their unlock.
+- Whole-database locks (lock_all, read_lock_all) and a transaction's
+  isolation take one lock per shard: first a try on every shard in
+  parallel (one round trip); if any is busy, the shards after the first
+  busy one are released and the rest are taken in shard order, queuing, as
+  tdb takes its allrecord lock gradually. Ordered acquisition cannot
+  deadlock against another ordered acquirer.
+- ``_nonblock`` calls never queue. One refused only by a transaction's
+  locks (TXN or ISOLATION entries, which an idle handle keeps cached between
+  transactions: txnlock.py) announces itself once and retries for at most
+  NONBLOCK_GRACE: a cached lock is handed over in a few round trips, a lock
+  of a transaction in progress is not, and the call fails as tdb's would.
+- Objects whose lease-expired holders may have left a transaction half
+  done ("stale") refuse grants with -EUCLEAN; the waiter asks its
+  ``on_unclean`` callback (commit.py decides and clears) and queues again.
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
+import heapq
+import itertools
 import os
 import threading
+import time
 import uuid
 import weakref
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import rados
 
 from . import clsops, layout
 from . import cluster as clustermod
+from .clsops import Kind, Mode
 from .errors import ERR_LOCK, TdbError
 
 DEFAULT_LEASE = 30.0
-FALLBACK_WAIT = 1.0
+DEFAULT_TXN_LEASE = 5.0
 NOTIFY_TIMEOUT_MS = 1000
-WAIT_MSG = "wait"
-FREE_MSG = "free"
+WAIT_MSG = "W"
+CHANGED_MSG = "C"
+MIN_SLEEP = 0.02
+MAX_SLEEP = 5.0
+NONBLOCK_GRACE = 0.25  # how long a nonblocking call waits for a merely cached lock
 
-T = TypeVar("T")
+HeldKey = tuple[str, int, int, bytes]  # (object, kind, mode, key)
+OnUnclean = Callable[[str], None]
 
 
-def default_lease() -> float:
-    """RADOSTDB_LOCK_LEASE seconds, or 30."""
-    raw = os.environ.get("RADOSTDB_LOCK_LEASE", "")
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
     try:
-        value = float(raw) if raw else DEFAULT_LEASE
+        value = float(raw) if raw else default
     except ValueError:
-        raise ValueError(f"RADOSTDB_LOCK_LEASE={raw!r} is not a number of seconds") from None
+        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
     if value <= 0:
-        raise ValueError(f"RADOSTDB_LOCK_LEASE={raw!r} must be positive")
+        raise ValueError(f"{name}={raw!r} must be positive")
     return value
 
 
-class _Waits:
-    """Process-wide watches on shard objects and the state they deliver."""
+def default_lease() -> float:
+    """RADOSTDB_LOCK_LEASE seconds, or 30: how long a record or database lock
+    outlives a holder that died."""
+    return _env_seconds("RADOSTDB_LOCK_LEASE", DEFAULT_LEASE)
+
+
+def default_txn_lease(lock_lease: float) -> float:
+    """RADOSTDB_TXN_LEASE seconds, or 5 (never more than the lock lease): how
+    long the transaction lock and a transaction's isolation outlive a holder
+    that died, cached between transactions or not."""
+    return min(_env_seconds("RADOSTDB_TXN_LEASE", DEFAULT_TXN_LEASE), lock_lease)
+
+
+# -- watches and notifies -------------------------------------------------------------
+class _Notices:
+    """Process-wide watches on the objects locks wait on, and what they deliver."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.watches: dict[tuple[int, str], Any] = {}
-        self.freed: dict[str, int] = {}  # obj -> count of "free" notifies seen
-        self.waited: set[str] = set()  # shards on which somebody announced a wait
-        self.inflight: list[Any] = []  # "free" notifies not yet completed
+        self.gen: dict[str, int] = {}  # object -> notifies seen
+        self.waited: set[str] = set()  # objects on which somebody announced a wait
+        self.listeners: dict[str, weakref.WeakSet[Any]] = {}  # object -> tables told of waits
+        self.inflight: list[Any] = []  # aio notifies not yet completed
 
     def ensure_watch(self, io: Any, obj: str) -> None:
-        obj = layout.wait_object(obj)
         key = (id(io), obj)
         if key in self.watches:
             return
@@ -84,15 +125,18 @@ class _Waits:
         def on_notify(_nid: int, _notifier: int, _wid: int, data: bytes) -> None:
             msg = bytes(data or b"")
             with self.cond:
+                self.gen[obj] = self.gen.get(obj, 0) + 1
+                listeners = list(self.listeners.get(obj, ()))
                 if msg == WAIT_MSG.encode():
                     self.waited.add(obj)
-                elif msg == FREE_MSG.encode():
-                    self.freed[obj] = self.freed.get(obj, 0) + 1
-                    self.cond.notify_all()
+                self.cond.notify_all()
+            if msg == WAIT_MSG.encode():
+                for table in listeners:
+                    table.on_wait(obj)
 
         try:
             watch = io.watch(obj, on_notify)
-        except rados.ObjectNotFound:  # a shard never written: create it empty
+        except rados.ObjectNotFound:  # an object never written: create it empty
             with rados.WriteOpCtx() as op:
                 op.new(rados.LIBRADOS_CREATE_IDEMPOTENT)
                 io.operate_write_op(op, obj)
@@ -103,37 +147,41 @@ class _Waits:
             else:
                 self.watches[key] = clustermod.track_watch(watch)
 
-    def generation(self, obj: str) -> int:
-        obj = layout.wait_object(obj)
+    def listen(self, obj: str, table: Any) -> None:
         with self.lock:
-            return self.freed.get(obj, 0)
+            self.listeners.setdefault(obj, weakref.WeakSet()).add(table)
 
-    def sleep(self, obj: str, since: int, timeout: float) -> None:
-        """Until a "free" notify for obj arrived after `since`, or timeout."""
-        obj = layout.wait_object(obj)
+    def generation(self, obj: str) -> int:
+        with self.lock:
+            return self.gen.get(obj, 0)
+
+    def sleep(self, obj: str, since: int, timeout: float) -> bool:
+        """Until a notify on obj arrived after `since` (True), or timeout."""
         with self.cond:
-            self.cond.wait_for(lambda: self.freed.get(obj, 0) != since, timeout)
+            return self.cond.wait_for(lambda: self.gen.get(obj, 0) != since, timeout)
 
     def announce(self, io: Any, obj: str) -> None:
-        """Tell the holders on obj that somebody waits (they send "free")."""
-        obj = layout.wait_object(obj)
+        """Tell everyone watching obj that somebody waits; returns once they
+        have all seen it (or NOTIFY_TIMEOUT_MS passed for a dead watcher)."""
         try:
             io.notify(obj, WAIT_MSG, NOTIFY_TIMEOUT_MS)
         except rados.Error:
             pass  # a dead watcher timed out: its lease will end
 
-    def released(self, io: Any, obj: str, always: bool = False) -> None:
-        """After a release on obj: wake waiters if any announced themselves
-        (or ``always``: after a commit, whose waiters may be in any process)."""
-        obj = layout.wait_object(obj)
+    def take_waited(self, obj: str) -> bool:
         with self.lock:
-            if obj not in self.waited and not always:
-                return
-            self.waited.discard(obj)
-        self.track(io.aio_notify(obj, _ignore_completion, FREE_MSG, NOTIFY_TIMEOUT_MS))
+            if obj in self.waited:
+                self.waited.discard(obj)
+                return True
+            return False
 
-    def track(self, comp: Any) -> None:
-        """Keep an unwaited aio completion until it is done (drained at exit)."""
+    def mark_waited(self, obj: str) -> None:
+        with self.lock:
+            self.waited.add(obj)
+
+    def changed(self, io: Any, obj: str) -> None:
+        """Wake every waiter on obj (sent without waiting for the answers)."""
+        comp = io.aio_notify(obj, _ignore, CHANGED_MSG, NOTIFY_TIMEOUT_MS)
         with self.lock:
             self.inflight = [c for c in self.inflight if not c.is_complete()]
             self.inflight.append(comp)
@@ -147,274 +195,581 @@ class _Waits:
             comp.wait_for_complete_and_cb()
 
 
-def wake(io: Any, obj: str) -> None:
-    """Tell every waiter on obj to retry now."""
-    _waits.released(io, obj, always=True)
-
-
-_waits = _Waits()
-
-
-def _ignore_completion(*_args: Any) -> None:
+def _ignore(*_args: Any) -> None:
     """aio notify completions need no handling."""
 
 
-def blocking(io: Any, obj: str, attempt: Callable[[], T], nonblock: bool = False,
-             on_pending: Callable[[], None] | None = None) -> T:
-    """Run ``attempt`` (a class call), waiting while it raises clsops.Busy.
-
-    With ``nonblock`` a lock refusal raises TDB's lock error at once. While
-    the shard has an unfinished transaction (clsops.Pending), ``on_pending``
-    runs after each fallback wait: it recovers the transaction if its
-    committer died."""
-    try:
-        return attempt()
-    except clsops.Pending:
-        pass
-    except clsops.Busy:
-        if nonblock:
-            raise TdbError(ERR_LOCK) from None
-    _waits.ensure_watch(io, obj)
-    while True:
-        since = _waits.generation(obj)
-        _waits.announce(io, obj)
-        try:
-            return attempt()
-        except clsops.Pending:
-            pending = True
-        except clsops.Busy:
-            pending = False
-        _waits.sleep(obj, since, FALLBACK_WAIT)
-        if pending and on_pending is not None:
-            on_pending()
+_notices = _Notices()
 
 
-class _Renewer:
-    """The process's lease-renewal thread, serving every LockTable."""
+def wake(io: Any, obj: str) -> None:
+    """Tell every waiter on obj to look again (after a change they wait for)."""
+    _notices.changed(io, obj)
+
+
+def wake_waiters(io: Any, obj: str) -> None:
+    """After a change on obj: wake its waiters if any announced themselves."""
+    if _notices.take_waited(obj):
+        _notices.changed(io, obj)
+
+
+def announce_wait(io: Any, obj: str) -> int:
+    """Watch obj and announce a wait on it; returns the notify generation to
+    sleep from (see :func:`sleep`)."""
+    _notices.ensure_watch(io, obj)
+    gen = _notices.generation(obj)
+    _notices.announce(io, obj)
+    return gen
+
+
+def sleep(obj: str, since: int, timeout: float) -> bool:
+    """Sleep until a notify on obj after generation `since`, or timeout."""
+    return _notices.sleep(obj, since, timeout)
+
+
+# -- the renewal service --------------------------------------------------------------
+class _Service:
+    """The process's lock service thread: lease renewals at their deadlines,
+    and small jobs handed over by notify callbacks (which must not block)."""
 
     def __init__(self) -> None:
-        self.tables: weakref.WeakSet[LockTable] = weakref.WeakSet()
-        self.lock = threading.Lock()
-        self.wake = threading.Event()
+        self.cond = threading.Condition()
+        self.due: list[tuple[float, int, Any]] = []  # heap of (deadline, seq, table)
+        self.jobs: list[Callable[[], None]] = []
+        self.seq = itertools.count()
         self.thread: threading.Thread | None = None
         self.stopped = False
-        self.interval = 3600.0  # seconds between renewals, set by run()
 
-    def add(self, table: LockTable) -> None:
-        """Renew this table's leases from now on. Wakes the thread only when it
-        must start, or must now renew more often: no renewal per lock."""
-        with self.lock:
-            self.tables.add(table)
+    def _start(self) -> None:
+        if self.thread is None or not self.thread.is_alive():
+            self.thread = threading.Thread(target=self._run, name="radostdb-locks", daemon=True)
+            self.thread.start()
+
+    def schedule(self, table: Any, when: float) -> None:
+        """Renew `table`'s due objects at monotonic time `when`."""
+        with self.cond:
             if self.stopped:
                 return
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self.run, name="radostdb-lease",
-                                               daemon=True)
-                self.interval = table.lease / 3
-                self.thread.start()
+            heapq.heappush(self.due, (when, next(self.seq), table))
+            self._start()
+            self.cond.notify()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self.cond:
+            if self.stopped:
                 return
-            if table.lease / 3 >= self.interval:
-                return
-        self.wake.set()
+            self.jobs.append(job)
+            self._start()
+            self.cond.notify()
 
     def stop(self) -> None:
-        """End the thread (before the process's connections shut down)."""
-        with self.lock:
+        with self.cond:
             self.stopped = True
             thread = self.thread
-        self.wake.set()
+            self.cond.notify()
         if thread is not None and thread is not threading.current_thread():
             thread.join(30)
 
-    def run(self) -> None:
+    def _run(self) -> None:
         while True:
-            with self.lock:
+            with self.cond:
+                while not self.stopped and not self.jobs and (
+                        not self.due or self.due[0][0] > time.monotonic()):
+                    timeout = self.due[0][0] - time.monotonic() if self.due else None
+                    self.cond.wait(timeout)
                 if self.stopped:
                     return
-                tables = [t for t in self.tables if t.held]
-            # the first pass after a (re)start sleeps first: fresh locks need
-            # no renewal yet
-            interval = min((t.lease for t in tables), default=3 * 3600.0) / 3
-            with self.lock:
-                self.interval = interval
-            self.wake.wait(interval)
-            self.wake.clear()
-            with self.lock:
-                if self.stopped:
-                    return
-                tables = [t for t in self.tables if t.held]
-            for t in tables:
-                with contextlib.suppress(Exception):
-                    t.renew()
+                jobs, self.jobs = self.jobs, []
+                tables = []
+                now = time.monotonic()
+                while self.due and self.due[0][0] <= now:
+                    tables.append(heapq.heappop(self.due)[2])
+            for job in jobs:
+                try:
+                    job()
+                except Exception:
+                    pass  # a job's failure is its owner's business (leases cover it)
+            for table in {id(t): t for t in tables}.values():
+                try:
+                    table.renew_due()
+                except Exception:
+                    pass  # an unreachable cluster: the next deadline tries again
 
 
-_renewer = _Renewer()
-
-HeldKey = tuple[str, int, int, bytes]  # (shard object, kind, mode, key)
+_service = _Service()
 
 
+def submit(job: Callable[[], None]) -> None:
+    """Run job() on the lock service thread."""
+    _service.submit(job)
+
+
+# -- one handle's locks ---------------------------------------------------------------------
 class LockTable:
-    """The locks one handle holds, by shard object; talks to the class."""
+    """The locks one handle holds or waits for, by object; talks to the class."""
 
-    def __init__(self, io_getter: Callable[[], Any], lease: float | None = None) -> None:
+    def __init__(self, io_getter: Callable[[], Any], lease: float | None = None,
+                 txn_lease: float | None = None) -> None:
         self._io = io_getter
         self.lease = default_lease() if lease is None else float(lease)
         if self.lease <= 0:
             raise ValueError(f"lock_lease must be positive, not {lease!r}")
+        self.txn_lease = (default_txn_lease(self.lease) if txn_lease is None
+                          else min(float(txn_lease), self.lease))
+        if self.txn_lease <= 0:
+            raise ValueError(f"txn_lease must be positive, not {txn_lease!r}")
         self.held: dict[HeldKey, int] = {}
         self._gen = clustermod.generation
         self.owner = uuid.uuid4().bytes
-        self._mutex = threading.Lock()
+        self._mutex = threading.RLock()
+        # renewal: object -> (lease in ms of our shortest entry there, next due)
+        self._objects: dict[str, tuple[int, float]] = {}
+        self.wait_listeners: list[Callable[[str], None]] = []
+        self.lost: set[str] = set()  # objects where a renewal found our entries gone
 
     @property
     def lease_ms(self) -> int:
         return max(1, int(self.lease * 1000))
 
-    def _check_fork(self) -> None:
+    @property
+    def txn_lease_ms(self) -> int:
+        return max(1, int(self.txn_lease * 1000))
+
+    def check_fork(self) -> None:
         """A forked child does not hold its parent's locks (as with fcntl)."""
         if self._gen != clustermod.generation:
             self._gen = clustermod.generation
             self.held = {}
+            self._objects = {}
             self.owner = uuid.uuid4().bytes
 
-    # -- what the handle holds ------------------------------------------------
+    def new_owner(self) -> None:
+        """Take a fresh owner id (after this one was fenced). Only when
+        nothing is held under the old one."""
+        with self._mutex:
+            if not self.held:
+                self.owner = uuid.uuid4().bytes
+                self._objects = {}
+
+    # -- what the handle holds -------------------------------------------------------
     def wflags(self, obj: str, key: bytes) -> int:
         """Write flags for a write of key on obj: assert the lock we hold."""
-        if not self.held:
-            return 0
-        self._check_fork()
         h = self.held
-        if ((obj, clsops.LOCK_RECORD, clsops.LOCK_EXCL, key) in h
-                or (obj, clsops.LOCK_RECORD, clsops.LOCK_SHARED, key) in h
-                or (obj, clsops.LOCK_SHARD, clsops.LOCK_EXCL, b"") in h
-                or (obj, clsops.LOCK_SHARD, clsops.LOCK_SHARED, b"") in h):
+        if not h:
+            return 0
+        self.check_fork()
+        if ((obj, Kind.ISOLATION, Mode.SHARED, b"") in h):
+            return clsops.WRITE_ASSERT_TXN
+        if ((obj, Kind.RECORD, Mode.EXCL, key) in h
+                or (obj, Kind.RECORD, Mode.SHARED, key) in h
+                or (obj, Kind.SHARD, Mode.EXCL, b"") in h
+                or (obj, Kind.SHARD, Mode.SHARED, b"") in h):
             return clsops.WRITE_ASSERT_LOCK
         return 0
 
-    def holds_shard(self, obj: str) -> bool:
-        return any(k[0] == obj and k[1] == clsops.LOCK_SHARD for k in self.held)
+    def holds_kind(self, obj: str, kind: int) -> bool:
+        return any(k[0] == obj and k[1] == kind for k in self.held)
 
-    # -- lock and unlock --------------------------------------------------------
-    def acquire(self, obj: str, kind: int, mode: int, key: bytes,
-                nonblock: bool = False) -> None:
-        """Take a lock (or count it again), waiting while another owner holds it."""
-        self._check_fork()
-        hk = (obj, kind, mode, key)
-        if hk in self.held:
-            self.held[hk] += 1
+    def holds_user_locks(self) -> bool:
+        """Record or database locks taken by the user (not a transaction's)."""
+        return any(k[1] in (Kind.RECORD, Kind.SHARD) for k in self.held)
+
+    # -- renewal ----------------------------------------------------------------------
+    def track(self, obj: str, lease_ms: int) -> None:
+        """We have an entry on obj now (granted or queued): renew it in time."""
+        due = time.monotonic() + lease_ms / 3000.0
+        with self._mutex:
+            old = self._objects.get(obj)
+            if old is not None and old[0] <= lease_ms and old[1] <= due:
+                return
+            self._objects[obj] = (min(lease_ms, old[0]) if old else lease_ms, due)
+        _notices.listen(obj, self)
+        _service.schedule(self, due)
+
+    def _untrack(self, obj: str) -> None:
+        with self._mutex:
+            if not any(k[0] == obj for k in self.held):
+                self._objects.pop(obj, None)
+
+    def renew_due(self) -> None:
+        """Renew every object due now (service thread)."""
+        if self._gen != clustermod.generation:
+            return
+        now = time.monotonic()
+        with self._mutex:
+            due = [o for o, (_, when) in self._objects.items() if when <= now + 0.01]
+        if not due:
             return
         io = self._io()
-        _waits.ensure_watch(io, obj)  # a holder must hear "wait" announcements
-        req = clsops.lock_request(self.owner, self.lease_ms, kind, mode, key)
-        blocking(io, obj, lambda: clsops.call(io, obj, "lock", req), nonblock)
-        self._note(hk)
+        calls = {o: clsops.aio_renew(io, o, self.owner) for o in due}
+        for obj, call in calls.items():
+            err = call.error()
+            with self._mutex:
+                entry = self._objects.get(obj)
+                if entry is None:
+                    continue
+                if err is not None and getattr(err, "errno", 0) == errno.ENOLCK:
+                    self._lost(obj)
+                    continue
+                retry = 1.0 if err is not None else entry[0] / 3000.0
+                self._objects[obj] = (entry[0], time.monotonic() + retry)
+            _service.schedule(self, time.monotonic() + retry)
 
-    def acquire_with_read(self, obj: str, key: bytes, start_read: Callable[[], Any]) -> Any:
+    def _lost(self, obj: str) -> None:
+        """Our entries on obj expired and are gone (caller holds the mutex)."""
+        self.lost.add(obj)
+        self._objects.pop(obj, None)
+        for hk in [k for k in self.held if k[0] == obj]:
+            del self.held[hk]
+
+    def on_wait(self, obj: str) -> None:
+        """Somebody announced a wait on obj (notify callback: must not block)."""
+        for listener in list(self.wait_listeners):
+            listener(obj)
+
+    # -- acquiring -----------------------------------------------------------------------
+    def note(self, hk: HeldKey, lease_ms: int) -> None:
+        with self._mutex:
+            self.held[hk] = self.held.get(hk, 0) + 1
+            self.lost.discard(hk[0])
+        self.track(hk[0], lease_ms)
+
+    def acquire(self, obj: str, kind: int, mode: int, key: bytes = b"", nonblock: bool = False,
+                lease_ms: int | None = None, on_unclean: OnUnclean | None = None,
+                count: bool = True) -> None:
+        """Take a lock (or count it again), waiting in the OSD's queue while it
+        is not grantable. ``count=False``: a lock taken only to cover one
+        queued write (released by that write), not counted as held."""
+        self.check_fork()
+        hk = (obj, kind, mode, key)
+        if count and hk in self.held:
+            self.held[hk] += 1
+            return
+        lease_ms = lease_ms or self.lease_ms
+        io = self._io()
+        req = clsops.lock_request(self.owner, lease_ms, kind, mode, key)
+        while True:
+            try:
+                clsops.lock(io, obj, req)
+                break
+            except clsops.Busy:
+                if nonblock:
+                    if self.ask_cached(io, [obj], lambda: clsops.lock(io, obj, req)):
+                        break
+                    raise TdbError(ERR_LOCK) from None
+                self.wait_queued(obj, kind, mode, key, lease_ms, on_unclean)
+                break
+            except clsops.Unclean:
+                if nonblock or on_unclean is None:
+                    raise TdbError(ERR_LOCK) from None
+                on_unclean(obj)
+        if count:
+            self.note(hk, lease_ms)
+        else:
+            self.track(obj, lease_ms)
+        _notices.ensure_watch(io, obj)  # a holder must hear "W" announcements
+
+    def acquire_with_read(self, obj: str, key: bytes, start_read: Callable[[], Any],
+                          on_unclean: OnUnclean | None = None) -> Any:
         """Lock a record exclusively and read it in one round trip.
 
         ``start_read()`` starts an aio read of the record on ``obj`` and returns
         a function collecting it. The read is sent right behind the lock
         request on the same object, and the OSD orders a read after a write it
-        received earlier, so the value is the one under the lock. Returns the
-        collected read; if the lock was contended, waits for it and reads again.
-        """
-        self._check_fork()
-        hk = (obj, clsops.LOCK_RECORD, clsops.LOCK_EXCL, key)
+        received earlier, so the value is the one under the lock. If the lock
+        was contended, waits for it and reads again."""
+        self.check_fork()
+        hk = (obj, Kind.RECORD, Mode.EXCL, key)
         if hk in self.held:
             self.held[hk] += 1
             return start_read()()
         io = self._io()
-        _waits.ensure_watch(io, obj)
-        req = clsops.lock_request(self.owner, self.lease_ms, clsops.LOCK_RECORD,
-                                  clsops.LOCK_EXCL, key)
-        comp = io.aio_execute(obj, clsops.CLASS, "lock", req, 0)
+        req = clsops.lock_request(self.owner, self.lease_ms, Kind.RECORD, Mode.EXCL, key)
+        call = clsops.aio_lock(io, obj, req)
         collect = start_read()
-        comp.wait_for_complete_and_cb()
-        ret = comp.get_return_value()
+        err = call.error()
         value = collect()
-        if ret < 0:
-            err = clsops.tdb_error(-ret, f"lock on {obj}")
-            if not isinstance(err, clsops.Busy):
+        if err is not None:
+            if not isinstance(err, clsops.Busy | clsops.Unclean):
                 raise err
-            blocking(io, obj, lambda: clsops.call(io, obj, "lock", req))
+            self.acquire(obj, Kind.RECORD, Mode.EXCL, key, on_unclean=on_unclean, count=False)
             value = start_read()()
-        self._note(hk)
+        self.note(hk, self.lease_ms)
+        _notices.ensure_watch(io, obj)
         return value
 
-    def _note(self, hk: HeldKey) -> None:
-        with self._mutex:
-            self.held[hk] = self.held.get(hk, 0) + 1
-        _renewer.add(self)
+    def wait_queued(self, obj: str, kind: int, mode: int, key: bytes, lease_ms: int,
+                    on_unclean: OnUnclean | None = None, queued: bool = False,
+                    companion: Callable[[], clsops.Call] | None = None,
+                    ) -> tuple[clsops.ObjectState, Any]:
+        """Queue for a lock in the OSD and wait until it is granted to us.
 
-    def release(self, obj: str, kind: int, mode: int, key: bytes, wait: bool = True) -> None:
+        ``queued``: our entry is in the queue already (skip queuing again).
+        ``companion()`` starts a call sent together with every state read;
+        returns (the state showing the grant, the companion's result)."""
+        io = self._io()
+        _notices.ensure_watch(io, obj)
+        queue_req = clsops.lock_request(self.owner, lease_ms, kind, mode, key, clsops.LOCK_QUEUE)
+
+        def read_state(prune: bool = False) -> tuple[clsops.ObjectState | None, Any]:
+            pcall = clsops.aio_prune(io, obj) if prune else None
+            scall = clsops.aio_state(io, obj)
+            ccall = companion() if companion is not None else None
+            if pcall is not None:
+                pcall.error()
+            st = scall.wait()
+            return st, (ccall.wait() if ccall is not None else None)
+
+        while True:  # (re)queue
+            gen = _notices.generation(obj)
+            if not queued:
+                call = clsops.aio_lock(io, obj, queue_req)
+                st, extra = read_state()
+                try:
+                    call.wait()
+                except clsops.Unclean:
+                    if on_unclean is None:
+                        raise TdbError(ERR_LOCK) from None
+                    on_unclean(obj)
+                    continue
+                self.track(obj, lease_ms)
+                if self.granted(obj, st, kind, mode, key):
+                    return st, extra  # type: ignore[return-value]
+            queued = False
+            _notices.announce(io, obj)
+            st, extra = read_state()
+            expired_at: float | None = None
+            while True:
+                if self.granted(obj, st, kind, mode, key):
+                    return st, extra  # type: ignore[return-value]
+                if st is None or self._entry(st, kind, mode, key) is None:
+                    break  # our entry is gone (expired while we were stopped): requeue
+                if st.header.stale:
+                    if on_unclean is None:
+                        raise TdbError(ERR_LOCK)
+                    on_unclean(obj)
+                    break
+                delay, expired_at = self._deadline(st, kind, mode, key)
+                woke = _notices.sleep(obj, gen, delay)
+                gen = _notices.generation(obj)
+                # somebody ahead outlived its lease: prune, which grants
+                late = not woke and expired_at is not None and time.monotonic() >= expired_at
+                st, extra = read_state(prune=late)
+
+    def ask_cached(self, io: Any, objs: Sequence[str], attempt: Callable[[], None]) -> bool:
+        """A nonblocking request was refused: if only a transaction's locks
+        (possibly merely cached) are in the way, ask for them and retry
+        ``attempt`` for up to NONBLOCK_GRACE. True when it succeeded."""
+        states = clsops.wait_all(clsops.aio_state(io, o) for o in objs)
+        for st in states:
+            if st is None:
+                continue
+            others = [e for e in st.header.entries if e.owner != self.owner and e.held]
+            if any(e.kind not in (Kind.TXN, Kind.ISOLATION) for e in others):
+                return False  # a record or database lock, or a commit: really busy
+        deadline = time.monotonic() + NONBLOCK_GRACE
+        gens = {o: _notices.generation(o) for o in objs}
+        for o in objs:
+            _notices.ensure_watch(io, o)
+            _notices.announce(io, o)
+        while True:
+            try:
+                attempt()
+                return True
+            except clsops.Busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                o = objs[0]
+                _notices.sleep(o, gens[o], min(left, MIN_SLEEP))
+                gens[o] = _notices.generation(o)
+
+    def _entry(self, st: clsops.ObjectState, kind: int, mode: int,
+               key: bytes) -> clsops.LockEntry | None:
+        for e in st.header.entries:
+            if e.owner == self.owner and e.kind == kind and e.mode == mode and e.key == key:
+                return e
+        return None
+
+    def granted(self, obj: str, st: clsops.ObjectState | None, kind: int, mode: int,
+                 key: bytes) -> bool:
+        if st is None:
+            return False
+        e = self._entry(st, kind, mode, key)
+        if e is None or not e.held:
+            return False
+        if any(x.state == clsops.EntryState.QUEUED for x in st.header.entries):
+            _notices.mark_waited(obj)  # others still wait: wake them on release
+        return True
+
+    def _deadline(self, st: clsops.ObjectState, kind: int, mode: int,
+                  key: bytes) -> tuple[float, float | None]:
+        """How long to sleep, and when (monotonic) the earliest entry ahead of
+        us expires on the OSD clock (None: nobody ahead)."""
+        first = None
+        for e in st.header.entries:
+            if e.owner == self.owner and e.kind == kind and e.mode == mode and e.key == key:
+                break
+            if e.owner != self.owner:
+                first = e.expiry_ms if first is None else min(first, e.expiry_ms)
+        if first is None:
+            return MIN_SLEEP, None
+        left = max(0.0, (first - st.now_ms) / 1000.0) + MIN_SLEEP
+        return min(max(left, MIN_SLEEP), MAX_SLEEP), time.monotonic() + left
+
+    def acquire_all(self, objs: Sequence[str], kind: int, mode: int, nonblock: bool = False,
+                    lease_ms: int | None = None, on_unclean: OnUnclean | None = None) -> None:
+        """One lock per object (lock_all, read_lock_all, isolation): a parallel
+        try, then, from the first busy object on, in order with queuing."""
+        self.check_fork()
+        lease_ms = lease_ms or self.lease_ms
+        todo = [o for o in objs if (o, kind, mode, b"") not in self.held]
+        for o in objs:
+            if (o, kind, mode, b"") in self.held:
+                self.held[(o, kind, mode, b"")] += 1
+        if not todo:
+            return
+        io = self._io()
+        req = clsops.lock_request(self.owner, lease_ms, kind, mode)
+        calls = [clsops.aio_lock(io, o, req) for o in todo]
+        errors = [c.error() for c in calls]
+        busy = [o for o, e in zip(todo, errors, strict=True) if e is not None]
+        fatal = next((e for e in errors
+                      if e is not None and not isinstance(e, clsops.Busy | clsops.Unclean)), None)
+
+        def unlock(objs: list[str]) -> None:
+            for c in [clsops.aio_unlock(io, o, clsops.unlock_request(self.owner, kind, mode))
+                      for o in objs]:
+                c.error()
+
+        if fatal is not None:
+            unlock([o for o in todo if o not in busy])
+            raise fatal
+        if busy and nonblock:
+            got: list[str] = []
+
+            def retry() -> None:
+                for o in busy:
+                    if o not in got:
+                        clsops.lock(io, o, req)
+                        got.append(o)
+
+            try:
+                ok = self.ask_cached(io, busy, retry)
+            except clsops.Unclean:
+                ok = False
+            if not ok:
+                unlock([o for o in todo if o not in busy] + got)
+                raise TdbError(ERR_LOCK)
+            busy = []
+        keep = todo.index(busy[0]) if busy else len(todo)
+        unlock([o for o in todo[keep:] if o not in busy])  # after the first busy: in order
+        for o in todo[:keep]:
+            self.note((o, kind, mode, b""), lease_ms)
+            _notices.ensure_watch(io, o)
+        try:
+            for o in todo[keep:]:
+                self.acquire(o, kind, mode, nonblock=False, lease_ms=lease_ms,
+                             on_unclean=on_unclean)
+        except BaseException:
+            self.release_many([o for o in todo if (o, kind, mode, b"") in self.held], kind, mode)
+            raise
+
+    # -- releasing ---------------------------------------------------------------------------
+    def release(self, obj: str, kind: int, mode: int, key: bytes = b"") -> None:
         """Count down a lock; release it in the OSD at zero.
 
         Releasing a lock the handle does not hold, or one that was lost (its
-        lease ran out and another took it), is TDB's lock error. With
-        ``wait=False`` the release is sent without waiting for its answer (the
-        handle's next request on obj is ordered after it; a lost lock then
-        goes unreported)."""
-        self._check_fork()
+        lease ran out and another took it), is TDB's lock error."""
+        self.check_fork()
         hk = (obj, kind, mode, key)
-        count = self.held.get(hk, 0)
-        if count == 0:
-            raise TdbError(ERR_LOCK)
-        if count > 1:
-            self.held[hk] = count - 1
-            return
         with self._mutex:
+            count = self.held.get(hk, 0)
+            if count == 0:
+                self.lost.discard(obj)
+                raise TdbError(ERR_LOCK)
+            if count > 1:
+                self.held[hk] = count - 1
+                return
             del self.held[hk]
         io = self._io()
-        req = clsops.unlock_request(self.owner, kind, mode, key)
-        if wait:
-            clsops.call(io, obj, "unlock", req)
-        else:
-            _waits.track(io.aio_execute(obj, clsops.CLASS, "unlock", req, 0))
-        _waits.released(io, obj)
+        call = clsops.aio_unlock(io, obj, clsops.unlock_request(self.owner, kind, mode, key))
+        if _notices.take_waited(obj):
+            _notices.changed(io, obj)
+        self._untrack(obj)
+        err = call.error()
+        if err is not None:
+            raise err
 
-    def release_all(self) -> None:
-        """Release every lock the handle holds (close); errors are ignored:
-        a lock that cannot be released expires with its lease."""
-        self._check_fork()
+    def release_many(self, objs: Iterable[str], kind: int, mode: int) -> None:
+        """Release one lock (kind, mode, no key) on each object, in parallel;
+        errors ignored (a lock that cannot be released expires)."""
+        io = self._io()
+        objs = list(objs)
+        with self._mutex:
+            for o in objs:
+                self.held.pop((o, kind, mode, b""), None)
+        calls = [clsops.aio_unlock(io, o, clsops.unlock_request(self.owner, kind, mode))
+                 for o in objs]
+        for o in objs:
+            if _notices.take_waited(o):
+                _notices.changed(io, o)
+        for o, c in zip(objs, calls, strict=True):
+            c.error()
+            self._untrack(o)
+
+    def release_objects(self, items: Sequence[tuple[str, int, int]]) -> list[Exception | None]:
+        """Drop every entry of ours of a kind (0: all) on objects, settling a
+        transaction there (0: none), in parallel; items are (object, settle,
+        kind). Waiters are woken. Returns the errors, in order."""
         io = self._io()
         with self._mutex:
-            held, self.held = list(self.held), {}
-        batch = clsops.Batch(io)
-        for obj, kind, mode, key in held:
-            batch.start(obj, "unlock", clsops.unlock_request(self.owner, kind, mode, key))
-        batch.wait_each()
-        for obj in {h[0] for h in held}:
-            _waits.released(io, obj)
+            for obj, _, kind in items:
+                for hk in [k for k in self.held if k[0] == obj and (not kind or k[1] == kind)]:
+                    del self.held[hk]
+        calls = [clsops.aio_release(io, o, clsops.release_request(self.owner, txid, 0, kind))
+                 for o, txid, kind in items]
+        for o, _, _ in items:
+            if _notices.take_waited(o):
+                _notices.changed(io, o)
+        errors = [c.error() for c in calls]
+        for o, _, _ in items:
+            self._untrack(o)
+        return errors
 
-    def renew(self) -> None:
-        """Extend the lease of every lock held (one call per shard, in parallel)."""
-        if self._gen != clustermod.generation:
-            return
-        objs = {h[0] for h in list(self.held)}
-        if not objs:
-            return
-        batch = clsops.Batch(self._io())
-        req = clsops.renew_request(self.owner, self.lease_ms)
-        for obj in objs:
-            batch.start(obj, "renew", req)
-        batch.wait_each()
+    def release_all(self) -> None:
+        """Release every lock the handle holds (close); errors are ignored: a
+        lock that cannot be released expires with its lease."""
+        self.check_fork()
+        with self._mutex:
+            objs = {k[0] for k in self.held} | set(self._objects)
+        if objs:
+            self.release_objects([(o, 0, 0) for o in objs])
+        with self._mutex:
+            self.held = {}
+            self._objects = {}
 
 
 def _after_fork_in_child() -> None:
-    global _waits, _renewer
-    clustermod.abandon(_waits.watches.values())
-    _waits = _Waits()
-    _renewer = _Renewer()
+    global _notices, _service
+    clustermod.abandon(_notices.watches.values())
+    _notices = _Notices()
+    _service = _Service()
 
 
 def _quiesce() -> None:
     """Before connections shut down: no renewals, no notifies in flight. A
     later renewal need (handles used after a test session's reset) starts a
     fresh thread."""
-    global _renewer
-    _renewer.stop()
-    _waits.drain()
-    _renewer = _Renewer()
+    global _service
+    _service.stop()
+    _notices.drain()
+    _service = _Service()
+
+
+def wait_object(name: str) -> str:
+    """The database's transaction-lock object (see layout.wait_object)."""
+    return layout.wait_object(layout.header_object(name))
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

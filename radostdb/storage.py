@@ -5,17 +5,26 @@ The Tdb class (database.py) speaks only this interface; transactions
 and values and raise TdbError with TDB's codes.
 
 RADOS backend decisions:
-- One round trip per single-record operation: writes are one class call on
-  the key's shard (the decision INSERT/MODIFY/exists is made in the OSD),
-  reads one omap read. No client-side read-modify-write.
+- One round trip per single-record operation: a write is one `apply` call on
+  the key's shard (the decision INSERT/MODIFY/exists is made in the OSD), a
+  read one `get` call. No client-side read-modify-write.
+- A write refused because another handle holds (or queued for) a lock on
+  its key waits its turn in the OSD's queue as a RECORD EXCL waiter (a
+  whole shard: SHARD EXCL), then writes and releases that lock in one call
+  (locking.py). A write by the handle holding a transaction's isolation is
+  sent as the transaction's (ASSERT_TXN).
+- A read or write that meets a shard pending a multi-shard transaction asks
+  commit.decide, which settles or rolls it back (or says it is in flight:
+  wait for a notify and retry). Reads of the transaction holder go through
+  its own committed transactions (`accept`).
 - Records are verified (format, crc32c over key and data) on every read; a
   record that fails is reported as TDB's corrupt error, never returned.
-- Traversal reads omap pages of PAGE records and starts reading the next
-  shard while the current one is being consumed.
+- Traversal reads pages of PAGE records (class `list`) shard by shard.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -26,8 +35,9 @@ from typing import Any
 
 import rados
 
-from . import clsops, codec, layout, locking, txn
+from . import clsops, codec, commit, layout, locking, txnlock
 from . import cluster as clustermod
+from .clsops import Kind, Mode, Op
 from .errors import ERR_CORRUPT, ERR_EXISTS, ERR_LOCK, ERR_NOEXIST, TdbError
 
 PAGE = 1000
@@ -58,7 +68,7 @@ class Storage:
         raise NotImplementedError
 
     def commit(self, ops: list[tuple[int, bytes, bytes]]) -> None:
-        """Apply a batch of ``(clsops.OP_*, key, data)``; atomic per shard."""
+        """Apply a batch of ``(clsops.Op, key, data)``; atomic per shard."""
         raise NotImplementedError
 
     def clear(self) -> None:
@@ -104,8 +114,9 @@ class Storage:
     def txn_lock(self, nonblock: bool) -> None:
         """Take the database's transaction lock (nothing to take in memory)."""
 
-    def txn_unlock(self) -> None:
-        """Release the transaction lock."""
+    def txn_unlock(self, ok: bool = True) -> None:
+        """End the transaction's hold on the database (ok: it committed or
+        was cancelled normally)."""
 
     def commit_transaction(self, ops: list[tuple[int, bytes, bytes]]) -> None:
         """Commit a transaction's batch entries, all or nothing."""
@@ -133,10 +144,10 @@ class MemoryStorage(Storage):
         self.commit([(flag_to_op(flag), key, data)])
 
     def append(self, key: bytes, data: bytes) -> None:
-        self.commit([(clsops.OP_APPEND, key, data)])
+        self.commit([(Op.APPEND, key, data)])
 
     def delete(self, key: bytes) -> None:
-        self.commit([(clsops.OP_DELETE, key, b"")])
+        self.commit([(Op.DELETE, key, b"")])
 
     def commit(self, ops: list[tuple[int, bytes, bytes]]) -> None:
         new = dict(self.records)
@@ -191,21 +202,19 @@ class MemoryStorage(Storage):
 
 
 def flag_to_op(flag: int) -> int:
-    return {clsops.INSERT: clsops.OP_INSERT, clsops.MODIFY: clsops.OP_MODIFY}.get(
-        flag, clsops.OP_PUT
-    )
+    return clsops.STORE_OPS.get(flag, Op.PUT)
 
 
 def apply_one(records: dict[bytes, bytes], op: int, key: bytes, data: bytes) -> None:
     """The semantics of one batch entry, as the object class applies it."""
     exists = key in records
-    if op == clsops.OP_INSERT and exists:
+    if op == Op.INSERT and exists:
         raise TdbError(ERR_EXISTS)
-    if op in (clsops.OP_MODIFY, clsops.OP_DELETE) and not exists:
+    if op in (Op.MODIFY, Op.DELETE) and not exists:
         raise TdbError(ERR_NOEXIST)
-    if op in (clsops.OP_PUT, clsops.OP_INSERT, clsops.OP_MODIFY):
+    if op in (Op.PUT, Op.INSERT, Op.MODIFY):
         records[key] = data
-    elif op == clsops.OP_APPEND:
+    elif op == Op.APPEND:
         records[key] = records.get(key, b"") + data
     else:
         records.pop(key, None)
@@ -223,6 +232,7 @@ class RadosStorage(Storage):
         hash_size: int,
         clear_if_first: bool,
         lock_lease: float | None = None,
+        txn_lease: float | None = None,
     ) -> None:
         self.target = target
         self.name = target.name
@@ -231,11 +241,15 @@ class RadosStorage(Storage):
         self._io: Any = None
         self._watch: Any = None
         self.io()  # connect now: a bad pool or cluster fails the open
-        self.locks = locking.LockTable(self.io, lock_lease)
+        self.locks = locking.LockTable(self.io, lock_lease, txn_lease)
         clustermod.track_handle(self)
         self.meta = self._open_header(create, exclusive, hash_size)
         self.nshards = int(self.meta["nshards"])
         self.shard_objs = layout.shard_objects(self.name, self.nshards)
+        self.db = commit.DbObjects(self.io, self.name, self.shard_objs)
+        self.committer = commit.Committer(self.db, lambda: self.locks.owner,
+                                          self._wait_commit, self._unclean)
+        self.txnlock = txnlock.TxnLock(self.db, self.locks, self.committer, self._unclean)
         if clear_if_first:
             self._clear_if_first()
         else:
@@ -268,8 +282,12 @@ class RadosStorage(Storage):
     def close(self) -> None:
         if clustermod.exiting:
             return
-        if self.locks.held and self._gen == clustermod.generation:
-            self.locks.release_all()
+        if self._gen == clustermod.generation:
+            try:
+                self.txnlock.close()
+            finally:
+                if self.locks.held or self.locks._objects:
+                    self.locks.release_all()
         watch, self._watch = self._watch, None
         if watch is not None and self._gen == clustermod.generation:
             clustermod.close_watch(watch)
@@ -366,16 +384,48 @@ class RadosStorage(Storage):
     def openers(self) -> list[tuple[int, int]]:
         return clsops.watchers(self.io(), self.header_obj)
 
-    # -- records ------------------------------------------------------------
-    def _shard(self, key: bytes) -> str:
-        return self.shard_objs[codec.shard_of(key, self.nshards)]
+    # -- what blocks an operation ---------------------------------------------------
+    def _index(self, key: bytes) -> int:
+        return codec.shard_of(key, self.nshards)
 
+    def _unclean(self, obj: str) -> None:
+        """An operation on obj met -EUCLEAN: decide what blocks it; if it is a
+        commit in flight, wait a little for it."""
+        if commit.resolve_object(self.db, obj) == commit.Outcome.IN_FLIGHT:
+            self._wait_in_flight(obj)
+
+    def _pending(self, obj: str, info: clsops.PendingInfo, attempt: int) -> None:
+        """A read met a shard pending a transaction: decide it (or wait)."""
+        if commit.decide(self.db, info) == commit.Outcome.IN_FLIGHT:
+            self._wait_in_flight(obj, attempt)
+
+    def _wait_in_flight(self, obj: str, attempt: int = 0) -> None:
+        """A commit round is under way on obj: it takes a round trip or two.
+        Sleep until a notify on obj or a short, growing timeout."""
+        gen = locking._notices.generation(obj)
+        locking.sleep(obj, gen, min(0.001 * (2 ** min(attempt, 8)), 0.25))
+
+    def _wait_commit(self, obj: str) -> None:
+        """Our transaction's write is blocked by other handles' shared locks:
+        queue for the COMMIT lock (granted once they are released)."""
+        self.locks.acquire(obj, Kind.COMMIT, Mode.EXCL, lease_ms=self.locks.txn_lease_ms,
+                           on_unclean=self._unclean, count=False)
+
+    # -- records ------------------------------------------------------------
     def fetch(self, key: bytes) -> bytes | None:
-        obj = self._shard(key)
+        index = self._index(key)
+        obj = self.shard_objs[index]
         io = self.io()
-        rec = locking.blocking(io, obj, lambda: clsops.get(io, obj, key),
-                               on_pending=self.resolve)
-        return None if rec is None else self._decode(key, rec, obj)
+        attempt = 0
+        while True:
+            res = clsops.get(io, obj, key, self.txnlock.accept(index))
+            if res.pending is None:
+                break
+            self._pending(obj, res.pending, attempt)
+            attempt += 1
+        if res.status == clsops.ReadStatus.MISSING:
+            return None
+        return self._decode(key, res.record, obj)
 
     @staticmethod
     def _decode(key: bytes, rec: bytes, obj: str) -> bytes:
@@ -384,204 +434,178 @@ class RadosStorage(Storage):
         except codec.CodecError as exc:
             raise corrupt(key, obj, exc) from None
 
-    def _write(self, obj: str, method: str, request: bytes) -> None:
-        """One write class call, waiting while another handle's lock or an
-        unfinished transaction blocks it."""
+    def _write(self, index: int, entries: list[tuple[int, bytes, bytes]],
+               whole: bool = False) -> None:
+        """One write class call on shard `index` (apply, or clear when
+        `whole`), waiting its turn while another handle's lock blocks it."""
+        obj = self.shard_objs[index]
         io = self.io()
-        locking.blocking(io, obj, lambda: clsops.call(io, obj, method, request),
-                         on_pending=self.resolve)
+        owner = self.locks.owner
+        cover: tuple[int, bytes] | None = None  # the lock we queued for, then release
+        while True:
+            wflags = self._wflags(obj, entries, whole)
+            if cover is not None:
+                wflags |= clsops.WRITE_ASSERT_LOCK | clsops.WRITE_RELEASE
+            settle = self.txnlock.settle_for(index) if wflags & clsops.WRITE_ASSERT_TXN else 0
+            try:
+                if whole:
+                    clsops.clear(io, obj, clsops.clear_request(owner, wflags, settle))
+                else:
+                    clsops.apply(io, obj, clsops.apply_request(owner, wflags, entries,
+                                                               settle=settle))
+            except clsops.Busy:
+                if cover is not None or wflags & clsops.WRITE_ASSERT_TXN:
+                    if wflags & clsops.WRITE_ASSERT_TXN:
+                        self._wait_commit(obj)
+                    continue
+                cover = ((Kind.SHARD, b"") if whole or len({k for _, k, _ in entries}) > 1
+                         else (Kind.RECORD, entries[0][1]))
+                self.locks.acquire(obj, cover[0], Mode.EXCL, cover[1],
+                                   on_unclean=self._unclean, count=False)
+                continue
+            except clsops.Unclean:
+                self._unclean(obj)
+                continue
+            except BaseException:
+                if cover is not None:  # the write failed: give its lock back
+                    with contextlib.suppress(Exception):
+                        clsops.unlock(io, obj, clsops.unlock_request(owner, cover[0],
+                                                                     Mode.EXCL, cover[1]))
+                raise
+            if settle:
+                self.txnlock.settled(index)
+            if cover is not None:
+                locking.wake_waiters(io, obj)
+            return
 
-    def store(self, key: bytes, data: bytes, flag: int) -> None:
-        obj = self._shard(key)
-        locks = self.locks
-        self._write(obj, "store",
-                    clsops.store_request(locks.owner, locks.wflags(obj, key), key, data, flag))
-
-    def append(self, key: bytes, data: bytes) -> None:
-        obj = self._shard(key)
-        locks = self.locks
-        self._write(obj, "append",
-                    clsops.append_request(locks.owner, locks.wflags(obj, key), key, data))
-
-    def delete(self, key: bytes) -> None:
-        obj = self._shard(key)
-        locks = self.locks
-        self._write(obj, "delete", clsops.delete_request(locks.owner, locks.wflags(obj, key), key))
-
-    def _batch_wflags(self, obj: str, entries: list[tuple[int, bytes, bytes]]) -> int:
+    def _wflags(self, obj: str, entries: list[tuple[int, bytes, bytes]], whole: bool) -> int:
+        if self.txnlock.holds():
+            return clsops.WRITE_ASSERT_TXN
+        if whole:
+            return (clsops.WRITE_ASSERT_LOCK if self.locks.holds_kind(obj, Kind.SHARD) else 0)
         flags = {self.locks.wflags(obj, key) for _, key, _ in entries}
         return clsops.WRITE_ASSERT_LOCK if flags == {clsops.WRITE_ASSERT_LOCK} else 0
 
-    def _each_shard(self, requests: dict[str, tuple[str, bytes]]) -> None:
-        """Run class calls on several shards in parallel; wait out lock conflicts."""
-        if len(requests) == 1:
-            ((obj, (method, req)),) = requests.items()
-            self._write(obj, method, req)
-            return
-        batch = clsops.Batch(self.io())
-        for obj, (method, req) in requests.items():
-            batch.start(obj, method, req)
-        results = batch.wait_each()
-        for obj, err in results.items():
-            if isinstance(err, clsops.Busy):
-                self._write(obj, *requests[obj])
-        errors = [e for e in results.values() if e is not None and not isinstance(e, clsops.Busy)]
-        if errors:
-            raise errors[0]
+    def store(self, key: bytes, data: bytes, flag: int) -> None:
+        self._write(self._index(key), [(flag_to_op(flag), key, data)])
+
+    def append(self, key: bytes, data: bytes) -> None:
+        self._write(self._index(key), [(Op.APPEND, key, data)])
+
+    def delete(self, key: bytes) -> None:
+        self._write(self._index(key), [(Op.DELETE, key, b"")])
 
     def commit(self, ops: list[tuple[int, bytes, bytes]]) -> None:
         """Apply a batch, one call per shard (atomic per shard only)."""
-        self.apply_parts(self.apply_requests(self.group(ops), 0))
-
-    def apply_requests(self, by_shard: dict[str, list[tuple[int, bytes, bytes]]],
-                       txid: int) -> dict[str, bytes]:
-        """``apply`` requests per shard. Parts of a multi-shard transaction
-        (txid) assert no lock: recovery may resend them for a dead owner."""
-        owner = self.locks.owner
-        return {obj: clsops.apply_request(
-                    owner, 0 if txid else self._batch_wflags(obj, entries), entries, txid)
-                for obj, entries in by_shard.items()}
+        for index, entries in self.group(ops).items():
+            self._write(index, entries)
 
     def clear(self) -> None:
-        owner = self.locks.owner
-        self._each_shard({
-            obj: ("clear", clsops.clear_request(
-                owner, clsops.WRITE_ASSERT_LOCK if self.locks.holds_shard(obj) else 0))
-            for obj in self.shard_objs
-        })
+        for index in range(self.nshards):
+            self._write(index, [], whole=True)
 
-    # -- transactions (protocol in txn.py) -------------------------------------
-    def txn_lock(self, nonblock: bool) -> None:
-        """Take the database's transaction lock (a lease-based lock on the
-        header object), then finish any commit a dead holder left behind."""
-        self.locks.acquire(self.header_obj, clsops.LOCK_SHARD, clsops.LOCK_EXCL, b"", nonblock)
-        try:
-            txn.recover(self)
-        except BaseException:
-            self.txn_unlock()
-            raise
-
-    def txn_unlock(self) -> None:
-        """Release the transaction lock without waiting for the answer."""
-        self.locks.release(self.header_obj, clsops.LOCK_SHARD, clsops.LOCK_EXCL, b"",
-                           wait=False)
-
-    def holds_txn_lock(self) -> bool:
-        return (self.header_obj, clsops.LOCK_SHARD, clsops.LOCK_EXCL, b"") in self.locks.held
-
-    def commit_transaction(self, ops: list[tuple[int, bytes, bytes]]) -> None:
-        txn.commit(self, ops)
-
-    def resolve(self) -> None:
-        """Called while waiting on a shard whose commit is unfinished: if the
-        committer's transaction lock is free (it died and its lease ran out),
-        finish its commit."""
-        if self.holds_txn_lock():
-            txn.recover(self)
-            return
-        try:
-            self.txn_lock(nonblock=True)  # recovers on success
-        except TdbError:
-            return  # the committer is alive: keep waiting
-        self.txn_unlock()
-
-    def group(
-        self, ops: list[tuple[int, bytes, bytes]]
-    ) -> dict[str, list[tuple[int, bytes, bytes]]]:
-        """Batch entries by shard object."""
-        by_shard: dict[str, list[tuple[int, bytes, bytes]]] = {}
+    def group(self, ops: list[tuple[int, bytes, bytes]]
+              ) -> dict[int, list[tuple[int, bytes, bytes]]]:
+        """Batch entries by shard index."""
+        by_shard: dict[int, list[tuple[int, bytes, bytes]]] = {}
         for entry in ops:
-            by_shard.setdefault(self._shard(entry[1]), []).append(entry)
+            by_shard.setdefault(self._index(entry[1]), []).append(entry)
         return by_shard
 
-    def apply_parts(self, requests: dict[str, bytes]) -> None:
-        """Send ``apply`` requests to their shards in parallel; wait out locks."""
-        self._each_shard({obj: ("apply", req) for obj, req in requests.items()})
+    # -- transactions (txnlock.py, commit.py) ------------------------------------------
+    def txn_lock(self, nonblock: bool) -> None:
+        self.txnlock.start(nonblock)
+
+    def txn_unlock(self, ok: bool = True) -> None:
+        self.txnlock.end(ok)
+
+    def commit_transaction(self, ops: list[tuple[int, bytes, bytes]]) -> None:
+        self.committer.commit(self.group(ops))
 
     # -- locks --------------------------------------------------------------
     def lock(self, key: bytes, shared: bool, nonblock: bool) -> None:
-        mode = clsops.LOCK_SHARED if shared else clsops.LOCK_EXCL
-        self.locks.acquire(self._shard(key), clsops.LOCK_RECORD, mode, key, nonblock)
+        mode = Mode.SHARED if shared else Mode.EXCL
+        self.locks.acquire(self.shard_objs[self._index(key)], Kind.RECORD, mode, key, nonblock,
+                           on_unclean=self._unclean)
 
     def unlock(self, key: bytes, shared: bool) -> None:
-        mode = clsops.LOCK_SHARED if shared else clsops.LOCK_EXCL
-        self.locks.release(self._shard(key), clsops.LOCK_RECORD, mode, key)
+        mode = Mode.SHARED if shared else Mode.EXCL
+        self.locks.release(self.shard_objs[self._index(key)], Kind.RECORD, mode, key)
 
     def fetch_locked(self, key: bytes) -> bytes | None:
-        obj = self._shard(key)
+        index = self._index(key)
+        obj = self.shard_objs[index]
         io = self.io()
 
-        def start_read() -> Callable[[], bytes | None]:
-            op = io.create_read_op()
-            it, _ = io.get_omap_vals_by_keys(op, (codec.encode_key(key),))
-            comp = io.operate_aio_read_op(op, obj)
+        def start_read() -> Callable[[], clsops.GetResult]:
+            call = clsops.aio_get(io, obj, key, self.txnlock.accept(index))
+            return call.wait
 
-            def collect() -> bytes | None:
-                comp.wait_for_complete_and_cb()
-                try:
-                    if comp.get_return_value() < 0:
-                        return None  # a missing shard object: no record
-                    for _, rec in it:
-                        return self._decode(key, rec, obj)
-                    return None
-                finally:
-                    io.release_read_op(op)
-
-            return collect
-
-        return self.locks.acquire_with_read(obj, key, start_read)
+        res = self.locks.acquire_with_read(obj, key, start_read, on_unclean=self._unclean)
+        if res.status == clsops.ReadStatus.TOO_BIG or res.pending is not None:
+            return self.fetch(key)  # under the lock: a big record, or a pending shard
+        if res.status == clsops.ReadStatus.MISSING:
+            return None
+        return self._decode(key, res.record, obj)
 
     def lock_all(self, shared: bool, nonblock: bool) -> None:
-        mode = clsops.LOCK_SHARED if shared else clsops.LOCK_EXCL
-        taken: list[str] = []
-        try:
-            for obj in self.shard_objs:  # in order: two lock_all callers cannot deadlock
-                self.locks.acquire(obj, clsops.LOCK_SHARD, mode, b"", nonblock)
-                taken.append(obj)
-        except BaseException:
-            for obj in taken:
-                self.locks.release(obj, clsops.LOCK_SHARD, mode, b"")
-            raise
+        mode = Mode.SHARED if shared else Mode.EXCL
+        other = Mode.EXCL if shared else Mode.SHARED
+        if (self.locks.holds_kind(self.shard_objs[0], Kind.RECORD)
+                or any(k[1] == Kind.RECORD for k in self.locks.held)
+                or (self.shard_objs[0], Kind.SHARD, other, b"") in self.locks.held):
+            # as tdb: no allrecord lock with chain locks held, nor of the other type
+            raise TdbError(ERR_LOCK)
+        self.locks.acquire_all(self.shard_objs, Kind.SHARD, mode, nonblock,
+                               on_unclean=self._unclean)
 
     def unlock_all(self, shared: bool) -> None:
-        mode = clsops.LOCK_SHARED if shared else clsops.LOCK_EXCL
-        if (self.shard_objs[0], clsops.LOCK_SHARD, mode, b"") not in self.locks.held:
+        mode = Mode.SHARED if shared else Mode.EXCL
+        if (self.shard_objs[0], Kind.SHARD, mode, b"") not in self.locks.held:
             raise TdbError(ERR_LOCK)
-        for obj in self.shard_objs:
-            self.locks.release(obj, clsops.LOCK_SHARD, mode, b"")
+        if self.locks.held[(self.shard_objs[0], Kind.SHARD, mode, b"")] > 1:
+            for obj in self.shard_objs:
+                self.locks.held[(obj, Kind.SHARD, mode, b"")] -= 1
+            return
+        self.locks.release_many(self.shard_objs, Kind.SHARD, mode)
 
     # -- traversal ----------------------------------------------------------
-    def _pages(self, obj: str, start_after: str = "", limit: int = PAGE
+    def _pages(self, index: int, start_after: str = "", limit: int = PAGE
                ) -> Iterator[list[tuple[bytes, bytes]]]:
         """(raw key, data) pages of one shard, every record verified."""
+        obj = self.shard_objs[index]
         io = self.io()
+        attempt = 0
         while True:
-            more, page = locking.blocking(
-                io, obj, lambda s=start_after: clsops.list_page(io, obj, s, limit, PAGE_BYTES),
-                on_pending=self.resolve)
+            res = clsops.list_page(io, obj, start_after, limit, PAGE_BYTES,
+                                   self.txnlock.accept(index))
+            if res.pending is not None:
+                self._pending(obj, res.pending, attempt)
+                attempt += 1
+                continue
             try:
-                records = codec.parse_page(page)
+                records = codec.parse_page(res.page)
             except codec.CodecError as exc:
                 raise TdbError(ERR_CORRUPT, f"Corrupt database: {obj}: {exc}") from None
             if records:
                 yield records
-            if not more or not records:
+            if not res.more or not records:
                 return
             start_after = codec.encode_key(records[-1][0])
 
     def keys(self) -> Iterator[bytes]:
-        for obj in self.shard_objs:
-            for page in self._pages(obj):
+        for index in range(self.nshards):
+            for page in self._pages(index):
                 yield from (k for k, _ in page)
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
-        for obj in self.shard_objs:
-            for page in self._pages(obj):
+        for index in range(self.nshards):
+            for page in self._pages(index):
                 yield from page
 
     def _first_from(self, shard: int, start_after: str) -> bytes | None:
-        for obj in self.shard_objs[shard:]:
-            for page in self._pages(obj, start_after, limit=1):
+        for index in range(shard, self.nshards):
+            for page in self._pages(index, start_after, limit=1):
                 return page[0][0]
             start_after = ""
         return None
@@ -590,26 +614,16 @@ class RadosStorage(Storage):
         return self._first_from(0, "")
 
     def next_key(self, key: bytes) -> bytes | None:
-        return self._first_from(codec.shard_of(key, self.nshards), codec.encode_key(key))
+        return self._first_from(self._index(key), codec.encode_key(key))
 
     # -- sequence numbers ---------------------------------------------------
     def seqnum(self) -> int:
-        batch = clsops.Batch(self.io())
-        for obj in [self.header_obj, *self.shard_objs]:
-            batch.seq(obj)
-        outs = batch.wait()
-        return sum(clsops.seq_value(outs.get(o)) for o in [self.header_obj, *self.shard_objs])
+        io = self.io()
+        calls = [clsops.aio_seq(io, obj) for obj in [self.header_obj, *self.shard_objs]]
+        return sum(clsops.wait_all(calls))
 
     def bump_seqnum(self) -> None:
         clsops.bump(self.io(), self.header_obj)
-
-    # -- removal ------------------------------------------------------------
-    def remove_objects(self) -> None:
-        for obj in [*self.shard_objs, self.header_obj]:
-            try:
-                self.io().remove_object(obj)
-            except rados.ObjectNotFound:
-                pass
 
 
 def _ignore_notify(*_args: Any) -> None:

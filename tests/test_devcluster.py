@@ -132,7 +132,7 @@ def test_class_version(ioctx: rados.Ioctx, db_name: str) -> None:
     """Our class is loaded; `version` answers on an existing object (the OSD
     refuses calls on a missing object with ENOENT before the class runs)."""
     ioctx.write_full(db_name, b"")
-    assert ioctx.execute(db_name, "radostdb", "version", b"") == (1, b"1")
+    assert ioctx.execute(db_name, "radostdb", "version", b"") == (1, b"2")
     with pytest.raises(rados.ObjectNotFound):
         ioctx.execute(db_name + "-missing", "radostdb", "version", b"")
 

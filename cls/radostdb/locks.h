@@ -1,32 +1,57 @@
 /*
- * radostdb class: the shard header and its lock table (layout in types.h).
+ * radostdb class: the object header (types.h) and its lock table.
  *
  * lock design:
- * - Locks live in the shard's omap header, so a lock check and the write it
+ * - Locks live in the object's omap header, so a lock check and the write it
  *   guards happen in ONE atomic OSD operation: no client-side read.
- * - A holder is a handle id (16 bytes) with a lease expiry on the OSD's wall
- *   clock. Clients renew leases in the background; a holder that dies stops
- *   renewing and its entry stops counting once it expires. Expired holders
- *   are pruned by any method that rewrites the header.
- * - Fencing: a write that the client sends "under a lock" (the assert flag)
- *   is refused with -ENOLCK unless the owner still has an entry covering the
- *   key (its record lock or a shard lock). An entry that expired and was
- *   taken by another owner is gone, so a holder that slept through its lease
- *   cannot write with its stale lock.
- * - Conflicts (between different owners, unexpired holders only):
- *     record exclusive  vs  any record lock on the key, any shard lock
- *     record shared     vs  record exclusive on the key, shard exclusive
- *     shard exclusive   vs  any lock in the shard
- *     shard shared      vs  record exclusive (any key), shard exclusive
- *     write of a key    vs  any record lock on the key, any shard lock
- * - A refused request returns -EBUSY and changes nothing (a failed OSD
- *   method keeps none of its writes, and a write method cannot return data),
- *   so waking waiters is the clients' business: they watch the shard object
- *   and tell holders they wait by notify (radostdb/locking.py).
+ * - An entry is a holder or a waiter: a handle id (owner), a kind, a mode, a
+ *   key, a lease and an expiry on the OSD's wall clock. Entries are kept in
+ *   arrival order; the waiters among them form the FIFO queue.
+ * - Grant order (fairness, decided here and nowhere else):
+ *     a request is grantable when it conflicts with no holder of another
+ *     owner AND with no queued waiter of another owner (nobody passes a
+ *     waiter it conflicts with: no barging, not even by the owner that just
+ *     released; a reader behind a queued writer waits);
+ *     after every change (release, unlock, prune, renew) the queue is walked
+ *     in order and each waiter that conflicts with no holder and no earlier
+ *     waiter is granted: the lock is handed to the head of the queue in the
+ *     same atomic operation as the release.
+ *   A `lock` without QUEUE is a try: not grantable -> -EBUSY, nothing
+ *   changed. With QUEUE it appends a waiter (returns 0 either way; the
+ *   client reads `state` to learn which).
+ * - Conflicts (entries of different owners; an owner never conflicts with
+ *   itself). A plain write of key k counts as a RECORD EXCL request on k; a
+ *   write by the transaction holder (ASSERT_TXN) as a COMMIT request
+ *   limited to its keys:
+ *     RECORD EXCL k   vs RECORD (any mode) k, SHARD (any), ISOLATION, COMMIT
+ *     RECORD SHARED k vs RECORD EXCL k, SHARD EXCL, COMMIT
+ *     SHARD EXCL      vs everything
+ *     SHARD SHARED    vs RECORD EXCL, SHARD EXCL, COMMIT
+ *     ISOLATION       vs RECORD EXCL, SHARD EXCL (isolations share: waiters
+ *                     for the transaction lock hold theirs in advance)
+ *     COMMIT          vs RECORD (any), SHARD (any), COMMIT (not ISOLATION)
+ *     TXN             vs TXN (the header object's transaction lock)
+ * - Leases: a grant sets expiry = now + the entry's lease; `renew` extends
+ *   every entry of an owner (holders and waiters) by its own lease. Expired
+ *   entries are pruned by any method that rewrites the header. A waiter that
+ *   died thus leaves the queue within one lease.
+ * - Stale holders: an expired ISOLATION or TXN holder may be a transaction
+ *   committer that died half way. Its entry is replaced by its owner in the
+ *   header's stale list; while that list is not empty the object refuses
+ *   writes and lock grants with -EUCLEAN, until a client has fenced the
+ *   owner in the journal, decided its transactions, and cleared it (`prune`
+ *   with CLEAR_STALE). Plain expired locks just vanish.
+ * - Fencing: a write sent "under a lock" (ASSERT_LOCK / ASSERT_TXN) is
+ *   refused with -ENOLCK unless its owner still holds a covering entry, so a
+ *   holder that slept through its lease cannot write with its lost lock.
+ * - A refused request (-EBUSY, -ENOLCK, -EUCLEAN) changes nothing: a failed
+ *   method's writes are dropped by the OSD. Waking waiters is the clients'
+ *   business, by watch/notify (radostdb/locking.py).
  */
 #ifndef RADOSTDB_LOCKS_H
 #define RADOSTDB_LOCKS_H
 
+#include <algorithm>
 #include <cerrno>
 #include <ctime>
 #include <string>
@@ -42,155 +67,272 @@ static uint64_t now_ms()
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static int read_shard_hdr(cls_method_context_t hctx, rtdb_shard_hdr *h)
+/* ---- the stored header ---- */
+static bool decode_entry(WireReader &rd, rtdb_entry *e)
 {
-  *h = rtdb_shard_hdr();
-  ceph::bufferlist bl;
-  int r = cls_cxx_map_read_header(hctx, &bl);
-  if (r == -ENOENT || (r == 0 && bl.length() == 0))
-    return 0;
-  if (r < 0)
-    return r;
-  WireReader rd(bl.c_str(), bl.length());
-  uint8_t version, compat, reserved0, reserved1;
-  if (!rd.u8(&version) || !rd.u8(&compat) || !rd.u8(&reserved0) || !rd.u8(&reserved1) ||
-      !rd.u64(&h->seq) || compat > RTDB_SHARD_HDR_VERSION)
+  return rd.u8(&e->kind) && rd.u8(&e->mode) && rd.u8(&e->state) && rd.u8(&e->flags) &&
+         rd.owner(&e->owner) && rd.u32(&e->lease_ms) && rd.u64(&e->expiry_ms) &&
+         rd.str(&e->key) && e->kind >= RTDB_LOCK_RECORD && e->kind <= RTDB_LOCK_COMMIT &&
+         (e->mode == RTDB_LOCK_EXCL || e->mode == RTDB_LOCK_SHARED) &&
+         (e->state == RTDB_HELD || e->state == RTDB_QUEUED);
+}
+
+/* radostdb 0.1 headers: u8 version (1|2), u8 compat, u16 0, u64 seq, and
+ * for version 2: u64 applied, u64 pending, u32 nlocks, locks (held only) */
+static int decode_legacy_hdr(const std::string &raw, rtdb_shard_hdr *h)
+{
+  WireReader rd(raw.data(), raw.size());
+  uint8_t version, compat, r0, r1;
+  if (!rd.u8(&version) || !rd.u8(&compat) || !rd.u8(&r0) || !rd.u8(&r1) || !rd.u64(&h->seq) ||
+      compat > 2)
     return -EIO;
   if (version < 2)
     return 0;
   uint32_t nlocks;
-  if (!rd.u64(&h->applied) || !rd.u64(&h->pending) || !rd.u32(&nlocks) || nlocks > bl.length())
+  if (!rd.u64(&h->applied) || !rd.u64(&h->pending) || !rd.count(&nlocks, 10))
     return -EIO;
-  h->locks.resize(nlocks);
-  for (auto &l : h->locks) {
-    const char *k;
-    uint32_t klen, nholders;
-    if (!rd.u8(&l.kind) || !rd.u8(&l.mode) || !rd.bytes(&k, &klen) ||
-        !rd.u32(&nholders) || nholders > bl.length())
+  for (uint32_t i = 0; i < nlocks; i++) {
+    uint8_t kind, mode;
+    std::string key;
+    uint32_t nholders;
+    if (!rd.u8(&kind) || !rd.u8(&mode) || !rd.str(&key) || !rd.count(&nholders, 24))
       return -EIO;
-    l.key.assign(k, klen);
-    l.holders.resize(nholders);
-    for (auto &hd : l.holders) {
-      const char *o;
-      if (!rd.fixed(&o, RTDB_OWNER_LEN) || !rd.u64(&hd.expiry_ms))
+    for (uint32_t j = 0; j < nholders; j++) {
+      rtdb_entry e;
+      e.kind = kind;
+      e.mode = mode;
+      e.key = key;
+      if (!rd.owner(&e.owner) || !rd.u64(&e.expiry_ms))
         return -EIO;
-      hd.owner.assign(o, RTDB_OWNER_LEN);
+      e.lease_ms = 30000;
+      h->entries.push_back(e);
     }
   }
   return rd.done() ? 0 : -EIO;
 }
 
-static int write_shard_hdr(cls_method_context_t hctx, const rtdb_shard_hdr &h)
+/* Decode a stored header (raw bytes, as kept in the omap header). */
+static int decode_shard_hdr(const std::string &raw, rtdb_shard_hdr *h)
+{
+  *h = rtdb_shard_hdr();
+  if (raw.empty())
+    return 0;
+  if ((uint8_t)raw[0] < 3)
+    return decode_legacy_hdr(raw, h);
+  WireReader rd(raw.data(), raw.size()), b;
+  if (rd.open(RTDB_SHARD_HDR_VERSION, &b) < 0 || !rd.done())
+    return -EIO;
+  uint32_t n;
+  if (!b.u64(&h->seq) || !b.u64(&h->applied) || !b.u64(&h->pending) || !b.u64(&h->settled) ||
+      !b.u64(&h->aborted) || !b.owner(&h->powner) || !b.u32s(&h->participants) ||
+      !b.owners(&h->stale) || !b.count(&n, 32))
+    return -EIO;
+  h->entries.resize(n);
+  for (auto &e : h->entries)
+    if (!decode_entry(b, &e))
+      return -EIO;
+  return 0;
+}
+
+static std::string encode_shard_hdr(const rtdb_shard_hdr &h)
+{
+  WireWriter b, all;
+  b.u64(h.seq);
+  b.u64(h.applied);
+  b.u64(h.pending);
+  b.u64(h.settled);
+  b.u64(h.aborted);
+  b.owner(h.powner);
+  b.u32s(h.participants);
+  b.owners(h.stale);
+  b.u32((uint32_t)h.entries.size());
+  for (const auto &e : h.entries) {
+    b.u8(e.kind);
+    b.u8(e.mode);
+    b.u8(e.state);
+    b.u8(e.flags);
+    b.owner(e.owner);
+    b.u32(e.lease_ms);
+    b.u64(e.expiry_ms);
+    b.str(e.key);
+  }
+  all.framed(RTDB_SHARD_HDR_VERSION, RTDB_SHARD_HDR_VERSION, b.s);
+  return all.s;
+}
+
+static int read_raw_hdr(cls_method_context_t hctx, std::string *raw)
 {
   ceph::bufferlist bl;
-  put_u8(&bl, RTDB_SHARD_HDR_VERSION);
-  put_u8(&bl, RTDB_SHARD_HDR_VERSION);
-  put_u8(&bl, 0);
-  put_u8(&bl, 0);
-  put_u64(&bl, h.seq);
-  put_u64(&bl, h.applied);
-  put_u64(&bl, h.pending);
-  put_u32(&bl, (uint32_t)h.locks.size());
-  for (const auto &l : h.locks) {
-    put_u8(&bl, l.kind);
-    put_u8(&bl, l.mode);
-    put_bytes(&bl, l.key.data(), (uint32_t)l.key.size());
-    put_u32(&bl, (uint32_t)l.holders.size());
-    for (const auto &hd : l.holders) {
-      bl.append(hd.owner.data(), RTDB_OWNER_LEN);
-      put_u64(&bl, hd.expiry_ms);
-    }
+  int r = cls_cxx_map_read_header(hctx, &bl);
+  if (r == -ENOENT) {
+    raw->clear();
+    return 0;
   }
+  if (r < 0)
+    return r;
+  raw->assign(bl.c_str(), bl.length());
+  return 0;
+}
+
+static int read_shard_hdr(cls_method_context_t hctx, rtdb_shard_hdr *h)
+{
+  std::string raw;
+  int r = read_raw_hdr(hctx, &raw);
+  if (r < 0)
+    return r;
+  r = decode_shard_hdr(raw, h);
+  if (r < 0)
+    cls_log(10, "radostdb: the object's header does not decode (%zu bytes)", raw.size());
+  return r;
+}
+
+static int write_shard_hdr(cls_method_context_t hctx, const rtdb_shard_hdr &h)
+{
+  std::string raw = encode_shard_hdr(h);
+  ceph::bufferlist bl;
+  bl.append(raw.data(), raw.size());
   return cls_cxx_map_write_header(hctx, &bl);
 }
 
-/* Drop expired holders and entries left without holders; count holders dropped. */
-static int prune_locks(rtdb_shard_hdr *h, uint64_t now)
+/* ---- conflicts ---- */
+
+/* A request or entry as the conflict rules see it. kind 0 = a plain write
+ * (RECORD EXCL on key). */
+struct LockView {
+  uint8_t kind, mode;
+  const std::string *key;
+};
+
+static LockView view_of(const rtdb_entry &e) { return LockView{e.kind, e.mode, &e.key}; }
+
+/* Do two locks of different owners conflict? (symmetric) */
+static bool conflict(LockView a, LockView b)
 {
-  int dropped = 0;
-  for (auto it = h->locks.begin(); it != h->locks.end();) {
-    auto &hs = it->holders;
-    for (auto jt = hs.begin(); jt != hs.end();) {
-      if (jt->expiry_ms <= now) {
-        jt = hs.erase(jt);
-        dropped++;
-      } else {
-        ++jt;
+  if (a.kind == RTDB_LOCK_TXN || b.kind == RTDB_LOCK_TXN)
+    return a.kind == RTDB_LOCK_TXN && b.kind == RTDB_LOCK_TXN;
+  if (a.kind > b.kind)
+    std::swap(a, b); /* now a.kind <= b.kind */
+  bool a_excl = a.mode == RTDB_LOCK_EXCL, b_excl = b.mode == RTDB_LOCK_EXCL;
+  switch (a.kind) {
+    case RTDB_LOCK_RECORD:
+      switch (b.kind) {
+        case RTDB_LOCK_RECORD: return *a.key == *b.key && (a_excl || b_excl);
+        case RTDB_LOCK_SHARD: return a_excl || b_excl;
+        case RTDB_LOCK_ISOLATION: return a_excl;
+        default /* COMMIT */: return true;
       }
-    }
-    it = hs.empty() ? h->locks.erase(it) : it + 1;
-  }
-  return dropped;
-}
-
-static bool held_by_other(const rtdb_lock &l, const std::string &owner)
-{
-  for (const auto &hd : l.holders)
-    if (hd.owner != owner)
+    case RTDB_LOCK_SHARD:
+      switch (b.kind) {
+        case RTDB_LOCK_SHARD: return a_excl || b_excl;
+        case RTDB_LOCK_ISOLATION: return a_excl;
+        default /* COMMIT */: return true;
+      }
+    case RTDB_LOCK_ISOLATION:
+      return false; /* vs ISOLATION or COMMIT */
+    default: /* COMMIT vs COMMIT */
       return true;
-  return false;
+  }
 }
 
-/*
- * Would a request by `owner` conflict? kind/mode describe a lock request;
- * kind 0 means a plain write of `key`.
- */
-static bool conflicts(const rtdb_shard_hdr *h, const std::string &owner, uint8_t kind, uint8_t mode,
-                      const std::string &key)
+/* Is `req` by `owner` blocked by a holder (or, with `waiters`, a queued
+ * entry before index `upto`) of another owner? */
+static bool blocked(const rtdb_shard_hdr &h, const std::string &owner, LockView req,
+                    bool waiters, size_t upto)
 {
-  for (const auto &l : h->locks) {
-    if (!held_by_other(l, owner))
+  for (size_t i = 0; i < h.entries.size(); i++) {
+    const auto &e = h.entries[i];
+    if (e.owner == owner)
       continue;
-    bool c;
-    bool same_key = l.kind == RTDB_LOCK_RECORD && l.key == key;
-    if (kind == 0) { /* write */
-      c = l.kind == RTDB_LOCK_SHARD || same_key;
-    } else if (kind == RTDB_LOCK_RECORD && mode == RTDB_LOCK_EXCL) {
-      c = l.kind == RTDB_LOCK_SHARD || same_key;
-    } else if (kind == RTDB_LOCK_RECORD) {
-      c = l.mode == RTDB_LOCK_EXCL && (l.kind == RTDB_LOCK_SHARD || same_key);
-    } else if (mode == RTDB_LOCK_EXCL) {
-      c = true;
-    } else {
-      c = l.mode == RTDB_LOCK_EXCL;
-    }
-    if (c)
+    if (e.state == RTDB_QUEUED && (!waiters || i >= upto))
+      continue;
+    if (conflict(req, view_of(e)))
       return true;
   }
   return false;
 }
 
-/* Does `owner` hold a lock covering `key` (its record lock or a shard lock)? */
+/* Walk the queue in order; grant every waiter that conflicts with no holder
+ * and no earlier waiter. Returns how many were granted. */
+static int grant_queue(rtdb_shard_hdr *h, uint64_t now)
+{
+  if (!h->stale.empty())
+    return 0; /* nothing is granted until the stale owners are dealt with */
+  int granted = 0;
+  for (size_t i = 0; i < h->entries.size(); i++) {
+    auto &e = h->entries[i];
+    if (e.state != RTDB_QUEUED)
+      continue;
+    if (blocked(*h, e.owner, view_of(e), true, i))
+      continue;
+    e.state = RTDB_HELD;
+    e.expiry_ms = now + e.lease_ms;
+    granted++;
+  }
+  return granted;
+}
+
+/* Drop expired entries (an expired ISOLATION/TXN holder leaves its owner in
+ * the stale list), then grant. Returns true if anything changed. */
+static bool prune_and_grant(rtdb_shard_hdr *h, uint64_t now)
+{
+  bool changed = false;
+  for (auto it = h->entries.begin(); it != h->entries.end();) {
+    if (it->expiry_ms > now) {
+      ++it;
+      continue;
+    }
+    if (it->state == RTDB_HELD &&
+        (it->kind == RTDB_LOCK_ISOLATION || it->kind == RTDB_LOCK_TXN) &&
+        std::find(h->stale.begin(), h->stale.end(), it->owner) == h->stale.end())
+      h->stale.push_back(it->owner);
+    it = h->entries.erase(it);
+    changed = true;
+  }
+  return grant_queue(h, now) > 0 || changed;
+}
+
+static rtdb_entry *find_entry(rtdb_shard_hdr *h, const std::string &owner, uint8_t kind,
+                              uint8_t mode, const std::string &key)
+{
+  for (auto &e : h->entries)
+    if (e.owner == owner && e.kind == kind && e.mode == mode && e.key == key)
+      return &e;
+  return nullptr;
+}
+
+static bool holds(const rtdb_shard_hdr &h, const std::string &owner, uint8_t kind)
+{
+  for (const auto &e : h.entries)
+    if (e.owner == owner && e.kind == kind && e.state == RTDB_HELD)
+      return true;
+  return false;
+}
+
+/* Does `owner` hold a lock covering a write of `key` (its record lock, or a
+ * shard lock)? */
 static bool covers(const rtdb_shard_hdr &h, const std::string &owner, const std::string &key)
 {
-  for (const auto &l : h.locks) {
-    if (l.kind == RTDB_LOCK_RECORD && l.key != key)
+  for (const auto &e : h.entries) {
+    if (e.owner != owner || e.state != RTDB_HELD)
       continue;
-    for (const auto &hd : l.holders)
-      if (hd.owner == owner)
-        return true;
+    if (e.kind == RTDB_LOCK_SHARD || (e.kind == RTDB_LOCK_RECORD && e.key == key))
+      return true;
   }
   return false;
 }
 
-/* Does `owner` hold a shard lock (exclusive or shared)? */
-static bool covers_shard(const rtdb_shard_hdr &h, const std::string &owner)
+/* Release `owner`'s held entries that covered a queued write (RELEASE flag):
+ * its exclusive record locks on the keys written, and its SHARD EXCL. */
+static void release_covering(rtdb_shard_hdr *h, const std::string &owner,
+                             const std::vector<std::string> &keys)
 {
-  for (const auto &l : h.locks)
-    if (l.kind == RTDB_LOCK_SHARD)
-      for (const auto &hd : l.holders)
-        if (hd.owner == owner)
-          return true;
-  return false;
-}
-
-static rtdb_lock *find_lock(rtdb_shard_hdr *h, uint8_t kind, uint8_t mode,
-                            const std::string &key)
-{
-  for (auto &l : h->locks)
-    if (l.kind == kind && l.mode == mode && l.key == key)
-      return &l;
-  return nullptr;
+  for (auto it = h->entries.begin(); it != h->entries.end();) {
+    bool drop = it->owner == owner && it->state == RTDB_HELD && it->mode == RTDB_LOCK_EXCL &&
+                (it->kind == RTDB_LOCK_SHARD || it->kind == RTDB_LOCK_COMMIT ||
+                 (it->kind == RTDB_LOCK_RECORD &&
+                  std::find(keys.begin(), keys.end(), it->key) != keys.end()));
+    it = drop ? h->entries.erase(it) : it + 1;
+  }
 }
 
 #endif

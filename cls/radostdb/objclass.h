@@ -55,6 +55,9 @@ int cls_cxx_map_remove_range(cls_method_context_t hctx, const std::string &key_b
                              const std::string &key_end);
 int cls_cxx_map_read_header(cls_method_context_t hctx, ceph::bufferlist *outbl);
 int cls_cxx_map_write_header(cls_method_context_t hctx, ceph::bufferlist *inbl);
+int cls_cxx_read(cls_method_context_t hctx, int ofs, int len, ceph::bufferlist *bl);
+int cls_cxx_write_full(cls_method_context_t hctx, ceph::bufferlist *bl);
+int cls_cxx_truncate(cls_method_context_t hctx, int ofs);
 uint64_t cls_current_version(cls_method_context_t hctx);
 
 #endif

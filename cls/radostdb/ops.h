@@ -1,50 +1,47 @@
 /*
- * radostdb class wire format: constants and the little-endian reader/writer
- * every method uses. The layout of each request and reply is documented with
- * the method in server.cc; radostdb/clsops.py is the Python side.
+ * radostdb class wire format: framing, the little-endian reader/writer, and
+ * one typed struct per request and reply with its single parse (decode) or
+ * encode function. radostdb/clsops.py is the Python side; both are pinned by
+ * the golden byte vectors in tests/vectors/wire.json.
  *
- * Conventions (all methods):
+ * Conventions:
  *   - integers are little-endian; "bytes" is a u32 length then the bytes;
- *   - every request starts with u8 version: a request whose version is newer
- *     than RADOSTDB_WIRE_VERSION is refused with -EOPNOTSUPP, a malformed one
- *     (short, trailing bytes, bad enum) with -EINVAL;
+ *     "owner" is 16 raw bytes (a handle id); "u32s"/"u64s"/"owners" are a
+ *     u32 count then that many items;
+ *   - every request and reply is a framed struct: u8 version, u8 compat (the
+ *     oldest struct version a reader must understand to use it), u32 length,
+ *     then `length` bytes of body. A reader refuses a struct whose compat is
+ *     newer than what it knows (-EOPNOTSUPP), reads the fields it knows from
+ *     the body and ignores the rest, so a later version can append fields
+ *     without breaking older OSDs or clients;
+ *   - a request is exactly one framed struct: bytes after it, a short body
+ *     or a bad enum are -EINVAL;
  *   - keys travel raw (any bytes); the OSD encodes them into omap keys with
  *     the shared codec (radostdb/_native/codec.h).
+ * Struct layouts are documented beside each struct below; what each method
+ * does with them is documented at the top of server.cc.
  */
 #ifndef RADOSTDB_OPS_H
 #define RADOSTDB_OPS_H
 
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include <rados/buffer.h>
 
-#define RADOSTDB_WIRE_VERSION 1
+#include "types.h"
 
-/* store flags, the values of TDB's TDB_REPLACE / TDB_INSERT / TDB_MODIFY */
-enum rtdb_store_flag : uint8_t {
-  RTDB_REPLACE = 1,
-  RTDB_INSERT = 2,
-  RTDB_MODIFY = 3,
-};
+/* answered by the `version` method; raised when a struct or method changes
+ * incompatibly (a new struct version alone does not need it) */
+#define RADOSTDB_WIRE_VERSION 2
 
-/* operations of an `apply` batch */
-enum rtdb_apply_op : uint8_t {
-  RTDB_OP_PUT = 1,        /* set the record, replacing any */
-  RTDB_OP_INSERT = 2,     /* set the record; -EEXIST if present */
-  RTDB_OP_MODIFY = 3,     /* set the record; -ENOENT if absent */
-  RTDB_OP_APPEND = 4,     /* append data to the record (create if absent) */
-  RTDB_OP_DELETE = 5,     /* remove the record; -ENOENT if absent */
-  RTDB_OP_DISCARD = 6,    /* remove the record if present */
-};
-
-/* flags of a write request (store, append, delete, apply) */
-#define RTDB_WRITE_ASSERT_LOCK 0x1 /* the writer holds a lock covering every key */
-
-/* Bounds-checked reader over a request buffer. */
+/* Bounds-checked reader over a byte range. */
 class WireReader {
  public:
+  WireReader() : p_(nullptr), end_(nullptr) {}
   WireReader(const char *p, size_t n) : p_(p), end_(p + n) {}
   bool u8(uint8_t *v) { return raw(v, 1); }
   bool u32(uint32_t *v) {
@@ -59,25 +56,73 @@ class WireReader {
     *v = (uint64_t)hi << 32 | lo;
     return true;
   }
-  /* a u32-length-prefixed byte string, returned as pointer + length */
+  /* a u32-length-prefixed byte string, as pointer + length */
   bool bytes(const char **ptr, uint32_t *len) {
-    if (!u32(len) || (size_t)(end_ - p_) < *len) return false;
+    if (!u32(len) || left() < *len) return false;
     *ptr = p_;
     p_ += *len;
     return true;
   }
-  /* n raw bytes, returned as a pointer */
-  bool fixed(const char **ptr, size_t n) {
-    if ((size_t)(end_ - p_) < n) return false;
-    *ptr = p_;
-    p_ += n;
+  bool str(std::string *s) {
+    const char *p;
+    uint32_t n;
+    if (!bytes(&p, &n)) return false;
+    s->assign(p, n);
     return true;
   }
+  bool owner(std::string *s) {
+    if (left() < RTDB_OWNER_LEN) return false;
+    s->assign(p_, RTDB_OWNER_LEN);
+    p_ += RTDB_OWNER_LEN;
+    return true;
+  }
+  /* a count for items of at least `min_item` bytes each: refuses counts
+   * the remaining bytes cannot hold (no huge allocation from a bad count) */
+  bool count(uint32_t *n, size_t min_item) {
+    return u32(n) && (size_t)*n * min_item <= left();
+  }
+  bool u32s(std::vector<uint32_t> *v) {
+    uint32_t n;
+    if (!count(&n, 4)) return false;
+    v->resize(n);
+    for (auto &x : *v)
+      if (!u32(&x)) return false;
+    return true;
+  }
+  bool u64s(std::vector<uint64_t> *v) {
+    uint32_t n;
+    if (!count(&n, 8)) return false;
+    v->resize(n);
+    for (auto &x : *v)
+      if (!u64(&x)) return false;
+    return true;
+  }
+  bool owners(std::vector<std::string> *v) {
+    uint32_t n;
+    if (!count(&n, RTDB_OWNER_LEN)) return false;
+    v->resize(n);
+    for (auto &x : *v)
+      if (!owner(&x)) return false;
+    return true;
+  }
+  /* open a framed struct: `body` reads its body; 0, -EINVAL (short),
+   * -EOPNOTSUPP (compat newer than `known`) */
+  int open(uint8_t known, WireReader *body, uint8_t *version = nullptr) {
+    uint8_t v, compat;
+    uint32_t len;
+    if (!u8(&v) || !u8(&compat) || !u32(&len) || left() < len) return -EINVAL;
+    if (compat > known) return -EOPNOTSUPP;
+    *body = WireReader(p_, len);
+    p_ += len;
+    if (version) *version = v;
+    return 0;
+  }
+  size_t left() const { return (size_t)(end_ - p_); }
   bool done() const { return p_ == end_; }
 
  private:
   bool raw(void *dst, size_t n) {
-    if ((size_t)(end_ - p_) < n) return false;
+    if (left() < n) return false;
     memcpy(dst, p_, n);
     p_ += n;
     return true;
@@ -86,18 +131,370 @@ class WireReader {
   const char *end_;
 };
 
-inline void put_u8(ceph::bufferlist *bl, uint8_t v) { bl->append((const char *)&v, 1); }
-inline void put_u32(ceph::bufferlist *bl, uint32_t v) {
-  char b[4] = {(char)v, (char)(v >> 8), (char)(v >> 16), (char)(v >> 24)};
-  bl->append(b, 4);
+/* Little-endian writer into a std::string. */
+class WireWriter {
+ public:
+  void u8(uint8_t v) { s.push_back((char)v); }
+  void u32(uint32_t v) {
+    char b[4] = {(char)v, (char)(v >> 8), (char)(v >> 16), (char)(v >> 24)};
+    s.append(b, 4);
+  }
+  void u64(uint64_t v) {
+    u32((uint32_t)v);
+    u32((uint32_t)(v >> 32));
+  }
+  void bytes(const char *p, size_t n) {
+    u32((uint32_t)n);
+    s.append(p, n);
+  }
+  void str(const std::string &v) { bytes(v.data(), v.size()); }
+  void owner(const std::string &o) { s.append(o.data(), RTDB_OWNER_LEN); }
+  void u32s(const std::vector<uint32_t> &v) {
+    u32((uint32_t)v.size());
+    for (auto x : v) u32(x);
+  }
+  void u64s(const std::vector<uint64_t> &v) {
+    u32((uint32_t)v.size());
+    for (auto x : v) u64(x);
+  }
+  void owners(const std::vector<std::string> &v) {
+    u32((uint32_t)v.size());
+    for (const auto &x : v) owner(x);
+  }
+  /* append a framed struct whose body is `body` */
+  void framed(uint8_t version, uint8_t compat, const std::string &body) {
+    u8(version);
+    u8(compat);
+    u32((uint32_t)body.size());
+    s.append(body);
+  }
+  std::string s;
+};
+
+/* Parse a request: exactly one framed struct of type T (T::VERSION known). */
+template <class T>
+int parse_request(ceph::bufferlist *in, T *req)
+{
+  WireReader rd(in->c_str(), in->length()), body;
+  int r = rd.open(T::VERSION, &body);
+  if (r < 0) return r;
+  if (!rd.done() || !req->decode(body)) return -EINVAL;
+  return 0;
 }
-inline void put_u64(ceph::bufferlist *bl, uint64_t v) {
-  put_u32(bl, (uint32_t)v);
-  put_u32(bl, (uint32_t)(v >> 32));
+
+/* Append a reply struct of type T to `out`. */
+template <class T>
+void put_reply(ceph::bufferlist *out, const T &reply)
+{
+  WireWriter body, all;
+  reply.encode(body);
+  all.framed(T::VERSION, T::COMPAT, body.s);
+  out->append(all.s.data(), all.s.size());
 }
-inline void put_bytes(ceph::bufferlist *bl, const char *p, uint32_t n) {
-  put_u32(bl, n);
-  bl->append(p, n);
-}
+
+/* ---- requests ---- */
+
+/* apply v1: owner, u8 wflags, u64 txid, u64 settle, u32s participants,
+ *           u32 count, count x { u8 op, bytes key, bytes data } */
+struct ApplyEntry {
+  uint8_t op = 0;
+  const char *key = nullptr;
+  uint32_t klen = 0;
+  const char *data = "";
+  uint32_t dlen = 0;
+};
+struct ApplyReq {
+  static const uint8_t VERSION = 1;
+  std::string owner;
+  uint8_t wflags = 0;
+  uint64_t txid = 0, settle = 0;
+  std::vector<uint32_t> participants;
+  std::vector<ApplyEntry> entries;
+  bool decode(WireReader &rd) {
+    uint32_t n;
+    if (!rd.owner(&owner) || !rd.u8(&wflags) || !rd.u64(&txid) || !rd.u64(&settle) ||
+        !rd.u32s(&participants) || !rd.count(&n, 9))
+      return false;
+    entries.resize(n);
+    for (auto &e : entries) {
+      if (!rd.u8(&e.op) || e.op < RTDB_OP_PUT || e.op > RTDB_OP_DISCARD ||
+          !rd.bytes(&e.key, &e.klen) || !rd.bytes(&e.data, &e.dlen))
+        return false;
+    }
+    return wflags < 8;
+  }
+};
+
+/* clear v1: owner, u8 wflags, u64 settle */
+struct ClearReq {
+  static const uint8_t VERSION = 1;
+  std::string owner;
+  uint8_t wflags = 0;
+  uint64_t settle = 0;
+  bool decode(WireReader &rd) {
+    return rd.owner(&owner) && rd.u8(&wflags) && rd.u64(&settle) && wflags < 8;
+  }
+};
+
+/* settle, rollback, fence v1: u64 txid (non-zero) */
+struct TxidReq {
+  static const uint8_t VERSION = 1;
+  uint64_t txid = 0;
+  bool decode(WireReader &rd) { return rd.u64(&txid) && txid != 0; }
+};
+
+/* version, seq, bump, state, watchers v1: no fields */
+struct EmptyReq {
+  static const uint8_t VERSION = 1;
+  bool decode(WireReader &) { return true; }
+};
+
+/* get v1: u32 maxlen (reply buffer the client has), u64 accept (a pending
+ * transaction the caller knows to be committed), bytes key */
+struct GetReq {
+  static const uint8_t VERSION = 1;
+  uint32_t maxlen = 0;
+  uint64_t accept = 0;
+  std::string key;
+  bool decode(WireReader &rd) { return rd.u32(&maxlen) && rd.u64(&accept) && rd.str(&key); }
+};
+
+/* list v1: u32 max records (> 0), u32 max bytes, u64 accept,
+ *          bytes start_after (an encoded key; empty: from the start) */
+struct ListReq {
+  static const uint8_t VERSION = 1;
+  uint32_t max = 0, maxbytes = 0;
+  uint64_t accept = 0;
+  std::string start;
+  bool decode(WireReader &rd) {
+    return rd.u32(&max) && rd.u32(&maxbytes) && rd.u64(&accept) && rd.str(&start) && max > 0;
+  }
+};
+
+/* lock v1: owner, u32 lease_ms (> 0), u8 kind, u8 mode, u8 flags, bytes key
+ * (empty unless kind is RECORD) */
+struct LockReq {
+  static const uint8_t VERSION = 1;
+  std::string owner;
+  uint32_t lease_ms = 0;
+  uint8_t kind = 0, mode = 0, flags = 0;
+  std::string key;
+  bool decode(WireReader &rd) {
+    if (!rd.owner(&owner) || !rd.u32(&lease_ms) || !rd.u8(&kind) || !rd.u8(&mode) ||
+        !rd.u8(&flags) || !rd.str(&key))
+      return false;
+    return lease_ms > 0 && kind >= RTDB_LOCK_RECORD && kind <= RTDB_LOCK_COMMIT &&
+           (mode == RTDB_LOCK_EXCL || mode == RTDB_LOCK_SHARED) && flags < 2 &&
+           (kind == RTDB_LOCK_RECORD || key.empty());
+  }
+};
+
+/* unlock v1: owner, u8 kind, u8 mode, bytes key */
+struct UnlockReq {
+  static const uint8_t VERSION = 1;
+  std::string owner;
+  uint8_t kind = 0, mode = 0;
+  std::string key;
+  bool decode(WireReader &rd) {
+    return rd.owner(&owner) && rd.u8(&kind) && rd.u8(&mode) && rd.str(&key);
+  }
+};
+
+/* release v1: owner, u64 settle, u8 flags, u8 kind (0: every kind) */
+struct ReleaseReq {
+  static const uint8_t VERSION = 1;
+  std::string owner;
+  uint64_t settle = 0;
+  uint8_t flags = 0, kind = 0;
+  bool decode(WireReader &rd) {
+    return rd.owner(&owner) && rd.u64(&settle) && rd.u8(&flags) && rd.u8(&kind) && flags < 2 &&
+           kind <= RTDB_LOCK_COMMIT;
+  }
+};
+
+/* renew v1: owner */
+struct RenewReq {
+  static const uint8_t VERSION = 1;
+  std::string owner;
+  bool decode(WireReader &rd) { return rd.owner(&owner); }
+};
+
+/* prune v1: u8 flags, owners (stale owners to clear with CLEAR_STALE) */
+struct PruneReq {
+  static const uint8_t VERSION = 1;
+  uint8_t flags = 0;
+  std::vector<std::string> owners;
+  bool decode(WireReader &rd) { return rd.u8(&flags) && rd.owners(&owners) && flags < 2; }
+};
+
+/* stage v1 (journal): u64 txid, owner, u32s participants, u64s complete,
+ *                     u64s forget */
+struct StageReq {
+  static const uint8_t VERSION = 1;
+  uint64_t txid = 0;
+  std::string owner;
+  std::vector<uint32_t> participants;
+  std::vector<uint64_t> complete, forget;
+  bool decode(WireReader &rd) {
+    return rd.u64(&txid) && rd.owner(&owner) && rd.u32s(&participants) && rd.u64s(&complete) &&
+           rd.u64s(&forget) && txid != 0;
+  }
+};
+
+/* txn_abort v1 (journal): u64 txid, owner, u32s participants */
+struct TxnAbortReq {
+  static const uint8_t VERSION = 1;
+  uint64_t txid = 0;
+  std::string owner;
+  std::vector<uint32_t> participants;
+  bool decode(WireReader &rd) {
+    return rd.u64(&txid) && rd.owner(&owner) && rd.u32s(&participants) && txid != 0;
+  }
+};
+
+/* txn_mark v1 (journal): u64s complete, u64s forget */
+struct TxnMarkReq {
+  static const uint8_t VERSION = 1;
+  std::vector<uint64_t> complete, forget;
+  bool decode(WireReader &rd) { return rd.u64s(&complete) && rd.u64s(&forget); }
+};
+
+/* fence_owners v1 (journal): owners; unfence v1: the same */
+struct OwnersReq {
+  static const uint8_t VERSION = 1;
+  std::vector<std::string> owners;
+  bool decode(WireReader &rd) { return rd.owners(&owners); }
+};
+
+/* journal v1 (journal, read): u64 txid (0: every record) */
+struct JournalReq {
+  static const uint8_t VERSION = 1;
+  uint64_t txid = 0;
+  bool decode(WireReader &rd) { return rd.u64(&txid); }
+};
+
+/* ---- stored structs and replies ---- */
+
+/* pending info v1: u64 txid, owner, u32s participants */
+struct PendingInfo {
+  uint64_t txid = 0;
+  std::string owner;
+  std::vector<uint32_t> participants;
+  void encode(WireWriter &w) const {
+    w.u64(txid);
+    w.owner(owner);
+    w.u32s(participants);
+  }
+};
+
+/* get reply v1: u8 status; FOUND: bytes record; TOO_BIG: u32 bytes needed
+ * for the whole reply; PENDING: pending info; MISSING: nothing */
+struct GetReply {
+  static const uint8_t VERSION = 1, COMPAT = 1;
+  uint8_t status = RTDB_MISSING;
+  ceph::bufferlist record;
+  uint32_t needed = 0;
+  PendingInfo pending;
+  void encode(WireWriter &w) const {
+    w.u8(status);
+    if (status == RTDB_FOUND)
+      w.bytes(const_cast<ceph::bufferlist &>(record).c_str(), record.length());
+    else if (status == RTDB_TOO_BIG)
+      w.u32(needed);
+    else if (status == RTDB_PENDING)
+      pending.encode(w);
+  }
+};
+
+/* list reply v1: u8 status (FOUND or PENDING); FOUND: u8 more, bytes page
+ * (codec page format: raw keys, records); PENDING: pending info */
+struct ListReply {
+  static const uint8_t VERSION = 1, COMPAT = 1;
+  uint8_t status = RTDB_FOUND;
+  uint8_t more = 0;
+  std::string page;
+  PendingInfo pending;
+  void encode(WireWriter &w) const {
+    w.u8(status);
+    if (status == RTDB_FOUND) {
+      w.u8(more);
+      w.str(page);
+    } else {
+      pending.encode(w);
+    }
+  }
+};
+
+/* seq reply v1: u64 seq */
+struct SeqReply {
+  static const uint8_t VERSION = 1, COMPAT = 1;
+  uint64_t seq = 0;
+  void encode(WireWriter &w) const { w.u64(seq); }
+};
+
+/* state reply v1: u64 OSD time (ms since the epoch), u64 object version,
+ * bytes header (the stored omap header, types.h; empty if none) */
+struct StateReply {
+  static const uint8_t VERSION = 1, COMPAT = 1;
+  uint64_t now_ms = 0, version = 0;
+  std::string header;
+  void encode(WireWriter &w) const {
+    w.u64(now_ms);
+    w.u64(version);
+    w.str(header);
+  }
+};
+
+/* watchers reply v1: u32 count, count x { u64 client id, u64 cookie } */
+struct WatchersReply {
+  static const uint8_t VERSION = 1, COMPAT = 1;
+  std::vector<std::pair<uint64_t, uint64_t>> watchers;
+  void encode(WireWriter &w) const {
+    w.u32((uint32_t)watchers.size());
+    for (const auto &x : watchers) {
+      w.u64(x.first);
+      w.u64(x.second);
+    }
+  }
+};
+
+/* journal record v1 (stored as the omap value of "t.<txid, 16 hex>"):
+ *   u64 txid, u8 state, owner, u64 time_ms, u32s participants */
+struct TxnRecord {
+  static const uint8_t VERSION = 1, COMPAT = 1;
+  uint64_t txid = 0;
+  uint8_t state = RTDB_TXN_STAGED;
+  std::string owner = std::string(RTDB_OWNER_LEN, '\0');
+  uint64_t time_ms = 0;
+  std::vector<uint32_t> participants;
+  void encode(WireWriter &w) const {
+    w.u64(txid);
+    w.u8(state);
+    w.owner(owner);
+    w.u64(time_ms);
+    w.u32s(participants);
+  }
+  bool decode(WireReader &rd) {
+    return rd.u64(&txid) && rd.u8(&state) && rd.owner(&owner) && rd.u64(&time_ms) &&
+           rd.u32s(&participants) && state >= RTDB_TXN_STAGED && state <= RTDB_TXN_ABORTED;
+  }
+};
+
+/* journal reply v1: u32 n, n x bytes (a framed TxnRecord each),
+ *                   owners fenced */
+struct JournalReply {
+  static const uint8_t VERSION = 1, COMPAT = 1;
+  std::vector<std::string> records; /* framed TxnRecord each */
+  std::vector<std::string> fenced;
+  void encode(WireWriter &w) const {
+    w.u32((uint32_t)records.size());
+    for (const auto &r : records) w.str(r);
+    w.owners(fenced);
+  }
+};
+
+/* undo log v1 (the data of a shard object while a transaction is pending):
+ *   u64 txid, u64 previous applied, u32 n, n x { bytes omap key, u8 present,
+ *   bytes old record } */
 
 #endif

@@ -2,138 +2,124 @@
  * radostdb object class: the OSD side of radostdb.
  *
  * class design:
- * - A database is a header object plus shard objects whose omap holds the
- *   records (omap key = the raw key encoded by the shared codec, omap value =
- *   a codec record: header with record sequence number and crc32c, then the
- *   data). Every change of a shard goes through a method below, so the
- *   decision (INSERT on an existing key, MODIFY/DELETE of a missing one), the
- *   record header, and the shard sequence number in the omap header are all
- *   applied in ONE atomic OSD operation, in one round trip.
+ * - A database is a header object, shard objects whose omap holds the
+ *   records, and a journal object for multi-shard commits. Every change of
+ *   a shard goes through a method below, so the decision (INSERT on an
+ *   existing key, MODIFY/DELETE of a missing one), the lock check, the record
+ *   header and the shard sequence number are applied in ONE atomic OSD
+ *   operation, in one round trip.
  * - Reads inside one method do not see that method's own pending writes (an
  *   OSD property), so `apply` keeps an overlay of the records it changed and
  *   writes them all at the end.
  * - A method that fails returns a negative errno and changes nothing: the OSD
- *   drops the whole compound operation.
- * - The record format and the key encoding are shared with the client
- *   through codec.c, compiled into this class unchanged.
+ *   drops the whole compound operation. Write methods can return neither
+ *   data nor positive values to python-rados clients, so an outcome a client
+ *   must learn (granted or queued) is read back with `state`, sent right
+ *   behind the write on the same object (the OSD orders it after the write).
+ * - Every refusal is logged with cls_log at level 20 (debug) naming the
+ *   method and the reason.
+ * - Locks, their queue and their conflicts: locks.h. The header layout:
+ *   types.h. The wire structs: ops.h.
  *
- * Wire formats (conventions in ops.h: little-endian, "bytes" = u32 length +
- * bytes, every request starts with u8 version). Errors common to every
- * method: -EINVAL malformed request, -EOPNOTSUPP request version too new,
- * -EIO stored data that does not decode (a corrupt record or shard header).
- * Locks and their conflicts: locks.h; the shard header: types.h.
+ * transaction design (the OSD's part; the protocol is in radostdb/commit.py):
+ * - A multi-shard transaction X commits in ONE parallel round: `stage(X)` on
+ *   the journal object and `apply(X)` on every touched shard. Each apply
+ *   keeps an undo log (the old records of the keys it wrote, in the object's
+ *   data) and marks the shard pending = X with X's committer and
+ *   participants. X is committed when the journal holds X (STAGED or
+ *   COMPLETE) and every participant has X (pending, applied or settled X);
+ *   it is aborted when the journal says ABORTED. Exactly one of stage and
+ *   txn_abort can create X's record, so the two outcomes exclude each other.
+ * - While a shard is pending X, reads return the pending info instead of
+ *   data (unless the caller says it knows X is committed: `accept`), so a
+ *   reader never sees half a commit; the client decides X's outcome and
+ *   settles or rolls the shard back. `settle` drops the undo log; `rollback`
+ *   restores it, or, on a shard X never reached, fences X there (a late
+ *   apply of X is refused with -ECANCELED), so a decision "aborted" cannot
+ *   be overtaken by an apply still in flight.
+ * - The committer settles lazily: its next write to the shard carries
+ *   `settle = X`, and its release of the shard settles it too.
  *
- * "whead" below, the head of every write request after the version:
- *   u8[16] owner   the writing handle's id
- *   u8 wflags      bit 0 (RTDB_WRITE_ASSERT_LOCK): the writer holds a lock
- *                  covering every key written; refused with -ENOLCK if the
- *                  OSD finds no such lock of this owner (fencing).
- * A write refused because another owner holds a conflicting lock returns
- * -EBUSY having changed nothing: the client waits for a notify on the shard
- * object (or a timeout) and retries. (Write methods can return neither data
- * nor positive values to python-rados clients: only 0 or a negative errno.)
+ * Errors: -EINVAL malformed request; -EOPNOTSUPP a struct newer than this
+ * class knows; -EIO stored data that does not decode (a corrupt record,
+ * header or undo log); -EBUSY a conflicting lock (nothing changed);
+ * -EUCLEAN the object needs a client's decision first (a pending transaction
+ * or stale owners); -ENOLCK a lock the request relies on is not held;
+ * -ECANCELED a fenced transaction or owner; -EEXIST/-ENOENT record or journal
+ * state as described per method.
  *
- * version (read)
- *   request: ignored.   reply: the wire version as ASCII digits ("1").
- *   The OSD answers -ENOENT before the class runs if the object is missing.
+ * Methods (requests and replies: ops.h; "owner" is the calling handle):
  *
- * store (write)
- *   request: u8 version, whead, u8 flag (1 REPLACE, 2 INSERT, 3 MODIFY),
- *            bytes key, bytes data
- *   effect:  sets the record with rseq = new shard seq.
- *   result:  0, -EBUSY; -EEXIST INSERT of an existing key; -ENOENT MODIFY
- *            of a missing key; -ENOLCK failed lock assertion.
- *
- * append (write)
- *   request: u8 version, whead, bytes key, bytes data
- *   effect:  record data becomes old data + data (created if missing); the
- *            old record is verified (crc) and its crc extended over the data.
- *   result:  0, -EBUSY; -EIO the existing record does not decode or verify.
- *
- * delete (write)
- *   request: u8 version, whead, bytes key
- *   result:  0, -EBUSY; -ENOENT missing key.
- *
- * apply (write): a batch applied atomically to one shard
- *   request: u8 version, whead, u64 txid, u32 count, count x { u8 op,
- *            bytes key, bytes data }; op: 1 PUT, 2 INSERT, 3 MODIFY, 4 APPEND,
- *            5 DELETE, 6 DISCARD (ops.h); data is empty for DELETE and
- *            DISCARD. Entries apply in order; a later entry sees the earlier.
- *   effect:  the shard seq grows by one for the whole batch; every record
- *            written gets that seq as its rseq. With txid != 0 (a part of a
- *            multi-shard transaction, radostdb/txn.py): a no-op if this txid
- *            was applied here already; else applied, and the shard records
- *            applied = pending = txid until `settle`.
- *   result:  those of the single-record methods; the first failing entry
- *            aborts the whole batch.
- *
- * clear (write)
- *   request: u8 version, whead
- *   effect:  removes every record, shard seq + 1 (locks stay); on a missing
- *            object does nothing (and creates nothing). Conflicts like an
- *            exclusive shard lock.   result: 0, -EBUSY, -ENOLCK.
- *
- * Every write (store, append, delete, apply with another txid, clear) and
- * every read (get, list) meets -EUCLEAN ("needs cleaning"; not -EAGAIN, which
- * the OSD takes as "requeued" and never answers) while the shard has a pending
- * transaction: the client waits for the commit to finish, or recovers it.
- *
- * settle (write)
- *   request: u8 version, u64 txid.   effect: clears pending if it is txid.
- *
- * get (read)
- *   request: u8 version, u32 maxlen, bytes key
- *   reply:   u8 0 then the record (codec format); u8 1: no such record;
- *            u8 2 then u32 n: the reply needs n bytes, ask again with more.
- *
- * list (read): a page of records in omap (encoded-key) order
- *   request: u8 version, u32 max records, u32 max bytes (the page stops
- *            before exceeding it, but holds at least one record),
- *            bytes start_after (an encoded key; empty: from the start)
- *   reply:   u8 more, then per record: bytes raw key, bytes record — the
- *            codec's page format after the first byte.
- *
- * bump (write)
- *   request: u8 version.   effect: seq + 1 without touching records (used
- *   on the header object by increment_seqnum_nonblock).
- *
- * seq (read)
- *   request: u8 version.   reply: u64 seq (0 for an object without header).
- *
- * lock (write)
- *   request: u8 version, u8[16] owner, u32 lease_ms, u8 kind (1 record,
- *            2 shard), u8 mode (1 exclusive, 2 shared), bytes key (empty for
- *            a shard lock)
- *   effect:  grants the lock (or renews it if the owner holds it) with
- *            expiry = now + lease_ms.
- *   result:  0 granted, -EBUSY held by another owner.
- *
- * unlock (write)
- *   request: u8 version, u8[16] owner, u8 kind, u8 mode, bytes key
- *   result:  0; -ENOLCK the owner holds no such lock (it expired and was
- *            taken, or was never taken).
- *
- * renew (write)
- *   request: u8 version, u8[16] owner, u32 lease_ms
- *   effect:  every entry of the owner in this shard expires now + lease_ms.
- *            A lock that expired and was taken is gone and stays gone: the
- *            owner finds out when a write under it or its unlock is refused
- *            with -ENOLCK.   result: 0.
- *
- * prune (write)
- *   request: u8 version.   effect: drops expired holders (nothing on a
- *   missing object).   result: 0.
- *
- * locks (read)
- *   request: u8 version.
- *   reply:   u64 OSD time in ms, then the shard header as stored (types.h;
- *            empty when the object has none).
- *
- * watchers (read)
- *   request: u8 version.
- *   reply:   u32 count, count x { u64 client id (client.N), u64 cookie }.
+ * version (read)     reply: the wire version as ASCII digits ("2"). The OSD
+ *                    answers -ENOENT before the class runs on a missing object.
+ * apply (write)      ApplyReq: entries applied in order, atomically, one seq
+ *                    bump for the batch, each written record stamped with it.
+ *   - settle != 0 and the shard is pending `settle`: settled first;
+ *     any other pending transaction: -EUCLEAN; stale owners: -EUCLEAN.
+ *   - txid != 0: a part of multi-shard transaction txid: -ECANCELED if
+ *     fenced here; a no-op if txid already reached the shard; else applied
+ *     with an undo log, and the shard becomes pending txid.
+ *   - wflags ASSERT_TXN: the owner holds ISOLATION here (-ENOLCK) and no
+ *     other owner holds a record lock on a key written, a shard lock or a
+ *     COMMIT lock (-EBUSY). ASSERT_LOCK: the owner holds a record lock on
+ *     every key or a shard lock (-ENOLCK) and no other holder conflicts
+ *     (-EBUSY). Neither: a write of each key must be grantable as a RECORD
+ *     EXCL request, queue included (-EBUSY). RELEASE: then drop the owner's
+ *     exclusive locks that covered the write and grant waiters.
+ *   - per entry: -EEXIST INSERT of an existing key, -ENOENT MODIFY/DELETE of
+ *     a missing one, -EIO APPEND to a record that does not verify.
+ * clear (write)      ClearReq: removes every record, seq + 1; lock rules as
+ *                    apply for a SHARD EXCL write; a missing object stays missing.
+ * settle (write)     TxidReq: clears pending txid (dropping the undo log);
+ *                    a no-op if the shard is not pending txid.
+ * rollback (write)   TxidReq: pending txid: restores the undo log, seq + 1,
+ *                    fences txid. txid settled or applied here: -EEXIST
+ *                    (it committed). Otherwise fences txid. Idempotent.
+ * reset (write)      EmptyReq: replaces the header with a fresh one whose seq
+ *                    is past every record's (locks, queue, pending state and
+ *                    undo log dropped): the repair of a header that does not
+ *                    decode (radostdb check --repair).
+ * get (read)         GetReq -> GetReply: FOUND with the record; MISSING;
+ *                    TOO_BIG with the reply size needed; PENDING with the
+ *                    pending info when the shard is pending a transaction
+ *                    other than `accept`. A missing object: -ENOENT.
+ * list (read)        ListReq -> ListReply: a page of records after an encoded
+ *                    key, in omap order, at most `max` records and about
+ *                    `maxbytes` (at least one record); or PENDING as for get.
+ * seq (read)         EmptyReq -> SeqReply (0 for an object without header).
+ * bump (write)       EmptyReq: seq + 1 (increment_seqnum on the header object).
+ * lock (write)       LockReq: grants (or renews) the lock when grantable;
+ *                    else with QUEUE appends a waiter (or renews it) and
+ *                    returns 0, without it -EBUSY. Stale owners: -EUCLEAN.
+ * unlock (write)     UnlockReq: drops the owner's entry (held or queued),
+ *                    grants waiters. -ENOLCK no such entry (never taken, or
+ *                    expired).
+ * release (write)    ReleaseReq: drops every entry of the owner of `kind` (0:
+ *                    any; queued ones too unless KEEP_WAITS), settles `settle` if pending,
+ *                    grants waiters. Always 0; a missing object stays missing.
+ * renew (write)      RenewReq: every entry of the owner expires its lease
+ *                    from now; then prune and grant. -ENOLCK the owner has
+ *                    no entry left (its lease ran out: the locks are lost).
+ * prune (write)      PruneReq: drops expired entries, grants waiters; with
+ *                    CLEAR_STALE forgets the named stale owners first.
+ * state (read)       EmptyReq -> StateReply: OSD time, object version, header.
+ * watchers (read)    EmptyReq -> WatchersReply.
+ * journal object:
+ * stage (write)      StageReq: creates record txid STAGED. -ECANCELED the
+ *                    owner is fenced; -EEXIST a record txid exists (it was
+ *                    aborted). Also marks `complete` records COMPLETE and
+ *                    removes `forget` records.
+ * txn_abort (write)  TxnAbortReq: record txid becomes (or is created)
+ *                    ABORTED; -EEXIST it is COMPLETE. Idempotent.
+ * txn_mark (write)   TxnMarkReq: STAGED -> COMPLETE for `complete`, removes
+ *                    `forget`. A missing journal stays missing.
+ * fence_owners (write) OwnersReq: later stages by these owners get -ECANCELED.
+ * journal (read)     JournalReq -> JournalReply: the record txid, or all
+ *                    records and fenced owners (txid 0).
  */
 #include <cerrno>
+#include <cstdarg>
+#include <cstdio>
 #include <ctime>
 #include <list>
 #include <map>
@@ -162,12 +148,36 @@ struct obj_list_watch_response_t {
 };
 int cls_cxx_list_watchers(cls_method_context_t hctx, obj_list_watch_response_t *watchers);
 
+/* Log a refusal (debug level) and return it. */
+static int refuse(const char *method, int err, const char *fmt, ...)
+    __attribute__((__format__(printf, 3, 4)));
+static int refuse(const char *method, int err, const char *fmt, ...)
+{
+  char why[160];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, sizeof why, fmt, ap);
+  va_end(ap);
+  cls_log(20, "radostdb %s: %d: %s", method, err, why);
+  return err;
+}
+
 /* A shard never written has no object; methods that only clean up leave it so. */
 static bool object_missing(cls_method_context_t hctx)
 {
   uint64_t size;
   time_t mtime;
   return cls_cxx_stat(hctx, &size, &mtime) == -ENOENT;
+}
+
+/* Parse a request, logging a refusal. */
+template <class T>
+static int parse(const char *method, ceph::bufferlist *in, T *req)
+{
+  int r = parse_request(in, req);
+  if (r < 0)
+    return refuse(method, r, "malformed request (%u bytes)", in->length());
+  return 0;
 }
 
 /* ---- records ---- */
@@ -211,59 +221,221 @@ static int extend_record(uint64_t rseq, const std::string &okey, ceph::bufferlis
     return -EFBIG;
   uint32_t ocrc = (uint32_t)p[16] | (uint32_t)p[17] << 8 | (uint32_t)p[18] << 16 |
                   (uint32_t)p[19] << 24;
-  ceph::bufferlist hdr;
-  put_u8(&hdr, RTDB_FORMAT_VERSION);
-  put_u8(&hdr, oflags);
-  put_u8(&hdr, 0);
-  put_u8(&hdr, 0);
-  put_u64(&hdr, rseq);
-  put_u32(&hdr, (uint32_t)(olen + dlen));
-  put_u32(&hdr, rtdb_crc32c(ocrc, (const uint8_t *)data, dlen));
+  WireWriter hdr;
+  hdr.u8(RTDB_FORMAT_VERSION);
+  hdr.u8(oflags);
+  hdr.u8(0);
+  hdr.u8(0);
+  hdr.u64(rseq);
+  hdr.u32((uint32_t)(olen + dlen));
+  hdr.u32(rtdb_crc32c(ocrc, (const uint8_t *)data, dlen));
   out->clear();
-  out->append(hdr);
+  out->append(hdr.s.data(), hdr.s.size());
   out->append((const char *)p + doff, olen);
   out->append(data, dlen);
   return 0;
 }
 
-struct Entry {
-  uint8_t op;
-  const char *key;
-  uint32_t klen;
-  const char *data;
-  uint32_t dlen;
-};
-
-/*
- * Apply entries to the shard with one seq bump. The overlay holds every key
- * touched so far: present with a value, or present with `gone` for removals.
- */
-static int apply_entries(cls_method_context_t hctx, const std::string &owner, uint8_t wflags,
-                         const Entry *entries, size_t n, uint64_t txid = 0)
+/* ---- the undo log (object data while a transaction is pending) ---- */
+static int write_undo(cls_method_context_t hctx, uint64_t txid, uint64_t prev_applied,
+                      const std::map<std::string, ceph::bufferlist> &old,
+                      const std::set<std::string> &keys)
 {
-  rtdb_shard_hdr h;
-  int r = read_shard_hdr(hctx, &h);
+  WireWriter b, all;
+  b.u64(txid);
+  b.u64(prev_applied);
+  b.u32((uint32_t)keys.size());
+  for (const auto &k : keys) {
+    b.str(k);
+    auto it = old.find(k);
+    b.u8(it != old.end());
+    if (it != old.end())
+      b.bytes(const_cast<ceph::bufferlist &>(it->second).c_str(), it->second.length());
+    else
+      b.u32(0);
+  }
+  all.framed(1, 1, b.s);
+  ceph::bufferlist bl;
+  bl.append(all.s.data(), all.s.size());
+  return cls_cxx_write_full(hctx, &bl);
+}
+
+/* Restore the undo log of txid into the omap; returns the previous applied. */
+static int restore_undo(cls_method_context_t hctx, uint64_t txid, uint64_t *prev_applied)
+{
+  uint64_t size;
+  time_t mtime;
+  int r = cls_cxx_stat(hctx, &size, &mtime);
   if (r < 0)
     return r;
-  if (txid && h.applied == txid)
-    return 0; /* a resent transaction part: applied already */
-  if (h.pending && h.pending != txid)
-    return -EUCLEAN; /* another transaction's commit is not finished here */
-  prune_locks(&h, now_ms());
-  for (size_t i = 0; i < n && ((wflags & RTDB_WRITE_ASSERT_LOCK) || !h.locks.empty()); i++) {
-    std::string raw(entries[i].key, entries[i].klen);
-    if ((wflags & RTDB_WRITE_ASSERT_LOCK) && !covers(h, owner, raw))
-      return -ENOLCK;
-    if (conflicts(&h, owner, 0, 0, raw))
-      return -EBUSY;
+  ceph::bufferlist bl;
+  r = cls_cxx_read(hctx, 0, (int)size, &bl);
+  if (r < 0)
+    return r;
+  WireReader rd(bl.c_str(), bl.length()), b;
+  uint64_t logged;
+  uint32_t n;
+  if (rd.open(1, &b) < 0 || !b.u64(&logged) || !b.u64(prev_applied) || !b.count(&n, 9) ||
+      logged != txid)
+    return -EIO;
+  std::map<std::string, ceph::bufferlist> put;
+  for (uint32_t i = 0; i < n; i++) {
+    std::string k;
+    uint8_t present;
+    const char *v;
+    uint32_t vlen;
+    if (!b.str(&k) || !b.u8(&present) || !b.bytes(&v, &vlen))
+      return -EIO;
+    if (present) {
+      put[k].append(v, vlen);
+    } else {
+      r = cls_cxx_map_remove_key(hctx, k);
+      if (r < 0 && r != -ENOENT)
+        return r;
+    }
   }
-  uint64_t rseq = h.seq + 1;
-  std::map<std::string, ceph::bufferlist> set;
-  std::set<std::string> gone;
+  if (!put.empty()) {
+    r = cls_cxx_map_set_vals(hctx, &put);
+    if (r < 0)
+      return r;
+  }
+  return 0;
+}
 
-  for (size_t i = 0; i < n; i++) {
-    const Entry &e = entries[i];
-    std::string k = omap_key(e.key, e.klen);
+/* Settle the pending transaction in the header (the caller writes it). */
+static int settle_pending(cls_method_context_t hctx, rtdb_shard_hdr *h)
+{
+  h->settled = h->pending;
+  h->pending = 0;
+  h->powner.assign(RTDB_OWNER_LEN, '\0');
+  h->participants.clear();
+  return cls_cxx_truncate(hctx, 0);
+}
+
+/* Refuse writes while stale owners are listed. */
+static int not_stale(const char *method, const rtdb_shard_hdr &h)
+{
+  if (!h.stale.empty())
+    return refuse(method, -EUCLEAN, "%zu stale owner(s)", h.stale.size());
+  return 0;
+}
+
+/* The pending check of apply and clear (after the lock checks, so a write
+ * blocked by a live transaction queues instead): settle `settle` if it is
+ * pending, refuse any other pending transaction. */
+static int writable(cls_method_context_t hctx, const char *method, rtdb_shard_hdr *h,
+                    uint64_t settle)
+{
+  if (!h->pending)
+    return 0;
+  if (h->pending != settle)
+    return refuse(method, -EUCLEAN, "transaction %llx pending", (unsigned long long)h->pending);
+  return settle_pending(hctx, h);
+}
+
+/* Lock checks of a write of `keys` (raw) by `owner` (rules at the top). */
+static int write_allowed(const char *method, const rtdb_shard_hdr &h, const std::string &owner,
+                         uint8_t wflags, const std::vector<std::string> &keys, bool whole)
+{
+  if (wflags & RTDB_WRITE_ASSERT_TXN) {
+    if (!holds(h, owner, RTDB_LOCK_ISOLATION))
+      return refuse(method, -ENOLCK, "the writer holds no isolation here");
+    for (const auto &e : h.entries) {
+      if (e.owner == owner || e.state != RTDB_HELD)
+        continue;
+      if (e.kind == RTDB_LOCK_SHARD || e.kind == RTDB_LOCK_COMMIT ||
+          (e.kind == RTDB_LOCK_RECORD &&
+           (whole || std::find(keys.begin(), keys.end(), e.key) != keys.end())))
+        return refuse(method, -EBUSY, "a shared lock is held");
+    }
+    return 0;
+  }
+  if (h.entries.empty())
+    return 0;
+  bool assert_lock = wflags & RTDB_WRITE_ASSERT_LOCK;
+  if (whole) {
+    LockView req{RTDB_LOCK_SHARD, RTDB_LOCK_EXCL, &keys[0]};
+    if (assert_lock) {
+      bool mine = false;
+      for (const auto &e : h.entries)
+        mine |= e.owner == owner && e.state == RTDB_HELD && e.kind == RTDB_LOCK_SHARD;
+      if (!mine)
+        return refuse(method, -ENOLCK, "the writer holds no shard lock");
+    }
+    if (blocked(h, owner, req, !assert_lock, h.entries.size()))
+      return refuse(method, -EBUSY, "the shard is locked");
+    return 0;
+  }
+  for (const auto &k : keys) {
+    if (assert_lock && !covers(h, owner, k))
+      return refuse(method, -ENOLCK, "the writer holds no lock on a key");
+    LockView req{RTDB_LOCK_RECORD, RTDB_LOCK_EXCL, &k};
+    if (blocked(h, owner, req, !assert_lock, h.entries.size()))
+      return refuse(method, -EBUSY, "a key is locked");
+  }
+  return 0;
+}
+
+/* ---- request handlers ---- */
+static int version(cls_method_context_t, ceph::bufferlist *, ceph::bufferlist *out)
+{
+  out->append(std::to_string(RADOSTDB_WIRE_VERSION));
+  return 0;
+}
+
+static int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  ApplyReq req;
+  int r = parse("apply", in, &req);
+  if (r < 0)
+    return r;
+  rtdb_shard_hdr h;
+  r = read_shard_hdr(hctx, &h);
+  if (r < 0)
+    return r;
+  uint64_t now = now_ms();
+  prune_and_grant(&h, now);
+  if (req.txid && h.aborted == req.txid)
+    return refuse("apply", -ECANCELED, "transaction %llx is fenced",
+                  (unsigned long long)req.txid);
+  if (req.txid && h.has(req.txid))
+    return 0; /* this part reached the shard already */
+  r = not_stale("apply", h);
+  if (r < 0)
+    return r;
+  std::vector<std::string> raw;
+  raw.reserve(req.entries.size());
+  for (const auto &e : req.entries)
+    raw.emplace_back(e.key, e.klen);
+  r = write_allowed("apply", h, req.owner, req.wflags, raw, false);
+  if (r < 0)
+    return r;
+  r = writable(hctx, "apply", &h, req.settle);
+  if (r < 0)
+    return r;
+
+  /* one omap read for every key whose old record matters */
+  std::vector<std::string> okeys;
+  okeys.reserve(req.entries.size());
+  std::set<std::string> wanted;
+  for (const auto &e : req.entries) {
+    okeys.push_back(omap_key(e.key, e.klen));
+    if (req.txid || e.op != RTDB_OP_PUT)
+      wanted.insert(okeys.back());
+  }
+  std::map<std::string, ceph::bufferlist> old;
+  if (!wanted.empty()) {
+    r = cls_cxx_map_get_vals_by_keys(hctx, wanted, &old);
+    if (r < 0 && r != -ENOENT)
+      return r;
+  }
+
+  uint64_t rseq = h.seq + 1;
+  std::map<std::string, ceph::bufferlist> set; /* the overlay: written records */
+  std::set<std::string> gone;                  /* and removed ones */
+  for (size_t i = 0; i < req.entries.size(); i++) {
+    const ApplyEntry &e = req.entries[i];
+    const std::string &k = okeys[i];
     bool exists;
     ceph::bufferlist cur;
     auto it = set.find(k);
@@ -272,19 +444,17 @@ static int apply_entries(cls_method_context_t hctx, const std::string &owner, ui
       cur = it->second;
     } else if (gone.count(k)) {
       exists = false;
-    } else if (e.op == RTDB_OP_PUT) {
-      exists = false; /* not needed */
     } else {
-      r = cls_cxx_map_get_val(hctx, k, &cur);
-      if (r < 0 && r != -ENOENT)
-        return r;
-      exists = r == 0;
+      auto ot = old.find(k);
+      exists = ot != old.end();
+      if (exists)
+        cur = ot->second;
     }
     bool put = false, remove = false;
     switch (e.op) {
       case RTDB_OP_INSERT:
         if (exists)
-          return -EEXIST;
+          return refuse("apply", -EEXIST, "insert of an existing key");
         put = true;
         break;
       case RTDB_OP_PUT:
@@ -292,7 +462,7 @@ static int apply_entries(cls_method_context_t hctx, const std::string &owner, ui
         break;
       case RTDB_OP_MODIFY:
         if (!exists)
-          return -ENOENT;
+          return refuse("apply", -ENOENT, "modify of a missing key");
         put = true;
         break;
       case RTDB_OP_APPEND:
@@ -300,7 +470,7 @@ static int apply_entries(cls_method_context_t hctx, const std::string &owner, ui
           ceph::bufferlist out;
           r = extend_record(rseq, k, cur, e.data, e.dlen, &out);
           if (r < 0)
-            return r;
+            return refuse("apply", r, "append to a record that does not verify");
           set[k] = std::move(out);
           gone.erase(k);
         } else {
@@ -309,14 +479,12 @@ static int apply_entries(cls_method_context_t hctx, const std::string &owner, ui
         break;
       case RTDB_OP_DELETE:
         if (!exists)
-          return -ENOENT;
+          return refuse("apply", -ENOENT, "delete of a missing key");
         remove = true;
         break;
-      case RTDB_OP_DISCARD:
+      default: /* DISCARD */
         remove = true;
         break;
-      default:
-        return -EINVAL;
     }
     if (put) {
       set[k] = make_record(rseq, e.key, e.klen, e.data, e.dlen);
@@ -325,6 +493,15 @@ static int apply_entries(cls_method_context_t hctx, const std::string &owner, ui
       set.erase(k);
       gone.insert(k);
     }
+  }
+  if (req.txid) {
+    r = write_undo(hctx, req.txid, h.applied, old, wanted);
+    if (r < 0)
+      return r;
+    h.applied = req.txid;
+    h.pending = req.txid;
+    h.powner = req.owner;
+    h.participants = req.participants;
   }
   for (const auto &k : gone) {
     r = cls_cxx_map_remove_key(hctx, k);
@@ -337,166 +514,249 @@ static int apply_entries(cls_method_context_t hctx, const std::string &owner, ui
       return r;
   }
   h.seq = rseq;
-  if (txid) {
-    h.applied = txid;
-    h.pending = txid;
+  if (req.wflags & RTDB_WRITE_RELEASE) {
+    release_covering(&h, req.owner, raw);
+    grant_queue(&h, now);
   }
   return write_shard_hdr(hctx, h);
 }
 
-/* ---- request decoding ---- */
-static int begin(WireReader &rd)
-{
-  uint8_t version;
-  if (!rd.u8(&version))
-    return -EINVAL;
-  if (version > RADOSTDB_WIRE_VERSION)
-    return -EOPNOTSUPP;
-  return 0;
-}
-
-/* the common head of write requests: owner and write flags */
-static int write_head(WireReader &rd, std::string *owner, uint8_t *wflags)
-{
-  const char *o;
-  if (!rd.fixed(&o, RTDB_OWNER_LEN) || !rd.u8(wflags))
-    return -EINVAL;
-  owner->assign(o, RTDB_OWNER_LEN);
-  return 0;
-}
-
-static int read_entry_body(WireReader &rd, Entry *e, bool with_data)
-{
-  if (!rd.bytes(&e->key, &e->klen))
-    return -EINVAL;
-  e->data = "";
-  e->dlen = 0;
-  if (with_data && !rd.bytes(&e->data, &e->dlen))
-    return -EINVAL;
-  return 0;
-}
-
-/* ---- methods ---- */
-static int version(cls_method_context_t, ceph::bufferlist *, ceph::bufferlist *out)
-{
-  out->append(std::to_string(RADOSTDB_WIRE_VERSION));
-  return 0;
-}
-
-static int store(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
-{
-  WireReader rd(in->c_str(), in->length());
-  std::string owner;
-  uint8_t wflags, flag;
-  int r = begin(rd);
-  if (r < 0)
-    return r;
-  Entry e;
-  if (write_head(rd, &owner, &wflags) < 0 || !rd.u8(&flag) ||
-      read_entry_body(rd, &e, true) < 0 || !rd.done())
-    return -EINVAL;
-  switch (flag) {
-    case RTDB_REPLACE: e.op = RTDB_OP_PUT; break;
-    case RTDB_INSERT: e.op = RTDB_OP_INSERT; break;
-    case RTDB_MODIFY: e.op = RTDB_OP_MODIFY; break;
-    default: return -EINVAL;
-  }
-  return apply_entries(hctx, owner, wflags, &e, 1);
-}
-
-static int append(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
-{
-  WireReader rd(in->c_str(), in->length());
-  std::string owner;
-  uint8_t wflags;
-  int r = begin(rd);
-  if (r < 0)
-    return r;
-  Entry e;
-  e.op = RTDB_OP_APPEND;
-  if (write_head(rd, &owner, &wflags) < 0 || read_entry_body(rd, &e, true) < 0 || !rd.done())
-    return -EINVAL;
-  return apply_entries(hctx, owner, wflags, &e, 1);
-}
-
-static int del(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
-{
-  WireReader rd(in->c_str(), in->length());
-  std::string owner;
-  uint8_t wflags;
-  int r = begin(rd);
-  if (r < 0)
-    return r;
-  Entry e;
-  e.op = RTDB_OP_DELETE;
-  if (write_head(rd, &owner, &wflags) < 0 || read_entry_body(rd, &e, false) < 0 || !rd.done())
-    return -EINVAL;
-  return apply_entries(hctx, owner, wflags, &e, 1);
-}
-
-static int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
-{
-  WireReader rd(in->c_str(), in->length());
-  std::string owner;
-  uint8_t wflags;
-  int r = begin(rd);
-  if (r < 0)
-    return r;
-  uint32_t count;
-  uint64_t txid;
-  if (write_head(rd, &owner, &wflags) < 0 || !rd.u64(&txid) || !rd.u32(&count) ||
-      count > in->length())
-    return -EINVAL;
-  std::vector<Entry> entries(count);
-  for (auto &e : entries) {
-    if (!rd.u8(&e.op) || e.op < RTDB_OP_PUT || e.op > RTDB_OP_DISCARD)
-      return -EINVAL;
-    if (read_entry_body(rd, &e, true) < 0)
-      return -EINVAL;
-  }
-  if (!rd.done())
-    return -EINVAL;
-  return apply_entries(hctx, owner, wflags, entries.data(), entries.size(), txid);
-}
-
 static int clear(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
-  WireReader rd(in->c_str(), in->length());
-  std::string owner;
-  uint8_t wflags;
-  int r = begin(rd);
+  ClearReq req;
+  int r = parse("clear", in, &req);
   if (r < 0)
     return r;
-  if (write_head(rd, &owner, &wflags) < 0 || !rd.done())
-    return -EINVAL;
   if (object_missing(hctx))
     return 0; /* a shard never written: nothing to clear */
   rtdb_shard_hdr h;
   r = read_shard_hdr(hctx, &h);
   if (r < 0)
     return r;
-  if (h.pending)
-    return -EUCLEAN;
-  prune_locks(&h, now_ms());
-  if ((wflags & RTDB_WRITE_ASSERT_LOCK) && !covers_shard(h, owner))
-    return -ENOLCK;
-  if (conflicts(&h, owner, RTDB_LOCK_SHARD, RTDB_LOCK_EXCL, ""))
-    return -EBUSY;
+  uint64_t now = now_ms();
+  prune_and_grant(&h, now);
+  r = not_stale("clear", h);
+  if (r < 0)
+    return r;
+  std::vector<std::string> none(1);
+  r = write_allowed("clear", h, req.owner, req.wflags, none, true);
+  if (r < 0)
+    return r;
+  r = writable(hctx, "clear", &h, req.settle);
+  if (r < 0)
+    return r;
   r = cls_cxx_map_clear(hctx);
   if (r < 0)
     return r;
   h.seq++;
+  if (req.wflags & RTDB_WRITE_RELEASE) {
+    release_covering(&h, req.owner, {});
+    grant_queue(&h, now);
+  }
   return write_shard_hdr(hctx, h);
+}
+
+static int settle(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  TxidReq req;
+  int r = parse("settle", in, &req);
+  if (r < 0)
+    return r;
+  if (object_missing(hctx))
+    return 0;
+  rtdb_shard_hdr h;
+  r = read_shard_hdr(hctx, &h);
+  if (r < 0)
+    return r;
+  if (h.pending != req.txid)
+    return 0;
+  r = settle_pending(hctx, &h);
+  if (r < 0)
+    return r;
+  return write_shard_hdr(hctx, h);
+}
+
+static int rollback(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  TxidReq req;
+  int r = parse("rollback", in, &req);
+  if (r < 0)
+    return r;
+  rtdb_shard_hdr h;
+  r = read_shard_hdr(hctx, &h);
+  if (r < 0)
+    return r;
+  if (h.pending == req.txid) {
+    uint64_t prev;
+    r = restore_undo(hctx, req.txid, &prev);
+    if (r < 0)
+      return refuse("rollback", r, "the undo log does not decode");
+    h.pending = 0;
+    h.applied = prev;
+    h.powner.assign(RTDB_OWNER_LEN, '\0');
+    h.participants.clear();
+    h.seq++;
+    r = cls_cxx_truncate(hctx, 0);
+    if (r < 0)
+      return r;
+  } else if (h.has(req.txid)) {
+    return refuse("rollback", -EEXIST, "transaction %llx settled here",
+                  (unsigned long long)req.txid);
+  } else if (h.aborted == req.txid) {
+    return 0;
+  }
+  h.aborted = req.txid;
+  return write_shard_hdr(hctx, h);
+}
+
+static int reset(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  EmptyReq req;
+  int r = parse("reset", in, &req);
+  if (r < 0)
+    return r;
+  if (object_missing(hctx))
+    return 0;
+  uint64_t top = 0;
+  std::string after;
+  bool more = true;
+  while (more) {
+    std::map<std::string, ceph::bufferlist> vals;
+    r = cls_cxx_map_get_vals(hctx, after, "", 1000, &vals, &more);
+    if (r < 0)
+      return r;
+    for (auto &kv : vals) {
+      if (kv.second.length() >= RTDB_REC_HDR) {
+        const uint8_t *p = (const uint8_t *)kv.second.c_str();
+        uint64_t rseq = 0;
+        for (int i = 7; i >= 0; i--)
+          rseq = rseq << 8 | p[4 + i];
+        top = std::max(top, rseq);
+      }
+      after = kv.first;
+    }
+    if (vals.empty())
+      break;
+  }
+  rtdb_shard_hdr h;
+  h.seq = top + 1;
+  r = cls_cxx_truncate(hctx, 0);
+  if (r < 0)
+    return r;
+  return write_shard_hdr(hctx, h);
+}
+
+/* The pending transaction a read must not look through (0: none). */
+static int read_pending(cls_method_context_t hctx, uint64_t accept, PendingInfo *info)
+{
+  std::string raw;
+  int r = read_raw_hdr(hctx, &raw);
+  if (r < 0)
+    return r;
+  info->txid = 0;
+  /* fast path: a version 3 header with nothing pending (pending at body
+   * offset 16) is not decoded further */
+  if (raw.empty())
+    return 0;
+  if ((uint8_t)raw[0] == RTDB_SHARD_HDR_VERSION && raw.size() >= 30) {
+    WireReader peek(raw.data() + 22, 8);
+    uint64_t pending;
+    peek.u64(&pending);
+    if (pending == 0)
+      return 0;
+  }
+  rtdb_shard_hdr h;
+  r = decode_shard_hdr(raw, &h);
+  if (r < 0)
+    return r;
+  if (h.pending && h.pending != accept) {
+    info->txid = h.pending;
+    info->owner = h.powner;
+    info->participants = h.participants;
+  }
+  return 0;
+}
+
+static int get(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
+{
+  GetReq req;
+  int r = parse("get", in, &req);
+  if (r < 0)
+    return r;
+  GetReply reply;
+  r = read_pending(hctx, req.accept, &reply.pending);
+  if (r < 0)
+    return r;
+  if (reply.pending.txid) {
+    reply.status = RTDB_PENDING;
+    put_reply(out, reply);
+    return 0;
+  }
+  r = cls_cxx_map_get_val(hctx, omap_key(req.key.data(), (uint32_t)req.key.size()),
+                          &reply.record);
+  if (r == -ENOENT) {
+    reply.status = RTDB_MISSING;
+  } else if (r < 0) {
+    return r;
+  } else if (reply.record.length() + 11 > req.maxlen) {
+    reply.status = RTDB_TOO_BIG;
+    reply.needed = reply.record.length() + 11;
+  } else {
+    reply.status = RTDB_FOUND;
+  }
+  put_reply(out, reply);
+  return 0;
+}
+
+static int list(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
+{
+  ListReq req;
+  int r = parse("list", in, &req);
+  if (r < 0)
+    return r;
+  ListReply reply;
+  r = read_pending(hctx, req.accept, &reply.pending);
+  if (r < 0)
+    return r;
+  if (reply.pending.txid) {
+    reply.status = RTDB_PENDING;
+    put_reply(out, reply);
+    return 0;
+  }
+  std::map<std::string, ceph::bufferlist> vals;
+  bool more = false;
+  r = cls_cxx_map_get_vals(hctx, req.start, "", req.max, &vals, &more);
+  if (r < 0)
+    return r;
+  WireWriter page;
+  std::string raw;
+  uint32_t n = 0;
+  for (auto &kv : vals) {
+    raw.resize(kv.first.size());
+    long klen = rtdb_key_decode((const uint8_t *)kv.first.data(), kv.first.size(),
+                                (uint8_t *)&raw[0]);
+    if (klen < 0)
+      return refuse("list", -EIO, "an omap key does not decode");
+    if (n > 0 && page.s.size() + 8 + (size_t)klen + kv.second.length() > req.maxbytes) {
+      more = true;
+      break;
+    }
+    page.bytes(raw.data(), (size_t)klen);
+    page.bytes(kv.second.c_str(), kv.second.length());
+    n++;
+  }
+  reply.more = more;
+  reply.page = std::move(page.s);
+  put_reply(out, reply);
+  return 0;
 }
 
 static int bump(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
-  WireReader rd(in->c_str(), in->length());
-  int r = begin(rd);
+  EmptyReq req;
+  int r = parse("bump", in, &req);
   if (r < 0)
     return r;
-  if (!rd.done())
-    return -EINVAL;
   rtdb_shard_hdr h;
   r = read_shard_hdr(hctx, &h);
   if (r < 0)
@@ -507,319 +767,441 @@ static int bump(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlis
 
 static int seq(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
 {
-  WireReader rd(in->c_str(), in->length());
-  int r = begin(rd);
+  EmptyReq req;
+  int r = parse("seq", in, &req);
   if (r < 0)
     return r;
   rtdb_shard_hdr h;
   r = read_shard_hdr(hctx, &h);
   if (r < 0)
     return r;
-  put_u64(out, h.seq);
+  SeqReply reply;
+  reply.seq = h.seq;
+  put_reply(out, reply);
   return 0;
 }
 
-static int settle(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
-{
-  WireReader rd(in->c_str(), in->length());
-  int r = begin(rd);
-  if (r < 0)
-    return r;
-  uint64_t txid;
-  if (!rd.u64(&txid) || !rd.done() || txid == 0)
-    return -EINVAL;
-  if (object_missing(hctx))
-    return 0;
-  rtdb_shard_hdr h;
-  r = read_shard_hdr(hctx, &h);
-  if (r < 0)
-    return r;
-  if (h.pending != txid)
-    return 0;
-  h.pending = 0;
-  return write_shard_hdr(hctx, h);
-}
-
-/* the pending check every read makes; 0 when the shard is readable */
-static int readable(cls_method_context_t hctx)
-{
-  ceph::bufferlist bl;
-  int r = cls_cxx_map_read_header(hctx, &bl);
-  if (r < 0 || bl.length() == 0)
-    return r == -ENOENT ? 0 : r;
-  rtdb_shard_hdr h;
-  r = read_shard_hdr(hctx, &h);
-  if (r < 0)
-    return r;
-  return h.pending ? -EUCLEAN : 0;
-}
-
-static int get(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
-{
-  WireReader rd(in->c_str(), in->length());
-  int r = begin(rd);
-  if (r < 0)
-    return r;
-  uint32_t maxlen, klen;
-  const char *k;
-  if (!rd.u32(&maxlen) || !rd.bytes(&k, &klen) || !rd.done())
-    return -EINVAL;
-  r = readable(hctx);
-  if (r < 0)
-    return r;
-  ceph::bufferlist rec;
-  r = cls_cxx_map_get_val(hctx, omap_key(k, klen), &rec);
-  if (r == -ENOENT) {
-    put_u8(out, 1);
-    return 0;
-  }
-  if (r < 0)
-    return r;
-  if (rec.length() + 5 > maxlen) {
-    put_u8(out, 2);
-    put_u32(out, rec.length() + 5);
-    return 0;
-  }
-  put_u8(out, 0);
-  out->append(rec);
-  return 0;
-}
-
-static int list(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
-{
-  WireReader rd(in->c_str(), in->length());
-  int r = begin(rd);
-  if (r < 0)
-    return r;
-  uint32_t max, maxbytes, slen;
-  const char *start;
-  if (!rd.u32(&max) || !rd.u32(&maxbytes) || !rd.bytes(&start, &slen) || !rd.done() ||
-      max == 0)
-    return -EINVAL;
-  r = readable(hctx);
-  if (r < 0)
-    return r;
-  std::map<std::string, ceph::bufferlist> vals;
-  bool more = false;
-  r = cls_cxx_map_get_vals(hctx, std::string(start, slen), "", max, &vals, &more);
-  if (r < 0)
-    return r;
-  put_u8(out, 0); /* "more", set below */
-  std::string raw;
-  uint32_t n = 0;
-  for (const auto &kv : vals) {
-    raw.resize(kv.first.size());
-    long klen = rtdb_key_decode((const uint8_t *)kv.first.data(), kv.first.size(),
-                                (uint8_t *)&raw[0]);
-    if (klen < 0)
-      return -EIO;
-    if (n > 0 && out->length() + 8 + (size_t)klen + kv.second.length() > maxbytes) {
-      more = true;
-      break;
-    }
-    put_bytes(out, raw.data(), (uint32_t)klen);
-    put_bytes(out, const_cast<ceph::bufferlist &>(kv.second).c_str(), kv.second.length());
-    n++;
-  }
-  if (more) {
-    ceph::bufferlist fixed;
-    put_u8(&fixed, 1);
-    fixed.append(out->c_str() + 1, out->length() - 1);
-    out->swap(fixed);
-  }
-  return 0;
-}
-
+/* ---- locks ---- */
 static int lock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
-  WireReader rd(in->c_str(), in->length());
-  int r = begin(rd);
+  LockReq req;
+  int r = parse("lock", in, &req);
   if (r < 0)
     return r;
-  const char *o, *k;
-  uint32_t lease_ms, klen;
-  uint8_t kind, mode;
-  if (!rd.fixed(&o, RTDB_OWNER_LEN) || !rd.u32(&lease_ms) || !rd.u8(&kind) || !rd.u8(&mode) ||
-      !rd.bytes(&k, &klen) || !rd.done())
-    return -EINVAL;
-  if ((kind != RTDB_LOCK_RECORD && kind != RTDB_LOCK_SHARD) ||
-      (mode != RTDB_LOCK_EXCL && mode != RTDB_LOCK_SHARED) || lease_ms == 0 ||
-      (kind == RTDB_LOCK_SHARD && klen != 0))
-    return -EINVAL;
-  std::string owner(o, RTDB_OWNER_LEN), key(k, klen);
   rtdb_shard_hdr h;
   r = read_shard_hdr(hctx, &h);
   if (r < 0)
     return r;
-  if (h.pending)
-    return -EUCLEAN; /* locks wait for an unfinished commit, like writes */
   uint64_t now = now_ms();
-  prune_locks(&h, now);
-  if (conflicts(&h, owner, kind, mode, key))
-    return -EBUSY;
-  rtdb_lock *l = find_lock(&h, kind, mode, key);
-  if (!l) {
-    h.locks.emplace_back();
-    l = &h.locks.back();
-    l->kind = kind;
-    l->mode = mode;
-    l->key = key;
+  prune_and_grant(&h, now);
+  if (!h.stale.empty())
+    return refuse("lock", -EUCLEAN, "%zu stale owner(s)", h.stale.size());
+  LockView view{req.kind, req.mode, &req.key};
+  rtdb_entry *e = find_entry(&h, req.owner, req.kind, req.mode, req.key);
+  if (e && e->state == RTDB_QUEUED && !(req.flags & RTDB_LOCK_QUEUE))
+    return refuse("lock", -EBUSY, "already queued");
+  if (e) {
+    e->lease_ms = req.lease_ms;
+    e->expiry_ms = now + req.lease_ms; /* renew a held lock or a queued wait */
+    return write_shard_hdr(hctx, h);
   }
-  bool found = false;
-  for (auto &hd : l->holders)
-    if (hd.owner == owner) {
-      hd.expiry_ms = now + lease_ms;
-      found = true;
-    }
-  if (!found) {
-    rtdb_holder hd;
-    hd.owner = owner;
-    hd.expiry_ms = now + lease_ms;
-    l->holders.push_back(hd);
+  rtdb_entry n;
+  n.kind = req.kind;
+  n.mode = req.mode;
+  n.owner = req.owner;
+  n.key = req.key;
+  n.lease_ms = req.lease_ms;
+  n.expiry_ms = now + req.lease_ms;
+  if (!blocked(h, req.owner, view, true, h.entries.size())) {
+    n.state = RTDB_HELD;
+  } else if (req.flags & RTDB_LOCK_QUEUE) {
+    n.state = RTDB_QUEUED;
+  } else {
+    return refuse("lock", -EBUSY, "not grantable");
   }
+  h.entries.push_back(n);
   return write_shard_hdr(hctx, h);
 }
 
 static int unlock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
-  WireReader rd(in->c_str(), in->length());
-  int r = begin(rd);
+  UnlockReq req;
+  int r = parse("unlock", in, &req);
   if (r < 0)
     return r;
-  const char *o, *k;
-  uint32_t klen;
-  uint8_t kind, mode;
-  if (!rd.fixed(&o, RTDB_OWNER_LEN) || !rd.u8(&kind) || !rd.u8(&mode) ||
-      !rd.bytes(&k, &klen) || !rd.done())
-    return -EINVAL;
-  std::string owner(o, RTDB_OWNER_LEN), key(k, klen);
-  rtdb_shard_hdr h;
-  r = read_shard_hdr(hctx, &h);
-  if (r < 0)
-    return r;
-  rtdb_lock *l = find_lock(&h, kind, mode, key);
-  if (!l)
-    return -ENOLCK;
-  bool found = false;
-  for (auto it = l->holders.begin(); it != l->holders.end(); ++it)
-    if (it->owner == owner) {
-      l->holders.erase(it);
-      found = true;
-      break;
-    }
-  if (!found)
-    return -ENOLCK;
-  if (l->holders.empty())
-    h.locks.erase(h.locks.begin() + (l - h.locks.data()));
-  prune_locks(&h, now_ms());
-  return write_shard_hdr(hctx, h);
-}
-
-static int renew(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
-{
-  WireReader rd(in->c_str(), in->length());
-  int r = begin(rd);
-  if (r < 0)
-    return r;
-  const char *o;
-  uint32_t lease_ms;
-  if (!rd.fixed(&o, RTDB_OWNER_LEN) || !rd.u32(&lease_ms) || !rd.done() || lease_ms == 0)
-    return -EINVAL;
-  std::string owner(o, RTDB_OWNER_LEN);
   rtdb_shard_hdr h;
   r = read_shard_hdr(hctx, &h);
   if (r < 0)
     return r;
   uint64_t now = now_ms();
-  bool mine = false;
-  for (auto &l : h.locks)
-    for (auto &hd : l.holders)
-      if (hd.owner == owner) {
-        hd.expiry_ms = now + lease_ms;
-        mine = true;
-      }
-  if (!mine)
-    return 0; /* nothing to write */
-  prune_locks(&h, now);
+  prune_and_grant(&h, now);
+  rtdb_entry *e = find_entry(&h, req.owner, req.kind, req.mode, req.key);
+  if (!e)
+    return refuse("unlock", -ENOLCK, "no such entry");
+  h.entries.erase(h.entries.begin() + (e - h.entries.data()));
+  grant_queue(&h, now);
   return write_shard_hdr(hctx, h);
 }
 
-static int prune(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+static int release(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
-  WireReader rd(in->c_str(), in->length());
-  int r = begin(rd);
+  ReleaseReq req;
+  int r = parse("release", in, &req);
   if (r < 0)
     return r;
-  if (!rd.done())
-    return -EINVAL;
   if (object_missing(hctx))
     return 0;
   rtdb_shard_hdr h;
   r = read_shard_hdr(hctx, &h);
   if (r < 0)
     return r;
-  if (!prune_locks(&h, now_ms()))
+  uint64_t now = now_ms();
+  bool changed = prune_and_grant(&h, now);
+  for (auto it = h.entries.begin(); it != h.entries.end();) {
+    bool drop = it->owner == req.owner && (!req.kind || it->kind == req.kind) &&
+                (it->state == RTDB_HELD || !(req.flags & RTDB_RELEASE_KEEP_WAITS));
+    changed |= drop;
+    it = drop ? h.entries.erase(it) : it + 1;
+  }
+  if (req.settle && h.pending == req.settle) {
+    r = settle_pending(hctx, &h);
+    if (r < 0)
+      return r;
+    changed = true;
+  }
+  if (!changed)
+    return 0;
+  grant_queue(&h, now);
+  return write_shard_hdr(hctx, h);
+}
+
+static int renew(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  RenewReq req;
+  int r = parse("renew", in, &req);
+  if (r < 0)
+    return r;
+  rtdb_shard_hdr h;
+  r = read_shard_hdr(hctx, &h);
+  if (r < 0)
+    return r;
+  uint64_t now = now_ms();
+  prune_and_grant(&h, now);
+  bool mine = false;
+  for (auto &e : h.entries)
+    if (e.owner == req.owner) {
+      e.expiry_ms = now + e.lease_ms;
+      mine = true;
+    }
+  if (!mine)
+    return refuse("renew", -ENOLCK, "the owner has no entry left");
+  return write_shard_hdr(hctx, h);
+}
+
+static int prune(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  PruneReq req;
+  int r = parse("prune", in, &req);
+  if (r < 0)
+    return r;
+  if (object_missing(hctx))
+    return 0;
+  rtdb_shard_hdr h;
+  r = read_shard_hdr(hctx, &h);
+  if (r < 0)
+    return r;
+  bool changed = false;
+  if (req.flags & RTDB_PRUNE_CLEAR_STALE) {
+    for (const auto &o : req.owners) {
+      auto it = std::find(h.stale.begin(), h.stale.end(), o);
+      if (it != h.stale.end()) {
+        h.stale.erase(it);
+        changed = true;
+      }
+    }
+  }
+  changed |= prune_and_grant(&h, now_ms());
+  if (!changed)
     return 0;
   return write_shard_hdr(hctx, h);
 }
 
-static int locks(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
+static int state(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
 {
-  WireReader rd(in->c_str(), in->length());
-  int r = begin(rd);
+  EmptyReq req;
+  int r = parse("state", in, &req);
   if (r < 0)
     return r;
-  ceph::bufferlist bl;
-  r = cls_cxx_map_read_header(hctx, &bl);
+  StateReply reply;
+  r = read_raw_hdr(hctx, &reply.header);
   if (r < 0)
     return r;
-  put_u64(out, now_ms());
-  out->append(bl);
+  reply.now_ms = now_ms();
+  reply.version = cls_current_version(hctx);
+  put_reply(out, reply);
   return 0;
 }
 
 static int watchers(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
 {
-  WireReader rd(in->c_str(), in->length());
-  int r = begin(rd);
+  EmptyReq req;
+  int r = parse("watchers", in, &req);
   if (r < 0)
     return r;
   obj_list_watch_response_t resp;
   r = cls_cxx_list_watchers(hctx, &resp);
   if (r < 0)
     return r;
-  put_u32(out, (uint32_t)resp.entries.size());
-  for (const auto &w : resp.entries) {
-    put_u64(out, (uint64_t)w.name_num);
-    put_u64(out, w.cookie);
+  WatchersReply reply;
+  for (const auto &w : resp.entries)
+    reply.watchers.emplace_back((uint64_t)w.name_num, w.cookie);
+  put_reply(out, reply);
+  return 0;
+}
+
+/* ---- the journal object ---- */
+static std::string txn_key(uint64_t txid)
+{
+  char buf[24];
+  snprintf(buf, sizeof buf, "t.%016llx", (unsigned long long)txid);
+  return buf;
+}
+
+static std::string fence_key(const std::string &owner)
+{
+  static const char hex[] = "0123456789abcdef";
+  std::string k = "f.";
+  for (unsigned char c : owner) {
+    k.push_back(hex[c >> 4]);
+    k.push_back(hex[c & 15]);
   }
+  return k;
+}
+
+static ceph::bufferlist encode_record(const TxnRecord &rec)
+{
+  WireWriter b, all;
+  rec.encode(b);
+  all.framed(TxnRecord::VERSION, TxnRecord::COMPAT, b.s);
+  ceph::bufferlist bl;
+  bl.append(all.s.data(), all.s.size());
+  return bl;
+}
+
+/* Read record txid: 0, -ENOENT (none), -EIO (does not decode). */
+static int read_record(cls_method_context_t hctx, uint64_t txid, TxnRecord *rec)
+{
+  ceph::bufferlist bl;
+  int r = cls_cxx_map_get_val(hctx, txn_key(txid), &bl);
+  if (r < 0)
+    return r;
+  WireReader rd(bl.c_str(), bl.length()), b;
+  if (rd.open(TxnRecord::VERSION, &b) < 0 || !rec->decode(b))
+    return -EIO;
+  return 0;
+}
+
+/* STAGED -> COMPLETE for `complete`, remove `forget` (added to `set`/`rm`). */
+static int mark_records(cls_method_context_t hctx, const std::vector<uint64_t> &complete,
+                        const std::vector<uint64_t> &forget,
+                        std::map<std::string, ceph::bufferlist> *set, std::set<std::string> *rm)
+{
+  for (uint64_t t : complete) {
+    TxnRecord rec;
+    int r = read_record(hctx, t, &rec);
+    if (r == -ENOENT)
+      continue;
+    if (r < 0)
+      return r;
+    if (rec.state == RTDB_TXN_STAGED) {
+      rec.state = RTDB_TXN_COMPLETE;
+      (*set)[txn_key(t)] = encode_record(rec);
+    }
+  }
+  for (uint64_t t : forget) {
+    set->erase(txn_key(t));
+    rm->insert(txn_key(t));
+  }
+  return 0;
+}
+
+static int apply_marks(cls_method_context_t hctx, std::map<std::string, ceph::bufferlist> &set,
+                       const std::set<std::string> &rm)
+{
+  for (const auto &k : rm) {
+    int r = cls_cxx_map_remove_key(hctx, k);
+    if (r < 0 && r != -ENOENT)
+      return r;
+  }
+  return set.empty() ? 0 : cls_cxx_map_set_vals(hctx, &set);
+}
+
+static int stage(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  StageReq req;
+  int r = parse("stage", in, &req);
+  if (r < 0)
+    return r;
+  ceph::bufferlist fenced;
+  r = cls_cxx_map_get_val(hctx, fence_key(req.owner), &fenced);
+  if (r == 0)
+    return refuse("stage", -ECANCELED, "the owner is fenced");
+  if (r < 0 && r != -ENOENT)
+    return r;
+  TxnRecord rec;
+  r = read_record(hctx, req.txid, &rec);
+  if (r == 0)
+    return refuse("stage", -EEXIST, "transaction %llx has a record (state %d)",
+                  (unsigned long long)req.txid, rec.state);
+  if (r != -ENOENT)
+    return r;
+  std::map<std::string, ceph::bufferlist> set;
+  std::set<std::string> rm;
+  r = mark_records(hctx, req.complete, req.forget, &set, &rm);
+  if (r < 0)
+    return r;
+  rec.txid = req.txid;
+  rec.state = RTDB_TXN_STAGED;
+  rec.owner = req.owner;
+  rec.time_ms = now_ms();
+  rec.participants = req.participants;
+  set[txn_key(req.txid)] = encode_record(rec);
+  return apply_marks(hctx, set, rm);
+}
+
+static int txn_abort(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  TxnAbortReq req;
+  int r = parse("txn_abort", in, &req);
+  if (r < 0)
+    return r;
+  TxnRecord rec;
+  r = read_record(hctx, req.txid, &rec);
+  if (r == 0 && rec.state == RTDB_TXN_ABORTED)
+    return 0;
+  if (r == 0 && rec.state == RTDB_TXN_COMPLETE)
+    return refuse("txn_abort", -EEXIST, "transaction %llx is complete",
+                  (unsigned long long)req.txid);
+  if (r == -ENOENT) {
+    rec.txid = req.txid;
+    rec.owner = req.owner;
+    rec.participants = req.participants;
+  } else if (r < 0) {
+    return r;
+  }
+  rec.state = RTDB_TXN_ABORTED;
+  rec.time_ms = now_ms();
+  ceph::bufferlist bl = encode_record(rec);
+  return cls_cxx_map_set_val(hctx, txn_key(req.txid), &bl);
+}
+
+static int txn_mark(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  TxnMarkReq req;
+  int r = parse("txn_mark", in, &req);
+  if (r < 0)
+    return r;
+  if (object_missing(hctx))
+    return 0;
+  std::map<std::string, ceph::bufferlist> set;
+  std::set<std::string> rm;
+  r = mark_records(hctx, req.complete, req.forget, &set, &rm);
+  if (r < 0)
+    return r;
+  return apply_marks(hctx, set, rm);
+}
+
+static int fence_owners(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  OwnersReq req;
+  int r = parse("fence_owners", in, &req);
+  if (r < 0)
+    return r;
+  if (req.owners.empty())
+    return 0;
+  std::map<std::string, ceph::bufferlist> set;
+  WireWriter t;
+  t.u64(now_ms());
+  for (const auto &o : req.owners)
+    set[fence_key(o)].append(t.s.data(), t.s.size());
+  return cls_cxx_map_set_vals(hctx, &set);
+}
+
+static int journal(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
+{
+  JournalReq req;
+  int r = parse("journal", in, &req);
+  if (r < 0)
+    return r;
+  JournalReply reply;
+  auto add = [&](const ceph::bufferlist &bl) {
+    reply.records.emplace_back(const_cast<ceph::bufferlist &>(bl).c_str(), bl.length());
+  };
+  if (req.txid) {
+    ceph::bufferlist bl;
+    r = cls_cxx_map_get_val(hctx, txn_key(req.txid), &bl);
+    if (r == 0)
+      add(bl);
+    else if (r != -ENOENT)
+      return r;
+    put_reply(out, reply);
+    return 0;
+  }
+  std::string after;
+  bool more = true;
+  while (more) {
+    std::map<std::string, ceph::bufferlist> vals;
+    r = cls_cxx_map_get_vals(hctx, after, "", 1000, &vals, &more);
+    if (r < 0)
+      return r;
+    if (vals.empty())
+      break;
+    for (const auto &kv : vals) {
+      if (kv.first.compare(0, 2, "t.") == 0) {
+        add(kv.second);
+      } else if (kv.first.compare(0, 2, "f.") == 0 && kv.first.size() == 2 + 2 * RTDB_OWNER_LEN) {
+        std::string owner;
+        for (size_t i = 2; i < kv.first.size(); i += 2)
+          owner.push_back((char)std::stoi(kv.first.substr(i, 2), nullptr, 16));
+        reply.fenced.push_back(owner);
+      } else {
+        /* a radostdb 0.1 journal (txid, state, part.*): reported as one
+         * record with txid 0 so the client can refuse it clearly */
+        if (reply.records.empty() || !reply.records.back().empty())
+          reply.records.emplace_back();
+      }
+      after = kv.first;
+    }
+  }
+  put_reply(out, reply);
   return 0;
 }
 
 extern "C" void __cls_init()
 {
   static cls_handle_t h_class;
-  static cls_method_handle_t h_version, h_store, h_append, h_delete, h_apply, h_clear,
-      h_bump, h_seq, h_watchers, h_lock, h_unlock, h_renew, h_prune, h_locks, h_settle, h_get,
-      h_list;
-
+  struct Method {
+    const char *name;
+    int flags;
+    cls_method_cxx_call_t fn;
+    cls_method_handle_t handle;
+  };
+  const int RD = CLS_METHOD_RD, WR = CLS_METHOD_RD | CLS_METHOD_WR;
+  static Method methods[] = {
+      {"version", RD, version, nullptr},   {"apply", WR, apply, nullptr},
+      {"clear", WR, clear, nullptr},       {"settle", WR, settle, nullptr},
+      {"rollback", WR, rollback, nullptr}, {"reset", WR, reset, nullptr},
+      {"get", RD, get, nullptr},           {"list", RD, list, nullptr},
+      {"seq", RD, seq, nullptr},           {"bump", WR, bump, nullptr},
+      {"lock", WR, lock, nullptr},         {"unlock", WR, unlock, nullptr},
+      {"release", WR, release, nullptr},   {"renew", WR, renew, nullptr},
+      {"prune", WR, prune, nullptr},       {"state", RD, state, nullptr},
+      {"watchers", RD, watchers, nullptr}, {"stage", WR, stage, nullptr},
+      {"txn_abort", WR, txn_abort, nullptr}, {"txn_mark", WR, txn_mark, nullptr},
+      {"fence_owners", WR, fence_owners, nullptr}, {"journal", RD, journal, nullptr},
+  };
   cls_log(0, "loading radostdb class (wire format %d)", RADOSTDB_WIRE_VERSION);
   cls_register("radostdb", &h_class);
-  cls_register_cxx_method(h_class, "version", CLS_METHOD_RD, version, &h_version);
-  cls_register_cxx_method(h_class, "store", CLS_METHOD_RD | CLS_METHOD_WR, store, &h_store);
-  cls_register_cxx_method(h_class, "append", CLS_METHOD_RD | CLS_METHOD_WR, append, &h_append);
-  cls_register_cxx_method(h_class, "delete", CLS_METHOD_RD | CLS_METHOD_WR, del, &h_delete);
-  cls_register_cxx_method(h_class, "apply", CLS_METHOD_RD | CLS_METHOD_WR, apply, &h_apply);
-  cls_register_cxx_method(h_class, "clear", CLS_METHOD_RD | CLS_METHOD_WR, clear, &h_clear);
-  cls_register_cxx_method(h_class, "bump", CLS_METHOD_RD | CLS_METHOD_WR, bump, &h_bump);
-  cls_register_cxx_method(h_class, "seq", CLS_METHOD_RD, seq, &h_seq);
-  cls_register_cxx_method(h_class, "watchers", CLS_METHOD_RD, watchers, &h_watchers);
-  cls_register_cxx_method(h_class, "lock", CLS_METHOD_RD | CLS_METHOD_WR, lock, &h_lock);
-  cls_register_cxx_method(h_class, "unlock", CLS_METHOD_RD | CLS_METHOD_WR, unlock, &h_unlock);
-  cls_register_cxx_method(h_class, "renew", CLS_METHOD_RD | CLS_METHOD_WR, renew, &h_renew);
-  cls_register_cxx_method(h_class, "prune", CLS_METHOD_RD | CLS_METHOD_WR, prune, &h_prune);
-  cls_register_cxx_method(h_class, "locks", CLS_METHOD_RD, locks, &h_locks);
-  cls_register_cxx_method(h_class, "settle", CLS_METHOD_RD | CLS_METHOD_WR, settle, &h_settle);
-  cls_register_cxx_method(h_class, "get", CLS_METHOD_RD, get, &h_get);
-  cls_register_cxx_method(h_class, "list", CLS_METHOD_RD, list, &h_list);
+  for (auto &m : methods)
+    cls_register_cxx_method(h_class, m.name, m.flags, m.fn, &m.handle);
 }

@@ -1,26 +1,30 @@
 /*
- * radostdb class: the shard metadata kept in a shard object's omap header.
+ * radostdb class: enums shared with the client, and the metadata the class
+ * keeps in a shard object's omap header (also used by the database header
+ * object, whose lock table holds the transaction lock).
  *
  * Only the class writes it, in the same atomic operation as the record or
- * lock change it accounts for. Layout (little-endian):
- *   u8  version   2            (1: the same without the lock table)
- *   u8  compat    2            (oldest reader version that understands it)
- *   u16 reserved  0
- *   u64 seq       shard sequence number: +1 on every change of the records
- *   (version >= 2:)
- *   u64 applied   id of the last multi-shard transaction applied here (0: none);
- *                 re-applying it is a no-op, so recovery may resend it
- *   u64 pending   id of a multi-shard transaction applied here whose commit is
- *                 not finished (0: none): reads and writes wait (-EUCLEAN)
- *   u32 nlocks    then nlocks lock entries:
- *     u8 kind     1 record lock (key = raw record key), 2 shard lock (key empty)
- *     u8 mode     1 exclusive, 2 shared
- *     bytes key   u32 length + raw key
- *     u32 nholders, then per holder:
- *       u8[16] owner       the holding handle's id
- *       u64    expiry_ms   OSD wall clock (ms since the epoch) when the lease ends
- * A missing (empty) header reads as seq 0, no locks; one that does not decode
- * makes every method fail with -EIO.
+ * lock change it accounts for. Stored as a framed struct (ops.h: u8 version,
+ * u8 compat, u32 length, body), version 3:
+ *   u64 seq        shard sequence number: +1 on every change of the records
+ *   u64 applied    last multi-shard transaction applied here (0: none)
+ *   u64 pending    transaction applied here whose outcome is not settled
+ *                  (0: none); its undo log is the object's data
+ *   u64 settled    last transaction settled here
+ *   u64 aborted    fence: a transaction that must never apply here
+ *   u8[16] powner  the pending transaction's committer (zeros: none)
+ *   u32 n, n x u32 the pending transaction's participants (shard indexes)
+ *   u32 n, n x u8[16]  stale owners: isolation or transaction-lock holders
+ *                  whose lease ran out; until a client has fenced them
+ *                  (journal) and clears them, the object refuses writes
+ *                  and lock grants (-EUCLEAN)
+ *   u32 n, n x entry   lock entries, holders and waiters in arrival order:
+ *     u8 kind, u8 mode, u8 state (1 held, 2 queued), u8 flags (0),
+ *     u8[16] owner, u32 lease_ms, u64 expiry_ms (OSD wall clock), bytes key
+ * Versions 1 and 2 (radostdb 0.1, unframed: u8 version, u8 compat, u16 0,
+ * u64 seq, [u64 applied, u64 pending, lock table]) are still read; the next
+ * write stores version 3. A missing (empty) header reads as all zeros; one
+ * that does not decode makes every method but `reset` fail with -EIO.
  */
 #ifndef RADOSTDB_TYPES_H
 #define RADOSTDB_TYPES_H
@@ -29,29 +33,82 @@
 #include <string>
 #include <vector>
 
-#define RTDB_SHARD_HDR_VERSION 2
 #define RTDB_OWNER_LEN 16
+#define RTDB_SHARD_HDR_VERSION 3
 
-enum rtdb_lock_kind : uint8_t { RTDB_LOCK_RECORD = 1, RTDB_LOCK_SHARD = 2 };
+/* lock kinds */
+enum rtdb_lock_kind : uint8_t {
+  RTDB_LOCK_RECORD = 1,    /* one record (key); chainlock, chainlock_read, write waits */
+  RTDB_LOCK_SHARD = 2,     /* a whole shard; lock_all, read_lock_all, batch waits */
+  RTDB_LOCK_TXN = 3,       /* the transaction lock (header object only) */
+  RTDB_LOCK_ISOLATION = 4, /* a transaction's hold on a shard: others' writes wait */
+  RTDB_LOCK_COMMIT = 5,    /* a committer waiting for others' shared locks to drain */
+};
 enum rtdb_lock_mode : uint8_t { RTDB_LOCK_EXCL = 1, RTDB_LOCK_SHARED = 2 };
+enum rtdb_entry_state : uint8_t { RTDB_HELD = 1, RTDB_QUEUED = 2 };
 
-struct rtdb_holder {
-  std::string owner; /* RTDB_OWNER_LEN bytes */
-  uint64_t expiry_ms = 0;
+/* operations of an `apply` batch (the memory backend and transactions use
+ * the same codes, radostdb/clsops.py) */
+enum rtdb_apply_op : uint8_t {
+  RTDB_OP_PUT = 1,     /* set the record, replacing any */
+  RTDB_OP_INSERT = 2,  /* set the record; -EEXIST if present */
+  RTDB_OP_MODIFY = 3,  /* set the record; -ENOENT if absent */
+  RTDB_OP_APPEND = 4,  /* append data to the record (create if absent) */
+  RTDB_OP_DELETE = 5,  /* remove the record; -ENOENT if absent */
+  RTDB_OP_DISCARD = 6, /* remove the record if present */
 };
 
-struct rtdb_lock {
+/* flags of an `apply` or `clear` request */
+#define RTDB_WRITE_ASSERT_LOCK 0x1 /* the writer holds a lock covering every key */
+#define RTDB_WRITE_ASSERT_TXN 0x2  /* the writer holds the transaction's isolation here */
+#define RTDB_WRITE_RELEASE 0x4     /* then release the covering lock (a queued write) */
+
+/* flags of a `lock` request */
+#define RTDB_LOCK_QUEUE 0x1 /* not grantable now: queue (else -EBUSY, nothing changed) */
+
+/* flags of a `release` request */
+#define RTDB_RELEASE_KEEP_WAITS 0x1 /* drop held entries only, keep queued ones */
+
+/* flags of a `prune` request */
+#define RTDB_PRUNE_CLEAR_STALE 0x1 /* forget the stale owners named in the request */
+
+/* journal record states */
+enum rtdb_txn_state : uint8_t { RTDB_TXN_STAGED = 1, RTDB_TXN_COMPLETE = 2, RTDB_TXN_ABORTED = 3 };
+
+/* get/list reply status */
+enum rtdb_read_status : uint8_t {
+  RTDB_FOUND = 0,
+  RTDB_MISSING = 1,
+  RTDB_TOO_BIG = 2,
+  RTDB_PENDING = 3,
+};
+
+struct rtdb_entry {
   uint8_t kind = RTDB_LOCK_RECORD;
   uint8_t mode = RTDB_LOCK_EXCL;
+  uint8_t state = RTDB_HELD;
+  uint8_t flags = 0;
+  std::string owner; /* RTDB_OWNER_LEN bytes */
+  uint32_t lease_ms = 0;
+  uint64_t expiry_ms = 0;
   std::string key;
-  std::vector<rtdb_holder> holders;
 };
 
 struct rtdb_shard_hdr {
   uint64_t seq = 0;
   uint64_t applied = 0;
   uint64_t pending = 0;
-  std::vector<rtdb_lock> locks;
+  uint64_t settled = 0;
+  uint64_t aborted = 0;
+  std::string powner = std::string(RTDB_OWNER_LEN, '\0');
+  std::vector<uint32_t> participants;
+  std::vector<std::string> stale;
+  std::vector<rtdb_entry> entries;
+
+  /* has the transaction reached this shard (applied, pending or settled)? */
+  bool has(uint64_t txid) const {
+    return txid && (pending == txid || applied == txid || settled == txid);
+  }
 };
 
 #endif

@@ -1,0 +1,254 @@
+"""The transaction lock and a transaction's isolation, cached between
+transactions.
+
+txnlock design:
+- A transaction holds two kinds of locks: the database's transaction lock
+  (kind TXN in the lock table of ``radostdb.w.NAME``: transactions run one
+  at a time) and an ISOLATION lock on every shard (tdb's allrecord read
+  lock: other handles' writes, record locks and lock_all wait; their reads
+  and read_lock_all do not).
+- Taking them costs ONE round trip: the TXN lock (queued if busy, and read
+  back), a try of every shard's isolation and a read of the journal are all
+  sent at once. If the TXN lock is busy, the handle waits in its FIFO queue
+  (isolation locks it already has are compatible with the holder's and are
+  kept: they block what the holder blocks anyway). A busy shard is taken in
+  shard order, queuing (locking.LockTable.acquire_all). If the journal holds
+  records, the previous holder died or did not clean up: they are decided
+  first (commit.recover_journal), so every transaction starts from a
+  database without undecided commits.
+- Cached ("sticky"): when a transaction ends and nobody waits, the handle
+  keeps both locks. Its next transaction_start costs nothing. A handle that
+  wants either lock (a transaction, a write, a record lock, lock_all) queues
+  in the OSD and announces itself with a "W" notify on the object; the
+  holder hears it and, idle, releases at once (on the lock service thread),
+  or, inside a transaction, right after it ends: the waiter is granted in
+  the same atomic operation as the release. While ``requested``, the holder
+  does not cache.
+- The release settles the shards the holder's lazily settled transactions
+  left pending (commit.Settlement), in the same call as each isolation lock,
+  then forgets the journal records.
+- Leases: both locks use the transaction lease (RADOSTDB_TXN_LEASE, default
+  5 s, never more than the lock lease), renewed by the lock service while
+  the handle lives. A holder that dies, cached or in a transaction, blocks
+  others for one transaction lease; its expired entries turn "stale" and
+  the first client that meets them fences it and decides its transactions.
+- A renewal that finds the locks gone (the process was stopped past its
+  lease) drops the cache; the next transaction_start takes them again. A
+  transaction caught in that state fails at commit with TDB's lock error:
+  its isolation was lost, so its reads may be stale.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable
+
+from . import clsops, commit, locking
+from .clsops import Kind, Mode
+from .errors import ERR_LOCK, ERR_NOLOCK, TdbError
+
+
+class State(enum.Enum):
+    NONE = "none"
+    ACQUIRING = "acquiring"
+    ACTIVE = "active"
+    CACHED = "cached"
+    RELEASING = "releasing"
+
+
+class TxnLock:
+    """One handle's transaction lock and isolation."""
+
+    def __init__(self, db: commit.DbObjects, locks: locking.LockTable,
+                 committer: commit.Committer, on_unclean: Callable[[str], None]) -> None:
+        self.db = db
+        self.locks = locks
+        self.committer = committer
+        self.on_unclean = on_unclean
+        self.state = State.NONE
+        self.requested = False
+        self.cond = threading.Condition()
+        self.objects = {db.wait_obj, *db.shard_objs}
+        locks.wait_listeners.append(self._on_wait)
+
+    # -- what we hold -----------------------------------------------------------------
+    def _keys(self) -> list[locking.HeldKey]:
+        return [(self.db.wait_obj, Kind.TXN, Mode.EXCL, b"")] + [
+            (o, Kind.ISOLATION, Mode.SHARED, b"") for o in self.db.shard_objs]
+
+    def _intact(self) -> bool:
+        held = self.locks.held
+        return all(k in held for k in self._keys())
+
+    def holds(self) -> bool:
+        """Do we hold the isolation now (active or cached)?"""
+        return self.state in (State.ACTIVE, State.CACHED)
+
+    # -- start and end -------------------------------------------------------------------
+    def start(self, nonblock: bool) -> None:
+        """Hold both locks for a transaction (0 round trips when cached)."""
+        with self.cond:
+            while self.state == State.RELEASING:
+                self.cond.wait()
+            if self.state == State.CACHED:
+                if self._intact() and not self.requested:
+                    self.state = State.ACTIVE
+                    return
+                self.state = State.RELEASING
+                cached = True
+            else:
+                cached = False
+        if cached:  # lost, or somebody waits: give it up and queue again
+            self._release()
+        if self.locks.holds_user_locks():
+            # as tdb: "cannot start a transaction with locks held"
+            raise TdbError(ERR_LOCK)
+        with self.cond:
+            self.requested = False
+            self.state = State.ACQUIRING
+        try:
+            self._acquire(nonblock)
+        except BaseException:
+            with self.cond:
+                self.state = State.RELEASING
+            self._release()
+            raise
+        with self.cond:
+            self.state = State.ACTIVE
+
+    def _acquire(self, nonblock: bool) -> None:
+        io = self.db.io()
+        locks = self.locks
+        owner = locks.owner
+        lease_ms = locks.txn_lease_ms
+        wait_obj = self.db.wait_obj
+        txn_key = (wait_obj, Kind.TXN, Mode.EXCL, b"")
+        flags = 0 if nonblock else clsops.LOCK_QUEUE
+        # one round: TXN (queued) + its state, the journal, every shard's isolation
+        tcall = clsops.aio_lock(io, wait_obj, clsops.lock_request(
+            owner, lease_ms, Kind.TXN, Mode.EXCL, b"", flags))
+        scall = clsops.aio_state(io, wait_obj)
+        jcall = clsops.aio_journal(io, self.db.journal)
+        try:
+            locks.acquire_all(self.db.shard_objs, Kind.ISOLATION, Mode.SHARED, nonblock=nonblock,
+                              lease_ms=lease_ms, on_unclean=self.on_unclean)
+        except TdbError as exc:
+            self._drop_txn_call(tcall, scall, jcall)
+            if nonblock and exc.code == ERR_LOCK:
+                raise TdbError(ERR_NOLOCK) from None
+            raise
+        except BaseException:
+            self._drop_txn_call(tcall, scall, jcall)
+            raise
+        err = tcall.error()
+        st = scall.wait() if err is None else (scall.error() and None)
+        journal = jcall.wait()
+        if err is not None and isinstance(err, clsops.Busy) and nonblock:
+            req = clsops.lock_request(owner, lease_ms, Kind.TXN, Mode.EXCL)
+            if not locks.ask_cached(io, [wait_obj], lambda: clsops.lock(io, wait_obj, req)):
+                raise TdbError(ERR_NOLOCK)
+            err = None
+            st = clsops.state(io, wait_obj)
+            journal = clsops.journal(io, self.db.journal)
+        if err is not None:
+            if not isinstance(err, clsops.Unclean):
+                raise err
+            self.on_unclean(wait_obj)
+            locks.acquire(wait_obj, Kind.TXN, Mode.EXCL, nonblock=nonblock, lease_ms=lease_ms,
+                          on_unclean=self.on_unclean)
+            journal = clsops.journal(io, self.db.journal)
+        elif st is not None and locks.granted(wait_obj, st, Kind.TXN, Mode.EXCL, b""):
+            locks.note(txn_key, lease_ms)
+            self._others_wait(st)
+        else:  # queued: wait; the journal is read again with the state showing the grant
+            locks.track(wait_obj, lease_ms)
+            st, journal = locks.wait_queued(
+                wait_obj, Kind.TXN, Mode.EXCL, b"", lease_ms, self.on_unclean, queued=True,
+                companion=lambda: clsops.aio_journal(io, self.db.journal))
+            locks.note(txn_key, lease_ms)
+            self._others_wait(st)
+        locking._notices.ensure_watch(io, wait_obj)
+        if journal.records or journal.legacy:
+            commit.recover_journal(self.db, journal, owner)
+
+    def _others_wait(self, st: clsops.ObjectState | None) -> None:
+        """Others queued for the transaction lock behind us: do not cache it."""
+        if st is not None and any(e.owner != self.locks.owner and not e.held
+                                  for e in st.header.entries):
+            with self.cond:
+                self.requested = True
+
+    def _drop_txn_call(self, *calls: clsops.Call) -> None:
+        """The isolation failed: forget the TXN request sent with it."""
+        for c in calls:
+            c.error()
+        try:
+            clsops.unlock(self.db.io(), self.db.wait_obj, clsops.unlock_request(
+                self.locks.owner, Kind.TXN, Mode.EXCL))
+        except Exception:
+            pass  # not queued, or expires with its lease
+
+    def end(self, ok: bool = True) -> None:
+        """The transaction ended: keep both locks, unless somebody waits (or
+        the transaction failed), then release them now."""
+        with self.cond:
+            if self.state != State.ACTIVE:
+                return
+            if ok and not self.requested and self._intact():
+                self.state = State.CACHED
+                return
+            self.state = State.RELEASING
+        self._release()
+
+    def close(self) -> None:
+        """Release whatever we hold (handle close)."""
+        with self.cond:
+            while self.state == State.RELEASING:
+                self.cond.wait()
+            if self.state == State.NONE:
+                return
+            self.state = State.RELEASING
+        self._release()
+
+    # -- giving the locks up --------------------------------------------------------------
+    def _on_wait(self, obj: str) -> None:
+        """Somebody waits on obj (notify callback: must not block)."""
+        if obj not in self.objects:
+            return
+        with self.cond:
+            if self.state in (State.ACQUIRING, State.ACTIVE):
+                self.requested = True
+            elif self.state == State.CACHED:
+                self.requested = True
+                self.state = State.RELEASING
+                locking.submit(self._release)
+
+    def _release(self) -> None:
+        """Release the TXN lock and every isolation lock, settling what our
+        lazily settled transactions left pending (state RELEASING)."""
+        try:
+            commit.crash_point("before-release")
+            settles = self.committer.release_settles()
+            items = [(o, settles.get(i, 0), Kind.ISOLATION)
+                     for i, o in enumerate(self.db.shard_objs)]
+            items.append((self.db.wait_obj, 0, Kind.TXN))
+            items += [(o, 0, Kind.COMMIT) for o in self.db.shard_objs
+                      if self.locks.holds_kind(o, Kind.COMMIT)]
+            errors = self.locks.release_objects(items)
+            self.committer.after_release(all(e is None for e in errors))
+        finally:
+            with self.cond:
+                self.state = State.NONE
+                self.requested = False
+                self.cond.notify_all()
+
+    def accept(self, index: int) -> int:
+        """A transaction we committed that may still be pending on the shard."""
+        return self.committer.settlement.accept(index) if self.holds() else 0
+
+    def settle_for(self, index: int) -> int:
+        return self.accept(index)
+
+    def settled(self, index: int) -> None:
+        self.committer.settlement.settled(index)

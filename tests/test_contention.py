@@ -1,0 +1,458 @@
+"""Many writers in tight loops: FIFO fairness, dead waiters, readers vs a
+writer, and the cached transaction lock; real processes, no think time."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import statistics
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import radostdb
+from radostdb import clsops, codec, layout
+
+CREATE = os.O_CREAT | os.O_RDWR
+DURATION = 20.0
+# leases short enough to matter under load (issue 10: 5 s with 5 busy processes)
+LOAD_ENV = {"RADOSTDB_LOCK_LEASE": "5", "RADOSTDB_TXN_LEASE": "5"}
+
+
+_lines: dict[int, queue.Queue[str]] = {}
+
+
+def python(code: str, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args], env=env,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    return proc
+
+
+def line(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    """The child's next stdout line ("<timeout>" if none came in time; "" at
+    its end). One reader thread per child, so a line is never lost."""
+    q = _lines.get(proc.pid)
+    if q is None:
+        q = _lines[proc.pid] = queue.Queue()
+        out = proc.stdout
+        assert out is not None
+
+        def pump() -> None:
+            for text in iter(out.readline, ""):
+                q.put(text)
+            q.put("")
+
+        threading.Thread(target=pump, daemon=True).start()
+    try:
+        return q.get(timeout=timeout).strip()
+    except queue.Empty:
+        return "<timeout>"
+
+
+def expect(proc: subprocess.Popen[str], want: str, timeout: float = 60) -> float:
+    """Wait for the line `want` from the child; returns when it came (monotonic)."""
+    got = line(proc, timeout)
+    if got != want:
+        proc.kill()
+        proc.wait()
+        err = proc.stderr.read() if proc.stderr else ""
+        pytest.fail(f"expected {want!r} from the child, got {got!r}; stderr:\n{err}")
+    return time.monotonic()
+
+
+def say(proc: subprocess.Popen[str], text: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(text + "\n")
+    proc.stdin.flush()
+
+
+def finish(procs: list[subprocess.Popen[str]], timeout: float = 120) -> list[str]:
+    """Wait for every child (it must exit 0); their remaining output."""
+    outs = []
+    for p in procs:
+        if p.pid in _lines:  # its stdout is read by a pump thread
+            assert p.stdin is not None
+            p.stdin.close()
+            texts = []
+            while (text := line(p, timeout)) not in ("", "<timeout>"):
+                texts.append(text)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+            err = p.stderr.read() if p.stderr else ""
+            out = "\n".join(texts)
+        else:
+            try:
+                out, err = p.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, err = p.communicate()
+                pytest.fail(f"a child hung; stderr:\n{err}")
+        assert p.returncode == 0, err
+        outs.append(out.strip())
+    return outs
+
+
+def fair(counts: list[int]) -> None:
+    """Every process's count is at least half of the mean (issue 10)."""
+    mean = statistics.mean(counts)
+    print(f"per-process counts {counts}, min/mean {min(counts) / mean:.2f}")
+    assert min(counts) >= mean / 2, counts
+
+
+LOCKER = """
+    import os, sys, time, radostdb
+    db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR)
+    end = float(sys.argv[2])
+    n = 0
+    while time.time() < end:
+        db.chainlock(b"hot")
+        value = int(db[b"hot"])
+        db.store(b"hot", b"%d" % (value + 1))
+        db.chainunlock(b"hot")
+        n += 1
+    print(n, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_record_lock_is_fair_in_tight_loops(db_name: str, cluster_env: dict[str, str]) -> None:
+    """4 processes: chainlock -> get -> store -> chainunlock on one key, no
+    think time. Each gets its turn (FIFO in the OSD) and the counter is exact."""
+    db = radostdb.Tdb(db_name, 8, 0, CREATE)
+    db.store(b"hot", b"0")
+    end = time.time() + 3 + DURATION
+    env = {**cluster_env, **LOAD_ENV}
+    counts = [int(x) for x in finish([python(LOCKER, env, db_name, str(end)) for _ in range(4)])]
+    fair(counts)
+    assert int(db[b"hot"]) == sum(counts)
+
+
+TRANSFER = """
+    import os, random, sys, time, radostdb
+    db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR)
+    end = float(sys.argv[2])
+    rng = random.Random()
+    n = 0
+    while time.time() < end:
+        a, b = rng.sample(range(32), 2)
+        db.transaction_start()
+        va, vb = int(db[b"acct%02d" % a]), int(db[b"acct%02d" % b])
+        amount = rng.randrange(50)
+        db.store(b"acct%02d" % a, b"%d" % (va - amount))
+        db.store(b"acct%02d" % b, b"%d" % (vb + amount))
+        db.transaction_commit()
+        n += 1
+    print(n, flush=True)
+"""
+
+AUDIT = """
+    import os, sys, time, radostdb
+    db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR)
+    end = float(sys.argv[2])
+    totals = []
+    while time.time() < end:
+        db.transaction_start()
+        totals.append(sum(int(db[b"acct%02d" % i]) for i in range(32)))
+        db.transaction_cancel()
+    print(len(totals), len(set(totals)), totals[0] if totals else -1, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_transactions_are_fair_in_tight_loops(db_name: str, cluster_env: dict[str, str],
+                                              ceph_cluster: object) -> None:
+    """4 processes transfer money in transactions, a 5th audits in read
+    transactions, no think time: every process gets its turns, every audit
+    sees the exact total, and `radostdb check` is clean afterwards."""
+    db = radostdb.Tdb(db_name, 8, 0, CREATE)
+    with db.transaction():
+        for i in range(32):
+            db.store(b"acct%02d" % i, b"1000")
+    end = time.time() + 3 + DURATION
+    env = {**cluster_env, **LOAD_ENV}
+    procs = [python(TRANSFER, env, db_name, str(end)) for _ in range(4)]
+    procs.append(python(AUDIT, env, db_name, str(end)))
+    outs = finish(procs)
+    audits, distinct, total = (int(x) for x in outs[-1].split())
+    fair([int(x) for x in outs[:-1]] + [audits])
+    assert (distinct, total) == (1, 32000)
+    assert sum(int(db[b"acct%02d" % i]) for i in range(32)) == 32000
+    db.close()
+    cli = os.path.join(os.path.dirname(sys.executable), "radostdb")
+    check = subprocess.run([cli, "check", db_name],
+                           env=cluster_env, capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+# -- isolation: tdb's, checked against tdb itself ----------------------------------------
+LOST_UPDATE_T = """
+    import os, sys
+    mod = __import__(sys.argv[1])
+    db = mod.Tdb(sys.argv[2], 0, 0, os.O_RDWR)
+    sys.stdin.readline()
+    db.transaction_start()
+    v = int(db.get(b"k"))
+    print(v, flush=True)
+    sys.stdin.readline()
+    db.store(b"k", b"%d" % (v + 1))
+    db.transaction_commit()
+    print("committed", flush=True)
+    sys.stdin.readline()
+"""
+
+LOST_UPDATE_B = """
+    import os, sys
+    mod = __import__(sys.argv[1])
+    db = mod.Tdb(sys.argv[2], 0, 0, os.O_RDWR)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    db.store(b"k", b"100")
+    print("stored", flush=True)
+"""
+
+
+def _lost_update(module: str, name: str, env: dict[str, str]) -> tuple[bytes, bool]:
+    """Run the scenario with `module` (tdb or radostdb); returns (final value,
+    whether the other process's store waited for the commit)."""
+    t = python(LOST_UPDATE_T, env, module, name)
+    b = python(LOST_UPDATE_B, env, module, name)
+    expect(b, "ready")
+    say(t, "start")
+    assert line(t) == "0"
+    say(b, "store")
+    waited = line(b, timeout=1.5) == "<timeout>"  # must wait for the transaction
+    say(t, "write")
+    expect(t, "committed")
+    if waited:
+        expect(b, "stored")
+    say(t, "exit")
+    finish([t, b])
+    db = __import__(module).Tdb(name, 0, 0, os.O_RDWR)
+    value = db.get(b"k")
+    db.close()
+    return value, waited
+
+
+def test_store_waits_for_a_transaction_as_in_tdb(db_name: str, cluster_env: dict[str, str],
+                                                  tmp_path: object) -> None:
+    """A transaction reads k; another process stores k; the transaction writes
+    k+1 and commits. In tdb the store waits (allrecord read lock) and lands
+    after the commit: no lost update. radostdb must give the same."""
+    import tdb
+
+    path = os.path.join(str(tmp_path), "lost.tdb")
+    real = tdb.Tdb(path, 0, tdb.DEFAULT, CREATE)
+    real.store(b"k", b"0")
+    real.close()
+    ours = radostdb.Tdb(db_name, 8, 0, CREATE)
+    ours.store(b"k", b"0")
+    ours.close()
+    expected = _lost_update("tdb", path, cluster_env)
+    assert expected == (b"100", True)  # what tdb does, checked here each time
+    assert _lost_update("radostdb", db_name, cluster_env) == expected
+
+
+def test_reads_and_read_lock_all_do_not_wait_for_a_transaction(db_name: str) -> None:
+    """As tdb: another handle's get and read_lock_all go on during a
+    transaction; its lock_all and chainlock do not (nonblock: refused)."""
+    a = radostdb.Tdb(db_name, 8, 0, CREATE)
+    b = radostdb.Tdb(db_name, 8, 0, CREATE)
+    a.store(b"k", b"v")
+    a.transaction_start()
+    a.store(b"k", b"in txn")
+    assert b.get(b"k") == b"v"
+    b.read_lock_all()
+    b.read_unlock_all()
+    for call in (b.lock_all_nonblock, lambda: b.chainlock_nonblock(b"k"),
+                 b.transaction_start_nonblock):
+        with pytest.raises(RuntimeError):
+            call()
+    a.transaction_commit()
+    assert b.get(b"k") == b"in txn"
+
+
+# -- dead waiters ------------------------------------------------------------------------
+WAITER = """
+    import os, sys, radostdb
+    db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR, lock_lease=float(sys.argv[2]))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    db.chainlock(b"hot")
+    print("locked", flush=True)
+    sys.stdin.readline()
+    db.chainunlock(b"hot")
+    print("unlocked", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def _queue(db_name: str, ioctx: object, nshards: int) -> list[clsops.LockEntry]:
+    obj = layout.shard_object(db_name, codec.shard_of(b"hot", nshards))
+    st = clsops.state(ioctx, obj)
+    return [] if st is None else [e for e in st.header.entries if not e.held]
+
+
+def _start_waiters(db_name: str, env: dict[str, str], ioctx: object,
+                   n: int, lease: float) -> list[subprocess.Popen[str]]:
+    procs = []
+    for i in range(n):
+        p = python(WAITER, env, db_name, str(lease))
+        expect(p, "ready")
+        say(p, "lock")
+        deadline = time.monotonic() + 30
+        while len(_queue(db_name, ioctx, 8)) < i + 1:  # queued in this order
+            assert time.monotonic() < deadline, "the waiter did not queue"
+            time.sleep(0.05)
+        procs.append(p)
+    return procs
+
+
+@pytest.mark.parametrize("victim", [0, 1], ids=["head", "middle"])
+def test_a_killed_waiter_stalls_nobody_past_its_lease(victim: int, db_name: str,
+                                                      cluster_env: dict[str, str],
+                                                      ioctx: object) -> None:
+    """Three processes queue behind a holder; one of them (the head, or the
+    one in the middle) is killed with -9. The others get the lock in queue
+    order, each within one lease of the death."""
+    lease = 2.0
+    holder = radostdb.Tdb(db_name, 8, 0, CREATE, lock_lease=lease)
+    holder.chainlock(b"hot")
+    waiters = _start_waiters(db_name, cluster_env, ioctx, 3, lease)
+    waiters[victim].send_signal(signal.SIGKILL)
+    waiters[victim].wait()
+    killed = time.monotonic()
+    holder.chainunlock(b"hot")
+    alive = [w for i, w in enumerate(waiters) if i != victim]
+    for w in alive:
+        got = expect(w, "locked", timeout=30)
+        print(f"next holder ran {got - killed:.2f}s after the kill (lease {lease}s)")
+        assert got - killed < lease + 2.0
+        say(w, "unlock")
+        expect(w, "unlocked")
+        say(w, "exit")
+    finish(alive)
+
+
+READER = """
+    import os, sys, time, radostdb
+    db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR)
+    end = float(sys.argv[2])
+    n = 0
+    while time.time() < end:
+        db.chainlock_read(b"hot")
+        db.chainunlock_read(b"hot")
+        n += 1
+    print(n, flush=True)
+"""
+
+
+def test_a_writer_is_not_starved_by_a_stream_of_readers(db_name: str,
+                                                        cluster_env: dict[str, str]) -> None:
+    """3 processes take and drop chainlock_read in tight loops; a writer's
+    chainlock queues, and readers arriving after it wait behind it."""
+    db = radostdb.Tdb(db_name, 8, 0, CREATE)
+    db.store(b"hot", b"0")
+    end = time.time() + 12
+    readers = [python(READER, cluster_env, db_name, str(end)) for _ in range(3)]
+    time.sleep(3)  # the readers are in full swing
+    waits = []
+    for _ in range(5):
+        t0 = time.monotonic()
+        db.chainlock(b"hot")
+        waits.append(time.monotonic() - t0)
+        db.chainunlock(b"hot")
+        time.sleep(0.2)
+    counts = [int(x) for x in finish(readers)]
+    print(f"writer waits {[round(w, 4) for w in waits]} s; reader counts {counts}")
+    assert max(waits) < 5.0, waits
+    assert min(counts) > 0
+
+
+# -- the cached transaction lock ----------------------------------------------------------
+CACHER = """
+    import os, sys, radostdb
+    db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR, txn_lease=float(sys.argv[2]))
+    with db.transaction():
+        db.store(b"cached", b"1")
+    print("cached", flush=True)  # idle now, still holding the transaction lock
+    for cmd in sys.stdin:
+        if cmd.strip() == "txn":
+            with db.transaction():
+                db.store(b"again", b"1")
+            print("committed", flush=True)
+"""
+
+
+def test_a_cached_transaction_lock_is_handed_over(db_name: str,
+                                                  cluster_env: dict[str, str]) -> None:
+    """An idle handle keeps the transaction lock and isolation after its
+    transaction; another handle's transaction, store and lock_all get them
+    on request, long before the holder's lease (30 s here) could run out."""
+    db = radostdb.Tdb(db_name, 8, 0, CREATE)
+    holder = python(CACHER, cluster_env, db_name, "30")
+    expect(holder, "cached")
+    waits = {}
+    for what, call in (("transaction", lambda: (db.transaction_start(),
+                                                db.transaction_commit())),
+                       ("store", lambda: db.store(b"k", b"v")),
+                       ("lock_all", lambda: (db.lock_all(), db.unlock_all())),
+                       ("nonblock", lambda: (db.transaction_start_nonblock(),
+                                             db.transaction_cancel()))):
+        say(holder, "txn")  # the holder takes it back and caches it again
+        expect(holder, "committed")
+        t0 = time.monotonic()
+        call()
+        waits[what] = time.monotonic() - t0
+    print(f"handover waits: { {k: round(v, 4) for k, v in waits.items()} }")
+    assert max(waits.values()) < 10.0, waits
+    finish([holder])
+    assert db[b"again"] == b"1"
+
+
+def test_a_killed_cached_holder_blocks_no_longer_than_its_lease(
+        db_name: str, cluster_env: dict[str, str]) -> None:
+    lease = 2.0
+    db = radostdb.Tdb(db_name, 8, 0, CREATE)
+    holder = python(CACHER, cluster_env, db_name, str(lease))
+    expect(holder, "cached")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    t0 = time.monotonic()
+    db.store(b"k", b"after")  # blocked by the dead holder's isolation, then recovered
+    with db.transaction():
+        db.store(b"k2", b"after")
+    waited = time.monotonic() - t0
+    print(f"took over {waited:.2f}s after the kill (txn lease {lease}s)")
+    assert waited < lease + 5.0
+    assert db[b"cached"] == b"1" and db[b"k2"] == b"after"
+
+
+def test_isolation_holds_while_the_lock_is_cached(db_name: str,
+                                                  cluster_env: dict[str, str]) -> None:
+    """A handle that starts a transaction on its cached lock (no round trip)
+    still keeps other handles' writes out until it commits."""
+    db = radostdb.Tdb(db_name, 8, 0, CREATE)
+    db.store(b"k", b"0")
+    with db.transaction():  # now cached
+        pass
+    db.transaction_start()  # from the cache
+    v = int(db[b"k"])
+    done = threading.Event()
+    other = radostdb.Tdb(db_name)
+    writer = threading.Thread(target=lambda: (other.store(b"k", b"100"), done.set()))
+    writer.start()
+    assert not done.wait(1.5), "a store went through during the transaction"
+    db.store(b"k", b"%d" % (v + 1))
+    db.transaction_commit()
+    assert done.wait(30)
+    writer.join()
+    assert db[b"k"] == b"100"
