@@ -24,20 +24,22 @@ import pytest
 import rados
 
 import radostdb
+from radostdb.errors import ERR_RDONLY
 from radostdb.testing import ClusterInfo
 
 CREATE = os.O_CREAT | os.O_RDWR
 OP_LIMIT = 90.0  # seconds a restricted client's whole run may take
 RECORDS = {b"k%03d" % i: b"v%03d" % i for i in range(40)}  # over every shard
 
-# The caps README.rst documents for a read-write client: broad, and naming
-# the two object classes radostdb calls.
+# The caps README.rst documents for a read-write client (broad, and naming
+# the two object classes radostdb calls), and for a reader.
 RW_CAPS = ("allow r", "allow rwx pool={pool}")
 RW_CLASS_CAPS = (
     "allow r",
     "allow rw pool={pool}, allow pool={pool} class radostdb, allow pool={pool} class lock",
 )
 RW_NS_CAPS = ("allow r", "allow rwx pool={pool} namespace={ns}")
+RO_CAPS = ("allow r", "allow r pool={pool}, allow class-read pool={pool}")
 
 
 @dataclass
@@ -202,6 +204,15 @@ def probe(
     return {ln["op"]: ln for ln in lines if "op" in ln}
 
 
+def refused(outcome: dict[str, Any]) -> bool:
+    """True for TDB's read-only error or a permission error (EPERM/EACCES)."""
+    if outcome["ok"]:
+        return False
+    if outcome["tdb"]:
+        return outcome["args"][0] == ERR_RDONLY
+    return outcome["type"] == "PermissionError"
+
+
 def cli(client: Client, *args: str, ns: str = "") -> subprocess.CompletedProcess[str]:
     """``radostdb ARGS`` as ``client``, in a real process with a time limit."""
     argv = [sys.executable, "-m", "radostdb.cli", "--timeout", "30"]
@@ -226,6 +237,77 @@ def fill(name: str, namespace: str = "") -> None:
         for k, v in RECORDS.items():
             db.store(k, v)
     db.close()
+
+
+WRITES = [
+    "store",
+    "append",
+    "delete",
+    "chainlock",
+    "fetch_locked",
+    "chainlock_read",
+    "lock_all",
+    "transaction_start",
+    "transaction",
+]
+
+
+def test_read_only_client_reads_and_is_refused_writes(
+    make_client: Callable[..., Client], db_name: str
+) -> None:
+    """Caps ``osd 'allow r, allow class-read'``, database opened O_RDWR (as
+    code written for tdb does): fetch and traverse work; every write, lock and
+    transaction is refused with TDB's read-only error or a permission error,
+    promptly; the records are unchanged."""
+    fill(db_name)
+    client = make_client(*RO_CAPS)
+    got = probe(client, db_name, ["open", "fetch", "traverse", *WRITES, "close"])
+    assert got["open"]["ok"], f"open refused: {got['open']}"
+    assert got["fetch"] == {**got["fetch"], "ok": True, "value": "v001"}
+    assert got["traverse"] == {**got["traverse"], "ok": True, "value": len(RECORDS)}
+    wrong = {op: got[op] for op in WRITES if not refused(got[op])}
+    assert not wrong, f"not refused with TDB's read-only or a permission error: {wrong}"
+    assert got["close"]["ok"], got["close"]
+    assert dict(radostdb.Tdb(db_name).items()) == RECORDS
+
+
+def test_read_only_client_opened_read_only(
+    make_client: Callable[..., Client], db_name: str
+) -> None:
+    """The same client opening O_RDONLY: reads work, writes get TDB's
+    read-only error without asking the cluster."""
+    fill(db_name)
+    client = make_client(*RO_CAPS)
+    got = probe(
+        client,
+        db_name,
+        ["open", "fetch", "traverse", "store", "transaction_start", "close"],
+        flags=os.O_RDONLY,
+    )
+    assert got["open"]["ok"] and got["close"]["ok"], got
+    assert (got["fetch"]["value"], got["traverse"]["value"]) == ("v001", len(RECORDS))
+    for op in ("store", "transaction_start"):
+        assert got[op]["tdb"] and got[op]["args"][0] == ERR_RDONLY, got[op]
+
+
+def test_read_only_client_cli(make_client: Callable[..., Client], db_name: str) -> None:
+    """The CLI with read-only caps: get, dump, info and check work; store
+    fails with one 'Error:' line (exit 1), not a traceback or a hang."""
+    fill(db_name)
+    client = make_client(*RO_CAPS)
+    for args in (
+        ["get", db_name, "k001"],
+        ["dump", db_name],
+        ["info", db_name],
+        ["check", db_name],
+    ):
+        r = cli(client, *args)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+    assert cli(client, "get", db_name, "k001").stdout == "v001\n"
+    r = cli(client, "store", db_name, "k001", "changed")
+    assert r.returncode == 1 and r.stderr.startswith("Error: "), (r.stdout, r.stderr)
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert radostdb.Tdb(db_name)[b"k001"] == b"v001"
 
 
 ALL_OPS = [
