@@ -22,7 +22,8 @@ Decisions:
 - Fault injection for reliability tests: ``kill_osd``/``start_osd`` for one
   OSD, ``crash`` (SIGKILL of every daemon at once) and ``start`` (a created
   cluster's daemons started again by a new keeper, data kept on bluestore),
-  ``wait_writable`` for the pool to take writes again.
+  ``wait_writable`` for the pool to take writes again, ``wait_osds_up`` for
+  restarted OSDs to be marked up in the OSD map.
 """
 
 from __future__ import annotations
@@ -488,6 +489,26 @@ osd_class_default_list = *
         with self.admin(deadline) as admin:
             self._wait_for_write(admin, deadline, all_up=False)
         return time.monotonic() - started
+
+    def wait_osds_up(self, timeout: float = 120.0) -> float:
+        """Wait until the OSD map marks up every OSD whose daemon runs (a
+        restarted OSD has booted and rejoined); return the seconds waited."""
+        started = time.monotonic()
+        deadline = started + timeout
+        with self.admin(deadline) as admin:
+            while True:
+                dump = json.loads(self._mon(admin, {"prefix": "osd dump", "format": "json"}))
+                up = {o["osd"] for o in dump["osds"] if o["up"]}
+                running = {int(n.split(".")[1]) for n, alive in self.status().items()
+                           if alive and n.startswith("osd.")}
+                if running <= up:
+                    return time.monotonic() - started
+                if time.monotonic() > deadline:
+                    raise ClusterError(
+                        f"osd.{', osd.'.join(map(str, sorted(running - up)))} not marked up "
+                        f"within {timeout:.0f}s; see {self.dir / 'log'}"
+                    )
+                time.sleep(0.2)
 
     def _wait_for_write(self, admin: Any, deadline: float, all_up: bool = True) -> None:
         import rados
