@@ -19,6 +19,11 @@ Decisions:
   ``rados.Rados(conffile=DIR/ceph.conf)`` work as they are.
 - memstore (default) is fastest but keeps data only across a clean stop;
   bluestore on a sparse file outside the OSD directory survives ``kill -9``.
+- Fault injection for reliability tests: ``kill_osd``/``start_osd`` for one
+  OSD, ``crash`` (SIGKILL of every daemon at once) and ``start`` (a created
+  cluster's daemons started again by a new keeper, data kept on bluestore),
+  ``wait_writable`` for the pool to take writes again, ``wait_osds_up`` for
+  restarted OSDs to be marked up in the OSD map.
 """
 
 from __future__ import annotations
@@ -223,13 +228,32 @@ class DevCluster:
             if shutil.which(tool) is None:
                 raise ClusterError(f"{tool} is not installed (run 'make deps' as root)")
         self.dir.mkdir(parents=True, exist_ok=True)
-        params = {"osds": self.osds, "store": self.store, "pool": self.pool,
-                  "pg_num": self.pg_num, "memstore_bytes": self.memstore_bytes,
-                  "bluestore_bytes": self.bluestore_bytes}
+        return self._launch_keeper("create", timeout, owner)
+
+    def start(self, timeout: float = 120.0, owner: int | None = None) -> DevCluster:
+        """Start again every daemon of a cluster that ``up`` created and that is
+        now stopped (``down`` or ``crash``); return when the pool takes writes.
+
+        Nothing is re-created: with bluestore the data is what the OSDs kept.
+        A new keeper becomes the daemons' parent, as in ``up``.
+        """
+        if any(self.status().values()):
+            raise ClusterError(f"daemons of the cluster in {self.dir} still run; 'down' it first")
+        if not (self.dir / "mon.a").is_dir() or not self.conf.is_file():
+            raise ClusterError(f"no cluster was created in {self.dir}; use 'up'")
+        return self._launch_keeper("resume", timeout, owner)
+
+    def _launch_keeper(self, mode: str, timeout: float, owner: int | None) -> DevCluster:
+        meta = self._meta()
+        params = {"osds": meta.get("osds", self.osds), "store": meta.get("store", self.store),
+                  "pool": meta.get("pool", self.pool), "pg_num": self.pg_num,
+                  "memstore_bytes": self.memstore_bytes, "bluestore_bytes": self.bluestore_bytes}
+        if mode == "create":
+            params.update(osds=self.osds, store=self.store, pool=self.pool)
         with open(self.dir / "keeper.log", "ab") as log:
             keeper = subprocess.Popen(
                 [sys.executable, "-m", "radostdb.devcluster", "keep", str(self.dir),
-                 json.dumps(params), str(owner or 0), str(timeout)],
+                 json.dumps(params), str(owner or 0), str(timeout), mode],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                 start_new_session=True,
             )
@@ -244,13 +268,25 @@ class DevCluster:
             raise ClusterError(line[len("error: "):])
         raise ClusterError(f"the cluster keeper died ({line!r}); see {self.dir / 'keeper.log'}")
 
-    def _start(self, timeout: float) -> None:
-        """Create and start everything, in this process (the keeper)."""
+    def _start(self, timeout: float, mode: str = "create") -> None:
+        """Create (or, with mode "resume", restart) and start everything, in
+        this process (the keeper)."""
         try:
-            self._create(timeout)
+            if mode == "resume":
+                self._resume(timeout)
+            else:
+                self._create(timeout)
         except BaseException:
             self.down()
             raise
+
+    def _resume(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        self._spawn("mon.a", ["ceph-mon", "-c", str(self.conf), "-i", "a", "-f"])
+        with self.admin(deadline) as admin:
+            for i in range(self.osds):
+                self.start_osd(i)
+            self._wait_for_write(admin, deadline)
 
     def _keep(self, owner: int) -> None:
         """The keeper's loop: reap daemons; stop them all if the owner dies."""
@@ -444,7 +480,37 @@ osd_class_default_list = *
         _run(["ceph-osd", "-c", str(self.conf), "-i", str(i), "--mkfs", "--osd-uuid", osd_uuid],
              f"mkfs of {name}", timeout=120, log=self.log_of(name))
 
-    def _wait_for_write(self, admin: Any, deadline: float) -> None:
+    def wait_writable(self, timeout: float = 120.0) -> float:
+        """Wait until a write to the pool succeeds (after OSDs were killed or
+        restarted); return the seconds waited. Daemons deliberately left down
+        are no error; no write within ``timeout`` is."""
+        started = time.monotonic()
+        deadline = started + timeout
+        with self.admin(deadline) as admin:
+            self._wait_for_write(admin, deadline, all_up=False)
+        return time.monotonic() - started
+
+    def wait_osds_up(self, timeout: float = 120.0) -> float:
+        """Wait until the OSD map marks up every OSD whose daemon runs (a
+        restarted OSD has booted and rejoined); return the seconds waited."""
+        started = time.monotonic()
+        deadline = started + timeout
+        with self.admin(deadline) as admin:
+            while True:
+                dump = json.loads(self._mon(admin, {"prefix": "osd dump", "format": "json"}))
+                up = {o["osd"] for o in dump["osds"] if o["up"]}
+                running = {int(n.split(".")[1]) for n, alive in self.status().items()
+                           if alive and n.startswith("osd.")}
+                if running <= up:
+                    return time.monotonic() - started
+                if time.monotonic() > deadline:
+                    raise ClusterError(
+                        f"osd.{', osd.'.join(map(str, sorted(running - up)))} not marked up "
+                        f"within {timeout:.0f}s; see {self.dir / 'log'}"
+                    )
+                time.sleep(0.2)
+
+    def _wait_for_write(self, admin: Any, deadline: float, all_up: bool = True) -> None:
         import rados
 
         ioctx = admin.open_ioctx(self.pool)
@@ -459,7 +525,7 @@ osd_class_default_list = *
                     return
                 last = rados.Error(f"probe write returned {comp.get_return_value()}")
                 dead = [n for n, up in self.status().items() if not up]
-                if dead:
+                if dead and all_up:
                     raise ClusterError(
                         f"{', '.join(dead)} died while waiting for the pool; see "
                         + ", ".join(str(self.log_of(n)) for n in dead)
@@ -499,6 +565,30 @@ osd_class_default_list = *
     def restart_osd(self, i: int) -> None:
         self.stop_osd(i)
         self.start_osd(i)
+
+    def pids(self) -> dict[str, int]:
+        """PID of every running daemon, by name ("mon.a", "osd.0", ...)."""
+        return {d.name: d.pid for d in self.daemons() if d.alive()}
+
+    def crash(self) -> list[str]:
+        """SIGKILL every running daemon at once (a power cut, as far as Ceph can
+        tell) and wait until they are gone; return their names. ``start``
+        brings the cluster back."""
+        running = [d for d in self.daemons() if d.alive()]
+        for d in running:
+            try:
+                os.kill(d.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for d in running:
+            self._stop(d, 0.0)
+        for pid, proc in list(self._children.items()):  # the keeper exits once all are gone
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                continue
+            self._children.pop(pid, None)
+        return [d.name for d in running]
 
     # -- teardown ----------------------------------------------------------
     def _stop(self, d: Daemon, grace: float) -> None:
@@ -564,11 +654,15 @@ osd_class_default_list = *
 
 
 def _keeper_main(argv: list[str]) -> int:
-    """``python -m radostdb.devcluster keep DIR PARAMS_JSON OWNER_PID TIMEOUT``"""
+    """``python -m radostdb.devcluster keep DIR PARAMS_JSON OWNER_PID TIMEOUT [MODE]``
+
+    MODE is ``create`` (the default: a new cluster) or ``resume`` (start the
+    daemons of a cluster created before)."""
     directory, params, owner, timeout = argv[0], json.loads(argv[1]), int(argv[2]), argv[3]
+    mode = argv[4] if len(argv) > 4 else "create"
     cluster = DevCluster(directory, **params)
     try:
-        cluster._start(float(timeout))
+        cluster._start(float(timeout), mode)
     except BaseException as exc:
         print(f"error: {' '.join(str(exc).split())}", flush=True)
         return 1
@@ -581,6 +675,6 @@ def _keeper_main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] != ["keep"]:
-        sys.exit("usage: python -m radostdb.devcluster keep DIR PARAMS OWNER TIMEOUT "
+        sys.exit("usage: python -m radostdb.devcluster keep DIR PARAMS OWNER TIMEOUT [MODE] "
                  "(internal; use 'radostdb cluster up')")
     sys.exit(_keeper_main(sys.argv[2:]))

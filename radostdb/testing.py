@@ -16,6 +16,14 @@ Loaded with ``-p radostdb.testing`` (pyproject.toml does it for this repo).
 - ``rados_client`` (session): a connected ``rados.Rados``; ``ioctx``: an
   I/O context on the test pool; ``db_name``: a fresh database name per test;
   ``cluster_env``: environment variables for child processes.
+- ``replicated_cluster`` (module): a throwaway cluster of its own for fault
+  tests, whatever the session's cluster is: 3 bluestore OSDs, pool size 3,
+  min_size 2. Tests may kill and restart its daemons (``.dev``); it is
+  stopped when the module's tests are done, and by its keeper if pytest dies.
+- ``record_figure``: ``record_figure(name, value, unit)`` keeps a measured
+  figure (stall times and the like); every figure of the session is listed
+  at the end of the run, under "radostdb figures", and in the test's
+  ``user_properties`` (junit XML).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +42,8 @@ from . import cluster as clustermod
 from .devcluster import ClusterError, DevCluster
 
 TRUE_WORDS = ("1", "true", "yes", "on")
+REPLICATED_OSDS = 3
+FIGURES = pytest.StashKey[list[tuple[str, str, Any, str]]]()
 
 
 def env_flag(name: str) -> bool:
@@ -140,3 +150,51 @@ def scratch_dir() -> Iterator[str]:
     """A short temporary directory (Ceph admin-socket paths must stay short)."""
     with tempfile.TemporaryDirectory(prefix="rtdb-", dir="/tmp") as d:
         yield d
+
+
+@pytest.fixture(scope="module")
+def replicated_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterInfo]:
+    """A 3-OSD bluestore cluster (size 3, min_size 2) for one test module."""
+    dev = DevCluster(
+        tmp_path_factory.mktemp("replicated", numbered=True),
+        osds=REPLICATED_OSDS,
+        store="bluestore",
+    )
+    try:
+        dev.up(owner=os.getpid())
+    except (ClusterError, OSError) as exc:
+        dev.down()
+        _unavailable(f"the {REPLICATED_OSDS}-OSD bluestore cluster did not start: {exc}")
+    try:
+        yield ClusterInfo(str(dev.conf), dev.pool, "admin", dev)
+    finally:
+        clustermod.shutdown_all(final=False)  # handles go while the cluster is up
+        dev.down()
+
+
+@pytest.fixture
+def record_figure(request: pytest.FixtureRequest) -> Callable[[str, Any, str], None]:
+    """record_figure(name, value, unit=""): keep a measured figure for the report."""
+
+    def record(name: str, value: Any, unit: str = "") -> None:
+        if isinstance(value, float):
+            value = round(value, 2)
+        request.config.stash.setdefault(FIGURES, []).append(
+            (request.node.nodeid, name, value, unit)
+        )
+        request.node.user_properties.append((name, f"{value} {unit}".strip()))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    figures = config.stash.get(FIGURES, [])
+    if not figures:
+        return
+    terminalreporter.section("radostdb figures")
+    last = None
+    for nodeid, name, value, unit in figures:
+        if nodeid != last:
+            terminalreporter.write_line(nodeid)
+            last = nodeid
+        terminalreporter.write_line(f"    {name}: {value} {unit}".rstrip())
