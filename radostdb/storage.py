@@ -274,10 +274,16 @@ class RadosStorage(Storage):
         self.io()
 
     def _start_watch(self) -> None:
-        """Watch the header object: the watcher list says who has it open."""
+        """Watch the header object: the watcher list says who has it open.
+
+        Ceph counts a watch as a write: a client with read-only caps cannot
+        watch, and its handles (which can only read) are not counted."""
         if self._watch is None:
-            self._watch = clustermod.track_watch(
-                self.io().watch(self.header_obj, _ignore_notify))
+            try:
+                watch = self.io().watch(self.header_obj, _ignore_notify)
+            except rados.PermissionError:
+                return
+            self._watch = clustermod.track_watch(watch)
 
     def close(self) -> None:
         if clustermod.exiting:

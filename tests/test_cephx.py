@@ -303,7 +303,7 @@ def test_read_only_client_cli(make_client: Callable[..., Client], db_name: str) 
     ):
         r = cli(client, *args)
         assert r.returncode == 0, (args, r.stdout, r.stderr)
-    assert cli(client, "get", db_name, "k001").stdout == "v001\n"
+    assert cli(client, "get", db_name, "k001").stdout == "v001"  # the bytes as they are
     r = cli(client, "store", db_name, "k001", "changed")
     assert r.returncode == 1 and r.stderr.startswith("Error: "), (r.stdout, r.stderr)
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 import radostdb
-from radostdb import txn
+from radostdb import commit
 from radostdb.errors import ERR_LOCK
 from radostdb.testing import ClusterInfo
 
@@ -446,7 +446,7 @@ def test_stall_below_min_size_resumes(
 def crash_steps() -> list[str]:
     """The middle and the last commit step at which a committer can be made to
     die (whatever the transaction protocol calls them)."""
-    steps = list(txn.CRASH_STEPS)
+    steps = list(commit.CRASH_STEPS)
     return sorted({steps[len(steps) // 2], steps[-1]}, key=steps.index)
 
 
@@ -540,7 +540,7 @@ def test_whole_cluster_restart(
         cdb = open_db(rep, cname)
         seen = {cdb.get(k) for k in old_keys}
         assert seen in ({b"old"}, {b"new"}), f"{step}: half a commit visible: {seen}"
-        if step == txn.CRASH_STEPS[-1]:
+        if step == commit.CRASH_STEPS[-1]:
             assert seen == {b"new"}, f"a commit that died at its last step, {step}, was lost"
         cdb.transaction_start()
         assert {cdb.get(k) for k in old_keys} == seen, f"{step}: recovery changed the outcome"
