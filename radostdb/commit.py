@@ -419,6 +419,9 @@ class Committer:
                     err = self._retry(i, by_shard[i], txid, participants, False)
                 else:
                     self._abort(txid, owner, participants)
+                    if isinstance(err, clsops.Canceled):  # a part fenced: we were judged dead
+                        raise TdbError(ERR_LOCK, "Locking error: the transaction lost its lock "
+                                                 "(its lease ran out) and was aborted") from None
                     raise err
         crash_point("round-done")
         self.settlement.committed(txid, participants)

@@ -32,10 +32,13 @@ txnlock design:
   the handle lives. A holder that dies, cached or in a transaction, blocks
   others for one transaction lease; its expired entries turn "stale" and
   the first client that meets them fences it and decides its transactions.
-- A renewal that finds the locks gone (the process was stopped past its
-  lease) drops the cache; the next transaction_start takes them again. A
-  transaction caught in that state fails at commit with TDB's lock error:
-  its isolation was lost, so its reads may be stale.
+- A renewal that finds the locks gone (the process was stopped, or cut off
+  from the cluster, past its lease) drops the cache; the next
+  transaction_start takes them again. A transaction caught in that state
+  fails at commit with TDB's lock error: its isolation was lost, so its
+  reads may be stale. If meanwhile another client fenced our owner id (the
+  journal lists it: it decided our transactions), the handle takes a new
+  owner id before taking the locks again.
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ from collections.abc import Callable
 from . import clsops, commit, locking
 from .clsops import Kind, Mode
 from .errors import ERR_LOCK, ERR_NOLOCK, TdbError
+
+
+class _Fenced(Exception):
+    """Our owner id is fenced in the journal: it can commit nothing more."""
 
 
 class State(enum.Enum):
@@ -104,16 +111,28 @@ class TxnLock:
         if self.locks.holds_user_locks():
             # as tdb: "cannot start a transaction with locks held"
             raise TdbError(ERR_LOCK)
-        with self.cond:
-            self.requested = False
-            self.state = State.ACQUIRING
-        try:
-            self._acquire(nonblock)
-        except BaseException:
+        for attempt in range(2):
             with self.cond:
-                self.state = State.RELEASING
-            self._release()
-            raise
+                self.requested = False
+                self.state = State.ACQUIRING
+            try:
+                self._acquire(nonblock)
+                break
+            except _Fenced:
+                # our owner id was fenced (our lease ran out while we were cut
+                # off, and another client decided our transactions): give up
+                # what it holds and come back under a new one
+                with self.cond:
+                    self.state = State.RELEASING
+                self._release()
+                self.locks.new_owner()
+                if attempt:
+                    raise TdbError(ERR_LOCK) from None
+            except BaseException:
+                with self.cond:
+                    self.state = State.RELEASING
+                self._release()
+                raise
         with self.cond:
             self.state = State.ACTIVE
 
@@ -169,6 +188,8 @@ class TxnLock:
             locks.note(txn_key, lease_ms)
             self._others_wait(st)
         locking._notices.ensure_watch(io, wait_obj)
+        if owner in journal.fenced:
+            raise _Fenced
         if journal.records or journal.legacy:
             commit.recover_journal(self.db, journal, owner)
 
