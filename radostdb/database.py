@@ -2,7 +2,8 @@
 
 Holds no protocol logic: it checks arguments and handle state, keeps TDB's
 error bookkeeping, and delegates to the backend (storage.py) or, inside a
-transaction, to the transaction's buffer (txn.py).
+transaction, to the transaction's buffer (txn.py). Which database a name
+means is names.py's mapping (through cluster.resolve).
 """
 
 from __future__ import annotations
@@ -75,8 +76,11 @@ class Tdb:
     database is created (0: the project default). Keywords ``conf``,
     ``client_id``, ``pool``, ``namespace`` and ``cluster`` (a connected
     ``rados.Rados`` to use instead of the shared connection) choose where it
-    lives; see :mod:`radostdb.cluster`. ``lock_lease`` (seconds; default
-    RADOSTDB_LOCK_LEASE or 30) is how long a lock outlives a holder that died.
+    lives; see :mod:`radostdb.cluster`. A name that looks like a path is
+    normalised as a filesystem path (see :mod:`radostdb.names`);
+    ``path_prefix`` overrides RADOSTDB_PATH_PREFIX. ``lock_lease`` (seconds;
+    default RADOSTDB_LOCK_LEASE or 30) is how long a lock outlives a holder
+    that died.
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class Tdb:
         namespace: str | None = None,
         cluster: Any = None,
         lock_lease: float | None = None,
+        path_prefix: str | None = None,
     ) -> None:
         self._storage: Storage | None = None
         self._txn: Transaction | None = None
@@ -118,11 +123,9 @@ class Tdb:
             self._hash_size = hash_size or INTERNAL_HASH_SIZE
             storage: Storage = MemoryStorage()
         else:
-            from . import layout
-
             target = clustermod.resolve(name, conf=conf, client_id=client_id, pool=pool,
-                                        namespace=namespace, cluster=cluster)
-            layout.check_name(target.name)
+                                        namespace=namespace, cluster=cluster,
+                                        path_prefix=path_prefix)
             self._name = name
             self._tdb_flags = tdb_flags
             rs = RadosStorage(
