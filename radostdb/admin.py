@@ -60,7 +60,7 @@ import rados
 
 from . import clsops, codec, layout
 from . import cluster as clustermod
-from .errors import ERR_EXISTS, ERR_LOCK, ERR_NOEXIST, TdbError
+from .errors import ERR_EXISTS, ERR_NOEXIST, ERR_NOLOCK, TdbError
 from .tdbdump import escape
 
 # Reading: the first page is small (records may be large); later pages aim
@@ -570,7 +570,7 @@ def finish_commit(site: Site, name: str) -> bool:
         try:
             db.transaction_start_nonblock()
         except TdbError as exc:
-            if exc.code == ERR_LOCK:
+            if exc.code == ERR_NOLOCK:  # tdb_transaction_start_nonblock's "taken"
                 return False
             raise
         db.transaction_cancel()

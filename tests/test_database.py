@@ -137,10 +137,15 @@ def test_open_flags(db_name: str) -> None:
     assert again.get(b"k") is None
     ro = radostdb.Tdb(db_name, 0, 0, os.O_RDONLY)
     for call in (lambda: ro.store(b"a", b"b"), lambda: ro.delete(b"a"),
-                 lambda: ro.append(b"a", b"b"), ro.clear):
+                 lambda: ro.append(b"a", b"b")):
         with pytest.raises(RuntimeError) as err:
             call()
         assert err.value.args == (10, "write not permitted")
+    for call, code in ((ro.clear, (3, "Locking error")),  # as tdb_wipe_all: no lock
+                       (ro.transaction_start, (9, "Invalid parameter"))):
+        with pytest.raises(RuntimeError) as err:
+            call()
+        assert err.value.args == code
     with pytest.raises(OSError) as err:
         radostdb.Tdb(db_name, 0, 0, os.O_WRONLY)
     assert err.value.errno == errno.EINVAL
