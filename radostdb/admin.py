@@ -22,6 +22,9 @@ admin design:
 - Page sizes adapt to the record size so that a page stays near a byte
   budget, shared between the shards read at once: memory is bounded by the
   budget, not by the database.
+- Names: functions take database names, already mapped by names.py (the
+  CLI maps its arguments); objects come from layout. A long name's objects
+  are hashed, so listings read it back from its header's name key.
 - Reads are not a snapshot: a database changed while it is read shows some
   changes and not others, as a TDB traversal without a lock would.
 - ``check`` reports findings, each with a ``kind`` (FINDING_KINDS). A repair
@@ -83,8 +86,8 @@ CONNECT_TIMEOUT = 30.0
 # The lock owner id of repairs (they hold no lock; the class refuses them on a
 # record another handle has locked).
 _REPAIR_OWNER = uuid.uuid4().bytes
-# shard object names, as layout.shard_object makes them
-SHARD_RE = re.compile(r"radostdb\.s(\d{5})\.(.+)\Z", re.DOTALL)
+# shard object names, as layout.shard_object makes them: index and stem
+SHARD_RE = re.compile(r"radostdb\.s(\d{5})([.#].+)\Z", re.DOTALL)
 
 # check finding kinds
 HEADER = "header"  # the header object is missing fields or has wrong values
@@ -139,13 +142,15 @@ class Site:
         return f"pool {self.pool!r}{ns}"
 
     def tdb_kwargs(self) -> dict[str, Any]:
-        """Keywords that make radostdb.Tdb open a database here."""
+        """Keywords that make radostdb.Tdb open a database here, by its
+        database name (already mapped: no path prefix taken off again)."""
         return {
             "conf": self.conf,
             "client_id": self.client_id,
             "pool": self.pool,
             "namespace": self.namespace,
             "cluster": self.conn,
+            "path_prefix": "",
         }
 
     def missing(self, name: str) -> NoDatabase:
@@ -246,9 +251,13 @@ class Header:
         return layout.header_object(self.name)
 
 
-def header_problems(fields: dict[str, str]) -> list[str]:
-    """What is wrong with header fields, as a list of one-line descriptions."""
+def header_problems(fields: dict[str, str], name: str | None = None) -> list[str]:
+    """What is wrong with header fields (of database ``name``, if given), as a
+    list of one-line descriptions."""
     problems = []
+    stored = fields.get(layout.NAME_KEY)
+    if name is not None and stored is not None and stored != name:
+        problems.append(f"the header names database {stored!r}")
     fmt = fields.get("format")
     if fmt is None:
         problems.append("no 'format' field")
@@ -283,7 +292,7 @@ def read_header(site: Site, name: str) -> Header:
         if len(page) < PAGE_MAX:
             break
         start = page[-1][0]
-    return Header(name, fields, header_problems(fields))
+    return Header(name, fields, header_problems(fields, name))
 
 
 def usable_header(site: Site, name: str) -> Header:
@@ -663,20 +672,54 @@ class DbSummary:
     problem: str | None = None
 
 
-def database_names(site: Site) -> list[str]:
-    """Names of the databases (header objects) in the site's pool and namespace, sorted."""
-    prefix = layout.HEADER_PREFIX
+def header_objects(site: Site) -> list[str]:
+    """The header objects in the site's pool and namespace, sorted."""
     try:
-        names = [o.key[len(prefix) :] for o in site.io.list_objects() if o.key.startswith(prefix)]
+        return sorted(o.key for o in site.io.list_objects() if layout.is_header_object(o.key))
     except rados.Error as exc:
         raise AdminError(f"cannot list the objects of {site.where}: {exc}") from exc
-    return sorted(names)
+
+
+def stored_name(site: Site, obj: str) -> str | None:
+    """The database name a header object stands for: spelled out in the
+    object name for a short name, read from the header's name key for a long
+    (hashed) one. None when the header has gone, or a hashed header has no
+    name key."""
+    if obj.startswith(layout.HEADER_PREFIX):
+        return obj[len(layout.HEADER_PREFIX) :]
+    with rados.ReadOpCtx() as op:
+        it, _ = site.io.get_omap_vals_by_keys(op, (layout.NAME_KEY,))
+        try:
+            site.io.operate_read_op(op, obj)
+        except rados.ObjectNotFound:
+            return None
+        value = dict(it).get(layout.NAME_KEY)
+    return None if value is None else value.decode("utf-8", "replace")
+
+
+def database_names(site: Site) -> list[str]:
+    """Names of the databases in the site's pool and namespace, sorted (full
+    names, long ones read from their headers)."""
+    names = (stored_name(site, obj) for obj in header_objects(site))
+    return sorted(n for n in names if n is not None)
 
 
 def list_databases(site: Site) -> list[DbSummary]:
-    """Every database in the pool and namespace, with shard count, records and size."""
-    out = []
-    for name in database_names(site):
+    """Every database in the pool and namespace, with shard count, records and size.
+
+    A hashed header object without a name key is listed under its object name
+    with the problem said."""
+    out: list[DbSummary] = []
+    names: list[str] = []
+    nameless: list[DbSummary] = []
+    for obj in header_objects(site):
+        name = stored_name(site, obj)
+        if name is not None:
+            names.append(name)
+        elif exists_object(site, obj):
+            problem = f"header object {obj} has no {layout.NAME_KEY!r} field"
+            nameless.append(DbSummary(obj, None, None, None, None, problem))
+    for name in sorted(names):
         try:
             header = read_header(site, name)
         except NoDatabase:
@@ -695,7 +738,7 @@ def list_databases(site: Site) -> list[DbSummary]:
                 sum(s.omap_bytes for s in stats),
             )
         )
-    return out
+    return out + nameless
 
 
 @dataclass
@@ -1251,9 +1294,10 @@ def database_objects(site: Site, name: str) -> list[str]:
     if n is not None:
         return [*layout.shard_objects(name, n), *journal, hobj]
     shards = []
+    stem = layout.stem(name)
     for o in site.io.list_objects():
         m = SHARD_RE.match(o.key)
-        if m and m.group(2) == name:
+        if m and m.group(2) == stem:
             shards.append(o.key)
     if not shards and not has_header:
         raise site.missing(name)

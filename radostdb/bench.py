@@ -579,8 +579,8 @@ class Place:
     def open(
         self, backend: str, db: str, create: bool, client: int = 0, expected: int = 0
     ) -> Backend:
-        if backend == "radostdb":
-            return RadostdbBackend(self, db, create)
+        if backend == "radostdb":  # by the tdb file's path, as Samba opens it (names.py)
+            return RadostdbBackend(self, os.path.join(self.workdir, f"{db}.tdb"), create)
         if backend == "rados":
             return RadosBackend(self, db, create, client)
         if backend == "tdb":

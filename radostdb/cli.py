@@ -14,6 +14,11 @@ cli design:
   errors exit 2 (click's own handling).
 - ``restore`` and ``import`` write through one transaction: all records or
   none. A database they created is removed again when they fail.
+- NAME arguments go through names.py's mapping (as radostdb.Tdb's names
+  do): a path is made absolute against the current directory and
+  normalised, --path-prefix applies. ``import FILE`` without NAME stores the
+  database under FILE's own path, where Samba opening FILE looks;
+  ``export FILE`` without NAME writes that database back to FILE.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any, BinaryIO
 import click
 import rados
 
-from . import admin, layout, tdbdump
+from . import admin, layout, names, tdbdump
 from .database import Tdb
 from .devcluster import STORES, ClusterError, DevCluster
 from .errors import ERR_EXISTS, ERR_NOEXIST, TdbError
@@ -40,6 +45,7 @@ from .errors import ERR_EXISTS, ERR_NOEXIST, TdbError
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 PROGRESS_STEP = 4096  # records between progress-bar updates in per-record loops
 SIGPIPE_EXIT = 141
+LS_NAME_WIDTH = 60  # the NAME column of 'ls' grows to this, longer names overflow it
 
 
 def _one_line(exc: BaseException) -> str:
@@ -72,6 +78,7 @@ class Env:
     pool: str | None
     namespace: str
     timeout: float
+    path_prefix: str = ""
     _site: admin.Site | None = None
 
     def site(self) -> admin.Site:
@@ -140,6 +147,14 @@ pass_env = click.make_pass_decorator(Env)
     type=click.FloatRange(min=1),
     help="Seconds to wait for the cluster when connecting.",
 )
+@click.option(
+    "--path-prefix",
+    envvar=names.PREFIX_ENV,
+    default="",
+    metavar="DIR",
+    help="Name paths under DIR as if DIR were / (one name for Samba trees kept under "
+    f"different roots) [env {names.PREFIX_ENV}; default: none].",
+)
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -148,38 +163,57 @@ def main(
     pool: str | None,
     namespace: str,
     timeout: float,
+    path_prefix: str,
 ) -> None:
     """radostdb: Samba-style TDB databases on Ceph RADOS.
 
     Inspect, dump and restore (tdbdump's text format), migrate real .tdb
     files, check and repair databases.
 
+    A NAME that contains a / or ends in .tdb or .ldb is a path, made
+    absolute against the current directory with //, . and .. resolved
+    (nothing is looked up on this host, symlinks are not followed): the
+    database Samba's tdb_open(PATH) finds through radostdb. Other names are
+    used as they are.
+
     \b
     Example:
       radostdb cluster up --dir /tmp/c && export CEPH_CONF=/tmp/c/ceph.conf
-      radostdb import /var/lib/samba/private/secrets.tdb secrets
-      radostdb dump secrets | less
+      radostdb import /var/lib/samba/private/secrets.tdb
+      radostdb dump /var/lib/samba/private/secrets.tdb | less
+      cd /var/lib/samba/private && radostdb info secrets.tdb
     """
-    ctx.obj = Env(conf, client_id, pool, namespace, timeout)
+    try:
+        names.path_prefix(path_prefix)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--path-prefix") from None
+    ctx.obj = Env(conf, client_id, pool, namespace, timeout, path_prefix)
 
 
 # -- arguments -------------------------------------------------------------------
+def _database_name(value: str, ctx: click.Context | None, as_path: bool = False) -> str:
+    """names.database_name with the --path-prefix of the command line."""
+    env = ctx.find_object(Env) if ctx is not None else None
+    return names.database_name(value, prefix=env.path_prefix if env else "", as_path=as_path)
+
+
 class DbName(click.ParamType):
-    """A database name (a rados:// URL is refused: pool and namespace are options)."""
+    """A database name, mapped as radostdb.Tdb maps names (names.py); a
+    rados:// URL is refused: pool and namespace are options."""
 
     name = "NAME"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        if value.startswith("rados://"):
+        if value.startswith(names.URL_PREFIX):
             self.fail(
                 "give the pool and namespace with --pool and --namespace, not as a rados:// URL",
                 param,
                 ctx,
             )
         try:
-            return layout.check_name(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+            return _database_name(value, ctx)
+        except (ValueError, OSError) as exc:
+            self.fail(_one_line(exc), param, ctx)
 
 
 NAME = click.argument("name", type=DbName())
@@ -323,7 +357,7 @@ def ls_cmd(env: Env, as_json: bool) -> None:
     if not dbs:
         click.echo(f"no databases in {env.site().where}", err=True)
         return
-    width = max(4, *(len(d.name) for d in dbs))
+    width = min(LS_NAME_WIDTH, max(4, *(len(d.name) for d in dbs)))  # longer names overflow
     click.echo(f"{'NAME':<{width}}  {'SHARDS':>6}  {'RECORDS':>10}  {'BYTES':>14}")
     for d in dbs:
         if d.problem:
@@ -405,7 +439,8 @@ def info(
     rows = [("name", d.name), ("pool", d.pool)]
     if d.namespace:
         rows.append(("namespace", d.namespace))
-    rows += [(k, v) for k, v in sorted(d.header.fields.items())]
+    rows.append(("object", d.header.object))
+    rows += [(k, v) for k, v in sorted(d.header.fields.items()) if k != layout.NAME_KEY]
     rows += [
         ("seqnum", "?" if d.seqnum is None else str(d.seqnum)),
         ("records", str(d.records)),
@@ -583,6 +618,7 @@ def restore(
     \b
     Example:
       tdbdump /var/lib/samba/private/secrets.tdb | radostdb restore secrets
+      tdbdump /srv/old/registry.tdb | radostdb restore /var/lib/samba/registry.tdb
       radostdb dump a | radostdb restore b
     """
     started = time.monotonic()
@@ -659,14 +695,14 @@ def _open_tdb_file(file: str, quiet: bool) -> Any:
 
 @main.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@NAME
+@click.argument("name", type=DbName(), required=False)
 @_load_options
 @_progress_options
 @pass_env
 def import_cmd(
     env: Env,
     file: str,
-    name: str,
+    name: str | None,
     hash_size: int,
     replace: bool,
     progress: bool | None,
@@ -674,14 +710,20 @@ def import_cmd(
 ) -> None:
     """Copy every record of a .tdb file into a new or empty database.
 
-    All or nothing: the records are written in one transaction. The file is
-    read under a read lock of the whole TDB, so a Samba writing it waits.
+    NAME defaults to FILE's absolute, normalised path: the database that
+    Samba code opening FILE through radostdb finds. All or nothing: the
+    records are written in one transaction. The file is read under a read
+    lock of the whole TDB, so a Samba writing it waits.
 
     \b
     Example:
-      radostdb import /var/lib/samba/private/secrets.tdb secrets
-      radostdb --pool samba import --hash-size 64 locking.tdb locking
+      radostdb import /var/lib/samba/private/secrets.tdb
+      cd /var/lib/samba && radostdb --pool samba import --hash-size 64 locking.tdb
+      radostdb import /backup/secrets.tdb /var/lib/samba/private/secrets.tdb
+      radostdb import old-secrets.tdb scratch
     """
+    if name is None:
+        name = _name_of_file(file)
     started = time.monotonic()
     src = _open_tdb_file(file, quiet)
     try:
@@ -716,6 +758,15 @@ def import_cmd(
     )
 
 
+def _name_of_file(file: str) -> str:
+    """The database a local file's path names (FILE taken as a path even
+    without a slash or suffix), as a usage error when it cannot be one."""
+    try:
+        return _database_name(file, click.get_current_context(), as_path=True)
+    except (ValueError, OSError) as exc:
+        raise click.BadParameter(_one_line(exc), param_hint="FILE") from None
+
+
 def _tdb_hash_size(records: int) -> int:
     """A TDB hash size for ``records``: a prime near records/4, at least tdb's 131."""
     n = max(131, records // 4) | 1
@@ -725,8 +776,7 @@ def _tdb_hash_size(records: int) -> int:
 
 
 @main.command()
-@NAME
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("args", nargs=-1, required=True, metavar="[NAME] FILE")
 @click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
 @click.option(
     "--hash-size",
@@ -737,18 +787,34 @@ def _tdb_hash_size(records: int) -> int:
 @_progress_options
 @pass_env
 def export(
-    env: Env, name: str, file: str, force: bool, hash_size: int, progress: bool | None, quiet: bool
+    env: Env,
+    args: tuple[str, ...],
+    force: bool,
+    hash_size: int,
+    progress: bool | None,
+    quiet: bool,
 ) -> None:
     """Write every record of a database to a new .tdb file.
 
-    The file is written under a temporary name, synced, and renamed into
-    place: FILE is either complete or untouched. tdbdump FILE prints the
-    same records as 'radostdb dump NAME'.
+    With FILE alone, the database is the one FILE's path names (as 'import
+    FILE' stores it): the database goes back to where it came from (with
+    --force when FILE exists). The file is written under a temporary name,
+    synced, and renamed into place: FILE is either complete or untouched.
+    tdbdump FILE prints the same records as 'radostdb dump NAME'.
 
     \b
     Example:
       radostdb export secrets /tmp/secrets.tdb && tdbdump /tmp/secrets.tdb
+      radostdb export /var/lib/samba/private/secrets.tdb /backup/secrets.tdb
+      radostdb export --force /var/lib/samba/private/secrets.tdb
     """
+    ctx = click.get_current_context()
+    if len(args) > 2:
+        raise click.UsageError(f"got {len(args)} arguments; expected [NAME] FILE")
+    file = args[-1]
+    name = DbName().convert(args[0], None, ctx) if len(args) == 2 else _name_of_file(file)
+    if os.path.isdir(file):
+        raise click.BadParameter(f"{file} is a directory", param_hint="FILE")
     tdbmod = _tdb_module()
     started = time.monotonic()
     site = env.site()

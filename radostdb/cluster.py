@@ -4,7 +4,9 @@
   id ``client_id=`` / ``RADOSTDB_ID`` (default ``admin``); pool ``pool=`` /
   ``RADOSTDB_POOL`` (default ``radostdb``); namespace ``namespace=`` (default
   none). A name ``rados://POOL/NAME`` or ``rados://POOL/NAMESPACE/NAME`` picks
-  pool and namespace itself.
+  pool and namespace itself. Which database a name (or a URL's NAME) means
+  is names.py's mapping: paths are normalised, ``path_prefix=`` /
+  ``RADOSTDB_PATH_PREFIX`` applies.
 - Sharing: every handle in a process that names the same conf and client id
   shares one ``rados.Rados`` connection, and one I/O context per
   (pool, namespace).
@@ -29,10 +31,12 @@ from typing import Any
 
 import rados
 
+from . import names
+
 DEFAULT_CONF = "/etc/ceph/ceph.conf"
 DEFAULT_POOL = "radostdb"
 DEFAULT_ID = "admin"
-URL_PREFIX = "rados://"
+URL_PREFIX = names.URL_PREFIX
 CONNECT_TIMEOUT = 30
 
 generation = 0
@@ -100,24 +104,20 @@ def resolve(
     pool: str | None = None,
     namespace: str | None = None,
     cluster: Any = None,
+    path_prefix: str | None = None,
 ) -> Target:
-    """Turn a database name (plain or ``rados://…``) and keywords into a Target.
+    """Turn a name (plain, a path, or ``rados://…``) and keywords into a Target.
 
-    ``cluster`` is a connected ``rados.Rados`` to use instead of the shared
-    connection (the caller owns it and its fork safety)."""
+    The database name is names.database_name's (paths normalised, the path
+    prefix applied); ``cluster`` is a connected ``rados.Rados`` to use instead
+    of the shared connection (the caller owns it and its fork safety)."""
     if name.startswith(URL_PREFIX):
-        parts = name[len(URL_PREFIX):].split("/")
-        if len(parts) == 2 and all(parts):
-            url_pool, url_ns, name = parts[0], "", parts[1]
-        elif len(parts) == 3 and parts[0] and parts[2]:
-            url_pool, url_ns, name = parts
-        else:
-            raise ValueError(
-                f"bad database URL {URL_PREFIX}{'/'.join(parts)!s}: "
-                "use rados://POOL/NAME or rados://POOL/NAMESPACE/NAME"
-            )
-        pool = pool or url_pool
-        namespace = namespace if namespace is not None else url_ns
+        url = names.parse_url(name, prefix=path_prefix)
+        pool = pool or url.pool
+        namespace = namespace if namespace is not None else url.namespace
+        name = url.name
+    else:
+        name = names.database_name(name, prefix=path_prefix)
     return Target(
         conf=conf or os.environ.get("CEPH_CONF") or DEFAULT_CONF,
         client_id=client_id or os.environ.get("RADOSTDB_ID") or DEFAULT_ID,

@@ -2,7 +2,35 @@
 
 Holds no protocol logic: it checks arguments and handle state, keeps TDB's
 error bookkeeping, and delegates to the backend (storage.py) or, inside a
-transaction, to the transaction's buffer (txn.py).
+transaction, to the transaction's buffer (txn.py). Which database a name
+means is names.py's mapping (through cluster.resolve).
+
+error bookkeeping (tdb's ``ecode``, which a commit, prepare or cancel with no
+transaction active reports again), as tdb 1.4 keeps it, checked against
+python3-tdb (tests/test_differential.py):
+- a failing call sets its own code. On a read-only handle writes give
+  TDB_ERR_RDONLY (10), a transaction or repack TDB_ERR_EINVAL (9), whole
+  database locks and clear TDB_ERR_LOCK (3); increment_seqnum_nonblock fails
+  silently (code 10 when SEQNUM is set). TDB_INTERNAL handles refuse
+  transactions and repack with 9, as tdb's do.
+- a fetch (get, ``in``, ``db[key]``, fetch_locked) of a missing key sets
+  TDB_ERR_NOEXIST (8) though nothing is raised; a hit leaves the code alone.
+- firstkey/nextkey returning None, a traversal or key iteration that runs
+  to the end, and a successful repack reset it to 0.
+- a successful store, storev or append resets it to 0. Here radostdb can
+  only come close: tdb leaves 8 after creating a record with REPLACE or
+  append (its internal delete of the old record misses), and leaves the
+  code alone when it rewrites a record in place (the new value fits the old
+  record's space). Telling those apart needs a read radostdb does not make.
+- transaction start, commit and cancel, delete of an existing key, clear,
+  locks and seqnum calls leave it alone. (Inside a transaction, a tdb write
+  that has to grow the file leaves TDB_ERR_IO (2) though it succeeds: a
+  file-format artefact with no counterpart here.)
+- transaction_start_nonblock finding the transaction lock taken gives
+  TDB_ERR_NOLOCK (6), as tdb_transaction_start_nonblock does.
+- a write (or repack) refused with TDB_ERR_EINVAL because the transaction
+  is prepared also dooms the transaction: its commit fails with TDB_ERR_IO,
+  as in tdb.
 """
 
 from __future__ import annotations
@@ -16,7 +44,18 @@ from typing import Any, TypeVar
 
 from . import cluster as clustermod
 from . import flags as F
-from .errors import ERR_EINVAL, ERR_IO, ERR_NESTING, ERR_RDONLY, SUCCESS, TdbError, closed_error
+from .errors import (
+    ERR_EINVAL,
+    ERR_IO,
+    ERR_LOCK,
+    ERR_NESTING,
+    ERR_NOEXIST,
+    ERR_NOLOCK,
+    ERR_RDONLY,
+    SUCCESS,
+    TdbError,
+    closed_error,
+)
 from .storage import MemoryStorage, RadosStorage, Storage
 from .txn import Transaction
 
@@ -50,6 +89,8 @@ def _op(method: Callable[..., T]) -> Callable[..., T]:
             return method(self, *args, **kwargs)
         except TdbError as exc:
             self._ecode = exc.code
+            if exc.code == ERR_EINVAL and self._txn is not None and self._txn.prepared:
+                self._txn.poisoned = True  # as tdb: a write refused once prepared dooms it
             raise
 
     return wrapper
@@ -75,11 +116,13 @@ class Tdb:
     database is created (0: the project default). Keywords ``conf``,
     ``client_id``, ``pool``, ``namespace`` and ``cluster`` (a connected
     ``rados.Rados`` to use instead of the shared connection) choose where it
-    lives; see :mod:`radostdb.cluster`. ``lock_lease`` (seconds; default
-    RADOSTDB_LOCK_LEASE or 30) is how long a lock outlives a holder that died;
-    ``txn_lease`` (default RADOSTDB_TXN_LEASE or 5, at most ``lock_lease``)
-    the same for the transaction lock, which a handle keeps between
-    transactions until another handle asks for it.
+    lives; see :mod:`radostdb.cluster`. A name that looks like a path is
+    normalised as a filesystem path (see :mod:`radostdb.names`);
+    ``path_prefix`` overrides RADOSTDB_PATH_PREFIX. ``lock_lease`` (seconds;
+    default RADOSTDB_LOCK_LEASE or 30) is how long a lock outlives a holder
+    that died; ``txn_lease`` (default RADOSTDB_TXN_LEASE or 5, at most
+    ``lock_lease``) the same for the transaction lock, which a handle keeps
+    between transactions until another handle asks for it.
     """
 
     def __init__(
@@ -97,9 +140,11 @@ class Tdb:
         cluster: Any = None,
         lock_lease: float | None = None,
         txn_lease: float | None = None,
+        path_prefix: str | None = None,
     ) -> None:
         self._storage: Storage | None = None
         self._txn: Transaction | None = None
+        self._repacked_in_txn = False
         self._ecode = SUCCESS
         self._max_dead = 0
         for what, value in (("hash_size", hash_size), ("tdb_flags", tdb_flags),
@@ -122,11 +167,9 @@ class Tdb:
             self._hash_size = hash_size or INTERNAL_HASH_SIZE
             storage: Storage = MemoryStorage()
         else:
-            from . import layout
-
             target = clustermod.resolve(name, conf=conf, client_id=client_id, pool=pool,
-                                        namespace=namespace, cluster=cluster)
-            layout.check_name(target.name)
+                                        namespace=namespace, cluster=cluster,
+                                        path_prefix=path_prefix)
             self._name = name
             self._tdb_flags = tdb_flags
             rs = RadosStorage(
@@ -238,10 +281,16 @@ class Tdb:
     def enable_seqnum(self) -> None:
         self._tdb_flags |= F.SEQNUM
 
-    @_writer
+    @_op
     def increment_seqnum_nonblock(self) -> None:
-        """Bump the sequence number without a change (only with SEQNUM set)."""
+        """Bump the sequence number without a change (only with SEQNUM set).
+
+        As tdb's, it never raises: on a read-only handle it only sets the
+        error code."""
         if self._tdb_flags & F.SEQNUM:
+            if self._readonly:
+                self._ecode = ERR_RDONLY
+                return
             assert self._storage is not None
             self._storage.bump_seqnum()
 
@@ -250,7 +299,22 @@ class Tdb:
     def get(self, key: bytes) -> bytes | None:
         """tdb_fetch: the value, or None."""
         _check_bytes(key)
-        return self._db.fetch(key)
+        return self._fetched(self._db.fetch(key))
+
+    def _fetched(self, value: bytes | None) -> bytes | None:
+        if value is None:
+            self._ecode = ERR_NOEXIST  # tdb_fetch of a missing key sets it, raising nothing
+        return value
+
+    def _to_end(self, it: Iterator[T]) -> Iterator[T]:
+        """``it``, resetting the error code when it runs to its end (as tdb's
+        traversal does) and keeping the code of a failure."""
+        try:
+            yield from it
+        except TdbError as exc:
+            self._ecode = exc.code
+            raise
+        self._ecode = SUCCESS
 
     @_writer
     def store(self, key: bytes, data: bytes, flag: int = F.REPLACE) -> None:
@@ -263,6 +327,7 @@ class Tdb:
                 f"unknown store flag {flag!r}: use REPLACE, INSERT or MODIFY"
             ) from None
         self._db.store(key, data, flag)
+        self._ecode = SUCCESS
 
     @_writer
     def storev(self, key: bytes, values: list[bytes]) -> None:
@@ -272,12 +337,14 @@ class Tdb:
             raise TypeError(f"argument 2 must be list, not {type(values).__name__}")
         _check_bytes(*values)
         self._db.store(key, b"".join(values), F.REPLACE)
+        self._ecode = SUCCESS
 
     @_writer
     def append(self, key: bytes, data: bytes) -> None:
         """tdb_append: add data to the end of the record (created if missing)."""
         _check_bytes(key, data)
         self._db.append(key, data)
+        self._ecode = SUCCESS
 
     @_writer
     def delete(self, key: bytes) -> None:
@@ -285,23 +352,30 @@ class Tdb:
         _check_bytes(key)
         self._db.delete(key)
 
-    @_writer
+    @_op
     def clear(self) -> None:
-        """tdb_wipe_all: remove every record."""
+        """tdb_wipe_all: remove every record (read-only handle: TDB's lock
+        error, as tdb_wipe_all cannot lock the whole database)."""
+        self._whole_db_locks()
         self._db.clear()
 
     @_op
     def firstkey(self) -> bytes | None:
-        return self._db.first_key()
+        return self._ended(self._db.first_key())
 
     @_op
     def nextkey(self, key: bytes) -> bytes | None:
         _check_bytes(key)
-        return self._db.next_key(key)
+        return self._ended(self._db.next_key(key))
+
+    def _ended(self, key: bytes | None) -> bytes | None:
+        if key is None:
+            self._ecode = SUCCESS  # tdb's traversal reached the end
+        return key
 
     @_op
     def keys(self) -> Iterator[bytes]:
-        return self._db.keys()
+        return self._to_end(self._db.keys())
 
     def __iter__(self) -> Iterator[bytes]:
         return self.keys()
@@ -309,7 +383,7 @@ class Tdb:
     @_op
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, value) pair, read in pages."""
-        return self._db.items()
+        return self._to_end(self._db.items())
 
     @_op
     def traverse(self, fn: Callable[[bytes, bytes], Any]) -> int:
@@ -320,7 +394,8 @@ class Tdb:
         for key, value in self._db.items():
             n += 1
             if fn(key, value):
-                break
+                return n
+        self._ecode = SUCCESS
         return n
 
     def __getitem__(self, key: bytes) -> bytes:
@@ -342,7 +417,22 @@ class Tdb:
 
     @_op
     def repack(self) -> None:
-        """tdb_repack: nothing to do, the OSD's omap store compacts itself."""
+        """tdb_repack: nothing to do, the OSD's omap store compacts itself.
+
+        As tdb's (a repack is a transaction there, which rewrites every
+        record), it fails with TDB's invalid-parameter error on a read-only
+        or TDB_INTERNAL handle and inside a prepared transaction (which it
+        then dooms, as any write does), and with TDB's IO error inside a
+        transaction whose inner part was cancelled."""
+        if self._readonly or self._name is None:
+            raise TdbError(ERR_EINVAL)
+        if self._txn is not None:
+            if self._txn.prepared:
+                raise TdbError(ERR_EINVAL)
+            if self._txn.poisoned:  # tdb's repack is a nested transaction: its commit fails
+                raise TdbError(ERR_IO)
+            self._repacked_in_txn = True  # tdb's repack rewrote every record
+        self._ecode = SUCCESS
 
     # -- locks ----------------------------------------------------------------
     @_op
@@ -401,38 +491,45 @@ class Tdb:
         """dbwrap's fetch_locked: lock the record and return its value (or None)
         in one round trip; release with chainunlock(key)."""
         _check_bytes(key)
-        return self._storage_or_closed().fetch_locked(key)
+        return self._fetched(self._storage_or_closed().fetch_locked(key))
 
     @_op
     def lock_all(self) -> None:
         """tdb_lockall: block every other handle's writes and locks."""
-        self._storage_or_closed().lock_all(False, False)
+        self._whole_db_locks().lock_all(False, False)
 
     @_op
     def lock_all_nonblock(self) -> None:
-        self._storage_or_closed().lock_all(False, True)
+        self._whole_db_locks().lock_all(False, True)
 
     @_op
     def unlock_all(self) -> None:
-        self._storage_or_closed().unlock_all(False)
+        self._whole_db_locks().unlock_all(False)
 
     @_op
     def read_lock_all(self) -> None:
         """tdb_lockall_read: block other handles' writes, not their reads."""
-        self._storage_or_closed().lock_all(True, False)
+        self._whole_db_locks().lock_all(True, False)
 
     @_op
     def read_lock_all_nonblock(self) -> None:
-        self._storage_or_closed().lock_all(True, True)
+        self._whole_db_locks().lock_all(True, True)
 
     @_op
     def read_unlock_all(self) -> None:
-        self._storage_or_closed().unlock_all(True)
+        self._whole_db_locks().unlock_all(True)
 
     def _storage_or_closed(self) -> Storage:
         if self._storage is None:
             raise closed_error()
         return self._storage
+
+    def _whole_db_locks(self) -> Storage:
+        """The backend, for whole-database locks: a read-only handle has none
+        (tdb: "There are no locks on read-only dbs", TDB's lock error)."""
+        if self._readonly:
+            raise TdbError(ERR_LOCK)
+        return self._storage_or_closed()
 
     # -- transactions ---------------------------------------------------------
     @_op
@@ -443,7 +540,7 @@ class Tdb:
 
     @_op
     def transaction_start_nonblock(self) -> None:
-        """tdb_transaction_start_nonblock: TDB's lock error at once when another
+        """tdb_transaction_start_nonblock: TDB_ERR_NOLOCK (6) at once when another
         handle's transaction is active."""
         self._start_transaction(nonblock=True)
 
@@ -453,11 +550,15 @@ class Tdb:
                 raise TdbError(ERR_NESTING)
             self._txn.depth += 1
             return
-        if self._readonly:
-            raise TdbError(ERR_RDONLY)
+        if self._readonly or self._name is None:
+            # tdb: "cannot start a transaction on a read-only or internal db"
+            raise TdbError(ERR_EINVAL)
         storage = self._storage_or_closed()
+        # nonblock and taken: TDB_ERR_NOLOCK (txnlock.py), as tdb_transaction_start_nonblock;
+        # with the handle's own locks held: TDB_ERR_LOCK, as tdb
         storage.txn_lock(nonblock)
         self._txn = Transaction(storage)
+        self._repacked_in_txn = False
 
     def _end_transaction(self, ok: bool = True) -> None:
         self._txn = None
@@ -470,20 +571,32 @@ class Tdb:
             raise TdbError(self._ecode)
         return self._txn
 
+    def _cancel_level(self, txn: Transaction) -> None:
+        """tdb's cancel: an inner level only uncounts and dooms the
+        transaction (its commit will fail); the outermost ends it."""
+        if txn.depth > 1:
+            txn.depth -= 1
+            txn.poisoned = True
+        else:
+            self._end_transaction()
+
     @_op
     def transaction_prepare_commit(self) -> None:
         txn = self._active()
-        if txn.poisoned or txn.prepared:
-            # as tdb: preparing a transaction whose inner part was cancelled, or
-            # preparing twice, fails and cancels the transaction
-            self._end_transaction()
-            raise TdbError(ERR_IO if txn.poisoned else ERR_EINVAL)
-        if txn.depth == 1:
-            txn.prepared = True
+        if txn.prepared or txn.poisoned:
+            # as tdb: preparing twice, or a transaction whose inner part was
+            # cancelled, fails and cancels (this level of) the transaction
+            self._cancel_level(txn)
+            raise TdbError(ERR_EINVAL if txn.prepared else ERR_IO)
+        if txn.depth == 1 and (txn.overlay or txn.cleared or self._repacked_in_txn):
+            txn.prepared = True  # as tdb: a transaction that wrote nothing is never prepared
 
     @_op
     def transaction_commit(self) -> None:
         txn = self._active()
+        if txn.poisoned:  # as tdb, at any level: TDB's IO error, and that level cancelled
+            self._cancel_level(txn)
+            raise TdbError(ERR_IO)
         if txn.depth > 1:
             txn.depth -= 1
             return
@@ -496,12 +609,7 @@ class Tdb:
 
     @_op
     def transaction_cancel(self) -> None:
-        txn = self._active()
-        if txn.depth > 1:
-            txn.depth -= 1
-            txn.poisoned = True
-            return
-        self._end_transaction()
+        self._cancel_level(self._active())
 
     @contextmanager
     def transaction(self) -> Iterator[Tdb]:

@@ -333,6 +333,7 @@ class RadosStorage(Storage):
                 "hash": layout.HASH_NAME,
                 "created": f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} "
                 f"by {socket.gethostname()} pid {os.getpid()}",
+                layout.NAME_KEY: self.name,  # a hashed name is read back from here
             }
             with rados.WriteOpCtx() as op:
                 op.new(rados.LIBRADOS_CREATE_EXCLUSIVE)

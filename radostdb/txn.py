@@ -88,13 +88,15 @@ class Transaction:
             raise TdbError(ERR_EINVAL)
 
     def store(self, key: bytes, data: bytes, flag: int) -> None:
-        self._writable()
+        # as tdb: INSERT/MODIFY fail on the record (5, 8) before a prepared
+        # transaction refuses the write (9)
         if flag != REPLACE:
             exists = self.fetch(key) is not None
             if flag == INSERT and exists:
                 raise TdbError(ERR_EXISTS)
             if flag == MODIFY and not exists:
                 raise TdbError(ERR_NOEXIST)
+        self._writable()
         self.overlay[key] = data
 
     def append(self, key: bytes, data: bytes) -> None:
@@ -102,9 +104,9 @@ class Transaction:
         self.overlay[key] = (self.fetch(key) or b"") + data
 
     def delete(self, key: bytes) -> None:
-        self._writable()
         if self.fetch(key) is None:
             raise TdbError(ERR_NOEXIST)
+        self._writable()
         self.overlay[key] = None
 
     def clear(self) -> None:

@@ -184,9 +184,19 @@ def test_missing_database_says_which_and_how(
     assert not admin.exists(admin.connect(), db_name), "nothing was created"
 
 
-@pytest.mark.parametrize("name", ["", "rados://pool/name", "x" * 201])
-def test_bad_database_name_is_a_usage_error(cli: Any, name: str) -> None:
-    error(cli("get", name, "k"), "Invalid value for 'NAME'", code=2)
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("", "empty"),
+        ("rados://pool/name", "--pool and --namespace"),
+        ("x" * 4096, "4096 bytes long; the limit is 4095"),
+        ("/tmp/", "names a directory"),
+        ("a\0b", "null character"),
+    ],
+    ids=["empty", "url", "too-long", "directory", "nul"],
+)
+def test_bad_database_name_is_a_usage_error(cli: Any, name: str, why: str) -> None:
+    error(cli("get", name, "k"), "Invalid value for 'NAME'", why, code=2)
 
 
 def test_namespace_keeps_databases_apart(cli: Any, db_name: str) -> None:
@@ -438,6 +448,93 @@ def test_progress_and_quiet(cli: Any, db_name: str, scratch_dir: str) -> None:
     out = Path(scratch_dir) / "out.tdb"
     result = ok(cli("export", "--quiet", db_name, str(out)))
     assert result.stdout == "" and result.stderr == ""
+
+
+# -- Samba paths --------------------------------------------------------------------------
+@pytest.fixture
+def samba_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A directory standing for /var/lib/samba, the current directory while the
+    test runs; the databases its paths name are removed afterwards."""
+    root = tmp_path.resolve() / "samba"
+    (root / "private").mkdir(parents=True)
+    monkeypatch.chdir(root)
+    yield root
+    site = admin.connect()
+    for name in admin.database_names(site):
+        if name.startswith(str(tmp_path.resolve())):
+            admin.remove(site, name, force=True)
+
+
+def test_import_stores_where_samba_looks(
+    cli: Any, samba_tree: Path, tdb_file: tuple[Path, dict[bytes, bytes]]
+) -> None:
+    """'import FILE' names the database by FILE's absolute path: Samba code
+    opening FILE through radostdb finds every record; 'export FILE' writes
+    it back."""
+    src, recs = tdb_file
+    secrets = samba_tree / "private" / "secrets.tdb"
+    write_tdb_file(secrets, recs)
+    result = ok(cli("import", "--quiet", "private//./secrets.tdb"))  # relative, not normalised
+    assert result.stderr == ""
+    db = radostdb.Tdb(str(secrets))
+    assert dict(db.items()) == recs, "every record, under the file's path"
+    db.close()
+    for spelling in (str(secrets), "private/secrets.tdb", "private/../private/secrets.tdb"):
+        assert ok(cli("get", spelling, "--hex", "00")).stdout == recs[b"\x00"].hex() + "\n"
+    line = next(ln for ln in ok(cli("ls")).stdout.splitlines() if ln.startswith(str(secrets)))
+    assert line.split()[1:3] == ["8", str(len(recs))]
+    fields = info_fields(ok(cli("info", "private/secrets.tdb")).stdout)
+    assert fields["name"] == str(secrets) and fields["object"] == "radostdb.db." + str(secrets)
+
+    error(cli("export", str(secrets)), "exists", "--force")
+    secrets.unlink()
+    ok(cli("export", "--quiet", "private/secrets.tdb"))  # back to where it came from
+    assert dump_blocks(tdbdump_file(secrets)) == dump_blocks(tdbdump_file(src))
+    copy = samba_tree / "copy.tdb"
+    ok(cli("export", "--quiet", "private/secrets.tdb", str(copy)))  # NAME FILE, as before
+    assert dump_blocks(tdbdump_file(copy)) == dump_blocks(tdbdump_file(src))
+    error(cli("export", "a", "b", "c"), "expected [NAME] FILE", code=2)
+    error(cli("export", "--force", str(samba_tree)), "is a directory", code=2)
+    error(cli("export", "--force", f"{samba_tree}/"), "names a directory", code=2)
+    ok(cli("rm", "--yes", "--force", "private/secrets.tdb"))
+    assert not admin.exists(admin.connect(), str(secrets))
+
+
+def test_import_name_and_long_paths(cli: Any, samba_tree: Path, db_name: str) -> None:
+    one = samba_tree / "one"  # a file name that is not path-like on its own
+    write_tdb_file(one, {b"k": b"v"})
+    ok(cli("import", "--quiet", "one"))
+    assert radostdb.Tdb(str(one))[b"k"] == b"v", "FILE is a path even without / or .tdb"
+    ok(cli("import", "--quiet", "one", db_name))  # an explicit plain NAME stays plain
+    assert radostdb.Tdb(db_name)[b"k"] == b"v"
+    deep = samba_tree.joinpath(*["d" * 200] * 19)
+    deep.mkdir(parents=True)
+    long_file = deep / "registry.tdb"
+    assert 3800 < len(str(long_file).encode()) < 4096
+    write_tdb_file(long_file, {b"HKLM": b"x"})
+    ok(cli("import", "--quiet", str(long_file)))
+    listed = [ln.split()[0] for ln in ok(cli("ls")).stdout.splitlines()[1:]]
+    assert str(long_file) in listed, "ls shows the full name of a hashed database"
+    (entry,) = [
+        d for d in json.loads(ok(cli("ls", "--json")).stdout) if d["name"] == str(long_file)
+    ]
+    assert entry["records"] == 1
+    fields = info_fields(ok(cli("info", str(long_file))).stdout)
+    assert fields["name"] == str(long_file) and fields["object"].startswith("radostdb.db#")
+    assert ok(cli("get", str(long_file), "HKLM")).stdout == "x"
+    ok(cli("rm", "--yes", str(long_file)))
+    error(cli("get", str(long_file), "HKLM"), "does not exist")
+    ok(cli("rm", "--yes", db_name))
+
+
+def test_path_prefix_option(cli: Any, samba_tree: Path) -> None:
+    key = f"/private-{samba_tree.parent.name}/x.tdb"  # the database name, under the prefix
+    ok(cli("--path-prefix", str(samba_tree), "store", "--create", f"{samba_tree}{key}", "k", "v"))
+    assert ok(cli("get", key, "k")).stdout == "v"
+    other = samba_tree.parent / "elsewhere"
+    assert ok(cli("--path-prefix", f"{other}/", "get", f"{other}{key}", "k")).stdout == "v"
+    error(cli("--path-prefix", "relative", "ls"), "not an absolute path", code=2)
+    ok(cli("rm", "--yes", key))
 
 
 # -- check and repair ------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 import rados
 
 import radostdb
-from radostdb import codec, layout
+from radostdb import admin, codec, layout
 from radostdb.testing import ClusterInfo
 
 RW = os.O_RDWR
@@ -137,10 +137,15 @@ def test_open_flags(db_name: str) -> None:
     assert again.get(b"k") is None
     ro = radostdb.Tdb(db_name, 0, 0, os.O_RDONLY)
     for call in (lambda: ro.store(b"a", b"b"), lambda: ro.delete(b"a"),
-                 lambda: ro.append(b"a", b"b"), ro.clear):
+                 lambda: ro.append(b"a", b"b")):
         with pytest.raises(RuntimeError) as err:
             call()
         assert err.value.args == (10, "write not permitted")
+    for call, code in ((ro.clear, (3, "Locking error")),  # as tdb_wipe_all: no lock
+                       (ro.transaction_start, (9, "Invalid parameter"))):
+        with pytest.raises(RuntimeError) as err:
+            call()
+        assert err.value.args == code
     with pytest.raises(OSError) as err:
         radostdb.Tdb(db_name, 0, 0, os.O_WRONLY)
     assert err.value.errno == errno.EINVAL
@@ -157,11 +162,37 @@ def test_names_and_urls(db_name: str, ceph_cluster: ClusterInfo) -> None:
     assert same.get(b"k") == b"in namespace"
     plain = radostdb.Tdb(f"rados://{ceph_cluster.pool}/{db_name}", 0, 0, CREATE)
     assert plain.get(b"k") is None
-    for bad in ("", "x" * 201, "a\0b"):
-        with pytest.raises(ValueError):
+    with pytest.raises(ValueError):
+        radostdb.Tdb("a\0b", 0, 0, CREATE)
+    for bad, code in (("", errno.ENOENT), ("x" * 4096, errno.ENAMETOOLONG),
+                      ("/tmp/", errno.EISDIR)):
+        with pytest.raises(OSError) as err:
             radostdb.Tdb(bad, 0, 0, CREATE)
+        assert err.value.errno == code and not isinstance(err.value, ValueError)
     with pytest.raises(ValueError, match="bad database URL"):
         radostdb.Tdb("rados://onlypool", 0, 0, CREATE)
+    # a path in a URL is taken from /; the namespace comes first (empty: none)
+    path = f"/srv/{db_name}/x.tdb"
+    in_url = radostdb.Tdb(f"rados://{ceph_cluster.pool}/ns-{db_name[:8]}/srv//{db_name}/x.tdb",
+                          0, 0, CREATE)
+    in_url.store(b"k", b"path in a URL")
+    assert radostdb.Tdb(path, namespace=f"ns-{db_name[:8]}").get(b"k") == b"path in a URL"
+    for handle in (in_url, db, same, plain):
+        handle.close()
+    site = admin.connect(namespace=f"ns-{db_name[:8]}")
+    admin.remove(site, path, force=True)
+    admin.remove(site, db_name, force=True)
+
+
+def test_long_plain_names(db_name: str) -> None:
+    """Plain names up to 4095 bytes; beyond 200 bytes their objects are hashed."""
+    for name in (db_name + "x" * 300, db_name + "\u00e9" * 2000):
+        db = radostdb.Tdb(name, 0, 0, CREATE)
+        db.store(b"k", name.encode())
+        db.close()
+        assert radostdb.Tdb(name)[b"k"] == name.encode()
+        assert name in admin.database_names(admin.connect())
+        assert admin.remove(admin.connect(), name) == 2  # one shard written, and the header
 
 
 def test_missing_pool_is_named(db_name: str) -> None:

@@ -185,3 +185,245 @@ def test_errors_without_transaction_are_runtime_errors(pair: Any) -> None:
     for op in (("tcommit",), ("tcancel",), ("tprepare",)):
         r, o = run(ref, op), run(ours, op)
         assert r[:2] == o[:2] == ("exc", "RuntimeError")
+
+
+# -- the last error code ------------------------------------------------------------------
+# tdb keeps the code of its last error and reports it again when a commit,
+# prepare or cancel finds no transaction (database.py describes the
+# bookkeeping). These tests compare that code after every step.
+GROW_LIMIT = 8  # modify-grow steps per example (values double each time)
+WRITES = ("delete", "delitem", "insert", "grow", "clear")
+
+code_ops = st.one_of(
+    st.tuples(st.just("get"), keys),
+    st.tuples(st.just("getitem"), keys),
+    st.tuples(st.just("contains"), keys),
+    st.tuples(st.just("delete"), keys),
+    st.tuples(st.just("delitem"), keys),
+    st.tuples(st.just("insert"), keys, st.binary(max_size=16)),
+    st.tuples(st.just("grow"), keys),
+    st.tuples(st.just("keys")),
+    st.tuples(st.just("walk")),
+    st.tuples(st.just("firstkey")),
+    st.tuples(st.just("clear")),
+    st.tuples(st.just("repack")),
+    st.tuples(st.just("tstart")),
+    st.tuples(st.just("tcommit")),
+    st.tuples(st.just("tcancel")),
+    st.tuples(st.just("tprepare")),
+)
+
+
+def run_code_op(db: Any, op: tuple[Any, ...], grow: int) -> Any:
+    name, *args = op
+    if name == "insert":
+        return run(db, ("store", args[0], args[1], radostdb.INSERT))
+    if name == "grow":  # MODIFY with a value too long for tdb to rewrite in place
+        return run(db, ("store", args[0], b"g" * grow, radostdb.MODIFY))
+    if name == "firstkey":  # which key differs by design (hash order): whether there is one
+        return _call(db.firstkey, set_result=True)
+    if name == "repack":
+        return _call(db.repack)
+    return run(db, op)
+
+
+def _call(fn: Callable[[], Any], set_result: bool = False) -> Any:
+    try:
+        value = fn()
+    except RuntimeError as exc:
+        return ("exc", "RuntimeError", exc.args)
+    return ("ok", value is not None) if set_result else ("ok", value)
+
+
+def outcomes(db: Any, steps: list[Callable[[Any], Any]]) -> list[Any]:
+    """What each step does on db, in order."""
+    return [_call(lambda s=s: s(db)) for s in steps]
+
+
+def warm_up(ref: Any) -> None:
+    """Grow the tdb file first: inside a transaction, a tdb write that has to
+    grow the file sets TDB_ERR_IO though it succeeds (a file-format artefact
+    radostdb has nothing to match). Leaves the code at 0."""
+    ref.transaction_start()
+    ref.store(b"\xff-warm", b"w" * (2 << 20))
+    ref.transaction_commit()
+    ref.transaction_start()
+    ref.delete(b"\xff-warm")
+    ref.transaction_commit()
+    ref.store(b"\xff-zero", b"", tdb.INSERT)
+    ref.delete(b"\xff-zero")
+
+
+def code_of(db: Any) -> Any:
+    """The handle's last error code (a commit with no transaction active)."""
+    return run(db, ("tcommit",))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(sequence=st.lists(code_ops, max_size=40))
+def test_error_codes_kept_as_tdb_keeps_them(pair: Any, sequence: list[tuple[Any, ...]]) -> None:
+    ref, ours = pair()
+    warm_up(ref)
+    assert code_of(ref) == code_of(ours) == ("exc", "RuntimeError", (0, "Success"))
+    depth, grow, grows, prepared = 0, 256, 0, False
+    for step, op in enumerate(sequence):
+        if prepared and op[0] in WRITES:
+            continue  # test_write_after_prepare_dooms_the_transaction
+        if op[0] == "grow":
+            if grows == GROW_LIMIT:
+                continue
+            grows, grow = grows + 1, 2 * grow + 64
+        expected, got = run_code_op(ref, op, grow), run_code_op(ours, op, grow)
+        assert got == expected, f"step {step}: {op}"
+        if op[0] == "tstart" and expected[0] == "ok":
+            depth += 1
+        elif op[0] in ("tcommit", "tcancel") and expected[0] == "ok":
+            depth -= 1
+        elif op[0] in ("tcommit", "tprepare") and expected[0] == "exc":
+            depth = 0  # a failed commit or prepare ends the transaction
+        elif op[0] == "tprepare":
+            prepared = True
+        if depth == 0:
+            prepared = False
+            assert code_of(ours) == code_of(ref), f"after step {step}: {op}"
+    while depth:
+        assert run(ref, ("tcancel",)) == run(ours, ("tcancel",))
+        depth -= 1
+
+
+def test_code_is_reset_by_a_committed_write(pair: Any) -> None:
+    """The issue's case: after a transaction whose write reset the code,
+    commit and cancel with none active raise (0, 'Success'), not a stale 8."""
+    ref, ours = pair()
+    warm_up(ref)
+    for db in (ref, ours):
+        with pytest.raises(RuntimeError) as err:
+            db.delete(b"missing")
+        assert err.value.args == (8, "Record does not exist")
+        db.transaction_start()
+        db.store(b"new", b"v", radostdb.INSERT)
+        db.transaction_commit()
+        for call in (db.transaction_commit, db.transaction_cancel, db.transaction_prepare_commit):
+            with pytest.raises(RuntimeError) as err:
+                call()
+            assert err.value.args == (0, "Success")
+        db.get(b"missing")  # a miss sets 8 without raising
+        with pytest.raises(RuntimeError) as err:
+            db.transaction_cancel()
+        assert err.value.args == (8, "Record does not exist")
+
+
+def test_documented_differences_in_write_codes(pair: Any) -> None:
+    """What database.py says radostdb does not reproduce: tdb leaves 8 after
+    REPLACE creates a record, and leaves the code alone when it rewrites a
+    record in place; radostdb resets it to 0 after every successful write."""
+    ref, ours = pair()
+    for db in (ref, ours):
+        db.store(b"k", b"v" * 10)
+        db.get(b"missing")
+    assert code_of(ref)[2][0] == code_of(ours)[2][0] == 8
+    for db in (ref, ours):
+        db.store(b"k", b"w" * 10)  # same length: tdb rewrites in place
+    assert code_of(ref)[2][0] == 8 and code_of(ours)[2][0] == 0
+    for db in (ref, ours):
+        db.store(b"brand-new", b"x")  # REPLACE of a missing key
+    assert code_of(ref)[2][0] == 8 and code_of(ours)[2][0] == 0
+
+
+@pytest.fixture
+def readonly_pair(tmp_path: Any, db_name: str) -> Any:
+    path = str(tmp_path / "ro.tdb")
+    made = tdb.Tdb(path, 0, tdb.DEFAULT, os.O_CREAT | os.O_RDWR)
+    made.store(b"k", b"v")
+    made.close()  # tdb refuses a second open of one file in one process
+    radostdb.Tdb(db_name, 0, 0, os.O_CREAT | os.O_RDWR).store(b"k", b"v")
+    ref = tdb.Tdb(path, 0, tdb.DEFAULT, os.O_RDONLY)
+    ours = radostdb.Tdb(db_name, 0, 0, os.O_RDONLY)
+    yield ref, ours
+    ref.close()
+    ours.close()
+
+
+def test_read_only_handles_fail_as_tdb(readonly_pair: Any) -> None:
+    """Every call a read-only tdb handle refuses, with tdb's code (writes 10,
+    transaction and repack 9, whole-database locks and clear 3), and the code
+    each leaves behind."""
+    ref, ours = readonly_pair
+    calls: list[tuple[str, Callable[[Any], Any]]] = [
+        ("store", lambda db: db.store(b"a", b"b")),
+        ("storev", lambda db: db.storev(b"a", [b"b"])),
+        ("setitem", lambda db: db.__setitem__(b"k", b"b")),
+        ("delete", lambda db: db.delete(b"k")),
+        ("delete-missing", lambda db: db.delete(b"zz")),
+        ("delitem", lambda db: db.__delitem__(b"k")),
+        ("append", lambda db: db.append(b"k", b"x")),
+        ("clear", lambda db: db.clear()),
+        ("transaction_start", lambda db: db.transaction_start()),
+        ("repack", lambda db: db.repack()),
+        ("lock_all", lambda db: db.lock_all()),
+        ("read_lock_all", lambda db: db.read_lock_all()),
+        ("unlock_all", lambda db: db.unlock_all()),
+        ("read_unlock_all", lambda db: db.read_unlock_all()),
+        ("get", lambda db: db.get(b"zz")),
+        ("increment_seqnum_nonblock", lambda db: db.increment_seqnum_nonblock()),
+        ("add SEQNUM", lambda db: db.add_flags(tdb.SEQNUM)),
+        ("increment_seqnum_nonblock", lambda db: db.increment_seqnum_nonblock()),
+        ("keys", lambda db: sorted(db.keys())),
+    ]
+    seen = []
+    for what, call in calls:
+        expected, got = _call(lambda c=call: c(ref)), _call(lambda c=call: c(ours))
+        assert got == expected, what
+        assert code_of(ours) == code_of(ref), f"code after {what}"
+        seen.append(expected[2][0] if expected[0] == "exc" else None)
+    assert {10, 9, 3} <= set(seen), "the test covers each code"
+    assert ours.get(b"k") == b"v"
+
+
+def test_internal_database_fails_as_tdb() -> None:
+    ref, ours = tdb.Tdb(), radostdb.Tdb()
+    for call in (
+        lambda db: db.store(b"a", b"b", tdb.INSERT),
+        lambda db: db.transaction_start(),
+        lambda db: db.repack(),
+        lambda db: db.lock_all(),
+        lambda db: db.unlock_all(),
+    ):
+        assert _call(lambda c=call: c(ours)) == _call(lambda c=call: c(ref))
+        assert code_of(ours) == code_of(ref)
+
+
+def test_write_after_prepare_dooms_the_transaction(pair: Any) -> None:
+    """As in tdb: a write refused because the transaction is prepared (9)
+    makes its commit fail (2) and ends it; a repack is such a write."""
+    writes: list[Callable[[Any], Any]] = [
+        lambda db: db.store(b"c", b"3", tdb.INSERT),
+        lambda db: db.delete(b"a"),
+        lambda db: db.clear(),
+        lambda db: db.append(b"a", b"x"),
+        lambda db: db.repack(),
+    ]
+    for write in writes:
+        ref, ours = pair()
+        for db in (ref, ours):
+            db.store(b"a", b"1")
+            db.transaction_start()
+            db.store(b"b", b"2")
+            db.transaction_prepare_commit()
+        steps = [write, lambda db: db.transaction_commit(), lambda db: db.transaction_commit()]
+        got = outcomes(ours, steps)
+        assert got == outcomes(ref, steps)
+        assert [g[2][0] for g in got] == [9, 2, 2]
+        assert sorted(ours.keys()) == sorted(ref.keys()) == [b"a"]
+
+
+def test_repack_inside_a_transaction(pair: Any) -> None:
+    ref, ours = pair()
+    for db in (ref, ours):
+        db.store(b"a", b"1")
+        db.transaction_start()
+        db.store(b"b", b"2", tdb.INSERT)
+        db.get(b"missing")
+    steps = [lambda db: db.repack(), code_of, lambda db: db.transaction_commit(), code_of]
+    assert outcomes(ours, steps) == outcomes(ref, steps)
+    assert sorted(ours.keys()) == sorted(ref.keys()) == [b"a", b"b"]
