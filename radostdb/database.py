@@ -50,7 +50,6 @@ from .errors import (
     ERR_LOCK,
     ERR_NESTING,
     ERR_NOEXIST,
-    ERR_NOLOCK,
     ERR_RDONLY,
     SUCCESS,
     TdbError,

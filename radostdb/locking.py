@@ -109,7 +109,9 @@ class _Notices:
     """Process-wide watches on the objects locks wait on, and what they deliver."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        # reentrant: a handle closed by the garbage collector may release its
+        # locks from inside any of these methods
+        self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.watches: dict[tuple[int, str], Any] = {}
         self.gen: dict[str, int] = {}  # object -> notifies seen
@@ -324,7 +326,9 @@ class LockTable:
         self._mutex = threading.RLock()
         # renewal: object -> (lease in ms of our shortest entry there, next due)
         self._objects: dict[str, tuple[int, float]] = {}
-        self.wait_listeners: list[Callable[[str], None]] = []
+        # told when somebody announces a wait on one of our objects; weak, so
+        # a handle is freed (and closed) as soon as its user drops it
+        self.wait_listeners: list[weakref.WeakMethod[Callable[[str], None]]] = []
         self.lost: set[str] = set()  # objects where a renewal found our entries gone
 
     @property
@@ -424,8 +428,10 @@ class LockTable:
 
     def on_wait(self, obj: str) -> None:
         """Somebody announced a wait on obj (notify callback: must not block)."""
-        for listener in list(self.wait_listeners):
-            listener(obj)
+        for ref in list(self.wait_listeners):
+            listener = ref()
+            if listener is not None:
+                listener(obj)
 
     # -- acquiring -----------------------------------------------------------------------
     def note(self, hk: HeldKey, lease_ms: int) -> None:

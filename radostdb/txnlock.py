@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import enum
 import threading
+import weakref
 from collections.abc import Callable
 
 from . import clsops, commit, locking
@@ -77,7 +78,7 @@ class TxnLock:
         self.requested = False
         self.cond = threading.Condition()
         self.objects = {db.wait_obj, *db.shard_objs}
-        locks.wait_listeners.append(self._on_wait)
+        locks.wait_listeners.append(weakref.WeakMethod(self._on_wait))
 
     # -- what we hold -----------------------------------------------------------------
     def _keys(self) -> list[locking.HeldKey]:

@@ -24,7 +24,7 @@ import pytest
 import rados
 
 import radostdb
-from radostdb.errors import ERR_RDONLY
+from radostdb.errors import ERR_EINVAL, ERR_RDONLY
 from radostdb.testing import ClusterInfo
 
 CREATE = os.O_CREAT | os.O_RDWR
@@ -286,8 +286,10 @@ def test_read_only_client_opened_read_only(
     )
     assert got["open"]["ok"] and got["close"]["ok"], got
     assert (got["fetch"]["value"], got["traverse"]["value"]) == ("v001", len(RECORDS))
-    for op in ("store", "transaction_start"):
-        assert got[op]["tdb"] and got[op]["args"][0] == ERR_RDONLY, got[op]
+    # as tdb on a read-only handle: a write is 10, a transaction 9
+    assert got["store"]["tdb"] and got["store"]["args"][0] == ERR_RDONLY, got["store"]
+    assert got["transaction_start"]["tdb"], got["transaction_start"]
+    assert got["transaction_start"]["args"][0] == ERR_EINVAL, got["transaction_start"]
 
 
 def test_read_only_client_cli(make_client: Callable[..., Client], db_name: str) -> None:
