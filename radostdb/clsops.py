@@ -105,6 +105,7 @@ GET_BUFFER = 1 << 16
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _HEAD = struct.Struct("<BBI")
+_ENTRY_HEAD = struct.Struct("<BI")  # an apply entry's op and key length
 
 
 # -- errors ---------------------------------------------------------------------
@@ -188,12 +189,16 @@ def apply_request(owner: bytes, wflags: int, entries: Iterable[tuple[int, bytes,
                   txid: int = 0, settle: int = 0, participants: Sequence[int] = ()) -> bytes:
     """A batch of (op, key, data) entries applied in order, atomically; txid
     marks a part of multi-shard transaction ``txid`` on ``participants``."""
-    parts = []
+    pack = _ENTRY_HEAD.pack
+    parts = [b""]
+    n = 0
     for op, key, data in entries:
-        parts.append(b"%c%s%s%s%s" % (op, _U32.pack(len(key)), key, _U32.pack(len(data)), data))
-    body = b"".join((owner, bytes((wflags,)), _U64.pack(txid), _U64.pack(settle),
-                     _u32s(participants), _U32.pack(len(parts)), *parts))
-    return _frame(1, body)
+        parts += (pack(op, len(key)), key, _U32.pack(len(data)), data)
+        n += 1
+    parts[0] = b"".join((owner, bytes((wflags,)), _U64.pack(txid), _U64.pack(settle),
+                         _u32s(participants), _U32.pack(n)))
+    body = b"".join(parts)
+    return _HEAD.pack(1, 1, len(body)) + body
 
 
 def store_request(owner: bytes, wflags: int, key: bytes, data: bytes, flag: int,
@@ -558,6 +563,9 @@ class Call:
                  decode: Callable[[bytes], Any] | None = None, missing: Any = _UNSET) -> None:
         self.obj, self.method, self.decode, self.missing = obj, method, decode, missing
         self._out: bytes = b""
+        if not length:  # a write: no reply data, no callback to run
+            self.comp = io.aio_execute(obj, CLASS, method, req, 0)
+            return
 
         def done(_c: Any, data: Any) -> None:
             self._out = bytes(data) if data is not None else b""

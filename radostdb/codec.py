@@ -47,6 +47,7 @@ __all__ = [
     "page_keys",
     "parse_page",
     "shard_of",
+    "shards_of",
 ]
 
 FORMAT_VERSION = 1
@@ -155,6 +156,13 @@ class Codec(abc.ABC):
 
     @abc.abstractmethod
     def _shard_of(self, key: bytes, nshards: int) -> int: ...
+
+    def shards_of(self, keys: list[bytes], nshards: int) -> list[int]:
+        """shard_of for many keys at once (a transaction's batch)."""
+        if not 1 <= nshards <= _U32_MAX:
+            raise ValueError(f"nshards out of range: {nshards}")
+        f = self._shard_of
+        return [f(k, nshards) for k in keys]
 
     # -- keys -----------------------------------------------------------
     def encode_key(self, key: bytes) -> str:
@@ -387,6 +395,12 @@ class NativeCodec(Codec):
     def _shard_of(self, key: bytes, nshards: int) -> int:
         return self._lib.rtdb_shard_of(key, len(key), nshards)
 
+    def shards_of(self, keys: list[bytes], nshards: int) -> list[int]:
+        if not 1 <= nshards <= _U32_MAX:
+            raise ValueError(f"nshards out of range: {nshards}")
+        f = self._lib.rtdb_shard_of
+        return [f(k, len(k), nshards) for k in keys]
+
     def _encode_escaped(self, key: bytes) -> str:
         out = self._alloc("uint8_t[]", 2 * len(key) or 1)  # b"" encodes to 1 byte
         n = self._lib.rtdb_key_encode(key, len(key), out)
@@ -463,6 +477,7 @@ def implementations() -> list[Codec]:
 crc32c = _impl.crc32c
 key_hash = _impl.key_hash
 shard_of = _impl.shard_of
+shards_of = _impl.shards_of
 encode_key = _impl.encode_key
 decode_key = _impl.decode_key
 decode_keys = _impl.decode_keys

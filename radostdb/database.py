@@ -76,9 +76,16 @@ def _check_bytes(*values: object) -> None:
             raise TypeError(f"expected bytes, {type(v).__name__} found")
 
 
+def _failed(self: Tdb, exc: TdbError) -> None:
+    """Bookkeeping of a failed call: tdb reports the code again when a later
+    call fails without setting one."""
+    self._ecode = exc.code
+    if exc.code == ERR_EINVAL and self._txn is not None and self._txn.prepared:
+        self._txn.poisoned = True  # as tdb: a write refused once prepared dooms it
+
+
 def _op(method: Callable[..., T]) -> Callable[..., T]:
-    """Refuse calls on a closed handle; remember the TDB error code of a failure
-    (tdb reports it again when a later call fails without setting one)."""
+    """Refuse calls on a closed handle; remember the TDB error code of a failure."""
 
     @functools.wraps(method)
     def wrapper(self: Tdb, *args: Any, **kwargs: Any) -> T:
@@ -87,24 +94,29 @@ def _op(method: Callable[..., T]) -> Callable[..., T]:
         try:
             return method(self, *args, **kwargs)
         except TdbError as exc:
-            self._ecode = exc.code
-            if exc.code == ERR_EINVAL and self._txn is not None and self._txn.prepared:
-                self._txn.poisoned = True  # as tdb: a write refused once prepared dooms it
+            _failed(self, exc)
             raise
 
     return wrapper
 
 
 def _writer(method: Callable[..., T]) -> Callable[..., T]:
-    """As _op, and refuse writes on a read-only handle (TDB's RDONLY error)."""
+    """As _op, and refuse writes on a read-only handle (TDB's RDONLY error).
+    One wrapper, not two: writes are the hot path of transactions."""
 
     @functools.wraps(method)
-    def check(self: Tdb, *args: Any, **kwargs: Any) -> T:
-        if self._readonly:
-            raise TdbError(ERR_RDONLY)
-        return method(self, *args, **kwargs)
+    def wrapper(self: Tdb, *args: Any, **kwargs: Any) -> T:
+        if self._storage is None:
+            raise closed_error()
+        try:
+            if self._readonly:
+                raise TdbError(ERR_RDONLY)
+            return method(self, *args, **kwargs)
+        except TdbError as exc:
+            _failed(self, exc)
+            raise
 
-    return _op(check)
+    return wrapper
 
 
 class Tdb:
@@ -318,7 +330,8 @@ class Tdb:
     @_writer
     def store(self, key: bytes, data: bytes, flag: int = F.REPLACE) -> None:
         """tdb_store with REPLACE, INSERT (exists: error 5) or MODIFY (missing: 8)."""
-        _check_bytes(key, data)
+        if not (isinstance(key, bytes) and isinstance(data, bytes)):
+            _check_bytes(key, data)
         try:
             flag = STORE_FLAGS[flag]
         except (KeyError, TypeError):

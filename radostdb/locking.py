@@ -326,6 +326,8 @@ class LockTable:
         self._mutex = threading.RLock()
         # renewal: object -> (lease in ms of our shortest entry there, next due)
         self._objects: dict[str, tuple[int, float]] = {}
+        self._scheduled: float | None = None  # when the service thread will renew us
+        self._listening: set[str] = set()
         # told when somebody announces a wait on one of our objects; weak, so
         # a handle is freed (and closed) as soon as its user drops it
         self.wait_listeners: list[weakref.WeakMethod[Callable[[str], None]]] = []
@@ -345,6 +347,8 @@ class LockTable:
             self._gen = clustermod.generation
             self.held = {}
             self._objects = {}
+            self._scheduled = None
+            self._listening = set()  # the child's notices are new
             self.owner = uuid.uuid4().bytes
 
     def new_owner(self) -> None:
@@ -380,14 +384,21 @@ class LockTable:
 
     # -- renewal ----------------------------------------------------------------------
     def track(self, obj: str, lease_ms: int) -> None:
-        """We have an entry on obj now (granted or queued): renew it in time."""
+        """We have an entry on obj now (granted or queued): renew it in time.
+        The service thread is woken only when this moves our next renewal
+        earlier: taking a lock costs no wake-up and no renewal round trip."""
         due = time.monotonic() + lease_ms / 3000.0
         with self._mutex:
             old = self._objects.get(obj)
             if old is not None and old[0] <= lease_ms and old[1] <= due:
                 return
             self._objects[obj] = (min(lease_ms, old[0]) if old else lease_ms, due)
-        _notices.listen(obj, self)
+            if obj not in self._listening:
+                self._listening.add(obj)
+                _notices.listen(obj, self)
+            if self._scheduled is not None and self._scheduled <= due:
+                return
+            self._scheduled = due
         _service.schedule(self, due)
 
     def _untrack(self, obj: str) -> None:
@@ -396,28 +407,36 @@ class LockTable:
                 self._objects.pop(obj, None)
 
     def renew_due(self) -> None:
-        """Renew every object due now (service thread)."""
+        """Renew every object due now (service thread), then schedule the
+        next renewal."""
         if self._gen != clustermod.generation:
             return
         now = time.monotonic()
         with self._mutex:
+            self._scheduled = None
             due = [o for o, (_, when) in self._objects.items() if when <= now + 0.01]
-        if not due:
-            return
-        io = self._io()
-        calls = {o: clsops.aio_renew(io, o, self.owner) for o in due}
-        for obj, call in calls.items():
-            err = call.error()
-            with self._mutex:
-                entry = self._objects.get(obj)
-                if entry is None:
-                    continue
-                if err is not None and getattr(err, "errno", 0) == errno.ENOLCK:
-                    self._lost(obj)
-                    continue
-                retry = 1.0 if err is not None else entry[0] / 3000.0
-                self._objects[obj] = (entry[0], time.monotonic() + retry)
-            _service.schedule(self, time.monotonic() + retry)
+        if due:
+            io = self._io()
+            calls = {o: clsops.aio_renew(io, o, self.owner) for o in due}
+            for obj, call in calls.items():
+                err = call.error()
+                with self._mutex:
+                    entry = self._objects.get(obj)
+                    if entry is None:
+                        continue
+                    if err is not None and getattr(err, "errno", 0) == errno.ENOLCK:
+                        self._lost(obj)
+                        continue
+                    retry = 1.0 if err is not None else entry[0] / 3000.0
+                    self._objects[obj] = (entry[0], time.monotonic() + retry)
+        with self._mutex:
+            if not self._objects:
+                return
+            nxt = min(when for _, when in self._objects.values())
+            if self._scheduled is not None and self._scheduled <= nxt:
+                return
+            self._scheduled = nxt
+        _service.schedule(self, nxt)
 
     def _lost(self, obj: str) -> None:
         """Our entries on obj expired and are gone (caller holds the mutex)."""
@@ -699,10 +718,13 @@ class LockTable:
                 return
             del self.held[hk]
         io = self._io()
-        call = clsops.aio_unlock(io, obj, clsops.unlock_request(self.owner, kind, mode, key))
-        if _notices.take_waited(obj):
-            _notices.changed(io, obj)
+        req = clsops.unlock_request(self.owner, kind, mode, key)
         self._untrack(obj)
+        if not _notices.take_waited(obj):
+            clsops.unlock(io, obj, req)  # nobody waits: one plain call
+            return
+        call = clsops.aio_unlock(io, obj, req)
+        _notices.changed(io, obj)  # ordered after the unlock on the same object
         err = call.error()
         if err is not None:
             raise err

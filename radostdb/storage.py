@@ -515,8 +515,9 @@ class RadosStorage(Storage):
               ) -> dict[int, list[tuple[int, bytes, bytes]]]:
         """Batch entries by shard index."""
         by_shard: dict[int, list[tuple[int, bytes, bytes]]] = {}
-        for entry in ops:
-            by_shard.setdefault(self._index(entry[1]), []).append(entry)
+        for entry, index in zip(ops, codec.shards_of([e[1] for e in ops], self.nshards),
+                                strict=True):
+            by_shard.setdefault(index, []).append(entry)
         return by_shard
 
     # -- transactions (txnlock.py, commit.py) ------------------------------------------

@@ -35,9 +35,12 @@ if TYPE_CHECKING:
     from .storage import Storage
 
 
+_PUT, _DISCARD = int(Op.PUT), int(Op.DISCARD)
+
+
 def iter_ops(overlay: Iterable[tuple[bytes, bytes | None]]) -> list[tuple[int, bytes, bytes]]:
     """Batch entries that make the records equal to an overlay (None = deleted)."""
-    return [(Op.PUT, k, v) if v is not None else (Op.DISCARD, k, b"") for k, v in overlay]
+    return [(_PUT, k, v) if v is not None else (_DISCARD, k, b"") for k, v in overlay]
 
 
 class Transaction:
@@ -88,6 +91,9 @@ class Transaction:
             raise TdbError(ERR_EINVAL)
 
     def store(self, key: bytes, data: bytes, flag: int) -> None:
+        if flag == REPLACE and not self.prepared:  # the common case, first
+            self.overlay[key] = data
+            return
         # as tdb: INSERT/MODIFY fail on the record (5, 8) before a prepared
         # transaction refuses the write (9)
         if flag != REPLACE:

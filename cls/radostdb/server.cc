@@ -238,25 +238,33 @@ static int extend_record(uint64_t rseq, const std::string &okey, ceph::bufferlis
 
 /* ---- the undo log (object data while a transaction is pending) ---- */
 static int write_undo(cls_method_context_t hctx, uint64_t txid, uint64_t prev_applied,
-                      const std::map<std::string, ceph::bufferlist> &old,
+                      std::map<std::string, ceph::bufferlist> &old,
                       const std::set<std::string> &keys)
 {
-  WireWriter b, all;
-  b.u64(txid);
-  b.u64(prev_applied);
-  b.u32((uint32_t)keys.size());
+  /* built in a bufferlist: the old records are referenced, not copied */
+  WireWriter head;
+  head.u64(txid);
+  head.u64(prev_applied);
+  head.u32((uint32_t)keys.size());
+  ceph::bufferlist body;
+  body.append(head.s.data(), head.s.size());
   for (const auto &k : keys) {
-    b.str(k);
+    WireWriter e;
+    e.str(k);
     auto it = old.find(k);
-    b.u8(it != old.end());
+    e.u8(it != old.end());
+    e.u32(it != old.end() ? it->second.length() : 0);
+    body.append(e.s.data(), e.s.size());
     if (it != old.end())
-      b.bytes(const_cast<ceph::bufferlist &>(it->second).c_str(), it->second.length());
-    else
-      b.u32(0);
+      body.append(it->second);
   }
-  all.framed(1, 1, b.s);
+  WireWriter frame;
+  frame.u8(1);
+  frame.u8(1);
+  frame.u32(body.length());
   ceph::bufferlist bl;
-  bl.append(all.s.data(), all.s.size());
+  bl.append(frame.s.data(), frame.s.size());
+  bl.claim_append(body);
   return cls_cxx_write_full(hctx, &bl);
 }
 
