@@ -6,7 +6,7 @@ RADOS omap objects shared by every process that reaches the cluster.
 """
 
 from .database import Tdb, TdbTextWrapper, open
-from .errors import TdbError
+from .errors import RadostdbError, TdbError
 from .flags import (
     ALLOW_NESTING,
     BIGENDIAN,
@@ -26,7 +26,7 @@ from .flags import (
     VOLATILE,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ALLOW_NESTING",
@@ -45,6 +45,7 @@ __all__ = [
     "REPLACE",
     "SEQNUM",
     "VOLATILE",
+    "RadostdbError",
     "Tdb",
     "TdbError",
     "TdbTextWrapper",

@@ -61,7 +61,7 @@ import rados
 
 from . import clsops, codec, commit, layout
 from . import cluster as clustermod
-from .errors import ERR_EXISTS, ERR_NOEXIST, TdbError
+from .errors import ERR_EXISTS, ERR_NOEXIST, RadostdbError, TdbError
 from .tdbdump import escape
 
 # Reading: the first page is small (records may be large); later pages aim
@@ -108,7 +108,7 @@ FINDING_KINDS = (
 )
 
 
-class AdminError(Exception):
+class AdminError(RadostdbError):
     """A failure explained in one line for the operator."""
 
 
@@ -167,7 +167,7 @@ def connect(
     client_id: str | None = None,
     pool: str | None = None,
     namespace: str | None = None,
-    timeout: float = CONNECT_TIMEOUT,
+    timeout: float | None = None,
 ) -> Site:
     """Connect to a cluster and check the pool; defaults as radostdb.Tdb's.
 
@@ -199,28 +199,12 @@ def connect(
     return Site(conf, client_id, pool, namespace, conn, io)
 
 
-def _connect(conf: str, client_id: str, timeout: float) -> Any:
+def _connect(conf: str, client_id: str, timeout: float | None) -> Any:
+    """A connection with the one timeout policy (cluster.connect)."""
     try:
-        conn = rados.Rados(conffile=conf, name=f"client.{client_id}")
-    except rados.Error as exc:
-        raise AdminError(f"cannot read the Ceph configuration {conf}: {exc}") from exc
-    for opt in ("client_mount_timeout", "rados_mon_op_timeout"):
-        conn.conf_set(opt, str(max(1, round(timeout))))
-    try:
-        conn.connect(timeout=timeout)
-    except rados.Error as exc:
-        conn.shutdown()
-        hint = {
-            errno.ETIMEDOUT: "is the cluster up? try 'ceph -c CONF -s'",
-            errno.EACCES: "check the client's keyring and caps",
-            errno.EPERM: "check the client's keyring and caps",
-            errno.ENOENT: "no keyring for this client? check the keyring in the configuration",
-        }.get(clsops.errno_of(exc), "check the configuration")
-        raise AdminError(
-            f"cannot connect to the Ceph cluster of {conf} as client.{client_id}: "
-            f"{_rados_message(exc)} ({hint.replace('CONF', conf)})"
-        ) from exc
-    return conn
+        return clustermod.connect(conf, client_id, timeout)
+    except OSError as exc:
+        raise AdminError(str(exc.strerror or exc)) from None
 
 
 def _rados_message(exc: rados.Error) -> str:
@@ -412,7 +396,7 @@ def _corrupt_error(obj: str, key: bytes, exc: Exception) -> CorruptDatabase:
     )
 
 
-class _Pending(Exception):
+class _Pending(RadostdbError):
     """A shard is pending a multi-shard transaction (``info``)."""
 
     def __init__(self, info: clsops.PendingInfo) -> None:
@@ -1166,7 +1150,7 @@ def _read_entry(io: Any, obj: str, ek: str) -> tuple[bytes | None, int]:
     return None, version
 
 
-class _Changed(Exception):
+class _Changed(RadostdbError):
     """The object changed since it was read: read it again."""
 
 

@@ -77,7 +77,7 @@ class Env:
     client_id: str | None
     pool: str | None
     namespace: str
-    timeout: float
+    timeout: float | None
     path_prefix: str = ""
     _site: admin.Site | None = None
 
@@ -142,10 +142,12 @@ pass_env = click.make_pass_decorator(Env)
 )
 @click.option(
     "--timeout",
-    default=30.0,
-    show_default=True,
-    type=click.FloatRange(min=1),
-    help="Seconds to wait for the cluster when connecting.",
+    envvar="RADOSTDB_OP_TIMEOUT",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds before any cluster operation (connecting, a read, a write, a lock "
+    "wait) gives up with an error [default: RADOSTDB_OP_TIMEOUT; unset, connecting "
+    "gives up after 30 s and other operations wait as long as the cluster takes].",
 )
 @click.option(
     "--path-prefix",
@@ -162,7 +164,7 @@ def main(
     client_id: str | None,
     pool: str | None,
     namespace: str,
-    timeout: float,
+    timeout: float | None,
     path_prefix: str,
 ) -> None:
     """radostdb: Samba-style TDB databases on Ceph RADOS.
@@ -187,6 +189,8 @@ def main(
         names.path_prefix(path_prefix)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--path-prefix") from None
+    if timeout is not None:  # the whole process follows it (lock waits too)
+        os.environ["RADOSTDB_OP_TIMEOUT"] = f"{timeout:g}"
     ctx.obj = Env(conf, client_id, pool, namespace, timeout, path_prefix)
 
 

@@ -28,7 +28,8 @@ from typing import Any
 
 import rados
 
-from .errors import ERR_CORRUPT, ERR_EXISTS, ERR_IO, ERR_LOCK, ERR_NOEXIST, TdbError
+from . import cluster as clustermod
+from .errors import ERR_CORRUPT, ERR_EXISTS, ERR_IO, ERR_LOCK, ERR_NOEXIST, RadostdbError, TdbError
 
 CLASS = "radostdb"
 WIRE_VERSION = 2
@@ -109,17 +110,17 @@ _ENTRY_HEAD = struct.Struct("<BI")  # an apply entry's op and key length
 
 
 # -- errors ---------------------------------------------------------------------
-class Busy(Exception):
+class Busy(RadostdbError):
     """Another owner holds (or waits for) a conflicting lock (-EBUSY); nothing
     was changed."""
 
 
-class Unclean(Exception):
+class Unclean(RadostdbError):
     """The object needs a client's decision first (-EUCLEAN): a transaction
     pending on it that the caller does not know committed, or stale owners."""
 
 
-class Canceled(Exception):
+class Canceled(RadostdbError):
     """A fenced transaction or owner (-ECANCELED)."""
 
 
@@ -150,14 +151,16 @@ def error_of(code: int, what: str) -> Exception:
     elif code in (errno.EPERM, errno.EACCES):
         exc = PermissionError(code, f"{what}: permission denied by the cluster")
     elif code == errno.ETIMEDOUT:
-        exc = TdbError(ERR_IO, f"{what}: timed out (RADOSTDB_OP_TIMEOUT)")
+        clustermod.note_timeout()
+        exc = TdbError(ERR_IO, f"{what}: timed out ({clustermod.OP_TIMEOUT_ENV}="
+                               f"{clustermod.op_timeout()})")
     else:
         exc = TdbError(ERR_IO, f"{what}: {os.strerror(code)}")
     exc.errno = code  # type: ignore[attr-defined]
     return exc
 
 
-class WireError(ValueError):
+class WireError(RadostdbError, ValueError):
     """A reply or stored struct that does not decode."""
 
 

@@ -16,6 +16,24 @@
   handles compare it on use and fetch a fresh I/O context, which makes the
   child connect anew on first use. The parent's objects are kept referenced
   in the child and never released there (releasing would call into librados).
+- One timeout policy, ``RADOSTDB_OP_TIMEOUT`` (seconds, :func:`op_timeout`),
+  for every blocking path of the API, the CLI, the bench and the tests:
+  - connecting (the monitor handshake) gives up after T;
+  - every RADOS operation (librados' rados_osd_op_timeout and
+    rados_mon_op_timeout) fails after T with TDB's IO error naming the
+    object and "timed out";
+  - a wait for a lock (locking.py) gives up after T with TDB's lock-timeout
+    error, unless the holders it waits for look dead (their lease is not
+    renewed): then it waits until their lease ends, at most one lease more;
+  - a wait for a transaction pending on a shard gives up after T plus one
+    transaction lease, with TDB's IO error;
+  - closing (a handle, or every handle at process exit) skips the network
+    once an operation timed out, and never waits on a watch the cluster has
+    not confirmed lately: such watches are abandoned (the OSD drops them
+    when their watch timeout passes), so exit with an unreachable cluster
+    takes about T and prints nothing.
+  Without the variable radostdb blocks like a hard NFS mount: calls wait for
+  the cluster as long as it takes (connecting gives up after 30 s).
 """
 
 from __future__ import annotations
@@ -23,8 +41,10 @@ from __future__ import annotations
 import atexit
 import ctypes
 import errno
+import math
 import os
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +54,7 @@ import rados
 from . import names
 
 DEFAULT_CONF = "/etc/ceph/ceph.conf"
+OP_TIMEOUT_ENV = "RADOSTDB_OP_TIMEOUT"
 DEFAULT_POOL = "radostdb"
 DEFAULT_ID = "admin"
 URL_PREFIX = names.URL_PREFIX
@@ -70,13 +91,77 @@ def track_watch(watch: Any) -> Any:
     return watch
 
 
+def op_timeout() -> float | None:
+    """RADOSTDB_OP_TIMEOUT in seconds, or None (block like a hard mount)."""
+    raw = os.environ.get(OP_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{OP_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"{OP_TIMEOUT_ENV}={raw!r} must be positive")
+    return value
+
+
+_timed_out_at: float | None = None  # when an operation last timed out
+
+
+def note_timeout() -> None:
+    """An operation timed out (clsops.error_of calls this): closing skips
+    the network for a while, since the cluster does not answer."""
+    global _timed_out_at
+    _timed_out_at = time.monotonic()
+
+
+def cut_off() -> bool:
+    """Did an operation time out recently (within one op timeout)?"""
+    t = op_timeout()
+    return (_timed_out_at is not None and t is not None
+            and time.monotonic() - _timed_out_at < max(t, 1.0) * 2)
+
+
 def close_watch(watch: Any) -> None:
-    """Close a tracked watch (errors ignored: the OSD times watches out)."""
-    if _watches.pop(id(watch), None) is not None:
+    """Stop a tracked watch without ever hanging: unwatch it only if the
+    cluster confirmed it lately and nothing timed out; otherwise (or if the
+    unwatch fails) abandon it: the OSD drops it when its watch timeout
+    passes, and Python never frees it (freeing would unwatch again)."""
+    if _watches.pop(id(watch), None) is None:
+        return
+    t = op_timeout()
+    if t is not None:
         try:
-            watch.close()
+            age = watch.check()
+            stale = cut_off() or (age is not None and age.total_seconds() > t)
         except rados.Error:
-            pass
+            stale = True
+        if stale:
+            abandon([watch])
+            return
+    try:
+        watch.close()
+    except rados.Error:
+        abandon([watch])
+
+
+def io_error(exc: rados.Error, what: str) -> Exception:
+    """A librados error from a call outside clsops, as radostdb reports it:
+    TDB's IO error naming the object and the cause (permission errors stay
+    PermissionError, a missing object stays FileNotFoundError)."""
+    code = abs(getattr(exc, "errno", 0) or 0)
+    if code == errno.ETIMEDOUT:
+        note_timeout()
+        from .errors import ERR_IO, TdbError
+
+        return TdbError(ERR_IO, f"{what}: timed out ({OP_TIMEOUT_ENV}={op_timeout()})")
+    if code in (errno.EPERM, errno.EACCES):
+        return PermissionError(code, f"{what}: permission denied by the cluster")
+    if code == errno.ENOENT:
+        return FileNotFoundError(code, f"{what}: no such object")
+    from .errors import ERR_IO, TdbError
+
+    return TdbError(ERR_IO, f"{what}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -128,6 +213,45 @@ def resolve(
     )
 
 
+_CONNECT_HINTS = {
+    errno.ETIMEDOUT: "is the cluster up? try 'ceph -c CONF -s'",
+    errno.EACCES: "check the client's keyring and caps",
+    errno.EPERM: "check the client's keyring and caps",
+    errno.ENOENT: "no keyring for this client? check the keyring in the configuration",
+}
+
+
+def connect(conf: str, client_id: str, timeout: float | None = None) -> Any:
+    """A new connected ``rados.Rados`` with radostdb's timeout policy (the
+    op timeout: ``timeout``, else RADOSTDB_OP_TIMEOUT, else none; connecting
+    gives up after it, or 30 s). The caller owns it; most want
+    :func:`connection`, the shared one."""
+    if not os.path.isfile(conf):
+        raise OSError(errno.ENOENT, f"no Ceph configuration at {conf} (set CEPH_CONF or --conf)")
+    t = op_timeout() if timeout is None else timeout
+    mount = t if t is not None else CONNECT_TIMEOUT
+    try:
+        conn = rados.Rados(conffile=conf, name=f"client.{client_id}")
+    except rados.Error as exc:
+        raise OSError(errno.EINVAL, f"cannot read the Ceph configuration {conf}: {exc}") from exc
+    conn.conf_set("client_mount_timeout", str(max(1, round(mount))))
+    if t is not None:  # seconds before an operation gives up (default: never)
+        secs = str(max(1, math.ceil(t)))  # librados takes whole seconds
+        conn.conf_set("rados_osd_op_timeout", secs)
+        conn.conf_set("rados_mon_op_timeout", secs)
+    try:
+        conn.connect(timeout=mount)
+    except rados.Error as exc:
+        conn.shutdown()
+        code = abs(getattr(exc, "errno", 0) or 0) or errno.EIO
+        hint = _CONNECT_HINTS.get(code, "check the configuration").replace("CONF", conf)
+        raise OSError(
+            code, f"cannot connect to the Ceph cluster of {conf} as client.{client_id}: "
+                  f"{exc} ({hint})",
+        ) from None
+    return conn
+
+
 def connection(conf: str, client_id: str) -> Any:
     """The process's shared, connected ``rados.Rados`` for (conf, client id)."""
     if exiting:
@@ -135,29 +259,16 @@ def connection(conf: str, client_id: str) -> Any:
     key = (conf, client_id)
     with _lock:
         conn = _connections.get(key)
-        if conn is not None:
-            return conn
-        if not os.path.isfile(conf):
-            raise OSError(
-                errno.ENOENT,
-                f"no Ceph configuration at {conf} (set CEPH_CONF or pass conf=)",
-            )
-        conn = rados.Rados(conffile=conf, name=f"client.{client_id}")
-        conn.conf_set("client_mount_timeout", str(CONNECT_TIMEOUT))
-        op_timeout = os.environ.get("RADOSTDB_OP_TIMEOUT")
-        if op_timeout:  # seconds before an operation gives up (default: never)
-            conn.conf_set("rados_osd_op_timeout", op_timeout)
-            conn.conf_set("rados_mon_op_timeout", op_timeout)
-        try:
-            conn.connect(timeout=CONNECT_TIMEOUT)
-        except rados.Error as exc:
-            conn.shutdown()
-            raise OSError(
-                getattr(exc, "errno", None) or errno.EIO,
-                f"cannot connect to the Ceph cluster of {conf} as client.{client_id}: {exc}",
-            ) from exc
-        _connections[key] = conn
+        if conn is None:
+            conn = _connections[key] = connect(conf, client_id)
         return conn
+
+
+def pool_ioctx(conf: str, client_id: str, pool: str, namespace: str) -> tuple[Any, Any]:
+    """(shared connection, shared I/O context) for a pool and namespace, the
+    pool checked: what the CLI and admin work on."""
+    conn = connection(conf, client_id)
+    return conn, ioctx(conf, client_id, pool, namespace)
 
 
 def ioctx(conf: str, client_id: str, pool: str, namespace: str) -> Any:
@@ -191,6 +302,8 @@ def _open_ioctx(key: tuple[str, str, str, str], conn: Any, pool: str, namespace:
                 f"pool {pool!r} does not exist in the cluster of {conf} "
                 f"(create it with 'ceph osd pool create {pool}', or set RADOSTDB_POOL)",
             ) from exc
+        except rados.Error as exc:
+            raise io_error(exc, f"opening pool {pool!r} in the cluster of {conf}") from None
         io.set_namespace(namespace)
         _ioctxs[key] = io
         return io
@@ -207,7 +320,7 @@ def shutdown_all(final: bool = True) -> None:
     global exiting
     for handle in list(_handles):
         try:
-            handle.close()
+            handle.close()  # skips the network once an operation timed out
         except Exception:
             pass  # locks not released expire with their lease
     exiting = exiting or final

@@ -29,6 +29,8 @@ import re
 import struct
 from typing import Any
 
+from .errors import RadostdbError
+
 __all__ = [
     "FORMAT_VERSION",
     "NATIVE",
@@ -75,7 +77,7 @@ _ENC_ESCAPED = re.compile(rb"[\x00\x01\x7e\x7f]")
 _EMPTY_KEY_ENC = b"\x01"
 
 
-class CodecError(ValueError):
+class CodecError(RadostdbError, ValueError):
     """Bytes that do not follow the format: a malformed key, record or page.
 
     ``entry`` is the index of the failing page entry for errors raised by

@@ -216,6 +216,15 @@ class Tdb:
         if storage is not None:
             storage.close()
 
+    def __enter__(self) -> Tdb:
+        """``with radostdb.Tdb(...) as db:`` closes the handle at the end."""
+        if self._storage is None:
+            raise closed_error()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __del__(self) -> None:
         try:
             self.close()
@@ -319,12 +328,19 @@ class Tdb:
 
     def _to_end(self, it: Iterator[T]) -> Iterator[T]:
         """``it``, resetting the error code when it runs to its end (as tdb's
-        traversal does) and keeping the code of a failure."""
+        traversal does) and keeping the code of a failure. Closing the handle
+        ends it: its next step raises the closed-handle error."""
+        storage = self._storage
         try:
-            yield from it
+            for item in it:
+                if self._storage is not storage:
+                    raise closed_error()
+                yield item
         except TdbError as exc:
             self._ecode = exc.code
             raise
+        if self._storage is not storage:
+            raise closed_error()
         self._ecode = SUCCESS
 
     @_writer
@@ -403,11 +419,10 @@ class Tdb:
 
         Returns the number of records visited."""
         n = 0
-        for key, value in self._db.items():
+        for key, value in self._to_end(self._db.items()):  # resets the code at the end
             n += 1
             if fn(key, value):
                 return n
-        self._ecode = SUCCESS
         return n
 
     def __getitem__(self, key: bytes) -> bytes:

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import RadostdbError
+
 STOCK_CLASS_DIR = Path("/usr/lib/x86_64-linux-gnu/rados-classes")
 CLASS_LIB = "libcls_radostdb.so"
 STORES = ("memstore", "bluestore")
@@ -50,7 +52,7 @@ STOP_GRACE = 10.0
 DAEMON_BINARIES = {"mon": "ceph-mon", "osd": "ceph-osd"}
 
 
-class ClusterError(RuntimeError):
+class ClusterError(RadostdbError, RuntimeError):
     """The dev cluster could not be started, stopped or reached."""
 
 

@@ -36,7 +36,14 @@ MESSAGES = {
 CLOSED_MESSAGE = "Database is already closed"
 
 
-class TdbError(RuntimeError):
+class RadostdbError(Exception):
+    """The root of every exception class radostdb defines. (Where Samba's tdb
+    module raises a builtin exception, radostdb raises the same builtin:
+    ``KeyError`` for a missing key, ``OSError`` when a database cannot be
+    opened, ``TypeError``/``ValueError`` for bad arguments.)"""
+
+
+class TdbError(RadostdbError, RuntimeError):
     """A TDB error: ``args == (code, message)`` as Samba's tdb module raises it.
 
     A subclass of RuntimeError, so ``except RuntimeError`` code written for

@@ -49,6 +49,7 @@ lock design:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import heapq
 import itertools
@@ -65,7 +66,7 @@ import rados
 from . import clsops, layout
 from . import cluster as clustermod
 from .clsops import Kind, Mode
-from .errors import ERR_LOCK, TdbError
+from .errors import ERR_LOCK, ERR_LOCK_TIMEOUT, TdbError
 
 DEFAULT_LEASE = 30.0
 DEFAULT_TXN_LEASE = 5.0
@@ -75,6 +76,7 @@ CHANGED_MSG = "C"
 MIN_SLEEP = 0.02
 MAX_SLEEP = 5.0
 NONBLOCK_GRACE = 0.25  # how long a nonblocking call waits for a merely cached lock
+RENEW_ON_WAIT = 1.0  # a holder renews at once on a wait announcement, at most this often
 
 HeldKey = tuple[str, int, int, bytes]  # (object, kind, mode, key)
 OnUnclean = Callable[[str], None]
@@ -137,12 +139,15 @@ class _Notices:
                     table.on_wait(obj)
 
         try:
-            watch = io.watch(obj, on_notify)
-        except rados.ObjectNotFound:  # an object never written: create it empty
-            with rados.WriteOpCtx() as op:
-                op.new(rados.LIBRADOS_CREATE_IDEMPOTENT)
-                io.operate_write_op(op, obj)
-            watch = io.watch(obj, on_notify)
+            try:
+                watch = io.watch(obj, on_notify)
+            except rados.ObjectNotFound:  # an object never written: create it empty
+                with rados.WriteOpCtx() as op:
+                    op.new(rados.LIBRADOS_CREATE_IDEMPOTENT)
+                    io.operate_write_op(op, obj)
+                watch = io.watch(obj, on_notify)
+        except rados.Error as exc:
+            raise clustermod.io_error(exc, f"watching {obj}") from None
         with self.lock:
             if key in self.watches:  # raced with another thread
                 clustermod.abandon([watch])
@@ -446,7 +451,19 @@ class LockTable:
             del self.held[hk]
 
     def on_wait(self, obj: str) -> None:
-        """Somebody announced a wait on obj (notify callback: must not block)."""
+        """Somebody announced a wait on obj (notify callback: must not block).
+
+        A holder also renews obj at once (at most once a second): a waiter
+        with a deadline tells a live holder (whose lease moved) from a dead
+        one (whose lease did not) without waiting a third of a lease."""
+        with self._mutex:
+            entry = self._objects.get(obj)
+            prompt = entry is not None and (
+                time.monotonic() - (entry[1] - entry[0] / 3000.0) > RENEW_ON_WAIT)
+            if prompt:
+                self._objects[obj] = (entry[0], time.monotonic())  # due now
+        if prompt:
+            _service.submit(self.renew_due)
         for ref in list(self.wait_listeners):
             listener = ref()
             if listener is not None:
@@ -531,9 +548,47 @@ class LockTable:
 
         ``queued``: our entry is in the queue already (skip queuing again).
         ``companion()`` starts a call sent together with every state read;
-        returns (the state showing the grant, the companion's result)."""
+        returns (the state showing the grant, the companion's result).
+
+        With RADOSTDB_OP_TIMEOUT (T), gives up after T with TDB's lock-timeout
+        error (our queue entry withdrawn), unless the entries ahead of us look
+        dead (nobody renewed them since we queued): then they get until their
+        lease ends, at most one lease more."""
         io = self._io()
         _notices.ensure_watch(io, obj)
+        limit = clustermod.op_timeout()
+        deadline = None if limit is None else time.monotonic() + limit
+        first_seen: dict[tuple[bytes, int, int, bytes], int] = {}
+        extended = False
+
+        def check_deadline(st: clsops.ObjectState) -> None:
+            nonlocal deadline, extended
+            ahead = self._ahead(st, kind, mode, key)
+            for e in ahead:
+                first_seen.setdefault((e.owner, e.kind, e.mode, e.key), e.expiry_ms)
+            if deadline is None or time.monotonic() < deadline:
+                return
+            renewed = any(e.expiry_ms > first_seen[(e.owner, e.kind, e.mode, e.key)]
+                          for e in ahead)
+            if ahead and not renewed and not extended:
+                # ping: a live holder renews on hearing a wait (on_wait)
+                _notices.announce(io, obj)
+                time.sleep(RENEW_ON_WAIT / 4)
+                again = clsops.state(io, obj)
+                if again is not None:
+                    renewed = any(
+                        e.expiry_ms > first_seen.get((e.owner, e.kind, e.mode, e.key), e.expiry_ms)
+                        for e in self._ahead(again, kind, mode, key))
+            if ahead and not renewed and not extended:
+                extended = True  # dead-looking holders: wait out their leases
+                last = max(e.expiry_ms for e in ahead)
+                deadline = time.monotonic() + max(0, last - st.now_ms) / 1000 + MIN_SLEEP * 5
+                return
+            with contextlib.suppress(Exception):  # withdraw from the queue
+                clsops.unlock(io, obj, clsops.unlock_request(self.owner, kind, mode, key))
+            raise TdbError(ERR_LOCK_TIMEOUT,
+                           f"Locking timeout: waited {limit:g} s ({clustermod.OP_TIMEOUT_ENV}) "
+                           f"for a lock on {obj} held by another handle")
         queue_req = clsops.lock_request(self.owner, lease_ms, kind, mode, key, clsops.LOCK_QUEUE)
 
         def read_state(prune: bool = False) -> tuple[clsops.ObjectState | None, Any]:
@@ -574,7 +629,10 @@ class LockTable:
                         raise TdbError(ERR_LOCK)
                     on_unclean(obj)
                     break
+                check_deadline(st)
                 delay, expired_at = self._deadline(st, kind, mode, key)
+                if deadline is not None:
+                    delay = max(MIN_SLEEP, min(delay, deadline - time.monotonic()))
                 woke = _notices.sleep(obj, gen, delay)
                 gen = _notices.generation(obj)
                 # somebody ahead outlived its lease: prune, which grants
@@ -626,6 +684,17 @@ class LockTable:
         if any(x.state == clsops.EntryState.QUEUED for x in st.header.entries):
             _notices.mark_waited(obj)  # others still wait: wake them on release
         return True
+
+    def _ahead(self, st: clsops.ObjectState, kind: int, mode: int,
+               key: bytes) -> list[clsops.LockEntry]:
+        """The entries of other owners before ours (holders and waiters)."""
+        out = []
+        for e in st.header.entries:
+            if e.owner == self.owner and e.kind == kind and e.mode == mode and e.key == key:
+                break
+            if e.owner != self.owner:
+                out.append(e)
+        return out
 
     def _deadline(self, st: clsops.ObjectState, kind: int, mode: int,
                   key: bytes) -> tuple[float, float | None]:

@@ -38,7 +38,7 @@ import rados
 from . import clsops, codec, commit, layout, locking, txnlock
 from . import cluster as clustermod
 from .clsops import Kind, Mode, Op
-from .errors import ERR_CORRUPT, ERR_EXISTS, ERR_LOCK, ERR_NOEXIST, TdbError
+from .errors import ERR_CORRUPT, ERR_EXISTS, ERR_IO, ERR_LOCK, ERR_NOEXIST, TdbError
 
 PAGE = 1000
 PAGE_BYTES = 4 << 20
@@ -247,6 +247,8 @@ class RadosStorage(Storage):
         self.nshards = int(self.meta["nshards"])
         self.shard_objs = layout.shard_objects(self.name, self.nshards)
         self.db = commit.DbObjects(self.io, self.name, self.shard_objs)
+        self._in_flight: dict[str, int] = {}  # object -> waits for a commit in flight
+        self._in_flight_since: dict[str, float] = {}
         self.committer = commit.Committer(self.db, lambda: self.locks.owner,
                                           self._wait_commit, self._unclean)
         self.txnlock = txnlock.TxnLock(self.db, self.locks, self.committer, self._unclean)
@@ -283,17 +285,20 @@ class RadosStorage(Storage):
                 watch = self.io().watch(self.header_obj, _ignore_notify)
             except rados.PermissionError:
                 return
+            except rados.Error as exc:
+                raise clustermod.io_error(exc, f"watching {self.header_obj}") from None
             self._watch = clustermod.track_watch(watch)
 
     def close(self) -> None:
         if clustermod.exiting:
             return
-        if self._gen == clustermod.generation:
+        if self._gen == clustermod.generation and not clustermod.cut_off():
             try:
                 self.txnlock.close()
             finally:
                 if self.locks.held or self.locks._objects:
                     self.locks.release_all()
+        # else: the cluster does not answer; our locks expire with their leases
         watch, self._watch = self._watch, None
         if watch is not None and self._gen == clustermod.generation:
             clustermod.close_watch(watch)
@@ -306,6 +311,8 @@ class RadosStorage(Storage):
                 self.io().operate_read_op(op, self.header_obj)
             except rados.ObjectNotFound:
                 return None
+            except rados.Error as exc:
+                raise clustermod.io_error(exc, f"reading {self.header_obj}") from None
             return {k: v.decode() for k, v in it}
 
     def _open_header(self, create: bool, exclusive: bool, hash_size: int) -> dict[str, str]:
@@ -343,6 +350,8 @@ class RadosStorage(Storage):
                     return meta
                 except rados.ObjectExists:
                     continue  # created concurrently: read theirs
+                except rados.Error as exc:
+                    raise clustermod.io_error(exc, f"creating {self.header_obj}") from None
         raise OSError(errno.EIO, f"cannot open or create database {self.name!r} in {where}")
 
     def _check_header(self, meta: dict[str, str]) -> dict[str, str]:
@@ -381,12 +390,15 @@ class RadosStorage(Storage):
                 if time.monotonic() > deadline:
                     raise TdbError(ERR_LOCK) from None
                 time.sleep(0.01)
+            except rados.Error as exc:
+                raise clustermod.io_error(exc, f"locking {self.header_obj} to open it") from None
         try:
             self._start_watch()
             if len(clsops.watchers(self.io(), self.header_obj)) == 1:
                 self.clear()
         finally:
-            self.io().unlock(self.header_obj, OPEN_LOCK, cookie)
+            with contextlib.suppress(rados.Error):  # a lost unlock expires with its duration
+                self.io().unlock(self.header_obj, OPEN_LOCK, cookie)
 
     def openers(self) -> list[tuple[int, int]]:
         return clsops.watchers(self.io(), self.header_obj)
@@ -399,7 +411,9 @@ class RadosStorage(Storage):
         """An operation on obj met -EUCLEAN: decide what blocks it; if it is a
         commit in flight, wait a little for it."""
         if commit.resolve_object(self.db, obj) == commit.Outcome.IN_FLIGHT:
-            self._wait_in_flight(obj)
+            self._wait_in_flight(obj, self._in_flight.get(obj, 0))
+        else:
+            self._in_flight.pop(obj, None)
 
     def _pending(self, obj: str, info: clsops.PendingInfo, attempt: int) -> None:
         """A read met a shard pending a transaction: decide it (or wait)."""
@@ -408,7 +422,23 @@ class RadosStorage(Storage):
 
     def _wait_in_flight(self, obj: str, attempt: int = 0) -> None:
         """A commit round is under way on obj: it takes a round trip or two.
-        Sleep until a notify on obj or a short, growing timeout."""
+        Sleep until a notify on obj or a short, growing timeout. With
+        RADOSTDB_OP_TIMEOUT (T), give up after T plus one transaction lease
+        (a committer that died is decided once its lease is over)."""
+        now = time.monotonic()
+        if attempt == 0:
+            self._in_flight[obj] = 0
+            self._in_flight_since[obj] = now
+        self._in_flight[obj] = attempt + 1
+        limit = clustermod.op_timeout()
+        since = self._in_flight_since.get(obj, now)
+        if limit is not None and now - since > limit + self.locks.txn_lease:
+            self._in_flight.pop(obj, None)
+            raise TdbError(
+                ERR_IO, f"IO Error: a transaction pending on {obj} was not decided within "
+                        f"{limit + self.locks.txn_lease:g} s ({clustermod.OP_TIMEOUT_ENV} plus "
+                        "the transaction lease): its committer holds the transaction lock "
+                        "but does not finish")
         gen = locking._notices.generation(obj)
         locking.sleep(obj, gen, min(0.001 * (2 ** min(attempt, 8)), 0.25))
 

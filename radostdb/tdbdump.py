@@ -24,6 +24,8 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
+from .errors import RadostdbError
+
 __all__ = ["DumpFormatError", "escape", "format_record", "parse", "unescape", "write"]
 
 # Bytes that tdbdump writes as themselves: printable ASCII but '"' and '\';
@@ -42,7 +44,7 @@ _escape_decode = codecs.escape_decode  # type: ignore[attr-defined]
 _PREVIEW = 40
 
 
-class DumpFormatError(ValueError):
+class DumpFormatError(RadostdbError, ValueError):
     """Input that is not in tdbdump's format; ``line`` is 1-based."""
 
     def __init__(self, line: int, message: str) -> None:

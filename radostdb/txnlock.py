@@ -50,10 +50,10 @@ from collections.abc import Callable
 
 from . import clsops, commit, locking
 from .clsops import Kind, Mode
-from .errors import ERR_LOCK, ERR_NOLOCK, TdbError
+from .errors import ERR_LOCK, ERR_NOLOCK, RadostdbError, TdbError
 
 
-class _Fenced(Exception):
+class _Fenced(RadostdbError):
     """Our owner id is fenced in the journal: it can commit nothing more."""
 
 

@@ -318,3 +318,39 @@ def test_traverse_record_larger_than_a_page(db_name: str) -> None:
     db.store(b"small", b"s")
     assert dict(db.items()) == {b"big": big, b"small": b"s"}
     assert sorted(db.keys()) == [b"big", b"small"]
+
+
+def test_handle_is_a_context_manager_and_close_ends_iterators(db_name: str) -> None:
+    with radostdb.Tdb(db_name, 8, 0, os.O_RDWR | os.O_CREAT) as db:
+        for i in range(50):
+            db.store(b"k%02d" % i, b"v")
+        keys = db.keys()
+        items = db.items()
+        assert next(keys) and next(items)
+    with pytest.raises(RuntimeError) as err:
+        next(keys)  # the handle closed under a running iterator
+    assert err.value.args == (2, "Database is already closed")
+    with pytest.raises(RuntimeError):
+        next(items)
+    with pytest.raises(RuntimeError):
+        db.get(b"k00")
+    with pytest.raises(RuntimeError), db:  # a closed handle cannot be entered again
+        pass
+    internal = radostdb.Tdb()
+    internal.store(b"a", b"1")
+    it = iter(internal)
+    internal.close()
+    with pytest.raises(RuntimeError):
+        next(it)
+
+
+def test_every_radostdb_exception_has_one_root() -> None:
+    from radostdb import clsops, codec, devcluster, errors, tdbdump
+
+    root = errors.RadostdbError
+    for cls in (errors.TdbError, clsops.Busy, clsops.Unclean, clsops.Canceled,
+                clsops.WireError, codec.CodecError, devcluster.ClusterError,
+                tdbdump.DumpFormatError):
+        assert issubclass(cls, root), cls
+    assert issubclass(errors.TdbError, RuntimeError)  # code written for tdb catches this
+    assert radostdb.RadostdbError is root
