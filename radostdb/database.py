@@ -330,18 +330,22 @@ class Tdb:
         """``it``, resetting the error code when it runs to its end (as tdb's
         traversal does) and keeping the code of a failure. Closing the handle
         ends it: its next step raises the closed-handle error."""
-        storage = self._storage
-        try:
-            for item in it:
-                if self._storage is not storage:
-                    raise closed_error()
-                yield item
-        except TdbError as exc:
-            self._ecode = exc.code
-            raise
-        if self._storage is not storage:
-            raise closed_error()
-        self._ecode = SUCCESS
+        storage = self._storage  # now, not at the first step
+
+        def run() -> Iterator[T]:
+            try:
+                for item in it:
+                    if self._storage is not storage:
+                        raise closed_error()
+                    yield item
+            except TdbError as exc:
+                self._ecode = exc.code
+                raise
+            if self._storage is not storage:
+                raise closed_error()
+            self._ecode = SUCCESS
+
+        return run()
 
     @_writer
     def store(self, key: bytes, data: bytes, flag: int = F.REPLACE) -> None:
