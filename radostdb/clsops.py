@@ -204,12 +204,6 @@ def apply_request(owner: bytes, wflags: int, entries: Iterable[tuple[int, bytes,
     return _HEAD.pack(1, 1, len(body)) + body
 
 
-def store_request(owner: bytes, wflags: int, key: bytes, data: bytes, flag: int,
-                  settle: int = 0) -> bytes:
-    """One record stored with TDB's REPLACE / INSERT / MODIFY."""
-    return apply_request(owner, wflags, ((STORE_OPS[flag], key, data),), settle=settle)
-
-
 def clear_request(owner: bytes, wflags: int, settle: int = 0) -> bytes:
     return _frame(1, owner + bytes((wflags,)) + _U64.pack(settle))
 

@@ -264,13 +264,6 @@ def connection(conf: str, client_id: str) -> Any:
         return conn
 
 
-def pool_ioctx(conf: str, client_id: str, pool: str, namespace: str) -> tuple[Any, Any]:
-    """(shared connection, shared I/O context) for a pool and namespace, the
-    pool checked: what the CLI and admin work on."""
-    conn = connection(conf, client_id)
-    return conn, ioctx(conf, client_id, pool, namespace)
-
-
 def ioctx(conf: str, client_id: str, pool: str, namespace: str) -> Any:
     """The shared I/O context for a pool and namespace."""
     key = (conf, client_id, pool, namespace)
