@@ -347,6 +347,7 @@ class Objects:
         self.scratch: dict[str, Target] = {}
         self.missing_seq = 0
         self.sent = 0
+        self.handle: radostdb.Tdb | None = None
 
     # the fuzzed database
     def create(self) -> None:
@@ -354,15 +355,24 @@ class Objects:
         db = radostdb.Tdb(name, SHARDS, 0, os.O_CREAT | os.O_RDWR)
         for k, v in self.records.items():
             db.store(k, v)
+        with db.transaction():  # a multi-shard commit: every shard settles it
+            for i in range(SHARDS * 2):
+                key = f"txn-{i}".encode()
+                db.store(key, key * 3)
+                self.records[key] = key * 3
         db.close()
         shards = layout.shard_objects(name, SHARDS)
+        settled = [clsops.state(io, s).header.settled for s in shards]
+        txid = max(settled)
+        participants = [i for i, x in enumerate(settled) if x == txid]
+        assert txid and len(participants) > 1, settled
         locked = shards[codec.shard_of(LOCKED_KEY, SHARDS)]
         other = next(s for s in shards if s != locked)
         add_locks(io, locked)
         header = layout.header_object(name)
         lock_txn(io, layout.wait_object(header))
-        settled = clsops.state(io, shards[0]).header.settled or 0x51
-        add_journal(io, layout.journal_object(name), settled, [])
+        # its record again, as a committer that died before forgetting it leaves it
+        add_journal(io, layout.journal_object(name), txid, participants)
         for shape, obj in (
             ("shard+locks", locked), ("shard", other), ("header", header),
             ("txn-lock", layout.wait_object(header)), ("journal", layout.journal_object(name)),
@@ -382,7 +392,8 @@ class Objects:
         for owner in (OWNER_A, OWNER_B, OWNER_C):
             clsops.release(io, self.precious["shard+locks"].obj, clsops.release_request(owner))
         clsops.release(io, self.precious["txn-lock"].obj, clsops.release_request(OWNER_T))
-        self.handle.close()
+        if self.handle is not None:
+            self.handle.close()
 
     # scratch twins
     def scratch_target(self, shape: str) -> Target:
@@ -397,8 +408,10 @@ class Objects:
             t.pristine = Snapshot(False)
             return t
         if t.dirty:
-            if snapshot(self.io, t.obj).exists:
+            try:
                 self.io.remove_object(t.obj)
+            except rados.ObjectNotFound:
+                pass
             assert t.build is not None
             t.build()
             t.pristine, t.dirty = snapshot(self.io, t.obj), False
@@ -672,7 +685,7 @@ def objects(fuzz_io: Any, ceph_cluster: ClusterInfo) -> Iterator[Objects]:
     objs = Objects(fuzz_io, ceph_cluster)
     objs.create()
     yield objs
-    if getattr(objs, "handle", None) is not None:
+    if objs.handle is not None:
         objs.handle.close()
 
 
@@ -692,6 +705,7 @@ def osd_watch(ceph_cluster: ClusterInfo, objects: Objects) -> Iterator[None]:
     io = objects.io
     shard = objects.precious["shard"].obj
     assert clsops.version(io, shard) == clsops.WIRE_VERSION
+    assert objects.handle is not None
     assert objects.handle.get(b"key-5") == objects.records[b"key-5"]
 
 
