@@ -67,9 +67,12 @@
  *     EXCL request, queue included (-EBUSY). RELEASE: then drop the owner's
  *     exclusive locks that covered the write and grant waiters.
  *   - per entry: -EEXIST INSERT of an existing key, -ENOENT MODIFY/DELETE of
- *     a missing one, -EIO APPEND to a record that does not verify.
+ *     a missing one, -EIO APPEND to a record that does not verify,
+ *     -EFBIG an APPEND past a record's 4 GiB limit.
  * clear (write)      ClearReq: removes every record, seq + 1; lock rules as
- *                    apply for a SHARD EXCL write; a missing object stays missing.
+ *                    apply for a SHARD EXCL write (-ENOLCK, -EBUSY), pending
+ *                    and stale rules as apply (-EUCLEAN); a missing object
+ *                    stays missing.
  * settle (write)     TxidReq: clears pending txid (dropping the undo log);
  *                    a no-op if the shard is not pending txid.
  * rollback (write)   TxidReq: pending txid: restores the undo log, seq + 1,
@@ -115,7 +118,8 @@
  *                    `forget`. A missing journal stays missing.
  * fence_owners (write) OwnersReq: later stages by these owners get -ECANCELED.
  * journal (read)     JournalReq -> JournalReply: the record txid, or all
- *                    records and fenced owners (txid 0).
+ *                    records and fenced owners (txid 0). -EIO a fence key
+ *                    that does not decode.
  */
 #include <cerrno>
 #include <cstdarg>
@@ -986,6 +990,25 @@ static std::string fence_key(const std::string &owner)
   return k;
 }
 
+/* The owner a fence key names; false if the key is not fence_key's output
+ * (stored data that does not decode). */
+static bool owner_of_fence_key(const std::string &key, std::string *owner)
+{
+  auto nibble = [](char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+  };
+  if (key.size() != 2 + 2 * RTDB_OWNER_LEN || key.compare(0, 2, "f.") != 0)
+    return false;
+  owner->clear();
+  for (size_t i = 2; i < key.size(); i += 2) {
+    int hi = nibble(key[i]), lo = nibble(key[i + 1]);
+    if (hi < 0 || lo < 0)
+      return false;
+    owner->push_back((char)(hi << 4 | lo));
+  }
+  return true;
+}
+
 static ceph::bufferlist encode_record(const TxnRecord &rec)
 {
   WireWriter b, all;
@@ -1169,8 +1192,8 @@ static int journal(cls_method_context_t hctx, ceph::bufferlist *in, ceph::buffer
         add(kv.second);
       } else if (kv.first.compare(0, 2, "f.") == 0 && kv.first.size() == 2 + 2 * RTDB_OWNER_LEN) {
         std::string owner;
-        for (size_t i = 2; i < kv.first.size(); i += 2)
-          owner.push_back((char)std::stoi(kv.first.substr(i, 2), nullptr, 16));
+        if (!owner_of_fence_key(kv.first, &owner))
+          return refuse("journal", -EIO, "fence key %s does not decode", kv.first.c_str());
         reply.fenced.push_back(owner);
       } else {
         /* a radostdb 0.1 journal (txid, state, part.*): reported as one

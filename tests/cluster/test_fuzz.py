@@ -1,0 +1,809 @@
+"""Fuzz the radostdb object class: malformed requests to every method, sent
+with python-rados ``execute`` to real objects on the test cluster.
+
+The class runs inside the OSD and any client can send it any bytes, so:
+- every request is classified first by :func:`classify`, an independent
+  reading of the parse rules of cls/radostdb/ops.h (framing, then each
+  struct's fields and enums). A request it calls malformed must get exactly
+  that refusal (-EINVAL, or -EOPNOTSUPP for a newer compat; -ENOENT from the
+  OSD for a read of a missing object) and change nothing. A well-formed one
+  must get 0 or an errno documented for the method in server.cc's comment
+  (plus -EIO for stored data that does not decode, and for reads -ENOENT
+  and -ERANGE), never the parse's -EINVAL or -EOPNOTSUPP, and a read's
+  reply must decode with clsops;
+- the requests: the golden vectors of tests/vectors/wire.json and requests
+  built by clsops' encoders from hypothesis-drawn fields (bad enums, zero
+  txids, huge leases and counts included), then mutated: truncated, body
+  cut under a matching length, newer compat, later version with extra body
+  bytes, a huge frame length, bytes after the frame, a u32 overwritten with
+  a huge value (counts and lengths), a byte overwritten, or random bytes;
+- the objects: a database ("fuzzed") with records, a shard that also holds
+  record locks (held, queued, shared), its header object (watched by an open
+  handle), its transaction-lock object (held), its journal with records and
+  fenced owners, and a missing object. Only malformed writes and reads go to
+  them: afterwards every object is byte for byte as before, the database
+  opens, ``check`` finds it clean and every record reads back;
+- well-formed writes go to scratch twins of those objects; all requests
+  also go to scratch objects a client must decide on first (stale owners, a
+  pending transaction) and to objects with corrupt stored data (a version 3
+  and a version 2 header that do not decode, a bad omap key and a bad
+  record, a journal with an undecodable fence key and record, a pending
+  shard whose undo log does not decode). Writes may change what they are
+  sent to, but never make a header, record or journal record that decoded
+  stop decoding; a changed scratch object is rebuilt before its next use;
+- after each test the OSD has the PID it had before and answers a normal
+  request.
+
+``RADOSTDB_FUZZ_EXAMPLES=N`` runs N examples per method (default
+DEFAULT_EXAMPLES, within ``make test``'s budget) with hypothesis' random
+exploration and its example database (.hypothesis/); without it the run is
+derandomized (the same examples every time).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import struct
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rados
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import radostdb
+from radostdb import admin, clsops, codec, layout
+from radostdb.clsops import Kind, Mode
+from radostdb.errors import ERR_CORRUPT, TdbError
+from radostdb.testing import ClusterInfo
+
+REPO = Path(__file__).resolve().parents[2]
+WIRE = json.loads((REPO / "tests" / "vectors" / "wire.json").read_text())
+SERVER = (REPO / "cls" / "radostdb" / "server.cc").read_text()
+
+DEFAULT_EXAMPLES = 150
+EXAMPLES = int(os.environ.get("RADOSTDB_FUZZ_EXAMPLES", "0") or 0)
+FUZZ = settings(
+    max_examples=EXAMPLES or DEFAULT_EXAMPLES,
+    deadline=None,
+    derandomize=not EXAMPLES,
+    database=None if not EXAMPLES else settings.default.database,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    print_blob=True,
+)
+OP_TIMEOUT = "20"  # a hung OSD fails the example with ETIMEDOUT instead of hanging the run
+LEASE_MS = 3_600_000  # the fuzzed database's locks outlive the run
+SHARDS = 4
+
+# the request struct each method parses (the golden vectors say which); version parses none
+METHOD_STRUCT = {m: v["struct"] for v in WIRE["requests"] for m in v["methods"]}
+VECTORS: dict[str, list[bytes]] = {}
+for _v in WIRE["requests"]:
+    VECTORS.setdefault(_v["struct"], []).append(bytes.fromhex(_v["hex"]))
+
+
+def registered_methods() -> dict[str, bool]:
+    """Method -> is it a read method, from server.cc's registration table."""
+    table = re.findall(r'\{"(\w+)", (RD|WR), \w+, nullptr\}', SERVER)
+    return {name: flag == "RD" for name, flag in table}
+
+
+METHODS = registered_methods()
+READS = {m for m, rd in METHODS.items() if rd}
+COMMON = {errno.EIO}  # stored data that does not decode (a malformed request: see classify)
+READ_COMMON = {errno.ENOENT, errno.ERANGE}  # a missing object; a reply larger than the buffer
+
+
+def documented_errnos() -> dict[str, set[int]]:
+    """Method -> the errnos its paragraph in server.cc's comment names."""
+    comment = SERVER.split(" * Methods (", 1)[1].split("*/", 1)[0]
+    out: dict[str, set[int]] = {}
+    method = None
+    for line in comment.splitlines():
+        m = re.match(r" \* (\w+) \((?:read|write)\)", line)
+        if m:
+            method = m.group(1)
+            out[method] = set()
+        if method:
+            out[method] |= {getattr(errno, e) for e in re.findall(r"-(E[A-Z]+)\b", line)}
+    return out
+
+
+DOCUMENTED = documented_errnos()
+
+
+def allowed(method: str) -> set[int]:
+    """0 and every errno a well-formed request to ``method`` may get (never
+    -EINVAL or -EOPNOTSUPP: those are the parse's, for malformed ones)."""
+    return {0} | COMMON | DOCUMENTED[method] | (READ_COMMON if method in READS else set())
+
+
+# -- the parse rules of ops.h, read independently -----------------------------------
+class _Malformed(Exception):
+    pass
+
+
+class _Body:
+    """A struct body as ops.h's WireReader reads it."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body, self.pos = body, 0
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.body):
+            raise _Malformed
+        self.pos += n
+        return self.body[self.pos - n : self.pos]
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u32(self) -> int:
+        return int.from_bytes(self.take(4), "little")
+
+    def u64(self) -> int:
+        return int.from_bytes(self.take(8), "little")
+
+    def bytes(self) -> bytes:
+        return self.take(self.u32())
+
+    def owner(self) -> bytes:
+        return self.take(clsops.OWNER_LEN)
+
+    def items(self, size: int) -> int:
+        """A count of items of ``size`` bytes each, then the items (skipped)."""
+        n = self.u32()
+        self.take(n * size)
+        return n
+
+
+def _apply(b: _Body) -> bool:
+    b.owner()
+    wflags = b.u8()
+    b.u64(), b.u64(), b.items(4)
+    n = b.u32()
+    if n * 9 > len(b.body) - b.pos:
+        return False
+    for _ in range(n):
+        if not clsops.Op.PUT <= b.u8() <= clsops.Op.DISCARD:
+            return False
+        b.bytes(), b.bytes()
+    return wflags < 8
+
+
+def _lock(b: _Body) -> bool:
+    b.owner()
+    lease, kind, mode, flags, key = b.u32(), b.u8(), b.u8(), b.u8(), b.bytes()
+    return (
+        lease > 0
+        and Kind.RECORD <= kind <= Kind.COMMIT
+        and mode in (Mode.EXCL, Mode.SHARED)
+        and flags < 2
+        and (kind == Kind.RECORD or not key)
+    )
+
+
+def _release(b: _Body) -> bool:
+    b.owner(), b.u64()
+    flags, kind = b.u8(), b.u8()
+    return flags < 2 and kind <= Kind.COMMIT
+
+
+BODY_RULES: dict[str, Callable[[_Body], bool]] = {
+    "ApplyReq": _apply,
+    "ClearReq": lambda b: (b.owner(), b.u8() < 8, b.u64())[1],
+    "TxidReq": lambda b: b.u64() != 0,
+    "EmptyReq": lambda b: True,
+    "GetReq": lambda b: (b.u32(), b.u64(), b.bytes()) is not None,
+    "ListReq": lambda b: (b.u32() > 0, b.u32(), b.u64(), b.bytes())[0],
+    "LockReq": _lock,
+    "UnlockReq": lambda b: (b.owner(), b.u8(), b.u8(), b.bytes()) is not None,
+    "ReleaseReq": _release,
+    "RenewReq": lambda b: b.owner() is not None,
+    "PruneReq": lambda b: (b.u8() < 2, b.items(clsops.OWNER_LEN))[0],
+    "StageReq": lambda b: (b.u64() != 0, b.owner(), b.items(4), b.items(8), b.items(8))[0],
+    "TxnAbortReq": lambda b: (b.u64() != 0, b.owner(), b.items(4))[0],
+    "TxnMarkReq": lambda b: (b.items(8), b.items(8)) is not None,
+    "OwnersReq": lambda b: b.items(clsops.OWNER_LEN) is not None,
+    "JournalReq": lambda b: b.u64() is not None,
+}
+
+
+def classify(method: str, raw: bytes) -> int:
+    """0 if the class must accept ``raw`` as a request of ``method``, else the
+    errno its parse must refuse it with."""
+    if method == "version":
+        return 0  # reads no request: any client can ask
+    if len(raw) < 6 or int.from_bytes(raw[2:6], "little") > len(raw) - 6:
+        return errno.EINVAL
+    if raw[1] > 1:  # every request struct is at version 1
+        return errno.EOPNOTSUPP
+    length = int.from_bytes(raw[2:6], "little")
+    if len(raw) != 6 + length:
+        return errno.EINVAL
+    try:
+        ok = BODY_RULES[METHOD_STRUCT[method]](_Body(raw[6:]))
+    except _Malformed:
+        ok = False
+    return 0 if ok else errno.EINVAL
+
+
+# -- objects ---------------------------------------------------------------------
+OWNER_A, OWNER_B, OWNER_C, OWNER_T = (bytes([i]) * 16 for i in (0xA1, 0xB2, 0xC3, 0xD4))
+FENCED = bytes([0xEE]) * 16
+LOCKED_KEY, SHARED_KEY = b"key-1", b"key-2"
+SHAPES = ("shard+locks", "shard", "header", "txn-lock", "journal", "missing")
+# scratch only: objects in states a client must first decide on, or with corrupt data
+DECIDE = ("stale", "pending")
+CORRUPT = ("bad-header", "bad-legacy-header", "bad-records", "bad-journal", "bad-undo")
+SCRATCH_ONLY = DECIDE + CORRUPT
+UNDO_TXID = 0x5EED
+
+
+def records_of(n: int) -> dict[bytes, bytes]:
+    recs = {f"key-{i}".encode(): f"value-{i}".encode() * (i % 7) for i in range(n)}
+    recs.update({b"": b"the empty key", b"\x00\xff\x7e\x7f": b"binary", b"big": b"B" * 70_000})
+    return recs
+
+
+@dataclass
+class Snapshot:
+    """Everything of an object the class could change."""
+
+    exists: bool
+    header: bytes = b""
+    omap: dict[str, bytes] = field(default_factory=dict)
+    data: bytes = b""
+
+
+def snapshot(io: Any, obj: str) -> Snapshot:
+    try:
+        size, _ = io.stat(obj)
+    except rados.ObjectNotFound:
+        return Snapshot(False)
+    _, out = io.execute(obj, clsops.CLASS, "state", clsops.EMPTY_REQUEST, clsops.STATE_BUFFER)
+    rd = clsops._open(bytes(out))  # the raw header: it may not decode
+    rd.u64(), rd.u64()
+    header = rd.bytes()
+    with rados.ReadOpCtx() as op:
+        it, _ = io.get_omap_vals(op, "", "", 1_000_000)
+        io.operate_read_op(op, obj)
+        omap = {k: bytes(v) for k, v in it}
+    return Snapshot(True, header, omap, io.read(obj, size or 1))
+
+
+def set_omap(io: Any, obj: str, values: dict[str, bytes]) -> None:
+    with rados.WriteOpCtx() as op:
+        io.set_omap(op, tuple(values), tuple(values.values()))
+        io.operate_write_op(op, obj)
+
+
+def put_records(io: Any, obj: str, recs: dict[bytes, bytes]) -> None:
+    entries = [(clsops.Op.PUT, k, v) for k, v in recs.items()]
+    clsops.apply(io, obj, clsops.apply_request(OWNER_A, 0, entries))
+
+
+def add_locks(io: Any, obj: str) -> None:
+    """A held and a queued exclusive lock on one key, a shared one on another."""
+    for owner, key, mode, flags in (
+        (OWNER_A, LOCKED_KEY, Mode.EXCL, 0),
+        (OWNER_B, LOCKED_KEY, Mode.EXCL, clsops.LOCK_QUEUE),
+        (OWNER_C, SHARED_KEY, Mode.SHARED, 0),
+    ):
+        clsops.lock(io, obj, clsops.lock_request(owner, LEASE_MS, Kind.RECORD, mode, key, flags))
+
+
+def add_journal(io: Any, obj: str, staged: int, participants: list[int]) -> None:
+    """A staged record (``staged`` reached every participant), an aborted and
+    a complete one, and a fenced owner."""
+    clsops.aio_stage(io, obj, clsops.stage_request(staged, OWNER_T, participants)).wait()
+    clsops.txn_abort(io, obj, 0xAB, OWNER_C, [1])
+    clsops.aio_stage(io, obj, clsops.stage_request(0xC0, OWNER_A, [])).wait()
+    clsops.txn_mark(io, obj, complete=[0xC0])
+    clsops.fence_owners(io, obj, [FENCED])
+
+
+def lock_txn(io: Any, obj: str) -> None:
+    clsops.lock(io, obj, clsops.lock_request(OWNER_T, LEASE_MS, Kind.TXN, Mode.EXCL))
+
+
+def set_raw_header(conf: str, pool: str, obj: str, raw: bytes) -> None:
+    """Store an omap header the class did not write (python-rados has no call for it)."""
+    subprocess.run(
+        ["rados", "-c", conf, "-p", pool, "setomapheader", obj, raw],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
+@dataclass
+class Target:
+    """An object requests are sent to; ``build`` (re)creates it (scratch only)."""
+
+    shape: str
+    obj: str
+    build: Callable[[], None] | None = None
+    pristine: Snapshot | None = None
+    dirty: bool = False
+
+
+class Objects:
+    """The fuzzed database's objects and the scratch twins."""
+
+    def __init__(self, io: Any, cluster: ClusterInfo) -> None:
+        self.io, self.cluster = io, cluster
+        self.tag = uuid.uuid4().hex[:8]
+        self.name = f"fuzzed-{self.tag}"
+        self.records = records_of(40)
+        self.precious: dict[str, Target] = {}
+        self.scratch: dict[str, Target] = {}
+        self.missing_seq = 0
+        self.sent = 0
+        self.handle: radostdb.Tdb | None = None
+
+    # the fuzzed database
+    def create(self) -> None:
+        io, name = self.io, self.name
+        db = radostdb.Tdb(name, SHARDS, 0, os.O_CREAT | os.O_RDWR)
+        for k, v in self.records.items():
+            db.store(k, v)
+        with db.transaction():  # a multi-shard commit: every shard settles it
+            for i in range(SHARDS * 2):
+                key = f"txn-{i}".encode()
+                db.store(key, key * 3)
+                self.records[key] = key * 3
+        db.close()
+        shards = layout.shard_objects(name, SHARDS)
+        settled = [clsops.state(io, s).header.settled for s in shards]
+        txid = max(settled)
+        participants = [i for i, x in enumerate(settled) if x == txid]
+        assert txid and len(participants) > 1, settled
+        locked = shards[codec.shard_of(LOCKED_KEY, SHARDS)]
+        other = next(s for s in shards if s != locked)
+        add_locks(io, locked)
+        header = layout.header_object(name)
+        lock_txn(io, layout.wait_object(header))
+        # its record again, as a committer that died before forgetting it leaves it
+        add_journal(io, layout.journal_object(name), txid, participants)
+        for shape, obj in (
+            ("shard+locks", locked), ("shard", other), ("header", header),
+            ("txn-lock", layout.wait_object(header)), ("journal", layout.journal_object(name)),
+            ("missing", f"radostdb.s00000.{name}-absent"),
+        ):  # fmt: skip
+            self.precious[shape] = Target(shape, obj)
+        self.handle = radostdb.Tdb(name)  # a watcher on the header object
+        for t in self.precious.values():
+            t.pristine = snapshot(io, t.obj)
+        assert [t.shape for t in self.precious.values() if not t.pristine.exists] == ["missing"]
+        assert clsops.watchers(io, header), "the open handle watches the header object"
+        assert len(clsops.journal(io, layout.journal_object(name)).records) == 3
+
+    def release(self) -> None:
+        """Drop the foreign locks, so the database is as a client leaves it."""
+        io = self.io
+        for owner in (OWNER_A, OWNER_B, OWNER_C):
+            clsops.release(io, self.precious["shard+locks"].obj, clsops.release_request(owner))
+        clsops.release(io, self.precious["txn-lock"].obj, clsops.release_request(OWNER_T))
+        if self.handle is not None:
+            self.handle.close()
+
+    # scratch twins
+    def scratch_target(self, shape: str) -> Target:
+        t = self.scratch.get(shape)
+        if t is None:
+            t = self.scratch[shape] = Target(shape, f"fuzz-scratch-{self.tag}-{shape}")
+            t.build = self._builder(t)
+            t.dirty = True
+        if shape == "missing":
+            self.missing_seq += 1
+            t.obj = f"fuzz-scratch-{self.tag}-missing-{self.missing_seq}"
+            t.pristine = Snapshot(False)
+            return t
+        if t.dirty:
+            try:
+                self.io.remove_object(t.obj)
+            except rados.ObjectNotFound:
+                pass
+            assert t.build is not None
+            t.build()
+            t.pristine, t.dirty = snapshot(self.io, t.obj), False
+        return t
+
+    def _builder(self, t: Target) -> Callable[[], None]:
+        io, obj = self.io, t.obj
+        recs = records_of(8)
+
+        def build() -> None:
+            if t.shape not in ("header", "txn-lock", "journal", "bad-journal"):
+                put_records(io, obj, recs)
+            if t.shape == "shard+locks":
+                add_locks(io, obj)
+            elif t.shape == "header":
+                set_omap(io, obj, {"format": b"1", "nshards": b"4", "hash": b"fnv1a64-splitmix"})
+                clsops.bump(io, obj)
+            elif t.shape == "txn-lock":
+                io.write_full(obj, b"")
+                lock_txn(io, obj)
+            elif t.shape in ("journal", "bad-journal"):
+                add_journal(io, obj, 0x51, [0, 1])
+            if t.shape == "bad-records":
+                good = codec.encode_record(b"bad-crc", b"data", 1)
+                set_omap(
+                    io, obj, {"~": b"not a key", codec.encode_key(b"bad-crc"): good[:-1] + b"X"}
+                )
+            elif t.shape == "stale":  # an isolation holder whose lease ran out
+                req = clsops.lock_request(OWNER_T, 1, Kind.ISOLATION, Mode.SHARED)
+                clsops.lock(io, obj, req)
+                time.sleep(0.01)
+                clsops.prune(io, obj)
+                assert clsops.state(io, obj).header.stale == [OWNER_T]
+            elif t.shape == "pending":
+                entries = [(clsops.Op.PUT, b"key-1", b"new"), (clsops.Op.DELETE, b"key-2", b"")]
+                req = clsops.apply_request(OWNER_T, 0, entries, txid=UNDO_TXID, participants=[0, 1])
+                clsops.apply(io, obj, req)
+            elif t.shape == "bad-header":
+                raw = b"\x03\x03\xff\xff\xff\x7fgarbage"  # a body longer than the header
+                set_raw_header(self.cluster.conf, self.cluster.pool, obj, raw)
+            elif t.shape == "bad-legacy-header":  # version 2, a lock count far too large
+                raw = b"\x02\x01\x01\x01" + b"\x01" * 24 + b"\xff\xff\xff\x7f"
+                set_raw_header(self.cluster.conf, self.cluster.pool, obj, raw)
+            elif t.shape == "bad-journal":
+                set_omap(io, obj, {"f." + "zz" * 16: b"\x01" * 8, "t.00000000000000ff": b"junk"})
+            elif t.shape == "bad-undo":
+                req = clsops.apply_request(
+                    OWNER_T, 0, [(clsops.Op.PUT, b"k", b"v")], txid=UNDO_TXID
+                )
+                clsops.apply(io, obj, req)
+                io.write_full(obj, b"\x01\x01\x10\x00\x00\x00not an undo log")
+
+        return build
+
+
+# -- requests -----------------------------------------------------------------------
+def u64s() -> st.SearchStrategy[int]:
+    return st.one_of(st.sampled_from([0, 1, 0x51, 0xAB, 0xC0, UNDO_TXID, 2**64 - 1]),
+                     st.integers(0, 2**64 - 1))  # fmt: skip
+
+
+def u32s() -> st.SearchStrategy[int]:
+    return st.one_of(st.sampled_from([0, 1, 9, 11, 2**31, 2**32 - 1]), st.integers(0, 2**32 - 1))
+
+
+OWNERS = st.one_of(
+    st.sampled_from([OWNER_A, OWNER_B, OWNER_C, OWNER_T, FENCED, clsops.NO_OWNER]),
+    st.binary(min_size=16, max_size=16),
+)
+KEYS = st.one_of(
+    st.sampled_from([LOCKED_KEY, SHARED_KEY, b"", b"big", b"k"]), st.binary(max_size=24)
+)
+DATA = st.binary(max_size=64)
+SMALL = st.integers(0, 9) | st.just(255)  # enums and flags, in and out of range
+INDEXES = st.lists(st.integers(0, 5) | u32s(), max_size=5)
+TXIDS = st.lists(u64s(), max_size=5)
+ENCODED_KEYS = st.sampled_from(["", codec.encode_key(LOCKED_KEY), "~", "key-3"])
+
+FIELD_REQUESTS: dict[str, st.SearchStrategy[bytes]] = {
+    "ApplyReq": st.builds(
+        clsops.apply_request, OWNERS, SMALL, st.lists(st.tuples(SMALL, KEYS, DATA), max_size=4),
+        txid=u64s(), settle=u64s(), participants=INDEXES,
+    ),
+    "ClearReq": st.builds(clsops.clear_request, OWNERS, SMALL, u64s()),
+    "TxidReq": st.builds(clsops.txid_request, u64s()),
+    "EmptyReq": st.just(clsops.EMPTY_REQUEST),
+    "GetReq": st.builds(clsops.get_request, KEYS, u32s(), u64s()),
+    "ListReq": st.builds(clsops.list_request, u32s(), u32s(), ENCODED_KEYS, u64s()),
+    "LockReq": st.builds(clsops.lock_request, OWNERS, u32s(), SMALL, SMALL, KEYS, SMALL),
+    "UnlockReq": st.builds(clsops.unlock_request, OWNERS, SMALL, SMALL, KEYS),
+    "ReleaseReq": st.builds(clsops.release_request, OWNERS, u64s(), SMALL, SMALL),
+    "RenewReq": st.builds(clsops.renew_request, OWNERS),
+    "PruneReq": st.builds(clsops.prune_request, SMALL, st.lists(OWNERS, max_size=3)),
+    "StageReq": st.builds(clsops.stage_request, u64s(), OWNERS, INDEXES, TXIDS, TXIDS),
+    "TxnAbortReq": st.builds(clsops.txn_abort_request, u64s(), OWNERS, INDEXES),
+    "TxnMarkReq": st.builds(clsops.txn_mark_request, TXIDS, TXIDS),
+    "OwnersReq": st.builds(clsops.owners_request, st.lists(OWNERS, max_size=3)),
+    "JournalReq": st.builds(clsops.journal_request, u64s()),
+}  # fmt: skip
+HUGE = st.sampled_from([0xFFFFFFFF, 0x80000000, 0x7FFFFFFF, 0x10000000, 0x00FFFFFF])
+MUTATIONS = (
+    "as-is", "truncate", "short-body", "newer-compat", "later-version", "frame-length",
+    "after-frame", "huge-u32", "byte", "random", "random-body",
+)  # fmt: skip
+
+
+def reframe(version: int, compat: int, body: bytes, length: int | None = None) -> bytes:
+    return struct.pack("<BBI", version, compat, len(body) if length is None else length) + body
+
+
+@st.composite
+def requests(draw: st.DrawFn, method: str) -> tuple[str, bytes]:
+    """(how it was made, request bytes) for ``method``."""
+    kind = METHOD_STRUCT.get(method, "EmptyReq")
+    raw = draw(st.sampled_from(VECTORS[kind]) | FIELD_REQUESTS[kind])
+    how = draw(st.sampled_from(MUTATIONS))
+    body = raw[6:]
+    if how == "truncate":
+        raw = raw[: draw(st.integers(0, len(raw) - 1))]
+    elif how == "short-body" and body:
+        raw = reframe(raw[0], raw[1], body[: draw(st.integers(0, len(body) - 1))])
+    elif how == "newer-compat":
+        raw = reframe(draw(st.integers(2, 255)), draw(st.integers(2, 255)), body)
+    elif how == "later-version":
+        raw = reframe(draw(st.integers(2, 255)), draw(st.integers(0, 1)), body + draw(DATA))
+    elif how == "frame-length":
+        raw = reframe(raw[0], raw[1], body, draw(st.integers(len(body) + 1, 2**32 - 1) | HUGE))
+    elif how == "after-frame":
+        raw += draw(st.binary(min_size=1, max_size=16))
+    elif how == "huge-u32" and len(raw) >= 4:
+        at = draw(st.integers(0, len(raw) - 4))
+        raw = raw[:at] + struct.pack("<I", draw(HUGE)) + raw[at + 4 :]
+    elif how == "byte" and raw:
+        at = draw(st.integers(0, len(raw) - 1))
+        raw = raw[:at] + bytes([draw(st.integers(0, 255))]) + raw[at + 1 :]
+    elif how == "random":
+        raw = draw(st.binary(max_size=96))
+    elif how == "random-body":
+        raw = reframe(1, draw(st.integers(0, 1)), draw(st.binary(max_size=96)))
+    return how, raw
+
+
+# -- sending -------------------------------------------------------------------------
+def execute(io: Any, obj: str, method: str, req: bytes, outlen: int) -> tuple[int, bytes]:
+    """(0, reply) or (errno, b"")."""
+    try:
+        _, out = io.execute(obj, clsops.CLASS, method, req, outlen)
+    except rados.Error as exc:
+        code = clsops.errno_of(exc)
+        assert code, f"{method} on {obj}: an error without errno: {exc!r}"
+        return code, b""
+    return 0, bytes(out)
+
+
+REPLY_DECODERS: dict[str, Callable[[bytes], Any]] = {
+    "get": clsops.decode_get, "list": clsops.decode_list, "seq": clsops.decode_seq,
+    "state": clsops.decode_state, "watchers": clsops.decode_watchers,
+    "journal": clsops.decode_journal, "version": lambda out: int(out),
+}  # fmt: skip
+
+
+def damage(before: Snapshot, after: Snapshot) -> list[str]:
+    """What decoded in ``before`` and does not in ``after``: the class never
+    makes good stored data bad."""
+    out = []
+
+    def header_ok(s: Snapshot) -> bool:
+        try:
+            clsops.decode_header(s.header)
+            return True
+        except clsops.WireError:
+            return False
+
+    if header_ok(before) and not header_ok(after):
+        out.append(f"the header no longer decodes: {after.header.hex()}")
+
+    def bad_records(s: Snapshot) -> set[str]:
+        bad = set()
+        for k, v in s.omap.items():
+            if k.startswith(("t.", "f.")):
+                continue  # journal keys
+            try:
+                codec.decode_record(codec.decode_key(k), v)
+            except codec.CodecError:
+                bad.add(k)
+        return bad
+
+    new_bad = bad_records(after) - bad_records(before)
+    if new_bad:
+        out.append(f"records no longer verify: {sorted(new_bad)}")
+
+    def journal_bad(s: Snapshot) -> set[str]:
+        bad = set()
+        for k, v in s.omap.items():
+            if k.startswith("t."):
+                try:
+                    clsops._record(v)
+                except clsops.WireError:
+                    bad.add(k)
+        return bad
+
+    new_bad = journal_bad(after) - journal_bad(before)
+    if new_bad:
+        out.append(f"journal records no longer decode: {sorted(new_bad)}")
+    return out
+
+
+@dataclass
+class Outcome:
+    method: str
+    target: str
+    how: str
+    expected: int
+    got: int
+
+
+def fuzz_one(objs: Objects, method: str, how: str, raw: bytes, shape: str, outlen: int) -> None:
+    """Send one request and check what it did."""
+    io = objs.io
+    expected = classify(method, raw)
+    write = method not in READS
+    scratch = shape in SCRATCH_ONLY or (write and expected == 0)
+    target = objs.scratch_target(shape) if scratch else objs.precious[shape]
+    before = target.pristine if scratch else None
+    got, out = execute(io, target.obj, method, raw, outlen)
+    objs.sent += 1
+    what = f"{method} {how} on {target.shape} ({target.obj}), request {raw.hex()}: errno {got}"
+    missing = target.pristine is not None and not target.pristine.exists
+    if expected:
+        if method in READS and missing:
+            expected = errno.ENOENT  # the OSD answers before the class runs
+        assert got == expected, f"{what}, expected {expected}"
+    else:
+        assert got in allowed(method), f"{what}, not documented for {method}"
+        if got == 0 and method in REPLY_DECODERS and shape not in CORRUPT:
+            try:
+                REPLY_DECODERS[method](out)
+            except (clsops.WireError, ValueError) as exc:
+                pytest.fail(f"{what}: the reply {out.hex()} does not decode: {exc}")
+    if not scratch:
+        if write:  # a refused write changes nothing
+            assert snapshot(io, target.obj).header == (target.pristine or Snapshot(False)).header
+        return
+    if write and got == 0:
+        after = snapshot(io, target.obj)
+        assert before is not None
+        hurt = damage(before, after)
+        assert not hurt, f"{what}: {hurt}"
+        if after != before:
+            target.dirty = True
+            if shape == "missing" and after.exists:
+                io.remove_object(target.obj)
+
+
+# -- fixtures ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fuzz_io(ceph_cluster: ClusterInfo) -> Iterator[Any]:
+    """An I/O context whose ops time out (a hung OSD fails instead of hanging)."""
+    client = rados.Rados(conffile=ceph_cluster.conf, name=f"client.{ceph_cluster.client_id}")
+    client.conf_set("rados_osd_op_timeout", OP_TIMEOUT)
+    client.conf_set("rados_mon_op_timeout", OP_TIMEOUT)
+    client.connect(timeout=30)
+    io = client.open_ioctx(ceph_cluster.pool)
+    yield io
+    io.close()
+    client.shutdown()
+
+
+@pytest.fixture(scope="module")
+def objects(fuzz_io: Any, ceph_cluster: ClusterInfo) -> Iterator[Objects]:
+    objs = Objects(fuzz_io, ceph_cluster)
+    objs.create()
+    yield objs
+    if objs.handle is not None:
+        objs.handle.close()
+
+
+def osd_pids(cluster: ClusterInfo) -> dict[str, int]:
+    assert cluster.dev is not None, "the fuzz needs the throwaway cluster (daemon PIDs)"
+    pids = {d.name: d.pid for d in cluster.dev.daemons() if d.kind == "osd"}
+    assert pids and all(cluster.dev.osd(int(n.split(".")[1])).alive() for n in pids)
+    return pids
+
+
+@pytest.fixture
+def osd_watch(ceph_cluster: ClusterInfo, objects: Objects) -> Iterator[None]:
+    """The OSD keeps its PID and answers a normal request."""
+    before = osd_pids(ceph_cluster)
+    yield
+    assert osd_pids(ceph_cluster) == before, "an OSD restarted"
+    io = objects.io
+    shard = objects.precious["shard"].obj
+    assert clsops.version(io, shard) == clsops.WIRE_VERSION
+    assert objects.handle is not None
+    assert objects.handle.get(b"key-5") == objects.records[b"key-5"]
+
+
+# -- tests ---------------------------------------------------------------------------
+def test_documented_errnos_parsed() -> None:
+    """The documentation this fuzz holds the class to is found for every method."""
+    assert set(DOCUMENTED) == set(METHODS)
+    assert errno.EUCLEAN in DOCUMENTED["apply"] and errno.ENOLCK in DOCUMENTED["renew"]
+    assert set(METHOD_STRUCT) | {"version"} == set(METHODS)
+
+
+def test_classify_agrees_with_the_vectors() -> None:
+    for v in WIRE["requests"]:
+        raw = bytes.fromhex(v["hex"])
+        for m in v["methods"]:
+            assert classify(m, raw) == 0, v["name"]
+            assert classify(m, raw[:-1]) == errno.EINVAL, v["name"]
+            assert classify(m, reframe(2, 2, raw[6:])) == errno.EOPNOTSUPP
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_vectors_to_every_object(method: str, objects: Objects, osd_watch: None) -> None:
+    """Every golden request of the method, as is and cut short, to every kind of object."""
+    for raw in VECTORS[METHOD_STRUCT.get(method, "EmptyReq")]:
+        for shape in SHAPES + SCRATCH_ONLY:
+            fuzz_one(objects, method, "vector", raw, shape, 1 << 20)
+            fuzz_one(objects, method, "vector-cut", raw[:-1], shape, 1 << 20)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_fuzz_method(method: str, objects: Objects, osd_watch: None, record_figure: Any) -> None:
+    shapes = st.sampled_from(SHAPES + SCRATCH_ONLY)
+    outlens = st.sampled_from([1 << 20, 1 << 20, 4096, 16, 0])
+    sent = objects.sent
+
+    @FUZZ
+    @given(req=requests(method), shape=shapes, outlen=outlens)
+    def run(req: tuple[str, bytes], shape: str, outlen: int) -> None:
+        fuzz_one(objects, method, req[0], req[1], shape, outlen)
+
+    run()
+    record_figure(f"{method} requests sent", objects.sent - sent)
+    for t in objects.precious.values():
+        assert snapshot(objects.io, t.obj) == t.pristine, f"{t.shape} ({t.obj}) changed"
+
+
+def test_database_intact_after_fuzz(objects: Objects, osd_watch: None, record_figure: Any) -> None:
+    """Runs last: nothing the fuzz sent changed the database; with the foreign
+    locks released it opens, check finds it clean and every record is there."""
+    for t in objects.precious.values():
+        assert snapshot(objects.io, t.obj) == t.pristine, f"{t.shape} ({t.obj}) changed"
+    record_figure("requests sent in all", objects.sent)
+    site = admin.connect()
+    report = admin.check(site, objects.name)
+    assert report.clean, [f.describe() for f in report.findings]
+    assert report.records == len(objects.records)
+    objects.release()
+    objects.handle = radostdb.Tdb(objects.name)
+    assert dict(objects.handle.items()) == objects.records
+    report = admin.check(site, objects.name)
+    assert report.clean and report.records == len(objects.records)
+
+
+# -- the undo log and bugs found --------------------------------------------------------
+def test_undo_log_vector(fuzz_io: Any, ceph_cluster: ClusterInfo) -> None:
+    """The OSD writes the undo log of tests/vectors/wire.json byte for byte,
+    and rolls back from it."""
+    vec = next(v for v in WIRE["stored"] if v["struct"] == "UndoLog")
+    f, raw = vec["fields"], bytes.fromhex(vec["hex"])
+    obj = f"fuzz-undo-{uuid.uuid4().hex[:8]}"
+    io = fuzz_io
+    clsops.apply(io, obj, clsops.apply_request(OWNER_A, 0, [(clsops.Op.PUT, b"k1", b"v1")]))
+    entries = [(clsops.Op.PUT, b"k1", b"v2"), (clsops.Op.PUT, b"k2", b"v3")]
+    clsops.apply(io, obj, clsops.apply_request(OWNER_A, 0, entries, txid=f["txid"]))
+    assert io.read(obj, 1 << 16) == raw
+    assert clsops.state(io, obj).header.pending == f["txid"]
+    io.write_full(obj, raw[:6] + struct.pack("<Q", f["txid"] + 1) + raw[14:])
+    with pytest.raises(TdbError) as exc:  # an undo log of another transaction
+        clsops.rollback(io, obj, f["txid"])
+    assert exc.value.args[0] == ERR_CORRUPT
+    io.write_full(obj, raw)
+    clsops.rollback(io, obj, f["txid"])
+    assert clsops.get(io, obj, b"k1").record == codec.encode_record(b"k1", b"v1", 1)
+    assert clsops.get(io, obj, b"k2").status == clsops.ReadStatus.MISSING
+    assert io.stat(obj)[0] == 0
+    io.remove_object(obj)
+
+
+def test_journal_with_undecodable_fence_key(fuzz_io: Any, ceph_cluster: ClusterInfo) -> None:
+    """A fence key that is not hex is corrupt data (-EIO), not an OSD crash
+    (the class used to throw std::invalid_argument out of std::stoi)."""
+    before = osd_pids(ceph_cluster)
+    obj = f"fuzz-journal-{uuid.uuid4().hex[:8]}"
+    clsops.fence_owners(fuzz_io, obj, [OWNER_A])
+    set_omap(fuzz_io, obj, {"f." + "zz" * 16: b"\x00" * 8})
+    with pytest.raises(TdbError) as exc:
+        clsops.journal(fuzz_io, obj)
+    assert exc.value.args[0] == ERR_CORRUPT
+    assert osd_pids(ceph_cluster) == before
+    assert clsops.journal(fuzz_io, obj, txid=5).records == {}  # one record: no fence scan
+    fuzz_io.remove_object(obj)
