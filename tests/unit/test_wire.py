@@ -123,15 +123,6 @@ def test_python_encodes_request(vec: dict[str, Any]) -> None:
     assert ENCODERS[vec["struct"]](vec["fields"]).hex() == vec["hex"]
 
 
-def test_store_request_is_a_one_entry_apply() -> None:
-    vec = next(v for v in REQUESTS if v["name"] == "apply-one-put")
-    f, e = vec["fields"], vec["fields"]["entries"][0]
-    raw = clsops.store_request(
-        H(f["owner"]), f["wflags"], H(e["key"]), H(e["data"]), clsops.REPLACE
-    )
-    assert raw.hex() == vec["hex"]
-
-
 def test_every_method_and_request_struct_has_a_vector() -> None:
     """Each vector names the methods that parse it, as server.cc's handlers do."""
     registered = re.findall(r'\{"(\w+)", (?:RD|WR), \w+, nullptr\}', cls_source("server.cc"))
