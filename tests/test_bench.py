@@ -23,7 +23,7 @@ import pytest
 from radostdb.bench import cli
 from radostdb.bench.backends.etcd import client as etcd_client
 from radostdb.bench.etcdserver import EtcdServer
-from radostdb.bench.spec import BACKENDS, SCALE_WORKLOADS, SCALING, Spec
+from radostdb.bench.spec import BACKENDS, SCALE_WORKLOADS, SCALED, SCALING, Spec
 from radostdb.bench.stats import Chunk, fairness, percentiles, ratio, summarize
 from radostdb.bench.workloads import WORKLOADS, Workload
 from radostdb.testing import ClusterInfo
@@ -88,7 +88,7 @@ def check_summary(
         assert set(lat) == LATENCY_KEYS
         assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"]
         assert lat["p99.9"] <= lat["max"]
-        # --ops over the rounds, scaled per backend (x10 local, x0.1 cephsqlite)
+        # --ops over the rounds, scaled per backend (OPS_FACTOR)
         per_round = Spec(ops=OPS, rounds=rounds).calls_per_round(w.size, False, backend)
         assert lat["count"] == per_round * rounds * clients
         assert s["ops"] == lat["count"] * w.size
@@ -213,12 +213,13 @@ def test_quick_json_has_every_backend_workload_and_section(
 
     sc = doc["scale"]
     assert sc["sizes"] == [200, 500] and list(sc["results"]) == ["200", "500"]
+    assert sc["backends"] == list(SCALED)
     for size, res in sc["results"].items():
         assert list(res) == list(SCALE_WORKLOADS)
         for wname, entry in res.items():
             w = WORKLOADS[wname]
             rounds = min(ROUNDS, 3) if w.walk else ROUNDS
-            check_workload(entry, w, doc["backends"], 1, rounds, int(size))
+            check_workload(entry, w, sc["backends"], 1, rounds, int(size))
 
     # nothing left behind in the cluster
     assert namespace_objects(ioctx, spec["namespace"]) == []
@@ -381,7 +382,7 @@ def test_client_slices_are_disjoint() -> None:
 def test_calls_per_round_scale_by_backend() -> None:
     spec = Spec(ops=10_000, rounds=20)
     assert spec.calls_per_round(1, False, "radostdb") == 500
-    assert spec.calls_per_round(1, False, "etcd") == 500
+    assert spec.calls_per_round(1, False, "etcd") == 250
     assert spec.calls_per_round(1, False, "lmdb") == 5000
     assert spec.calls_per_round(1, False, "cephsqlite") == 50
     assert spec.calls_per_round(1000, False, "radostdb") == 3  # 3 per round at least

@@ -121,8 +121,8 @@ def client_counts(given: str) -> list[int]:
     default=10_000,
     show_default=True,
     type=click.IntRange(1),
-    help="Calls per workload, backend and client over all rounds (records/size "
-    "for txn-N; x10 for local engines, x0.1 for cephsqlite).",
+    help="Calls per workload, backend and client over all rounds (divided by the "
+    "records of txn-N; x10 for local engines, x0.5 etcd, x0.1 cephsqlite).",
 )
 @click.option(
     "--rounds",
@@ -174,7 +174,7 @@ def client_counts(given: str) -> list[int]:
 @click.option(
     "--contention-seconds",
     type=click.FloatRange(0.1),
-    help="Seconds per contention scenario (default 3, 1 with --quick).",
+    help="Seconds per contention scenario (default 2, 1 with --quick).",
 )
 @click.option(
     "--scale/--no-scale",
@@ -258,7 +258,7 @@ def main(
         records, ops, rounds = min(records, 2000), min(ops, 600), min(rounds, 3)
     if scale is None:
         scale = not quick
-    seconds = contention_seconds or (1.0 if quick else 3.0)
+    seconds = contention_seconds or (1.0 if quick else 2.0)
     counts = client_counts(clients_arg)
     sizes = scale_sizes_for(records, scale_sizes) if scale else []
     chosen_b = [b for b in BACKENDS if b in (backends or BACKENDS)]

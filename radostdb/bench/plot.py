@@ -118,7 +118,7 @@ def _latency(ax: Any, doc: dict[str, Any]) -> None:
 def _scale(ax: Any, doc: dict[str, Any]) -> None:
     sc = doc["scale"]
     sizes = [int(s) for s in sc["results"]]
-    for b in doc["backends"]:
+    for b in sc["backends"]:
         for wname, style in (("store", "-"), ("fetch", "--")):
             ys = [
                 (sc["results"][str(s)][wname]["backends"].get(b) or {}).get("rate") for s in sizes

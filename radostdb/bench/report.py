@@ -248,5 +248,5 @@ def tables(doc: dict[str, Any]) -> list[Table]:
     if doc.get("contention"):
         out.append(contention_table(doc["contention"]))
     if doc.get("scale"):
-        out.append(scale_table(doc["scale"], doc["backends"]))
+        out.append(scale_table(doc["scale"], doc["scale"]["backends"]))
     return out

@@ -12,7 +12,10 @@ measurement design:
   total time.
 - A backend's share of a round is --ops / --rounds calls, scaled by
   OPS_FACTOR: local engines run 10x (chunks of microsecond calls long
-  enough to time), SQLite on RADOS a tenth (a few hundred calls a second).
+  enough to time), etcd half, SQLite on RADOS a tenth (a few hundred calls
+  a second).
+- The growing-database run (``scale``) measures radostdb, rados and the
+  local engines.
 - Same data for every backend (see ``workloads``); untimed set-up is done
   by the parent before each timed chunk.
 - ``--clients N`` (or a list, the largest for the main table) runs the
@@ -32,7 +35,7 @@ from .contention import contention
 from .opcount import count_ops
 from .progress import Reporter
 from .runner import Runner
-from .spec import LOAD_CHUNK, SCALE_WORKLOADS, SCALING, Place, Spec
+from .spec import LOAD_CHUNK, SCALE_WORKLOADS, SCALED, SCALING, Place, Spec
 from .stats import ratio, summarize
 from .workloads import WORKLOADS, Workload
 
@@ -170,8 +173,9 @@ def bench(
             doc["osd_ops"] = count_ops(runner, backends, workloads, "main", rep)
         if contend[0] > 0 and place.conf and "radostdb" in backends:
             doc["contention"] = contention(place, *contend, "etcd" in backends, rep)
-        if scale_sizes:
-            doc["scale"] = scale(runner, backends, spec, scale_sizes, rep)
+        scaled = [b for b in backends if b in SCALED]
+        if scale_sizes and scaled:
+            doc["scale"] = scale(runner, scaled, spec, scale_sizes, rep)
     finally:
         runner.close()
     return doc
@@ -181,10 +185,15 @@ def scale(
     runner: Runner, backends: list[str], spec: Spec, sizes: list[int], rep: Reporter
 ) -> dict[str, Any]:
     """Per-op cost as the database grows: load to each size, measure there
-    (one client)."""
+    (one client; radostdb, rados and the local engines)."""
     for name in backends:
         runner.open(name, "scale", max(sizes))
-    out: dict[str, Any] = {"sizes": sizes, "workloads": list(SCALE_WORKLOADS), "results": {}}
+    out: dict[str, Any] = {
+        "sizes": sizes,
+        "backends": backends,
+        "workloads": list(SCALE_WORKLOADS),
+        "results": {},
+    }
     loaded = 0
     for size in sizes:
         load(runner, backends, "scale", spec, loaded, size, rep)

@@ -28,11 +28,14 @@ BACKENDS = (*CEPH, *PEERS, *LOCAL)
 ON_CLUSTER = ("radostdb", "rados", "cephsqlite")  # need the Ceph cluster
 SCALING = ("radostdb", "rados", "etcd")  # in the 1-vs-N clients table
 
+SCALED = (*CEPH, *LOCAL)  # in the growing-database run (the peers would double its time)
+
 # Operations per chunk relative to --ops: local engines run 10x (their
-# microsecond calls need long chunks to be timed); SQLite on RADOS, a few
-# hundred calls a second, a tenth (its share of a round would otherwise
-# last seconds).
-OPS_FACTOR = {"tdb": 10.0, "lmdb": 10.0, "lmdb-batch": 10.0, "cephsqlite": 0.1}
+# microsecond calls need long chunks to be timed); etcd half (its locks and
+# appends take several round trips: a default run stays within minutes);
+# SQLite on RADOS, a few hundred calls a second, a tenth (its share of a
+# round would otherwise last seconds).
+OPS_FACTOR = {"tdb": 10.0, "lmdb": 10.0, "lmdb-batch": 10.0, "etcd": 0.5, "cephsqlite": 0.1}
 
 
 @dataclass(frozen=True)
