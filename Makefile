@@ -1,5 +1,5 @@
 # radostdb: set-up and run targets for a fresh Debian bookworm machine (as root).
-#   make bench   deps + venv + radostdb-bench on a throwaway local Ceph cluster
+#   make bench   deps + venv + radostdb-bench on a throwaway local Ceph cluster and etcd
 #   make test    deps + venv + the whole test suite on a throwaway cluster
 # Every target is idempotent.
 
@@ -7,7 +7,8 @@ PY_SYS   := /usr/bin/python3
 VENV     := .venv
 PY       := $(VENV)/bin/python
 DEB_PKGS := ceph-mon ceph-osd ceph-common python3-rados librados-dev libradospp-dev \
-            python3-tdb tdb-tools python3-dev python3-venv g++ make
+            python3-tdb tdb-tools python3-dev python3-venv g++ make \
+            etcd-server python3-etcd3 libsqlite3-mod-ceph
 STAMP    := $(VENV)/.installed
 CLS_LIB  := cls/libcls_radostdb.so
 PYTEST_ARGS ?=

@@ -9,7 +9,6 @@ table holds the pair; the rate ratio radostdb/rados is stored as
 ``extra_info`` of the second of the two. pytest-benchmark runs one test after
 the other, so on a busy machine a pair can be measured under different load:
 the ratios to quote come from ``radostdb-bench``, which interleaves the two.
-Record locks are measured when Tdb has them (``chainlock``), else skipped.
 """
 
 from __future__ import annotations
@@ -22,24 +21,24 @@ from typing import Any
 
 import pytest
 
-from radostdb import bench
+from radostdb.bench.backends import Backend, open_backend
+from radostdb.bench.environment import remove_namespace
+from radostdb.bench.spec import Place, Spec
 from radostdb.testing import ClusterInfo
 
 RECORDS = 1000
-SPEC = bench.Spec(records=RECORDS)
+SPEC = Spec(records=RECORDS)
 SIDES = ("radostdb", "rados")
 SETUP_ROUNDS = 300  # pedantic rounds for operations that need a fresh record each time
 
 
 @pytest.fixture(scope="module")
-def backends(ceph_cluster: ClusterInfo) -> Iterator[dict[str, bench.Backend]]:
+def backends(ceph_cluster: ClusterInfo) -> Iterator[dict[str, Backend]]:
     """Both sides, each with the same RECORDS records, in a namespace of their own."""
     ns = f"ops-bench-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="rtdb-ops-") as workdir:
-        place = bench.Place(
-            ceph_cluster.conf, ceph_cluster.pool, ceph_cluster.client_id, ns, workdir
-        )
-        opened = {side: place.open(side, "ops", create=True) for side in SIDES}
+        place = Place(ceph_cluster.conf, ceph_cluster.pool, ceph_cluster.client_id, ns, workdir)
+        opened = {side: open_backend(place, side, "ops", create=True) for side in SIDES}
         try:
             for b in opened.values():
                 b.load(SPEC.records_range(0, RECORDS))
@@ -47,18 +46,13 @@ def backends(ceph_cluster: ClusterInfo) -> Iterator[dict[str, bench.Backend]]:
         finally:
             for b in opened.values():
                 b.close()
-            bench.remove_namespace(ceph_cluster.conf, ceph_cluster.client_id, ceph_cluster.pool, ns)
+            remove_namespace(ceph_cluster.conf, ceph_cluster.client_id, ceph_cluster.pool, ns)
 
 
 @pytest.fixture(params=SIDES)
-def side(request: pytest.FixtureRequest, backends: dict[str, bench.Backend]) -> bench.Backend:
-    """One side; skipped for an operation it lacks (radostdb before record locks)."""
-    b = backends[request.param]
-    op = request.node.callspec.params.get("op", "")
-    need = bench.WORKLOADS[op].needs if op in bench.WORKLOADS else ""
-    if need and need not in b.caps:
-        pytest.skip(b.missing(need))
-    return b
+def side(request: pytest.FixtureRequest, backends: dict[str, Backend]) -> Backend:
+    """One side."""
+    return backends[request.param]
 
 
 def cycle_keys(tag: str = "r") -> Iterator[bytes]:
@@ -74,7 +68,7 @@ def fresh_keys(tag: str) -> Iterator[bytes]:
 MEANS: dict[str, dict[str, float]] = {}  # group -> side -> mean seconds per call
 
 
-def note(benchmark: Any, b: bench.Backend) -> None:
+def note(benchmark: Any, b: Backend) -> None:
     """Store the rate, and the pair's ratio once both sides have run."""
     if not benchmark.stats:  # None under --benchmark-disable
         return
@@ -86,7 +80,7 @@ def note(benchmark: Any, b: bench.Backend) -> None:
         benchmark.extra_info["radostdb/rados"] = means["rados"] / means["radostdb"]
 
 
-def make_simple(b: bench.Backend, op: str) -> Callable[[], Any]:
+def make_simple(b: Backend, op: str) -> Callable[[], Any]:
     value = SPEC.value
     keys = cycle_keys()
     if op == "store":
@@ -143,7 +137,7 @@ def make_simple(b: bench.Backend, op: str) -> Callable[[], Any]:
         "traverse-1000",
     ],
 )
-def test_op(benchmark: Any, side: bench.Backend, op: str) -> None:
+def test_op(benchmark: Any, side: Backend, op: str) -> None:
     benchmark.group = op
     if op == "traverse-1000":
         assert sum(1 for _ in side.items()) >= RECORDS
@@ -151,7 +145,7 @@ def test_op(benchmark: Any, side: bench.Backend, op: str) -> None:
     note(benchmark, side)
 
 
-def test_delete(benchmark: Any, side: bench.Backend) -> None:
+def test_delete(benchmark: Any, side: Backend) -> None:
     """delete of an existing record; the record is made, untimed, before each call."""
     benchmark.group = "delete"
     keys = fresh_keys("d")
@@ -167,7 +161,7 @@ def test_delete(benchmark: Any, side: bench.Backend) -> None:
     assert side.fetch(made[-1]) is None
 
 
-def test_append(benchmark: Any, side: bench.Backend) -> None:
+def test_append(benchmark: Any, side: Backend) -> None:
     """append of the value to a record holding it (the raw side writes the
     grown record: its floor); the record is made, untimed, before each call."""
     benchmark.group = "append"

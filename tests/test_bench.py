@@ -2,7 +2,9 @@
 
 The runs are tiny and the checks are about structure, never speed. The
 command runs as a child process against the session's cluster (the
-``ceph_cluster`` fixture points CEPH_CONF and RADOSTDB_POOL at it).
+``ceph_cluster`` fixture points CEPH_CONF and RADOSTDB_POOL at it); it starts
+and stops its own etcd, whose recorded PID must be gone afterwards. One test
+gives it an existing etcd (started here, stopped here by PID) instead.
 """
 
 from __future__ import annotations
@@ -11,12 +13,19 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from radostdb import bench
+from radostdb.bench import cli
+from radostdb.bench.backends.etcd import client as etcd_client
+from radostdb.bench.etcdserver import EtcdServer
+from radostdb.bench.spec import BACKENDS, SCALE_WORKLOADS, SCALED, SCALING, Spec
+from radostdb.bench.stats import Chunk, fairness, percentiles, ratio, summarize
+from radostdb.bench.workloads import WORKLOADS, Workload
 from radostdb.testing import ClusterInfo
 
 RECORDS, OPS, ROUNDS = 300, 40, 2
@@ -24,9 +33,14 @@ SUMMARY_KEYS = {"ops", "seconds", "rate", "rate_median", "per_client", "latency_
 LATENCY_KEYS = {"min", "p50", "p90", "p99", "p99.9", "max", "mean", "count"}
 RATIO_KEYS = {"median", "min", "max", "total", "rounds"}
 ENV_KEYS = {"ceph_version", "osds", "objectstore", "cpus", "python", "radostdb", "native_codec"}
+LOCK_WORKLOADS = {"lock-unlock", "lock-store-unlock", "fetch-locked"}
+NO_RECORD_LOCKS = {"cephsqlite", "tdb", "lmdb", "lmdb-batch"}
+OSD_COUNTED = ("radostdb", "rados", "cephsqlite")
 
 
-def run_bench(cluster: ClusterInfo, tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
+def run_bench(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[dict[str, Any], str]:
     """Run radostdb-bench --quick --json; the JSON document and stdout."""
     out = tmp_path / "bench.json"
     argv = [
@@ -45,16 +59,14 @@ def run_bench(cluster: ClusterInfo, tmp_path: Path, *args: str) -> tuple[dict[st
         str(ROUNDS),
         *args,
     ]
-    proc = subprocess.run(
-        argv, env=cluster.child_env(), capture_output=True, text=True, timeout=600
-    )
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return json.loads(out.read_text()), proc.stdout
 
 
 def check_summary(
     s: dict[str, Any],
-    w: bench.Workload,
+    w: Workload,
     backend: str,
     clients: int,
     rounds: int,
@@ -68,7 +80,7 @@ def check_summary(
         assert set(r) == {"ops", "seconds", "rate", "per_client"}
         assert len(r["per_client"]) == clients
     assert len(s["per_client"]) == clients and all(x > 0 for x in s["per_client"])
-    if w.name.startswith("traverse"):
+    if w.walk:
         assert s["latency_us"] == {}
         assert s["ops"] >= records * rounds * clients  # every record, every round
     else:
@@ -76,45 +88,71 @@ def check_summary(
         assert set(lat) == LATENCY_KEYS
         assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"]
         assert lat["p99.9"] <= lat["max"]
-        # cluster backends: --ops over the rounds; local ones LOCAL_FACTOR times that
-        per_round = math.ceil(max(3 * rounds, OPS // w.size) / rounds)
-        if backend not in ("radostdb", "rados"):
-            per_round *= bench.LOCAL_FACTOR
+        # --ops over the rounds, scaled per backend (OPS_FACTOR)
+        per_round = Spec(ops=OPS, rounds=rounds).calls_per_round(w.size, False, backend)
         assert lat["count"] == per_round * rounds * clients
         assert s["ops"] == lat["count"] * w.size
 
 
 def check_workload(
     entry: dict[str, Any],
-    w: bench.Workload,
+    w: Workload,
     backends: list[str],
     clients: int,
     rounds: int,
     records: int = RECORDS,
 ) -> None:
     assert entry["unit"] == w.unit and entry["records_per_op"] == w.size
-    assert set(entry["backends"]) == set(backends)
+    assert list(entry["backends"]) == backends
     for name, s in entry["backends"].items():
-        if "skipped" in s:
-            # only optional features are ever skipped, and never on the raw floor
-            assert w.needs and name != "rados", (w.name, name, s)
-            assert isinstance(s["skipped"], str) and s["skipped"]
+        if "n/a" in s:
+            # only what a backend cannot express, with the reason
+            assert set(s) == {"n/a"} and isinstance(s["n/a"], str) and len(s["n/a"]) > 10
+            assert w.name in LOCK_WORKLOADS and name in NO_RECORD_LOCKS, (w.name, name, s)
         else:
             check_summary(s, w, name, clients, rounds, records)
-    ours, raw = entry["backends"].get("radostdb"), entry["backends"].get("rados")
-    if ours and raw and "skipped" not in ours:
-        assert set(entry["ratio"]) == RATIO_KEYS
-        assert len(entry["ratio"]["rounds"]) == rounds
-        assert entry["ratio"]["min"] <= entry["ratio"]["median"] <= entry["ratio"]["max"]
-    else:
-        assert entry["ratio"] is None
+    ours = entry["backends"].get("radostdb")
+    for key, other in (("ratio", "rados"), ("ratio_etcd", "etcd")):
+        theirs = entry["backends"].get(other)
+        if ours and theirs and "n/a" not in ours and "n/a" not in theirs:
+            r = entry[key]
+            assert set(r) == RATIO_KEYS and len(r["rounds"]) == rounds
+            assert r["min"] <= r["median"] <= r["max"]
+        else:
+            assert entry[key] is None
 
 
-def test_quick_json_has_every_backend_and_workload(
-    ceph_cluster: ClusterInfo, tmp_path: Path
+def etcd_gone(pid: int) -> bool:
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+    except OSError:
+        return True
+    return not argv0.endswith(b"etcd")
+
+
+def namespace_objects(ioctx: Any, namespace: str) -> list[str]:
+    ioctx.set_namespace(namespace)
+    try:
+        return [o.key for o in ioctx.list_objects()]
+    finally:
+        ioctx.set_namespace("")
+
+
+def test_quick_json_has_every_backend_workload_and_section(
+    ceph_cluster: ClusterInfo, ioctx: Any, tmp_path: Path
 ) -> None:
-    doc, table = run_bench(ceph_cluster, tmp_path, "--scale", "--scale-sizes", "200,500")
-    assert doc["tool"] == "radostdb-bench" and doc["schema"] == 1
+    doc, table = run_bench(
+        tmp_path,
+        "--scale",
+        "--scale-sizes",
+        "200,500",
+        "--contention",
+        "2",
+        "--contention-seconds",
+        "0.5",
+        env=ceph_cluster.child_env(),
+    )
+    assert doc["tool"] == "radostdb-bench" and doc["schema"] == cli.SCHEMA
     assert set(doc["environment"]) >= ENV_KEYS
     assert doc["environment"]["osds"] >= 1 and doc["environment"]["cpus"] >= 1
     assert "error" not in doc["environment"]
@@ -126,49 +164,89 @@ def test_quick_json_has_every_backend_and_workload(
         1,
     )
     assert (spec["key_size"], spec["value_size"]) == (16, 100)
-    assert doc["backends"] == list(bench.BACKENDS)
-    assert list(doc["workloads"]) == list(bench.WORKLOADS)
-    for name, w in bench.WORKLOADS.items():
+    assert spec["cephsqlite"]["pragmas"] and spec["etcd_max_txn_ops"] >= 1000
+    assert doc["backends"] == list(BACKENDS)
+    assert list(doc["workloads"]) == list(WORKLOADS)
+    for name, w in WORKLOADS.items():
         check_workload(doc["workloads"][name], w, doc["backends"], 1, ROUNDS)
-    # the core API is measured everywhere; radostdb's optional parts as it has them
-    for name in (
-        "store",
-        "fetch",
-        "fetch-miss",
-        "delete",
-        "append",
-        "traverse-keys",
-        "traverse-items",
-        "txn-1",
-        "txn-1000",
-        "mixed",
-    ):
-        assert all("skipped" not in s for s in doc["workloads"][name]["backends"].values())
-    caps = doc["environment"]["radostdb_caps"]
-    locks = doc["workloads"]["lock-store-unlock"]["backends"]["radostdb"]
-    assert ("skipped" in locks) == ("locks" not in caps)
+    # n/a exactly where a backend has no record locks; everything else measured
+    na = {
+        (w, b) for w, e in doc["workloads"].items() for b, s in e["backends"].items() if "n/a" in s
+    }
+    assert na == {(w, b) for w in LOCK_WORKLOADS for b in NO_RECORD_LOCKS}
     assert doc["clients_scaling"] is None
+
+    # the throwaway etcd: on tmpfs, and stopped by its PID at the end
+    etcd = doc["etcd"]
+    assert etcd["throwaway"] and etcd["tmpfs"] and etcd["version"].startswith("3.")
+    assert etcd_gone(etcd["pid"]) and not Path(etcd["data_dir"]).exists()
+
+    # RADOS ops per call, counted on the OSDs: the raw floor is one op a call
+    oc = doc["osd_ops"]
+    assert oc["method"] and oc["osds"] and oc["background_ops_per_s"] >= 0
+    assert list(oc["workloads"]) == list(WORKLOADS)
+    for wname, res in oc["workloads"].items():
+        assert list(res) == list(OSD_COUNTED)
+        for b, r in res.items():
+            if "n/a" in r:
+                assert (wname, b) in na
+                continue
+            assert r["calls"] >= 1 and r["osd_ops"] >= r["calls"]
+            assert math.isclose(r["per_call"], r["osd_ops"] / r["calls"])
+    for wname in ("store", "fetch", "fetch-miss", "delete", "append", "txn-1"):
+        assert 1.0 <= oc["workloads"][wname]["rados"]["per_call"] <= 1.05, wname
+    assert 2.0 <= oc["workloads"]["lock-unlock"]["rados"]["per_call"] <= 2.1
+
+    # contention: no lost update, no torn audit, every client served
+    ct = doc["contention"]
+    assert ct["clients"] == 2 and ct["seconds"] == 0.5
+    assert list(ct["scenarios"]) == ["one-key", "transactions", "etcd-one-key"]
+    for name, s in ct["scenarios"].items():
+        assert "error" not in s, s
+        assert len(s["counts"]) == 2 and all(c >= 1 for c in s["counts"])
+        assert 0 < s["fairness_min_mean"] <= 1 and s["rate"] > 0
+        assert 0 < s["wait_us"]["p50"] <= s["wait_us"]["p99"] <= s["wait_us"]["max"]
+        if name == "transactions":
+            assert s["sum_ok"] and s["audit"]["bad_audits"] == 0 and s["audit"]["count"] >= 1
+        else:
+            assert s["lost_updates"] == 0 and s["final"] == sum(s["counts"])
+
     sc = doc["scale"]
     assert sc["sizes"] == [200, 500] and list(sc["results"]) == ["200", "500"]
+    assert sc["backends"] == list(SCALED)
     for size, res in sc["results"].items():
-        assert list(res) == list(bench.SCALE_WORKLOADS)
+        assert list(res) == list(SCALE_WORKLOADS)
         for wname, entry in res.items():
-            w = bench.WORKLOADS[wname]
-            rounds = min(ROUNDS, 3) if wname.startswith("traverse") else ROUNDS
-            check_workload(entry, w, doc["backends"], 1, rounds, int(size))
-    # the table: every workload and backend, the ratio column, nothing truncated
-    for word in [*bench.WORKLOADS, *bench.BACKENDS, "radostdb/rados", "p50/p99/p99.9"]:
-        assert word in table
+            w = WORKLOADS[wname]
+            rounds = min(ROUNDS, 3) if w.walk else ROUNDS
+            check_workload(entry, w, sc["backends"], 1, rounds, int(size))
+
+    # nothing left behind in the cluster
+    assert namespace_objects(ioctx, spec["namespace"]) == []
+    # the tables: every workload and backend, both ratios, nothing truncated
+    for word in [
+        *WORKLOADS,
+        *BACKENDS,
+        "radostdb/rados",
+        "radostdb/etcd",
+        "p50 / p99 / p99.9",
+        "RADOS ops per call",
+        "contention",
+        "nothing is fsynced",
+        "etcd's data on tmpfs",
+    ]:
+        assert word in table, word
     assert "…" not in table
 
 
-def test_clients_report_per_client_rates(ceph_cluster: ClusterInfo, tmp_path: Path) -> None:
-    backends = ["radostdb", "rados", "lmdb"]
+def test_clients_list_gives_a_scaling_table(ceph_cluster: ClusterInfo, tmp_path: Path) -> None:
+    backends = ["radostdb", "rados", "etcd", "lmdb"]
     doc, table = run_bench(
-        ceph_cluster,
         tmp_path,
         "--clients",
-        "2",
+        "2,1",
+        "--contention",
+        "0",
         "--workload",
         "store",
         "--workload",
@@ -176,64 +254,124 @@ def test_clients_report_per_client_rates(ceph_cluster: ClusterInfo, tmp_path: Pa
         "--workload",
         "traverse-keys",
         *(a for b in backends for a in ("--backend", b)),
+        env=ceph_cluster.child_env(),
     )
-    assert doc["spec"]["clients"] == 2 and doc["backends"] == backends
+    assert doc["spec"]["clients"] == 2 and doc["spec"]["client_counts"] == [1, 2]
+    assert doc["backends"] == backends
     assert list(doc["workloads"]) == ["store", "delete", "traverse-keys"]
     for name, entry in doc["workloads"].items():
-        check_workload(entry, bench.WORKLOADS[name], backends, 2, ROUNDS)
+        check_workload(entry, WORKLOADS[name], backends, 2, ROUNDS)
     cs = doc["clients_scaling"]
-    assert cs["clients"] == 2 and list(cs["workloads"]) == ["store", "fetch"]
-    for res in cs["workloads"].values():
-        assert set(res) == {"radostdb", "rados"}
+    assert cs["clients"] == [1, 2] and cs["backends"] == [b for b in backends if b in SCALING]
+    assert list(cs["workloads"]) == ["store", "fetch"]
+    for wname, res in cs["workloads"].items():
+        assert list(res) == cs["backends"]
         for name, r in res.items():
-            assert set(r) == {"1", "2", "speedup"} and r["speedup"] > 0
-            check_summary(r["1"], bench.WORKLOADS["store"], name, 1, ROUNDS)
-            check_summary(r["2"], bench.WORKLOADS["store"], name, 2, ROUNDS)
-    assert "per-client rates" in table and "1 client vs 2 clients" in table
+            assert set(r) == {"1", "2", "speedup"} and set(r["speedup"]) == {"2"}
+            assert math.isclose(r["speedup"]["2"], r["2"]["rate"] / r["1"]["rate"])
+            check_summary(r["1"], WORKLOADS[wname], name, 1, ROUNDS)
+            check_summary(r["2"], WORKLOADS[wname], name, 2, ROUNDS)
+    assert doc["contention"] is None
+    assert "per-client rates" in table and "scaling with clients 1, 2" in table
 
 
 def test_plot_writes_a_png(ceph_cluster: ClusterInfo, tmp_path: Path) -> None:
     png = tmp_path / "bench.png"
     doc, _ = run_bench(
-        ceph_cluster,
         tmp_path,
         "--plot",
         str(png),
+        "--contention",
+        "2",
+        "--contention-seconds",
+        "0.3",
         "--workload",
         "store",
         "--workload",
-        "fetch",
+        "lock-unlock",
         "--workload",
         "txn-10",
+        env=ceph_cluster.child_env(),
     )
-    assert set(doc["workloads"]) == {"store", "fetch", "txn-10"}
+    assert set(doc["workloads"]) == {"store", "lock-unlock", "txn-10"}
     data = png.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000
 
 
-def test_unknown_workload_is_a_usage_error() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "radostdb.bench", "--workload", "nope"],
-        capture_output=True,
-        text=True,
-        timeout=60,
+@pytest.fixture
+def etcd_server() -> Iterator[EtcdServer]:
+    """An etcd of our own (default limits but for the ones the bench reads)."""
+    server = EtcdServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+    assert etcd_gone(server.pid)
+
+
+def test_existing_etcd_is_used_cleaned_and_left_running(
+    etcd_server: EtcdServer, tmp_path: Path
+) -> None:
+    doc, table = run_bench(
+        tmp_path,
+        "--backend",
+        "etcd",
+        "--etcd",
+        etcd_server.url,
+        "--etcd-max-txn-ops",
+        "128",
+        "--workload",
+        "store",
+        "--workload",
+        "txn-100",
+        "--workload",
+        "txn-1000",
     )
-    assert proc.returncode == 2 and "nope" in proc.stderr
+    assert doc["etcd"]["url"] == etcd_server.url and not doc["etcd"]["throwaway"]
+    assert doc["spec"]["etcd_max_txn_ops"] == 128
+    assert doc["osd_ops"] is None and doc["contention"] is None  # no cluster backend
+    works = doc["workloads"]
+    check_workload(works["store"], WORKLOADS["store"], ["etcd"], 1, ROUNDS)
+    check_summary(works["txn-100"]["backends"]["etcd"], WORKLOADS["txn-100"], "etcd", 1, ROUNDS)
+    assert "--max-txn-ops" in works["txn-1000"]["backends"]["etcd"]["n/a"]
+    assert "as configured at" in table
+    assert etcd_server.running()  # not ours to stop
+    c = etcd_client(etcd_server.url)
+    try:
+        assert list(c.get_prefix(f"/{doc['spec']['namespace']}/")) == []
+    finally:
+        c.close()
+
+
+def test_usage_errors() -> None:
+    for args, word in ((["--workload", "nope"], "nope"), (["--clients", "1,x"], "--clients")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "radostdb.bench", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2 and word in proc.stderr
+
+
+def test_console_script_is_the_package_main() -> None:
+    (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "radostdb-bench"]
+    assert ep.value == "radostdb.bench:main" and ep.load() is cli.main
 
 
 # -- the parts that need no cluster -----------------------------------------------
 def test_keys_are_deterministic_sized_and_distinct() -> None:
-    spec = bench.Spec(key_size=16)
+    spec = Spec(key_size=16)
     keys = [spec.key("r", i) for i in range(5000)]
-    assert keys == [bench.Spec(key_size=16).key("r", i) for i in range(5000)]
+    assert keys == [Spec(key_size=16).key("r", i) for i in range(5000)]
     assert len(set(keys)) == len(keys) and {len(k) for k in keys} == {16}
     assert spec.key("d0.1.", 3) != spec.key("d1.0.", 3)
-    assert len(bench.Spec(key_size=4).key("r", 1)) == 9  # never shorter than the counter
-    assert len(bench.Spec(value_size=4096).value) == 4096
+    assert len(Spec(key_size=4).key("r", 1)) == 9  # never shorter than the counter
+    assert len(Spec(value_size=4096).value) == 4096
 
 
 def test_client_slices_are_disjoint() -> None:
-    spec = bench.Spec(records=1000)
+    spec = Spec(records=1000)
     picks = [set(spec.sample("store", c, 4, 0, 500, 1000)) for c in range(4)]
     for a in range(4):
         for b in range(a + 1, 4):
@@ -241,22 +379,41 @@ def test_client_slices_are_disjoint() -> None:
     assert spec.sample("store", 1, 4, 2, 50, 1000) == spec.sample("store", 1, 4, 2, 50, 1000)
 
 
+def test_calls_per_round_scale_by_backend() -> None:
+    spec = Spec(ops=10_000, rounds=20)
+    assert spec.calls_per_round(1, False, "radostdb") == 500
+    assert spec.calls_per_round(1, False, "etcd") == 250
+    assert spec.calls_per_round(1, False, "lmdb") == 5000
+    assert spec.calls_per_round(1, False, "cephsqlite") == 50
+    assert spec.calls_per_round(1000, False, "radostdb") == 3  # 3 per round at least
+    assert spec.calls_per_round(1000, False, "cephsqlite") == 1
+    assert spec.calls_per_round(1, True, "tdb") == 1  # one traversal
+
+
+def test_workloads_are_a_table_of_callables() -> None:
+    assert all(name == w.name and callable(w.run) for name, w in WORKLOADS.items())
+    assert {w.name for w in WORKLOADS.values() if w.needs} == LOCK_WORKLOADS
+    assert [w.size for w in WORKLOADS.values() if w.name.startswith("txn-")] == [1, 10, 100, 1000]
+    assert {w.name for w in WORKLOADS.values() if w.prepare} == {"delete", "append"}
+
+
 def test_ratio_is_the_median_of_paired_rounds() -> None:
     def summary(rates: list[float]) -> dict[str, Any]:
-        rounds = [[bench.Chunk(int(r), 10.0, 11.0)] for r in rates]
-        return bench.summarize(rounds)
+        return summarize([[Chunk(int(r), 10.0, 11.0)] for r in rates])
 
-    r = bench.ratio(summary([100, 300, 200]), summary([200, 300, 100]))
+    r = ratio(summary([100, 300, 200]), summary([200, 300, 100]))
     assert r is not None
     assert r["rounds"] == [0.5, 1.0, 2.0] and r["median"] == 1.0
     assert (r["min"], r["max"], r["total"]) == (0.5, 2.0, 1.0)
-    assert bench.ratio({"skipped": "no"}, summary([1])) is None
+    assert ratio({"n/a": "no"}, summary([1])) is None
 
 
-def test_percentiles() -> None:
-    p = bench.percentiles([float(x) for x in range(1, 1001)])
+def test_percentiles_and_fairness() -> None:
+    p = percentiles([float(x) for x in range(1, 1001)])
     assert (p["min"], p["p50"], p["p99"], p["p99.9"], p["max"]) == (1, 500, 990, 999, 1000)
-    assert bench.percentiles([]) == {}
+    assert percentiles([]) == {}
+    assert fairness([10, 10, 10]) == 1.0 and fairness([0, 10, 20]) == 0.0
+    assert math.isclose(fairness([5, 10, 15]), 0.5)
 
 
 @pytest.mark.parametrize(
@@ -269,4 +426,11 @@ def test_percentiles() -> None:
     ],
 )
 def test_scale_sizes(records: int, given: str | None, sizes: list[int]) -> None:
-    assert bench.scale_sizes_for(records, given) == sizes
+    assert cli.scale_sizes_for(records, given) == sizes
+
+
+@pytest.mark.parametrize(
+    ("given", "counts"), [("1", [1]), ("4", [1, 4]), ("4,2", [1, 2, 4]), ("1,2,4", [1, 2, 4])]
+)
+def test_client_counts(given: str, counts: list[int]) -> None:
+    assert cli.client_counts(given) == counts

@@ -1,0 +1,199 @@
+"""radostdb and its floor, raw python-rados doing the same omap operations.
+
+- ``radostdb``: this project through its public Tdb API.
+- ``rados``: SHARDS objects, keys encoded as radostdb encodes them, values
+  stored bare (no record header). The floor for each workload: append is ONE
+  set_omap of the grown value (a raw client really needs a read first);
+  record locks are cls_lock ``lock_exclusive``/``unlock`` on the key's shard
+  object (one lock name per client, so clients never contend); fetch_locked
+  is lock then fetch; a transaction is one set_omap write op per touched
+  shard, issued in parallel (aio), with no atomicity across shards.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from ..spec import PAGE, SHARDS, Place
+from .base import Backend
+
+LOCK_NAME = "radostdb-bench"
+
+
+def connect(conf: str, client_id: str, timeout: int = 30) -> Any:
+    """A connected ``rados.Rados`` that gives up after ``timeout`` seconds."""
+    import rados
+
+    conn = rados.Rados(conffile=conf, name=f"client.{client_id}")
+    conn.conf_set("client_mount_timeout", str(timeout))
+    conn.conf_set("rados_mon_op_timeout", str(timeout))
+    try:
+        conn.connect(timeout=timeout)
+    except BaseException:
+        conn.shutdown()
+        raise
+    return conn
+
+
+class RadostdbBackend(Backend):
+    name = "radostdb"
+
+    def __init__(self, place: Place, db: str, create: bool) -> None:
+        import radostdb
+
+        flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
+        self.db = radostdb.Tdb(
+            db,
+            SHARDS,
+            radostdb.DEFAULT,
+            flags,
+            conf=place.conf,
+            client_id=place.client_id,
+            pool=place.pool,
+            namespace=place.namespace,
+        )
+
+    def store(self, key: bytes, value: bytes) -> None:
+        self.db.store(key, value)
+
+    def fetch(self, key: bytes) -> bytes | None:
+        return self.db.get(key)
+
+    def delete(self, key: bytes) -> None:
+        self.db.delete(key)
+
+    def append(self, key: bytes, data: bytes, grown: bytes) -> None:
+        self.db.append(key, data)
+
+    def keys(self) -> Iterator[bytes]:
+        return self.db.keys()
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        return self.db.items()
+
+    def txn(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        self.db.transaction_start()
+        for k, v in pairs:
+            self.db.store(k, v)
+        self.db.transaction_commit()
+
+    def lock(self, key: bytes) -> None:
+        self.db.chainlock(key)
+
+    def unlock(self, key: bytes) -> None:
+        self.db.chainunlock(key)
+
+    def fetch_locked(self, key: bytes) -> bytes | None:
+        return self.db.fetch_locked(key)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class RadosBackend(Backend):
+    """The same omap operations straight through python-rados."""
+
+    name = "rados"
+
+    def __init__(self, place: Place, db: str, create: bool, client: int) -> None:
+        import rados
+
+        from ... import codec
+
+        self.rados = rados
+        self.encode_key = codec.encode_key
+        self.shard_of = codec.shard_of
+        self.conn = connect(place.conf, place.client_id)
+        self.io = self.conn.open_ioctx(place.pool)
+        self.io.set_namespace(place.namespace)
+        self.objs = [f"raw.{db}.{i}" for i in range(SHARDS)]
+        self.lock_name, self.cookie = f"{LOCK_NAME}.{client}", f"c{client}"
+        if create:
+            for o in self.objs:  # empty objects, so that traversals find them
+                with rados.WriteOpCtx() as op:
+                    op.write_full(b"")
+                    self.io.clear_omap(op)
+                    self.io.operate_write_op(op, o)
+
+    def _obj(self, key: bytes) -> str:
+        return self.objs[self.shard_of(key, SHARDS)]
+
+    def store(self, key: bytes, value: bytes) -> None:
+        with self.rados.WriteOpCtx() as op:
+            self.io.set_omap(op, (self.encode_key(key),), (value,))
+            self.io.operate_write_op(op, self._obj(key))
+
+    def fetch(self, key: bytes) -> bytes | None:
+        with self.rados.ReadOpCtx() as op:
+            it, _ = self.io.get_omap_vals_by_keys(op, (self.encode_key(key),))
+            self.io.operate_read_op(op, self._obj(key))
+            for _, v in it:
+                return bytes(v)
+        return None
+
+    def delete(self, key: bytes) -> None:
+        with self.rados.WriteOpCtx() as op:
+            self.io.remove_omap_keys(op, (self.encode_key(key),))
+            self.io.operate_write_op(op, self._obj(key))
+
+    def append(self, key: bytes, data: bytes, grown: bytes) -> None:
+        # the floor: one write of the grown record, as if the client knew it
+        self.store(key, grown)
+
+    def _pages(self, keys_only: bool) -> Iterator[list[tuple[str, Any]]]:
+        for obj in self.objs:
+            start = ""
+            while True:
+                with self.rados.ReadOpCtx() as op:
+                    if keys_only:
+                        it, _ = self.io.get_omap_keys(op, start, PAGE)
+                    else:
+                        it, _ = self.io.get_omap_vals(op, start, "", PAGE)
+                    self.io.operate_read_op(op, obj)
+                    page = list(it)
+                if page:
+                    yield page
+                if len(page) < PAGE:
+                    break
+                start = page[-1][0]
+
+    def keys(self) -> Iterator[str]:
+        for page in self._pages(True):
+            yield from (k for k, _ in page)
+
+    def items(self) -> Iterator[tuple[str, bytes]]:
+        for page in self._pages(False):
+            yield from page
+
+    def txn(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        by_obj: dict[str, tuple[list[str], list[bytes]]] = {}
+        for k, v in pairs:
+            ks, vs = by_obj.setdefault(self._obj(k), ([], []))
+            ks.append(self.encode_key(k))
+            vs.append(v)
+        ops, comps = [], []
+        try:
+            for obj, (ks, vs) in by_obj.items():
+                op = self.io.create_write_op()
+                ops.append(op)
+                self.io.set_omap(op, tuple(ks), tuple(vs))
+                comps.append(self.io.operate_aio_write_op(op, obj))
+            for c in comps:
+                c.wait_for_complete()
+                if c.get_return_value() < 0:
+                    raise OSError(-c.get_return_value(), "raw set_omap failed")
+        finally:
+            for op in ops:
+                self.io.release_write_op(op)
+
+    def lock(self, key: bytes) -> None:
+        self.io.lock_exclusive(self._obj(key), self.lock_name, self.cookie, duration=30)
+
+    def unlock(self, key: bytes) -> None:
+        self.io.unlock(self._obj(key), self.lock_name, self.cookie)
+
+    def close(self) -> None:
+        self.io.close()
+        self.conn.shutdown()

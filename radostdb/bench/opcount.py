@@ -1,0 +1,135 @@
+"""RADOS operations per call, counted on the OSDs.
+
+method: every OSD's perf counter ``osd.op`` (client operations the OSD
+received as primary; replication sub-ops and admin commands are not in it)
+is read with ``perf dump`` (``ceph tell osd.N perf dump``, sent with
+python-rados ``osd_command``: no manager needed) before and after a chunk
+of calls that ONE client (this process) runs with nothing else timed
+running; the delta summed over the OSDs, divided by the calls, is the
+figure. Untimed set-up of the chunk is done before the first reading.
+Work a call leaves running after it returns (radostdb's asynchronous
+clean-up after a commit) belongs to it: each reading waits until the
+counter has stood still for SETTLE_S seconds (at most SETTLE_MAX_S). The
+OSDs' background rate (watch pings of open handles, lock renewals, other
+clients of a shared cluster) is measured over BASELINE_S seconds first and
+reported beside it: on an idle cluster it is zero or close to it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+from .backends.ceph import connect
+from .progress import Reporter
+from .runner import Runner
+from .spec import OPS_FACTOR, Spec
+from .workloads import WORKLOADS, Ctx
+
+COUNTED = ("radostdb", "rados", "cephsqlite")  # backends whose calls reach the OSDs
+CALLS = 200  # records per counted chunk (at least 2 calls; scaled like --ops)
+ROUND = 1_000_000  # a round number no timed round uses: its own fresh keys
+BASELINE_S = 1.0
+SETTLE_S = 0.1
+SETTLE_MAX_S = 3.0
+METHOD = (
+    "delta of the OSDs' perf counter osd.op (perf dump via osd_command, summed "
+    "over OSDs) around a chunk of calls by one client, each reading once the "
+    "counter stood still, divided by the calls"
+)
+
+
+class OsdOps:
+    """Reads the total of ``osd.op`` over every OSD of the cluster."""
+
+    def __init__(self, conf: str, client_id: str) -> None:
+        self.conn = connect(conf, client_id)
+        ret, out, err = self.conn.mon_command(
+            json.dumps({"prefix": "osd ls", "format": "json"}), b""
+        )
+        if ret != 0:
+            self.conn.shutdown()
+            raise RuntimeError(f"osd ls failed: {err}")
+        self.osds: list[int] = json.loads(out)
+
+    def total(self) -> int:
+        n = 0
+        for osd in self.osds:
+            ret, out, err = self.conn.osd_command(
+                osd, json.dumps({"prefix": "perf dump", "format": "json"}), b""
+            )
+            if ret != 0:
+                raise RuntimeError(f"perf dump of osd.{osd} failed: {err}")
+            n += int(json.loads(out)["osd"]["op"])
+        return n
+
+    def settled(self) -> int:
+        """The total once it has not moved for SETTLE_S seconds."""
+        deadline = time.monotonic() + SETTLE_MAX_S
+        last = self.total()
+        while True:
+            time.sleep(SETTLE_S)
+            now = self.total()
+            if now == last or time.monotonic() > deadline:
+                return now
+            last = now
+
+    def close(self) -> None:
+        self.conn.shutdown()
+
+
+def count_ops(
+    runner: Runner, backends: list[str], workloads: list[str], db: str, rep: Reporter
+) -> dict[str, Any]:
+    """OSD operations per call (and per record) of every workload on the
+    backends in ``COUNTED``, using the parent's handles on ``db``."""
+    spec: Spec = runner.spec
+    counted = [b for b in backends if b in COUNTED]
+    place = runner.place
+    counter = OsdOps(place.conf, place.client_id)
+    try:
+        before = counter.total()
+        time.sleep(BASELINE_S)
+        background = (counter.total() - before) / BASELINE_S
+        out: dict[str, Any] = {
+            "method": METHOD,
+            "osds": counter.osds,
+            "background_ops_per_s": background,
+            "workloads": {},
+        }
+        rep.phase("counting OSD ops per call", len(workloads) * len(counted))
+        for wname in workloads:
+            w = WORKLOADS[wname]
+            res: dict[str, Any] = {}
+            for name in counted:
+                rep.step(f"counting OSD ops: {wname} on {name}")
+                b = runner.handles[(name, db)]
+                why = b.unsupported(w, spec)
+                if why:
+                    res[name] = {"n/a": why}
+                    rep.advance()
+                    continue
+                calls = (
+                    1 if w.walk else max(2, math.ceil(CALLS * OPS_FACTOR.get(name, 1.0) / w.size))
+                )
+                ctx = Ctx(spec, 0, 1, ROUND, calls, spec.records)
+                if w.prepare is not None:
+                    w.prepare(b, ctx)
+                first = counter.settled()
+                chunk = w.run(b, ctx)
+                ops = counter.settled() - first
+                records = chunk.ops  # records for traversals and transactions
+                res[name] = {
+                    "calls": calls,
+                    "records": records,
+                    "osd_ops": ops,
+                    "per_call": ops / calls,
+                    "per_record": ops / records if records else None,
+                }
+                rep.advance()
+            out["workloads"][wname] = res
+        return out
+    finally:
+        counter.close()

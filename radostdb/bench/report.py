@@ -1,0 +1,252 @@
+"""The report: rich tables of a run's JSON document (the document is the
+record; the tables only show it)."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from rich.table import Table
+
+from .spec import CEPH, PEERS
+
+LATENCY_BACKENDS = (*CEPH, *PEERS)
+
+
+def fmt_rate(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x / 1e3:.1f}k" if x >= 1e3 else f"{x:.0f}"
+
+
+def fmt_us(x: float) -> str:
+    return f"{x:.1f}" if x < 100 else f"{x:.0f}"
+
+
+def fmt_ratio(r: dict[str, Any] | None) -> str:
+    if not r:
+        return "-"
+    return f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})"
+
+
+def _cell(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "-"
+    return "n/a" if "n/a" in entry else fmt_rate(entry["rate"])
+
+
+def _lat(entry: dict[str, Any] | None) -> str:
+    p = (entry or {}).get("latency_us")
+    return f"{fmt_us(p['p50'])} / {fmt_us(p['p99'])} / {fmt_us(p['p99.9'])}" if p else "-"
+
+
+def durability(doc: dict[str, Any]) -> str:
+    """What each backend's writes reach, for the table's footer."""
+    env, backends = doc["environment"], doc["backends"]
+    parts = []
+    if any(b in backends for b in ("radostdb", "rados", "cephsqlite")):
+        store = env.get("objectstore")
+        parts.append(
+            "OSDs on memstore (RAM)"
+            if store == "memstore"
+            else f"OSDs on {store or '?'} (on disk, synced by the OSD)"
+        )
+    etcd = doc.get("etcd") or {}
+    if "etcd" in backends:
+        parts.append(
+            "etcd's data on tmpfs"
+            if etcd.get("tmpfs")
+            else f"etcd as configured at {etcd.get('url', '?')}"
+        )
+    if "tdb" in backends:
+        parts.append("tdb NOSYNC")
+    if any(b in backends for b in ("lmdb", "lmdb-batch")):
+        parts.append("LMDB sync off")
+    on_disk = any("on disk" in p or "configured" in p for p in parts)
+    head = "durability: " if on_disk else "nothing is fsynced to a disk: "
+    return head + ", ".join(parts)
+
+
+def main_table(doc: dict[str, Any]) -> Table:
+    spec, env, backends = doc["spec"], doc["environment"], doc["backends"]
+    clients = spec["clients"]
+    title = (
+        f"radostdb-bench: {spec['records']} records, {spec['key_size']} B keys, "
+        f"{spec['value_size']} B values, {clients} client(s), {spec['rounds']} interleaved "
+        f"rounds; {env.get('osds', '?')} {env.get('objectstore') or ''} OSD(s), "
+        f"{(env.get('ceph_version') or 'Ceph ?').split(' (')[0]}, {env.get('cpus')} CPUs"
+    )
+    t = Table(
+        title=title,
+        caption="rates: total ops (records for traverse/txn) / total time"
+        + (" (aggregate of all clients)" if clients > 1 else "")
+        + "; ratios: median of per-round ratios (min-max); n/a: the backend cannot "
+        "express it (reasons in --json)\n" + durability(doc),
+    )
+    t.add_column("workload")
+    t.add_column("unit")
+    for b in backends:
+        t.add_column(f"{b} /s", justify="right")
+    t.add_column("radostdb/rados", justify="right")
+    t.add_column("radostdb/etcd", justify="right")
+    for wname, e in doc["workloads"].items():
+        bb = e["backends"]
+        t.add_row(
+            wname,
+            e["unit"],
+            *(_cell(bb.get(b)) for b in backends),
+            fmt_ratio(e["ratio"]),
+            fmt_ratio(e.get("ratio_etcd")),
+        )
+    return t
+
+
+def latency_table(doc: dict[str, Any]) -> Table | None:
+    shown = [b for b in LATENCY_BACKENDS if b in doc["backends"]]
+    if not shown:
+        return None
+    t = Table(title="latency per call, p50 / p99 / p99.9 µs")
+    t.add_column("workload")
+    for b in shown:
+        t.add_column(b, justify="right")
+    for wname, e in doc["workloads"].items():
+        t.add_row(wname, *(_lat(e["backends"].get(b)) for b in shown))
+    return t
+
+
+def per_client_table(doc: dict[str, Any]) -> Table:
+    clients, backends = doc["spec"]["clients"], doc["backends"]
+    t = Table(title=f"per-client rates, {clients} clients (min / median / max ops/s)")
+    t.add_column("workload")
+    for b in backends:
+        t.add_column(b, justify="right")
+    for wname, e in doc["workloads"].items():
+        row = [wname]
+        for b in backends:
+            pc = (e["backends"].get(b) or {}).get("per_client")
+            row.append(
+                " / ".join(fmt_rate(x) for x in (min(pc), statistics.median(pc), max(pc)))
+                if pc
+                else "n/a"
+            )
+        t.add_row(*row)
+    return t
+
+
+def scaling_table(cs: dict[str, Any]) -> Table:
+    counts = cs["clients"]
+    t = Table(
+        title=f"scaling with clients {', '.join(map(str, counts))} (interleaved): "
+        "aggregate / per-client ops/s",
+        caption=f"speed-up: aggregate at {counts[-1]} clients / at 1",
+    )
+    t.add_column("workload")
+    t.add_column("backend")
+    for k in counts:
+        t.add_column(f"{k} client{'s' if k > 1 else ''}", justify="right")
+    t.add_column("speed-up", justify="right")
+    for wname, res in cs["workloads"].items():
+        for b, r in res.items():
+            if "n/a" in r:
+                t.add_row(wname, b, *(["n/a"] * len(counts)), "-")
+                continue
+            cells = []
+            for k in counts:
+                s = r[str(k)]
+                cells.append(
+                    f"{fmt_rate(s['rate'])} / {fmt_rate(statistics.fmean(s['per_client']))}"
+                )
+            sp = r.get("speedup", {}).get(str(counts[-1]))
+            t.add_row(wname, b, *cells, f"{sp:.2f}x" if sp else "-")
+    return t
+
+
+def ops_table(oc: dict[str, Any]) -> Table:
+    first = next(iter(oc["workloads"].values()), {})
+    shown = list(first)
+    t = Table(
+        title="RADOS ops per call, counted on the OSDs (per transaction for txn-N, "
+        "per whole traversal for traverse-*)",
+        caption=f"method: {oc['method']}; background while idle: "
+        f"{oc['background_ops_per_s']:.1f} ops/s",
+    )
+    t.add_column("workload")
+    for b in shown:
+        t.add_column(b, justify="right")
+    for wname, res in oc["workloads"].items():
+        row = [wname]
+        for b in shown:
+            r = res.get(b) or {}
+            row.append("n/a" if "n/a" in r else f"{r['per_call']:.2f}" if r else "-")
+        t.add_row(*row)
+    return t
+
+
+def contention_table(ct: dict[str, Any]) -> Table:
+    t = Table(
+        title=f"contention: {ct['clients']} clients, {ct['seconds']:g} s per scenario",
+        caption="wait: time to get the lock (chainlock, transaction_start, etcd Lock.acquire); "
+        "fairness: min/mean of per-client counts; check: lost updates (one key), "
+        "audits that saw a wrong sum (transactions)",
+    )
+    for col in ("scenario", "ops/s", "per-client counts", "fairness", "wait p50/p99 µs", "check"):
+        t.add_column(col, justify="left" if col in ("scenario", "check") else "right")
+    for name, s in ct["scenarios"].items():
+        if "error" in s:
+            t.add_row(name, "-", "-", "-", "-", f"error: {s['error'].splitlines()[-1][:80]}")
+            continue
+        w = s.get("wait_us") or {}
+        if "lost_updates" in s:
+            check = f"{s['lost_updates']} lost updates"
+        else:
+            a = s["audit"]
+            total = "ok" if s["sum_ok"] else "WRONG"
+            check = f"{a['bad_audits']} bad of {a['count']} audits, sum {total}"
+        t.add_row(
+            name,
+            fmt_rate(s["rate"]),
+            " ".join(str(c) for c in s["counts"]),
+            f"{s['fairness_min_mean']:.2f}",
+            f"{fmt_us(w['p50'])} / {fmt_us(w['p99'])}" if w else "-",
+            check,
+        )
+    return t
+
+
+def scale_table(sc: dict[str, Any], backends: list[str]) -> Table:
+    t = Table(
+        title="per-operation cost as the database grows (µs per op; per record for "
+        "traverse; 1 client)"
+    )
+    t.add_column("records", justify="right")
+    t.add_column("workload")
+    for b in backends:
+        t.add_column(b, justify="right")
+    t.add_column("radostdb/rados", justify="right")
+    for size, res in sc["results"].items():
+        for wname, e in res.items():
+            row = [f"{int(size):,}", wname]
+            for b in backends:
+                r = e["backends"].get(b)
+                row.append(fmt_us(1e6 / r["rate"]) if r and r.get("rate") else "n/a" if r else "-")
+            t.add_row(*row, fmt_ratio(e["ratio"]))
+    return t
+
+
+def tables(doc: dict[str, Any]) -> list[Table]:
+    """The rich tables of a run's document, in reading order."""
+    out = [main_table(doc)]
+    lat = latency_table(doc)
+    if lat is not None:
+        out.append(lat)
+    if doc["spec"]["clients"] > 1:
+        out.append(per_client_table(doc))
+    if doc.get("clients_scaling"):
+        out.append(scaling_table(doc["clients_scaling"]))
+    if doc.get("osd_ops"):
+        out.append(ops_table(doc["osd_ops"]))
+    if doc.get("contention"):
+        out.append(contention_table(doc["contention"]))
+    if doc.get("scale"):
+        out.append(scale_table(doc["scale"], doc["scale"]["backends"]))
+    return out
