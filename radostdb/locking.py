@@ -241,7 +241,8 @@ class _Service:
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
-        self.due: list[tuple[float, int, Any]] = []  # heap of (deadline, seq, table)
+        # heap of (deadline, seq, table or job): tables are renewed, jobs run
+        self.due: list[tuple[float, int, Any]] = []
         self.jobs: list[Callable[[], None]] = []
         self.seq = itertools.count()
         self.thread: threading.Thread | None = None
@@ -266,6 +267,15 @@ class _Service:
             if self.stopped:
                 return
             self.jobs.append(job)
+            self._start()
+            self.cond.notify()
+
+    def call_at(self, when: float, job: Callable[[], None]) -> None:
+        """Run job() on the service thread at monotonic time ``when``."""
+        with self.cond:
+            if self.stopped:
+                return
+            heapq.heappush(self.due, (when, next(self.seq), job))
             self._start()
             self.cond.notify()
 
@@ -296,9 +306,12 @@ class _Service:
                     job()
                 except Exception:
                     pass  # a job's failure is its owner's business (leases cover it)
-            for table in {id(t): t for t in tables}.values():
+            for item in {id(t): t for t in tables}.values():
                 try:
-                    table.renew_due()
+                    if isinstance(item, LockTable):
+                        item.renew_due()
+                    else:
+                        item()
                 except Exception:
                     pass  # an unreachable cluster: the next deadline tries again
 
@@ -309,6 +322,11 @@ _service = _Service()
 def submit(job: Callable[[], None]) -> None:
     """Run job() on the lock service thread."""
     _service.submit(job)
+
+
+def call_at(when: float, job: Callable[[], None]) -> None:
+    """Run job() on the lock service thread at monotonic time ``when``."""
+    _service.call_at(when, job)
 
 
 # -- one handle's locks ---------------------------------------------------------------------

@@ -17,7 +17,9 @@ txnlock design:
   first (commit.recover_journal), so every transaction starts from a
   database without undecided commits.
 - Cached ("sticky"): when a transaction ends and nobody waits, the handle
-  keeps both locks. Its next transaction_start costs nothing. A handle that
+  keeps both locks. Its next transaction_start costs nothing. Left idle for
+  CACHE_IDLE (1 s), they are released: an idle handle holds nothing and
+  costs the cluster no renewals. A handle that
   wants either lock (a transaction, a write, a record lock, lock_all) queues
   in the OSD and announces itself with a "W" notify on the object; the
   holder hears it and, idle, releases at once (on the lock service thread),
@@ -45,12 +47,15 @@ from __future__ import annotations
 
 import enum
 import threading
+import time
 import weakref
 from collections.abc import Callable
 
 from . import clsops, commit, locking
 from .clsops import Kind, Mode
 from .errors import ERR_LOCK, ERR_NOLOCK, RadostdbError, TdbError
+
+CACHE_IDLE = 1.0  # seconds a cached lock is kept without a transaction
 
 
 class _Fenced(RadostdbError):
@@ -76,6 +81,7 @@ class TxnLock:
         self.on_unclean = on_unclean
         self.state = State.NONE
         self.requested = False
+        self.idle_since = 0.0
         self.cond = threading.Condition()
         self.objects = {db.wait_obj, *db.shard_objs}
         locks.wait_listeners.append(weakref.WeakMethod(self._on_wait))
@@ -219,7 +225,18 @@ class TxnLock:
                 return
             if ok and not self.requested and self._intact():
                 self.state = State.CACHED
+                self.idle_since = time.monotonic()
+                locking.call_at(self.idle_since + CACHE_IDLE, self._release_if_idle)
                 return
+            self.state = State.RELEASING
+        self._release()
+
+    def _release_if_idle(self) -> None:
+        """(service thread) Give the cached locks up after CACHE_IDLE unused."""
+        with self.cond:
+            if (self.state != State.CACHED
+                    or time.monotonic() - self.idle_since < CACHE_IDLE - 0.01):
+                return  # used again meanwhile: that use schedules the next check
             self.state = State.RELEASING
         self._release()
 
