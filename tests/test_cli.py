@@ -35,21 +35,6 @@ MIB = 1 << 20
 RADOSTDB = f"{shlex.quote(sys.executable)} -m radostdb.cli"  # the CLI in a real process
 
 
-@pytest.fixture
-def cli(ceph_cluster: ClusterInfo) -> Any:
-    """Run ``radostdb ARGS`` in-process against the cluster under test."""
-    env = {
-        "CEPH_CONF": ceph_cluster.conf,
-        "RADOSTDB_POOL": ceph_cluster.pool,
-        "RADOSTDB_ID": ceph_cluster.client_id,
-    }
-
-    def run(*args: str, input: bytes | str | None = None) -> Result:
-        return CliRunner(env=env).invoke(main, list(args), input=input)
-
-    return run
-
-
 def ok(result: Result) -> Result:
     """The result, after checking that the command succeeded."""
     assert result.exit_code == 0, (result.output, result.exception)

@@ -28,11 +28,13 @@ from . import undo
 from .findings import Finding, Kind, shard_index
 from .inspect import (
     TXN_KEY,
+    UNREADABLE,
     error_text,
     held_locks,
     journal_keys,
     object_seqs,
     object_states,
+    undecodable,
     unfinished_commit,
 )
 from .serialize import named
@@ -166,8 +168,10 @@ def journal_findings(site: Site, name: str, nshards: int) -> list[Finding]:
 def _record_problem(site: Site, obj: str, txid: int, nshards: int) -> str | None:
     try:
         rec = clsops.journal(site.io, obj, txid).records.get(txid)
-    except clsops.WireError as exc:
-        return f"the record of transaction {txid:x} does not decode ({exc})"
+    except UNREADABLE as exc:
+        if not undecodable(exc):
+            raise
+        return f"the record of transaction {txid:x} does not decode ({error_text(exc)})"
     if rec is None:
         return None  # forgotten meanwhile
     if rec.txid != txid:
@@ -184,32 +188,42 @@ def _record_problem(site: Site, obj: str, txid: int, nshards: int) -> str | None
 def transaction_findings(
     site: Site, name: str, objs: list[str], found: list[Finding]
 ) -> list[Finding]:
-    """A finding per object that shows an unfinished commit, and per shard
-    pending a transaction that names shards the database does not have.
-    Objects already reported as undecodable are not looked at again."""
+    """A finding per object that shows an unfinished commit (with the
+    transaction pending there); a shard pending a transaction that names
+    shards the database does not have is damage (``damaged``: the repair
+    decides it from the evidence). Objects already reported as undecodable
+    are not looked at again."""
     n = len(objs)
-    damaged = {f.object for f in found if f.kind in (Kind.SHARD_HEADER, Kind.OBJECT_HEADER)}
+    skip = {f.object for f in found if f.kind in (Kind.SHARD_HEADER, Kind.OBJECT_HEADER)}
+    readable = [o for o in objs if o not in skip]
+    states = object_states(site.io, readable)
     out = []
-    for obj in unfinished_commit(site, name, [o for o in objs if o not in damaged]):
-        if obj == layout.journal_object(name):
-            message = "journal records of multi-shard transactions not yet settled"
-        else:
-            message = "pending (or stale owners): a multi-shard transaction not yet decided"
-        out.append(Finding(Kind.TRANSACTION, obj, message, shard=shard_index(obj), repairable=True))
-    for obj, st in object_states(site.io, [o for o in objs if o not in damaged]).items():
-        bad = sorted({i for i in st.header.participants if i >= n}) if st else []
+    for obj in unfinished_commit(site, name, readable):
+        st = states.get(obj)
+        txid = st.header.pending if st is not None and st.header.pending else None
+        bad = sorted({i for i in st.header.participants if i >= n}) if st is not None else []
         if bad:
-            out.append(
-                Finding(
-                    Kind.TRANSACTION,
-                    obj,
-                    f"pending transaction {st.header.pending:x} names shard(s) "  # type: ignore[union-attr]
-                    f"{', '.join(map(str, bad))}, which the database does not have (it has {n})",
-                    shard=shard_index(obj),
-                    txid=st.header.pending,  # type: ignore[union-attr]
-                    repairable=True,
-                )
+            message = (
+                f"pending transaction {txid:x} names shard(s) {', '.join(map(str, bad))}, "
+                f"which the database does not have (it has {n})"
             )
+        elif obj == layout.journal_object(name):
+            message = "journal records of multi-shard transactions not yet settled"
+        elif txid is not None:
+            message = f"pending transaction {txid:x}: a multi-shard transaction not yet decided"
+        else:
+            message = "stale owners (expired transaction holders) not yet cleared"
+        out.append(
+            Finding(
+                Kind.TRANSACTION,
+                obj,
+                message,
+                shard=shard_index(obj),
+                txid=txid,
+                repairable=True,
+                damaged=bool(bad),
+            )
+        )
     return out
 
 

@@ -59,6 +59,8 @@ class Finding:
     omap_key: str | None = None
     txid: int | None = None  # the transaction concerned, if any
     repairable: bool = field(default=False, metadata=SKIP)
+    # a transaction the journal cannot decide as it is (repair.py decides it)
+    damaged: bool = field(default=False, metadata=SKIP)
     repair: str | None = None
     repaired: bool = False
     at_risk: list[bytes] = field(default_factory=list, metadata=KEY)

@@ -23,15 +23,23 @@ from typing import Any
 import rados
 
 from .. import clsops, codec, layout, scan
-from ..errors import ERR_NOEXIST, TdbError
+from ..errors import ERR_CORRUPT, ERR_NOEXIST, TdbError
 from ..tdbdump import quoted
 from .findings import Finding, Kind
 from .serialize import KEY, converted, named
 from .site import AdminError, Header, NoDatabase, Site, exists_object, read_header
 
-# what stored class data can raise when it does not decode (the OSD's -EIO
-# is a TdbError, a reply the client cannot decode a WireError)
+# what reading class data can raise (stored data that does not decode: the
+# OSD's -EIO is TDB's corrupt error, a reply the client cannot decode a
+# WireError or, once clsops maps it, TDB's corrupt error too)
 UNREADABLE = (TdbError, OSError, clsops.WireError)
+
+
+def undecodable(exc: BaseException) -> bool:
+    """Whether ``exc`` says that stored data does not decode."""
+    return isinstance(exc, clsops.WireError) or (
+        isinstance(exc, TdbError) and exc.code == ERR_CORRUPT
+    )
 
 
 # -- sizes ------------------------------------------------------------------------------

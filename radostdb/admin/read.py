@@ -24,6 +24,7 @@ from collections.abc import Iterator
 
 from .. import clsops, commit, layout, scan
 from ..errors import ERR_CORRUPT, TdbError
+from .inspect import error_text, undecodable
 from .site import AdminError, CorruptDatabase, Site, usable_header
 
 PENDING_TIMEOUT = 300.0  # how long a read waits for a transaction whose committer lives
@@ -50,10 +51,12 @@ def decider(db: commit.DbObjects) -> scan.OnPending:
             )
         try:
             outcome = commit.decide(db, info)
-        except clsops.WireError as exc:
+        except (clsops.WireError, TdbError) as exc:
+            if not undecodable(exc):
+                raise
             raise CorruptDatabase(
                 f"transaction {info.txid:x}: its journal record or a participant's metadata "
-                f"does not decode ({exc}); run 'radostdb check'"
+                f"does not decode ({error_text(exc)}); run 'radostdb check'"
             ) from None
         if outcome != commit.Outcome.IN_FLIGHT:
             return  # decided: read again at once

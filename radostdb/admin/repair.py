@@ -33,9 +33,11 @@ to decode):
    the record is forgotten. The keys the transaction wrote are reported
    as at risk whenever the decision rested on a record that was missing or
    did not decode.
-5. Unfinished commits otherwise: commit.settle_all, the protocol's own
-   decisions (a transaction with no record and no live committer is
-   aborted; the keys it wrote are reported at risk).
+5. Unfinished commits otherwise, and stale owners (transaction holders
+   whose lease ran out; pruning their expired locks makes them stale):
+   commit.settle_all, the protocol's own decisions (a transaction with no
+   record and no live committer is aborted; the keys it wrote are reported
+   at risk; stale owners are fenced in the journal, then cleared).
 6. Expired locks: pruned by the class.
 7. Records: a misplaced one is moved to its shard (or dropped when its
    shard has the key); corrupt records and keys are removed only with
@@ -57,7 +59,7 @@ from .. import clsops, codec, commit, layout
 from ..errors import ERR_EXISTS, TdbError
 from . import undo
 from .findings import Finding, Kind, display_keys
-from .inspect import UNREADABLE, error_text, object_states, unfinished_commit
+from .inspect import UNREADABLE, error_text, object_states, undecodable, unfinished_commit
 from .read import db_objects
 from .site import Site
 
@@ -66,7 +68,10 @@ RESET_TEXT = (
     "rebuilt with the class's reset: a fresh header whose seq is past every record's; "
     "its locks, queued waiters, stale owners and transaction marks are dropped"
 )
-HEADER_EFFECT = "; the database sequence number restarts there"
+HEADER_EFFECT = (
+    "; the database sequence number restarts above its old value (reset reads the "
+    "header's text fields as records, so it jumps far ahead)"
+)
 LOCK_EFFECT = (
     "; a transaction lock held or queued for is dropped (a transaction then in progress fails)"
 )
@@ -100,17 +105,25 @@ def repair(
     if nshards is None:
         return
     db = db_objects(site, name, nshards)
+    for f in findings:
+        if f.kind == Kind.SHARD_HEADER and f.txid is None:
+            _reset(site.io, f, _shard_reset_text(f))
+    damage = {
+        f.txid
+        for f in findings
+        if f.txid is not None and (f.kind in (Kind.SHARD_HEADER, Kind.JOURNAL) or f.damaged)
+    }
     groups: dict[int, list[Finding]] = {}
     for f in findings:
-        if f.kind in (Kind.SHARD_HEADER, Kind.JOURNAL, Kind.TRANSACTION) and f.txid is not None:
+        if f.txid in damage:
             groups.setdefault(f.txid, []).append(f)
-        elif f.kind == Kind.SHARD_HEADER:
-            _reset(site.io, f, _shard_reset_text(f))
     undecided = False
     for txid, group in groups.items():
         undecided |= not _settle_group(site, db, txid, group)
-    unfinished = [f for f in findings if f.kind == Kind.TRANSACTION and f.txid is None]
-    if unfinished:
+    unfinished = [f for f in findings if f.kind == Kind.TRANSACTION and f.txid not in damage]
+    if unfinished or any(f.kind == Kind.EXPIRED_LOCK for f in findings):
+        # also when locks expired: pruning them makes expired transaction
+        # holders stale owners, which the protocol then fences and clears
         _finish_commits(site, db, unfinished, blocked=undecided)
     _prune(site.io, [f for f in findings if f.kind == Kind.EXPIRED_LOCK])
     for f in findings:
@@ -203,8 +216,10 @@ def gather(site: Site, db: commit.DbObjects, txid: int) -> Evidence:
     record, bad = None, None
     try:
         record = clsops.journal(io, db.journal, txid).records.get(txid)
-    except clsops.WireError as exc:
-        bad = str(exc)
+    except UNREADABLE as exc:
+        if not undecodable(exc):
+            raise
+        bad = error_text(exc)
     if record is not None and record.txid != txid:
         record, bad = None, f"it holds transaction {record.txid:x}"
     states = object_states(io, db.shard_objs)
@@ -297,7 +312,16 @@ def _settle_group(site: Site, db: commit.DbObjects, txid: int, group: list[Findi
                     False,
                 )
             return False
-        if outcome == commit.Outcome.COMMITTED:
+        if not ev.pending and not ev.undo:
+            _forget(site.io, db, txid)
+            text, certain = (
+                (
+                    f"its record was forgotten: no shard is pending transaction {txid:x} or "
+                    "holds its undo log, so there is nothing to decide"
+                ),
+                True,
+            )
+        elif outcome == commit.Outcome.COMMITTED:
             text = _roll_forward(site.io, db, ev, why)
         else:
             text = _roll_back(site.io, db, ev, why)
@@ -395,7 +419,7 @@ def _finish_commits(
     per object, what became of it."""
     if blocked:
         for f in found:
-            f.done("not repaired: a transaction above could not be decided first", False)
+            f.done("not repaired: a damaged transaction could not be decided first", False)
         return
     before = _pending_now(site, db)
     try:
@@ -416,8 +440,8 @@ def _finish_commits(
         elif f.object in still:
             f.done("not repaired: still unfinished after recovery", False)
         else:
-            txid, keys = before.pending.get(f.object, (0, []))
-            text, f.at_risk = _finished_text(f.object == db.journal, txid, keys, before, after)
+            keys = before.pending.get(f.object, (0, []))[1]
+            text, f.at_risk = _finished_text(f.object == db.journal, f.txid, keys, before, after)
             f.done(text)
 
 
@@ -450,7 +474,7 @@ def _pending_now(site: Site, db: commit.DbObjects) -> _Snapshot:
 
 
 def _finished_text(
-    journal: bool, txid: int, keys: list[bytes], before: _Snapshot, after: _Snapshot
+    journal: bool, txid: int | None, keys: list[bytes], before: _Snapshot, after: _Snapshot
 ) -> tuple[str, list[bytes]]:
     """What became of an object's unfinished commit, and the records at risk."""
     if not txid:
