@@ -39,7 +39,7 @@ import click
 import rados
 
 from . import admin, layout, names, tdbdump, tdbfile
-from .devcluster import STORES, ClusterError, DevCluster
+from .cli_cluster import cluster
 from .errors import ERR_EXISTS, ERR_NOEXIST, TdbError
 
 T = TypeVar("T")
@@ -808,7 +808,11 @@ def delete(env: Env, name: str, key: str, hex_: bool) -> None:
 # -- check, wipe, rm ----------------------------------------------------------------
 @main.command()
 @NAME
-@click.option("--repair", is_flag=True, help="Fix what can be fixed without losing data.")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Bring the database back to a usable state, saying what was dropped or rebuilt.",
+)
 @click.option(
     "--drop-corrupt",
     is_flag=True,
@@ -829,13 +833,21 @@ def check(
 ) -> None:
     """Verify a database; exit 0 if it is sound, 1 if problems remain.
 
-    Checks the header, every shard's metadata, unfinished multi-shard
-    commits, expired locks, and every record: its key encoding, its crc32c
-    and that it sits in its key's shard. --repair finishes an unfinished
-    commit (rolled forward or back, as the next transaction would), drops
-    expired locks, and moves misplaced records to their shard (or drops the
-    copy when the shard already holds the key); with --drop-corrupt it also
-    removes corrupt records. Each problem is printed with what was done.
+    Checks the header, the metadata of the header, transaction-lock and
+    shard objects, the journal, unfinished multi-shard commits, expired
+    locks, and every record: its key encoding, its crc32c and that it sits
+    in its key's shard. Each problem names its object.
+
+    --repair rebuilds metadata that does not decode (locks and transaction
+    marks dropped; a pending transaction's undo log put back if it is
+    rolled back), decides transactions whose journal record is damaged or
+    names missing shards from the participants' state, removes journal keys
+    that are not radostdb's, finishes unfinished commits (as the next
+    transaction would), drops expired locks, and moves misplaced records to
+    their shard (or drops the copy when the shard already holds the key);
+    with --drop-corrupt it also removes corrupt records. Each problem is
+    printed with what was done, and the records a decision had to presume
+    ("records at risk").
 
     \b
     Example:
@@ -920,111 +932,7 @@ def rm(env: Env, name: str, yes: bool, force: bool) -> None:
     click.echo(f"removed {name!r} ({n} objects)", err=True)
 
 
-# -- cluster ------------------------------------------------------------------------
-@main.group()
-def cluster() -> None:
-    """Start, inspect and stop a throwaway local Ceph cluster.
-
-    The cluster (one monitor, N OSDs on 127.0.0.1, cephx on, no manager) lives
-    entirely in DIR: configuration, keyrings, data, logs and the PIDs of its
-    daemons.
-
-    \b
-    Example:
-      radostdb cluster up --dir /tmp/c --osds 3 --store bluestore
-      ceph -c /tmp/c/ceph.conf -s
-      radostdb cluster down --dir /tmp/c
-    """
-
-
-DIR_OPTION = click.option(
-    "--dir",
-    "directory",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Directory holding the cluster's configuration, data and logs.",
-)
-
-
-def _fail(exc: Exception) -> None:
-    raise click.ClickException(str(exc)) from exc
-
-
-@cluster.command("up")
-@DIR_OPTION
-@click.option(
-    "--osds", default=1, show_default=True, type=click.IntRange(1, 16), help="Number of OSDs."
-)
-@click.option(
-    "--store",
-    default="memstore",
-    show_default=True,
-    type=click.Choice(STORES),
-    help="memstore is fastest; bluestore (sparse file) survives kill -9.",
-)
-@click.option("--pool", default="radostdb", show_default=True, help="Pool to create.")
-def cluster_up(directory: str, osds: int, store: str, pool: str) -> None:
-    """Start a cluster in DIR and print the CEPH_CONF to use.
-
-    \b
-    Example:
-      eval "$(radostdb cluster up --dir /tmp/c)"
-    """
-    started = time.monotonic()
-    try:
-        c = DevCluster(directory, osds=osds, store=store, pool=pool)
-        c.up()
-    except ClusterError as exc:
-        _fail(exc)
-    click.echo(
-        f"cluster up in {time.monotonic() - started:.1f}s: 1 mon, {osds} {store} OSD(s), "
-        f"pool {pool}; stop it with: radostdb cluster down --dir {directory}",
-        err=True,
-    )
-    click.echo(f"export CEPH_CONF={c.conf}")
-
-
-@cluster.command("down")
-@DIR_OPTION
-@click.option(
-    "--grace", default=10.0, show_default=True, help="Seconds between SIGTERM and SIGKILL."
-)
-def cluster_down(directory: str, grace: float) -> None:
-    """Stop every daemon started in DIR, by recorded PID. Removes no file.
-
-    Safe to run twice, or after a half-started 'up'.
-
-    \b
-    Example:
-      radostdb cluster down --dir /tmp/c
-    """
-    try:
-        stopped = DevCluster(directory).down(grace=grace)
-    except ClusterError as exc:
-        _fail(exc)
-    click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running", err=True)
-
-
-@cluster.command("status")
-@DIR_OPTION
-def cluster_status(directory: str) -> None:
-    """Say which daemons of the cluster in DIR are up (exit 1 if none is).
-
-    \b
-    Example:
-      radostdb cluster status --dir /tmp/c
-    """
-    try:
-        c = DevCluster(directory)
-        daemons = c.daemons()
-    except ClusterError as exc:
-        _fail(exc)
-    if not daemons:
-        raise click.ClickException(f"no cluster was started in {os.path.abspath(directory)}")
-    for d in daemons:
-        click.echo(f"{d.name:8} {'up' if d.alive() else 'down':5} pid {d.pid:<8} log {d.log}")
-    if not any(d.alive() for d in daemons):
-        sys.exit(1)
+main.add_command(cluster)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,11 @@ def set_omap_header(cluster: ClusterInfo, obj: str, value: bytes) -> None:
     )
 
 
+def txn_key(txid: int) -> str:
+    """A journal record's omap key (cls/radostdb/server.cc)."""
+    return f"t.{txid:016x}"
+
+
 def set_omap(io: Any, obj: str, key: str, value: bytes) -> None:
     with rados.WriteOpCtx() as op:
         io.set_omap(op, (key,), (value,))
@@ -285,8 +290,7 @@ def test_header_object_metadata(cli: Any, db_name: str, ceph_cluster: ClusterInf
     db.close()
     out = check(cli, db_name, code=1)
     assert (
-        f"object-header: {obj}: omap header (the database sequence number) does not decode"
-        in out
+        f"object-header: {obj}: omap header (the database sequence number) does not decode" in out
     )
     out = check(cli, db_name, "--repair", code=0)
     assert "-> rebuilt with the class's reset" in out
@@ -299,7 +303,7 @@ def test_journal_record_that_does_not_decode(cli: Any, db_name: str, ioctx: Any)
     """A garbage record of a transaction no shard is pending."""
     make_db(db_name)
     journal = layout.journal_object(db_name)
-    set_omap(ioctx, journal, "t.%016x" % 0xBAD, GARBAGE)
+    set_omap(ioctx, journal, txn_key(0xBAD), GARBAGE)
     out = check(cli, db_name, code=1)
     assert (
         f"journal: {journal} omap key 't.{0xBAD:016x}': the record of transaction bad does "
@@ -320,14 +324,14 @@ def test_journal_record_of_a_pending_commit(
     crash_commit(db_name, cluster_env, "round-done")
     (txid,) = set(pending_shards(ioctx, db_name).values())
     journal = layout.journal_object(db_name)
-    set_omap(ioctx, journal, "t.%016x" % txid, GARBAGE)
+    set_omap(ioctx, journal, txn_key(txid), GARBAGE)
     out = check(cli, db_name, code=1)
     assert f"the record of transaction {txid:x} does not decode" in out
     result = cli("check", "--repair", "--json", db_name)
     assert result.exit_code == 0, result.output
     (f,) = [f for f in json.loads(result.stdout)["findings"] if f["kind"] == "journal"]
-    assert f"transaction {txid:x} committed (every participant has it and its journal" in (
-        f["repair"]
+    assert (
+        f"transaction {txid:x} committed (every participant has it and its journal" in (f["repair"])
     )
     assert "(undecodable: only an ABORTED record would say otherwise)" in f["repair"]
     assert sorted(f["at_risk"]) == sorted(k.decode() for k in NEW)
@@ -385,7 +389,7 @@ def test_pending_marks_whose_record_is_gone(
     crash_commit(db_name, cluster_env, "round-done")
     (txid,) = set(pending_shards(ioctx, db_name).values())
     with rados.WriteOpCtx() as op:
-        ioctx.remove_omap_keys(op, ("t.%016x" % txid,))
+        ioctx.remove_omap_keys(op, (txn_key(txid),))
         ioctx.operate_write_op(op, layout.journal_object(db_name))
     out = check(cli, db_name, code=1)
     assert "a multi-shard transaction not yet decided" in out
@@ -427,7 +431,7 @@ def test_api_reports_journal_damage_as_corrupt(
     journal = layout.journal_object(db_name)
     key = b"old007"
     if damage == "garbage-record":
-        set_omap(ioctx, journal, "t.%016x" % 0xBAD, GARBAGE)
+        set_omap(ioctx, journal, txn_key(0xBAD), GARBAGE)
         named = journal
     elif damage == "missing-shard":
         _stage_with_missing_shard(ioctx, db_name, key)

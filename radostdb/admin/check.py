@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import clsops, codec, layout, scan
 from . import undo
-from .findings import Finding, Kind, shard_index
+from .findings import UNDO_UNREADABLE, Finding, Kind, shard_index
 from .inspect import (
     TXN_KEY,
     UNREADABLE,
@@ -119,7 +119,7 @@ def shard_header_findings(site: Site, objs: list[str]) -> list[Finding]:
         try:
             log = undo.read(site.io, obj)
         except undo.UndoError as exc:
-            what += f"; it holds an undo log that does not decode either ({exc})"
+            what += f"; {UNDO_UNREADABLE} ({exc})"
         else:
             if log is not None:
                 txid = log.txid

@@ -58,7 +58,7 @@ import rados
 from .. import clsops, codec, commit, layout
 from ..errors import ERR_EXISTS, TdbError
 from . import undo
-from .findings import Finding, Kind, display_keys
+from .findings import UNDO_UNREADABLE, Finding, Kind, display_keys
 from .inspect import UNREADABLE, error_text, object_states, undecodable, unfinished_commit
 from .read import db_objects
 from .site import Site
@@ -98,6 +98,13 @@ def repair(
     strays = [f for f in findings if f.kind == Kind.JOURNAL and f.txid is None]
     if strays:
         _remove_raw(site.io, journal, strays)
+        if not all(f.repaired for f in strays):  # the class must not read the journal
+            for f in findings:
+                if f.repair is None:
+                    f.done(
+                        "not repaired: the journal still holds keys that are not radostdb's", False
+                    )
+            return
     for f in findings:
         if f.kind == Kind.OBJECT_HEADER:
             effect = HEADER_EFFECT if layout.is_header_object(f.object) else LOCK_EFFECT
@@ -132,7 +139,7 @@ def repair(
 
 
 def _shard_reset_text(f: Finding) -> str:
-    if "undo log that does not decode" in f.message:
+    if UNDO_UNREADABLE in f.message:
         return (
             RESET_TEXT + "; the undo log did not decode: whatever transaction was pending "
             "here keeps its writes on this shard"
