@@ -673,11 +673,12 @@ def export(
 
 
 # -- single records ------------------------------------------------------------------
-@main.command()
-@NAME
-@click.argument("key")
-@HEX_OPTION
-@pass_env
+def _key_command(f: Callable[..., Any]) -> click.Command:
+    """A command taking NAME KEY [--hex] (get, delete)."""
+    return main.command()(NAME(click.argument("key")(HEX_OPTION(pass_env(f)))))
+
+
+@_key_command
 def get(env: Env, name: str, key: str, hex_: bool) -> None:
     """Print the value of KEY: its bytes as they are, or hex with --hex.
 
@@ -776,11 +777,7 @@ def append(env: Env, name: str, key: str, value: str, create: bool, hex_: bool) 
         db.close()
 
 
-@main.command()
-@NAME
-@click.argument("key")
-@HEX_OPTION
-@pass_env
+@_key_command
 def delete(env: Env, name: str, key: str, hex_: bool) -> None:
     """Delete KEY; a missing KEY is an error (exit 1).
 

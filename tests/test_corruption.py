@@ -139,6 +139,16 @@ def check(cli: Any, name: str, *args: str, code: int) -> str:
     return result.stdout
 
 
+def repaired(cli: Any, name: str, problem: str, *done: str) -> str:
+    """Check reports ``problem``; check --repair says each of ``done`` and
+    succeeds. Returns the repair's output."""
+    assert problem in check(cli, name, code=1)
+    out = check(cli, name, "--repair", code=0)
+    for text in done:
+        assert text in out, (text, out)
+    return out
+
+
 def assert_works(cli: Any, name: str, expected: dict[bytes, bytes]) -> None:
     """Check is clean (right after a repair); the database holds
     ``expected``; store, fetch and a multi-shard transaction work; check is
@@ -194,14 +204,14 @@ def test_shard_metadata_that_does_not_decode(
     error = cli("dump", db_name)
     assert error.exit_code == 1 and obj in error.stderr and "radostdb check" in error.stderr
 
-    out = check(cli, db_name, code=1)
-    assert (
+    repaired(
+        cli,
+        db_name,
         f"shard-header: shard {shard} ({obj}): omap header (its sequence number, locks and "
-        "transaction marks) does not decode" in out
+        "transaction marks) does not decode",
+        "-> rebuilt with the class's reset: a fresh header whose seq is past every ",
+        "(no transaction was pending on it: no undo log)",
     )
-    out = check(cli, db_name, "--repair", code=0)
-    assert "-> rebuilt with the class's reset: a fresh header whose seq is past every " in out
-    assert "(no transaction was pending on it: no undo log)" in out
     assert_works(cli, db_name, OLD)
 
 
@@ -263,38 +273,27 @@ def test_pending_shard_metadata_aborted(
     assert_works(cli, db_name, OLD)
 
 
-def test_transaction_lock_metadata(cli: Any, db_name: str, ceph_cluster: ClusterInfo) -> None:
+@pytest.mark.parametrize("which", ["transaction-lock", "header"])
+def test_object_metadata(cli: Any, db_name: str, ceph_cluster: ClusterInfo, which: str) -> None:
+    """The transaction-lock object (transactions refused) or the header
+    object (seqnum refused): records stay readable and writable."""
     make_db(db_name)
-    obj = layout.wait_object(layout.header_object(db_name))
+    header = layout.header_object(db_name)
+    obj = layout.wait_object(header) if which == "transaction-lock" else header
     set_omap_header(ceph_cluster, obj, GARBAGE)
     db = radostdb.Tdb(db_name)
     assert db[b"old001"] == OLD[b"old001"]
     db.store(b"old001", OLD[b"old001"])
-    assert_corrupt(db.transaction_start, obj)
+    if which == "transaction-lock":
+        assert_corrupt(db.transaction_start, obj)
+        holds, effect = "the transaction lock", "a transaction lock held or queued for is dropped"
+    else:
+        assert_corrupt(lambda: db.seqnum, obj)
+        holds = "the database sequence number"
+        effect = "the database sequence number restarts above its old value"
     db.close()
-    out = check(cli, db_name, code=1)
-    assert f"object-header: {obj}: omap header (the transaction lock) does not decode" in out
-    out = check(cli, db_name, "--repair", code=0)
-    assert "-> rebuilt with the class's reset" in out
-    assert "a transaction lock held or queued for is dropped" in out
-    assert_works(cli, db_name, OLD)
-
-
-def test_header_object_metadata(cli: Any, db_name: str, ceph_cluster: ClusterInfo) -> None:
-    make_db(db_name)
-    obj = layout.header_object(db_name)
-    set_omap_header(ceph_cluster, obj, GARBAGE)
-    db = radostdb.Tdb(db_name)
-    assert db[b"old001"] == OLD[b"old001"]
-    assert_corrupt(lambda: db.seqnum, obj)
-    db.close()
-    out = check(cli, db_name, code=1)
-    assert (
-        f"object-header: {obj}: omap header (the database sequence number) does not decode" in out
-    )
-    out = check(cli, db_name, "--repair", code=0)
-    assert "-> rebuilt with the class's reset" in out
-    assert "the database sequence number restarts above its old value" in out
+    problem = f"object-header: {obj}: omap header ({holds}) does not decode"
+    repaired(cli, db_name, problem, "-> rebuilt with the class's reset", effect)
     assert_works(cli, db_name, OLD)
 
 
@@ -304,13 +303,13 @@ def test_journal_record_that_does_not_decode(cli: Any, db_name: str, ioctx: Any)
     make_db(db_name)
     journal = layout.journal_object(db_name)
     set_omap(ioctx, journal, txn_key(0xBAD), GARBAGE)
-    out = check(cli, db_name, code=1)
-    assert (
+    repaired(
+        cli,
+        db_name,
         f"journal: {journal} omap key 't.{0xBAD:016x}': the record of transaction bad does "
-        "not decode" in out
+        "not decode",
+        "-> its record was forgotten: no shard is pending transaction bad",
     )
-    out = check(cli, db_name, "--repair", code=0)
-    assert "-> its record was forgotten: no shard is pending transaction bad" in out
     assert_works(cli, db_name, OLD)
 
 
@@ -391,12 +390,14 @@ def test_pending_marks_whose_record_is_gone(
     with rados.WriteOpCtx() as op:
         ioctx.remove_omap_keys(op, (txn_key(txid),))
         ioctx.operate_write_op(op, layout.journal_object(db_name))
-    out = check(cli, db_name, code=1)
-    assert "a multi-shard transaction not yet decided" in out
-    out = check(cli, db_name, "--repair", code=0)
-    assert f"-> finished: transaction {txid:x} rolled back (aborted), its writes undone " in out
-    assert "(no journal record and its committer is gone: aborted, as the protocol " in out
-    assert 'records at risk: "new' in out
+    repaired(
+        cli,
+        db_name,
+        f"pending transaction {txid:x}: a multi-shard transaction not yet decided",
+        f"-> finished: transaction {txid:x} rolled back (aborted), its writes undone ",
+        "(no journal record and its committer is gone: aborted, as the protocol ",
+        'records at risk: "new',
+    )
     assert_works(cli, db_name, OLD)
 
 
@@ -408,10 +409,12 @@ def test_journal_keys_the_class_must_not_read(cli: Any, db_name: str, ioctx: Any
     journal = layout.journal_object(db_name)
     set_omap(ioctx, journal, "f." + "z" * 32, b"\0" * 8)
     set_omap(ioctx, journal, "junk", b"?")
-    out = check(cli, db_name, code=1)
-    assert f"journal: {journal} omap key 'f.{'z' * 32}': a key that is neither" in out
-    assert f"journal: {journal} omap key 'junk': a key that is neither" in out
-    out = check(cli, db_name, "--repair", code=0)
+    assert f"journal: {journal} omap key 'junk': a key that is neither" in check(
+        cli, db_name, code=1
+    )
+    out = repaired(
+        cli, db_name, f"journal: {journal} omap key 'f.{'z' * 32}': a key that is neither"
+    )
     assert out.count("-> removed the key") == 2
     assert_works(cli, db_name, OLD)
 
