@@ -4,9 +4,12 @@ cli design:
 - One click group. Global options (--conf, --id, --pool, --namespace,
   --timeout) go into an Env in ``ctx.obj``; the cluster is connected lazily,
   on the first command that needs it (``cluster`` commands never do).
-- Record operations go through the public API (radostdb.Tdb); the rest
-  (listing, info, ordered dump, check, removal) through radostdb.admin; the
-  dump text format through radostdb.tdbdump.
+- The commands only parse arguments, show progress and print. Record
+  operations go through the public API (radostdb.Tdb); the rest (listing,
+  info, ordered dump, loading, check and repair, removal) through
+  radostdb.admin; the dump text format through radostdb.tdbdump, .tdb files
+  through radostdb.tdbfile. JSON output is the reports' dataclasses
+  (admin.to_json).
 - Output meant for pipes goes to stdout (``dump`` and ``get`` write bytes);
   progress bars (rich), confirmations and chatter go to stderr. A progress bar
   is shown when stderr is a terminal, unless --no-progress or --quiet.
@@ -23,24 +26,23 @@ cli design:
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import click
 import rados
 
-from . import admin, layout, names, tdbdump
-from .database import Tdb
-from .devcluster import STORES, ClusterError, DevCluster
+from . import admin, layout, names, tdbdump, tdbfile
+from .cli_cluster import cluster
 from .errors import ERR_EXISTS, ERR_NOEXIST, TdbError
+
+T = TypeVar("T")
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 PROGRESS_STEP = 4096  # records between progress-bar updates in per-record loops
@@ -65,7 +67,14 @@ class RadostdbGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (admin.AdminError, TdbError, OSError, rados.Error, tdbdump.DumpFormatError) as exc:
+        except (
+            admin.AdminError,
+            TdbError,
+            OSError,
+            rados.Error,
+            tdbdump.DumpFormatError,
+            tdbfile.TdbFileError,
+        ) as exc:
             raise click.ClickException(_one_line(exc)) from exc
 
 
@@ -88,29 +97,6 @@ class Env:
                 self.conf, self.client_id, self.pool, self.namespace, timeout=self.timeout
             )
         return self._site
-
-    def open(
-        self,
-        name: str,
-        *,
-        create: bool = False,
-        exclusive: bool = False,
-        hash_size: int = 0,
-        readonly: bool = False,
-    ) -> Tdb:
-        """A Tdb handle on database ``name``.
-
-        ``create`` makes it if missing; with ``exclusive`` too, an existing one
-        raises FileExistsError.
-        """
-        site = self.site()
-        flags = os.O_RDONLY if readonly else os.O_RDWR
-        if create:
-            flags |= os.O_CREAT | (os.O_EXCL if exclusive else 0)
-        try:
-            return Tdb(name, hash_size, 0, flags, **site.tdb_kwargs())
-        except FileNotFoundError:
-            raise site.missing(name) from None
 
 
 pass_env = click.make_pass_decorator(Env)
@@ -189,9 +175,20 @@ def main(
         names.path_prefix(path_prefix)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--path-prefix") from None
-    if timeout is not None:  # the whole process follows it (lock waits too)
+    if timeout is not None:  # the whole command follows it (lock waits too)
+        before = os.environ.get("RADOSTDB_OP_TIMEOUT")
         os.environ["RADOSTDB_OP_TIMEOUT"] = f"{timeout:g}"
+        ctx.call_on_close(lambda: _restore_env("RADOSTDB_OP_TIMEOUT", before))
     ctx.obj = Env(conf, client_id, pool, namespace, timeout, path_prefix)
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    """Put an environment variable back as it was (the CLI runs in-process too,
+    e.g. under click's test runner)."""
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 # -- arguments -------------------------------------------------------------------
@@ -304,6 +301,16 @@ class Progress:
         if self._bar is not None:
             self._bar.update(self._task, completed=self.done)
 
+    def counted(self, items: Iterable[T]) -> Iterator[T]:
+        """``items``, advancing the bar as they go (every PROGRESS_STEP)."""
+        n = 0
+        for item in items:
+            yield item
+            n += 1
+            if n % PROGRESS_STEP == 0:
+                self.advance(PROGRESS_STEP)
+        self.advance(n % PROGRESS_STEP)
+
     def describe(self, what: str) -> None:
         """Change the text before the bar."""
         if self._bar is not None:
@@ -356,7 +363,7 @@ def ls_cmd(env: Env, as_json: bool) -> None:
     """
     dbs = admin.list_databases(env.site())
     if as_json:
-        click.echo(json.dumps([vars(d) for d in dbs], indent=2))
+        click.echo(json.dumps(admin.to_json(dbs), indent=2))
         return
     if not dbs:
         click.echo(f"no databases in {env.site().where}", err=True)
@@ -368,20 +375,6 @@ def ls_cmd(env: Env, as_json: bool) -> None:
             click.echo(f"{d.name:<{width}}  {d.nshards or '?':>6}  unreadable header: {d.problem}")
         else:
             click.echo(f"{d.name:<{width}}  {d.nshards:>6}  {d.records:>10}  {d.bytes:>14}")
-
-
-def _finding_json(f: admin.Finding) -> dict[str, Any]:
-    return {
-        "kind": f.kind,
-        "object": f.object,
-        "shard": f.shard,
-        "message": f.message,
-        "key": None if f.key is None else tdbdump.escape(f.key).decode("ascii"),
-        "key_hex": None if f.key is None else f.key.hex(),
-        "omap_key": f.omap_key if f.key is None else None,
-        "repair": f.repair,
-        "repaired": f.repaired,
-    }
 
 
 @main.command()
@@ -407,38 +400,7 @@ def info(
     with Progress(_show_progress(progress, quiet), f"reading {name}") as bar:
         d = admin.info(env.site(), name, progress=bar.advance)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "name": d.name,
-                    "pool": d.pool,
-                    "namespace": d.namespace,
-                    "header": d.header.fields,
-                    "seqnum": d.seqnum,
-                    "records": d.records,
-                    "key_bytes": d.key_bytes,
-                    "data_bytes": d.data_bytes,
-                    "omap_bytes": d.omap_bytes,
-                    "open_by": [{"client": o.client, "cookie": o.cookie} for o in d.openers],
-                    "locks": [
-                        {
-                            "object": lk.object,
-                            "kind": lk.kind,
-                            "mode": lk.mode,
-                            "key": tdbdump.escape(lk.key).decode("ascii"),
-                            "key_hex": lk.key.hex(),
-                            "owner": lk.owner.hex(),
-                            "expires_in": round(lk.expires_in, 3),
-                        }
-                        for lk in d.locks
-                    ],
-                    "unfinished_transaction": d.unfinished,
-                    "shards": [vars(s) for s in d.shards],
-                    "problems": [_finding_json(f) for f in d.findings],
-                },
-                indent=2,
-            )
-        )
+        click.echo(json.dumps(admin.to_json(d), indent=2))
         return
     rows = [("name", d.name), ("pool", d.pool)]
     if d.namespace:
@@ -512,7 +474,7 @@ def dump(env: Env, name: str, key_text: str | None, hex_: bool) -> None:
     """
     if key_text is not None:
         key = _data(key_text, hex_, "KEY")
-        db = env.open(name, readonly=True)
+        db = env.site().open(name, readonly=True)
         try:
             value = db.get(key)
         finally:
@@ -527,46 +489,6 @@ def dump(env: Env, name: str, key_text: str | None, hex_: bool) -> None:
     records = admin.records(env.site(), name)
     with _stdout() as out:
         tdbdump.write(records, out)
-
-
-def _load(env: Env, name: str, hash_size: int, replace: bool, fill: Callable[[Tdb], int]) -> int:
-    """Create or open ``name`` and run ``fill`` on it inside one transaction.
-
-    Refuses a database that has records unless ``replace`` (which wipes them
-    in the same transaction). A database created here is removed on failure.
-    """
-    site = env.site()
-    existed = admin.exists(site, name)
-    try:  # exclusive: a database created meanwhile by another is not ours to remove
-        db = env.open(name, create=True, exclusive=not existed, hash_size=hash_size)
-    except FileExistsError:
-        existed = True
-        db = env.open(name)
-    try:
-        if existed and not replace and db.firstkey() is not None:
-            raise click.ClickException(
-                f"database {name!r} in {site.where} already has records; load into a new "
-                "or empty database, or pass --replace to replace them all"
-            )
-        db.transaction_start()
-        try:
-            if replace:
-                db.clear()
-            n = fill(db)
-        except BaseException:
-            db.transaction_cancel()
-            raise
-        db.transaction_commit()
-    except BaseException:
-        db.close()
-        if not existed:
-            try:
-                admin.remove(site, name)
-            except admin.AdminError:
-                pass
-        raise
-    db.close()
-    return n
 
 
 LOAD_OPTIONS = [
@@ -627,76 +549,19 @@ def restore(
     """
     started = time.monotonic()
     where = getattr(source, "name", "<stdin>")
-    found: dict[bytes, bytes] = {}
     with Progress(_show_progress(progress, quiet), "parsing") as bar:
         try:
-            for line, key, data in tdbdump.parse(source):
-                if key in found:
-                    raise tdbdump.DumpFormatError(
-                        line, f"key {admin.display_key(key)} appears a second time"
-                    )
-                found[key] = data
-                if len(found) % PROGRESS_STEP == 0:
-                    bar.advance(PROGRESS_STEP)
+            found = tdbdump.read_records(source, bar.advance, PROGRESS_STEP)
         except tdbdump.DumpFormatError as exc:
             raise click.ClickException(f"{where}: {exc}; nothing was written") from None
         bar.describe("storing")
-
-        def fill(db: Tdb) -> int:
-            store = db.store
-            for key, data in found.items():
-                store(key, data)
-            return len(found)
-
-        n = _load(env, name, hash_size, replace, fill)
+        n = admin.load(
+            env.site(), name, bar.counted(found.items()), hash_size=hash_size, replace=replace
+        )
     _say(quiet, f"restored {n} records into {name!r} in {time.monotonic() - started:.1f}s")
 
 
 # -- TDB files ------------------------------------------------------------------------
-def _tdb_module() -> Any:
-    try:
-        import tdb
-    except ImportError:
-        raise click.ClickException(
-            "reading and writing .tdb files needs Samba's tdb Python module "
-            "(Debian: apt-get install python3-tdb)"
-        ) from None
-    return tdb
-
-
-def _open_tdb_file(file: str, quiet: bool) -> Any:
-    """A .tdb file opened for reading, under a read lock of the whole file.
-
-    The lock needs the file open read-write (tdb does no locking on a
-    read-only open); a file we may not write is read without it, as tdbdump
-    reads.
-    """
-    tdbmod = _tdb_module()
-    try:
-        src = tdbmod.Tdb(file, 0, tdbmod.DEFAULT, os.O_RDWR)
-    except PermissionError:
-        src = None
-    except OSError as exc:
-        if exc.errno != errno.EROFS:
-            raise click.ClickException(
-                f"cannot open {file} as a TDB file: {exc.strerror or exc}"
-            ) from None
-        src = None
-    if src is not None:
-        try:
-            src.read_lock_all()
-            return src
-        except RuntimeError:
-            src.close()
-    _say(quiet, f"note: reading {file} without a lock (it is not writable by this user)")
-    try:
-        return tdbmod.Tdb(file, 0, tdbmod.DEFAULT, os.O_RDONLY)
-    except OSError as exc:
-        raise click.ClickException(
-            f"cannot open {file} as a TDB file: {exc.strerror or exc}"
-        ) from None
-
-
 @main.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.argument("name", type=DbName(), required=False)
@@ -729,37 +594,31 @@ def import_cmd(
     if name is None:
         name = _name_of_file(file)
     started = time.monotonic()
-    src = _open_tdb_file(file, quiet)
-    try:
-        total = None
-        show = _show_progress(progress, quiet)
-        if show:
-            total = sum(1 for _ in src)
-        with Progress(show, "importing", total) as bar:
-
-            def fill(db: Tdb) -> int:
-                n = 0
-                store, get = db.store, src.get
-                for key in src:
-                    store(key, get(key))
-                    n += 1
-                    if n % PROGRESS_STEP == 0:
-                        bar.advance(PROGRESS_STEP)
-                bar.describe("committing")
-                return n
-
-            n = _load(env, name, hash_size, replace, fill)
-            bar.advance(n - bar.done)
-    except TdbError:
-        raise
-    except RuntimeError as exc:  # the tdb module's errors: (code, message)
-        raise click.ClickException(f"reading {file}: {exc.args[-1]}; nothing was written") from None
-    finally:
-        src.close()
+    show = _show_progress(progress, quiet)
+    with tdbfile.TdbReader(file) as src:
+        if not src.locked:
+            _say(quiet, f"note: reading {file} without a lock (it is not writable by this user)")
+        with Progress(show, "importing", len(src) if show else None) as bar:
+            try:
+                n = admin.load(
+                    env.site(),
+                    name,
+                    _then(bar.counted(src), bar.describe, "committing"),
+                    hash_size=hash_size,
+                    replace=replace,
+                )
+            except tdbfile.TdbFileError as exc:
+                raise click.ClickException(f"{exc}; nothing was written") from None
     _say(
         quiet,
         f"imported {n} records from {file} into {name!r} in {time.monotonic() - started:.1f}s",
     )
+
+
+def _then(items: Iterable[T], fn: Callable[[str], None], arg: str) -> Iterator[T]:
+    """``items``, then ``fn(arg)`` once they are all taken."""
+    yield from items
+    fn(arg)
 
 
 def _name_of_file(file: str) -> str:
@@ -769,14 +628,6 @@ def _name_of_file(file: str) -> str:
         return _database_name(file, click.get_current_context(), as_path=True)
     except (ValueError, OSError) as exc:
         raise click.BadParameter(_one_line(exc), param_hint="FILE") from None
-
-
-def _tdb_hash_size(records: int) -> int:
-    """A TDB hash size for ``records``: a prime near records/4, at least tdb's 131."""
-    n = max(131, records // 4) | 1
-    while any(n % d == 0 for d in range(3, int(n**0.5) + 1, 2)):
-        n += 2
-    return n
 
 
 @main.command()
@@ -819,65 +670,30 @@ def export(
     name = DbName().convert(args[0], None, ctx) if len(args) == 2 else _name_of_file(file)
     if os.path.isdir(file):
         raise click.BadParameter(f"{file} is a directory", param_hint="FILE")
-    tdbmod = _tdb_module()
+    tdbfile.tdb_module()  # without it, fail before reading anything
     started = time.monotonic()
     site = env.site()
     admin.usable_header(site, name)  # a missing database fails before any file is made
     if os.path.exists(file) and not force:
         raise click.ClickException(f"{file} exists; pass --force to overwrite it")
     show = _show_progress(progress, quiet)
-    total = None
-    if show or not hash_size:
-        total = admin.count_records(site, name)
-    fd, tmp = tempfile.mkstemp(
-        dir=os.path.dirname(os.path.abspath(file)),
-        prefix=f".{os.path.basename(file)}.",
-        suffix=".tmp",
-    )
-    os.close(fd)
-    try:
-        out = tdbmod.Tdb(
-            tmp,
-            hash_size or _tdb_hash_size(total or 0),
-            tdbmod.DEFAULT,
-            os.O_RDWR | os.O_CREAT,
-            0o600,
+    total = admin.count_records(site, name) if show or not hash_size else None
+    with Progress(show, "exporting", total) as bar:
+        n = tdbfile.write(
+            file,
+            bar.counted(admin.records(site, name, ordered=False)),
+            hash_size=hash_size or tdbfile.hash_size_for(total or 0),
         )
-        n = 0
-        try:
-            out.lock_all()  # one lock for the whole file instead of one per store
-            with Progress(show, "exporting", total) as bar:
-                store = out.store
-                for key, data in admin.records(site, name, ordered=False):
-                    store(key, data)
-                    n += 1
-                    if n % PROGRESS_STEP == 0:
-                        bar.advance(PROGRESS_STEP)
-                bar.advance(n - bar.done)
-            out.unlock_all()
-        finally:
-            out.close()
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, file)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     _say(quiet, f"exported {n} records of {name!r} to {file} in {time.monotonic() - started:.1f}s")
 
 
 # -- single records ------------------------------------------------------------------
-@main.command()
-@NAME
-@click.argument("key")
-@HEX_OPTION
-@pass_env
+def _key_command(f: Callable[..., Any]) -> click.Command:
+    """A command taking NAME KEY [--hex] (get, delete)."""
+    return main.command()(NAME(click.argument("key")(HEX_OPTION(pass_env(f)))))
+
+
+@_key_command
 def get(env: Env, name: str, key: str, hex_: bool) -> None:
     """Print the value of KEY: its bytes as they are, or hex with --hex.
 
@@ -890,7 +706,7 @@ def get(env: Env, name: str, key: str, hex_: bool) -> None:
       radostdb get --hex locking 0a0b00
     """
     raw = _data(key, hex_, "KEY")
-    db = env.open(name, readonly=True)
+    db = env.site().open(name, readonly=True)
     try:
         value = db.get(raw)
     finally:
@@ -930,7 +746,7 @@ def store(
     from .flags import INSERT, MODIFY, REPLACE
 
     raw_key, raw_value = _data(key, hex_, "KEY"), _data(value, hex_, "VALUE")
-    db = env.open(name, create=create)
+    db = env.site().open(name, create=create)
     try:
         db.store(raw_key, raw_value, {"insert": INSERT, "modify": MODIFY}.get(mode or "", REPLACE))
     except TdbError as exc:
@@ -969,18 +785,14 @@ def append(env: Env, name: str, key: str, value: str, create: bool, hex_: bool) 
       printf '\\x00\\x01' | radostdb append mydb blob @-
     """
     raw_key, raw_value = _data(key, hex_, "KEY"), _data(value, hex_, "VALUE")
-    db = env.open(name, create=create)
+    db = env.site().open(name, create=create)
     try:
         db.append(raw_key, raw_value)
     finally:
         db.close()
 
 
-@main.command()
-@NAME
-@click.argument("key")
-@HEX_OPTION
-@pass_env
+@_key_command
 def delete(env: Env, name: str, key: str, hex_: bool) -> None:
     """Delete KEY; a missing KEY is an error (exit 1).
 
@@ -992,7 +804,7 @@ def delete(env: Env, name: str, key: str, hex_: bool) -> None:
       radostdb delete --hex mydb 6b657900
     """
     raw = _data(key, hex_, "KEY")
-    db = env.open(name)
+    db = env.site().open(name)
     try:
         db.delete(raw)
     except TdbError as exc:
@@ -1008,7 +820,11 @@ def delete(env: Env, name: str, key: str, hex_: bool) -> None:
 # -- check, wipe, rm ----------------------------------------------------------------
 @main.command()
 @NAME
-@click.option("--repair", is_flag=True, help="Fix what can be fixed without losing data.")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Bring the database back to a usable state, saying what was dropped or rebuilt.",
+)
 @click.option(
     "--drop-corrupt",
     is_flag=True,
@@ -1029,13 +845,21 @@ def check(
 ) -> None:
     """Verify a database; exit 0 if it is sound, 1 if problems remain.
 
-    Checks the header, every shard's metadata, unfinished multi-shard
-    commits, expired locks, and every record: its key encoding, its crc32c
-    and that it sits in its key's shard. --repair finishes an unfinished
-    commit (rolled forward or back, as the next transaction would), drops
-    expired locks, and moves misplaced records to their shard (or drops the
-    copy when the shard already holds the key); with --drop-corrupt it also
-    removes corrupt records. Each problem is printed with what was done.
+    Checks the header, the metadata of the header, transaction-lock and
+    shard objects, the journal, unfinished multi-shard commits, expired
+    locks, and every record: its key encoding, its crc32c and that it sits
+    in its key's shard. Each problem names its object.
+
+    --repair rebuilds metadata that does not decode (locks and transaction
+    marks dropped; a pending transaction's undo log put back if it is
+    rolled back), decides transactions whose journal record is damaged or
+    names missing shards from the participants' state, removes journal keys
+    that are not radostdb's, finishes unfinished commits (as the next
+    transaction would), drops expired locks, and moves misplaced records to
+    their shard (or drops the copy when the shard already holds the key);
+    with --drop-corrupt it also removes corrupt records. Each problem is
+    printed with what was done, and the records a decision had to presume
+    ("records at risk").
 
     \b
     Example:
@@ -1050,18 +874,7 @@ def check(
             env.site(), name, repair=repair, drop_corrupt=drop_corrupt, progress=bar.advance
         )
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "name": report.name,
-                    "shards": report.nshards,
-                    "records": report.records,
-                    "clean": report.clean,
-                    "findings": [_finding_json(f) for f in report.findings],
-                },
-                indent=2,
-            )
-        )
+        click.echo(json.dumps(admin.to_json(report), indent=2))
     else:
         for f in report.findings:
             click.echo(f.describe())
@@ -1091,7 +904,7 @@ def wipe(env: Env, name: str, yes: bool) -> None:
     Example:
       radostdb wipe --yes scratch
     """
-    db = env.open(name)
+    db = env.site().open(name)
     try:
         if not yes:
             click.confirm(
@@ -1131,111 +944,7 @@ def rm(env: Env, name: str, yes: bool, force: bool) -> None:
     click.echo(f"removed {name!r} ({n} objects)", err=True)
 
 
-# -- cluster ------------------------------------------------------------------------
-@main.group()
-def cluster() -> None:
-    """Start, inspect and stop a throwaway local Ceph cluster.
-
-    The cluster (one monitor, N OSDs on 127.0.0.1, cephx on, no manager) lives
-    entirely in DIR: configuration, keyrings, data, logs and the PIDs of its
-    daemons.
-
-    \b
-    Example:
-      radostdb cluster up --dir /tmp/c --osds 3 --store bluestore
-      ceph -c /tmp/c/ceph.conf -s
-      radostdb cluster down --dir /tmp/c
-    """
-
-
-DIR_OPTION = click.option(
-    "--dir",
-    "directory",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Directory holding the cluster's configuration, data and logs.",
-)
-
-
-def _fail(exc: Exception) -> None:
-    raise click.ClickException(str(exc)) from exc
-
-
-@cluster.command("up")
-@DIR_OPTION
-@click.option(
-    "--osds", default=1, show_default=True, type=click.IntRange(1, 16), help="Number of OSDs."
-)
-@click.option(
-    "--store",
-    default="memstore",
-    show_default=True,
-    type=click.Choice(STORES),
-    help="memstore is fastest; bluestore (sparse file) survives kill -9.",
-)
-@click.option("--pool", default="radostdb", show_default=True, help="Pool to create.")
-def cluster_up(directory: str, osds: int, store: str, pool: str) -> None:
-    """Start a cluster in DIR and print the CEPH_CONF to use.
-
-    \b
-    Example:
-      eval "$(radostdb cluster up --dir /tmp/c)"
-    """
-    started = time.monotonic()
-    try:
-        c = DevCluster(directory, osds=osds, store=store, pool=pool)
-        c.up()
-    except ClusterError as exc:
-        _fail(exc)
-    click.echo(
-        f"cluster up in {time.monotonic() - started:.1f}s: 1 mon, {osds} {store} OSD(s), "
-        f"pool {pool}; stop it with: radostdb cluster down --dir {directory}",
-        err=True,
-    )
-    click.echo(f"export CEPH_CONF={c.conf}")
-
-
-@cluster.command("down")
-@DIR_OPTION
-@click.option(
-    "--grace", default=10.0, show_default=True, help="Seconds between SIGTERM and SIGKILL."
-)
-def cluster_down(directory: str, grace: float) -> None:
-    """Stop every daemon started in DIR, by recorded PID. Removes no file.
-
-    Safe to run twice, or after a half-started 'up'.
-
-    \b
-    Example:
-      radostdb cluster down --dir /tmp/c
-    """
-    try:
-        stopped = DevCluster(directory).down(grace=grace)
-    except ClusterError as exc:
-        _fail(exc)
-    click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running", err=True)
-
-
-@cluster.command("status")
-@DIR_OPTION
-def cluster_status(directory: str) -> None:
-    """Say which daemons of the cluster in DIR are up (exit 1 if none is).
-
-    \b
-    Example:
-      radostdb cluster status --dir /tmp/c
-    """
-    try:
-        c = DevCluster(directory)
-        daemons = c.daemons()
-    except ClusterError as exc:
-        _fail(exc)
-    if not daemons:
-        raise click.ClickException(f"no cluster was started in {os.path.abspath(directory)}")
-    for d in daemons:
-        click.echo(f"{d.name:8} {'up' if d.alive() else 'down':5} pid {d.pid:<8} log {d.log}")
-    if not any(d.alive() for d in daemons):
-        sys.exit(1)
+main.add_command(cluster)
 
 
 if __name__ == "__main__":

@@ -164,6 +164,18 @@ class WireError(RadostdbError, ValueError):
     """A reply or stored struct that does not decode."""
 
 
+def _decoded(decode: Callable[[bytes], Any], out: bytes, method: str, obj: str) -> Any:
+    """``decode(out)``; a reply that does not decode (stored data the class
+    passes through: a journal record, an object header) is TDB's corrupt
+    error naming the object, with errno EIO, as the OSD's -EIO is."""
+    try:
+        return decode(out)
+    except WireError as exc:
+        err = TdbError(ERR_CORRUPT, f"Corrupt database: {method} on {obj}: {exc}")
+        err.errno = errno.EIO  # type: ignore[attr-defined]
+        raise err from None
+
+
 # -- encoding ---------------------------------------------------------------------
 def _frame(version: int, body: bytes, compat: int | None = None) -> bytes:
     return _HEAD.pack(version, version if compat is None else compat, len(body)) + body
@@ -583,7 +595,7 @@ class Call:
             raise err
         if self.comp.get_return_value() < 0:  # tolerated missing object
             return self.missing
-        return self.decode(self._out) if self.decode else self._out
+        return _decoded(self.decode, self._out, self.method, self.obj) if self.decode else self._out
 
 
 def wait_all(calls: Iterable[Call]) -> list[Any]:
@@ -649,7 +661,7 @@ def get(io: Any, obj: str, key: bytes, accept: int = 0) -> GetResult:
         out = _missing_ok(lambda s=size: _execute(io, obj, "get", get_request(key, s, accept), s))
         if out is None:
             return GetResult(ReadStatus.MISSING)
-        res = decode_get(out)
+        res = _decoded(decode_get, out, "get", obj)
         if res.status != ReadStatus.TOO_BIG:
             return res
         size = res.needed
@@ -680,7 +692,7 @@ def list_page(io: Any, obj: str, start_after: str, max_records: int, max_bytes: 
                 size *= 4
                 continue
             raise error_of(errno_of(exc), f"list on {obj}") from None
-        return decode_list(bytes(out))
+        return _decoded(decode_list, bytes(out), "list", obj)
 
 
 def aio_list(io: Any, obj: str, start_after: str, max_records: int, max_bytes: int,
@@ -690,7 +702,8 @@ def aio_list(io: Any, obj: str, start_after: str, max_records: int, max_bytes: i
 
 
 def seq(io: Any, obj: str) -> int:
-    return decode_seq(_missing_ok(lambda: _execute(io, obj, "seq", EMPTY_REQUEST, 64)))
+    out = _missing_ok(lambda: _execute(io, obj, "seq", EMPTY_REQUEST, 64))
+    return _decoded(decode_seq, out, "seq", obj) if out else 0
 
 
 def aio_seq(io: Any, obj: str) -> Call:
@@ -743,7 +756,7 @@ STATE_BUFFER = 1 << 20
 def state(io: Any, obj: str) -> ObjectState | None:
     """The object's header and the OSD's time; None for a missing object."""
     out = _missing_ok(lambda: _execute(io, obj, "state", EMPTY_REQUEST, STATE_BUFFER))
-    return None if out is None else decode_state(out)
+    return None if out is None else _decoded(decode_state, out, "state", obj)
 
 
 def aio_state(io: Any, obj: str) -> Call:
@@ -752,7 +765,8 @@ def aio_state(io: Any, obj: str) -> Call:
 
 def watchers(io: Any, obj: str) -> list[tuple[int, int]]:
     """(client id, cookie) of every watch on ``obj``."""
-    return decode_watchers(_execute(io, obj, "watchers", EMPTY_REQUEST, 1 << 16))
+    return _decoded(decode_watchers, _execute(io, obj, "watchers", EMPTY_REQUEST, 1 << 16),
+                    "watchers", obj)
 
 
 def aio_stage(io: Any, obj: str, req: bytes) -> Call:
@@ -783,7 +797,7 @@ def journal(io: Any, obj: str, txid: int = 0) -> Journal:
     """The journal's records (all, or txid's); a missing journal is empty."""
     out = _missing_ok(lambda: _execute(io, obj, "journal", journal_request(txid),
                                        JOURNAL_BUFFER))
-    return Journal() if out is None else decode_journal(out)
+    return Journal() if out is None else _decoded(decode_journal, out, "journal", obj)
 
 
 def aio_journal(io: Any, obj: str, txid: int = 0) -> Call:

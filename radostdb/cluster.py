@@ -8,8 +8,8 @@
   is names.py's mapping: paths are normalised, ``path_prefix=`` /
   ``RADOSTDB_PATH_PREFIX`` applies.
 - Sharing: every handle in a process that names the same conf and client id
-  shares one ``rados.Rados`` connection, and one I/O context per
-  (pool, namespace).
+  (and sees the same op timeout) shares one ``rados.Rados`` connection, and
+  one I/O context per (pool, namespace).
 - Fork safety: librados runs threads, which a forked child does not have, so
   a child must never call into its parent's connection. After ``fork()`` the
   cache is emptied (``os.register_at_fork``) and :data:`generation` grows;
@@ -62,8 +62,8 @@ CONNECT_TIMEOUT = 30
 
 generation = 0
 _lock = threading.Lock()
-_connections: dict[tuple[str, str], Any] = {}
-_ioctxs: dict[tuple[str, str, str, str], Any] = {}
+_connections: dict[tuple[str, str, float | None], Any] = {}
+_ioctxs: dict[tuple[str, str, str, str, float | None], Any] = {}
 _abandoned: list[Any] = []
 _watches: dict[int, Any] = {}
 _handles: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -256,7 +256,7 @@ def connection(conf: str, client_id: str) -> Any:
     """The process's shared, connected ``rados.Rados`` for (conf, client id)."""
     if exiting:
         raise OSError(errno.ESHUTDOWN, "the process is exiting: its cluster connections are closed")
-    key = (conf, client_id)
+    key = (conf, client_id, op_timeout())  # a changed timeout gets its own connection
     with _lock:
         conn = _connections.get(key)
         if conn is None:
@@ -266,7 +266,7 @@ def connection(conf: str, client_id: str) -> Any:
 
 def ioctx(conf: str, client_id: str, pool: str, namespace: str) -> Any:
     """The shared I/O context for a pool and namespace."""
-    key = (conf, client_id, pool, namespace)
+    key = (conf, client_id, pool, namespace, op_timeout())
     io = _ioctxs.get(key)
     if io is not None:
         return io
@@ -274,14 +274,14 @@ def ioctx(conf: str, client_id: str, pool: str, namespace: str) -> Any:
 
 
 def _caller_ioctx(conn: Any, pool: str, namespace: str) -> Any:
-    key = (f"<rados {id(conn):x}>", "", pool, namespace)
+    key = (f"<rados {id(conn):x}>", "", pool, namespace, None)
     io = _ioctxs.get(key)
     if io is not None:
         return io
     return _open_ioctx(key, conn, pool, namespace, "the given cluster")
 
 
-def _open_ioctx(key: tuple[str, str, str, str], conn: Any, pool: str, namespace: str,
+def _open_ioctx(key: tuple[str, str, str, str, float | None], conn: Any, pool: str, namespace: str,
                 conf: str) -> Any:
     with _lock:
         io = _ioctxs.get(key)

@@ -59,7 +59,7 @@ from typing import Any
 from . import clsops, layout
 from . import cluster as clustermod
 from .clsops import Kind, TxnState
-from .errors import ERR_IO, ERR_LOCK, TdbError
+from .errors import ERR_CORRUPT, ERR_IO, ERR_LOCK, TdbError
 
 CRASH_STEPS = (
     "before-round", "stage-only", "apply-partial", "applied-no-stage", "round-done",
@@ -188,6 +188,14 @@ def decide(db: DbObjects, info: clsops.PendingInfo, assume_dead: bool = False,
     wait_state = None if wcall is None else wcall.wait()
     states = {i: c.wait() for i, c in scalls.items()}
     participants = record.participants if record is not None else info.participants
+    missing = sorted({i for i in [*participants, *info.participants] if i >= len(db.shard_objs)})
+    if missing:
+        raise TdbError(
+            ERR_CORRUPT,
+            f"Corrupt database: transaction {txid:x} ({db.journal}) names shard(s) "
+            f"{', '.join(map(str, missing))}, which {db.name!r} does not have "
+            "(radostdb check --repair decides it)",
+        )
 
     def header(i: int) -> clsops.ShardHeader:
         st = states.get(i)

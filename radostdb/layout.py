@@ -13,7 +13,7 @@ Its objects are ``radostdb.KIND`` followed by its *stem*:
   existed keeps its objects. The longest object name is 216 bytes.
 The objects, for KIND:
 - ``db``, the header object: omap keys ``format``, ``nshards``, ``hash``,
-  ``flags``, ``created`` and ``name`` (ASCII values, ``name`` UTF-8: the
+  ``created`` and ``name`` (dbheader.py; ASCII values, ``name`` UTF-8: the
   full database name, the only place a hashed name can be read back from;
   written by every database created since, absent in older ones), and the
   omap header kept by the object class (a sequence number bumped by

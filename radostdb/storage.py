@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,7 +33,7 @@ from typing import Any
 
 import rados
 
-from . import clsops, codec, commit, layout, locking, txnlock
+from . import clsops, codec, commit, dbheader, layout, locking, scan, txnlock
 from . import cluster as clustermod
 from .clsops import Kind, Mode, Op
 from .errors import ERR_CORRUPT, ERR_EXISTS, ERR_IO, ERR_LOCK, ERR_NOEXIST, TdbError
@@ -304,44 +302,25 @@ class RadosStorage(Storage):
             clustermod.close_watch(watch)
 
     # -- header -------------------------------------------------------------
-    def _read_header(self) -> dict[str, str] | None:
-        with rados.ReadOpCtx() as op:
-            it, _ = self.io().get_omap_vals(op, "", "", 100)
-            try:
-                self.io().operate_read_op(op, self.header_obj)
-            except rados.ObjectNotFound:
-                return None
-            except rados.Error as exc:
-                raise clustermod.io_error(exc, f"reading {self.header_obj}") from None
-            return {k: v.decode() for k, v in it}
-
     def _open_header(self, create: bool, exclusive: bool, hash_size: int) -> dict[str, str]:
         where = f"pool {self.target.pool!r}" + (
             f" namespace {self.target.namespace!r}" if self.target.namespace else ""
         )
         for _ in range(5):
-            meta = self._read_header()
-            if meta is not None:
+            header = dbheader.read(self.io(), self.name)
+            if header is not None:
                 if create and exclusive:
                     raise FileExistsError(
                         errno.EEXIST, f"database {self.name!r} already exists in {where}"
                     )
-                return self._check_header(meta)
+                return header.check().fields
             if not create:
                 raise FileNotFoundError(
                     errno.ENOENT,
                     f"database {self.name!r} does not exist in {where} "
                     "(open with O_CREAT to create it)",
                 )
-            nshards = hash_size or layout.DEFAULT_SHARDS
-            meta = {
-                "format": str(layout.FORMAT_VERSION),
-                "nshards": str(nshards),
-                "hash": layout.HASH_NAME,
-                "created": f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} "
-                f"by {socket.gethostname()} pid {os.getpid()}",
-                layout.NAME_KEY: self.name,  # a hashed name is read back from here
-            }
+            meta = dbheader.new_fields(self.name, hash_size or layout.DEFAULT_SHARDS)
             with rados.WriteOpCtx() as op:
                 op.new(rados.LIBRADOS_CREATE_EXCLUSIVE)
                 self.io().set_omap(op, tuple(meta), tuple(v.encode() for v in meta.values()))
@@ -353,23 +332,6 @@ class RadosStorage(Storage):
                 except rados.Error as exc:
                     raise clustermod.io_error(exc, f"creating {self.header_obj}") from None
         raise OSError(errno.EIO, f"cannot open or create database {self.name!r} in {where}")
-
-    def _check_header(self, meta: dict[str, str]) -> dict[str, str]:
-        try:
-            fmt, nshards = int(meta["format"]), int(meta["nshards"])
-        except (KeyError, ValueError) as exc:
-            raise TdbError(
-                ERR_CORRUPT, f"Corrupt database: header of {self.name!r} is unreadable ({exc})"
-            ) from None
-        if fmt != layout.FORMAT_VERSION or meta.get("hash") != layout.HASH_NAME:
-            raise OSError(
-                errno.EPROTO,
-                f"database {self.name!r} has format {fmt} / hash {meta.get('hash')}; this "
-                f"radostdb reads format {layout.FORMAT_VERSION} / {layout.HASH_NAME}",
-            )
-        if not 1 <= nshards <= layout.MAX_SHARDS:
-            raise TdbError(ERR_CORRUPT, f"Corrupt database: {nshards} shards in header")
-        return meta
 
     def _clear_if_first(self) -> None:
         """Clear the records if no other handle, anywhere, has the database open.
@@ -610,26 +572,13 @@ class RadosStorage(Storage):
     # -- traversal ----------------------------------------------------------
     def _pages(self, index: int, start_after: str = "", limit: int = PAGE
                ) -> Iterator[list[tuple[bytes, bytes]]]:
-        """(raw key, data) pages of one shard, every record verified."""
+        """(raw key, data) pages of one shard, every record verified: the
+        one shard pager (scan.py), read on demand in the caller's thread."""
         obj = self.shard_objs[index]
-        io = self.io()
-        attempt = 0
-        while True:
-            res = clsops.list_page(io, obj, start_after, limit, PAGE_BYTES,
-                                   self.txnlock.accept(index))
-            if res.pending is not None:
-                self._pending(obj, res.pending, attempt)
-                attempt += 1
-                continue
-            try:
-                records = codec.parse_page(res.page)
-            except codec.CodecError as exc:
-                raise TdbError(ERR_CORRUPT, f"Corrupt database: {obj}: {exc}") from None
-            if records:
-                yield records
-            if not res.more or not records:
-                return
-            start_after = codec.encode_key(records[-1][0])
+        return scan.RecordPages(
+            self.io(), obj, on_pending=lambda info, attempt: self._pending(obj, info, attempt),
+            accept=lambda: self.txnlock.accept(index), start_after=start_after,
+            max_records=limit, first_bytes=PAGE_BYTES, prefetch=False)
 
     def keys(self) -> Iterator[bytes]:
         for index in range(self.nshards):

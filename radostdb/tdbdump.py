@@ -21,12 +21,21 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from .errors import RadostdbError
 
-__all__ = ["DumpFormatError", "escape", "format_record", "parse", "unescape", "write"]
+__all__ = [
+    "DumpFormatError",
+    "escape",
+    "format_record",
+    "parse",
+    "quoted",
+    "read_records",
+    "unescape",
+    "write",
+]
 
 # Bytes that tdbdump writes as themselves: printable ASCII but '"' and '\';
 # every other byte is written \XX.
@@ -70,6 +79,11 @@ def escape(data: bytes) -> bytes:
     out[1::3] = data.translate(_HIGH)
     out[2::3] = data.translate(_LOW)
     return bytes(out.translate(None, b"\0"))
+
+
+def quoted(data: bytes) -> str:
+    """``data`` escaped as tdbdump escapes it, in double quotes: how messages show a key."""
+    return '"' + escape(data).decode("ascii") + '"'
 
 
 def format_record(key: bytes, data: bytes) -> bytes:
@@ -159,3 +173,19 @@ def parse(stream: BinaryIO) -> Iterator[tuple[int, bytes, bytes]]:
         if line != b"}\n":
             raise DumpFormatError(lineno, f"expected '}}', found {_preview(line)}")
         yield start, key, data
+
+
+def read_records(
+    stream: BinaryIO, progress: Callable[[int], None] | None = None, step: int = 4096
+) -> dict[bytes, bytes]:
+    """Every record of a dump, parsed before anything is done with them; a
+    key given twice is an error, as in tdbrestore. ``progress(n)`` is told
+    of every ``step`` records parsed."""
+    found: dict[bytes, bytes] = {}
+    for line, key, data in parse(stream):
+        if key in found:
+            raise DumpFormatError(line, f"key {quoted(key)} appears a second time")
+        found[key] = data
+        if progress is not None and len(found) % step == 0:
+            progress(step)
+    return found

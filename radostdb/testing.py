@@ -1,6 +1,11 @@
 """pytest plugin: a real Ceph cluster for the test session.
 
 Loaded with ``-p radostdb.testing`` (pyproject.toml does it for this repo).
+It stays in the installed package on purpose: a project that builds on
+radostdb loads it the same way to test against a throwaway cluster, which
+needs the installed launcher (devcluster.py) and the built object class
+anyway. Nothing else in radostdb imports it, so pytest is needed only by
+whoever loads it.
 
 - ``ceph_cluster`` (session): a :class:`ClusterInfo` for the cluster under test.
   By default a throwaway :class:`~radostdb.devcluster.DevCluster` (one memstore

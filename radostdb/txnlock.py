@@ -102,6 +102,9 @@ class TxnLock:
     # -- start and end -------------------------------------------------------------------
     def start(self, nonblock: bool) -> None:
         """Hold both locks for a transaction (0 round trips when cached)."""
+        if self.locks.holds_user_locks():
+            # as tdb: "cannot start a transaction with locks held"
+            raise TdbError(ERR_LOCK)
         with self.cond:
             while self.state == State.RELEASING:
                 self.cond.wait()
@@ -115,9 +118,6 @@ class TxnLock:
                 cached = False
         if cached:  # lost, or somebody waits: give it up and queue again
             self._release()
-        if self.locks.holds_user_locks():
-            # as tdb: "cannot start a transaction with locks held"
-            raise TdbError(ERR_LOCK)
         for attempt in range(2):
             with self.cond:
                 self.requested = False

@@ -72,6 +72,7 @@ CALLS = """
         for i in range(16):
             db.store(b"k%02d" % i, b"v")
     db.chainlock(b"held")  # locks to release at close
+    other = radostdb.Tdb(name)  # transactions: not on a handle holding locks (as tdb)
     print("ready", flush=True)
     sys.stdin.readline()  # the OSD is frozen now
 
@@ -87,9 +88,9 @@ CALLS = """
         print(json.dumps(out), flush=True)
 
     def txn():
-        db.transaction_start()
-        db.store(b"k00", b"w")
-        db.transaction_commit()
+        other.transaction_start()
+        other.store(b"k00", b"w")
+        other.transaction_commit()
 
     timed("get", lambda: db.get(b"k01"))
     timed("store", lambda: db.store(b"new", b"v"))

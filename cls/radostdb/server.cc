@@ -638,13 +638,19 @@ static int reset(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferli
     if (r < 0)
       return r;
     for (auto &kv : vals) {
-      if (kv.second.length() >= RTDB_REC_HDR) {
-        const uint8_t *p = (const uint8_t *)kv.second.c_str();
-        uint64_t rseq = 0;
-        for (int i = 7; i >= 0; i--)
-          rseq = rseq << 8 | p[4 + i];
+      /* only values that decode as records count (the header object's
+       * omap holds text fields, not records) */
+      std::string raw(kv.first.size(), '\0');
+      long klen = rtdb_key_decode((const uint8_t *)kv.first.data(), kv.first.size(),
+                                  (uint8_t *)&raw[0]);
+      uint64_t rseq;
+      uint8_t rflags;
+      size_t doff, dlen;
+      if (klen >= 0 &&
+          rtdb_record_decode((const uint8_t *)raw.data(), (size_t)klen,
+                             (const uint8_t *)kv.second.c_str(), kv.second.length(), &rseq,
+                             &rflags, &doff, &dlen) == RTDB_OK)
         top = std::max(top, rseq);
-      }
       after = kv.first;
     }
     if (vals.empty())
