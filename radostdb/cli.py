@@ -13,6 +13,8 @@ cli design:
 - Output meant for pipes goes to stdout (``dump`` and ``get`` write bytes);
   progress bars (rich), confirmations and chatter go to stderr. A progress bar
   is shown when stderr is a terminal, unless --no-progress or --quiet.
+  cli_io.py holds these terminal helpers and the KEY/VALUE argument forms;
+  cli_cluster.py the ``cluster`` subcommands.
 - Library errors become one line ``Error: …`` and exit status 1; usage
   errors exit 2 (click's own handling).
 - ``restore`` and ``import`` write through one transaction: all records or
@@ -31,22 +33,19 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
 import click
 import rados
 
-from . import admin, layout, names, tdbdump, tdbfile
+from . import admin, cli_io, layout, names, tdbdump, tdbfile
 from .cli_cluster import cluster
 from .errors import ERR_EXISTS, ERR_NOEXIST, TdbError
 
 T = TypeVar("T")
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-PROGRESS_STEP = 4096  # records between progress-bar updates in per-record loops
-SIGPIPE_EXIT = 141
 LS_NAME_WIDTH = 60  # the NAME column of 'ls' grows to this, longer names overflow it
 
 
@@ -226,125 +225,6 @@ HEX_OPTION = click.option(
 )
 
 
-def _data(text: str, hex_: bool, what: str) -> bytes:
-    """A key or value argument as bytes: text, --hex, @FILE, @- (stdin) or @@text."""
-    if text.startswith("@@"):
-        text = text[1:]
-    elif text.startswith("@"):
-        path = text[1:]
-        try:
-            if path == "-":
-                return sys.stdin.buffer.read()
-            with open(path, "rb") as f:
-                return f.read()
-        except OSError as exc:
-            raise click.BadParameter(
-                f"cannot read {path}: {exc.strerror}", param_hint=what
-            ) from None
-    if hex_:
-        try:
-            return bytes.fromhex(text)
-        except ValueError:
-            raise click.BadParameter(f"{text!r} is not hex", param_hint=what) from None
-    return os.fsencode(text)
-
-
-def _progress_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option(
-        "-q", "--quiet", is_flag=True, help="No progress bar and no summary on stderr."
-    )(f)
-    return click.option(
-        "--progress/--no-progress",
-        default=None,
-        help="Progress bar on stderr [default: when stderr is a terminal].",
-    )(f)
-
-
-class Progress:
-    """A progress bar of records on stderr, or nothing when disabled."""
-
-    def __init__(self, enabled: bool, what: str, total: int | None = None) -> None:
-        self._bar: Any = None
-        self.done = 0
-        if enabled:  # rich is imported only when a bar is shown: it is slow to import
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-            from rich.progress import Progress as Bar
-
-            self._bar = Bar(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("records"),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-            )
-            self._task = self._bar.add_task(what, total=total)
-
-    def __enter__(self) -> Progress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def advance(self, n: int) -> None:
-        """Count ``n`` more records."""
-        self.done += n
-        if self._bar is not None:
-            self._bar.update(self._task, completed=self.done)
-
-    def counted(self, items: Iterable[T]) -> Iterator[T]:
-        """``items``, advancing the bar as they go (every PROGRESS_STEP)."""
-        n = 0
-        for item in items:
-            yield item
-            n += 1
-            if n % PROGRESS_STEP == 0:
-                self.advance(PROGRESS_STEP)
-        self.advance(n % PROGRESS_STEP)
-
-    def describe(self, what: str) -> None:
-        """Change the text before the bar."""
-        if self._bar is not None:
-            self._bar.update(self._task, description=what)
-
-
-def _show_progress(progress: bool | None, quiet: bool) -> bool:
-    if quiet:
-        return False
-    return progress if progress is not None else sys.stderr.isatty()
-
-
-def _say(quiet: bool, message: str) -> None:
-    """Chatter: a line on stderr unless --quiet."""
-    if not quiet:
-        click.echo(message, err=True)
-
-
-@contextmanager
-def _stdout() -> Iterator[BinaryIO]:
-    """Binary stdout; a reader that went away (broken pipe) ends the command quietly."""
-    out = sys.stdout.buffer
-    try:
-        yield out
-        out.flush()
-    except BrokenPipeError:
-        try:  # nothing more can be written: keep the interpreter from trying at exit
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
-        sys.exit(SIGPIPE_EXIT)
-
-
 # -- listing and description ---------------------------------------------------------
 @main.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
@@ -381,7 +261,7 @@ def ls_cmd(env: Env, as_json: bool) -> None:
 @NAME
 @click.option("--shards", is_flag=True, help="Also list every shard's records, size and seq.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_progress_options
+@cli_io.progress_options
 @pass_env
 def info(
     env: Env, name: str, shards: bool, as_json: bool, progress: bool | None, quiet: bool
@@ -397,7 +277,7 @@ def info(
       radostdb info secrets
       radostdb info secrets --shards --json
     """
-    with Progress(_show_progress(progress, quiet), f"reading {name}") as bar:
+    with cli_io.Progress(cli_io.show_progress(progress, quiet), f"reading {name}") as bar:
         d = admin.info(env.site(), name, progress=bar.advance)
     if as_json:
         click.echo(json.dumps(admin.to_json(d), indent=2))
@@ -473,7 +353,7 @@ def dump(env: Env, name: str, key_text: str | None, hex_: bool) -> None:
       radostdb dump secrets -k 'SECRETS/SID/MYDOMAIN'
     """
     if key_text is not None:
-        key = _data(key_text, hex_, "KEY")
+        key = cli_io.data_arg(key_text, hex_, "KEY")
         db = env.site().open(name, readonly=True)
         try:
             value = db.get(key)
@@ -483,11 +363,11 @@ def dump(env: Env, name: str, key_text: str | None, hex_: bool) -> None:
             raise click.ClickException(
                 f"key {admin.display_key(key)} not found in database {name!r}"
             )
-        with _stdout() as out:
+        with cli_io.binary_stdout() as out:
             out.write(tdbdump.escape(value))
         return
     records = admin.records(env.site(), name)
-    with _stdout() as out:
+    with cli_io.binary_stdout() as out:
         tdbdump.write(records, out)
 
 
@@ -524,7 +404,7 @@ def _load_options(f: Callable[..., Any]) -> Callable[..., Any]:
     help="Read the dump from FILE [default: stdin].",
 )
 @_load_options
-@_progress_options
+@cli_io.progress_options
 @pass_env
 def restore(
     env: Env,
@@ -549,16 +429,16 @@ def restore(
     """
     started = time.monotonic()
     where = getattr(source, "name", "<stdin>")
-    with Progress(_show_progress(progress, quiet), "parsing") as bar:
+    with cli_io.Progress(cli_io.show_progress(progress, quiet), "parsing") as bar:
         try:
-            found = tdbdump.read_records(source, bar.advance, PROGRESS_STEP)
+            found = tdbdump.read_records(source, bar.advance, cli_io.PROGRESS_STEP)
         except tdbdump.DumpFormatError as exc:
             raise click.ClickException(f"{where}: {exc}; nothing was written") from None
         bar.describe("storing")
         n = admin.load(
             env.site(), name, bar.counted(found.items()), hash_size=hash_size, replace=replace
         )
-    _say(quiet, f"restored {n} records into {name!r} in {time.monotonic() - started:.1f}s")
+    cli_io.say(quiet, f"restored {n} records into {name!r} in {time.monotonic() - started:.1f}s")
 
 
 # -- TDB files ------------------------------------------------------------------------
@@ -566,7 +446,7 @@ def restore(
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.argument("name", type=DbName(), required=False)
 @_load_options
-@_progress_options
+@cli_io.progress_options
 @pass_env
 def import_cmd(
     env: Env,
@@ -594,11 +474,13 @@ def import_cmd(
     if name is None:
         name = _name_of_file(file)
     started = time.monotonic()
-    show = _show_progress(progress, quiet)
+    show = cli_io.show_progress(progress, quiet)
     with tdbfile.TdbReader(file) as src:
         if not src.locked:
-            _say(quiet, f"note: reading {file} without a lock (it is not writable by this user)")
-        with Progress(show, "importing", len(src) if show else None) as bar:
+            cli_io.say(
+                quiet, f"note: reading {file} without a lock (it is not writable by this user)"
+            )
+        with cli_io.Progress(show, "importing", len(src) if show else None) as bar:
             try:
                 n = admin.load(
                     env.site(),
@@ -609,7 +491,7 @@ def import_cmd(
                 )
             except tdbfile.TdbFileError as exc:
                 raise click.ClickException(f"{exc}; nothing was written") from None
-    _say(
+    cli_io.say(
         quiet,
         f"imported {n} records from {file} into {name!r} in {time.monotonic() - started:.1f}s",
     )
@@ -639,7 +521,7 @@ def _name_of_file(file: str) -> str:
     type=click.IntRange(0),
     help="Hash chains of the TDB file [default: from the record count].",
 )
-@_progress_options
+@cli_io.progress_options
 @pass_env
 def export(
     env: Env,
@@ -676,15 +558,16 @@ def export(
     admin.usable_header(site, name)  # a missing database fails before any file is made
     if os.path.exists(file) and not force:
         raise click.ClickException(f"{file} exists; pass --force to overwrite it")
-    show = _show_progress(progress, quiet)
+    show = cli_io.show_progress(progress, quiet)
     total = admin.count_records(site, name) if show or not hash_size else None
-    with Progress(show, "exporting", total) as bar:
+    with cli_io.Progress(show, "exporting", total) as bar:
         n = tdbfile.write(
             file,
             bar.counted(admin.records(site, name, ordered=False)),
             hash_size=hash_size or tdbfile.hash_size_for(total or 0),
         )
-    _say(quiet, f"exported {n} records of {name!r} to {file} in {time.monotonic() - started:.1f}s")
+    took = time.monotonic() - started
+    cli_io.say(quiet, f"exported {n} records of {name!r} to {file} in {took:.1f}s")
 
 
 # -- single records ------------------------------------------------------------------
@@ -705,7 +588,7 @@ def get(env: Env, name: str, key: str, hex_: bool) -> None:
       radostdb get secrets 'SECRETS/MACHINE_PASSWORD/MYDOMAIN' > password.bin
       radostdb get --hex locking 0a0b00
     """
-    raw = _data(key, hex_, "KEY")
+    raw = cli_io.data_arg(key, hex_, "KEY")
     db = env.site().open(name, readonly=True)
     try:
         value = db.get(raw)
@@ -713,7 +596,7 @@ def get(env: Env, name: str, key: str, hex_: bool) -> None:
         db.close()
     if value is None:
         raise click.ClickException(f"key {admin.display_key(raw)} not found in database {name!r}")
-    with _stdout() as out:
+    with cli_io.binary_stdout() as out:
         out.write(value.hex().encode() + b"\n" if hex_ else value)
 
 
@@ -745,7 +628,7 @@ def store(
     """
     from .flags import INSERT, MODIFY, REPLACE
 
-    raw_key, raw_value = _data(key, hex_, "KEY"), _data(value, hex_, "VALUE")
+    raw_key, raw_value = cli_io.data_arg(key, hex_, "KEY"), cli_io.data_arg(value, hex_, "VALUE")
     db = env.site().open(name, create=create)
     try:
         db.store(raw_key, raw_value, {"insert": INSERT, "modify": MODIFY}.get(mode or "", REPLACE))
@@ -784,7 +667,7 @@ def append(env: Env, name: str, key: str, value: str, create: bool, hex_: bool) 
       radostdb append mydb log 'one more line'
       printf '\\x00\\x01' | radostdb append mydb blob @-
     """
-    raw_key, raw_value = _data(key, hex_, "KEY"), _data(value, hex_, "VALUE")
+    raw_key, raw_value = cli_io.data_arg(key, hex_, "KEY"), cli_io.data_arg(value, hex_, "VALUE")
     db = env.site().open(name, create=create)
     try:
         db.append(raw_key, raw_value)
@@ -803,7 +686,7 @@ def delete(env: Env, name: str, key: str, hex_: bool) -> None:
       radostdb delete mydb greeting
       radostdb delete --hex mydb 6b657900
     """
-    raw = _data(key, hex_, "KEY")
+    raw = cli_io.data_arg(key, hex_, "KEY")
     db = env.site().open(name)
     try:
         db.delete(raw)
@@ -832,7 +715,7 @@ def delete(env: Env, name: str, key: str, hex_: bool) -> None:
     "format (their data is lost).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@_progress_options
+@cli_io.progress_options
 @pass_env
 def check(
     env: Env,
@@ -869,7 +752,7 @@ def check(
     """
     if drop_corrupt and not repair:
         raise click.UsageError("--drop-corrupt needs --repair")
-    with Progress(_show_progress(progress, quiet), f"checking {name}") as bar:
+    with cli_io.Progress(cli_io.show_progress(progress, quiet), f"checking {name}") as bar:
         report = admin.check(
             env.site(), name, repair=repair, drop_corrupt=drop_corrupt, progress=bar.advance
         )
