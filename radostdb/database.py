@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 
 from . import cluster as clustermod
 from . import flags as F
+from . import service
 from .errors import (
     ERR_EINVAL,
     ERR_IO,
@@ -226,10 +227,12 @@ class Tdb:
         self.close()
 
     def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+        # The garbage collector runs this on whatever thread allocates, also a
+        # librados callback thread: close where that cannot deadlock.
+        storage, self._storage = self._storage, None
+        self._txn = None
+        if storage is not None:
+            service.close_safely(storage.close)
 
     @_op
     def reopen(self) -> None:

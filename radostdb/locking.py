@@ -12,25 +12,27 @@ lock design:
   and talks to the OSD only for the first lock and the last unlock.
 - Uncontended, a lock is ONE class call (a `lock` try) and an unlock one
   more. Contended, the waiter (1) queues and reads the queue back in one
-  round trip (`lock` with QUEUE, then `state`, pipelined on the object),
-  (2) announces itself with a "W" notify that every watcher acknowledges
-  (holders then know to wake someone when they release), (3) reads the
-  state once more (a release that crossed the announcement is seen here),
-  then (4) sleeps until a notify on the object or a deadline: the earliest
-  lease expiry among the entries ahead of it. A releaser that heard a "W"
-  sends its release and a "C" notify back to back on the same object (the
-  OSD orders the notify after the release), so a granted waiter wakes,
-  reads the state and runs: a handoff costs about two round trips.
-- Leases: every entry (held or queued) carries a lease on the OSD clock.
-  One service thread per process renews, for every handle, each object
-  where the handle has entries, a third of a lease after the last renewal
-  (deadline-driven: taking a lock schedules its renewal, nothing polls; the
-  thread never waits for the main thread). A holder that dies stops renewing;
-  its entries stop counting when the lease ends, and a waiter that died
-  leaves the queue then. A waiter whose deadline passed prunes the object
-  (one call), which grants the next in line. A renewal that finds the
-  owner's entries gone marks those locks lost: later writes under them are
-  refused by the OSD (fencing, ERR_LOCK) and so is their unlock.
+  round trip (`lock` with QUEUE, then `state`, pipelined on the object), (2)
+  announces itself with a "W" notify (wakeup.py carries the notifies) that
+  every watcher acknowledges (holders then know to wake someone when they
+  release), (3) reads the state once more (a release that crossed the
+  announcement is seen here), then (4) sleeps until a notify on the object
+  or a deadline: the earliest lease expiry among the entries ahead of it. A
+  releaser that heard a "W" sends its release and a "C" notify back to back
+  on the same object (the OSD orders the notify after the release), so a
+  granted waiter wakes, reads the state and runs: a handoff costs about two
+  round trips.
+- Leases: every entry (held or queued) carries a lease on the OSD clock. One
+  service thread per process (service.py) renews, for every handle, each
+  object where the handle has entries, a third of a lease after the last
+  renewal (deadline-driven: taking a lock schedules its renewal, nothing
+  polls; the thread never waits for the main thread). A holder that dies
+  stops renewing; its entries stop counting when the lease ends, and a
+  waiter that died leaves the queue then. A waiter whose deadline passed
+  prunes the object (one call), which grants the next in line. A renewal
+  that finds the owner's entries gone marks those locks lost: later writes
+  under them are refused by the OSD (fencing, ERR_LOCK) and so is their
+  unlock.
 - Whole-database locks (lock_all, read_lock_all) and a transaction's
   isolation take one lock per shard: first a try on every shard in
   parallel (one round trip); if any is busy, the shards after the first
@@ -51,8 +53,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import heapq
-import itertools
 import os
 import threading
 import time
@@ -61,18 +61,13 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import rados
-
-from . import clsops, layout
+from . import clsops, layout, service, wakeup
 from . import cluster as clustermod
 from .clsops import Kind, Mode
 from .errors import ERR_LOCK, ERR_LOCK_TIMEOUT, TdbError
 
 DEFAULT_LEASE = 30.0
 DEFAULT_TXN_LEASE = 5.0
-NOTIFY_TIMEOUT_MS = 1000
-WAIT_MSG = "W"
-CHANGED_MSG = "C"
 MIN_SLEEP = 0.02
 MAX_SLEEP = 5.0
 NONBLOCK_GRACE = 0.25  # how long a nonblocking call waits for a merely cached lock
@@ -104,229 +99,6 @@ def default_txn_lease(lock_lease: float) -> float:
     long the transaction lock and a transaction's isolation outlive a holder
     that died, cached between transactions or not."""
     return min(_env_seconds("RADOSTDB_TXN_LEASE", DEFAULT_TXN_LEASE), lock_lease)
-
-
-# -- watches and notifies -------------------------------------------------------------
-class _Notices:
-    """Process-wide watches on the objects locks wait on, and what they deliver."""
-
-    def __init__(self) -> None:
-        # reentrant: a handle closed by the garbage collector may release its
-        # locks from inside any of these methods
-        self.lock = threading.RLock()
-        self.cond = threading.Condition(self.lock)
-        self.watches: dict[tuple[int, str], Any] = {}
-        self.gen: dict[str, int] = {}  # object -> notifies seen
-        self.waited: set[str] = set()  # objects on which somebody announced a wait
-        self.listeners: dict[str, weakref.WeakSet[Any]] = {}  # object -> tables told of waits
-        self.inflight: list[Any] = []  # aio notifies not yet completed
-
-    def ensure_watch(self, io: Any, obj: str) -> None:
-        key = (id(io), obj)
-        if key in self.watches:
-            return
-
-        def on_notify(_nid: int, _notifier: int, _wid: int, data: bytes) -> None:
-            msg = bytes(data or b"")
-            with self.cond:
-                self.gen[obj] = self.gen.get(obj, 0) + 1
-                listeners = list(self.listeners.get(obj, ()))
-                if msg == WAIT_MSG.encode():
-                    self.waited.add(obj)
-                self.cond.notify_all()
-            if msg == WAIT_MSG.encode():
-                for table in listeners:
-                    table.on_wait(obj)
-
-        try:
-            try:
-                watch = io.watch(obj, on_notify)
-            except rados.ObjectNotFound:  # an object never written: create it empty
-                with rados.WriteOpCtx() as op:
-                    op.new(rados.LIBRADOS_CREATE_IDEMPOTENT)
-                    io.operate_write_op(op, obj)
-                watch = io.watch(obj, on_notify)
-        except rados.Error as exc:
-            raise clustermod.io_error(exc, f"watching {obj}") from None
-        with self.lock:
-            if key in self.watches:  # raced with another thread
-                clustermod.abandon([watch])
-            else:
-                self.watches[key] = clustermod.track_watch(watch)
-
-    def listen(self, obj: str, table: Any) -> None:
-        with self.lock:
-            self.listeners.setdefault(obj, weakref.WeakSet()).add(table)
-
-    def generation(self, obj: str) -> int:
-        with self.lock:
-            return self.gen.get(obj, 0)
-
-    def sleep(self, obj: str, since: int, timeout: float) -> bool:
-        """Until a notify on obj arrived after `since` (True), or timeout."""
-        with self.cond:
-            return self.cond.wait_for(lambda: self.gen.get(obj, 0) != since, timeout)
-
-    def announce(self, io: Any, obj: str) -> None:
-        """Tell everyone watching obj that somebody waits; returns once they
-        have all seen it (or NOTIFY_TIMEOUT_MS passed for a dead watcher)."""
-        try:
-            io.notify(obj, WAIT_MSG, NOTIFY_TIMEOUT_MS)
-        except rados.Error:
-            pass  # a dead watcher timed out: its lease will end
-
-    def take_waited(self, obj: str) -> bool:
-        with self.lock:
-            if obj in self.waited:
-                self.waited.discard(obj)
-                return True
-            return False
-
-    def mark_waited(self, obj: str) -> None:
-        with self.lock:
-            self.waited.add(obj)
-
-    def changed(self, io: Any, obj: str) -> None:
-        """Wake every waiter on obj (sent without waiting for the answers)."""
-        comp = io.aio_notify(obj, _ignore, CHANGED_MSG, NOTIFY_TIMEOUT_MS)
-        with self.lock:
-            self.inflight = [c for c in self.inflight if not c.is_complete()]
-            self.inflight.append(comp)
-
-    def drain(self) -> None:
-        """Wait for notifies still in flight (their callbacks must not run
-        after the connection is gone)."""
-        with self.lock:
-            inflight, self.inflight = self.inflight, []
-        for comp in inflight:
-            comp.wait_for_complete_and_cb()
-
-
-def _ignore(*_args: Any) -> None:
-    """aio notify completions need no handling."""
-
-
-_notices = _Notices()
-
-
-def wake(io: Any, obj: str) -> None:
-    """Tell every waiter on obj to look again (after a change they wait for)."""
-    _notices.changed(io, obj)
-
-
-def wake_waiters(io: Any, obj: str) -> None:
-    """After a change on obj: wake its waiters if any announced themselves."""
-    if _notices.take_waited(obj):
-        _notices.changed(io, obj)
-
-
-def announce_wait(io: Any, obj: str) -> int:
-    """Watch obj and announce a wait on it; returns the notify generation to
-    sleep from (see :func:`sleep`)."""
-    _notices.ensure_watch(io, obj)
-    gen = _notices.generation(obj)
-    _notices.announce(io, obj)
-    return gen
-
-
-def sleep(obj: str, since: int, timeout: float) -> bool:
-    """Sleep until a notify on obj after generation `since`, or timeout."""
-    return _notices.sleep(obj, since, timeout)
-
-
-# -- the renewal service --------------------------------------------------------------
-class _Service:
-    """The process's lock service thread: lease renewals at their deadlines,
-    and small jobs handed over by notify callbacks (which must not block)."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        # heap of (deadline, seq, table or job): tables are renewed, jobs run
-        self.due: list[tuple[float, int, Any]] = []
-        self.jobs: list[Callable[[], None]] = []
-        self.seq = itertools.count()
-        self.thread: threading.Thread | None = None
-        self.stopped = False
-
-    def _start(self) -> None:
-        if self.thread is None or not self.thread.is_alive():
-            self.thread = threading.Thread(target=self._run, name="radostdb-locks", daemon=True)
-            self.thread.start()
-
-    def schedule(self, table: Any, when: float) -> None:
-        """Renew `table`'s due objects at monotonic time `when`."""
-        with self.cond:
-            if self.stopped:
-                return
-            heapq.heappush(self.due, (when, next(self.seq), table))
-            self._start()
-            self.cond.notify()
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self.cond:
-            if self.stopped:
-                return
-            self.jobs.append(job)
-            self._start()
-            self.cond.notify()
-
-    def call_at(self, when: float, job: Callable[[], None]) -> None:
-        """Run job() on the service thread at monotonic time ``when``."""
-        with self.cond:
-            if self.stopped:
-                return
-            heapq.heappush(self.due, (when, next(self.seq), job))
-            self._start()
-            self.cond.notify()
-
-    def stop(self) -> None:
-        with self.cond:
-            self.stopped = True
-            thread = self.thread
-            self.cond.notify()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(30)
-
-    def _run(self) -> None:
-        while True:
-            with self.cond:
-                while not self.stopped and not self.jobs and (
-                        not self.due or self.due[0][0] > time.monotonic()):
-                    timeout = self.due[0][0] - time.monotonic() if self.due else None
-                    self.cond.wait(timeout)
-                if self.stopped:
-                    return
-                jobs, self.jobs = self.jobs, []
-                tables = []
-                now = time.monotonic()
-                while self.due and self.due[0][0] <= now:
-                    tables.append(heapq.heappop(self.due)[2])
-            for job in jobs:
-                try:
-                    job()
-                except Exception:
-                    pass  # a job's failure is its owner's business (leases cover it)
-            for item in {id(t): t for t in tables}.values():
-                try:
-                    if isinstance(item, LockTable):
-                        item.renew_due()
-                    else:
-                        item()
-                except Exception:
-                    pass  # an unreachable cluster: the next deadline tries again
-
-
-_service = _Service()
-
-
-def submit(job: Callable[[], None]) -> None:
-    """Run job() on the lock service thread."""
-    _service.submit(job)
-
-
-def call_at(when: float, job: Callable[[], None]) -> None:
-    """Run job() on the lock service thread at monotonic time ``when``."""
-    _service.call_at(when, job)
 
 
 # -- one handle's locks ---------------------------------------------------------------------
@@ -418,11 +190,11 @@ class LockTable:
             self._objects[obj] = (min(lease_ms, old[0]) if old else lease_ms, due)
             if obj not in self._listening:
                 self._listening.add(obj)
-                _notices.listen(obj, self)
+                wakeup.listen(obj, self)
             if self._scheduled is not None and self._scheduled <= due:
                 return
             self._scheduled = due
-        _service.schedule(self, due)
+        service.call_at(due, self.renew_due, key=self)
 
     def _untrack(self, obj: str) -> None:
         with self._mutex:
@@ -459,7 +231,7 @@ class LockTable:
             if self._scheduled is not None and self._scheduled <= nxt:
                 return
             self._scheduled = nxt
-        _service.schedule(self, nxt)
+        service.call_at(nxt, self.renew_due, key=self)
 
     def _lost(self, obj: str) -> None:
         """Our entries on obj expired and are gone (caller holds the mutex)."""
@@ -481,7 +253,7 @@ class LockTable:
             if prompt:
                 self._objects[obj] = (entry[0], time.monotonic())  # due now
         if prompt:
-            _service.submit(self.renew_due)
+            service.submit(self.renew_due)
         for ref in list(self.wait_listeners):
             listener = ref()
             if listener is not None:
@@ -527,7 +299,7 @@ class LockTable:
             self.note(hk, lease_ms)
         else:
             self.track(obj, lease_ms)
-        _notices.ensure_watch(io, obj)  # a holder must hear "W" announcements
+        wakeup.ensure_watch(io, obj)  # a holder must hear "W" announcements
 
     def acquire_with_read(self, obj: str, key: bytes, start_read: Callable[[], Any],
                           on_unclean: OnUnclean | None = None) -> Any:
@@ -555,7 +327,7 @@ class LockTable:
             self.acquire(obj, Kind.RECORD, Mode.EXCL, key, on_unclean=on_unclean, count=False)
             value = start_read()()
         self.note(hk, self.lease_ms)
-        _notices.ensure_watch(io, obj)
+        wakeup.ensure_watch(io, obj)
         return value
 
     def wait_queued(self, obj: str, kind: int, mode: int, key: bytes, lease_ms: int,
@@ -573,7 +345,7 @@ class LockTable:
         dead (nobody renewed them since we queued): then they get until their
         lease ends, at most one lease more."""
         io = self._io()
-        _notices.ensure_watch(io, obj)
+        wakeup.ensure_watch(io, obj)
         limit = clustermod.op_timeout()
         deadline = None if limit is None else time.monotonic() + limit
         first_seen: dict[tuple[bytes, int, int, bytes], int] = {}
@@ -590,7 +362,7 @@ class LockTable:
                           for e in ahead)
             if ahead and not renewed and not extended:
                 # ping: a live holder renews on hearing a wait (on_wait)
-                _notices.announce(io, obj)
+                wakeup.announce(io, obj)
                 time.sleep(RENEW_ON_WAIT / 4)
                 again = clsops.state(io, obj)
                 if again is not None:
@@ -619,7 +391,7 @@ class LockTable:
             return st, (ccall.wait() if ccall is not None else None)
 
         while True:  # (re)queue
-            gen = _notices.generation(obj)
+            gen = wakeup.generation(obj)
             if not queued:
                 call = clsops.aio_lock(io, obj, queue_req)
                 st, extra = read_state()
@@ -634,7 +406,7 @@ class LockTable:
                 if self.granted(obj, st, kind, mode, key):
                     return st, extra  # type: ignore[return-value]
             queued = False
-            _notices.announce(io, obj)
+            wakeup.announce(io, obj)
             st, extra = read_state()
             expired_at: float | None = None
             while True:
@@ -651,8 +423,8 @@ class LockTable:
                 delay, expired_at = self._deadline(st, kind, mode, key)
                 if deadline is not None:
                     delay = max(MIN_SLEEP, min(delay, deadline - time.monotonic()))
-                woke = _notices.sleep(obj, gen, delay)
-                gen = _notices.generation(obj)
+                woke = wakeup.sleep(obj, gen, delay)
+                gen = wakeup.generation(obj)
                 # somebody ahead outlived its lease: prune, which grants
                 late = not woke and expired_at is not None and time.monotonic() >= expired_at
                 st, extra = read_state(prune=late)
@@ -669,10 +441,10 @@ class LockTable:
             if any(e.kind not in (Kind.TXN, Kind.ISOLATION) for e in others):
                 return False  # a record or database lock, or a commit: really busy
         deadline = time.monotonic() + NONBLOCK_GRACE
-        gens = {o: _notices.generation(o) for o in objs}
+        gens = {o: wakeup.generation(o) for o in objs}
         for o in objs:
-            _notices.ensure_watch(io, o)
-            _notices.announce(io, o)
+            wakeup.ensure_watch(io, o)
+            wakeup.announce(io, o)
         while True:
             try:
                 attempt()
@@ -682,8 +454,8 @@ class LockTable:
                 if left <= 0:
                     return False
                 o = objs[0]
-                _notices.sleep(o, gens[o], min(left, MIN_SLEEP))
-                gens[o] = _notices.generation(o)
+                wakeup.sleep(o, gens[o], min(left, MIN_SLEEP))
+                gens[o] = wakeup.generation(o)
 
     def _entry(self, st: clsops.ObjectState, kind: int, mode: int,
                key: bytes) -> clsops.LockEntry | None:
@@ -700,7 +472,7 @@ class LockTable:
         if e is None or not e.held:
             return False
         if any(x.state == clsops.EntryState.QUEUED for x in st.header.entries):
-            _notices.mark_waited(obj)  # others still wait: wake them on release
+            wakeup.mark_waited(obj)  # others still wait: wake them on release
         return True
 
     def _ahead(self, st: clsops.ObjectState, kind: int, mode: int,
@@ -778,7 +550,7 @@ class LockTable:
         unlock([o for o in todo[keep:] if o not in busy])  # after the first busy: in order
         for o in todo[:keep]:
             self.note((o, kind, mode, b""), lease_ms)
-            _notices.ensure_watch(io, o)
+            wakeup.ensure_watch(io, o)
         try:
             for o in todo[keep:]:
                 self.acquire(o, kind, mode, nonblock=False, lease_ms=lease_ms,
@@ -807,11 +579,11 @@ class LockTable:
         io = self._io()
         req = clsops.unlock_request(self.owner, kind, mode, key)
         self._untrack(obj)
-        if not _notices.take_waited(obj):
+        if not wakeup.take_waited(obj):
             clsops.unlock(io, obj, req)  # nobody waits: one plain call
             return
         call = clsops.aio_unlock(io, obj, req)
-        _notices.changed(io, obj)  # ordered after the unlock on the same object
+        wakeup.wake(io, obj)  # ordered after the unlock on the same object
         err = call.error()
         if err is not None:
             raise err
@@ -827,8 +599,8 @@ class LockTable:
         calls = [clsops.aio_unlock(io, o, clsops.unlock_request(self.owner, kind, mode))
                  for o in objs]
         for o in objs:
-            if _notices.take_waited(o):
-                _notices.changed(io, o)
+            if wakeup.take_waited(o):
+                wakeup.wake(io, o)
         for o, c in zip(objs, calls, strict=True):
             c.error()
             self._untrack(o)
@@ -845,8 +617,8 @@ class LockTable:
         calls = [clsops.aio_release(io, o, clsops.release_request(self.owner, txid, 0, kind))
                  for o, txid, kind in items]
         for o, _, _ in items:
-            if _notices.take_waited(o):
-                _notices.changed(io, o)
+            if wakeup.take_waited(o):
+                wakeup.wake(io, o)
         errors = [c.error() for c in calls]
         for o, _, _ in items:
             self._untrack(o)
@@ -866,20 +638,16 @@ class LockTable:
 
 
 def _after_fork_in_child() -> None:
-    global _notices, _service
-    clustermod.abandon(_notices.watches.values())
-    _notices = _Notices()
-    _service = _Service()
+    wakeup.reset_after_fork()
+    service.reset_after_fork()
 
 
 def _quiesce() -> None:
     """Before connections shut down: no renewals, no notifies in flight. A
     later renewal need (handles used after a test session's reset) starts a
     fresh thread."""
-    global _service
-    _service.stop()
-    _notices.drain()
-    _service = _Service()
+    service.stop()
+    wakeup.drain()
 
 
 def wait_object(name: str) -> str:

@@ -139,7 +139,9 @@ class OmapPages:
                 pass
 
     def __del__(self) -> None:
-        self.close()
+        # never wait here: the collector may run this on a librados thread
+        # that the read in flight needs; the read ends on its own
+        self._next = None
 
 
 def omap_pages(io: Any, objs: list[str], *, keys_only: bool = False) -> Opener:
@@ -251,7 +253,8 @@ class RecordPages:
             concurrent.futures.wait([future])
 
     def __del__(self) -> None:
-        self.close()
+        self._done = True  # never wait here (see OmapPages.__del__)
+        self._next = None
 
 
 # -- many shards ------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from typing import Any
 
 import rados
 
-from . import clsops, codec, commit, dbheader, layout, locking, scan, txnlock
+from . import clsops, codec, commit, dbheader, layout, locking, scan, txnlock, wakeup
 from . import cluster as clustermod
 from .clsops import Kind, Mode, Op
 from .errors import ERR_CORRUPT, ERR_EXISTS, ERR_IO, ERR_LOCK, ERR_NOEXIST, TdbError
@@ -401,8 +401,8 @@ class RadosStorage(Storage):
                         f"{limit + self.locks.txn_lease:g} s ({clustermod.OP_TIMEOUT_ENV} plus "
                         "the transaction lease): its committer holds the transaction lock "
                         "but does not finish")
-        gen = locking._notices.generation(obj)
-        locking.sleep(obj, gen, min(0.001 * (2 ** min(attempt, 8)), 0.25))
+        gen = wakeup.generation(obj)
+        wakeup.sleep(obj, gen, min(0.001 * (2 ** min(attempt, 8)), 0.25))
 
     def _wait_commit(self, obj: str) -> None:
         """Our transaction's write is blocked by other handles' shared locks:
@@ -474,7 +474,7 @@ class RadosStorage(Storage):
             if settle:
                 self.txnlock.settled(index)
             if cover is not None:
-                locking.wake_waiters(io, obj)
+                wakeup.wake_waiters(io, obj)
             return
 
     def _wflags(self, obj: str, entries: list[tuple[int, bytes, bytes]], whole: bool) -> int:

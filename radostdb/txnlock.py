@@ -51,7 +51,7 @@ import time
 import weakref
 from collections.abc import Callable
 
-from . import clsops, commit, locking
+from . import clsops, commit, locking, service, wakeup
 from .clsops import Kind, Mode
 from .errors import ERR_LOCK, ERR_NOLOCK, RadostdbError, TdbError
 
@@ -194,7 +194,7 @@ class TxnLock:
                 companion=lambda: clsops.aio_journal(io, self.db.journal))
             locks.note(txn_key, lease_ms)
             self._others_wait(st)
-        locking._notices.ensure_watch(io, wait_obj)
+        wakeup.ensure_watch(io, wait_obj)
         if owner in journal.fenced:
             raise _Fenced
         if journal.records or journal.legacy:
@@ -226,7 +226,7 @@ class TxnLock:
             if ok and not self.requested and self._intact():
                 self.state = State.CACHED
                 self.idle_since = time.monotonic()
-                locking.call_at(self.idle_since + CACHE_IDLE, self._release_if_idle)
+                service.call_at(self.idle_since + CACHE_IDLE, self._release_if_idle)
                 return
             self.state = State.RELEASING
         self._release()
@@ -261,7 +261,7 @@ class TxnLock:
             elif self.state == State.CACHED:
                 self.requested = True
                 self.state = State.RELEASING
-                locking.submit(self._release)
+                service.submit(self._release)
 
     def _release(self) -> None:
         """Release the TXN lock and every isolation lock, settling what our
