@@ -23,7 +23,9 @@ import radostdb
 from radostdb import admin, layout, names
 
 CREATE = os.O_CREAT | os.O_RDWR
-VECTORS = json.loads((Path(__file__).parent / "vectors" / "layout.json").read_text())
+VECTORS = json.loads(
+    (Path(__file__).resolve().parents[2] / "tests" / "vectors" / "layout.json").read_text()
+)
 
 
 # -- the mapping, without a cluster -----------------------------------------------------
