@@ -18,6 +18,7 @@ import tdb
 
 import radostdb
 from radostdb import admin, layout, names
+from radostdb.testing import ClusterInfo
 
 CREATE = os.O_CREAT | os.O_RDWR
 
@@ -37,9 +38,10 @@ def test_object_name_limit_of_the_cluster(ioctx: Any) -> None:
 
 
 @pytest.fixture
-def samba_dir(tmp_path: Path) -> Iterator[Path]:
+def samba_dir(tmp_path: Path, ceph_cluster: ClusterInfo) -> Iterator[Path]:
     """A directory for real .tdb files; the current directory while the test
-    runs (restored after), with the databases its paths name removed after."""
+    runs (restored after), with the databases its paths name removed after.
+    The tests open those databases on the cluster under test."""
     old = os.getcwd()
     d = tmp_path.resolve() / "samba"
     d.mkdir()
