@@ -7,7 +7,8 @@ means is names.py's mapping (through cluster.resolve).
 
 error bookkeeping (tdb's ``ecode``, which a commit, prepare or cancel with no
 transaction active reports again), as tdb 1.4 keeps it, checked against
-python3-tdb (tests/test_differential.py):
+python3-tdb (tests/cluster/test_differential.py; TDB_INTERNAL handles in
+tests/unit/test_memory_backend.py):
 - a failing call sets its own code. On a read-only handle writes give
   TDB_ERR_RDONLY (10), a transaction or repack TDB_ERR_EINVAL (9), whole
   database locks and clear TDB_ERR_LOCK (3); increment_seqnum_nonblock fails

@@ -270,16 +270,6 @@ def test_seqnum_grows_on_every_change(db_name: str) -> None:
     assert seen == sorted(set(seen)), seen
 
 
-def test_internal_database() -> None:
-    db = radostdb.Tdb()
-    assert repr(db) == "Tdb(<internal>)" and db.filename == b"__TDB_INTERNAL__"
-    db.store(b"k", b"v")
-    with pytest.raises(RuntimeError) as err:
-        db.store(b"k", b"v", radostdb.INSERT)
-    assert err.value.args == (5, "Record exists")
-    assert db.text.get("k") == "v"
-
-
 def test_fork_child_uses_inherited_handle(db_name: str) -> None:
     """A forked child connects afresh; the handle it inherited keeps working."""
     db = radostdb.Tdb(db_name, 0, 0, CREATE)
@@ -342,15 +332,3 @@ def test_handle_is_a_context_manager_and_close_ends_iterators(db_name: str) -> N
     internal.close()
     with pytest.raises(RuntimeError):
         next(it)
-
-
-def test_every_radostdb_exception_has_one_root() -> None:
-    from radostdb import clsops, codec, devcluster, errors, tdbdump
-
-    root = errors.RadostdbError
-    for cls in (errors.TdbError, clsops.Busy, clsops.Unclean, clsops.Canceled,
-                clsops.WireError, codec.CodecError, devcluster.ClusterError,
-                tdbdump.DumpFormatError):
-        assert issubclass(cls, root), cls
-    assert issubclass(errors.TdbError, RuntimeError)  # code written for tdb catches this
-    assert radostdb.RadostdbError is root

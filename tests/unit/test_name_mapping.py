@@ -1,6 +1,8 @@
-"""Names: the mapping from a caller's name to a database (names.py), object
-names of long names (layout.py), checked against the kernel's own path
-resolution, against Samba's tdb on real files, and on a real cluster."""
+"""Names without a cluster: the mapping from a caller's name to a database
+(names.py), checked against the kernel's own path resolution and Samba's tdb,
+and the object names of long names (layout.py), pinned by
+tests/vectors/layout.json. What the names do on a cluster is in
+tests/cluster/test_names.py."""
 
 from __future__ import annotations
 
@@ -8,22 +10,19 @@ import errno
 import hashlib
 import json
 import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import rados
 import tdb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import radostdb
-from radostdb import admin, layout, names
+from radostdb import layout, names
 
 CREATE = os.O_CREAT | os.O_RDWR
-VECTORS = json.loads((Path(__file__).parent / "vectors" / "layout.json").read_text())
+REPO = Path(__file__).resolve().parents[2]
+VECTORS = json.loads((REPO / "tests" / "vectors" / "layout.json").read_text())
 
 
 # -- the mapping, without a cluster -----------------------------------------------------
@@ -230,180 +229,3 @@ def test_no_two_names_share_an_object(a: str, b: str) -> None:
     assert not objects(a) & objects(lookalike)
     if a != b:
         assert not objects(a) & objects(b)
-
-
-# -- on the cluster ------------------------------------------------------------------------
-def test_object_name_limit_of_the_cluster(ioctx: Any) -> None:
-    """Why long names are hashed: RADOS refuses object names beyond
-    osd_max_object_name_len (2048 here), while our longest is 216 bytes."""
-    for size, fits in ((216, True), (2048, True), (2049, False), (4095 + 16, False)):
-        obj = "n" * size
-        try:
-            ioctx.write_full(obj, b"")
-        except rados.Error as exc:
-            assert not fits and exc.errno == errno.ENAMETOOLONG
-        else:
-            assert fits
-            ioctx.remove_object(obj)
-
-
-@pytest.fixture
-def samba_dir(tmp_path: Path) -> Iterator[Path]:
-    """A directory for real .tdb files; the current directory while the test
-    runs (restored after), with the databases its paths name removed after."""
-    old = os.getcwd()
-    d = tmp_path.resolve() / "samba"
-    d.mkdir()
-    os.chdir(d)
-    yield d
-    os.chdir(old)
-    site = admin.connect()
-    for name in admin.database_names(site):
-        if name.startswith(str(tmp_path.resolve())):
-            admin.remove(site, name, force=True)
-
-
-def test_spellings_of_a_path_open_one_database_as_in_tdb(samba_dir: Path) -> None:
-    """tdb and radostdb, on the same spellings: ``//``, ``/./``, ``..``,
-    relative names after chdir all open the one database; other paths not."""
-    (samba_dir / "sub").mkdir()
-    path = str(samba_dir / "gpo.tdb")
-    ref = tdb.Tdb(path, 0, tdb.DEFAULT, CREATE)
-    ref.store(b"k", b"v")
-    ref.close()
-    ours = radostdb.Tdb(path, 0, 0, CREATE)
-    ours.store(b"k", b"v")
-    spellings = [
-        str(samba_dir) + "//gpo.tdb",
-        str(samba_dir) + "/./gpo.tdb",
-        str(samba_dir) + "/sub/../gpo.tdb",
-        "/" + path,
-        "gpo.tdb",
-        "./gpo.tdb",
-        "sub/../gpo.tdb",
-        "sub//..//./gpo.tdb",
-    ]
-    for spelling in spellings:
-        t = tdb.Tdb(spelling, 0, tdb.DEFAULT, os.O_RDWR)
-        assert t.get(b"k") == b"v", spelling
-        t.close()
-        r = radostdb.Tdb(spelling)
-        assert r.get(b"k") == b"v", spelling
-        assert r.filename == spelling.encode(), "filename is the name as given, as tdb's"
-        r.close()
-    os.chdir(samba_dir / "sub")
-    for spelling in ("../gpo.tdb", "../sub/../gpo.tdb"):
-        t = tdb.Tdb(spelling, 0, tdb.DEFAULT, os.O_RDWR)
-        assert t.get(b"k") == b"v"
-        t.close()
-        assert radostdb.Tdb(spelling).get(b"k") == b"v", spelling
-    for other in ("gpo.tdb", str(samba_dir / "sub" / "gpo.tdb")):  # sub/gpo.tdb: another file
-        with pytest.raises(FileNotFoundError):
-            tdb.Tdb(other, 0, tdb.DEFAULT, os.O_RDWR)
-        with pytest.raises(FileNotFoundError):
-            radostdb.Tdb(other)
-    ours.close()
-
-
-def _deep_path(base: Path, total: int) -> Path:
-    """A path of exactly ``total`` bytes under ``base``, its directories made."""
-    room = total - len(str(base)) - len("/x.tdb")  # for "/" + part, for each part
-    parts = []
-    while room > 201:
-        parts.append("d" * 200)
-        room -= 201
-    if room == 1:
-        parts[-1] = "d" * 199
-        room += 1
-    if room:
-        parts.append("e" * (room - 1))
-    d = base.joinpath(*parts)
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / "x.tdb"
-    assert len(str(path).encode()) == total
-    return path
-
-
-@pytest.mark.parametrize("size", [300, 4000])
-def test_long_paths_work_as_in_tdb(samba_dir: Path, size: int, ioctx: Any) -> None:
-    path = str(_deep_path(samba_dir, size))
-    ref = tdb.Tdb(path, 0, tdb.DEFAULT, CREATE)
-    ref.store(b"k", b"v")
-    ref.close()
-    db = radostdb.Tdb(path, 0, 0, CREATE)
-    db.store(b"k", b"v")
-    db.close()
-    assert radostdb.Tdb(path).get(b"k") == b"v"
-    rel = os.path.relpath(path, samba_dir)
-    assert radostdb.Tdb(rel).get(b"k") == b"v"
-    header = layout.header_object(path)
-    assert header.startswith("radostdb.db#"), "longer than 200 bytes: a hashed object name"
-    with rados.ReadOpCtx() as op:
-        it, _ = ioctx.get_omap_vals_by_keys(op, (layout.NAME_KEY,))
-        ioctx.operate_read_op(op, header)
-        assert dict(it)[layout.NAME_KEY] == path.encode(), "the full name is in the header"
-    site = admin.connect()
-    assert path in admin.database_names(site)
-    assert admin.info(site, path).name == path and not admin.info(site, path).findings
-
-
-def test_too_long_paths_fail_as_in_tdb(samba_dir: Path) -> None:
-    name = str(samba_dir) + "/" + "/".join(["d" * 200] * 25) + "/x.tdb"
-    assert len(name.encode()) > 5000
-    for opener in (
-        lambda: tdb.Tdb(name, 0, tdb.DEFAULT, CREATE),
-        lambda: radostdb.Tdb(name, 0, 0, CREATE),
-    ):
-        with pytest.raises(OSError) as err:
-            opener()
-        assert err.value.errno == errno.ENAMETOOLONG
-
-
-def test_short_names_keep_their_objects(db_name: str, ioctx: Any) -> None:
-    """A database made before long names existed (no name key) still opens,
-    and its objects are where they always were."""
-    db = radostdb.Tdb(db_name, 2, 0, CREATE)
-    db.store(b"k", b"v")
-    db.close()
-    with rados.WriteOpCtx() as op:
-        ioctx.remove_omap_keys(op, (layout.NAME_KEY,))
-        ioctx.operate_write_op(op, "radostdb.db." + db_name)
-    assert radostdb.Tdb(db_name).get(b"k") == b"v"
-    assert db_name in admin.database_names(admin.connect())
-    assert ioctx.stat("radostdb.db." + db_name)
-
-
-def test_header_naming_another_database_is_a_problem(db_name: str, ioctx: Any) -> None:
-    radostdb.Tdb(db_name, 0, 0, CREATE).close()
-    with rados.WriteOpCtx() as op:
-        ioctx.set_omap(op, (layout.NAME_KEY,), (b"someone-else",))
-        ioctx.operate_write_op(op, layout.header_object(db_name))
-    header = admin.read_header(admin.connect(), db_name)
-    assert header.problems == ["the header names database 'someone-else'"]
-
-
-def test_path_prefix_shares_databases_between_layouts(samba_dir: Path) -> None:
-    """Two hosts keep their Samba tree under different roots; with the prefix
-    set to each one's root, one path opens one database."""
-    private = f"/private-{uuid.uuid4().hex}"  # the database name, under each root
-    a = radostdb.Tdb(
-        f"{samba_dir}/host-a{private}/secrets.tdb", 0, 0, CREATE, path_prefix=f"{samba_dir}/host-a"
-    )
-    try:
-        a.store(b"k", b"shared")
-        b = radostdb.Tdb(
-            f"{samba_dir}/host-b{private}/secrets.tdb", path_prefix=f"{samba_dir}/host-b/"
-        )
-        assert b.get(b"k") == b"shared"
-        b.close()
-        assert radostdb.Tdb(f"{private}/secrets.tdb", path_prefix="").get(b"k") == b"shared"
-        with pytest.raises(FileNotFoundError):
-            radostdb.Tdb(f"{samba_dir}/host-b{private}/secrets.tdb", path_prefix="")
-        os.environ[names.PREFIX_ENV] = f"{samba_dir}/host-b"
-        try:  # the environment gives the prefix when no keyword does
-            assert radostdb.Tdb(f"{samba_dir}/host-b{private}/secrets.tdb").get(b"k") == b"shared"
-        finally:
-            del os.environ[names.PREFIX_ENV]
-    finally:
-        a.close()
-        admin.remove(admin.connect(), f"{private}/secrets.tdb", force=True)

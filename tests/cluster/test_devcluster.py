@@ -68,12 +68,6 @@ def test_cli_up_status_down(scratch_dir: str) -> None:
     assert os.path.exists(f"{d}/ceph.conf"), "down must remove nothing"
 
 
-def test_status_of_unknown_dir(scratch_dir: str) -> None:
-    r = CliRunner().invoke(main, ["cluster", "status", "--dir", f"{scratch_dir}/none"])
-    assert r.exit_code == 1
-    assert "no cluster was started in" in r.output
-
-
 def test_half_started_cluster_goes_down(scratch_dir: str) -> None:
     """An `up` that fails after daemons started stops them and says what failed."""
     c = DevCluster(f"{scratch_dir}/half", pg_num=100000)  # the pool cannot be created

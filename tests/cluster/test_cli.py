@@ -1,7 +1,8 @@
 """The ``radostdb`` command line on a real cluster.
 
 Every command, its error paths (exit status and message), and the round
-trips against Samba's tdbdump/tdbrestore and real .tdb files.
+trips against Samba's tdbdump/tdbrestore and real .tdb files. ``--help`` and
+the errors given before any connection are in tests/unit/test_cli_args.py.
 """
 
 from __future__ import annotations
@@ -19,15 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 import rados
 import tdb
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 import radostdb
 from radostdb import admin, codec, layout, tdbdump
-from radostdb.cli import main
 from radostdb.testing import ClusterInfo
 
 CREATE = os.O_CREAT | os.O_RDWR
@@ -80,25 +79,6 @@ def tdbdump_file(path: str | Path, *args: str) -> bytes:
     return subprocess.run(["tdbdump", *args, str(path)], check=True, capture_output=True).stdout
 
 
-# -- help ---------------------------------------------------------------------------
-def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name, cmd in group.commands.items():
-        yield (*prefix, name)
-        if isinstance(cmd, click.Group):
-            yield from _commands(cmd, (*prefix, name))
-
-
-@pytest.mark.parametrize("path", [(), *_commands(main)], ids=lambda p: " ".join(p) or "main")
-def test_every_help_has_an_example(path: tuple[str, ...]) -> None:
-    result = CliRunner().invoke(main, [*path, "--help"])
-    assert result.exit_code == 0 and "Example:" in result.output, result.output
-
-
-def test_unknown_command_and_option_are_usage_errors() -> None:
-    assert CliRunner().invoke(main, ["frobnicate"]).exit_code == 2
-    assert CliRunner().invoke(main, ["ls", "--bogus"]).exit_code == 2
-
-
 # -- finding the cluster, pool and database --------------------------------------------
 def test_missing_conf_says_which(cli: Any) -> None:
     error(
@@ -107,11 +87,6 @@ def test_missing_conf_says_which(cli: Any) -> None:
         "--conf",
         "CEPH_CONF",
     )
-
-
-def test_conf_from_environment() -> None:
-    result = CliRunner(env={"CEPH_CONF": "/nonexistent/env.conf"}).invoke(main, ["ls"])
-    error(result, "/nonexistent/env.conf")
 
 
 def test_unreachable_cluster_says_which(

@@ -1,4 +1,4 @@
-"""Fixtures shared by the test modules (the cluster fixtures are radostdb.testing's)."""
+"""Fixtures of the cluster tests (the cluster fixtures themselves are radostdb.testing's)."""
 
 from __future__ import annotations
 

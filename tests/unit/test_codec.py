@@ -24,8 +24,8 @@ from radostdb import codec
 from radostdb.codec import Codec, CodecError, CorruptRecord
 from radostdb.testing import env_flag
 
-VECTORS = json.loads((Path(__file__).parent / "vectors" / "codec.json").read_text())
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
+VECTORS = json.loads((REPO / "tests" / "vectors" / "codec.json").read_text())
 
 IMPLS = [codec._python_impl] + ([codec._native_impl] if codec._native_impl else [])
 

@@ -380,19 +380,6 @@ def test_read_only_handles_fail_as_tdb(readonly_pair: Any) -> None:
     assert ours.get(b"k") == b"v"
 
 
-def test_internal_database_fails_as_tdb() -> None:
-    ref, ours = tdb.Tdb(), radostdb.Tdb()
-    for call in (
-        lambda db: db.store(b"a", b"b", tdb.INSERT),
-        lambda db: db.transaction_start(),
-        lambda db: db.repack(),
-        lambda db: db.lock_all(),
-        lambda db: db.unlock_all(),
-    ):
-        assert _call(lambda c=call: c(ours)) == _call(lambda c=call: c(ref))
-        assert code_of(ours) == code_of(ref)
-
-
 def test_write_after_prepare_dooms_the_transaction(pair: Any) -> None:
     """As in tdb: a write refused because the transaction is prepared (9)
     makes its commit fail (2) and ends it; a repack is such a write."""

@@ -1,0 +1,112 @@
+"""radostdb-bench's parts that need no cluster: keys and samples (spec.py),
+statistics (stats.py), the workload table, and the command's arguments. The
+runs themselves are in tests/cluster/test_bench.py."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from typing import Any
+
+import pytest
+
+from radostdb.bench import cli
+from radostdb.bench.spec import Spec
+from radostdb.bench.stats import Chunk, fairness, percentiles, ratio, summarize
+from radostdb.bench.workloads import WORKLOADS
+
+LOCK_WORKLOADS = {"lock-unlock", "lock-store-unlock", "fetch-locked"}
+
+
+def test_usage_errors() -> None:
+    for args, word in ((["--workload", "nope"], "nope"), (["--clients", "1,x"], "--clients")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "radostdb.bench", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2 and word in proc.stderr
+
+
+def test_console_script_is_the_package_main() -> None:
+    (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "radostdb-bench"]
+    assert ep.value == "radostdb.bench:main" and ep.load() is cli.main
+
+
+def test_keys_are_deterministic_sized_and_distinct() -> None:
+    spec = Spec(key_size=16)
+    keys = [spec.key("r", i) for i in range(5000)]
+    assert keys == [Spec(key_size=16).key("r", i) for i in range(5000)]
+    assert len(set(keys)) == len(keys) and {len(k) for k in keys} == {16}
+    assert spec.key("d0.1.", 3) != spec.key("d1.0.", 3)
+    assert len(Spec(key_size=4).key("r", 1)) == 9  # never shorter than the counter
+    assert len(Spec(value_size=4096).value) == 4096
+
+
+def test_client_slices_are_disjoint() -> None:
+    spec = Spec(records=1000)
+    picks = [set(spec.sample("store", c, 4, 0, 500, 1000)) for c in range(4)]
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert not picks[a] & picks[b]
+    assert spec.sample("store", 1, 4, 2, 50, 1000) == spec.sample("store", 1, 4, 2, 50, 1000)
+
+
+def test_calls_per_round_scale_by_backend() -> None:
+    spec = Spec(ops=10_000, rounds=20)
+    assert spec.calls_per_round(1, False, "radostdb") == 500
+    assert spec.calls_per_round(1, False, "etcd") == 250
+    assert spec.calls_per_round(1, False, "lmdb") == 5000
+    assert spec.calls_per_round(1, False, "cephsqlite") == 50
+    assert spec.calls_per_round(1000, False, "radostdb") == 3  # 3 per round at least
+    assert spec.calls_per_round(1000, False, "cephsqlite") == 1
+    assert spec.calls_per_round(1, True, "tdb") == 1  # one traversal
+
+
+def test_workloads_are_a_table_of_callables() -> None:
+    assert all(name == w.name and callable(w.run) for name, w in WORKLOADS.items())
+    assert {w.name for w in WORKLOADS.values() if w.needs} == LOCK_WORKLOADS
+    assert [w.size for w in WORKLOADS.values() if w.name.startswith("txn-")] == [1, 10, 100, 1000]
+    assert {w.name for w in WORKLOADS.values() if w.prepare} == {"delete", "append"}
+
+
+def test_ratio_is_the_median_of_paired_rounds() -> None:
+    def summary(rates: list[float]) -> dict[str, Any]:
+        return summarize([[Chunk(int(r), 10.0, 11.0)] for r in rates])
+
+    r = ratio(summary([100, 300, 200]), summary([200, 300, 100]))
+    assert r is not None
+    assert r["rounds"] == [0.5, 1.0, 2.0] and r["median"] == 1.0
+    assert (r["min"], r["max"], r["total"]) == (0.5, 2.0, 1.0)
+    assert ratio({"n/a": "no"}, summary([1])) is None
+
+
+def test_percentiles_and_fairness() -> None:
+    p = percentiles([float(x) for x in range(1, 1001)])
+    assert (p["min"], p["p50"], p["p99"], p["p99.9"], p["max"]) == (1, 500, 990, 999, 1000)
+    assert percentiles([]) == {}
+    assert fairness([10, 10, 10]) == 1.0 and fairness([0, 10, 20]) == 0.0
+    assert math.isclose(fairness([5, 10, 15]), 0.5)
+
+
+@pytest.mark.parametrize(
+    ("records", "given", "sizes"),
+    [
+        (10_000, None, [10_000, 100_000]),
+        (1_000_000, None, [10_000, 100_000, 1_000_000]),
+        (300_000, None, [10_000, 100_000, 300_000]),
+        (10, "500,200", [200, 500]),
+    ],
+)
+def test_scale_sizes(records: int, given: str | None, sizes: list[int]) -> None:
+    assert cli.scale_sizes_for(records, given) == sizes
+
+
+@pytest.mark.parametrize(
+    ("given", "counts"), [("1", [1]), ("4", [1, 4]), ("4,2", [1, 2, 4]), ("1,2,4", [1, 2, 4])]
+)
+def test_client_counts(given: str, counts: list[int]) -> None:
+    assert cli.client_counts(given) == counts
