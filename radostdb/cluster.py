@@ -27,11 +27,13 @@
     renewed): then it waits until their lease ends, at most one lease more;
   - a wait for a transaction pending on a shard gives up after T plus one
     transaction lease, with TDB's IO error;
-  - closing (a handle, or every handle at process exit) skips the network
-    once an operation timed out, and never waits on a watch the cluster has
-    not confirmed lately: such watches are abandoned (the OSD drops them
-    when their watch timeout passes), so exit with an unreachable cluster
-    takes about T and prints nothing.
+  - closing (a handle, or every handle at process exit), and the releases
+    that clean up after a failed lock or transaction start, skip the network
+    once an operation timed out (the leases end what they would release);
+    closing never waits on a watch the cluster has not confirmed lately:
+    such watches are abandoned (the OSD drops them when their watch timeout
+    passes), so exit with an unreachable cluster takes about T and prints
+    nothing.
   Without the variable radostdb blocks like a hard NFS mount: calls wait for
   the cluster as long as it takes (connecting gives up after 30 s).
 """

@@ -291,15 +291,22 @@ def recover_journal(db: DbObjects, journal: clsops.Journal, me: bytes) -> int:
         info = clsops.PendingInfo(rec.txid, rec.owner, rec.participants)
         if rec.state == TxnState.STAGED:
             decide(db, info, assume_dead=True)
-        elif rec.state == TxnState.COMPLETE:
-            clsops.wait_all(clsops.aio_settle(io, db.shard(i), rec.txid)
-                            for i in rec.participants if i < len(db.shard_objs))
         else:
-            _rollback(db, rec.txid, [i for i in rec.participants if i < len(db.shard_objs)])
+            _finish(db, rec)
         done.append(rec.txid)
     if done:
         clsops.txn_mark(io, db.journal, forget=done)
     return len(done)
+
+
+def _finish(db: DbObjects, rec: clsops.TxnRecord) -> None:
+    """Carry out a decided journal record on its participants: settle a
+    COMPLETE transaction, roll back an ABORTED one."""
+    shards = [i for i in rec.participants if i < len(db.shard_objs)]
+    if rec.state == TxnState.COMPLETE:
+        clsops.wait_all(clsops.aio_settle(db.io(), db.shard(i), rec.txid) for i in shards)
+    else:
+        _rollback(db, rec.txid, shards)
 
 
 def settle_all(db: DbObjects) -> list[str]:
@@ -336,11 +343,8 @@ def settle_all(db: DbObjects) -> list[str]:
                 continue
         elif _owner_holds_txn(wait_state, rec.owner):
             continue  # a live holder settles its own records lazily
-        elif rec.state == TxnState.COMPLETE:
-            clsops.wait_all(clsops.aio_settle(io, db.shard(i), rec.txid)
-                            for i in rec.participants if i < len(db.shard_objs))
         else:
-            _rollback(db, rec.txid, [i for i in rec.participants if i < len(db.shard_objs)])
+            _finish(db, rec)
         forget.append(rec.txid)
     if forget:
         clsops.txn_mark(io, db.journal, forget=forget)

@@ -64,7 +64,7 @@ from typing import Any
 from . import clsops, layout, service, wakeup
 from . import cluster as clustermod
 from .clsops import Kind, Mode
-from .errors import ERR_LOCK, ERR_LOCK_TIMEOUT, TdbError
+from .errors import ERR_IO, ERR_LOCK, ERR_LOCK_TIMEOUT, TdbError
 
 DEFAULT_LEASE = 30.0
 DEFAULT_TXN_LEASE = 5.0
@@ -522,6 +522,8 @@ class LockTable:
                       if e is not None and not isinstance(e, clsops.Busy | clsops.Unclean)), None)
 
         def unlock(objs: list[str]) -> None:
+            if clustermod.cut_off():
+                return  # a call just timed out: the leases end these
             for c in [clsops.aio_unlock(io, o, clsops.unlock_request(self.owner, kind, mode))
                       for o in objs]:
                 c.error()
@@ -596,6 +598,10 @@ class LockTable:
         with self._mutex:
             for o in objs:
                 self.held.pop((o, kind, mode, b""), None)
+        if clustermod.cut_off():  # a call just timed out: the leases end these
+            for o in objs:
+                self._untrack(o)
+            return
         calls = [clsops.aio_unlock(io, o, clsops.unlock_request(self.owner, kind, mode))
                  for o in objs]
         for o in objs:
@@ -614,6 +620,11 @@ class LockTable:
             for obj, _, kind in items:
                 for hk in [k for k in self.held if k[0] == obj and (not kind or k[1] == kind)]:
                     del self.held[hk]
+        if clustermod.cut_off():  # a call just timed out: the leases end these
+            for o, _, _ in items:
+                self._untrack(o)
+            return [TdbError(ERR_IO, f"not released: {clustermod.OP_TIMEOUT_ENV} passed "
+                             "lately") for _ in items]
         calls = [clsops.aio_release(io, o, clsops.release_request(self.owner, txid, 0, kind))
                  for o, txid, kind in items]
         for o, _, _ in items:

@@ -55,6 +55,7 @@ class Frozen:
         osd = info.dev.osd(0)
         assert osd is not None
         self.pid = osd.pid
+        self.info = info
 
     def __enter__(self) -> Frozen:
         os.kill(self.pid, signal.SIGSTOP)
@@ -62,6 +63,25 @@ class Frozen:
 
     def __exit__(self, *exc: object) -> None:
         os.kill(self.pid, signal.SIGCONT)
+        thawed(self.info)
+
+
+def thawed(info: ClusterInfo, limit: float = 120.0) -> float:
+    """Wait until the thawed OSD serves a write again (it works through what
+    queued while it was stopped first), so that the next test starts on an
+    answering cluster; returns the seconds it took."""
+    t0 = time.monotonic()
+    conn = clustermod.connect(info.conf, info.client_id, timeout=5.0)
+    try:
+        io = conn.open_ioctx(info.pool)
+        while True:
+            try:
+                io.write_full("thawed-probe", b"x")
+                return time.monotonic() - t0
+            except Exception:
+                assert time.monotonic() - t0 < limit, "the OSD does not answer after SIGCONT"
+    finally:
+        conn.shutdown()
 
 
 CALLS = """
