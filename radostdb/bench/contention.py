@@ -24,15 +24,15 @@ reports the error instead of figures.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import random
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
+from .backends.ceph import open_radostdb
 from .progress import Reporter
-from .spec import SHARDS, Place
+from .spec import Place
 from .stats import fairness, percentiles
 
 ACCOUNTS = 32
@@ -40,22 +40,6 @@ BALANCE = 1000
 HOT = b"hot"
 GRACE = 60.0
 READY_TIMEOUT = 60.0
-
-
-def _tdb(place: Place, db: str, create: bool) -> Any:
-    import radostdb
-
-    flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
-    return radostdb.Tdb(
-        db,
-        SHARDS,
-        radostdb.DEFAULT,
-        flags,
-        conf=place.conf,
-        client_id=place.client_id,
-        pool=place.pool,
-        namespace=place.namespace,
-    )
 
 
 def _account(i: int) -> bytes:
@@ -142,7 +126,7 @@ LOOPS: dict[str, Callable[[Place, int, Any, float], dict[str, Any]]] = {
 
 
 def _open(place: Place, loop: str) -> Any:
-    return _EtcdDb(place) if loop.startswith("etcd") else _tdb(place, _db_of(loop), False)
+    return _EtcdDb(place) if loop.startswith("etcd") else open_radostdb(place, _db_of(loop), False)
 
 
 def _db_of(loop: str) -> str:
@@ -180,7 +164,7 @@ def _setup(place: Place, scenario: str) -> Callable[[], dict[str, Any]]:
             return {"final": int(value)}
 
         return check_etcd
-    db = _tdb(place, _db_of(scenario), True)
+    db = open_radostdb(place, _db_of(scenario), True)
     if scenario == "one-key":
         db.store(HOT, b"0")
     else:

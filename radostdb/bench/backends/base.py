@@ -83,3 +83,22 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+
+class TdbCalls:
+    """The single-record calls of a backend over a tdb-API handle ``self.db``
+    (Samba's python3-tdb or radostdb.Tdb): the same calls, so the same code."""
+
+    db: Any
+
+    def store(self, key: bytes, value: bytes) -> None:
+        self.db.store(key, value)
+
+    def fetch(self, key: bytes) -> bytes | None:
+        return self.db.get(key)
+
+    def delete(self, key: bytes) -> None:
+        self.db.delete(key)
+
+    def append(self, key: bytes, data: bytes, grown: bytes) -> None:
+        self.db.append(key, data)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..spec import PAGE, SHARDS, Place
-from .base import Backend
+from .base import Backend, TdbCalls
 
 LOCK_NAME = "radostdb-bench"
 
@@ -37,35 +37,28 @@ def connect(conf: str, client_id: str, timeout: int = 30) -> Any:
     return conn
 
 
-class RadostdbBackend(Backend):
+def open_radostdb(place: Place, db: str, create: bool) -> Any:
+    """A radostdb.Tdb on the run's place, SHARDS shards (emptied if ``create``)."""
+    import radostdb
+
+    flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
+    return radostdb.Tdb(
+        db,
+        SHARDS,
+        radostdb.DEFAULT,
+        flags,
+        conf=place.conf,
+        client_id=place.client_id,
+        pool=place.pool,
+        namespace=place.namespace,
+    )
+
+
+class RadostdbBackend(TdbCalls, Backend):
     name = "radostdb"
 
     def __init__(self, place: Place, db: str, create: bool) -> None:
-        import radostdb
-
-        flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
-        self.db = radostdb.Tdb(
-            db,
-            SHARDS,
-            radostdb.DEFAULT,
-            flags,
-            conf=place.conf,
-            client_id=place.client_id,
-            pool=place.pool,
-            namespace=place.namespace,
-        )
-
-    def store(self, key: bytes, value: bytes) -> None:
-        self.db.store(key, value)
-
-    def fetch(self, key: bytes) -> bytes | None:
-        return self.db.get(key)
-
-    def delete(self, key: bytes) -> None:
-        self.db.delete(key)
-
-    def append(self, key: bytes, data: bytes, grown: bytes) -> None:
-        self.db.append(key, data)
+        self.db = open_radostdb(place, db, create)
 
     def keys(self) -> Iterator[bytes]:
         return self.db.keys()

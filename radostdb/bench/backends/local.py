@@ -16,10 +16,10 @@ import shutil
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .base import Backend
+from .base import Backend, TdbCalls
 
 
-class TdbBackend(Backend):
+class TdbBackend(TdbCalls, Backend):
     name = "tdb"
     lacks = {
         "locks": "python3-tdb has no chainlock (record locks)",
@@ -32,18 +32,6 @@ class TdbBackend(Backend):
         flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
         hash_size = max(10007, expected // 4 | 1)
         self.db = tdb.Tdb(path, hash_size, tdb.DEFAULT | tdb.NOSYNC, flags)
-
-    def store(self, key: bytes, value: bytes) -> None:
-        self.db.store(key, value)
-
-    def fetch(self, key: bytes) -> bytes | None:
-        return self.db.get(key)
-
-    def delete(self, key: bytes) -> None:
-        self.db.delete(key)
-
-    def append(self, key: bytes, data: bytes, grown: bytes) -> None:
-        self.db.append(key, data)
 
     def keys(self) -> Iterator[bytes]:
         return iter(self.db.keys())
