@@ -9,7 +9,7 @@ import time
 
 import click
 
-from .devcluster import STORES, ClusterError, DevCluster
+from .devcluster import ALLOCATORS, STORES, ClusterError, DevCluster
 
 
 @click.group()
@@ -54,7 +54,15 @@ def _fail(exc: Exception) -> None:
     help="memstore is fastest; bluestore (sparse file) survives kill -9.",
 )
 @click.option("--pool", default="radostdb", show_default=True, help="Pool to create.")
-def cluster_up(directory: str, osds: int, store: str, pool: str) -> None:
+@click.option(
+    "--allocator",
+    default="auto",
+    show_default=True,
+    type=click.Choice(ALLOCATORS),
+    help="malloc of the daemons: tcmalloc (preloaded, as Ceph's own builds link it), libc "
+    "(as Debian built them), auto: tcmalloc when installed.",
+)
+def cluster_up(directory: str, osds: int, store: str, pool: str, allocator: str) -> None:
     """Start a cluster in DIR and print the CEPH_CONF to use.
 
     \b
@@ -63,13 +71,13 @@ def cluster_up(directory: str, osds: int, store: str, pool: str) -> None:
     """
     started = time.monotonic()
     try:
-        c = DevCluster(directory, osds=osds, store=store, pool=pool)
+        c = DevCluster(directory, osds=osds, store=store, pool=pool, allocator=allocator)
         c.up()
     except ClusterError as exc:
         _fail(exc)
     click.echo(
         f"cluster up in {time.monotonic() - started:.1f}s: 1 mon, {osds} {store} OSD(s), "
-        f"pool {pool}; stop it with: radostdb cluster down --dir {directory}",
+        f"{c.allocator} malloc, pool {pool}; stop it with: radostdb cluster down --dir {directory}",
         err=True,
     )
     click.echo(f"export CEPH_CONF={c.conf}")

@@ -97,6 +97,14 @@ def client_counts(given: str) -> list[int]:
     help="Object store of the throwaway cluster's OSDs.",
 )
 @click.option(
+    "--allocator",
+    type=click.Choice(["auto", "tcmalloc", "libc"]),
+    default="auto",
+    show_default=True,
+    help="malloc of the throwaway cluster's daemons: tcmalloc (preloaded; Ceph's own builds "
+    "link it), libc (as Debian's ceph-osd is built), auto: tcmalloc when installed.",
+)
+@click.option(
     "--etcd",
     "etcd_url",
     metavar="URL",
@@ -211,6 +219,7 @@ def main(
     client_id: str,
     osds: int,
     store: str,
+    allocator: str,
     etcd_url: str | None,
     etcd_max_txn_ops: int,
     records: int,
@@ -287,14 +296,14 @@ def main(
                 raise click.ClickException(str(exc)) from exc
         try:
             conf_, dev = (
-                stack.enter_context(cluster_for(conf, pool, osds, store, rep))
+                stack.enter_context(cluster_for(conf, pool, osds, store, allocator, rep))
                 if on_cluster
                 else ("", None)
             )
         except RuntimeError as exc:
             raise click.ClickException(str(exc)) from exc
-        if dev is None and (osds, store) != (1, "memstore") and on_cluster:
-            rep.note("--osds/--store apply to a throwaway cluster only: ignored")
+        if dev is None and (osds, store, allocator) != (1, "memstore", "auto") and on_cluster:
+            rep.note("--osds/--store/--allocator apply to a throwaway cluster only: ignored")
         workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="rtdb-bench-local-"))
         env = environment(conf_, pool, client_id, dev)
         if "error" in env:

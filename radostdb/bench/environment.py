@@ -38,6 +38,7 @@ def environment(conf: str, pool: str, client_id: str, dev: Any) -> dict[str, Any
         "conf": conf,
         "pool": pool,
         "throwaway_cluster": dev is not None,
+        "daemon_allocator": dev.allocator if dev is not None else None,
     }
     try:
         with open("/proc/cpuinfo") as f:
@@ -102,7 +103,7 @@ def etcd_environment(url: str, throwaway: Any) -> dict[str, Any]:
 
 @contextmanager
 def cluster_for(
-    conf: str | None, pool: str, osds: int, store: str, rep: Reporter
+    conf: str | None, pool: str, osds: int, store: str, allocator: str, rep: Reporter
 ) -> Iterator[tuple[str, Any]]:
     """The configured cluster, or a throwaway one started (and stopped) here."""
     conf = conf or os.environ.get("CEPH_CONF")
@@ -112,8 +113,11 @@ def cluster_for(
     from ..devcluster import DevCluster
 
     d = tempfile.mkdtemp(prefix="rtdb-bench-", dir="/tmp")
-    dev = DevCluster(d, osds=osds, store=store, pool=pool)
-    rep.note(f"no cluster configured: starting a throwaway one ({osds} {store} OSD(s)) in {d}")
+    dev = DevCluster(d, osds=osds, store=store, pool=pool, allocator=allocator)
+    rep.note(
+        f"no cluster configured: starting a throwaway one ({osds} {store} OSD(s), "
+        f"{dev.allocator} malloc) in {d}"
+    )
     try:
         dev.up(owner=os.getpid())
         yield str(dev.conf), dev

@@ -51,6 +51,8 @@ def durability(doc: dict[str, Any]) -> str:
             if store == "memstore"
             else f"OSDs on {store or '?'} (on disk, synced by the OSD)"
         )
+        if env.get("daemon_allocator"):
+            parts[-1] += f" with {env['daemon_allocator']} malloc"
     etcd = doc.get("etcd") or {}
     if "etcd" in backends:
         parts.append(

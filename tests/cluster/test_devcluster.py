@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import os
 import subprocess
@@ -56,6 +57,13 @@ def test_cli_up_status_down(scratch_dir: str) -> None:
         osdmap = json.loads(s.stdout)["osdmap"]
         assert (osdmap["num_osds"], osdmap["num_up_osds"]) == (1, 1)
         assert len(ceph_pids(d)) == 2
+        # the daemons run with the allocator recorded for them (tcmalloc
+        # when installed: ceph-osd itself is linked with glibc malloc here)
+        chosen = json.loads(Path(d, "pids.json").read_text())["allocator"]
+        assert chosen == ("tcmalloc" if ctypes.util.find_library("tcmalloc") else "libc")
+        for pid in ceph_pids(d):
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            assert ("libtcmalloc" in maps) == (chosen == "tcmalloc"), pid
     finally:
         down = CliRunner().invoke(main, ["cluster", "down", "--dir", d])
     assert down.exit_code == 0
@@ -66,6 +74,23 @@ def test_cli_up_status_down(scratch_dir: str) -> None:
     status = CliRunner().invoke(main, ["cluster", "status", "--dir", d])
     assert status.exit_code == 1 and "mon.a    down" in status.output
     assert os.path.exists(f"{d}/ceph.conf"), "down must remove nothing"
+
+
+def test_libc_allocator_runs_daemons_as_built(scratch_dir: str) -> None:
+    """--allocator libc: no preloaded malloc in a daemon, also after a restart."""
+    d = os.path.join(scratch_dir, "libc")
+    up = CliRunner().invoke(main, ["cluster", "up", "--dir", d, "--allocator", "libc"])
+    try:
+        assert up.exit_code == 0, up.output
+        assert "libc malloc" in up.output
+        c = DevCluster(d)
+        c.restart_osd(0)
+        for pid in ceph_pids(d):
+            assert "libtcmalloc" not in Path(f"/proc/{pid}/maps").read_text(), pid
+        assert len(ceph_pids(d)) == 2
+    finally:
+        CliRunner().invoke(main, ["cluster", "down", "--dir", d])
+    assert ceph_pids(d) == []
 
 
 def test_half_started_cluster_goes_down(scratch_dir: str) -> None:

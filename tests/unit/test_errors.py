@@ -35,3 +35,22 @@ def test_a_bad_timeout_value_is_refused(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("RADOSTDB_OP_TIMEOUT", "-1")
     with pytest.raises(ValueError, match="must be positive"):
         clustermod.op_timeout()
+
+
+def test_daemon_allocator_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from radostdb import devcluster
+
+    with pytest.raises(devcluster.ClusterError, match="unknown allocator 'jemalloc'"):
+        devcluster.resolve_allocator("jemalloc")
+    assert devcluster.resolve_allocator("libc") == "libc"
+    monkeypatch.setenv("LD_PRELOAD", "libsomething.so")
+    assert "LD_PRELOAD" not in devcluster.daemon_env("libc")  # never inherited
+    monkeypatch.setattr(devcluster.ctypes.util, "find_library", lambda name: None)
+    assert devcluster.resolve_allocator("auto") == "libc"
+    with pytest.raises(devcluster.ClusterError, match="libgoogle-perftools4"):
+        devcluster.resolve_allocator("tcmalloc")
+    monkeypatch.setattr(devcluster.ctypes.util, "find_library", lambda name: f"lib{name}.so.4")
+    assert devcluster.resolve_allocator("auto") == "tcmalloc"
+    env = devcluster.daemon_env("tcmalloc")
+    assert env["LD_PRELOAD"] == "libtcmalloc.so.4"
+    assert env["TCMALLOC_MAX_TOTAL_THREAD_CACHE_BYTES"] == str(128 << 20)
