@@ -82,18 +82,16 @@ class TxnLock:
         self.state = State.NONE
         self.requested = False
         self.idle_since = 0.0
+        self.idle_check = False  # a _release_if_idle is scheduled
+        self.held_keys = {(db.wait_obj, Kind.TXN, Mode.EXCL, b"")} | {
+            (o, Kind.ISOLATION, Mode.SHARED, b"") for o in db.shard_objs}
         self.cond = threading.Condition()
         self.objects = {db.wait_obj, *db.shard_objs}
         locks.wait_listeners.append(weakref.WeakMethod(self._on_wait))
 
     # -- what we hold -----------------------------------------------------------------
-    def _keys(self) -> list[locking.HeldKey]:
-        return [(self.db.wait_obj, Kind.TXN, Mode.EXCL, b"")] + [
-            (o, Kind.ISOLATION, Mode.SHARED, b"") for o in self.db.shard_objs]
-
     def _intact(self) -> bool:
-        held = self.locks.held
-        return all(k in held for k in self._keys())
+        return self.held_keys <= self.locks.held.keys()
 
     def holds(self) -> bool:
         """Do we hold the isolation now (active or cached)?"""
@@ -226,7 +224,9 @@ class TxnLock:
             if ok and not self.requested and self._intact():
                 self.state = State.CACHED
                 self.idle_since = time.monotonic()
-                service.call_at(self.idle_since + CACHE_IDLE, self._release_if_idle)
+                if not self.idle_check:  # one timer per idle period, not per transaction
+                    self.idle_check = True
+                    service.call_at(self.idle_since + CACHE_IDLE, self._release_if_idle)
                 return
             self.state = State.RELEASING
         self._release()
@@ -234,9 +234,16 @@ class TxnLock:
     def _release_if_idle(self) -> None:
         """(service thread) Give the cached locks up after CACHE_IDLE unused."""
         with self.cond:
-            if (self.state != State.CACHED
+            self.idle_check = False
+            if self.state not in (State.CACHED, State.ACTIVE):
+                return  # released meanwhile: the next end() schedules a check
+            if (self.state == State.ACTIVE
                     or time.monotonic() - self.idle_since < CACHE_IDLE - 0.01):
-                return  # used again meanwhile: that use schedules the next check
+                # used again meanwhile: look again when that use has been idle long enough
+                self.idle_check = True
+                service.call_at(max(self.idle_since, time.monotonic()) + CACHE_IDLE,
+                                self._release_if_idle)
+                return
             self.state = State.RELEASING
         self._release()
 

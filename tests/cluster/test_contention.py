@@ -418,6 +418,32 @@ def test_a_cached_transaction_lock_is_handed_over(db_name: str,
     assert db[b"again"] == b"1"
 
 
+def test_a_cached_lock_is_kept_while_used_and_released_when_idle(db_name: str) -> None:
+    """Back-to-back transactions for longer than CACHE_IDLE keep the cached
+    lock (one acquisition); CACHE_IDLE after the last one it is given up."""
+    from radostdb import txnlock
+
+    db = radostdb.Tdb(db_name, 8, 0, CREATE)
+    tl = db._storage.txnlock  # type: ignore[attr-defined]
+    acquired = []
+    real = tl._acquire
+    tl._acquire = lambda nonblock: (acquired.append(time.monotonic()), real(nonblock))[1]
+    until = time.monotonic() + 2.5 * txnlock.CACHE_IDLE
+    n = 0
+    while time.monotonic() < until:
+        with db.transaction():
+            db.store(b"k%d" % (n % 50), b"v")
+        n += 1
+    print(f"{n} transactions, {len(acquired)} acquisition(s)")
+    assert len(acquired) == 1 and tl.state is txnlock.State.CACHED
+    deadline = time.monotonic() + txnlock.CACHE_IDLE + 5.0
+    while tl.state is not txnlock.State.NONE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tl.state is txnlock.State.NONE, tl.state
+    assert not tl.locks.held  # released on the OSDs too, not only forgotten here
+    db.close()
+
+
 def test_a_killed_cached_holder_blocks_no_longer_than_its_lease(
         db_name: str, cluster_env: dict[str, str]) -> None:
     lease = 2.0
