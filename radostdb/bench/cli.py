@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from ..devcluster import ALLOCATORS
 from .spec import (
     BACKENDS,
     LMDB_BATCH,
@@ -98,7 +99,7 @@ def client_counts(given: str) -> list[int]:
 )
 @click.option(
     "--allocator",
-    type=click.Choice(["auto", "tcmalloc", "libc"]),
+    type=click.Choice(ALLOCATORS),
     default="auto",
     show_default=True,
     help="malloc of the throwaway cluster's daemons: tcmalloc (preloaded; Ceph's own builds "
