@@ -30,9 +30,11 @@ lock design:
   stops renewing; its entries stop counting when the lease ends, and a
   waiter that died leaves the queue then. A waiter whose deadline passed
   prunes the object (one call), which grants the next in line. A renewal
-  that finds the owner's entries gone marks those locks lost: later writes
-  under them are refused by the OSD (fencing, ERR_LOCK) and so is their
-  unlock.
+  that finds the owner's entries gone marks those locks lost: the handle
+  keeps them (with their counts) apart from the held ones, writes under
+  them still assert the lock and are refused by the OSD (fencing,
+  ERR_LOCK; never sent as plain writes that would queue behind the new
+  owner and then land), and so is each unlock of them, which forgets them.
 - Whole-database locks (lock_all, read_lock_all) and a transaction's
   isolation take one lock per shard: first a try on every shard in
   parallel (one round trip); if any is busy, the shards after the first
@@ -126,7 +128,9 @@ class LockTable:
         # told when somebody announces a wait on one of our objects; weak, so
         # a handle is freed (and closed) as soon as its user drops it
         self.wait_listeners: list[weakref.WeakMethod[Callable[[str], None]]] = []
-        self.lost: set[str] = set()  # objects where a renewal found our entries gone
+        # locks a renewal found gone (lease expired, taken by another), as
+        # held: the user still counts them until unlocking each
+        self.lost: dict[HeldKey, int] = {}
 
     @property
     def lease_ms(self) -> int:
@@ -141,6 +145,7 @@ class LockTable:
         if self._gen != clustermod.generation:
             self._gen = clustermod.generation
             self.held = {}
+            self.lost = {}
             self._objects = {}
             self._scheduled = None
             self._listening = set()  # the child's notices are new
@@ -156,26 +161,35 @@ class LockTable:
 
     # -- what the handle holds -------------------------------------------------------
     def wflags(self, obj: str, key: bytes) -> int:
-        """Write flags for a write of key on obj: assert the lock we hold."""
+        """Write flags for a write of key on obj: assert the lock we hold, or
+        the one we lost (so that the OSD refuses the write)."""
         h = self.held
-        if not h:
+        if not h and not self.lost:
             return 0
         self.check_fork()
         if ((obj, Kind.ISOLATION, Mode.SHARED, b"") in h):
             return clsops.WRITE_ASSERT_TXN
-        if ((obj, Kind.RECORD, Mode.EXCL, key) in h
-                or (obj, Kind.RECORD, Mode.SHARED, key) in h
-                or (obj, Kind.SHARD, Mode.EXCL, b"") in h
-                or (obj, Kind.SHARD, Mode.SHARED, b"") in h):
-            return clsops.WRITE_ASSERT_LOCK
+        for locks in (h, self.lost):
+            if ((obj, Kind.RECORD, Mode.EXCL, key) in locks
+                    or (obj, Kind.RECORD, Mode.SHARED, key) in locks
+                    or (obj, Kind.SHARD, Mode.EXCL, b"") in locks
+                    or (obj, Kind.SHARD, Mode.SHARED, b"") in locks):
+                return clsops.WRITE_ASSERT_LOCK
         return 0
 
+    def forget_lost(self, hks: Iterable[HeldKey]) -> bool:
+        """Forget these locks where lost; were any of them lost?"""
+        with self._mutex:
+            return bool([hk for hk in hks if self.lost.pop(hk, None)])
+
     def holds_kind(self, obj: str, kind: int) -> bool:
-        return any(k[0] == obj and k[1] == kind for k in self.held)
+        """A lock of kind on obj, held or lost (a write under it asserts it)."""
+        return any(k[0] == obj and k[1] == kind for k in (*self.held, *self.lost))
 
     def holds_user_locks(self) -> bool:
-        """Record or database locks taken by the user (not a transaction's)."""
-        return any(k[1] in (Kind.RECORD, Kind.SHARD) for k in self.held)
+        """Record or database locks taken by the user (not a transaction's),
+        held or lost but not yet unlocked."""
+        return any(k[1] in (Kind.RECORD, Kind.SHARD) for k in (*self.held, *self.lost))
 
     # -- renewal ----------------------------------------------------------------------
     def track(self, obj: str, lease_ms: int) -> None:
@@ -234,11 +248,11 @@ class LockTable:
         service.call_at(nxt, self.renew_due, key=self)
 
     def _lost(self, obj: str) -> None:
-        """Our entries on obj expired and are gone (caller holds the mutex)."""
-        self.lost.add(obj)
+        """Our entries on obj expired and are gone (caller holds the mutex):
+        the locks held there are lost until the user unlocks them."""
         self._objects.pop(obj, None)
         for hk in [k for k in self.held if k[0] == obj]:
-            del self.held[hk]
+            self.lost[hk] = self.lost.get(hk, 0) + self.held.pop(hk)
 
     def on_wait(self, obj: str) -> None:
         """Somebody announced a wait on obj (notify callback: must not block).
@@ -263,7 +277,6 @@ class LockTable:
     def note(self, hk: HeldKey, lease_ms: int) -> None:
         with self._mutex:
             self.held[hk] = self.held.get(hk, 0) + 1
-            self.lost.discard(hk[0])
         self.track(hk[0], lease_ms)
 
     def acquire(self, obj: str, kind: int, mode: int, key: bytes = b"", nonblock: bool = False,
@@ -277,6 +290,8 @@ class LockTable:
         if count and hk in self.held:
             self.held[hk] += 1
             return
+        if count and hk in self.lost:  # the user still counts it: it is gone
+            raise TdbError(ERR_LOCK)
         lease_ms = lease_ms or self.lease_ms
         io = self._io()
         req = clsops.lock_request(self.owner, lease_ms, kind, mode, key)
@@ -572,7 +587,10 @@ class LockTable:
         with self._mutex:
             count = self.held.get(hk, 0)
             if count == 0:
-                self.lost.discard(obj)
+                if self.lost.get(hk, 0) > 1:
+                    self.lost[hk] -= 1
+                else:
+                    self.lost.pop(hk, None)
                 raise TdbError(ERR_LOCK)
             if count > 1:
                 self.held[hk] = count - 1
@@ -645,6 +663,7 @@ class LockTable:
             self.release_objects([(o, 0, 0) for o in objs])
         with self._mutex:
             self.held = {}
+            self.lost = {}
             self._objects = {}
 
 

@@ -561,6 +561,12 @@ class RadosStorage(Storage):
 
     def unlock_all(self, shared: bool) -> None:
         mode = Mode.SHARED if shared else Mode.EXCL
+        if self.locks.forget_lost([(o, Kind.SHARD, mode, b"") for o in self.shard_objs]):
+            # a shard's lock expired and was taken: give back the rest, refuse
+            self.locks.release_many([o for o in self.shard_objs
+                                     if (o, Kind.SHARD, mode, b"") in self.locks.held],
+                                    Kind.SHARD, mode)
+            raise TdbError(ERR_LOCK)
         if (self.shard_objs[0], Kind.SHARD, mode, b"") not in self.locks.held:
             raise TdbError(ERR_LOCK)
         if self.locks.held[(self.shard_objs[0], Kind.SHARD, mode, b"")] > 1:

@@ -87,13 +87,17 @@ def test_counter_without_lock_loses_updates(db_name: str, cluster_env: dict[str,
 HOLDER = """
     import os, sys, radostdb
     db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR, lock_lease=float(sys.argv[2]))
-    db.chainlock(b"k")
+    whole = sys.argv[3:] == ["lock_all"]
+    db.lock_all() if whole else db.chainlock(b"k")
     print("locked", flush=True)
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "unlock":
-            db.chainunlock(b"k")
-            print("unlocked", flush=True)
+            try:
+                db.unlock_all() if whole else db.chainunlock(b"k")
+                print("unlocked", flush=True)
+            except RuntimeError as e:
+                print(f"refused {e.args[0]}", flush=True)
         elif cmd == "store":
             try:
                 db.store(b"k", b"from the stale holder")
@@ -153,10 +157,17 @@ def test_killed_holder_loses_lock_after_lease(db_name: str, cluster_env: dict[st
     db.chainunlock(b"k")
 
 
-def test_stale_holder_is_fenced(db_name: str, cluster_env: dict[str, str]) -> None:
-    """A holder suspended past its lease, whose lock another took, cannot write."""
+
+@pytest.mark.parametrize("noticed", [False, True], ids=["at-once", "noticed"])
+@pytest.mark.parametrize("lock", ["chainlock", "lock_all"])
+def test_stale_holder_is_fenced(db_name: str, cluster_env: dict[str, str], noticed: bool,
+                                lock: str) -> None:
+    """A holder suspended past its lease, whose lock another took, cannot
+    write: at once after it wakes (the OSD refuses the write), and after its
+    renewal found the lock gone (refused without waiting for the new owner);
+    its unlock is refused too, and the new owner's record stays."""
     db = radostdb.Tdb(db_name, 0, 0, CREATE, lock_lease=3)
-    holder = spawn(HOLDER, cluster_env, db_name, "2")
+    holder = spawn(HOLDER, cluster_env, db_name, "2", lock)
     expect(holder, "locked")
     holder.send_signal(signal.SIGSTOP)
     try:
@@ -164,8 +175,12 @@ def test_stale_holder_is_fenced(db_name: str, cluster_env: dict[str, str]) -> No
         db.store(b"k", b"new owner")
     finally:
         holder.send_signal(signal.SIGCONT)
+    if noticed:
+        time.sleep(2.0)  # its overdue renewal runs at once and finds the lock gone
     say(holder, "store")
-    expect(holder, "refused 3")
+    expect(holder, "refused 3", timeout=10)
+    say(holder, "unlock")
+    expect(holder, "refused 3", timeout=10)
     assert db[b"k"] == b"new owner"
     db.chainunlock(b"k")
     holder.communicate("", timeout=30)
