@@ -184,12 +184,14 @@ class LockTable:
 
     def holds_kind(self, obj: str, kind: int) -> bool:
         """A lock of kind on obj, held or lost (a write under it asserts it)."""
-        return any(k[0] == obj and k[1] == kind for k in (*self.held, *self.lost))
+        return any(k[0] == obj and k[1] == kind for locks in (self.held, self.lost)
+                   for k in locks)
 
     def holds_user_locks(self) -> bool:
         """Record or database locks taken by the user (not a transaction's),
         held or lost but not yet unlocked."""
-        return any(k[1] in (Kind.RECORD, Kind.SHARD) for k in (*self.held, *self.lost))
+        return any(k[1] in (Kind.RECORD, Kind.SHARD) for locks in (self.held, self.lost)
+                   for k in locks)
 
     # -- renewal ----------------------------------------------------------------------
     def track(self, obj: str, lease_ms: int) -> None:
