@@ -31,7 +31,8 @@ lock design:
   waiter that died leaves the queue then. A waiter whose deadline passed
   prunes the object (one call), which grants the next in line. A renewal
   that finds the owner's entries gone marks those locks lost: the handle
-  keeps them (with their counts) apart from the held ones, writes under
+  keeps the user's (record, shard; a transaction's are forgotten and
+  taken anew) with their counts apart from the held ones, writes under
   them still assert the lock and are refused by the OSD (fencing,
   ERR_LOCK; never sent as plain writes that would queue behind the new
   owner and then land), and so is each unlock of them, which forgets them.
@@ -251,10 +252,14 @@ class LockTable:
 
     def _lost(self, obj: str) -> None:
         """Our entries on obj expired and are gone (caller holds the mutex):
-        the locks held there are lost until the user unlocks them."""
+        the user's locks there (record, shard) are lost until the user
+        unlocks them; a transaction's (txnlock.py sees them gone, and the OSD
+        fences its writes) are just forgotten, to be taken anew."""
         self._objects.pop(obj, None)
         for hk in [k for k in self.held if k[0] == obj]:
-            self.lost[hk] = self.lost.get(hk, 0) + self.held.pop(hk)
+            count = self.held.pop(hk)
+            if hk[1] in (Kind.RECORD, Kind.SHARD):
+                self.lost[hk] = self.lost.get(hk, 0) + count
 
     def on_wait(self, obj: str) -> None:
         """Somebody announced a wait on obj (notify callback: must not block).

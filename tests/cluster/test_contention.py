@@ -462,6 +462,29 @@ def test_a_killed_cached_holder_blocks_no_longer_than_its_lease(
     assert db[b"cached"] == b"1" and db[b"k2"] == b"after"
 
 
+def test_a_suspended_cached_holder_transacts_again_after_losing_its_lock(
+        db_name: str, cluster_env: dict[str, str]) -> None:
+    """A holder stopped past its lease while caching the transaction lock:
+    another handle takes the lock over; the holder, woken, finds its lock
+    gone (its renewal) and its next transaction takes the lock anew and
+    commits (a lost transaction lock is not a user's lost lock)."""
+    lease = 2.0
+    db = radostdb.Tdb(db_name, 8, 0, CREATE)
+    holder = python(CACHER, cluster_env, db_name, str(lease))
+    expect(holder, "cached")
+    holder.send_signal(signal.SIGSTOP)
+    try:
+        with db.transaction():  # waits out the stopped holder's lease
+            db.store(b"k", b"taken over")
+    finally:
+        holder.send_signal(signal.SIGCONT)
+    time.sleep(lease)  # the holder's overdue renewal finds its entries gone
+    say(holder, "txn")
+    expect(holder, "committed")
+    finish([holder])
+    assert db[b"k"] == b"taken over" and db[b"again"] == b"1"
+
+
 def test_isolation_holds_while_the_lock_is_cached(db_name: str,
                                                   cluster_env: dict[str, str]) -> None:
     """A handle that starts a transaction on its cached lock (no round trip)
