@@ -36,6 +36,15 @@ def ceph_pids(directory: str) -> list[int]:
     return pids
 
 
+def read_lease_ratio(d: str, osd: int) -> float:
+    """The running OSD's osd_pool_default_read_lease_ratio (admin socket)."""
+    r = subprocess.run(["ceph", "--admin-daemon", f"{d}/run/osd.{osd}.asok", "config", "get",
+                        "osd_pool_default_read_lease_ratio"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return float(json.loads(r.stdout)["osd_pool_default_read_lease_ratio"])
+
+
 def test_cli_up_status_down(scratch_dir: str) -> None:
     """`cluster up` prints CEPH_CONF, `ceph -s` sees the OSD, `down` leaves nothing."""
     d = os.path.join(scratch_dir, "c")
@@ -64,6 +73,9 @@ def test_cli_up_status_down(scratch_dir: str) -> None:
         for pid in ceph_pids(d):
             maps = Path(f"/proc/{pid}/maps").read_text()
             assert ("libtcmalloc" in maps) == (chosen == "tcmalloc"), pid
+        # one OSD: a 300 s read lease, so that a stalled OSD's PGs do not stay
+        # "waiting for readable" (Ceph 16.2's laggy-PG defect)
+        assert read_lease_ratio(d, 0) == 15.0
     finally:
         down = CliRunner().invoke(main, ["cluster", "down", "--dir", d])
     assert down.exit_code == 0
@@ -139,6 +151,7 @@ def test_osd_kill_and_restart(scratch_dir: str) -> None:
         assert second is not None and second.alive() and second.pid != first.pid
         c.restart_osd(0)
         assert all(c.status().values())
+        assert read_lease_ratio(c.dir.as_posix(), 0) == 0.8  # peers: Ceph's default
         with c.admin() as admin:
             io = admin.open_ioctx(c.pool)
             io.write_full("after-restart", b"x")
