@@ -59,11 +59,31 @@ class Frozen:
 
     def __enter__(self) -> Frozen:
         os.kill(self.pid, signal.SIGSTOP)
+        stopped(self.pid)
         return self
 
     def __exit__(self, *exc: object) -> None:
         os.kill(self.pid, signal.SIGCONT)
         thawed(self.info)
+
+
+def stopped(pid: int, limit: float = 30.0) -> None:
+    """Wait until every thread of pid is stopped. A SIGSTOP takes effect when
+    one thread of the process dequeues it and stops the others; until then
+    (milliseconds on a loaded machine) the rest go on serving requests."""
+    deadline = time.monotonic() + limit
+    while True:
+        states = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            except FileNotFoundError:  # the thread ended meanwhile
+                continue
+            states.append(stat.rsplit(")", 1)[1].split()[0])
+        if states and all(s in ("T", "t") for s in states):
+            return
+        assert time.monotonic() < deadline, f"pid {pid} did not stop: thread states {states}"
+        time.sleep(0.005)
 
 
 def thawed(info: ClusterInfo, limit: float = 120.0) -> float:
