@@ -135,12 +135,17 @@ def count_ops(
                 ctx = Ctx(spec, 0, 1, ROUND, calls, spec.records)
                 quiet = CACHE_IDLE + 2 * SETTLE_S if name == "radostdb" else SETTLE_S
                 runs = []
+                first: int | None = None
                 for _ in range(REPEATS):
                     if w.prepare is not None:
                         w.prepare(b, ctx)
-                    first = counter.settled(quiet)
+                        first = None  # the set-up's ops are not the chunk's
+                    if first is None:
+                        first = counter.settled(quiet)
                     chunk = w.run(b, ctx)
-                    runs.append(counter.settled(quiet) - first)
+                    after = counter.settled(quiet)
+                    runs.append(after - first)
+                    first = after  # no set-up between: the next chunk starts here
                 ops = min(runs)
                 records = chunk.ops  # records for traversals and transactions
                 res[name] = {
