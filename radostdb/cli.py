@@ -734,8 +734,8 @@ def check(
     in its key's shard. Each problem names its object.
 
     --repair rebuilds metadata that does not decode (locks and transaction
-    marks dropped; a pending transaction's undo log put back if it is
-    rolled back), decides transactions whose journal record is damaged or
+    marks dropped; a pending transaction's redo log installed if it
+    committed), decides transactions whose journal record is damaged or
     names missing shards from the participants' state, removes journal keys
     that are not radostdb's, finishes unfinished commits (as the next
     transaction would), drops expired locks, and moves misplaced records to

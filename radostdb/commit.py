@@ -12,12 +12,13 @@ cls/radostdb/server.cc):
 - A transaction X touching several shards commits in ONE parallel round:
   `stage(X)` on the journal object (a small record: committer and
   participants) and, at the same time, `apply(X)` on every participant,
-  which writes the records, keeps their old versions (the undo log) and
-  marks the shard pending X. X is committed once the journal holds X and
-  every participant has X. When all the round's calls succeeded, the commit
-  returns: nothing else is on the critical path.
+  which checks its part, keeps the records it writes aside (the redo log,
+  the object's data; the omap is untouched) and marks the shard pending
+  X. X is committed once the journal holds X and every participant has X.
+  When all the round's calls succeeded, the commit returns: nothing else
+  is on the critical path.
 - Settling is lazy: the committer's next write to a shard carries
-  `settle = X` (the OSD drops the undo log first), and so does the release
+  `settle = X` (the OSD installs the redo log first), and so does the release
   of its isolation lock; the journal record of X is marked complete by the
   next stage and forgotten once every participant is settled. Until then a
   reader of a shard pending X decides (`decide`): journal record COMPLETE,
@@ -32,7 +33,8 @@ cls/radostdb/server.cc):
 - Readers never see half a commit: a shard pending X answers reads with
   "pending" until a decision, and the decision "committed" needs every
   participant to have X. The committer itself reads through its own
-  committed transactions (`accept`).
+  committed transactions (`accept`: the OSD reads the redo log first).
+  A rollback only drops the redo log: no record was changed.
 - Death at each step: before the round -> nothing happened. During it ->
   some of stage/applies landed: decided "aborted" once the committer's
   lease ends (rolled back everywhere), or "committed" if everything landed.

@@ -493,8 +493,12 @@ struct JournalReply {
   }
 };
 
-/* undo log v1 (the data of a shard object while a transaction is pending):
+/* redo log v2 (the data of a shard object while a transaction is pending;
+ * framed, version 2, compat 2):
  *   u64 txid, u64 previous applied, u32 n, n x { bytes omap key, u8 present,
- *   bytes old record } */
+ *   bytes new record } in omap key order; present 0: the key is removed
+ *   (its record empty). Version 1 was radostdb 0.2's undo log (the old
+ *   records); the class refuses it as not decoding. */
+#define RTDB_REDO_VERSION 2
 
 #endif

@@ -24,25 +24,30 @@
  * transaction design (the OSD's part; the protocol is in radostdb/commit.py):
  * - A multi-shard transaction X commits in ONE parallel round: `stage(X)` on
  *   the journal object and `apply(X)` on every touched shard. Each apply
- *   keeps an undo log (the old records of the keys it wrote, in the object's
- *   data) and marks the shard pending = X with X's committer and
- *   participants. X is committed when the journal holds X (STAGED or
- *   COMPLETE) and every participant has X (pending, applied or settled X);
- *   it is aborted when the journal says ABORTED. Exactly one of stage and
- *   txn_abort can create X's record, so the two outcomes exclude each other.
+ *   checks its part as a plain write would, stores the records it would
+ *   write and the keys it would remove as a redo log (the object's data;
+ *   the omap is not touched) and marks the shard pending = X with X's
+ *   committer and participants. X is committed when the journal holds X
+ *   (STAGED or COMPLETE) and every participant has X (pending, applied or
+ *   settled X); it is aborted when the journal says ABORTED. Exactly one of
+ *   stage and txn_abort can create X's record, so the two outcomes exclude
+ *   each other.
  * - While a shard is pending X, reads return the pending info instead of
- *   data (unless the caller says it knows X is committed: `accept`), so a
- *   reader never sees half a commit; the client decides X's outcome and
- *   settles or rolls the shard back. `settle` drops the undo log; `rollback`
- *   restores it, or, on a shard X never reached, fences X there (a late
- *   apply of X is refused with -ECANCELED), so a decision "aborted" cannot
- *   be overtaken by an apply still in flight.
+ *   data (unless the caller says it knows X is committed: `accept`; it then
+ *   reads through the redo log), so a reader never sees half a commit; the
+ *   client decides X's outcome and settles or rolls the shard back.
+ *   `settle` installs the redo log into the omap and drops it; `rollback`
+ *   drops it, or, on a shard X never reached, fences X there (a late apply
+ *   of X is refused with -ECANCELED), so a decision "aborted" cannot be
+ *   overtaken by an apply still in flight. A commit thus never reads the
+ *   old records: its cost on the OSD is that of the plain writes plus one
+ *   object write.
  * - The committer settles lazily: its next write to the shard carries
  *   `settle = X`, and its release of the shard settles it too.
  *
  * Errors: -EINVAL malformed request; -EOPNOTSUPP a struct newer than this
  * class knows; -EIO stored data that does not decode (a corrupt record,
- * header or undo log); -EBUSY a conflicting lock (nothing changed);
+ * header or redo log); -EBUSY a conflicting lock (nothing changed);
  * -EUCLEAN the object needs a client's decision first (a pending transaction
  * or stale owners); -ENOLCK a lock the request relies on is not held;
  * -ECANCELED a fenced transaction or owner; -EEXIST/-ENOENT record or journal
@@ -57,8 +62,9 @@
  *   - settle != 0 and the shard is pending `settle`: settled first;
  *     any other pending transaction: -EUCLEAN; stale owners: -EUCLEAN.
  *   - txid != 0: a part of multi-shard transaction txid: -ECANCELED if
- *     fenced here; a no-op if txid already reached the shard; else applied
- *     with an undo log, and the shard becomes pending txid.
+ *     fenced here; a no-op if txid already reached the shard; else checked
+ *     and kept as the shard's redo log (the omap unchanged), and the shard
+ *     becomes pending txid.
  *   - wflags ASSERT_TXN: the owner holds ISOLATION here (-ENOLCK) and no
  *     other owner holds a record lock on a key written, a shard lock or a
  *     COMMIT lock (-EBUSY). ASSERT_LOCK: the owner holds a record lock on
@@ -73,22 +79,24 @@
  *                    apply for a SHARD EXCL write (-ENOLCK, -EBUSY), pending
  *                    and stale rules as apply (-EUCLEAN); a missing object
  *                    stays missing.
- * settle (write)     TxidReq: clears pending txid (dropping the undo log);
+ * settle (write)     TxidReq: installs pending txid's redo log, clears pending;
  *                    a no-op if the shard is not pending txid.
- * rollback (write)   TxidReq: pending txid: restores the undo log, seq + 1,
+ * rollback (write)   TxidReq: pending txid: drops its redo log, seq + 1,
  *                    fences txid. txid settled or applied here: -EEXIST
  *                    (it committed). Otherwise fences txid. Idempotent.
  * reset (write)      EmptyReq: replaces the header with a fresh one whose seq
  *                    is past every record's (locks, queue, pending state and
- *                    undo log dropped): the repair of a header that does not
+ *                    redo log dropped): the repair of a header that does not
  *                    decode (radostdb check --repair).
  * get (read)         GetReq -> GetReply: FOUND with the record; MISSING;
  *                    TOO_BIG with the reply size needed; PENDING with the
  *                    pending info when the shard is pending a transaction
- *                    other than `accept`. A missing object: -ENOENT.
+ *                    other than `accept` (pending `accept`: read through
+ *                    its redo log). A missing object: -ENOENT.
  * list (read)        ListReq -> ListReply: a page of records after an encoded
  *                    key, in omap order, at most `max` records and about
- *                    `maxbytes` (at least one record); or PENDING as for get.
+ *                    `maxbytes` (at least one record; through a pending
+ *                    `accept`'s redo log); or PENDING as for get.
  * seq (read)         EmptyReq -> SeqReply (0 for an object without header).
  * bump (write)       EmptyReq: seq + 1 (increment_seqnum on the header object).
  * lock (write)       LockReq: grants (or renews) the lock when grantable;
@@ -124,6 +132,7 @@
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <list>
 #include <map>
@@ -194,13 +203,20 @@ static std::string omap_key(const char *key, uint32_t klen)
   return out;
 }
 
-static ceph::bufferlist make_record(uint64_t rseq, const char *key, uint32_t klen,
-                                    const char *data, uint32_t dlen)
+/* Records are carved from one buffer per call (`arena`, sized for every
+ * record of the request): one allocation, not one per record. */
+static ceph::bufferlist make_record(ceph::bufferptr &arena, size_t *used, uint64_t rseq,
+                                    const char *key, uint32_t klen, const char *data,
+                                    uint32_t dlen)
 {
-  ceph::bufferlist bl;
-  ceph::bufferptr bp(RTDB_REC_HDR + (size_t)dlen);
+  size_t len = RTDB_REC_HDR + (size_t)dlen;
+  ceph::bufferptr bp = *used + len <= arena.length()
+                           ? ceph::bufferptr(arena, (unsigned)*used, (unsigned)len)
+                           : ceph::bufferptr(len); /* not reached: the arena fits all */
+  *used += len;
   rtdb_record_encode(rseq, 0, (const uint8_t *)key, klen, (const uint8_t *)data, dlen,
                      (uint8_t *)bp.c_str());
+  ceph::bufferlist bl;
   bl.append(std::move(bp));
   return bl;
 }
@@ -240,40 +256,79 @@ static int extend_record(uint64_t rseq, const std::string &okey, ceph::bufferlis
   return 0;
 }
 
-/* ---- the undo log (object data while a transaction is pending) ---- */
-static int write_undo(cls_method_context_t hctx, uint64_t txid, uint64_t prev_applied,
-                      std::map<std::string, ceph::bufferlist> &old,
-                      const std::set<std::string> &keys)
+/* ---- the redo log (object data while a transaction is pending) ----
+ * A part of multi-shard transaction X does not touch the omap: `apply`
+ * stores the records it would write and the keys it would remove as the
+ * object's data (ops.h: redo log v2, sorted by omap key); `settle` installs
+ * them into the omap, `rollback` drops them. Reading the old records (what
+ * an undo log needs) is no longer part of a commit. */
+struct RedoLog {
+  uint64_t txid = 0, prev_applied = 0;
+  std::map<std::string, ceph::bufferlist> put; /* omap key -> new record */
+  std::set<std::string> gone;                  /* omap keys removed */
+};
+
+static int write_redo(cls_method_context_t hctx, uint64_t txid, uint64_t prev_applied,
+                      const std::map<std::string, ceph::bufferlist> &set,
+                      const std::set<std::string> &gone)
 {
-  /* built in a bufferlist: the old records are referenced, not copied */
-  WireWriter head;
-  head.u64(txid);
-  head.u64(prev_applied);
-  head.u32((uint32_t)keys.size());
-  ceph::bufferlist body;
-  body.append(head.s.data(), head.s.size());
-  for (const auto &k : keys) {
-    WireWriter e;
-    e.str(k);
-    auto it = old.find(k);
-    e.u8(it != old.end());
-    e.u32(it != old.end() ? it->second.length() : 0);
-    body.append(e.s.data(), e.s.size());
-    if (it != old.end())
-      body.append(it->second);
+  /* one contiguous buffer: the OSD stores, and settle reads, a single
+   * extent instead of a fragment per record */
+  size_t size = 6 + 20;
+  for (const auto &kv : set)
+    size += 9 + kv.first.size() + kv.second.length();
+  for (const auto &k : gone)
+    size += 9 + k.size();
+  ceph::bufferptr bp(size);
+  char *p = bp.c_str();
+  auto u8 = [&p](uint8_t v) { *p++ = (char)v; };
+  auto u32 = [&p](uint32_t v) {
+    for (int i = 0; i < 4; i++)
+      *p++ = (char)(v >> (8 * i));
+  };
+  auto u64 = [&p](uint64_t v) {
+    for (int i = 0; i < 8; i++)
+      *p++ = (char)(v >> (8 * i));
+  };
+  auto str = [&p, &u32](const std::string &k) {
+    u32((uint32_t)k.size());
+    memcpy(p, k.data(), k.size());
+    p += k.size();
+  };
+  u8(RTDB_REDO_VERSION);
+  u8(RTDB_REDO_VERSION);
+  u32((uint32_t)(size - 6));
+  u64(txid);
+  u64(prev_applied);
+  u32((uint32_t)(set.size() + gone.size()));
+  auto si = set.begin();
+  auto gi = gone.begin();
+  while (si != set.end() || gi != gone.end()) {
+    bool put = gi == gone.end() || (si != set.end() && si->first < *gi);
+    if (put) {
+      str(si->first);
+      u8(1);
+      u32(si->second.length());
+      si->second.begin().copy(si->second.length(), p);
+      p += si->second.length();
+      ++si;
+    } else {
+      str(*gi);
+      u8(0);
+      u32(0);
+      ++gi;
+    }
   }
-  WireWriter frame;
-  frame.u8(1);
-  frame.u8(1);
-  frame.u32(body.length());
   ceph::bufferlist bl;
-  bl.append(frame.s.data(), frame.s.size());
-  bl.claim_append(body);
+  bl.append(std::move(bp));
   return cls_cxx_write_full(hctx, &bl);
 }
 
-/* Restore the undo log of txid into the omap; returns the previous applied. */
-static int restore_undo(cls_method_context_t hctx, uint64_t txid, uint64_t *prev_applied)
+/* Read the redo log of txid (only its head when `head_only`): -EIO if it
+ * does not decode, is of another transaction or is an undo log (version 1,
+ * radostdb 0.2). */
+static int read_redo(cls_method_context_t hctx, uint64_t txid, RedoLog *log,
+                     bool head_only = false)
 {
   uint64_t size;
   time_t mtime;
@@ -281,16 +336,27 @@ static int restore_undo(cls_method_context_t hctx, uint64_t txid, uint64_t *prev
   if (r < 0)
     return r;
   ceph::bufferlist bl;
-  r = cls_cxx_read(hctx, 0, (int)size, &bl);
+  r = cls_cxx_read(hctx, 0, (int)(head_only ? std::min<uint64_t>(size, 26) : size), &bl);
   if (r < 0)
     return r;
-  WireReader rd(bl.c_str(), bl.length()), b;
-  uint64_t logged;
+  const char *p = bl.c_str();
+  if (head_only) {
+    if (bl.length() < 26 || (uint8_t)p[0] < RTDB_REDO_VERSION ||
+        (uint8_t)p[1] > RTDB_REDO_VERSION)
+      return -EIO;
+    WireReader hd(p + 6, 20);
+    if (!hd.u64(&log->txid) || !hd.u64(&log->prev_applied) || log->txid != txid)
+      return -EIO;
+    return 0;
+  }
+  WireReader rd(p, bl.length()), b;
+  uint8_t version;
   uint32_t n;
-  if (rd.open(1, &b) < 0 || !b.u64(&logged) || !b.u64(prev_applied) || !b.count(&n, 9) ||
-      logged != txid)
+  if (rd.open(RTDB_REDO_VERSION, &b, &version) < 0 || version < RTDB_REDO_VERSION ||
+      !b.u64(&log->txid) || !b.u64(&log->prev_applied) || !b.count(&n, 9) || log->txid != txid)
     return -EIO;
-  std::map<std::string, ceph::bufferlist> put;
+  /* the records stay in the buffer read (shared, not copied); entries come
+   * in key order, so each is inserted at the end */
   for (uint32_t i = 0; i < n; i++) {
     std::string k;
     uint8_t present;
@@ -299,24 +365,36 @@ static int restore_undo(cls_method_context_t hctx, uint64_t txid, uint64_t *prev
     if (!b.str(&k) || !b.u8(&present) || !b.bytes(&v, &vlen))
       return -EIO;
     if (present) {
-      put[k].append(v, vlen);
+      ceph::bufferlist rec;
+      rec.substr_of(bl, (unsigned)(v - p), vlen);
+      log->put.emplace_hint(log->put.end(), std::move(k), std::move(rec));
     } else {
-      r = cls_cxx_map_remove_key(hctx, k);
-      if (r < 0 && r != -ENOENT)
-        return r;
+      log->gone.emplace_hint(log->gone.end(), std::move(k));
     }
-  }
-  if (!put.empty()) {
-    r = cls_cxx_map_set_vals(hctx, &put);
-    if (r < 0)
-      return r;
   }
   return 0;
 }
 
-/* Settle the pending transaction in the header (the caller writes it). */
-static int settle_pending(cls_method_context_t hctx, rtdb_shard_hdr *h)
+/* Settle the pending transaction: install its redo log into the omap, drop
+ * the log, and mark it settled in the header (the caller writes it). The
+ * installed records are left in `log` for a caller that reads on: reads in
+ * one method do not see its own writes. */
+static int settle_pending(cls_method_context_t hctx, rtdb_shard_hdr *h, RedoLog *log)
 {
+  int r = read_redo(hctx, h->pending, log);
+  if (r < 0)
+    return refuse("settle", r, "the redo log of %llx does not decode",
+                  (unsigned long long)h->pending);
+  for (const auto &k : log->gone) {
+    r = cls_cxx_map_remove_key(hctx, k);
+    if (r < 0 && r != -ENOENT)
+      return r;
+  }
+  if (!log->put.empty()) {
+    r = cls_cxx_map_set_vals(hctx, &log->put);
+    if (r < 0)
+      return r;
+  }
   h->settled = h->pending;
   h->pending = 0;
   h->powner.assign(RTDB_OWNER_LEN, '\0');
@@ -336,13 +414,13 @@ static int not_stale(const char *method, const rtdb_shard_hdr &h)
  * blocked by a live transaction queues instead): settle `settle` if it is
  * pending, refuse any other pending transaction. */
 static int writable(cls_method_context_t hctx, const char *method, rtdb_shard_hdr *h,
-                    uint64_t settle)
+                    uint64_t settle, RedoLog *installed)
 {
   if (!h->pending)
     return 0;
   if (h->pending != settle)
     return refuse(method, -EUCLEAN, "transaction %llx pending", (unsigned long long)h->pending);
-  return settle_pending(hctx, h);
+  return settle_pending(hctx, h, installed);
 }
 
 /* Lock checks of a write of `keys` (raw) by `owner` (rules at the top). */
@@ -422,17 +500,20 @@ static int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferli
   r = write_allowed("apply", h, req.owner, req.wflags, raw, false);
   if (r < 0)
     return r;
-  r = writable(hctx, "apply", &h, req.settle);
+  RedoLog installed; /* settled by this call: the omap as its reads must see it */
+  r = writable(hctx, "apply", &h, req.settle, &installed);
   if (r < 0)
     return r;
 
-  /* one omap read for every key whose old record matters */
+  /* one omap read for every key whose old record matters (PUT and DISCARD,
+   * the only operations of a transaction's parts, need none) */
   std::vector<std::string> okeys;
   okeys.reserve(req.entries.size());
   std::set<std::string> wanted;
   for (const auto &e : req.entries) {
     okeys.push_back(omap_key(e.key, e.klen));
-    if (req.txid || e.op != RTDB_OP_PUT)
+    if (e.op != RTDB_OP_PUT && e.op != RTDB_OP_DISCARD && !installed.put.count(okeys.back()) &&
+        !installed.gone.count(okeys.back()))
       wanted.insert(okeys.back());
   }
   std::map<std::string, ceph::bufferlist> old;
@@ -443,6 +524,12 @@ static int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferli
   }
 
   uint64_t rseq = h.seq + 1;
+  size_t arena_size = 0, used = 0;
+  for (const auto &e : req.entries)
+    if (e.op == RTDB_OP_INSERT || e.op == RTDB_OP_PUT || e.op == RTDB_OP_MODIFY ||
+        e.op == RTDB_OP_APPEND)
+      arena_size += RTDB_REC_HDR + (size_t)e.dlen;
+  ceph::bufferptr arena(arena_size ? arena_size : 1);
   std::map<std::string, ceph::bufferlist> set; /* the overlay: written records */
   std::set<std::string> gone;                  /* and removed ones */
   for (size_t i = 0; i < req.entries.size(); i++) {
@@ -454,8 +541,11 @@ static int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferli
     if (it != set.end()) {
       exists = true;
       cur = it->second;
-    } else if (gone.count(k)) {
+    } else if (gone.count(k) || installed.gone.count(k)) {
       exists = false;
+    } else if ((it = installed.put.find(k)) != installed.put.end()) {
+      exists = true;
+      cur = it->second;
     } else {
       auto ot = old.find(k);
       exists = ot != old.end();
@@ -499,7 +589,7 @@ static int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferli
         break;
     }
     if (put) {
-      set[k] = make_record(rseq, e.key, e.klen, e.data, e.dlen);
+      set[k] = make_record(arena, &used, rseq, e.key, e.klen, e.data, e.dlen);
       gone.erase(k);
     } else if (remove) {
       set.erase(k);
@@ -507,23 +597,25 @@ static int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferli
     }
   }
   if (req.txid) {
-    r = write_undo(hctx, req.txid, h.applied, old, wanted);
+    /* a part of a multi-shard transaction: kept aside until settled */
+    r = write_redo(hctx, req.txid, h.applied, set, gone);
     if (r < 0)
       return r;
     h.applied = req.txid;
     h.pending = req.txid;
     h.powner = req.owner;
     h.participants = req.participants;
-  }
-  for (const auto &k : gone) {
-    r = cls_cxx_map_remove_key(hctx, k);
-    if (r < 0 && r != -ENOENT)
-      return r;
-  }
-  if (!set.empty()) {
-    r = cls_cxx_map_set_vals(hctx, &set);
-    if (r < 0)
-      return r;
+  } else {
+    for (const auto &k : gone) {
+      r = cls_cxx_map_remove_key(hctx, k);
+      if (r < 0 && r != -ENOENT)
+        return r;
+    }
+    if (!set.empty()) {
+      r = cls_cxx_map_set_vals(hctx, &set);
+      if (r < 0)
+        return r;
+    }
   }
   h.seq = rseq;
   if (req.wflags & RTDB_WRITE_RELEASE) {
@@ -554,7 +646,8 @@ static int clear(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferli
   r = write_allowed("clear", h, req.owner, req.wflags, none, true);
   if (r < 0)
     return r;
-  r = writable(hctx, "clear", &h, req.settle);
+  RedoLog installed;
+  r = writable(hctx, "clear", &h, req.settle, &installed);
   if (r < 0)
     return r;
   r = cls_cxx_map_clear(hctx);
@@ -582,7 +675,8 @@ static int settle(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferl
     return r;
   if (h.pending != req.txid)
     return 0;
-  r = settle_pending(hctx, &h);
+  RedoLog log;
+  r = settle_pending(hctx, &h, &log);
   if (r < 0)
     return r;
   return write_shard_hdr(hctx, h);
@@ -599,12 +693,12 @@ static int rollback(cls_method_context_t hctx, ceph::bufferlist *in, ceph::buffe
   if (r < 0)
     return r;
   if (h.pending == req.txid) {
-    uint64_t prev;
-    r = restore_undo(hctx, req.txid, &prev);
+    RedoLog log; /* its head: the records are dropped unread */
+    r = read_redo(hctx, req.txid, &log, true);
     if (r < 0)
-      return refuse("rollback", r, "the undo log does not decode");
+      return refuse("rollback", r, "the redo log does not decode");
     h.pending = 0;
-    h.applied = prev;
+    h.applied = log.prev_applied;
     h.powner.assign(RTDB_OWNER_LEN, '\0');
     h.participants.clear();
     h.seq++;
@@ -664,9 +758,13 @@ static int reset(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferli
   return write_shard_hdr(hctx, h);
 }
 
-/* The pending transaction a read must not look through (0: none). */
-static int read_pending(cls_method_context_t hctx, uint64_t accept, PendingInfo *info)
+/* The pending transaction a read must not look through (0: none); with
+ * `through`, whether a pending transaction is `accept` (the read then looks
+ * through it: into its redo log first). */
+static int read_pending(cls_method_context_t hctx, uint64_t accept, PendingInfo *info,
+                        bool *through)
 {
+  *through = false;
   std::string raw;
   int r = read_raw_hdr(hctx, &raw);
   if (r < 0)
@@ -692,6 +790,7 @@ static int read_pending(cls_method_context_t hctx, uint64_t accept, PendingInfo 
     info->owner = h.powner;
     info->participants = h.participants;
   }
+  *through = h.pending && h.pending == accept;
   return 0;
 }
 
@@ -702,7 +801,8 @@ static int get(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist
   if (r < 0)
     return r;
   GetReply reply;
-  r = read_pending(hctx, req.accept, &reply.pending);
+  bool through;
+  r = read_pending(hctx, req.accept, &reply.pending, &through);
   if (r < 0)
     return r;
   if (reply.pending.txid) {
@@ -710,8 +810,22 @@ static int get(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist
     put_reply(out, reply);
     return 0;
   }
-  r = cls_cxx_map_get_val(hctx, omap_key(req.key.data(), (uint32_t)req.key.size()),
-                          &reply.record);
+  std::string k = omap_key(req.key.data(), (uint32_t)req.key.size());
+  RedoLog log;
+  if (through) {
+    r = read_redo(hctx, req.accept, &log);
+    if (r < 0)
+      return refuse("get", r, "the redo log does not decode");
+  }
+  auto it = log.put.find(k);
+  if (it != log.put.end()) {
+    reply.record = std::move(it->second);
+    r = 0;
+  } else if (log.gone.count(k)) {
+    r = -ENOENT;
+  } else {
+    r = cls_cxx_map_get_val(hctx, k, &reply.record);
+  }
   if (r == -ENOENT) {
     reply.status = RTDB_MISSING;
   } else if (r < 0) {
@@ -733,7 +847,8 @@ static int list(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlis
   if (r < 0)
     return r;
   ListReply reply;
-  r = read_pending(hctx, req.accept, &reply.pending);
+  bool through;
+  r = read_pending(hctx, req.accept, &reply.pending, &through);
   if (r < 0)
     return r;
   if (reply.pending.txid) {
@@ -741,27 +856,73 @@ static int list(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlis
     put_reply(out, reply);
     return 0;
   }
-  std::map<std::string, ceph::bufferlist> vals;
-  bool more = false;
-  r = cls_cxx_map_get_vals(hctx, req.start, "", req.max, &vals, &more);
-  if (r < 0)
-    return r;
+  RedoLog log;
+  if (through) {
+    r = read_redo(hctx, req.accept, &log);
+    if (r < 0)
+      return refuse("list", r, "the redo log does not decode");
+  }
+  /* the omap merged with the redo log in key order: omap pages are read
+   * until the page has a record or the omap ends (records the log removes
+   * are skipped); log records past the last omap key read wait for the
+   * page that reaches them, unless the omap ended */
   WireWriter page;
   std::string raw;
   uint32_t n = 0;
-  for (auto &kv : vals) {
-    raw.resize(kv.first.size());
-    long klen = rtdb_key_decode((const uint8_t *)kv.first.data(), kv.first.size(),
-                                (uint8_t *)&raw[0]);
-    if (klen < 0)
-      return refuse("list", -EIO, "an omap key does not decode");
-    if (n > 0 && page.s.size() + 8 + (size_t)klen + kv.second.length() > req.maxbytes) {
+  bool more = false, full = false;
+  std::string after = req.start;
+  auto li = log.put.upper_bound(after);
+  while (!full) {
+    std::map<std::string, ceph::bufferlist> vals;
+    bool omap_more = false;
+    r = cls_cxx_map_get_vals(hctx, after, "", req.max, &vals, &omap_more);
+    if (r < 0)
+      return r;
+    auto vi = vals.begin();
+    while (true) {
+      bool from_omap;
+      if (vi != vals.end() && li != log.put.end())
+        from_omap = vi->first < li->first;
+      else if (vi != vals.end())
+        from_omap = true;
+      else if (li != log.put.end() && (!omap_more || vals.empty()))
+        from_omap = false;
+      else
+        break;
+      const std::string &key = from_omap ? vi->first : li->first;
+      if (from_omap && (log.gone.count(key) || log.put.count(key))) {
+        ++vi; /* removed by the transaction, or its new record comes from the log */
+        continue;
+      }
+      ceph::bufferlist &rec = from_omap ? vi->second : li->second;
+      raw.resize(key.size());
+      long klen = rtdb_key_decode((const uint8_t *)key.data(), key.size(), (uint8_t *)&raw[0]);
+      if (klen < 0)
+        return refuse("list", -EIO, "an omap key does not decode");
+      if (n > 0 &&
+          (n >= req.max || page.s.size() + 8 + (size_t)klen + rec.length() > req.maxbytes)) {
+        more = full = true;
+        break;
+      }
+      page.bytes(raw.data(), (size_t)klen);
+      page.bytes(rec.c_str(), rec.length());
+      n++;
+      if (from_omap)
+        ++vi;
+      else
+        ++li;
+    }
+    if (full)
+      break;
+    if (!omap_more || vals.empty()) {
+      more = li != log.put.end();
+      break;
+    }
+    after = vals.rbegin()->first;
+    if (n > 0) {
       more = true;
       break;
     }
-    page.bytes(raw.data(), (size_t)klen);
-    page.bytes(kv.second.c_str(), kv.second.length());
-    n++;
   }
   reply.more = more;
   reply.page = std::move(page.s);
@@ -882,7 +1043,8 @@ static int release(cls_method_context_t hctx, ceph::bufferlist *in, ceph::buffer
     it = drop ? h.entries.erase(it) : it + 1;
   }
   if (req.settle && h.pending == req.settle) {
-    r = settle_pending(hctx, &h);
+    RedoLog log;
+    r = settle_pending(hctx, &h, &log);
     if (r < 0)
       return r;
     changed = true;

@@ -9,7 +9,7 @@
  *   u64 seq        shard sequence number: +1 on every change of the records
  *   u64 applied    last multi-shard transaction applied here (0: none)
  *   u64 pending    transaction applied here whose outcome is not settled
- *                  (0: none); its undo log is the object's data
+ *                  (0: none); its redo log is the object's data
  *   u64 settled    last transaction settled here
  *   u64 aborted    fence: a transaction that must never apply here
  *   u8[16] powner  the pending transaction's committer (zeros: none)

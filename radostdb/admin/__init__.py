@@ -12,8 +12,8 @@ removes databases, one concern per module:
 - check.py    verifying: a :class:`Finding` per problem, naming its object
 - repair.py   ``check --repair``: what each kind of damage gets
 - remove.py   removing a database's objects
-- findings.py, serialize.py, undo.py: the findings, JSON of the reports,
-              and a shard's undo log read from outside the class
+- findings.py, serialize.py, redo.py: the findings, JSON of the reports,
+              and a shard's redo log read from outside the class
 
 admin design:
 - It reads a database's objects directly (layout, dbheader, scan, clsops),

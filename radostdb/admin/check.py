@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import clsops, codec, layout, scan
-from . import undo
-from .findings import UNDO_UNREADABLE, Finding, Kind, shard_index
+from . import redo
+from .findings import REDO_UNREADABLE, Finding, Kind, shard_index
 from .inspect import (
     TXN_KEY,
     UNREADABLE,
@@ -106,7 +106,7 @@ def object_header_findings(site: Site, name: str) -> list[Finding]:
 
 def shard_header_findings(site: Site, objs: list[str]) -> list[Finding]:
     """A finding per shard whose class metadata does not decode, saying
-    whether a transaction's undo log is there (and whose)."""
+    whether a transaction's redo log is there (and whose)."""
     found = []
     for obj, seq in object_seqs(site.io, objs).items():
         if not isinstance(seq, Exception):
@@ -117,14 +117,14 @@ def shard_header_findings(site: Site, objs: list[str]) -> list[Finding]:
         )
         txid = None
         try:
-            log = undo.read(site.io, obj)
-        except undo.UndoError as exc:
-            what += f"; {UNDO_UNREADABLE} ({exc})"
+            log = redo.read(site.io, obj)
+        except redo.RedoError as exc:
+            what += f"; {REDO_UNREADABLE} ({exc})"
         else:
             if log is not None:
                 txid = log.txid
                 what += (
-                    f"; it holds the undo log of transaction {log.txid:x} "
+                    f"; it holds the redo log of transaction {log.txid:x} "
                     f"({len(log.entries)} record(s) written)"
                 )
         found.append(

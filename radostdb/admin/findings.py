@@ -29,7 +29,7 @@ FINDING_KINDS = tuple(k.value for k in Kind)
 
 # shard object names, as layout.shard_object makes them: index and stem
 SHARD_RE = re.compile(r"radostdb\.s(\d{5})([.#].+)\Z", re.DOTALL)
-UNDO_UNREADABLE = "it holds an undo log that does not decode either"  # shard-header findings
+REDO_UNREADABLE = "it holds a redo log that does not decode either"  # shard-header findings
 AT_RISK_SHOWN = 10  # keys listed in a repair's text; JSON has them all
 
 

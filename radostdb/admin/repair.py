@@ -12,12 +12,12 @@ to decode):
    transaction lock and its queue), is replaced with the class's ``reset``:
    a fresh header whose seq is past every record's; locks, queue, stale
    owners and transaction marks are dropped.
-3. A shard whose metadata does not decode and that has no undo log (no
+3. A shard whose metadata does not decode and that has no redo log (no
    transaction pending on it) gets the same ``reset``.
 4. Transactions that the journal can no longer decide, grouped by txid: a
    record that does not decode, a record or a pending shard naming shards
    the database does not have, a shard whose metadata does not decode but
-   holds the transaction's undo log. Decided from the participants'
+   holds the transaction's redo log. Decided from the participants'
    state (:func:`judge`): aborted if the record says so or a participant
    is fenced against it; committed if the record says complete, a
    participant settled it, or a record exists (decoding or not) and every
@@ -27,9 +27,10 @@ to decode):
    while its committer holds the transaction lock (left alone); otherwise
    aborted (a participant never got it, or does not exist, and the
    committer is gone). Committed: the pending participants are settled
-   and a damaged one is reset (keeping the writes). Aborted: the journal
-   says ABORTED, the participants are rolled back through the class, and a
-   damaged one gets its undo log put back by hand, then ``reset``. Then
+   and a damaged one gets its redo log installed by hand, then ``reset``.
+   Aborted: the journal says ABORTED, the participants are rolled back
+   through the class, and a damaged one is reset (its redo log dropped:
+   the transaction never wrote its records). Then
    the record is forgotten. The keys the transaction wrote are reported
    as at risk whenever the decision rested on a record that was missing or
    did not decode.
@@ -57,8 +58,8 @@ import rados
 
 from .. import clsops, codec, commit, layout
 from ..errors import ERR_EXISTS, RadostdbError, TdbError
-from . import undo
-from .findings import UNDO_UNREADABLE, Finding, Kind, display_keys
+from . import redo
+from .findings import REDO_UNREADABLE, Finding, Kind, display_keys
 from .inspect import UNREADABLE, error_text, object_states, undecodable, unfinished_commit
 from .read import db_objects
 from .site import Site
@@ -139,12 +140,12 @@ def repair(
 
 
 def _shard_reset_text(f: Finding) -> str:
-    if UNDO_UNREADABLE in f.message:
+    if REDO_UNREADABLE in f.message:
         return (
-            RESET_TEXT + "; the undo log did not decode: whatever transaction was pending "
-            "here keeps its writes on this shard"
+            RESET_TEXT + "; the redo log did not decode: whatever transaction was pending "
+            "here loses its writes on this shard"
         )
-    return RESET_TEXT + " (no transaction was pending on it: no undo log)"
+    return RESET_TEXT + " (no transaction was pending on it: no redo log)"
 
 
 def _reset(io: Any, f: Finding, text: str) -> None:
@@ -194,7 +195,7 @@ class Evidence:
     record: clsops.TxnRecord | None  # its journal record, if it decodes
     record_bad: str | None  # why a record that exists does not decode
     headers: list[clsops.ShardHeader | None]  # every shard's metadata (None: does not decode)
-    undo: dict[int, undo.UndoLog]  # shard index -> its undo log of txid
+    redo: dict[int, redo.RedoLog]  # shard index -> its redo log of txid
     owner: bytes = clsops.NO_OWNER
     live: bool = False  # its committer holds the transaction lock
     valid: list[int] = field(default_factory=list)  # participants the database has
@@ -202,8 +203,8 @@ class Evidence:
 
     @property
     def damaged(self) -> list[int]:
-        """Participants whose metadata does not decode but hold its undo log."""
-        return sorted(i for i in self.undo if self.headers[i] is None)
+        """Participants whose metadata does not decode but hold its redo log."""
+        return sorted(i for i in self.redo if self.headers[i] is None)
 
     @property
     def pending(self) -> list[int]:
@@ -213,12 +214,12 @@ class Evidence:
 
     @property
     def keys(self) -> list[bytes]:
-        """The keys it wrote, from the undo logs found."""
-        return sorted({k for log in self.undo.values() for k in log.keys})
+        """The keys it wrote, from the redo logs found."""
+        return sorted({k for log in self.redo.values() for k in log.keys})
 
 
 def gather(site: Site, db: commit.DbObjects, txid: int) -> Evidence:
-    """Read the journal record, every shard's metadata and the undo logs of ``txid``."""
+    """Read the journal record, every shard's metadata and the redo logs of ``txid``."""
     io = site.io
     record, bad = None, None
     try:
@@ -238,8 +239,8 @@ def gather(site: Site, db: commit.DbObjects, txid: int) -> Evidence:
     for i, h in enumerate(headers):
         if h is None or h.pending == txid:
             try:
-                log = undo.read(io, db.shard(i))
-            except undo.UndoError:
+                log = redo.read(io, db.shard(i))
+            except redo.RedoError:
                 continue
             if log is not None and log.txid == txid:
                 logs[i] = log
@@ -287,7 +288,7 @@ def judge(ev: Evidence) -> tuple[commit.Outcome, str, bool]:
 
     def has(i: int) -> bool:
         h = ev.headers[i]
-        return i in ev.undo if h is None else h.has(txid)
+        return i in ev.redo if h is None else h.has(txid)
 
     lacking = [i for i in ev.valid if not has(i)]
     if (rec is not None or ev.record_bad) and not ev.invalid and ev.valid and not lacking:
@@ -319,12 +320,12 @@ def _settle_group(site: Site, db: commit.DbObjects, txid: int, group: list[Findi
                     False,
                 )
             return False
-        if not ev.pending and not ev.undo:
+        if not ev.pending and not ev.redo:
             _forget(site.io, db, txid)
             text, certain = (
                 (
                     f"its record was forgotten: no shard is pending transaction {txid:x} or "
-                    "holds its undo log, so there is nothing to decide"
+                    "holds its redo log, so there is nothing to decide"
                 ),
                 True,
             )
@@ -332,14 +333,14 @@ def _settle_group(site: Site, db: commit.DbObjects, txid: int, group: list[Findi
             text = _roll_forward(site.io, db, ev, why)
         else:
             text = _roll_back(site.io, db, ev, why)
-    except (TdbError, OSError, clsops.WireError, undo.UndoError, _Changed) as exc:
+    except (TdbError, OSError, clsops.WireError, redo.RedoError, _Changed) as exc:
         for f in group:
             f.done(f"not repaired: {error_text(exc)}", False)
         return False
     at_risk = [] if certain else ev.keys
     if at_risk:
         text += (
-            "; records at risk (written by it, kept or undone on a presumption): "
+            "; records at risk (written by it, kept or dropped on a presumption): "
             + display_keys(at_risk)
         )
     for f in group:
@@ -358,13 +359,20 @@ def _roll_forward(io: Any, db: commit.DbObjects, ev: Evidence, why: str) -> str:
     pending = ev.pending
     clsops.wait_all(clsops.aio_settle(io, db.shard(i), ev.txid) for i in pending)
     for i in ev.damaged:
+        _install_by_hand(io, db.shard(i), ev.redo[i])
         clsops.reset(io, db.shard(i))
     _forget(io, db, ev.txid)
     where = ", ".join(map(str, sorted({*pending, *ev.damaged}))) or "none"
-    return (
+    text = (
         f"transaction {ev.txid:x} committed ({why}): its writes are kept; "
         f"settled on shard(s) {where}; its journal record forgotten"
     )
+    if ev.damaged:
+        text += (
+            f"; shard(s) {', '.join(map(str, ev.damaged))} got its redo log installed by "
+            "hand, then reset"
+        )
+    return text
 
 
 def _roll_back(io: Any, db: commit.DbObjects, ev: Evidence, why: str) -> str:
@@ -386,34 +394,34 @@ def _roll_back(io: Any, db: commit.DbObjects, ev: Evidence, why: str) -> str:
                 raise err
             kept.append(i)  # settled there before: nothing to undo
     for i in ev.damaged:
-        _restore_by_hand(io, db.shard(i), ev.undo[i])
         clsops.reset(io, db.shard(i))
     _forget(io, db, txid)
-    restored = sum(len(log.entries) for log in ev.undo.values())
+    dropped = sum(len(log.entries) for log in ev.redo.values())
     text = (
-        f"transaction {txid:x} rolled back ({why}): {restored} record(s) restored from its "
-        f"undo log(s); participants fenced against it; its journal record forgotten"
+        f"transaction {txid:x} rolled back ({why}): {dropped} record write(s) of its "
+        f"redo log(s) dropped; participants fenced against it; its journal record forgotten"
     )
     if ev.damaged:
-        text += f"; shard(s) {', '.join(map(str, ev.damaged))} restored by hand, then reset"
+        text += f"; shard(s) {', '.join(map(str, ev.damaged))} reset, dropping its redo log"
     if kept:
         text += f"; shard(s) {', '.join(map(str, kept))} had settled it and keep its writes"
     return text
 
 
-def _restore_by_hand(io: Any, obj: str, log: undo.UndoLog) -> None:
-    """Put an undo log back on a shard whose metadata does not decode (the
-    class's rollback refuses it), re-reading the log if the object changed."""
+def _install_by_hand(io: Any, obj: str, log: redo.RedoLog) -> None:
+    """Install a committed transaction's redo log on a shard whose metadata
+    does not decode (the class's settle refuses it), re-reading the log if
+    the object changed."""
     for _ in range(REPAIR_ATTEMPTS):
         try:
-            undo.restore(io, obj, log)
+            redo.install(io, obj, log)
             return
         except rados.Error as exc:
             if clsops.errno_of(exc) not in (errno.ERANGE, errno.EOVERFLOW):
-                raise clsops.error_of(clsops.errno_of(exc), f"restoring {obj}") from None
-        fresh = undo.read(io, obj)
+                raise clsops.error_of(clsops.errno_of(exc), f"installing on {obj}") from None
+        fresh = redo.read(io, obj)
         if fresh is None or fresh.txid != log.txid:
-            raise _Changed(f"{obj} changed while its undo log was put back; run check again")
+            raise _Changed(f"{obj} changed while its redo log was installed; run check again")
         log = fresh
     raise _Changed(f"{obj} kept changing; run check again")
 
@@ -469,8 +477,8 @@ def _pending_now(site: Site, db: commit.DbObjects) -> _Snapshot:
         snap.aborted.add(st.header.aborted)
         if st.header.pending:
             try:
-                log = undo.read(site.io, obj)
-            except undo.UndoError:
+                log = redo.read(site.io, obj)
+            except redo.RedoError:
                 log = None
             snap.pending[obj] = (st.header.pending, log.keys if log else [])
     try:

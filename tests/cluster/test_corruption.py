@@ -204,7 +204,7 @@ def test_shard_metadata_that_does_not_decode(
         f"shard-header: shard {shard} ({obj}): omap header (its sequence number, locks and "
         "transaction marks) does not decode",
         "-> rebuilt with the class's reset: a fresh header whose seq is past every ",
-        "(no transaction was pending on it: no undo log)",
+        "(no transaction was pending on it: no redo log)",
     )
     assert_works(cli, db_name, OLD)
 
@@ -213,7 +213,9 @@ def test_pending_shard_metadata_committed(
     cli: Any, db_name: str, ceph_cluster: ClusterInfo, cluster_env: dict[str, str], ioctx: Any
 ) -> None:
     """A commit that completed its round (every participant pending it, its
-    record staged), then a participant's metadata damaged: rolled forward."""
+    record staged), then a participant's metadata damaged: rolled forward,
+    the damaged shard by hand from its redo log (its records were never in
+    the omap before)."""
     make_db(db_name)
     crash_commit(db_name, cluster_env, "round-done")
     pending = pending_shards(ioctx, db_name)
@@ -228,12 +230,13 @@ def test_pending_shard_metadata_committed(
 
     out = check(cli, db_name, code=1)
     assert f"shard-header: shard {shard} ({obj}): omap header" in out
-    assert f"it holds the undo log of transaction {txid:x}" in out
+    assert f"it holds the redo log of transaction {txid:x}" in out
     out = check(cli, db_name, "--repair", code=0)
     assert (
         f"transaction {txid:x} committed (every participant has it and its journal record "
         "exists): its writes are kept" in out
     )
+    assert f"shard(s) {shard} got its redo log installed by hand, then reset" in out
     assert "records at risk" not in out, "a decoded, staged record proves the commit"
     assert_works(cli, db_name, {**OLD, **NEW})
 
@@ -243,7 +246,7 @@ def test_pending_shard_metadata_aborted(
 ) -> None:
     """A commit that died half way (some participants applied, no journal
     record), then an applied participant's metadata damaged: rolled back,
-    the damaged shard by hand from its undo log."""
+    the damaged shard reset (its redo log dropped unread)."""
     make_db(db_name)
     crash_commit(db_name, cluster_env, "apply-partial")
     pending = pending_shards(ioctx, db_name)
@@ -253,7 +256,7 @@ def test_pending_shard_metadata_aborted(
     set_omap_header(ceph_cluster, obj, GARBAGE)
 
     out = check(cli, db_name, code=1)
-    assert f"it holds the undo log of transaction {txid:x}" in out
+    assert f"it holds the redo log of transaction {txid:x}" in out
     result = cli("check", "--repair", "--json", db_name)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -261,7 +264,7 @@ def test_pending_shard_metadata_aborted(
     assert f["repaired"] and f["txid"] == txid
     assert f"transaction {txid:x} rolled back (shard(s) " in f["repair"]
     assert "never got it and its committer is gone)" in f["repair"]
-    assert f"shard(s) {shard} restored by hand, then reset" in f["repair"]
+    assert f"shard(s) {shard} reset, dropping its redo log" in f["repair"]
     written = sorted(k for k in NEW if codec.shard_of(k, NSHARDS) in pending)
     assert sorted(bytes.fromhex(k) for k in f["at_risk_hex"]) == written
     assert_works(cli, db_name, OLD)

@@ -28,7 +28,7 @@ The class runs inside the OSD and any client can send it any bytes, so:
   pending transaction) and to objects with corrupt stored data (a version 3
   and a version 2 header that do not decode, a bad omap key and a bad
   record, a journal with an undecodable fence key and record, a pending
-  shard whose undo log does not decode). Writes may change what they are
+  shard whose redo log does not decode). Writes may change what they are
   sent to, but never make a header, record or journal record that decoded
   stop decoding; a changed scratch object is rebuilt before its next use;
 - after each test the OSD has the PID it had before and answers a normal
@@ -244,9 +244,9 @@ LOCKED_KEY, SHARED_KEY = b"key-1", b"key-2"
 SHAPES = ("shard+locks", "shard", "header", "txn-lock", "journal", "missing")
 # scratch only: objects in states a client must first decide on, or with corrupt data
 DECIDE = ("stale", "pending")
-CORRUPT = ("bad-header", "bad-legacy-header", "bad-records", "bad-journal", "bad-undo")
+CORRUPT = ("bad-header", "bad-legacy-header", "bad-records", "bad-journal", "bad-redo")
 SCRATCH_ONLY = DECIDE + CORRUPT
-UNDO_TXID = 0x5EED
+PENDING_TXID = 0x5EED
 
 
 def records_of(n: int) -> dict[bytes, bytes]:
@@ -447,7 +447,9 @@ class Objects:
                 assert clsops.state(io, obj).header.stale == [OWNER_T]
             elif t.shape == "pending":
                 entries = [(clsops.Op.PUT, b"key-1", b"new"), (clsops.Op.DELETE, b"key-2", b"")]
-                req = clsops.apply_request(OWNER_T, 0, entries, txid=UNDO_TXID, participants=[0, 1])
+                req = clsops.apply_request(
+                    OWNER_T, 0, entries, txid=PENDING_TXID, participants=[0, 1]
+                )
                 clsops.apply(io, obj, req)
             elif t.shape == "bad-header":
                 raw = b"\x03\x03\xff\xff\xff\x7fgarbage"  # a body longer than the header
@@ -457,19 +459,19 @@ class Objects:
                 set_raw_header(self.cluster.conf, self.cluster.pool, obj, raw)
             elif t.shape == "bad-journal":
                 set_omap(io, obj, {"f." + "zz" * 16: b"\x01" * 8, "t.00000000000000ff": b"junk"})
-            elif t.shape == "bad-undo":
+            elif t.shape == "bad-redo":
                 req = clsops.apply_request(
-                    OWNER_T, 0, [(clsops.Op.PUT, b"k", b"v")], txid=UNDO_TXID
+                    OWNER_T, 0, [(clsops.Op.PUT, b"k", b"v")], txid=PENDING_TXID
                 )
                 clsops.apply(io, obj, req)
-                io.write_full(obj, b"\x01\x01\x10\x00\x00\x00not an undo log")
+                io.write_full(obj, b"\x02\x02\x10\x00\x00\x00not a redo log")
 
         return build
 
 
 # -- requests -----------------------------------------------------------------------
 def u64s() -> st.SearchStrategy[int]:
-    return st.one_of(st.sampled_from([0, 1, 0x51, 0xAB, 0xC0, UNDO_TXID, 2**64 - 1]),
+    return st.one_of(st.sampled_from([0, 1, 0x51, 0xAB, 0xC0, PENDING_TXID, 2**64 - 1]),
                      st.integers(0, 2**64 - 1))  # fmt: skip
 
 
@@ -769,29 +771,155 @@ def test_database_intact_after_fuzz(objects: Objects, osd_watch: None, record_fi
     assert report.clean and report.records == len(objects.records)
 
 
-# -- the undo log and bugs found --------------------------------------------------------
-def test_undo_log_vector(fuzz_io: Any, ceph_cluster: ClusterInfo) -> None:
-    """The OSD writes the undo log of tests/vectors/wire.json byte for byte,
-    and rolls back from it."""
-    vec = next(v for v in WIRE["stored"] if v["struct"] == "UndoLog")
+# -- the redo log and bugs found --------------------------------------------------------
+def test_redo_log_vector(fuzz_io: Any, ceph_cluster: ClusterInfo) -> None:
+    """The OSD writes the redo log of tests/vectors/wire.json byte for byte
+    (the omap untouched), reads through it for the committer, refuses a log
+    of another transaction, installs it on settle and drops it on rollback."""
+    vec = next(v for v in WIRE["stored"] if v["struct"] == "RedoLog")
     f, raw = vec["fields"], bytes.fromhex(vec["hex"])
-    obj = f"fuzz-undo-{uuid.uuid4().hex[:8]}"
+    txid = f["txid"]
     io = fuzz_io
-    clsops.apply(io, obj, clsops.apply_request(OWNER_A, 0, [(clsops.Op.PUT, b"k1", b"v1")]))
-    entries = [(clsops.Op.PUT, b"k1", b"v2"), (clsops.Op.PUT, b"k2", b"v3")]
-    clsops.apply(io, obj, clsops.apply_request(OWNER_A, 0, entries, txid=f["txid"]))
-    assert io.read(obj, 1 << 16) == raw
-    assert clsops.state(io, obj).header.pending == f["txid"]
-    io.write_full(obj, raw[:6] + struct.pack("<Q", f["txid"] + 1) + raw[14:])
-    with pytest.raises(TdbError) as exc:  # an undo log of another transaction
-        clsops.rollback(io, obj, f["txid"])
-    assert exc.value.args[0] == ERR_CORRUPT
-    io.write_full(obj, raw)
-    clsops.rollback(io, obj, f["txid"])
-    assert clsops.get(io, obj, b"k1").record == codec.encode_record(b"k1", b"v1", 1)
-    assert clsops.get(io, obj, b"k2").status == clsops.ReadStatus.MISSING
-    assert io.stat(obj)[0] == 0
+    objs = [f"fuzz-redo-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    for obj in objs:
+        old = [(clsops.Op.PUT, b"k1", b"v1"), (clsops.Op.PUT, b"k3", b"v9")]
+        clsops.apply(io, obj, clsops.apply_request(OWNER_A, 0, old))
+        part = [(clsops.Op.PUT, b"k1", b"v2"), (clsops.Op.PUT, b"k2", b"v3"),
+                (clsops.Op.DISCARD, b"k3", b"")]  # fmt: skip
+        clsops.apply(io, obj, clsops.apply_request(OWNER_A, 0, part, txid=txid))
+        assert io.read(obj, 1 << 16) == raw
+        assert clsops.state(io, obj).header.pending == txid
+        assert clsops.get(io, obj, b"k1").status == clsops.ReadStatus.PENDING
+        assert clsops.get(io, obj, b"k1", accept=txid).record == codec.encode_record(
+            b"k1", b"v2", 2
+        )
+        assert clsops.get(io, obj, b"k3", accept=txid).status == clsops.ReadStatus.MISSING
+        page = clsops.list_page(io, obj, "", 10, 1 << 20, accept=txid)
+        assert codec.parse_page(page.page) == [(b"k1", b"v2"), (b"k2", b"v3")]
+        assert snapshot(io, obj).omap == {
+            codec.encode_key(b"k1"): codec.encode_record(b"k1", b"v1", 1),
+            codec.encode_key(b"k3"): codec.encode_record(b"k3", b"v9", 1),
+        }, "the omap is untouched while the transaction is pending"
+    settled, rolled = objs
+    io.write_full(settled, raw[:6] + struct.pack("<Q", txid + 1) + raw[14:])
+    for call in (clsops.settle, clsops.rollback):  # a redo log of another transaction
+        with pytest.raises(TdbError) as exc:
+            call(io, settled, txid)
+        assert exc.value.args[0] == ERR_CORRUPT
+    io.write_full(settled, raw)
+    clsops.settle(io, settled, txid)
+    assert clsops.get(io, settled, b"k1").record == codec.encode_record(b"k1", b"v2", 2)
+    assert clsops.get(io, settled, b"k2").record == codec.encode_record(b"k2", b"v3", 2)
+    assert clsops.get(io, settled, b"k3").status == clsops.ReadStatus.MISSING
+    clsops.rollback(io, rolled, txid)
+    assert clsops.get(io, rolled, b"k1").record == codec.encode_record(b"k1", b"v1", 1)
+    assert clsops.get(io, rolled, b"k2").status == clsops.ReadStatus.MISSING
+    assert clsops.get(io, rolled, b"k3").record == codec.encode_record(b"k3", b"v9", 1)
+    for obj in objs:
+        assert io.stat(obj)[0] == 0
+        io.remove_object(obj)
+
+
+WRITES_AFTER = {  # a write carrying settle = X of the shard pending X -> what it must see
+    "append": ([(clsops.Op.APPEND, b"new", b"+")], {b"new": b"n1+", b"gone": None}),
+    "insert-existing": ([(clsops.Op.INSERT, b"new", b"x")], None),  # EEXIST
+    "insert-removed": ([(clsops.Op.INSERT, b"gone", b"x")], {b"new": b"n1", b"gone": b"x"}),
+    "modify": ([(clsops.Op.MODIFY, b"new", b"m")], {b"new": b"m", b"gone": None}),
+    "modify-removed": ([(clsops.Op.MODIFY, b"gone", b"m")], None),  # ENOENT
+    "delete": ([(clsops.Op.DELETE, b"new", b"")], {b"new": None, b"gone": None}),
+    "delete-removed": ([(clsops.Op.DELETE, b"gone", b"")], None),  # ENOENT
+    "append-removed": ([(clsops.Op.APPEND, b"gone", b"a")], {b"new": b"n1", b"gone": b"a"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRITES_AFTER))
+def test_a_write_that_settles_sees_what_it_installs(fuzz_io: Any, case: str) -> None:
+    """A write carrying ``settle = X`` installs X's redo log and then checks
+    and applies its own entries in the same call: it must decide on the
+    records X wrote (the OSD does not show a method its own omap writes)."""
+    io = fuzz_io
+    obj = f"fuzz-settle-{uuid.uuid4().hex[:8]}"
+    txid = PENDING_TXID
+    clsops.apply(io, obj, clsops.apply_request(OWNER_A, 0, [(clsops.Op.PUT, b"gone", b"g0")]))
+    part = [(clsops.Op.PUT, b"new", b"n1"), (clsops.Op.DISCARD, b"gone", b"")]
+    clsops.apply(io, obj, clsops.apply_request(OWNER_A, 0, part, txid=txid))
+    entries, expected = WRITES_AFTER[case]
+    req = clsops.apply_request(OWNER_A, 0, entries, settle=txid)
+    if expected is None:
+        with pytest.raises(TdbError):
+            clsops.apply(io, obj, req)
+        assert clsops.state(io, obj).header.pending == txid, "a refused write changes nothing"
+        clsops.settle(io, obj, txid)
+        expected = {b"new": b"n1", b"gone": None}
+    else:
+        clsops.apply(io, obj, req)
+    assert clsops.state(io, obj).header.pending == 0
+    assert io.stat(obj)[0] == 0, "the redo log is dropped once installed"
+    for key, data in expected.items():
+        got = clsops.get(io, obj, key)
+        if data is None:
+            assert got.status == clsops.ReadStatus.MISSING, key
+        else:
+            assert codec.decode_record(key, got.record)[1] == data, key
     io.remove_object(obj)
+
+
+_KEYS = st.binary(min_size=0, max_size=3)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    before=st.dictionaries(_KEYS, st.binary(max_size=40), max_size=25),
+    writes=st.dictionaries(_KEYS, st.one_of(st.none(), st.binary(max_size=40)), max_size=25),
+    max_records=st.integers(1, 7),
+    max_bytes=st.sampled_from([1, 60, 1 << 20]),
+)
+def test_reads_through_a_redo_log(
+    fuzz_io: Any, before: dict[bytes, bytes], writes: dict[bytes, bytes | None],
+    max_records: int, max_bytes: int,
+) -> None:
+    """The committer's reads of a shard pending its transaction (accept):
+    every get, and the records listed page by page (few records, few bytes a
+    page; the log removing whole pages), are those of the omap with the
+    transaction's writes (None: DISCARD) installed."""
+    io = fuzz_io
+    obj = f"fuzz-through-{uuid.uuid4().hex[:8]}"
+    txid = PENDING_TXID
+    if before:
+        clsops.apply(io, obj, clsops.apply_request(
+            OWNER_A, 0, [(clsops.Op.PUT, k, v) for k, v in before.items()]))
+    part = [(clsops.Op.PUT, k, v) if v is not None else (clsops.Op.DISCARD, k, b"")
+            for k, v in writes.items()]
+    if part:
+        clsops.apply(io, obj, clsops.apply_request(OWNER_A, 0, part, txid=txid))
+    expected = {**before, **{k: v for k, v in writes.items() if v is not None}}
+    for k in writes:
+        if writes[k] is None:
+            expected.pop(k, None)
+    for k in set(before) | set(writes):
+        got = clsops.get(io, obj, k, accept=txid)
+        if k in expected:
+            assert codec.decode_record(k, got.record)[1] == expected[k]
+        else:
+            assert got.status == clsops.ReadStatus.MISSING
+    listed: list[tuple[bytes, bytes]] = []
+    after = ""
+    while True:
+        page = clsops.list_page(io, obj, after, max_records, max_bytes, accept=txid)
+        assert page.pending is None
+        records = codec.parse_page(page.page)
+        assert len(records) <= max_records
+        assert records or not page.more, "a page that says more holds a record"
+        listed += records
+        if not page.more:
+            break
+        after = codec.encode_key(records[-1][0])
+    assert listed == sorted(expected.items())
+    try:
+        io.remove_object(obj)
+    except rados.ObjectNotFound:
+        pass
 
 
 def test_journal_with_undecodable_fence_key(fuzz_io: Any, ceph_cluster: ClusterInfo) -> None:

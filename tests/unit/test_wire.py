@@ -16,8 +16,9 @@ and stored struct of the radostdb object class. Here:
   equal clsops', and no name is missing on either side;
 - no radostdb module but clsops calls librados ``execute``/``aio_execute``.
 
-The undo log has no C++ struct (server.cc writes and reads it): its vector
-is checked against a real OSD in tests/cluster/test_fuzz.py.
+The redo log has no C++ struct (server.cc writes and reads it): Python's
+decoder (radostdb/admin/redo.py) is checked here, the class's writer and
+reader against a real OSD in tests/cluster/test_fuzz.py.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from typing import Any
 import pytest
 
 from radostdb import clsops
+from radostdb.admin import redo
+from radostdb.admin.redo import RedoLog
 from radostdb.clsops import (
     GetResult,
     Journal,
@@ -175,28 +178,14 @@ def expected_journal(f: dict[str, Any]) -> Journal:
     return j
 
 
-@dataclass
-class UndoEntry:
-    omap_key: bytes
-    present: int
-    old: bytes
-
-
-@dataclass
-class UndoLog:
-    txid: int
-    prev_applied: int
-    entries: list[UndoEntry]
-
-
-def decode_undo(raw: bytes) -> UndoLog:
-    """The undo log as documented in ops.h (Python has no use for it beyond
-    this test: only the class writes and reads it)."""
-    rd = clsops._Reader(raw).open(1)
-    log = UndoLog(rd.u64(), rd.u64(), [])
-    for _ in range(rd.count(9)):
-        log.entries.append(UndoEntry(rd.bytes(), rd.u8(), rd.bytes()))
-    return log
+def redo_log_of(f: dict[str, Any]) -> RedoLog:
+    """The redo log a vector's fields describe."""
+    return RedoLog(
+        f["txid"],
+        f["prev_applied"],
+        [(H(e["omap_key"]).decode(), H(e["new"]) if e["present"] else None)
+         for e in f["entries"]],
+    )
 
 
 @dataclass
@@ -228,14 +217,7 @@ DECODINGS: dict[str, Decoding] = {
     "TxnRecord": Decoding(clsops._record, txn_record_of),
     "ShardHeader": Decoding(clsops.decode_header, header_of, clsops.SHARD_HDR_VERSION),
     "LegacyShardHeader": Decoding(clsops.decode_header, header_of),
-    "UndoLog": Decoding(
-        decode_undo,
-        lambda f: UndoLog(
-            f["txid"],
-            f["prev_applied"],
-            [UndoEntry(H(e["omap_key"]), e["present"], H(e["old"])) for e in f["entries"]],
-        ),
-    ),
+    "RedoLog": Decoding(redo.decode, redo_log_of, redo.VERSION),
 }
 
 DECODED = REPLIES + STORED
@@ -523,7 +505,7 @@ static void header_framing(const std::string &raw, void (*fields)(const rtdb_sha
 
 
 def cxx_program(constants: list[str]) -> str:
-    """The C++ check program for every vector (the undo log aside) and the
+    """The C++ check program for every vector (the redo log aside) and the
     constants named."""
     fns: list[str] = []
     main: list[str] = []
@@ -562,7 +544,7 @@ def cxx_program(constants: list[str]) -> str:
         ]
     for i, vec in enumerate(STORED):
         t, f = vec["struct"], vec["fields"]
-        if t == "UndoLog":
+        if t == "RedoLog":
             continue
         if t == "TxnRecord":
             fns.append(f"static void stored_{i}(const TxnRecord &r) {{")
@@ -629,6 +611,7 @@ CONSTANTS: dict[str, int] = {
     "RTDB_LOCK_QUEUE": clsops.LOCK_QUEUE,
     "RTDB_RELEASE_KEEP_WAITS": clsops.RELEASE_KEEP_WAITS,
     "RTDB_PRUNE_CLEAR_STALE": clsops.PRUNE_CLEAR_STALE,
+    "RTDB_REDO_VERSION": redo.VERSION,
 }
 # Python enum -> the C++ enum it mirrors (member for member)
 ENUMS = {
@@ -680,7 +663,7 @@ def cxx_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
     return out
 
 
-CXX_VECTORS = [v for v in REQUESTS + REPLIES + STORED if v["struct"] != "UndoLog"]
+CXX_VECTORS = [v for v in REQUESTS + REPLIES + STORED if v["struct"] != "RedoLog"]
 
 
 @pytest.mark.parametrize("vec", CXX_VECTORS, ids=ids(CXX_VECTORS))
