@@ -729,14 +729,17 @@ def check(
     """Verify a database; exit 0 if it is sound, 1 if problems remain.
 
     Checks the header, the metadata of the header, transaction-lock and
-    shard objects, the journal, unfinished multi-shard commits, expired
-    locks, and every record: its key encoding, its crc32c and that it sits
-    in its key's shard. Each problem names its object.
+    shard objects, the journal, unfinished multi-shard commits and their
+    redo logs, expired locks, and every record (also those in redo logs):
+    its key encoding, its crc32c and that it sits in its key's shard. Each
+    problem names its object.
 
     --repair rebuilds metadata that does not decode (locks and transaction
     marks dropped; a pending transaction's redo log installed if it
-    committed), decides transactions whose journal record is damaged or
-    names missing shards from the participants' state, removes journal keys
+    committed), decides transactions whose journal record is damaged,
+    whose redo log cannot be installed (that shard's writes are then
+    reported lost) or which name missing shards from the participants'
+    state, removes journal keys
     that are not radostdb's, finishes unfinished commits (as the next
     transaction would), drops expired locks, and moves misplaced records to
     their shard (or drops the copy when the shard already holds the key);

@@ -5,9 +5,11 @@ check design:
 - Everything is looked at as stored, so that damage the object class would
   refuse to read is seen and named: the header's fields, the class
   metadata (omap header) of the header, transaction-lock and shard
-  objects, the journal's keys and records, pending transactions, lock
-  tables, and every record's key encoding, crc32c and shard (raw omap,
-  scan.OmapPages, many shards at once).
+  objects, the journal's keys and records, pending transactions and their
+  redo logs (the log must decode and be the pending transaction's; the
+  records it would install are checked like the omap's), lock tables, and
+  every record's key encoding, crc32c and shard (raw omap, scan.OmapPages,
+  many shards at once).
 - The journal is read raw before the class reads it: a key the class does
   not expect there is reported and never handed to the class.
 - Each finding names its object (and shard, key or transaction) and says
@@ -189,9 +191,11 @@ def transaction_findings(
     site: Site, name: str, objs: list[str], found: list[Finding]
 ) -> list[Finding]:
     """A finding per object that shows an unfinished commit (with the
-    transaction pending there); a shard pending a transaction that names
-    shards the database does not have is damage (``damaged``: the repair
-    decides it from the evidence). Objects already reported as undecodable
+    transaction pending there), and the record findings of the redo logs of
+    pending shards. A shard pending a transaction that names shards the
+    database does not have, or whose redo log does not decode, is missing or
+    is another transaction's, is damage (``damaged``: the repair decides the
+    transaction from the evidence). Objects already reported as undecodable
     are not looked at again."""
     n = len(objs)
     skip = {f.object for f in found if f.kind in (Kind.SHARD_HEADER, Kind.OBJECT_HEADER)}
@@ -202,11 +206,18 @@ def transaction_findings(
         st = states.get(obj)
         txid = st.header.pending if st is not None and st.header.pending else None
         bad = sorted({i for i in st.header.participants if i >= n}) if st is not None else []
+        problem = None
+        if txid is not None and not bad:
+            log, problem = redo.pending_log(site.io, obj, txid)
+            if log is not None:
+                out += redo_record_findings(obj, n, log)
         if bad:
             message = (
                 f"pending transaction {txid:x} names shard(s) {', '.join(map(str, bad))}, "
                 f"which the database does not have (it has {n})"
             )
+        elif problem is not None:
+            message = f"pending transaction {txid:x}: {problem}, so the class cannot settle it"
         elif obj == layout.journal_object(name):
             message = "journal records of multi-shard transactions not yet settled"
         elif txid is not None:
@@ -221,10 +232,23 @@ def transaction_findings(
                 shard=shard_index(obj),
                 txid=txid,
                 repairable=True,
-                damaged=bool(bad),
+                damaged=bool(bad) or problem is not None,
             )
         )
     return out
+
+
+def redo_record_findings(obj: str, nshards: int, log: redo.RedoLog) -> list[Finding]:
+    """The records a pending transaction's redo log would install, checked as
+    the omap's are: settling it puts them there, where the record repairs
+    then find them (an aborted transaction takes them away)."""
+    shard = shard_index(obj)
+    assert shard is not None
+    written = [(ek, rec) for ek, rec in log.entries if rec is not None]
+    found = page_findings(obj, shard, nshards, written)
+    for f in found:
+        f.message += f" (in the redo log of pending transaction {log.txid:x})"
+    return found
 
 
 def lock_findings(site: Site, objs: list[str]) -> list[Finding]:

@@ -59,8 +59,9 @@ def decode(raw: bytes) -> RedoLog:
     try:
         version, compat, length = _HEAD.unpack_from(raw, 0)
         if version < VERSION or compat > VERSION or _HEAD.size + length > len(raw):
-            raise RedoError(f"frame: version {version}, compat {compat}, {length} bytes in "
-                            f"{len(raw)}")
+            raise RedoError(
+                f"frame: version {version}, compat {compat}, {length} bytes in {len(raw)}"
+            )
         end = _HEAD.size + length
         txid, prev, n = _BODY_HEAD.unpack_from(raw, _HEAD.size)
         pos = _HEAD.size + _BODY_HEAD.size
@@ -101,6 +102,21 @@ def read(io: Any, obj: str) -> RedoLog | None:
     log = decode(bytes(raw))
     log.version = version
     return log
+
+
+def pending_log(io: Any, obj: str, txid: int) -> tuple[RedoLog | None, str | None]:
+    """The redo log of transaction ``txid``, pending on ``obj`` (whose
+    metadata decodes and says so), or why the class could not install it:
+    (log, None) or (None, problem)."""
+    try:
+        log = read(io, obj)
+    except RedoError as exc:
+        return None, f"its redo log does not decode ({exc})"
+    if log is None:
+        return None, "its redo log is missing (the object has no data)"
+    if log.txid != txid:
+        return None, f"the redo log there is of transaction {log.txid:x}"
+    return log, None
 
 
 def install(io: Any, obj: str, log: RedoLog) -> None:

@@ -17,7 +17,9 @@ to decode):
 4. Transactions that the journal can no longer decide, grouped by txid: a
    record that does not decode, a record or a pending shard naming shards
    the database does not have, a shard whose metadata does not decode but
-   holds the transaction's redo log. Decided from the participants'
+   holds the transaction's redo log, a shard pending it whose redo log the
+   class cannot install (it does not decode, is missing or is another
+   transaction's). Decided from the participants'
    state (:func:`judge`): aborted if the record says so or a participant
    is fenced against it; committed if the record says complete, a
    participant settled it, or a record exists (decoding or not) and every
@@ -27,10 +29,12 @@ to decode):
    while its committer holds the transaction lock (left alone); otherwise
    aborted (a participant never got it, or does not exist, and the
    committer is gone). Committed: the pending participants are settled
-   and a damaged one gets its redo log installed by hand, then ``reset``.
-   Aborted: the journal says ABORTED, the participants are rolled back
-   through the class, and a damaged one is reset (its redo log dropped:
-   the transaction never wrote its records). Then
+   and a damaged one gets its redo log installed by hand, then ``reset``;
+   one whose log cannot be installed is ``reset`` and its writes there are
+   reported lost. Aborted: the journal says ABORTED, the participants are
+   rolled back through the class, and a damaged one or one whose log cannot
+   be read is reset (its redo log dropped: the transaction never wrote its
+   records). Then
    the record is forgotten. The keys the transaction wrote are reported
    as at risk whenever the decision rested on a record that was missing or
    did not decode.
@@ -196,6 +200,8 @@ class Evidence:
     record_bad: str | None  # why a record that exists does not decode
     headers: list[clsops.ShardHeader | None]  # every shard's metadata (None: does not decode)
     redo: dict[int, redo.RedoLog]  # shard index -> its redo log of txid
+    # shards pending it whose redo log the class cannot install -> why
+    broken: dict[int, str] = field(default_factory=dict)
     owner: bytes = clsops.NO_OWNER
     live: bool = False  # its committer holds the transaction lock
     valid: list[int] = field(default_factory=list)  # participants the database has
@@ -208,8 +214,13 @@ class Evidence:
 
     @property
     def pending(self) -> list[int]:
+        """Participants pending it (metadata decodes) whose redo log is sound."""
         return [
-            i for i in self.valid if (h := self.headers[i]) is not None and h.pending == self.txid
+            i
+            for i in self.valid
+            if (h := self.headers[i]) is not None
+            and h.pending == self.txid
+            and i not in self.broken
         ]
 
     @property
@@ -235,16 +246,22 @@ def gather(site: Site, db: commit.DbObjects, txid: int) -> Evidence:
         None if obj not in states else st.header if (st := states[obj]) else clsops.ShardHeader()
         for obj in db.shard_objs
     ]
-    logs = {}
+    logs, broken = {}, {}
     for i, h in enumerate(headers):
-        if h is None or h.pending == txid:
+        if h is not None and h.pending == txid:
+            log, problem = redo.pending_log(io, db.shard(i), txid)
+            if problem is not None:
+                broken[i] = problem
+        elif h is None:
             try:
                 log = redo.read(io, db.shard(i))
             except redo.RedoError:
                 continue
-            if log is not None and log.txid == txid:
-                logs[i] = log
-    ev = Evidence(txid, record, bad, headers, logs)
+        else:
+            continue
+        if log is not None and log.txid == txid:
+            logs[i] = log
+    ev = Evidence(txid, record, bad, headers, logs, broken)
     info = next((h for h in headers if h is not None and h.pending == txid), None)
     listed = info.participants if info is not None else record.participants if record else []
     everyone = set(listed) | set(logs)
@@ -320,7 +337,7 @@ def _settle_group(site: Site, db: commit.DbObjects, txid: int, group: list[Findi
                     False,
                 )
             return False
-        if not ev.pending and not ev.redo:
+        if not ev.pending and not ev.redo and not ev.broken:
             _forget(site.io, db, txid)
             text, certain = (
                 (
@@ -361,18 +378,35 @@ def _roll_forward(io: Any, db: commit.DbObjects, ev: Evidence, why: str) -> str:
     for i in ev.damaged:
         _install_by_hand(io, db.shard(i), ev.redo[i])
         clsops.reset(io, db.shard(i))
+    for i in ev.broken:
+        clsops.reset(io, db.shard(i))
     _forget(io, db, ev.txid)
-    where = ", ".join(map(str, sorted({*pending, *ev.damaged}))) or "none"
+    where = ", ".join(map(str, sorted({*pending, *ev.damaged})))
+    settled = f"settled on shard(s) {where}" if where else "no shard left to settle"
     text = (
         f"transaction {ev.txid:x} committed ({why}): its writes are kept; "
-        f"settled on shard(s) {where}; its journal record forgotten"
+        f"{settled}; its journal record forgotten"
     )
     if ev.damaged:
         text += (
             f"; shard(s) {', '.join(map(str, ev.damaged))} got its redo log installed by "
             "hand, then reset"
         )
-    return text
+    return text + _broken_text(ev, lost=True)
+
+
+def _broken_text(ev: Evidence, *, lost: bool) -> str:
+    """What became of the participants whose redo log could not be installed."""
+    if not ev.broken:
+        return ""
+    where = ", ".join(map(str, sorted(ev.broken)))
+    why = "; ".join(f"shard {i}: {p}" for i, p in sorted(ev.broken.items()))
+    if lost:
+        return (
+            f"; shard(s) {where} {RESET_TEXT}; the transaction's writes there are LOST "
+            f"({why}; which keys it wrote there is not known)"
+        )
+    return f"; shard(s) {where} {RESET_TEXT}, dropping its redo log ({why})"
 
 
 def _roll_back(io: Any, db: commit.DbObjects, ev: Evidence, why: str) -> str:
@@ -386,14 +420,14 @@ def _roll_back(io: Any, db: commit.DbObjects, ev: Evidence, why: str) -> str:
             raise _Changed(f"transaction {txid:x} completed meanwhile; run check again") from None
         raise
     kept = []
-    readable = [i for i in ev.valid if ev.headers[i] is not None]
+    readable = [i for i in ev.valid if ev.headers[i] is not None and i not in ev.broken]
     for i, call in [(i, clsops.aio_rollback(io, db.shard(i), txid)) for i in readable]:
         err = call.error()
         if err is not None:
             if getattr(err, "errno", 0) != errno.EEXIST:
                 raise err
             kept.append(i)  # settled there before: nothing to undo
-    for i in ev.damaged:
+    for i in [*ev.damaged, *ev.broken]:
         clsops.reset(io, db.shard(i))
     _forget(io, db, txid)
     dropped = sum(len(log.entries) for log in ev.redo.values())
@@ -405,7 +439,7 @@ def _roll_back(io: Any, db: commit.DbObjects, ev: Evidence, why: str) -> str:
         text += f"; shard(s) {', '.join(map(str, ev.damaged))} reset, dropping its redo log"
     if kept:
         text += f"; shard(s) {', '.join(map(str, kept))} had settled it and keep its writes"
-    return text
+    return text + _broken_text(ev, lost=False)
 
 
 def _install_by_hand(io: Any, obj: str, log: redo.RedoLog) -> None:

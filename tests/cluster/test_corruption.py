@@ -26,6 +26,7 @@ import rados
 
 import radostdb
 from radostdb import clsops, codec, layout
+from radostdb.admin import redo
 from radostdb.errors import ERR_CORRUPT
 from radostdb.testing import ClusterInfo
 
@@ -268,6 +269,106 @@ def test_pending_shard_metadata_aborted(
     written = sorted(k for k in NEW if codec.shard_of(k, NSHARDS) in pending)
     assert sorted(bytes.fromhex(k) for k in f["at_risk_hex"]) == written
     assert_works(cli, db_name, OLD)
+
+
+def damage_redo_log(io: Any, obj: str, how: str) -> None:
+    """Damage the redo log that ``obj`` holds, with raw writes."""
+    if how == "legacy":  # the version byte of radostdb 0.2's undo log
+        io.write(obj, b"\x01", 0)
+    elif how == "garbage":
+        io.write_full(obj, b"\x02\x02\x10\x00\x00\x00not a redo log")
+    elif how == "missing":
+        io.trunc(obj, 0)
+    else:  # the header of another transaction's log (u64 txid after the frame)
+        io.write(obj, (0x0BAD).to_bytes(8, "little"), 6)
+
+
+@pytest.mark.parametrize("how", ["legacy", "garbage", "missing", "other-txid"])
+def test_pending_shard_redo_log_committed(
+    cli: Any, db_name: str, cluster_env: dict[str, str], ioctx: Any, how: str
+) -> None:
+    """A commit that completed its round, then one participant's redo log
+    damaged (its metadata intact): the class cannot settle it, so the API
+    refuses with the corrupt error; the repair keeps the transaction's
+    writes on the other shards, resets the damaged one and says its writes
+    there are lost."""
+    make_db(db_name)
+    crash_commit(db_name, cluster_env, "round-done")
+    pending = pending_shards(ioctx, db_name)
+    assert len(pending) == NSHARDS, "every participant is pending the commit"
+    shard, txid = next(iter(pending.items()))
+    obj = layout.shard_object(db_name, shard)
+    damage_redo_log(ioctx, obj, how)
+    key = next(k for k in NEW if codec.shard_of(k, NSHARDS) == shard)
+    db = radostdb.Tdb(db_name)
+    assert_corrupt(lambda: db.store(key, b"x"), obj)
+    db.close()
+
+    out = check(cli, db_name, code=1)
+    assert f"transaction: shard {shard} ({obj}): pending transaction {txid:x}: " in out
+    assert "so the class cannot settle it" in out
+    out = check(cli, db_name, "--repair", code=0)
+    # the API's store above settled the other participants before it met the damage
+    assert f"transaction {txid:x} committed (shard " in out, out
+    assert "settled it): its writes are kept; no shard left to settle" in out
+    assert f"shard(s) {shard} rebuilt with the class's reset" in out
+    assert "the transaction's writes there are LOST" in out
+    kept = {k: v for k, v in NEW.items() if codec.shard_of(k, NSHARDS) != shard}
+    assert_works(cli, db_name, {**OLD, **kept})
+
+
+def test_pending_shard_redo_log_aborted(
+    cli: Any, db_name: str, cluster_env: dict[str, str], ioctx: Any
+) -> None:
+    """A commit that died half way, then an applied participant's redo log
+    damaged: rolled back, the damaged shard reset (nothing of the
+    transaction was in its omap, so nothing is lost)."""
+    make_db(db_name)
+    crash_commit(db_name, cluster_env, "apply-partial")
+    pending = pending_shards(ioctx, db_name)
+    assert 0 < len(pending) < NSHARDS
+    shard, txid = next(iter(pending.items()))
+    obj = layout.shard_object(db_name, shard)
+    damage_redo_log(ioctx, obj, "garbage")
+
+    out = check(cli, db_name, code=1)
+    assert f"pending transaction {txid:x}: its redo log does not decode" in out
+    out = check(cli, db_name, "--repair", code=0)
+    assert f"transaction {txid:x} rolled back (shard(s) " in out
+    assert f"shard(s) {shard} rebuilt with the class's reset" in out
+    assert "dropping its redo log (shard" in out and "LOST" not in out
+    assert_works(cli, db_name, OLD)
+
+
+def test_corrupt_record_in_a_redo_log(
+    cli: Any, db_name: str, cluster_env: dict[str, str], ioctx: Any
+) -> None:
+    """A record damaged inside a pending transaction's redo log (the log
+    still decodes): check finds it there; the repair settles the
+    transaction, then --drop-corrupt removes the record it installed."""
+    make_db(db_name)
+    crash_commit(db_name, cluster_env, "round-done")
+    shard, txid = next(iter(pending_shards(ioctx, db_name).items()))
+    obj = layout.shard_object(db_name, shard)
+    size, _ = ioctx.stat(obj)
+    raw = ioctx.read(obj, size)
+    key = next(k for k in sorted(NEW) if codec.shard_of(k, NSHARDS) == shard)
+    okey = codec.encode_key(key)
+    rec = dict(redo.decode(raw).entries)[okey]
+    assert rec is not None and rec.endswith(b"committed")
+    entry = okey.encode() + b"\x01" + len(rec).to_bytes(4, "little") + rec
+    # the last byte of its data: the record's crc32c no longer matches
+    ioctx.write(obj, b"X", raw.index(entry) + len(entry) - 1)
+
+    out = check(cli, db_name, code=1)
+    assert (
+        f'corrupt-record: shard {shard} ({obj}) key "{key.decode()}": crc32c does not match '
+        f"key and data (in the redo log of pending transaction {txid:x})"
+    ) in out, out
+    out = check(cli, db_name, "--repair", "--drop-corrupt", code=0)
+    assert f"finished: transaction {txid:x} settled (committed)" in out
+    assert "-> removed the record" in out
+    assert_works(cli, db_name, {**OLD, **{k: v for k, v in NEW.items() if k != key}})
 
 
 @pytest.mark.parametrize("which", ["transaction-lock", "header"])
