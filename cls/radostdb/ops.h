@@ -498,7 +498,8 @@ struct JournalReply {
  *   u64 txid, u64 previous applied, u32 n, n x { bytes omap key, u8 present,
  *   bytes new record } in omap key order; present 0: the key is removed
  *   (its record empty). Version 1 was radostdb 0.2's undo log (the old
- *   records); the class refuses it as not decoding. */
+ *   records); the class refuses it as not decoding, and radostdb check
+ *   --repair finishes a transaction left pending with one. */
 #define RTDB_REDO_VERSION 2
 
 #endif

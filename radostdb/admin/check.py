@@ -126,7 +126,10 @@ def shard_header_findings(site: Site, objs: list[str]) -> list[Finding]:
             if log is not None:
                 txid = log.txid
                 what += (
-                    f"; it holds the redo log of transaction {log.txid:x} "
+                    f"; it holds radostdb 0.2's undo log of transaction {log.txid:x} "
+                    f"({len(log.entries)} record(s) written)"
+                    if log.undo
+                    else f"; it holds the redo log of transaction {log.txid:x} "
                     f"({len(log.entries)} record(s) written)"
                 )
         found.append(
@@ -209,7 +212,7 @@ def transaction_findings(
         problem = None
         if txid is not None and not bad:
             log, problem = redo.pending_log(site.io, obj, txid)
-            if log is not None:
+            if log is not None and not log.undo:
                 out += redo_record_findings(obj, n, log)
         if bad:
             message = (

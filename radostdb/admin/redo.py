@@ -9,8 +9,14 @@ u64 txid, u64 the shard's previous ``applied``, u32 n, then n entries of
 (bytes omap key, u8 present, bytes new record), in omap key order.
 ``present`` 0: the transaction removes the key. The object has data exactly
 while a transaction is pending on it (settle installs the log into the
-omap and truncates it, rollback truncates it). Version 1 was radostdb
-0.2's undo log (the old records), refused here as by the class.
+omap and truncates it, rollback truncates it).
+
+Version 1 (compat 1) is radostdb 0.2's undo log, the same struct holding
+the OLD records (``present`` 0: the key did not exist), the new ones being
+already in the omap. The class refuses it; it decodes here with ``undo``
+set, so that a repair can finish a transaction pending across an upgrade:
+committed, the omap already holds its writes; aborted, the log is
+installed by hand, which puts the old records back.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ _HEAD = struct.Struct("<BBI")
 _U32 = struct.Struct("<I")
 _BODY_HEAD = struct.Struct("<QQI")
 VERSION = 2
+UNDO_VERSION = 1  # radostdb 0.2's undo log
 
 
 class RedoError(clsops.WireError):
@@ -39,8 +46,10 @@ class RedoLog:
 
     txid: int
     prev_applied: int
-    entries: list[tuple[str, bytes | None]] = field(default_factory=list)  # omap key, new record
+    # omap key, new record (old record in an undo log); None: no record
+    entries: list[tuple[str, bytes | None]] = field(default_factory=list)
     version: int = 0
+    undo: bool = False  # radostdb 0.2's undo log: the omap holds the new records
 
     @property
     def keys(self) -> list[bytes]:
@@ -55,17 +64,18 @@ class RedoLog:
 
 
 def decode(raw: bytes) -> RedoLog:
-    """Decode a redo log; RedoError if it does not."""
+    """Decode a redo log (or radostdb 0.2's undo log); RedoError if it does not."""
     try:
         version, compat, length = _HEAD.unpack_from(raw, 0)
-        if version < VERSION or compat > VERSION or _HEAD.size + length > len(raw):
+        undo = version == compat == UNDO_VERSION
+        if (version < VERSION and not undo) or compat > VERSION or _HEAD.size + length > len(raw):
             raise RedoError(
                 f"frame: version {version}, compat {compat}, {length} bytes in {len(raw)}"
             )
         end = _HEAD.size + length
         txid, prev, n = _BODY_HEAD.unpack_from(raw, _HEAD.size)
         pos = _HEAD.size + _BODY_HEAD.size
-        log = RedoLog(txid, prev)
+        log = RedoLog(txid, prev, undo=undo)
 
         def take() -> bytes:
             nonlocal pos
@@ -106,8 +116,9 @@ def read(io: Any, obj: str) -> RedoLog | None:
 
 def pending_log(io: Any, obj: str, txid: int) -> tuple[RedoLog | None, str | None]:
     """The redo log of transaction ``txid``, pending on ``obj`` (whose
-    metadata decodes and says so), or why the class could not install it:
-    (log, None) or (None, problem)."""
+    metadata decodes and says so), and why the class could not settle or
+    roll it back, if it could not: (log, None), (None, problem), or for an
+    undo log of radostdb 0.2 (log, problem)."""
     try:
         log = read(io, obj)
     except RedoError as exc:
@@ -116,14 +127,17 @@ def pending_log(io: Any, obj: str, txid: int) -> tuple[RedoLog | None, str | Non
         return None, "its redo log is missing (the object has no data)"
     if log.txid != txid:
         return None, f"the redo log there is of transaction {log.txid:x}"
+    if log.undo:
+        return log, "it holds radostdb 0.2's undo log, which this version's class refuses"
     return log, None
 
 
 def install(io: Any, obj: str, log: RedoLog) -> None:
-    """Write the records of ``log`` into ``obj``'s omap (and remove the keys
-    it removes) in one op, refused (rados.Error with ERANGE or EOVERFLOW) if
-    the object changed since the log was read. The log itself stays (the
-    class's ``reset`` drops it)."""
+    """Write the records of ``log`` into ``obj``'s omap and remove the keys
+    it removes (for an undo log: put the old records back) in one op,
+    refused (rados.Error with ERANGE or EOVERFLOW) if the object changed
+    since the log was read. The log itself stays (the class's ``reset``
+    drops it)."""
     puts = [(k, new) for k, new in log.entries if new is not None]
     gone = [k for k, new in log.entries if new is None]
     with rados.WriteOpCtx() as op:

@@ -17,9 +17,9 @@ to decode):
 4. Transactions that the journal can no longer decide, grouped by txid: a
    record that does not decode, a record or a pending shard naming shards
    the database does not have, a shard whose metadata does not decode but
-   holds the transaction's redo log, a shard pending it whose redo log the
-   class cannot install (it does not decode, is missing or is another
-   transaction's). Decided from the participants'
+   holds the transaction's redo log, a shard pending it whose log the
+   class refuses (it does not decode, is missing, is another transaction's,
+   or is radostdb 0.2's undo log). Decided from the participants'
    state (:func:`judge`): aborted if the record says so or a participant
    is fenced against it; committed if the record says complete, a
    participant settled it, or a record exists (decoding or not) and every
@@ -30,12 +30,14 @@ to decode):
    aborted (a participant never got it, or does not exist, and the
    committer is gone). Committed: the pending participants are settled
    and a damaged one gets its redo log installed by hand, then ``reset``;
-   one whose log cannot be installed is ``reset`` and its writes there are
+   one whose log does not decode is ``reset`` and its writes there are
    reported lost. Aborted: the journal says ABORTED, the participants are
-   rolled back through the class, and a damaged one or one whose log cannot
-   be read is reset (its redo log dropped: the transaction never wrote its
-   records). Then
-   the record is forgotten. The keys the transaction wrote are reported
+   rolled back through the class, and a damaged one or one whose log does
+   not decode is reset (its redo log dropped: the transaction never wrote
+   its records). A 0.2 undo log (old records; the omap holds the new ones)
+   is the other way round: committed, the shard is only reset; aborted,
+   the log is installed by hand (the old records put back), then reset.
+   Then the record is forgotten. The keys the transaction wrote are reported
    as at risk whenever the decision rested on a record that was missing or
    did not decode.
 5. Unfinished commits otherwise, and stale owners (transaction holders
@@ -375,38 +377,59 @@ def _forget(io: Any, db: commit.DbObjects, txid: int) -> None:
 def _roll_forward(io: Any, db: commit.DbObjects, ev: Evidence, why: str) -> str:
     pending = ev.pending
     clsops.wait_all(clsops.aio_settle(io, db.shard(i), ev.txid) for i in pending)
-    for i in ev.damaged:
-        _install_by_hand(io, db.shard(i), ev.redo[i])
-        clsops.reset(io, db.shard(i))
-    for i in ev.broken:
-        clsops.reset(io, db.shard(i))
+    _finish_by_hand(io, db, ev, committed=True)
     _forget(io, db, ev.txid)
-    where = ", ".join(map(str, sorted({*pending, *ev.damaged})))
+    redone = [i for i in ev.damaged if not ev.redo[i].undo]
+    where = ", ".join(map(str, sorted({*pending, *redone})))
     settled = f"settled on shard(s) {where}" if where else "no shard left to settle"
     text = (
         f"transaction {ev.txid:x} committed ({why}): its writes are kept; "
         f"{settled}; its journal record forgotten"
     )
-    if ev.damaged:
+    if redone:
         text += (
-            f"; shard(s) {', '.join(map(str, ev.damaged))} got its redo log installed by "
+            f"; shard(s) {', '.join(map(str, redone))} got its redo log installed by "
             "hand, then reset"
         )
-    return text + _broken_text(ev, lost=True)
+    return text + _by_hand_text(ev, committed=True)
 
 
-def _broken_text(ev: Evidence, *, lost: bool) -> str:
-    """What became of the participants whose redo log could not be installed."""
-    if not ev.broken:
-        return ""
-    where = ", ".join(map(str, sorted(ev.broken)))
-    why = "; ".join(f"shard {i}: {p}" for i, p in sorted(ev.broken.items()))
-    if lost:
-        return (
+def _finish_by_hand(io: Any, db: commit.DbObjects, ev: Evidence, *, committed: bool) -> None:
+    """Finish the transaction on the participants the class cannot settle or
+    roll back (metadata that does not decode, a log it refuses): install
+    the log where that gives the outcome's records (a committed
+    transaction's redo log, an aborted one's 0.2 undo log), then reset."""
+    for i in sorted({*ev.damaged, *ev.broken}):
+        log = ev.redo.get(i)
+        if log is not None and log.undo != committed:
+            _install_by_hand(io, db.shard(i), log)
+        clsops.reset(io, db.shard(i))
+
+
+def _by_hand_text(ev: Evidence, *, committed: bool) -> str:
+    """What became of the participants whose log the class cannot handle."""
+    text = ""
+    undone = sorted(i for i, log in ev.redo.items() if log.undo)
+    if undone:
+        where = ", ".join(map(str, undone))
+        text += (
+            f"; shard(s) {where} held radostdb 0.2's undo log: its writes were already in "
+            "place there, so it was reset"
+            if committed
+            else f"; shard(s) {where} got radostdb 0.2's undo log installed by hand (its "
+            "old records put back), then reset"
+        )
+    broken = {i: p for i, p in ev.broken.items() if i not in ev.redo}
+    if not broken:
+        return text
+    where = ", ".join(map(str, sorted(broken)))
+    why = "; ".join(f"shard {i}: {p}" for i, p in sorted(broken.items()))
+    if committed:
+        return text + (
             f"; shard(s) {where} {RESET_TEXT}; the transaction's writes there are LOST "
             f"({why}; which keys it wrote there is not known)"
         )
-    return f"; shard(s) {where} {RESET_TEXT}, dropping its redo log ({why})"
+    return text + f"; shard(s) {where} {RESET_TEXT}, dropping its redo log ({why})"
 
 
 def _roll_back(io: Any, db: commit.DbObjects, ev: Evidence, why: str) -> str:
@@ -427,25 +450,24 @@ def _roll_back(io: Any, db: commit.DbObjects, ev: Evidence, why: str) -> str:
             if getattr(err, "errno", 0) != errno.EEXIST:
                 raise err
             kept.append(i)  # settled there before: nothing to undo
-    for i in [*ev.damaged, *ev.broken]:
-        clsops.reset(io, db.shard(i))
+    _finish_by_hand(io, db, ev, committed=False)
     _forget(io, db, txid)
-    dropped = sum(len(log.entries) for log in ev.redo.values())
+    dropped = sum(len(log.entries) for log in ev.redo.values() if not log.undo)
     text = (
         f"transaction {txid:x} rolled back ({why}): {dropped} record write(s) of its "
         f"redo log(s) dropped; participants fenced against it; its journal record forgotten"
     )
-    if ev.damaged:
-        text += f"; shard(s) {', '.join(map(str, ev.damaged))} reset, dropping its redo log"
+    reset = [i for i in ev.damaged if not ev.redo[i].undo]
+    if reset:
+        text += f"; shard(s) {', '.join(map(str, reset))} reset, dropping its redo log"
     if kept:
         text += f"; shard(s) {', '.join(map(str, kept))} had settled it and keep its writes"
-    return text + _broken_text(ev, lost=False)
+    return text + _by_hand_text(ev, committed=False)
 
 
 def _install_by_hand(io: Any, obj: str, log: redo.RedoLog) -> None:
-    """Install a committed transaction's redo log on a shard whose metadata
-    does not decode (the class's settle refuses it), re-reading the log if
-    the object changed."""
+    """Install a log the class will not (redo.install), re-reading it if the
+    object changed."""
     for _ in range(REPAIR_ATTEMPTS):
         try:
             redo.install(io, obj, log)

@@ -273,7 +273,7 @@ def test_pending_shard_metadata_aborted(
 
 def damage_redo_log(io: Any, obj: str, how: str) -> None:
     """Damage the redo log that ``obj`` holds, with raw writes."""
-    if how == "legacy":  # the version byte of radostdb 0.2's undo log
+    if how == "bad-version":  # version 1 but compat 2: neither a redo nor a 0.2 undo log
         io.write(obj, b"\x01", 0)
     elif how == "garbage":
         io.write_full(obj, b"\x02\x02\x10\x00\x00\x00not a redo log")
@@ -283,7 +283,7 @@ def damage_redo_log(io: Any, obj: str, how: str) -> None:
         io.write(obj, (0x0BAD).to_bytes(8, "little"), 6)
 
 
-@pytest.mark.parametrize("how", ["legacy", "garbage", "missing", "other-txid"])
+@pytest.mark.parametrize("how", ["bad-version", "garbage", "missing", "other-txid"])
 def test_pending_shard_redo_log_committed(
     cli: Any, db_name: str, cluster_env: dict[str, str], ioctx: Any, how: str
 ) -> None:
@@ -338,6 +338,83 @@ def test_pending_shard_redo_log_aborted(
     assert f"shard(s) {shard} rebuilt with the class's reset" in out
     assert "dropping its redo log (shard" in out and "LOST" not in out
     assert_works(cli, db_name, OLD)
+
+
+def as_left_by_0_2(io: Any, obj: str) -> None:
+    """Turn the transaction pending on ``obj`` into what radostdb 0.2's class
+    left: the new records in the omap, the old ones in an undo log (the redo
+    log's struct, framed version 1, compat 1), in one raw op."""
+    size, _ = io.stat(obj)
+    log = redo.decode(io.read(obj, size))
+    with rados.ReadOpCtx() as op:
+        it, _ = io.get_omap_vals_by_keys(op, tuple(k for k, _ in log.entries))
+        io.operate_read_op(op, obj)
+        old = {k: bytes(v) for k, v in it}
+
+    def field(b: bytes) -> bytes:
+        return len(b).to_bytes(4, "little") + b
+
+    body = log.txid.to_bytes(8, "little") + log.prev_applied.to_bytes(8, "little")
+    body += len(log.entries).to_bytes(4, "little")
+    for k, _ in log.entries:
+        body += field(k.encode()) + bytes([k in old]) + field(old.get(k, b""))
+    puts = [(k, new) for k, new in log.entries if new is not None]
+    gone = tuple(k for k, new in log.entries if new is None)
+    with rados.WriteOpCtx() as op:
+        op.write_full(b"\x01\x01" + field(body))
+        io.set_omap(op, tuple(k for k, _ in puts), tuple(v for _, v in puts))
+        if gone:
+            io.remove_omap_keys(op, gone)
+        io.operate_write_op(op, obj)
+
+
+# NEW keys written before the crashing commit: a rollback must put these back
+BEFORE = {b"new%03d" % i: b"before" for i in range(0, 100, 7)}
+
+
+@pytest.mark.parametrize("crash", ["round-done", "apply-partial"])
+def test_transaction_pending_across_an_upgrade_from_0_2(
+    cli: Any, db_name: str, cluster_env: dict[str, str], ioctx: Any, crash: str
+) -> None:
+    """A transaction left pending by radostdb 0.2 (undo logs, the new
+    records already in the omap): this class refuses it; the repair keeps
+    its writes if it committed, puts the old records back if it aborted."""
+    make_db(db_name)
+    db = radostdb.Tdb(db_name)
+    store_in_transaction(db, BEFORE)
+    db.close()
+    crash_commit(db_name, cluster_env, crash)
+    pending = pending_shards(ioctx, db_name)
+    assert pending and len(set(pending.values())) == 1
+    txid = next(iter(pending.values()))
+    for shard in pending:
+        as_left_by_0_2(ioctx, layout.shard_object(db_name, shard))
+    shard = next(iter(pending))
+    obj = layout.shard_object(db_name, shard)
+    db = radostdb.Tdb(db_name)
+    key = next(k for k in NEW if codec.shard_of(k, NSHARDS) == shard)
+    assert_corrupt(lambda: db.store(key, b"x"), obj)
+    db.close()
+
+    out = check(cli, db_name, code=1)
+    assert (
+        f"transaction: shard {shard} ({obj}): pending transaction {txid:x}: it holds radostdb "
+        "0.2's undo log, which this version's class refuses, so the class cannot settle it"
+    ) in out, out
+    out = check(cli, db_name, "--repair", code=0)
+    undo_text = (
+        "held radostdb 0.2's undo log: its writes were already in place there, so it was reset"
+        if crash == "round-done"
+        else "got radostdb 0.2's undo log installed by hand (its old records put back), "
+        "then reset"
+    )
+    assert undo_text in out and "LOST" not in out, out
+    if crash == "round-done":
+        assert f"transaction {txid:x} committed (" in out
+        assert_works(cli, db_name, {**OLD, **NEW})
+    else:
+        assert f"transaction {txid:x} rolled back (" in out
+        assert_works(cli, db_name, {**OLD, **BEFORE})
 
 
 def test_corrupt_record_in_a_redo_log(

@@ -279,6 +279,21 @@ def test_python_header_refuses_bytes_after_the_frame() -> None:
                 clsops.decode_header(H(vec["hex"]) + b"\x00")
 
 
+def test_an_undo_log_of_radostdb_0_2_decodes_as_one() -> None:
+    """0.2's undo log is the redo log's struct framed version 1, compat 1
+    (old records): it decodes with ``undo`` set, for the repair to finish a
+    transaction pending across an upgrade. Version 1 with another compat is
+    neither, and refused."""
+    (vec,) = [v for v in STORED if v["struct"] == "RedoLog"]
+    raw = H(vec["hex"])
+    undo = redo.decode(b"\x01\x01" + raw[2:])
+    assert undo.undo and not redo.decode(raw).undo
+    assert undo.entries == redo.decode(raw).entries
+    for head in (b"\x01\x02", b"\x00\x00", b"\x01\x00"):
+        with pytest.raises(WireError):
+            redo.decode(head + raw[2:])
+
+
 # -- C++: the same vectors through the class headers ----------------------------------
 def cls_source(name: str) -> str:
     return (CLS_DIR / name).read_text()
