@@ -262,6 +262,10 @@ static int extend_record(uint64_t rseq, const std::string &okey, ceph::bufferlis
  * object's data (ops.h: redo log v2, sorted by omap key); `settle` installs
  * them into the omap, `rollback` drops them. Reading the old records (what
  * an undo log needs) is no longer part of a commit. */
+static const size_t REDO_FRAME = 6;  /* u8 version, u8 compat, u32 length */
+static const size_t REDO_HEAD = 20;  /* u64 txid, u64 previous applied, u32 n */
+static const size_t REDO_ENTRY = 9;  /* an entry's fixed part: u32 klen, u8 present, u32 rlen */
+
 struct RedoLog {
   uint64_t txid = 0, prev_applied = 0;
   std::map<std::string, ceph::bufferlist> put; /* omap key -> new record */
@@ -274,11 +278,11 @@ static int write_redo(cls_method_context_t hctx, uint64_t txid, uint64_t prev_ap
 {
   /* one contiguous buffer: the OSD stores, and settle reads, a single
    * extent instead of a fragment per record */
-  size_t size = 6 + 20;
+  size_t size = REDO_FRAME + REDO_HEAD;
   for (const auto &kv : set)
-    size += 9 + kv.first.size() + kv.second.length();
+    size += REDO_ENTRY + kv.first.size() + kv.second.length();
   for (const auto &k : gone)
-    size += 9 + k.size();
+    size += REDO_ENTRY + k.size();
   ceph::bufferptr bp(size);
   char *p = bp.c_str();
   auto u8 = [&p](uint8_t v) { *p++ = (char)v; };
@@ -297,7 +301,7 @@ static int write_redo(cls_method_context_t hctx, uint64_t txid, uint64_t prev_ap
   };
   u8(RTDB_REDO_VERSION);
   u8(RTDB_REDO_VERSION);
-  u32((uint32_t)(size - 6));
+  u32((uint32_t)(size - REDO_FRAME));
   u64(txid);
   u64(prev_applied);
   u32((uint32_t)(set.size() + gone.size()));
@@ -336,15 +340,15 @@ static int read_redo(cls_method_context_t hctx, uint64_t txid, RedoLog *log,
   if (r < 0)
     return r;
   ceph::bufferlist bl;
-  r = cls_cxx_read(hctx, 0, (int)(head_only ? std::min<uint64_t>(size, 26) : size), &bl);
+  r = cls_cxx_read(hctx, 0, (int)(head_only ? std::min<uint64_t>(size, REDO_FRAME + REDO_HEAD) : size), &bl);
   if (r < 0)
     return r;
   const char *p = bl.c_str();
   if (head_only) {
-    if (bl.length() < 26 || (uint8_t)p[0] < RTDB_REDO_VERSION ||
+    if (bl.length() < REDO_FRAME + REDO_HEAD || (uint8_t)p[0] < RTDB_REDO_VERSION ||
         (uint8_t)p[1] > RTDB_REDO_VERSION)
       return -EIO;
-    WireReader hd(p + 6, 20);
+    WireReader hd(p + REDO_FRAME, REDO_HEAD);
     if (!hd.u64(&log->txid) || !hd.u64(&log->prev_applied) || log->txid != txid)
       return -EIO;
     return 0;
@@ -353,7 +357,7 @@ static int read_redo(cls_method_context_t hctx, uint64_t txid, RedoLog *log,
   uint8_t version;
   uint32_t n;
   if (rd.open(RTDB_REDO_VERSION, &b, &version) < 0 || version < RTDB_REDO_VERSION ||
-      !b.u64(&log->txid) || !b.u64(&log->prev_applied) || !b.count(&n, 9) || log->txid != txid)
+      !b.u64(&log->txid) || !b.u64(&log->prev_applied) || !b.count(&n, REDO_ENTRY) || log->txid != txid)
     return -EIO;
   /* the records stay in the buffer read (shared, not copied); entries come
    * in key order, so each is inserted at the end */

@@ -108,6 +108,23 @@ def pending_shards(io: Any, name: str) -> dict[int, int]:
     return out
 
 
+def crashed_participant(
+    name: str, env: dict[str, str], io: Any, step: str
+) -> tuple[dict[int, int], int, int, str]:
+    """make_db, then a commit of NEW killed at ``step`` ("round-done": every
+    participant pending it; "apply-partial": some): (shard -> txid pending,
+    a pending shard, its txid, its object)."""
+    make_db(name)
+    crash_commit(name, env, step)
+    pending = pending_shards(io, name)
+    if step == "round-done":
+        assert len(pending) == NSHARDS, "every participant is pending the commit"
+    else:
+        assert 0 < len(pending) < NSHARDS
+    shard, txid = next(iter(pending.items()))
+    return pending, shard, txid, layout.shard_object(name, shard)
+
+
 def assert_corrupt(call: Callable[[], Any], obj: str) -> None:
     """``call`` raises TDB's corrupt error, naming ``obj``."""
     with pytest.raises(radostdb.TdbError) as info:
@@ -217,12 +234,7 @@ def test_pending_shard_metadata_committed(
     record staged), then a participant's metadata damaged: rolled forward,
     the damaged shard by hand from its redo log (its records were never in
     the omap before)."""
-    make_db(db_name)
-    crash_commit(db_name, cluster_env, "round-done")
-    pending = pending_shards(ioctx, db_name)
-    assert len(pending) == NSHARDS, "every participant is pending the commit"
-    shard, txid = next(iter(pending.items()))
-    obj = layout.shard_object(db_name, shard)
+    _pending, shard, txid, obj = crashed_participant(db_name, cluster_env, ioctx, "round-done")
     set_omap_header(ceph_cluster, obj, GARBAGE)
     key = next(k for k in NEW if codec.shard_of(k, NSHARDS) == shard)
     db = radostdb.Tdb(db_name)
@@ -248,12 +260,7 @@ def test_pending_shard_metadata_aborted(
     """A commit that died half way (some participants applied, no journal
     record), then an applied participant's metadata damaged: rolled back,
     the damaged shard reset (its redo log dropped unread)."""
-    make_db(db_name)
-    crash_commit(db_name, cluster_env, "apply-partial")
-    pending = pending_shards(ioctx, db_name)
-    assert 0 < len(pending) < NSHARDS
-    shard, txid = next(iter(pending.items()))
-    obj = layout.shard_object(db_name, shard)
+    pending, shard, txid, obj = crashed_participant(db_name, cluster_env, ioctx, "apply-partial")
     set_omap_header(ceph_cluster, obj, GARBAGE)
 
     out = check(cli, db_name, code=1)
@@ -292,12 +299,7 @@ def test_pending_shard_redo_log_committed(
     refuses with the corrupt error; the repair keeps the transaction's
     writes on the other shards, resets the damaged one and says its writes
     there are lost."""
-    make_db(db_name)
-    crash_commit(db_name, cluster_env, "round-done")
-    pending = pending_shards(ioctx, db_name)
-    assert len(pending) == NSHARDS, "every participant is pending the commit"
-    shard, txid = next(iter(pending.items()))
-    obj = layout.shard_object(db_name, shard)
+    _pending, shard, txid, obj = crashed_participant(db_name, cluster_env, ioctx, "round-done")
     damage_redo_log(ioctx, obj, how)
     key = next(k for k in NEW if codec.shard_of(k, NSHARDS) == shard)
     db = radostdb.Tdb(db_name)
@@ -323,12 +325,7 @@ def test_pending_shard_redo_log_aborted(
     """A commit that died half way, then an applied participant's redo log
     damaged: rolled back, the damaged shard reset (nothing of the
     transaction was in its omap, so nothing is lost)."""
-    make_db(db_name)
-    crash_commit(db_name, cluster_env, "apply-partial")
-    pending = pending_shards(ioctx, db_name)
-    assert 0 < len(pending) < NSHARDS
-    shard, txid = next(iter(pending.items()))
-    obj = layout.shard_object(db_name, shard)
+    _pending, shard, txid, obj = crashed_participant(db_name, cluster_env, ioctx, "apply-partial")
     damage_redo_log(ioctx, obj, "garbage")
 
     out = check(cli, db_name, code=1)
