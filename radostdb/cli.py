@@ -294,7 +294,7 @@ def info(
         ("omap bytes", str(d.omap_bytes)),
         (
             "open by",
-            f"{len(d.openers)} handle(s)"
+            f"{len(d.openers)} CLEAR_IF_FIRST handle(s)"
             + (": " + ", ".join(map(str, d.openers)) if d.openers else ""),
         ),
         (

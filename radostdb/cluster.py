@@ -10,12 +10,22 @@
 - Sharing: every handle in a process that names the same conf and client id
   (and sees the same op timeout) shares one ``rados.Rados`` connection, and
   one I/O context per (pool, namespace).
-- Fork safety: librados runs threads, which a forked child does not have, so
-  a child must never call into its parent's connection. After ``fork()`` the
-  cache is emptied (``os.register_at_fork``) and :data:`generation` grows;
-  handles compare it on use and fetch a fresh I/O context, which makes the
-  child connect anew on first use. The parent's objects are kept referenced
-  in the child and never released there (releasing would call into librados).
+- Fork safety (forks.py): a forked child never calls into its parent's
+  connection. After ``fork()`` the caches are emptied and the parent's
+  objects abandoned (kept referenced, never released: releasing calls into
+  librados); handles see :data:`forks.generation` change and fetch a fresh
+  I/O context, so the child connects anew on first use. Every connection
+  is made on a thread started for it (forks.on_fresh_thread), so that it
+  draws its own address nonce, and one whose address this process or an
+  ancestor already used is dropped and made again. A ``cluster=`` given by
+  the caller belongs to the process that made it: in a forked child a
+  handle opened on it fails at once (it would hang in the parent's client).
+- Exit: :func:`shutdown_all` runs at interpreter exit (atexit) and, in a
+  ``multiprocessing`` child (fork and forkserver children leave with
+  ``os._exit`` after running multiprocessing's own finalizers, never
+  atexit), as one of those finalizers, registered when the child makes its
+  first connection: a child's locks are released and its watches closed
+  when it ends, so they do not linger on the OSDs for a watch timeout.
 - One timeout policy, ``RADOSTDB_OP_TIMEOUT`` (seconds, :func:`op_timeout`),
   for every blocking path of the API, the CLI, the bench and the tests:
   - connecting (the monitor handshake) gives up after T;
@@ -41,10 +51,10 @@
 from __future__ import annotations
 
 import atexit
-import ctypes
 import errno
 import math
 import os
+import sys
 import threading
 import time
 import weakref
@@ -53,7 +63,7 @@ from typing import Any
 
 import rados
 
-from . import names
+from . import forks, names
 
 DEFAULT_CONF = "/etc/ceph/ceph.conf"
 OP_TIMEOUT_ENV = "RADOSTDB_OP_TIMEOUT"
@@ -62,11 +72,10 @@ DEFAULT_ID = "admin"
 URL_PREFIX = names.URL_PREFIX
 CONNECT_TIMEOUT = 30
 
-generation = 0
+CONNECT_ATTEMPTS = 3  # connections made anew when the address was used before
 _lock = threading.Lock()
 _connections: dict[tuple[str, str, float | None], Any] = {}
 _ioctxs: dict[tuple[str, str, str, str, float | None], Any] = {}
-_abandoned: list[Any] = []
 _watches: dict[int, Any] = {}
 _handles: weakref.WeakSet[Any] = weakref.WeakSet()
 exiting = False
@@ -176,9 +185,16 @@ class Target:
     namespace: str
     name: str
     rados_cluster: Any = field(default=None, compare=False)
+    made_in: int = field(default_factory=lambda: forks.generation, compare=False)
 
     def ioctx(self) -> Any:
         if self.rados_cluster is not None:
+            if self.made_in != forks.generation:
+                raise OSError(
+                    errno.ECHILD,
+                    f"database {self.name!r} was opened on a rados.Rados of the parent "
+                    "process (cluster=), which a forked child cannot use: open it again "
+                    "in this process, without cluster= or with a connection made here")
             return _caller_ioctx(self.rados_cluster, self.pool, self.namespace)
         return ioctx(self.conf, self.client_id, self.pool, self.namespace)
 
@@ -226,32 +242,49 @@ _CONNECT_HINTS = {
 def connect(conf: str, client_id: str, timeout: float | None = None) -> Any:
     """A new connected ``rados.Rados`` with radostdb's timeout policy (the
     op timeout: ``timeout``, else RADOSTDB_OP_TIMEOUT, else none; connecting
-    gives up after it, or 30 s). The caller owns it; most want
+    gives up after it, or 30 s): the one factory of librados clients, also
+    for the launcher, the bench and the tests. It connects on a thread of
+    its own and never returns a client whose address this process or an
+    ancestor used (see the module comment). The caller owns it; most want
     :func:`connection`, the shared one."""
     if not os.path.isfile(conf):
         raise OSError(errno.ENOENT, f"no Ceph configuration at {conf} (set CEPH_CONF or --conf)")
     t = op_timeout() if timeout is None else timeout
     mount = t if t is not None else CONNECT_TIMEOUT
-    try:
-        conn = rados.Rados(conffile=conf, name=f"client.{client_id}")
-    except rados.Error as exc:
-        raise OSError(errno.EINVAL, f"cannot read the Ceph configuration {conf}: {exc}") from exc
-    conn.conf_set("client_mount_timeout", str(max(1, round(mount))))
-    if t is not None:  # seconds before an operation gives up (default: never)
-        secs = str(max(1, math.ceil(t)))  # librados takes whole seconds
-        conn.conf_set("rados_osd_op_timeout", secs)
-        conn.conf_set("rados_mon_op_timeout", secs)
-    try:
-        conn.connect(timeout=mount)
-    except rados.Error as exc:
-        conn.shutdown()
-        code = abs(getattr(exc, "errno", 0) or 0) or errno.EIO
-        hint = _CONNECT_HINTS.get(code, "check the configuration").replace("CONF", conf)
-        raise OSError(
-            code, f"cannot connect to the Ceph cluster of {conf} as client.{client_id}: "
-                  f"{exc} ({hint})",
-        ) from None
-    return conn
+
+    def make() -> Any:
+        try:
+            conn = rados.Rados(conffile=conf, name=f"client.{client_id}")
+        except rados.Error as exc:
+            raise OSError(errno.EINVAL,
+                          f"cannot read the Ceph configuration {conf}: {exc}") from exc
+        conn.conf_set("client_mount_timeout", str(max(1, round(mount))))
+        if t is not None:  # seconds before an operation gives up (default: never)
+            secs = str(max(1, math.ceil(t)))  # librados takes whole seconds
+            conn.conf_set("rados_osd_op_timeout", secs)
+            conn.conf_set("rados_mon_op_timeout", secs)
+        try:
+            conn.connect(timeout=mount)
+        except rados.Error as exc:
+            conn.shutdown()
+            code = abs(getattr(exc, "errno", 0) or 0) or errno.EIO
+            hint = _CONNECT_HINTS.get(code, "check the configuration").replace("CONF", conf)
+            raise OSError(
+                code, f"cannot connect to the Ceph cluster of {conf} as client.{client_id}: "
+                      f"{exc} ({hint})",
+            ) from None
+        return conn
+
+    for _ in range(CONNECT_ATTEMPTS):
+        conn = forks.on_fresh_thread(make)
+        addr = str(conn.get_addrs())
+        if not forks.known_address(addr):
+            forks.note_address(addr)
+            return conn
+        conn.shutdown()  # another client (a sibling, the parent) has this address
+    raise OSError(errno.EADDRINUSE,
+                  f"connecting to the cluster of {conf} gave an address already used by this "
+                  f"process or its parent {CONNECT_ATTEMPTS} times")
 
 
 def connection(conf: str, client_id: str) -> Any:
@@ -263,6 +296,7 @@ def connection(conf: str, client_id: str) -> Any:
         conn = _connections.get(key)
         if conn is None:
             conn = _connections[key] = connect(conf, client_id)
+            _exit_with_multiprocessing()
         return conn
 
 
@@ -343,27 +377,38 @@ def shutdown_all(final: bool = True) -> None:
 
 
 def abandon(objs: Any) -> None:
-    """Keep the parent's librados objects alive forever in a forked child.
+    """Keep librados objects alive forever (forks.abandon)."""
+    forks.abandon(objs)
 
-    Releasing one would call into librados (rados_shutdown waits for threads
-    the child does not have, and hangs), so each gets a reference that is
-    never dropped: not even interpreter exit deallocates it."""
-    for obj in objs:
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
-        _abandoned.append(obj)
+
+_exit_registered = -1  # the generation whose multiprocessing exit hook is registered
+
+
+def _exit_with_multiprocessing() -> None:
+    """In a multiprocessing child, run shutdown_all among the finalizers it
+    runs before os._exit (once per process; see the module comment)."""
+    global _exit_registered
+    if _exit_registered == forks.generation:
+        return
+    _exit_registered = forks.generation
+    mp = sys.modules.get("multiprocessing")
+    if mp is None or mp.parent_process() is None:
+        return  # not a multiprocessing child: atexit runs
+    from multiprocessing import util
+
+    util.Finalize(None, shutdown_all, exitpriority=0)
 
 
 def _after_fork_in_child() -> None:
-    global generation, _lock
-    abandon(_connections.values())
-    abandon(_ioctxs.values())
-    abandon(_watches.values())
+    global _lock
+    forks.abandon(_connections.values())
+    forks.abandon(_ioctxs.values())
+    forks.abandon(_watches.values())
     _watches.clear()
     _connections.clear()
     _ioctxs.clear()
     _lock = threading.Lock()
-    generation += 1
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+forks.at_fork_child(_after_fork_in_child)
 atexit.register(shutdown_all)

@@ -58,7 +58,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import clsops, layout
+from . import clsops, forks, layout, retry
 from . import cluster as clustermod
 from .clsops import Kind, TxnState
 from .errors import ERR_CORRUPT, ERR_IO, ERR_LOCK, TdbError
@@ -388,6 +388,7 @@ class Committer:
         obj = self.db.shard(index)
         io = self.db.io()
         release = False
+        pace = retry.Pace(None, lambda _: AssertionError("never: no limit"))  # resolve bounds it
         while True:
             try:
                 clsops.apply(io, obj, self._request(index, entries, txid, participants, release))
@@ -398,6 +399,7 @@ class Committer:
                 release = True
             except clsops.Unclean:
                 self.resolve(obj)
+                pace.wait()
 
     def _commit_multi(self, by_shard: dict[int, Entries]) -> None:
         io = self.db.io()
@@ -475,6 +477,10 @@ class Committer:
                 i, by_shard[i], txid, participants)) for i in some)
         crash_point(step)
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: the parent settles its own transactions."""
+        self.settlement = Settlement()
+
     def release_settles(self) -> dict[int, int]:
         """Shard index -> txid to settle when the isolation is released."""
         return dict(self.settlement.pending)
@@ -505,4 +511,13 @@ def drain() -> None:
         c.error()
 
 
+def _after_fork_in_child() -> None:
+    """The parent's clean-up calls are its own: never waited for here."""
+    global _inflight_lock
+    forks.abandon(c.comp for c in _inflight)
+    _inflight.clear()
+    _inflight_lock = threading.Lock()
+
+
 clustermod.before_shutdown(drain)
+forks.at_fork_child(_after_fork_in_child)

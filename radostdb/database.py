@@ -32,6 +32,16 @@ tests/unit/test_memory_backend.py):
 - a write (or repack) refused with TDB_ERR_EINVAL because the transaction
   is prepared also dooms the transaction: its commit fails with TDB_ERR_IO,
   as in tdb.
+
+fork (forks.py, storage.py): a handle inherited through fork() is adopted
+by the child on its first call: it works as the child's own (a connection,
+owner id and watch of the child's), unless the parent held record or
+database locks or a transaction on it: then every call raises TDB's lock
+error saying so. ``reopen()`` (tdb_reopen) refuses, as tdb's does, a handle
+with locks held or inside a transaction: it closes the handle and raises
+``(2, 'Failed to reopen database')``; otherwise it re-establishes the
+presence of a CLEAR_IF_FIRST handle (its header watch, as tdb_reopen
+takes its ACTIVE_LOCK again).
 """
 
 from __future__ import annotations
@@ -45,7 +55,7 @@ from typing import Any, TypeVar
 
 from . import cluster as clustermod
 from . import flags as F
-from . import service
+from . import forks, service
 from .errors import (
     ERR_EINVAL,
     ERR_IO,
@@ -53,9 +63,11 @@ from .errors import (
     ERR_NESTING,
     ERR_NOEXIST,
     ERR_RDONLY,
+    REOPEN_REFUSED,
     SUCCESS,
     TdbError,
     closed_error,
+    forked_error,
 )
 from .storage import MemoryStorage, RadosStorage, Storage
 from .txn import Transaction
@@ -93,6 +105,8 @@ def _op(method: Callable[..., T]) -> Callable[..., T]:
     def wrapper(self: Tdb, *args: Any, **kwargs: Any) -> T:
         if self._storage is None:
             raise closed_error()
+        if self._gen != forks.generation:
+            self._adopt()
         try:
             return method(self, *args, **kwargs)
         except TdbError as exc:
@@ -110,6 +124,8 @@ def _writer(method: Callable[..., T]) -> Callable[..., T]:
     def wrapper(self: Tdb, *args: Any, **kwargs: Any) -> T:
         if self._storage is None:
             raise closed_error()
+        if self._gen != forks.generation:
+            self._adopt()
         try:
             if self._readonly:
                 raise TdbError(ERR_RDONLY)
@@ -156,6 +172,7 @@ class Tdb:
         path_prefix: str | None = None,
     ) -> None:
         self._storage: Storage | None = None
+        self._gen = forks.generation
         self._txn: Transaction | None = None
         self._repacked_in_txn = False
         self._ecode = SUCCESS
@@ -191,6 +208,7 @@ class Tdb:
                 exclusive=bool(flags & os.O_EXCL),
                 hash_size=hash_size,
                 clear_if_first=bool(tdb_flags & F.CLEAR_IF_FIRST) and not self._readonly,
+                counted=bool(tdb_flags & F.CLEAR_IF_FIRST),
                 lock_lease=lock_lease,
                 txn_lease=txn_lease,
             )
@@ -235,11 +253,33 @@ class Tdb:
         if storage is not None:
             service.close_safely(storage.close)
 
-    @_op
-    def reopen(self) -> None:
-        """tdb_reopen: after fork(), reconnect (done lazily anyway)."""
+    def _adopt(self) -> None:
+        """The first call in a forked child (see the module comment)."""
         assert self._storage is not None
-        self._storage.reopen()
+        held = self._storage.adopt(in_transaction=self._txn is not None)
+        if held is not None:
+            raise forked_error(held)
+        self._gen = forks.generation
+
+    def reopen(self) -> None:
+        """tdb_reopen, for use after fork(): with locks held or inside a
+        transaction it closes the handle and fails, as tdb's does; otherwise
+        the handle is this process's (done on first use anyway) and counts
+        as an opener for CLEAR_IF_FIRST."""
+        storage = self._storage
+        if storage is None:
+            raise closed_error()
+        if self._name is None:
+            return  # TDB_INTERNAL: nothing to do, as tdb
+        held = storage.adopt(in_transaction=self._txn is not None)
+        if held is None and (self._txn is not None or storage.holds_user_locks()):
+            held = "locks or a transaction"
+        if held is not None:
+            self.close()
+            raise TdbError(ERR_IO, f"{REOPEN_REFUSED}: not allowed with {held} held "
+                                   "(the handle is closed, as tdb_reopen does)")
+        self._gen = forks.generation
+        storage.reopen()
 
     def __repr__(self) -> str:
         if self._storage is None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +50,7 @@ def new_fields(name: str, nshards: int) -> dict[str, str]:
         NSHARDS_KEY: str(nshards),
         HASH_KEY: layout.HASH_NAME,
         CREATED_KEY: f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} "
-        f"by {socket.gethostname()} pid {os.getpid()}",
+        f"by {os.uname().nodename} pid {os.getpid()}",
         NAME_KEY: name,  # a hashed name is read back from here
     }
 

@@ -62,3 +62,17 @@ class TdbError(RadostdbError, RuntimeError):
 def closed_error() -> TdbError:
     """The error every call on a closed handle raises (as tdb: code 2)."""
     return TdbError(ERR_IO, CLOSED_MESSAGE)
+
+
+REOPEN_REFUSED = "Failed to reopen database"
+
+
+def forked_error(held: str) -> TdbError:
+    """The error every call on a handle inherited through fork() raises when
+    its parent held ``held`` on it (TDB's lock error)."""
+    return TdbError(
+        ERR_LOCK,
+        f"Locking error: this handle was inherited through fork() while the parent held "
+        f"{held} on it; they stay the parent's. Close it and open a new handle in this "
+        "process (reopen() refuses a handle with locks held, as tdb_reopen does)",
+    )

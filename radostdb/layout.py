@@ -39,7 +39,6 @@ The mapping is part of the format; tests/vectors/layout.json pins it.
 from __future__ import annotations
 
 import errno
-import hashlib
 
 from . import codec, names
 
@@ -61,6 +60,8 @@ def stem(name: str) -> str:
     raw = name.encode()
     if len(raw) <= SHORT_NAME_BYTES:
         return "." + name
+    import hashlib  # only long names need it (OpenSSL: megabytes of a process's memory)
+
     return "#" + hashlib.sha256(raw).hexdigest()
 
 

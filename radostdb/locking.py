@@ -7,9 +7,10 @@ lock design:
   conflicts with no holder and no queued waiter; a release hands the lock to
   the head of the queue in the same atomic operation. Nobody barges: not a
   newcomer, not the owner that just released.
-- A lock belongs to a handle: its owner id (16 random bytes, new after
-  fork). The handle counts re-locks of a key it already holds (as TDB does)
-  and talks to the OSD only for the first lock and the last unlock.
+- A lock belongs to a handle: its owner id (16 random bytes; a handle a
+  forked child adopts takes a new one and forgets the parent's books). The
+  handle counts re-locks of a key it already holds (as TDB does) and talks
+  to the OSD only for the first lock and the last unlock.
 - Uncontended, a lock is ONE class call (a `lock` try) and an unlock one
   more. Contended, the waiter (1) queues and reads the queue back in one
   round trip (`lock` with QUEUE, then `state`, pipelined on the object), (2)
@@ -21,7 +22,12 @@ lock design:
   releaser that heard a "W" sends its release and a "C" notify back to back
   on the same object (the OSD orders the notify after the release), so a
   granted waiter wakes, reads the state and runs: a handoff costs about two
-  round trips.
+  round trips. An announce that some watcher left unacknowledged (a dead or
+  stopped process still watching) is not trusted: the waiter then also
+  looks at the table at least every wakeup.DEAF_POLL. A waiter whose entry
+  vanished (it expired while the process was stopped) queues again, paced
+  (retry.py): after two immediate retries it backs off, and with
+  RADOSTDB_OP_TIMEOUT it gives up after T: no wait loops without sleeping.
 - Leases: every entry (held or queued) carries a lease on the OSD clock. One
   service thread per process (service.py) renews, for every handle, each
   object where the handle has entries, a third of a lease after the last
@@ -59,12 +65,11 @@ import errno
 import os
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from . import clsops, layout, service, wakeup
+from . import clsops, forks, layout, retry, service, wakeup
 from . import cluster as clustermod
 from .clsops import Kind, Mode
 from .errors import ERR_IO, ERR_LOCK, ERR_LOCK_TIMEOUT, TdbError
@@ -119,8 +124,8 @@ class LockTable:
         if self.txn_lease <= 0:
             raise ValueError(f"txn_lease must be positive, not {txn_lease!r}")
         self.held: dict[HeldKey, int] = {}
-        self._gen = clustermod.generation
-        self.owner = uuid.uuid4().bytes
+        self._gen = forks.generation
+        self.owner = os.urandom(clsops.OWNER_LEN)
         self._mutex = threading.RLock()
         # renewal: object -> (lease in ms of our shortest entry there, next due)
         self._objects: dict[str, tuple[int, float]] = {}
@@ -142,22 +147,29 @@ class LockTable:
         return max(1, int(self.txn_lease * 1000))
 
     def check_fork(self) -> None:
-        """A forked child does not hold its parent's locks (as with fcntl)."""
-        if self._gen != clustermod.generation:
-            self._gen = clustermod.generation
-            self.held = {}
-            self.lost = {}
-            self._objects = {}
-            self._scheduled = None
-            self._listening = set()  # the child's notices are new
-            self.owner = uuid.uuid4().bytes
+        """In a forked child, the handle adopts the table first (storage.py:
+        the books are forgotten, or the handle refuses every call)."""
+        if self._gen != forks.generation:
+            self._io()
+
+    def forget_after_fork(self) -> None:
+        """A forked child holds none of its parent's locks (as with fcntl):
+        forget them (never released here), under a new owner id."""
+        self._gen = forks.generation
+        self._mutex = threading.RLock()  # a parent thread may have held it at fork time
+        self.held = {}
+        self.lost = {}
+        self._objects = {}
+        self._scheduled = None
+        self._listening = set()  # the child's notices are new
+        self.owner = os.urandom(clsops.OWNER_LEN)
 
     def new_owner(self) -> None:
         """Take a fresh owner id (after this one was fenced). Only when
         nothing is held under the old one."""
         with self._mutex:
             if not self.held:
-                self.owner = uuid.uuid4().bytes
+                self.owner = os.urandom(clsops.OWNER_LEN)
                 self._objects = {}
 
     # -- what the handle holds -------------------------------------------------------
@@ -187,6 +199,10 @@ class LockTable:
         """A lock of kind on obj, held or lost (a write under it asserts it)."""
         return any(k[0] == obj and k[1] == kind for locks in (self.held, self.lost)
                    for k in locks)
+
+    def has_entries(self, obj: str) -> bool:
+        """Do we hold or wait for a lock on obj (renewals tracked)?"""
+        return obj in self._objects
 
     def holds_user_locks(self) -> bool:
         """Record or database locks taken by the user (not a transaction's),
@@ -221,7 +237,7 @@ class LockTable:
     def renew_due(self) -> None:
         """Renew every object due now (service thread), then schedule the
         next renewal."""
-        if self._gen != clustermod.generation:
+        if self._gen != forks.generation:
             return
         now = time.monotonic()
         with self._mutex:
@@ -412,7 +428,19 @@ class LockTable:
             st = scall.wait()
             return st, (ccall.wait() if ccall is not None else None)
 
+        def timed_out(waited: float) -> Exception:
+            with contextlib.suppress(Exception):  # withdraw from the queue
+                clsops.unlock(io, obj, clsops.unlock_request(self.owner, kind, mode, key))
+            return TdbError(ERR_LOCK_TIMEOUT,
+                            f"Locking timeout: waited {waited:.3g} s ({clustermod.OP_TIMEOUT_ENV}) "
+                            f"for a lock on {obj}: it kept being taken from the queue")
+
+        pace = retry.Pace(None if limit is None else limit + lease_ms / 1000, timed_out)
+        first = True
         while True:  # (re)queue
+            if not first:
+                pace.wait()
+            first = False
             gen = wakeup.generation(obj)
             if not queued:
                 call = clsops.aio_lock(io, obj, queue_req)
@@ -428,7 +456,7 @@ class LockTable:
                 if self.granted(obj, st, kind, mode, key):
                     return st, extra  # type: ignore[return-value]
             queued = False
-            wakeup.announce(io, obj)
+            trusted = wakeup.announce(io, obj)
             st, extra = read_state()
             expired_at: float | None = None
             while True:
@@ -443,6 +471,8 @@ class LockTable:
                     break
                 check_deadline(st)
                 delay, expired_at = self._deadline(st, kind, mode, key)
+                if not trusted:
+                    delay = min(delay, wakeup.DEAF_POLL)
                 if deadline is not None:
                     delay = max(MIN_SLEEP, min(delay, deadline - time.monotonic()))
                 woke = wakeup.sleep(obj, gen, delay)
@@ -615,9 +645,10 @@ class LockTable:
         if err is not None:
             raise err
 
-    def release_many(self, objs: Iterable[str], kind: int, mode: int) -> None:
+    def release_many(self, objs: Iterable[str], kind: int, mode: int) -> bool:
         """Release one lock (kind, mode, no key) on each object, in parallel;
-        errors ignored (a lock that cannot be released expires)."""
+        other errors are ignored (a lock that cannot be released expires).
+        False when some object no longer had it (its lease ran out: lost)."""
         io = self._io()
         objs = list(objs)
         with self._mutex:
@@ -626,15 +657,18 @@ class LockTable:
         if clustermod.cut_off():  # a call just timed out: the leases end these
             for o in objs:
                 self._untrack(o)
-            return
+            return True
         calls = [clsops.aio_unlock(io, o, clsops.unlock_request(self.owner, kind, mode))
                  for o in objs]
         for o in objs:
             if wakeup.take_waited(o):
                 wakeup.wake(io, o)
+        intact = True
         for o, c in zip(objs, calls, strict=True):
-            c.error()
+            if clsops.errno_of(c.error() or OSError()) == errno.ENOLCK:
+                intact = False
             self._untrack(o)
+        return intact
 
     def release_objects(self, items: Sequence[tuple[str, int, int]]) -> list[Exception | None]:
         """Drop every entry of ours of a kind (0: all) on objects, settling a
@@ -674,11 +708,6 @@ class LockTable:
             self._objects = {}
 
 
-def _after_fork_in_child() -> None:
-    wakeup.reset_after_fork()
-    service.reset_after_fork()
-
-
 def _quiesce() -> None:
     """Before connections shut down: no renewals, no notifies in flight. A
     later renewal need (handles used after a test session's reset) starts a
@@ -692,5 +721,4 @@ def wait_object(name: str) -> str:
     return layout.wait_object(layout.header_object(name))
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
 clustermod.before_shutdown(_quiesce)

@@ -37,15 +37,16 @@ scan design:
 
 from __future__ import annotations
 
-import concurrent.futures
 import errno
-import os
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import clsops, codec
+from . import clsops, codec, forks
 from .errors import ERR_CORRUPT, TdbError
+
+if TYPE_CHECKING:  # imported on first use: a process that never traverses pays nothing
+    import concurrent.futures
 
 FIRST_PAGE = 4  # records in the first raw page
 PAGE_MAX = 1000  # records in a page at most
@@ -151,18 +152,27 @@ def omap_pages(io: Any, objs: list[str], *, keys_only: bool = False) -> Opener:
 
 # -- records through the class ------------------------------------------------------------
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
-_pool_pid = 0
 _pool_lock = threading.Lock()
 
 
 def _workers() -> concurrent.futures.ThreadPoolExecutor:
     """This process's pool of page readers (a forked child makes its own)."""
-    global _pool, _pool_pid
+    global _pool
     with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid():
+        if _pool is None:
+            import concurrent.futures
+
             _pool = concurrent.futures.ThreadPoolExecutor(READ_THREADS, "radostdb-scan")
-            _pool_pid = os.getpid()
         return _pool
+
+
+def _after_fork_in_child() -> None:
+    """The parent's readers do not exist here; its pool lock may be held."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+forks.at_fork_child(_after_fork_in_child)
 
 
 class RecordPages:
@@ -250,6 +260,8 @@ class RecordPages:
         self._done = True
         future, self._next = self._next, None
         if future is not None:
+            import concurrent.futures
+
             concurrent.futures.wait([future])
 
     def __del__(self) -> None:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import wakeup
+from . import forks, wakeup
 
 
 class _Service:
@@ -133,7 +133,11 @@ def stop() -> None:
     _service = _Service()
 
 
-def reset_after_fork() -> None:
-    """In a forked child: the parent's thread does not exist here."""
+def _after_fork_in_child() -> None:
+    """The parent's thread does not exist here (and its schedule is the
+    parent's handles')."""
     global _service
     _service = _Service()
+
+
+forks.at_fork_child(_after_fork_in_child)

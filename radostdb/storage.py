@@ -20,23 +20,58 @@ RADOS backend decisions:
 - Records are verified (format, crc32c over key and data) on every read; a
   record that fails is reported as TDB's corrupt error, never returned.
 - Traversal reads pages of PAGE records (class `list`) shard by shard.
+- Openers: as tdb (which holds its ACTIVE_LOCK only for CLEAR_IF_FIRST
+  handles), only handles opened with CLEAR_IF_FIRST count as having the
+  database open: they watch the header object while open, and a
+  CLEAR_IF_FIRST open clears the records when no other such handle, on any
+  host, watches it. A plain handle keeps no watch: idle, it costs the
+  cluster nothing.
+- Fork: a handle inherited through fork() is adopted on its first use in
+  the child (``adopt``): everything it knew of the parent's locks, cached
+  transaction lock, lazily settled commits and watch is forgotten (never
+  used, never released: they are the parent's), it takes a new owner id
+  and a connection of the child's own. If the parent held record or
+  database locks or was inside a transaction on it, the handle refuses
+  every call with TDB's lock error (the child would otherwise believe it
+  holds the parent's locks, as with tdb, whose child writes unlocked): it
+  can only be closed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import rados
 
-from . import clsops, codec, commit, dbheader, layout, locking, scan, txnlock, wakeup
+from . import (
+    clsops,
+    codec,
+    commit,
+    dbheader,
+    forks,
+    layout,
+    locking,
+    retry,
+    scan,
+    txnlock,
+    wakeup,
+)
 from . import cluster as clustermod
 from .clsops import Kind, Mode, Op
-from .errors import ERR_CORRUPT, ERR_EXISTS, ERR_IO, ERR_LOCK, ERR_NOEXIST, TdbError
+from .errors import (
+    ERR_CORRUPT,
+    ERR_EXISTS,
+    ERR_IO,
+    ERR_LOCK,
+    ERR_NOEXIST,
+    TdbError,
+    forked_error,
+)
 
 PAGE = 1000
 PAGE_BYTES = 4 << 20
@@ -124,7 +159,16 @@ class Storage:
         """Release what the backend holds, locks included (idempotent)."""
 
     def reopen(self) -> None:
-        """Re-establish the backend's cluster state (after fork)."""
+        """Re-establish the backend's cluster state (tdb_reopen)."""
+
+    def holds_user_locks(self) -> bool:
+        """Record or whole-database locks taken and not yet unlocked."""
+        return False
+
+    def adopt(self, in_transaction: bool = False) -> str | None:
+        """In a forked child, make the inherited backend this process's:
+        None when usable, else what of the parent's it carried."""
+        return None
 
 
 class MemoryStorage(Storage):
@@ -195,6 +239,9 @@ class MemoryStorage(Storage):
     def lock_all(self, shared: bool, nonblock: bool) -> None:
         self._count(("all", shared), 1)
 
+    def holds_user_locks(self) -> bool:
+        return bool(self.locks)
+
     def unlock_all(self, shared: bool) -> None:
         self._count(("all", shared), -1)
 
@@ -229,13 +276,15 @@ class RadosStorage(Storage):
         exclusive: bool,
         hash_size: int,
         clear_if_first: bool,
+        counted: bool = False,
         lock_lease: float | None = None,
         txn_lease: float | None = None,
     ) -> None:
         self.target = target
         self.name = target.name
         self.header_obj = layout.header_object(self.name)
-        self._gen = -1
+        self._gen = forks.generation
+        self._forked_with: str | None = None  # what of the parent's an inherited handle held
         self._io: Any = None
         self._watch: Any = None
         self.io()  # connect now: a bad pool or cluster fails the open
@@ -250,28 +299,55 @@ class RadosStorage(Storage):
         self.committer = commit.Committer(self.db, lambda: self.locks.owner,
                                           self._wait_commit, self._unclean)
         self.txnlock = txnlock.TxnLock(self.db, self.locks, self.committer, self._unclean)
+        self._watched = counted  # an opener for CLEAR_IF_FIRST: watch the header while open
         if clear_if_first:
             self._clear_if_first()
-        else:
+        elif counted:
             self._start_watch()
 
     # -- connection ---------------------------------------------------------
     def io(self) -> Any:
-        """The I/O context; after a fork, a fresh one on a fresh connection."""
+        """The I/O context; in a forked child, one on the child's own connection."""
         if clustermod.exiting:
             raise OSError(errno.ESHUTDOWN, "the process is exiting: radostdb handles are closed")
-        if self._gen != clustermod.generation:
+        if self._gen != forks.generation:
+            self.adopt()
+        if self._forked_with is not None:
+            raise forked_error(self._forked_with)
+        if self._io is None:
             self._io = self.target.ioctx()
-            if self._gen != -1 and self._watch is not None:
-                clustermod.abandon([self._watch])
-                self._watch = None
-                self._gen = clustermod.generation
-                self._start_watch()
-            self._gen = clustermod.generation
         return self._io
 
+    def adopt(self, in_transaction: bool = False) -> str | None:
+        """First use in a forked child (see the module comment): forget the
+        parent's state; None when the handle is usable here, else what the
+        parent held on it (every call then fails; close works)."""
+        if self._gen == forks.generation:
+            return self._forked_with
+        held = []
+        if self.locks.holds_user_locks():
+            held.append("record or database locks")
+        if in_transaction or self.txnlock.in_transaction():
+            held.append("a transaction")
+        self._gen = forks.generation
+        self._forked_with = " and ".join(held) or None
+        self._io = None
+        self._watch = None  # the parent's: abandoned with its connection
+        self.locks.forget_after_fork()
+        self.txnlock.forget_after_fork()
+        self.committer.forget_after_fork()
+        self._in_flight.clear()
+        self._in_flight_since.clear()
+        if self._forked_with is None and self._watched:
+            self._start_watch()  # this process has the database open too
+        return self._forked_with
+
     def reopen(self) -> None:
-        self.io()
+        if self._watched:
+            self._start_watch()
+
+    def holds_user_locks(self) -> bool:
+        return self.locks.holds_user_locks()
 
     def _start_watch(self) -> None:
         """Watch the header object: the watcher list says who has it open.
@@ -290,7 +366,10 @@ class RadosStorage(Storage):
     def close(self) -> None:
         if clustermod.exiting:
             return
-        if self._gen == clustermod.generation and not clustermod.cut_off():
+        mine = self._gen == forks.generation and self._forked_with is None
+        if not mine:
+            return  # inherited through fork, unused or holding the parent's locks: nothing here
+        if not clustermod.cut_off():
             try:
                 self.txnlock.close()
             finally:
@@ -298,7 +377,7 @@ class RadosStorage(Storage):
                     self.locks.release_all()
         # else: the cluster does not answer; our locks expire with their leases
         watch, self._watch = self._watch, None
-        if watch is not None and self._gen == clustermod.generation:
+        if watch is not None:
             clustermod.close_watch(watch)
 
     # -- header -------------------------------------------------------------
@@ -340,7 +419,7 @@ class RadosStorage(Storage):
         header; inside it the handle watches the header, then counts the
         watchers: only itself means it is first.
         """
-        cookie = uuid.uuid4().hex
+        cookie = os.urandom(16).hex()
         deadline = time.monotonic() + OPEN_LOCK_SECONDS * 2
         while True:
             try:
@@ -404,6 +483,16 @@ class RadosStorage(Storage):
         gen = wakeup.generation(obj)
         wakeup.sleep(obj, gen, min(0.001 * (2 ** min(attempt, 8)), 0.25))
 
+    def _pace(self, obj: str) -> retry.Pace:
+        """The pacing of a write retried while obj needs decisions."""
+        limit = clustermod.op_timeout()
+
+        def give_up(waited: float) -> Exception:
+            return TdbError(ERR_IO, f"IO Error: {obj} still needed a decision after "
+                                    f"{waited:.3g} s ({clustermod.OP_TIMEOUT_ENV})")
+
+        return retry.Pace(None if limit is None else limit + self.locks.txn_lease, give_up)
+
     def _wait_commit(self, obj: str) -> None:
         """Our transaction's write is blocked by other handles' shared locks:
         queue for the COMMIT lock (granted once they are released)."""
@@ -441,6 +530,7 @@ class RadosStorage(Storage):
         io = self.io()
         owner = self.locks.owner
         cover: tuple[int, bytes] | None = None  # the lock we queued for, then release
+        pace = self._pace(obj)
         while True:
             wflags = self._wflags(obj, entries, whole)
             if cover is not None:
@@ -464,6 +554,7 @@ class RadosStorage(Storage):
                 continue
             except clsops.Unclean:
                 self._unclean(obj)
+                pace.wait()
                 continue
             except BaseException:
                 if cover is not None:  # the write failed: give its lock back
@@ -573,7 +664,9 @@ class RadosStorage(Storage):
             for obj in self.shard_objs:
                 self.locks.held[(obj, Kind.SHARD, mode, b"")] -= 1
             return
-        self.locks.release_many(self.shard_objs, Kind.SHARD, mode)
+        if not self.locks.release_many(self.shard_objs, Kind.SHARD, mode):
+            # a shard's entry was gone: the lock expired before the renewal noticed
+            raise TdbError(ERR_LOCK)
 
     # -- traversal ----------------------------------------------------------
     def _pages(self, index: int, start_after: str = "", limit: int = PAGE

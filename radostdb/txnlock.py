@@ -97,6 +97,18 @@ class TxnLock:
         """Do we hold the isolation now (active or cached)?"""
         return self.state in (State.ACTIVE, State.CACHED)
 
+    def in_transaction(self) -> bool:
+        """Is a transaction running (or starting) on the handle?"""
+        return self.state in (State.ACTIVE, State.ACQUIRING)
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the locks are the parent's (kept and released
+        by it); this handle holds nothing."""
+        self.cond = threading.Condition()  # a parent thread may have held it at fork time
+        self.state = State.NONE
+        self.requested = False
+        self.idle_check = False
+
     # -- start and end -------------------------------------------------------------------
     def start(self, nonblock: bool) -> None:
         """Hold both locks for a transaction (0 round trips when cached)."""

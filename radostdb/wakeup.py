@@ -8,14 +8,27 @@ notifies that travel over them.
   when it returns every live watcher, and so every holder, has seen it;
   holders registered with ``listen`` are told (their ``on_wait``), and the
   object is marked as waited on.
+- An announce some watcher did not acknowledge (a process that died or
+  stopped still watches the object until the OSD's watch timeout) took the
+  whole notify timeout. For DEAF_PERIOD after that, announces on the
+  object are sent without waiting (live watchers still hear them) and
+  ``announce`` says so: the waiter then looks at the lock table again at
+  least every DEAF_POLL instead of trusting the announce (locking.py).
+  A dead watcher thus costs one notify timeout per DEAF_PERIOD, never one
+  per wait, and nothing loops on it. ``stats`` counts what was sent.
 - "C" (``changed``): the object changed (a release, a commit); every
   sleeper on it wakes and looks again. Sent without waiting for the
   answers; ``wake_waiters`` sends it only if a "W" was heard since the last
   one, so an uncontended release costs no notify.
 - One watch per (I/O context, object), shared by every handle of the
-  process. After ``fork()`` the child drops its parent's watches
-  (``reset_after_fork``); before the connections shut down, ``drain`` waits
-  for the notifies still in flight.
+  process. A watch costs the OSD a ping every few seconds for as long as it
+  lives, so it is closed (on the service thread) once the process has had
+  no interest in the object for WATCH_IDLE: no handle holds or waits for a
+  lock there (its table tracks no entry) and nobody asked for the watch
+  since. An idle process thus watches nothing.
+- After ``fork()`` the child drops its parent's watches (never touched
+  again); before the connections shut down, ``drain`` waits for the
+  notifies still in flight.
 locking.py decides when to wait and when to wake; this module only carries
 the messages.
 """
@@ -23,14 +36,20 @@ the messages.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from typing import Any
 
 import rados
 
 from . import cluster as clustermod
+from . import forks
 
 NOTIFY_TIMEOUT_MS = 1000
+DEAF_PERIOD = 30.0  # seconds of unwaited announces after one went unacknowledged (the
+# OSD's default watch timeout: a dead watcher is gone by then)
+DEAF_POLL = 0.25  # how often a waiter that could not trust its announce looks again
+WATCH_IDLE = 10.0  # seconds a watch outlives the process's last interest in its object
 WAIT_MSG = "W"
 CHANGED_MSG = "C"
 
@@ -44,13 +63,18 @@ class _Notices:
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.watches: dict[tuple[int, str], Any] = {}
+        self.used: dict[tuple[int, str], float] = {}  # when each watch was last asked for
+        self.reaping = False  # a reap is scheduled on the service thread
         self.gen: dict[str, int] = {}  # object -> notifies seen
         self.waited: set[str] = set()  # objects on which somebody announced a wait
         self.listeners: dict[str, weakref.WeakSet[Any]] = {}  # object -> tables told of waits
         self.inflight: list[Any] = []  # aio notifies not yet completed
+        self.deaf: dict[str, float] = {}  # object -> until when announces go unwaited
+        self.stats = {"announced": 0, "unacknowledged": 0, "unwaited": 0, "changed": 0}
 
     def ensure_watch(self, io: Any, obj: str) -> None:
         key = (id(io), obj)
+        self.used[key] = time.monotonic()
         if key in self.watches:
             return
 
@@ -79,8 +103,43 @@ class _Notices:
         with self.lock:
             if key in self.watches:  # raced with another thread
                 clustermod.abandon([watch])
-            else:
-                self.watches[key] = clustermod.track_watch(watch)
+                return
+            self.watches[key] = clustermod.track_watch(watch)
+            self.used[key] = time.monotonic()
+            schedule = not self.reaping
+            self.reaping = True
+        if schedule:
+            self._schedule_reap(time.monotonic() + WATCH_IDLE)
+
+    def _schedule_reap(self, when: float) -> None:
+        from . import service  # service imports this module
+
+        service.call_at(when, self.reap, key=self)
+
+    def _wanted(self, obj: str) -> bool:
+        """Does a handle of this process hold or wait for a lock on obj?"""
+        return any(table.has_entries(obj) for table in list(self.listeners.get(obj, ())))
+
+    def reap(self) -> None:
+        """(service thread) Close the watches nobody needed for WATCH_IDLE."""
+        now = time.monotonic()
+        with self.lock:
+            idle = [k for k in self.watches
+                    if now - self.used.get(k, 0.0) >= WATCH_IDLE and not self._wanted(k[1])]
+            closing = [self.watches.pop(k) for k in idle]
+            for k in idle:
+                self.used.pop(k, None)
+            self.reaping = bool(self.watches)
+            nxt = min((self.used.get(k, now) for k in self.watches), default=now) + WATCH_IDLE
+        for watch in closing:  # outside the lock: closing waits for notify callbacks
+            clustermod.close_watch(watch)
+        if self.reaping:
+            self._schedule_reap(max(nxt, now + 1.0))
+
+    def watched(self) -> int:
+        """How many objects this process watches now."""
+        with self.lock:
+            return len(self.watches)
 
     def listen(self, obj: str, table: Any) -> None:
         with self.lock:
@@ -94,11 +153,22 @@ class _Notices:
         with self.cond:
             return self.cond.wait_for(lambda: self.gen.get(obj, 0) != since, timeout)
 
-    def announce(self, io: Any, obj: str) -> None:
+    def announce(self, io: Any, obj: str) -> bool:
+        now = time.monotonic()
+        with self.lock:
+            deaf = self.deaf.get(obj, 0.0) > now
+            self.stats["unwaited" if deaf else "announced"] += 1
+        if deaf:
+            self._send(io, obj, WAIT_MSG)
+            return False
         try:
             io.notify(obj, WAIT_MSG, NOTIFY_TIMEOUT_MS)
-        except rados.Error:
-            pass  # a dead watcher timed out: its lease will end
+            return True
+        except rados.Error:  # a watcher did not answer (dead or stopped): see the comment
+            with self.lock:
+                self.deaf[obj] = time.monotonic() + DEAF_PERIOD
+                self.stats["unacknowledged"] += 1
+            return False
 
     def take_waited(self, obj: str) -> bool:
         with self.lock:
@@ -112,7 +182,13 @@ class _Notices:
             self.waited.add(obj)
 
     def changed(self, io: Any, obj: str) -> None:
-        comp = io.aio_notify(obj, _ignore, CHANGED_MSG, NOTIFY_TIMEOUT_MS)
+        with self.lock:
+            self.stats["changed"] += 1
+        self._send(io, obj, CHANGED_MSG)
+
+    def _send(self, io: Any, obj: str, msg: str) -> None:
+        """A notify whose answers nobody waits for (tracked for ``drain``)."""
+        comp = io.aio_notify(obj, _ignore, msg, NOTIFY_TIMEOUT_MS)
         with self.lock:
             self.inflight = [c for c in self.inflight if not c.is_complete()]
             self.inflight.append(comp)
@@ -136,6 +212,11 @@ def ensure_watch(io: Any, obj: str) -> None:
     _notices.ensure_watch(io, obj)
 
 
+def watched() -> int:
+    """How many lock objects this process watches now."""
+    return _notices.watched()
+
+
 def listen(obj: str, table: Any) -> None:
     """Call ``table.on_wait(obj)`` (from the notify thread: it must not block)
     whenever a wait is announced on obj; ``table`` is held weakly."""
@@ -152,18 +233,18 @@ def sleep(obj: str, since: int, timeout: float) -> bool:
     return _notices.sleep(obj, since, timeout)
 
 
-def announce(io: Any, obj: str) -> None:
-    """Send "W" on obj; returns once every watcher has seen it (or
-    NOTIFY_TIMEOUT_MS passed for a dead one)."""
-    _notices.announce(io, obj)
+def announce(io: Any, obj: str) -> bool:
+    """Send "W" on obj. True once every watcher has seen it; False when it
+    went unacknowledged or, a watcher having been deaf lately, unwaited:
+    then look again at least every DEAF_POLL instead of trusting it."""
+    return _notices.announce(io, obj)
 
 
-def announce_wait(io: Any, obj: str) -> int:
-    """Watch obj and announce a wait on it; returns the generation to sleep from."""
-    _notices.ensure_watch(io, obj)
-    gen = _notices.generation(obj)
-    _notices.announce(io, obj)
-    return gen
+def stats() -> dict[str, int]:
+    """How many announces this process sent (waited for, unacknowledged,
+    sent unwaited) and "C" notifies: a storm shows here."""
+    with _notices.lock:
+        return dict(_notices.stats)
 
 
 def take_waited(obj: str) -> bool:
@@ -199,8 +280,13 @@ def drain() -> None:
     _notices.drain()
 
 
-def reset_after_fork() -> None:
-    """In a forked child: the parent's watches are abandoned, never touched."""
+def _after_fork_in_child() -> None:
+    """The parent's watches are abandoned, never touched; its notifies in
+    flight are its own."""
     global _notices
-    clustermod.abandon(_notices.watches.values())
+    forks.abandon(_notices.watches.values())
+    forks.abandon(_notices.inflight)
     _notices = _Notices()
+
+
+forks.at_fork_child(_after_fork_in_child)

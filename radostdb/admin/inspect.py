@@ -363,7 +363,8 @@ class DbInfo:
 
 
 def openers(site: Site, name: str) -> list[Opener]:
-    """The handles (on any host) that have the database open."""
+    """The CLEAR_IF_FIRST handles (on any host) that have the database open
+    (plain handles keep no watch on the header: see storage.py)."""
     try:
         return [Opener(c, k) for c, k in clsops.watchers(site.io, layout.header_object(name))]
     except TdbError as exc:

@@ -7,8 +7,10 @@ remove design:
   header the shards are found by listing the pool.
 - An object already gone counts as removed by someone else, not as an
   error (:func:`remove_objects`): two removals of one database both succeed.
-- A database open by a handle (a watch on its header) is kept unless
-  ``force``: its users would lose it under their feet.
+- A database open by a CLEAR_IF_FIRST handle (a watch on its header) is
+  kept unless ``force``: its users would lose it under their feet. Plain
+  handles are not seen (they keep no watch: as in tdb, only CLEAR_IF_FIRST
+  openers count).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def database_objects(site: Site, name: str) -> list[str]:
 def remove(site: Site, name: str, *, force: bool = False) -> int:
     """Remove every object of a database; return how many existed.
 
-    Refuses while a handle has it open, unless ``force``.
+    Refuses while a CLEAR_IF_FIRST handle has it open, unless ``force``.
     """
     objs = database_objects(site, name)
     hobj = layout.header_object(name)
@@ -82,7 +84,7 @@ def remove(site: Site, name: str, *, force: bool = False) -> int:
         users = openers(site, name)
         if users:
             raise AdminError(
-                f"database {name!r} is open by {len(users)} handle(s): "
+                f"database {name!r} is open by {len(users)} CLEAR_IF_FIRST handle(s): "
                 f"{', '.join(map(str, users[:5]))}{' …' if len(users) > 5 else ''}; "
                 "close them first, or pass --force"
             )

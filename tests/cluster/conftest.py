@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import procs
 import pytest
 from click.testing import CliRunner, Result
 
@@ -24,3 +25,10 @@ def cli(ceph_cluster: ClusterInfo) -> Any:
         return CliRunner(env=env).invoke(main, list(args), input=input)
 
     return run
+
+
+@pytest.fixture(params=procs.METHODS)
+def start_method(request: pytest.FixtureRequest) -> str:
+    """How workers start (procs.py): a fresh interpreter, or forked from a
+    process that uses radostdb; tests that take it run with each."""
+    return str(request.param)

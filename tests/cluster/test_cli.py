@@ -230,22 +230,25 @@ def test_broken_pipe_ends_quietly(ceph_cluster: ClusterInfo, db_name: str) -> No
 
 # -- listing and info ------------------------------------------------------------------
 def test_ls_and_info(cli: Any, db_name: str, ceph_cluster: ClusterInfo) -> None:
+    # the first CLEAR_IF_FIRST handle clears: it opens before the records are stored
+    holder = radostdb.Tdb(db_name, 3, radostdb.CLEAR_IF_FIRST, CREATE)
     make_db(db_name, {b"a": b"12345", b"\x00": b""}, hash_size=3)
     line = next(ln for ln in ok(cli("ls")).stdout.splitlines() if ln.startswith(db_name + " "))
     assert line.split()[1:] == ["3", "2", str(1 + 5 + 1)]
     (entry,) = [d for d in json.loads(ok(cli("ls", "--json")).stdout) if d["name"] == db_name]
     assert entry["nshards"] == 3 and entry["records"] == 2 and entry["bytes"] == 7
-    holder = radostdb.Tdb(db_name)
+    plain = radostdb.Tdb(db_name)  # not counted, as in tdb
     text = ok(cli("info", db_name)).stdout
     fields = info_fields(text)
     assert fields["name"] == db_name and fields["nshards"] == "3" and fields["records"] == "2"
-    assert fields["open by"].startswith("1 handle(s): client.")
+    assert fields["open by"].startswith("1 CLEAR_IF_FIRST handle(s): client.")
     assert fields["locks"] == "0 held" and fields["transaction"] == "none unfinished"
     assert fields["problems"] == "none"
     info = json.loads(ok(cli("info", "--json", "--shards", db_name)).stdout)
     assert info["records"] == 2 and len(info["shards"]) == 3 and len(info["open_by"]) == 1
     assert info["seqnum"] == holder.seqnum
     holder.close()
+    plain.close()
 
 
 # -- dump / restore / import / export ------------------------------------------------
@@ -621,11 +624,12 @@ def test_wipe_asks_first(cli: Any, db_name: str) -> None:
 
 
 def test_rm_asks_and_refuses_while_open(cli: Any, db_name: str, ioctx: Any) -> None:
+    holder = radostdb.Tdb(db_name, 5, radostdb.CLEAR_IF_FIRST, CREATE)
     make_db(db_name, {b"k%d" % i: b"v" for i in range(50)}, hash_size=5)
     result = cli("rm", db_name, input="n\n")
     assert result.exit_code == 1 and "Aborted" in result.stderr
-    holder = radostdb.Tdb(db_name)
-    error(cli("rm", "--yes", db_name), "is open by 1 handle(s): client.", "--force")
+    error(cli("rm", "--yes", db_name), "is open by 1 CLEAR_IF_FIRST handle(s): client.",
+          "--force")
     holder.close()
     result = ok(cli("rm", db_name, input="y\n"))
     assert f"removed {db_name!r} (6 objects)" in result.stderr

@@ -88,29 +88,54 @@ def test_two_processes_see_each_other(db_name: str, cluster_env: dict[str, str])
     assert proc.wait(timeout=30) == 0
 
 
-def test_clear_if_first(db_name: str, cluster_env: dict[str, str]) -> None:
-    """CLEAR_IF_FIRST clears only when no other handle anywhere has it open."""
-    first = radostdb.Tdb(db_name, 0, radostdb.CLEAR_IF_FIRST, CREATE)
-    first.store(b"k", b"v")
-    holder = python("""
-        import sys, radostdb
-        db = radostdb.Tdb(sys.argv[1])
-        print("open", flush=True)
-        sys.stdin.read()
+HOLDER = """
+    import os, sys
+    kind, name, flags = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if kind == "tdb":
+        import tdb
+        db = tdb.Tdb(name, 0, flags, os.O_RDWR)
+    else:
+        import radostdb
+        db = radostdb.Tdb(name, 0, flags, os.O_RDWR)
+    db.store(b"k", b"v")  # a CLEAR_IF_FIRST holder alone cleared on open: store after
+    print("open", flush=True)
+    sys.stdin.read()
+    db.close()
+"""
+
+
+def _clear_if_first_outcomes(kind: str, name: str, env: dict[str, str]) -> list[bytes | None]:
+    """What a CLEAR_IF_FIRST open finds while another process holds the
+    database open with CLEAR_IF_FIRST, then with plain flags (tdb or radostdb)."""
+    mod: Any = __import__(kind)
+    seen = []
+    for holder_flags in (mod.CLEAR_IF_FIRST, mod.DEFAULT):
+        exe = "/usr/bin/python3" if kind == "tdb" else sys.executable
+        holder = subprocess.Popen([exe, "-c", textwrap.dedent(HOLDER), kind, name,
+                                   str(holder_flags)], env=env, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        db = mod.Tdb(name, 0, mod.CLEAR_IF_FIRST, os.O_RDWR)
+        seen.append(db.get(b"k"))
         db.close()
-    """, cluster_env, db_name)
-    first.close()
-    # the other process still has it open: a CLEAR_IF_FIRST open keeps the data
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
-    second = radostdb.Tdb(db_name, 0, radostdb.CLEAR_IF_FIRST, RW)
-    assert second.get(b"k") == b"v"
-    second.close()
-    finish(holder)
-    other = radostdb.Tdb(db_name)
-    third = radostdb.Tdb(db_name, 0, radostdb.CLEAR_IF_FIRST, RW)
-    assert third.get(b"k") == b"v", "another handle in this process has it open"
-    third.close()
-    other.close()
+        finish(holder)
+    return seen
+
+
+def test_clear_if_first_counts_openers_as_tdb(db_name: str, cluster_env: dict[str, str],
+                                             tmp_path: Any) -> None:
+    """A CLEAR_IF_FIRST open keeps the records while another CLEAR_IF_FIRST
+    handle (another process) has the database open, and clears them when
+    only plain handles have it open: tdb holds its ACTIVE_LOCK only for
+    CLEAR_IF_FIRST handles. Checked against python3-tdb."""
+    import tdb
+
+    path = str(tmp_path / "cif.tdb")
+    tdb.Tdb(path, 0, tdb.DEFAULT, os.O_RDWR | os.O_CREAT).close()
+    radostdb.Tdb(db_name, 0, 0, CREATE).close()
+    expected = _clear_if_first_outcomes("tdb", path, cluster_env)
+    assert expected == [b"v", None]
+    assert _clear_if_first_outcomes("radostdb", db_name, cluster_env) == expected
 
 
 def test_clear_if_first_clears_when_alone(db_name: str) -> None:

@@ -352,6 +352,9 @@ class Objects:
     # the fuzzed database
     def create(self) -> None:
         io, name = self.io, self.name
+        # a watcher on the header object: a CLEAR_IF_FIRST handle (plain ones keep no
+        # watch); opened first, so that its clearing finds nothing to clear
+        self.handle = radostdb.Tdb(name, SHARDS, radostdb.CLEAR_IF_FIRST, os.O_CREAT | os.O_RDWR)
         db = radostdb.Tdb(name, SHARDS, 0, os.O_CREAT | os.O_RDWR)
         for k, v in self.records.items():
             db.store(k, v)
@@ -379,7 +382,6 @@ class Objects:
             ("missing", f"radostdb.s00000.{name}-absent"),
         ):  # fmt: skip
             self.precious[shape] = Target(shape, obj)
-        self.handle = radostdb.Tdb(name)  # a watcher on the header object
         for t in self.precious.values():
             t.pristine = snapshot(io, t.obj)
         assert [t.shape for t in self.precious.values() if not t.pristine.exists] == ["missing"]
