@@ -4,16 +4,16 @@ writer, and the cached transaction lock; real processes, no think time."""
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import statistics
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
 import pytest
+from procs import expect, finish, line, python, say
+from procs import signal as signal_worker
 
 import radostdb
 from radostdb import clsops, codec, layout
@@ -22,83 +22,6 @@ CREATE = os.O_CREAT | os.O_RDWR
 DURATION = 20.0
 # leases short enough to matter under load (issue 10: 5 s with 5 busy processes)
 LOAD_ENV = {"RADOSTDB_LOCK_LEASE": "5", "RADOSTDB_TXN_LEASE": "5"}
-
-
-_lines: dict[int, queue.Queue[str]] = {}
-
-
-def python(code: str, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code), *args], env=env,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    return proc
-
-
-def line(proc: subprocess.Popen[str], timeout: float = 60) -> str:
-    """The child's next stdout line ("<timeout>" if none came in time; "" at
-    its end). One reader thread per child, so a line is never lost."""
-    q = _lines.get(proc.pid)
-    if q is None:
-        q = _lines[proc.pid] = queue.Queue()
-        out = proc.stdout
-        assert out is not None
-
-        def pump() -> None:
-            for text in iter(out.readline, ""):
-                q.put(text)
-            q.put("")
-
-        threading.Thread(target=pump, daemon=True).start()
-    try:
-        return q.get(timeout=timeout).strip()
-    except queue.Empty:
-        return "<timeout>"
-
-
-def expect(proc: subprocess.Popen[str], want: str, timeout: float = 60) -> float:
-    """Wait for the line `want` from the child; returns when it came (monotonic)."""
-    got = line(proc, timeout)
-    if got != want:
-        proc.kill()
-        proc.wait()
-        err = proc.stderr.read() if proc.stderr else ""
-        pytest.fail(f"expected {want!r} from the child, got {got!r}; stderr:\n{err}")
-    return time.monotonic()
-
-
-def say(proc: subprocess.Popen[str], text: str) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write(text + "\n")
-    proc.stdin.flush()
-
-
-def finish(procs: list[subprocess.Popen[str]], timeout: float = 120) -> list[str]:
-    """Wait for every child (it must exit 0); their remaining output."""
-    outs = []
-    for p in procs:
-        if p.pid in _lines:  # its stdout is read by a pump thread
-            assert p.stdin is not None
-            p.stdin.close()
-            texts = []
-            while (text := line(p, timeout)) not in ("", "<timeout>"):
-                texts.append(text)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-            err = p.stderr.read() if p.stderr else ""
-            out = "\n".join(texts)
-        else:
-            try:
-                out, err = p.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                out, err = p.communicate()
-                pytest.fail(f"a child hung; stderr:\n{err}")
-        assert p.returncode == 0, err
-        outs.append(out.strip())
-    return outs
 
 
 def fair(counts: list[int]) -> None:
@@ -124,14 +47,16 @@ LOCKER = """
 
 
 @pytest.mark.slow
-def test_record_lock_is_fair_in_tight_loops(db_name: str, cluster_env: dict[str, str]) -> None:
+def test_record_lock_is_fair_in_tight_loops(db_name: str, cluster_env: dict[str, str],
+                                            start_method: str) -> None:
     """4 processes: chainlock -> get -> store -> chainunlock on one key, no
     think time. Each gets its turn (FIFO in the OSD) and the counter is exact."""
     db = radostdb.Tdb(db_name, 8, 0, CREATE)
     db.store(b"hot", b"0")
     end = time.time() + 3 + DURATION
     env = {**cluster_env, **LOAD_ENV}
-    counts = [int(x) for x in finish([python(LOCKER, env, db_name, str(end)) for _ in range(4)])]
+    counts = [int(x) for x in finish([python(LOCKER, env, db_name, str(end), method=start_method)
+                                    for _ in range(4)])]
     fair(counts)
     assert int(db[b"hot"]) == sum(counts)
 
@@ -169,7 +94,7 @@ AUDIT = """
 
 @pytest.mark.slow
 def test_transactions_are_fair_in_tight_loops(db_name: str, cluster_env: dict[str, str],
-                                              ceph_cluster: object) -> None:
+                                              ceph_cluster: object, start_method: str) -> None:
     """4 processes transfer money in transactions, a 5th audits in read
     transactions, no think time: every process gets its turns, every audit
     sees the exact total, and `radostdb check` is clean afterwards."""
@@ -179,9 +104,9 @@ def test_transactions_are_fair_in_tight_loops(db_name: str, cluster_env: dict[st
             db.store(b"acct%02d" % i, b"1000")
     end = time.time() + 3 + DURATION
     env = {**cluster_env, **LOAD_ENV}
-    procs = [python(TRANSFER, env, db_name, str(end)) for _ in range(4)]
-    procs.append(python(AUDIT, env, db_name, str(end)))
-    outs = finish(procs)
+    workers = [python(TRANSFER, env, db_name, str(end), method=start_method) for _ in range(4)]
+    workers.append(python(AUDIT, env, db_name, str(end), method=start_method))
+    outs = finish(workers)
     audits, distinct, total = (int(x) for x in outs[-1].split())
     fair([int(x) for x in outs[:-1]] + [audits])
     assert (distinct, total) == (1, 32000)
@@ -302,32 +227,32 @@ def _queue(db_name: str, ioctx: object, nshards: int) -> list[clsops.LockEntry]:
 
 
 def _start_waiters(db_name: str, env: dict[str, str], ioctx: object,
-                   n: int, lease: float) -> list[subprocess.Popen[str]]:
-    procs = []
+                   n: int, lease: float, method: str) -> list[subprocess.Popen[str]]:
+    workers = []
     for i in range(n):
-        p = python(WAITER, env, db_name, str(lease))
+        p = python(WAITER, env, db_name, str(lease), method=method)
         expect(p, "ready")
         say(p, "lock")
         deadline = time.monotonic() + 30
         while len(_queue(db_name, ioctx, 8)) < i + 1:  # queued in this order
             assert time.monotonic() < deadline, "the waiter did not queue"
             time.sleep(0.05)
-        procs.append(p)
-    return procs
+        workers.append(p)
+    return workers
 
 
 @pytest.mark.parametrize("victim", [0, 1], ids=["head", "middle"])
 def test_a_killed_waiter_stalls_nobody_past_its_lease(victim: int, db_name: str,
                                                       cluster_env: dict[str, str],
-                                                      ioctx: object) -> None:
+                                                      ioctx: object, start_method: str) -> None:
     """Three processes queue behind a holder; one of them (the head, or the
     one in the middle) is killed with -9. The others get the lock in queue
     order, each within one lease of the death."""
     lease = 2.0
     holder = radostdb.Tdb(db_name, 8, 0, CREATE, lock_lease=lease)
     holder.chainlock(b"hot")
-    waiters = _start_waiters(db_name, cluster_env, ioctx, 3, lease)
-    waiters[victim].send_signal(signal.SIGKILL)
+    waiters = _start_waiters(db_name, cluster_env, ioctx, 3, lease, start_method)
+    signal_worker(waiters[victim], signal.SIGKILL)
     waiters[victim].wait()
     killed = time.monotonic()
     holder.chainunlock(b"hot")
@@ -356,13 +281,15 @@ READER = """
 
 
 def test_a_writer_is_not_starved_by_a_stream_of_readers(db_name: str,
-                                                        cluster_env: dict[str, str]) -> None:
+                                                        cluster_env: dict[str, str],
+                                                        start_method: str) -> None:
     """3 processes take and drop chainlock_read in tight loops; a writer's
     chainlock queues, and readers arriving after it wait behind it."""
     db = radostdb.Tdb(db_name, 8, 0, CREATE)
     db.store(b"hot", b"0")
     end = time.time() + 12
-    readers = [python(READER, cluster_env, db_name, str(end)) for _ in range(3)]
+    readers = [python(READER, cluster_env, db_name, str(end), method=start_method)
+               for _ in range(3)]
     time.sleep(3)  # the readers are in full swing
     waits = []
     for _ in range(5):
@@ -393,12 +320,13 @@ CACHER = """
 
 
 def test_a_cached_transaction_lock_is_handed_over(db_name: str,
-                                                  cluster_env: dict[str, str]) -> None:
+                                                  cluster_env: dict[str, str],
+                                                  start_method: str) -> None:
     """An idle handle keeps the transaction lock and isolation after its
     transaction; another handle's transaction, store and lock_all get them
     on request, long before the holder's lease (30 s here) could run out."""
     db = radostdb.Tdb(db_name, 8, 0, CREATE)
-    holder = python(CACHER, cluster_env, db_name, "30")
+    holder = python(CACHER, cluster_env, db_name, "30", method=start_method)
     expect(holder, "cached")
     waits = {}
     for what, call in (("transaction", lambda: (db.transaction_start(),
@@ -445,12 +373,12 @@ def test_a_cached_lock_is_kept_while_used_and_released_when_idle(db_name: str) -
 
 
 def test_a_killed_cached_holder_blocks_no_longer_than_its_lease(
-        db_name: str, cluster_env: dict[str, str]) -> None:
+        db_name: str, cluster_env: dict[str, str], start_method: str) -> None:
     lease = 2.0
     db = radostdb.Tdb(db_name, 8, 0, CREATE)
-    holder = python(CACHER, cluster_env, db_name, str(lease))
+    holder = python(CACHER, cluster_env, db_name, str(lease), method=start_method)
     expect(holder, "cached")
-    holder.send_signal(signal.SIGKILL)
+    signal_worker(holder, signal.SIGKILL)
     holder.wait()
     t0 = time.monotonic()
     db.store(b"k", b"after")  # blocked by the dead holder's isolation, then recovered
@@ -463,21 +391,21 @@ def test_a_killed_cached_holder_blocks_no_longer_than_its_lease(
 
 
 def test_a_suspended_cached_holder_transacts_again_after_losing_its_lock(
-        db_name: str, cluster_env: dict[str, str]) -> None:
+        db_name: str, cluster_env: dict[str, str], start_method: str) -> None:
     """A holder stopped past its lease while caching the transaction lock:
     another handle takes the lock over; the holder, woken, finds its lock
     gone (its renewal) and its next transaction takes the lock anew and
     commits (a lost transaction lock is not a user's lost lock)."""
     lease = 2.0
     db = radostdb.Tdb(db_name, 8, 0, CREATE)
-    holder = python(CACHER, cluster_env, db_name, str(lease))
+    holder = python(CACHER, cluster_env, db_name, str(lease), method=start_method)
     expect(holder, "cached")
-    holder.send_signal(signal.SIGSTOP)
+    signal_worker(holder, signal.SIGSTOP)
     try:
         with db.transaction():  # waits out the stopped holder's lease
             db.store(b"k", b"taken over")
     finally:
-        holder.send_signal(signal.SIGCONT)
+        signal_worker(holder, signal.SIGCONT)
     time.sleep(lease)  # the holder's overdue renewal finds its entries gone
     say(holder, "txn")
     expect(holder, "committed")

@@ -4,44 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
 import pytest
+from procs import expect, finish, kill, say
+from procs import python as spawn
+from procs import signal as signal_worker
 
 import radostdb
 
 CREATE = os.O_CREAT | os.O_RDWR
-
-
-def spawn(code: str, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code), *args], env=env,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-
-
-def expect(proc: subprocess.Popen[str], line: str, timeout: float = 60) -> None:
-    """Read the child's next stdout line; it must be `line`."""
-    assert proc.stdout is not None
-    result: list[str] = []
-    reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()))
-    reader.start()
-    reader.join(timeout)
-    got = result[0].strip() if result else "<timeout>"
-    if got != line:
-        proc.kill()
-        _, err = proc.communicate()
-        pytest.fail(f"expected {line!r} from the child, got {got!r}; stderr:\n{err}")
-
-
-def say(proc: subprocess.Popen[str], line: str) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write(line + "\n")
-    proc.stdin.flush()
 
 
 COUNTER = """
@@ -61,22 +34,26 @@ COUNTER = """
 """
 
 
-def run_counters(db_name: str, env: dict[str, str], locked: bool) -> int:
+def run_counters(db_name: str, env: dict[str, str], locked: bool, method: str = "spawn") -> int:
     db = radostdb.Tdb(db_name, 0, 0, CREATE)
     db.store(b"counter", b"0")
-    procs = [spawn(COUNTER, env, db_name, "locked" if locked else "unlocked") for _ in range(4)]
-    for p in procs:
+    workers = [spawn(COUNTER, env, db_name, "locked" if locked else "unlocked", method=method)
+               for _ in range(4)]
+    for p in workers:
         expect(p, "ready")
-    for p in procs:
+    for p in workers:
         say(p, "go")
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
+    for p in workers:
+        assert p.stdin is not None
+        p.stdin.close()
+        p.wait(timeout=300)
+        assert p.returncode == 0, p.stderr.read() if p.stderr else ""
     return int(db[b"counter"])
 
 
-def test_counter_under_chainlock_loses_nothing(db_name: str, cluster_env: dict[str, str]) -> None:
-    assert run_counters(db_name, cluster_env, locked=True) == 400
+def test_counter_under_chainlock_loses_nothing(db_name: str, cluster_env: dict[str, str],
+                                               start_method: str) -> None:
+    assert run_counters(db_name, cluster_env, locked=True, method=start_method) == 400
 
 
 def test_counter_without_lock_loses_updates(db_name: str, cluster_env: dict[str, str]) -> None:
@@ -126,7 +103,7 @@ def test_store_to_locked_record_waits(db_name: str, cluster_env: dict[str, str])
     assert done.wait(10), "the store did not complete after the unlock"
     writer.join()
     assert db[b"k"] == b"after"
-    holder.communicate("", timeout=30)
+    finish([holder], 30)
 
 
 def test_chainlock_nonblock_fails_fast(db_name: str, cluster_env: dict[str, str]) -> None:
@@ -140,15 +117,15 @@ def test_chainlock_nonblock_fails_fast(db_name: str, cluster_env: dict[str, str]
     assert err.value.args == (3, "Locking error")
     with pytest.raises(RuntimeError):
         db.chainlock_read_nonblock(b"k")
-    holder.communicate("", timeout=30)
+    finish([holder], 30)
 
 
-def test_killed_holder_loses_lock_after_lease(db_name: str, cluster_env: dict[str, str]) -> None:
+def test_killed_holder_loses_lock_after_lease(db_name: str, cluster_env: dict[str, str],
+                                              start_method: str) -> None:
     db = radostdb.Tdb(db_name, 0, 0, CREATE, lock_lease=3)
-    holder = spawn(HOLDER, cluster_env, db_name, "3")
+    holder = spawn(HOLDER, cluster_env, db_name, "3", method=start_method)
     expect(holder, "locked")
-    holder.send_signal(signal.SIGKILL)
-    holder.wait()
+    kill(holder)
     t0 = time.monotonic()
     db.chainlock(b"k")
     waited = time.monotonic() - t0
@@ -161,20 +138,20 @@ def test_killed_holder_loses_lock_after_lease(db_name: str, cluster_env: dict[st
 @pytest.mark.parametrize("noticed", [False, True], ids=["at-once", "noticed"])
 @pytest.mark.parametrize("lock", ["chainlock", "lock_all"])
 def test_stale_holder_is_fenced(db_name: str, cluster_env: dict[str, str], noticed: bool,
-                                lock: str) -> None:
+                                lock: str, start_method: str) -> None:
     """A holder suspended past its lease, whose lock another took, cannot
     write: at once after it wakes (the OSD refuses the write), and after its
     renewal found the lock gone (refused without waiting for the new owner);
     its unlock is refused too, and the new owner's record stays."""
     db = radostdb.Tdb(db_name, 0, 0, CREATE, lock_lease=3)
-    holder = spawn(HOLDER, cluster_env, db_name, "2", lock)
+    holder = spawn(HOLDER, cluster_env, db_name, "2", lock, method=start_method)
     expect(holder, "locked")
-    holder.send_signal(signal.SIGSTOP)
+    signal_worker(holder, signal.SIGSTOP)
     try:
         db.chainlock(b"k")  # waits until the holder's lease ran out
         db.store(b"k", b"new owner")
     finally:
-        holder.send_signal(signal.SIGCONT)
+        signal_worker(holder, signal.SIGCONT)
     if noticed:
         time.sleep(2.0)  # its overdue renewal runs at once and finds the lock gone
     say(holder, "store")
@@ -183,7 +160,7 @@ def test_stale_holder_is_fenced(db_name: str, cluster_env: dict[str, str], notic
     expect(holder, "refused 3", timeout=10)
     assert db[b"k"] == b"new owner"
     db.chainunlock(b"k")
-    holder.communicate("", timeout=30)
+    finish([holder], 30)
 
 
 def test_lock_all_blocks_other_writers(db_name: str, cluster_env: dict[str, str]) -> None:
@@ -206,7 +183,7 @@ def test_lock_all_blocks_other_writers(db_name: str, cluster_env: dict[str, str]
     assert done.wait(10)
     writer.join()
     assert db[b"other"] == b"x"
-    holder.communicate("", timeout=30)
+    finish([holder], 30)
 
 
 def test_read_lock_all_blocks_writers_not_readers(db_name: str) -> None:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
 import pytest
+from procs import kill, python
 
 import radostdb
 from radostdb import commit
@@ -31,13 +29,6 @@ COMMITTER = """
 """
 
 
-def python(code: str, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code), *args], env=env,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-
-
 # what each crash step leaves: the old records, or the new ones
 OUTCOME = {"before-round": "old", "stage-only": "old", "apply-partial": "old",
            "applied-no-stage": "old", "round-done": "new", "before-release": "new"}
@@ -48,7 +39,8 @@ def test_crash_matrix_covers_every_step() -> None:
 
 
 @pytest.mark.parametrize("step", commit.CRASH_STEPS)
-def test_crash_matrix(step: str, db_name: str, cluster_env: dict[str, str]) -> None:
+def test_crash_matrix(step: str, db_name: str, cluster_env: dict[str, str],
+                      start_method: str) -> None:
     """The committer SIGKILLs itself at each step; afterwards every key is old
     (the round did not complete: aborted) or every key new (it did)."""
     db = radostdb.Tdb(db_name, 8, 0, CREATE, lock_lease=2)
@@ -57,7 +49,7 @@ def test_crash_matrix(step: str, db_name: str, cluster_env: dict[str, str]) -> N
             db.store(k, b"old")
     size = 1
     env = dict(cluster_env, RADOSTDB_TXN_CRASH_AT=step)
-    proc = python(COMMITTER, env, db_name, str(size))
+    proc = python(COMMITTER, env, db_name, str(size), method=start_method)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, (out, err)
     expected = b"old" if OUTCOME[step] == "old" else b"new" * size
@@ -115,7 +107,8 @@ AUDITOR = """
 
 
 @pytest.mark.slow
-def test_bank_invariant_under_kill9(db_name: str, cluster_env: dict[str, str]) -> None:
+def test_bank_invariant_under_kill9(db_name: str, cluster_env: dict[str, str],
+                                    start_method: str) -> None:
     """3 transferring processes killed at random and restarted for 20 s; every
     audit inside a transaction, and the final sum, equal the initial total."""
     db = radostdb.Tdb(db_name, 8, 0, CREATE, lock_lease=2)
@@ -124,8 +117,8 @@ def test_bank_invariant_under_kill9(db_name: str, cluster_env: dict[str, str]) -
             db.store(b"acct%02d" % i, b"1000")
     total = 32 * 1000
     duration = 20.0
-    auditor = python(AUDITOR, cluster_env, db_name, str(duration))
-    workers = [python(BANK_WORKER, cluster_env, db_name) for _ in range(3)]
+    auditor = python(AUDITOR, cluster_env, db_name, str(duration), method=start_method)
+    workers = [python(BANK_WORKER, cluster_env, db_name, method=start_method) for _ in range(3)]
     rng = random.Random(7)
     kills = 0
     end = time.monotonic() + duration
@@ -133,14 +126,12 @@ def test_bank_invariant_under_kill9(db_name: str, cluster_env: dict[str, str]) -
         while time.monotonic() < end:
             time.sleep(rng.uniform(0.3, 1.5))
             i = rng.randrange(3)
-            workers[i].send_signal(signal.SIGKILL)
-            workers[i].wait()
+            kill(workers[i])
             kills += 1
-            workers[i] = python(BANK_WORKER, cluster_env, db_name)
+            workers[i] = python(BANK_WORKER, cluster_env, db_name, method=start_method)
     finally:
         for w in workers:
-            w.kill()
-            w.wait()
+            kill(w)
     out, err = auditor.communicate(timeout=120)
     assert auditor.returncode == 0, err
     audits = [int(line) for line in out.split()]
