@@ -186,6 +186,12 @@ def client_counts(given: str) -> list[int]:
     help="Seconds per contention scenario (default 2, 1 with --quick).",
 )
 @click.option(
+    "--processes",
+    type=click.IntRange(0, 256),
+    help="Processes of each kind whose cost is measured: memory, threads, open time, "
+    "OSD ops while idle (default 8, 4 with --quick; 0: none).",
+)
+@click.option(
     "--scale/--no-scale",
     default=None,
     help="Measure per-op cost at growing database sizes (default: on, off with --quick).",
@@ -233,6 +239,7 @@ def main(
     workloads: tuple[str, ...],
     contention: int,
     contention_seconds: float | None,
+    processes: int | None,
     scale: bool | None,
     scale_sizes: str | None,
     quick: bool,
@@ -269,6 +276,8 @@ def main(
     if scale is None:
         scale = not quick
     seconds = contention_seconds or (1.0 if quick else 2.0)
+    if processes is None:
+        processes = 4 if quick else 8
     counts = client_counts(clients_arg)
     sizes = scale_sizes_for(records, scale_sizes) if scale else []
     chosen_b = [b for b in BACKENDS if b in (backends or BACKENDS)]
@@ -322,7 +331,8 @@ def main(
         elif etcd:
             place = replace(place, etcd_max_txn_ops=etcd_max_txn_ops)
         try:
-            figures = bench(place, spec, chosen_b, chosen_w, counts, sizes, contend, rep)
+            figures = bench(place, spec, chosen_b, chosen_w, counts, sizes, contend, rep,
+                            processes)
         except Exception as exc:  # a cluster, etcd, SQLite or database failure
             if isinstance(exc, click.ClickException):
                 raise
@@ -349,6 +359,7 @@ def main(
             "etcd_max_txn_ops": place.etcd_max_txn_ops if etcd else None,
             "cephsqlite": cephsqlite_settings() if "cephsqlite" in chosen_b else None,
             "contention": {"clients": contend[0], "seconds": seconds},
+            "processes": processes,
         },
         "backends": chosen_b,
         **figures,

@@ -24,6 +24,8 @@ measurement design:
   latency percentiles are reported too. With a list of counts, store and
   fetch are measured interleaved at each count for radostdb, rados and etcd.
 - A workload a backend cannot express is reported as ``{"n/a": reason}``.
+- ``--processes N``: what one process costs (memory, threads, open time,
+  the OSD ops of an idle process), N processes of each kind (processes.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 
 from .contention import contention
 from .opcount import count_ops
+from .processes import process_cost
 from .progress import Reporter
 from .runner import Runner
 from .spec import LOAD_CHUNK, SCALE_WORKLOADS, SCALED, SCALING, Place, Spec
@@ -145,6 +148,7 @@ def bench(
     scale_sizes: list[int],
     contend: tuple[int, float],
     rep: Reporter,
+    processes: int = 0,
 ) -> dict[str, Any]:
     """Every measurement of a run, as the JSON document's figures."""
     clients = max(counts)
@@ -154,6 +158,7 @@ def bench(
         "osd_ops": None,
         "contention": None,
         "scale": None,
+        "processes": None,
     }
     runner = Runner(place, spec, clients)
     try:
@@ -176,6 +181,8 @@ def bench(
         scaled = [b for b in backends if b in SCALED]
         if scale_sizes and scaled:
             doc["scale"] = scale(runner, scaled, spec, scale_sizes, rep)
+        if processes and any(b in ("radostdb", "rados") for b in backends):
+            doc["processes"] = process_cost(place, processes, rep)
     finally:
         runner.close()
     return doc
