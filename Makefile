@@ -38,7 +38,7 @@ $(STAMP): setup.py pyproject.toml radostdb/_native/build.py radostdb/_native/cod
 
 cls: $(CLS_LIB)
 
-$(CLS_LIB): $(wildcard cls/radostdb/*) radostdb/_native/codec.c radostdb/_native/codec.h
+$(CLS_LIB): $(wildcard cls/radostdb/*) cls/Makefile radostdb/_native/codec.c radostdb/_native/codec.h
 	$(MAKE) -C cls
 
 test: deps venv

@@ -60,7 +60,7 @@
 #include "ops.h"
 #include "types.h"
 
-static uint64_t now_ms()
+static inline uint64_t now_ms()
 {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -68,7 +68,7 @@ static uint64_t now_ms()
 }
 
 /* ---- the stored header ---- */
-static bool decode_entry(WireReader &rd, rtdb_entry *e)
+static inline bool decode_entry(WireReader &rd, rtdb_entry *e)
 {
   return rd.u8(&e->kind) && rd.u8(&e->mode) && rd.u8(&e->state) && rd.u8(&e->flags) &&
          rd.owner(&e->owner) && rd.u32(&e->lease_ms) && rd.u64(&e->expiry_ms) &&
@@ -79,7 +79,7 @@ static bool decode_entry(WireReader &rd, rtdb_entry *e)
 
 /* radostdb 0.1 headers: u8 version (1|2), u8 compat, u16 0, u64 seq, and
  * for version 2: u64 applied, u64 pending, u32 nlocks, locks (held only) */
-static int decode_legacy_hdr(const std::string &raw, rtdb_shard_hdr *h)
+static inline int decode_legacy_hdr(const std::string &raw, rtdb_shard_hdr *h)
 {
   WireReader rd(raw.data(), raw.size());
   uint8_t version, compat, r0, r1;
@@ -112,7 +112,7 @@ static int decode_legacy_hdr(const std::string &raw, rtdb_shard_hdr *h)
 }
 
 /* Decode a stored header (raw bytes, as kept in the omap header). */
-static int decode_shard_hdr(const std::string &raw, rtdb_shard_hdr *h)
+static inline int decode_shard_hdr(const std::string &raw, rtdb_shard_hdr *h)
 {
   *h = rtdb_shard_hdr();
   if (raw.empty())
@@ -134,7 +134,7 @@ static int decode_shard_hdr(const std::string &raw, rtdb_shard_hdr *h)
   return 0;
 }
 
-static std::string encode_shard_hdr(const rtdb_shard_hdr &h)
+static inline std::string encode_shard_hdr(const rtdb_shard_hdr &h)
 {
   WireWriter b, all;
   b.u64(h.seq);
@@ -160,7 +160,7 @@ static std::string encode_shard_hdr(const rtdb_shard_hdr &h)
   return all.s;
 }
 
-static int read_raw_hdr(cls_method_context_t hctx, std::string *raw)
+static inline int read_raw_hdr(cls_method_context_t hctx, std::string *raw)
 {
   ceph::bufferlist bl;
   int r = cls_cxx_map_read_header(hctx, &bl);
@@ -174,7 +174,7 @@ static int read_raw_hdr(cls_method_context_t hctx, std::string *raw)
   return 0;
 }
 
-static int read_shard_hdr(cls_method_context_t hctx, rtdb_shard_hdr *h)
+static inline int read_shard_hdr(cls_method_context_t hctx, rtdb_shard_hdr *h)
 {
   std::string raw;
   int r = read_raw_hdr(hctx, &raw);
@@ -186,7 +186,7 @@ static int read_shard_hdr(cls_method_context_t hctx, rtdb_shard_hdr *h)
   return r;
 }
 
-static int write_shard_hdr(cls_method_context_t hctx, const rtdb_shard_hdr &h)
+static inline int write_shard_hdr(cls_method_context_t hctx, const rtdb_shard_hdr &h)
 {
   std::string raw = encode_shard_hdr(h);
   ceph::bufferlist bl;
@@ -203,10 +203,10 @@ struct LockView {
   const std::string *key;
 };
 
-static LockView view_of(const rtdb_entry &e) { return LockView{e.kind, e.mode, &e.key}; }
+static inline LockView view_of(const rtdb_entry &e) { return LockView{e.kind, e.mode, &e.key}; }
 
 /* Do two locks of different owners conflict? (symmetric) */
-static bool conflict(LockView a, LockView b)
+static inline bool conflict(LockView a, LockView b)
 {
   if (a.kind == RTDB_LOCK_TXN || b.kind == RTDB_LOCK_TXN)
     return a.kind == RTDB_LOCK_TXN && b.kind == RTDB_LOCK_TXN;
@@ -236,8 +236,8 @@ static bool conflict(LockView a, LockView b)
 
 /* Is `req` by `owner` blocked by a holder (or, with `waiters`, a queued
  * entry before index `upto`) of another owner? */
-static bool blocked(const rtdb_shard_hdr &h, const std::string &owner, LockView req,
-                    bool waiters, size_t upto)
+static inline bool blocked(const rtdb_shard_hdr &h, const std::string &owner, LockView req,
+                           bool waiters, size_t upto)
 {
   for (size_t i = 0; i < h.entries.size(); i++) {
     const auto &e = h.entries[i];
@@ -253,7 +253,7 @@ static bool blocked(const rtdb_shard_hdr &h, const std::string &owner, LockView 
 
 /* Walk the queue in order; grant every waiter that conflicts with no holder
  * and no earlier waiter. Returns how many were granted. */
-static int grant_queue(rtdb_shard_hdr *h, uint64_t now)
+static inline int grant_queue(rtdb_shard_hdr *h, uint64_t now)
 {
   if (!h->stale.empty())
     return 0; /* nothing is granted until the stale owners are dealt with */
@@ -273,7 +273,7 @@ static int grant_queue(rtdb_shard_hdr *h, uint64_t now)
 
 /* Drop expired entries (an expired ISOLATION/TXN holder leaves its owner in
  * the stale list), then grant. Returns true if anything changed. */
-static bool prune_and_grant(rtdb_shard_hdr *h, uint64_t now)
+static inline bool prune_and_grant(rtdb_shard_hdr *h, uint64_t now)
 {
   bool changed = false;
   for (auto it = h->entries.begin(); it != h->entries.end();) {
@@ -291,8 +291,8 @@ static bool prune_and_grant(rtdb_shard_hdr *h, uint64_t now)
   return grant_queue(h, now) > 0 || changed;
 }
 
-static rtdb_entry *find_entry(rtdb_shard_hdr *h, const std::string &owner, uint8_t kind,
-                              uint8_t mode, const std::string &key)
+static inline rtdb_entry *find_entry(rtdb_shard_hdr *h, const std::string &owner, uint8_t kind,
+                                     uint8_t mode, const std::string &key)
 {
   for (auto &e : h->entries)
     if (e.owner == owner && e.kind == kind && e.mode == mode && e.key == key)
@@ -300,7 +300,7 @@ static rtdb_entry *find_entry(rtdb_shard_hdr *h, const std::string &owner, uint8
   return nullptr;
 }
 
-static bool holds(const rtdb_shard_hdr &h, const std::string &owner, uint8_t kind)
+static inline bool holds(const rtdb_shard_hdr &h, const std::string &owner, uint8_t kind)
 {
   for (const auto &e : h.entries)
     if (e.owner == owner && e.kind == kind && e.state == RTDB_HELD)
@@ -310,7 +310,8 @@ static bool holds(const rtdb_shard_hdr &h, const std::string &owner, uint8_t kin
 
 /* Does `owner` hold a lock covering a write of `key` (its record lock, or a
  * shard lock)? */
-static bool covers(const rtdb_shard_hdr &h, const std::string &owner, const std::string &key)
+static inline bool covers(const rtdb_shard_hdr &h, const std::string &owner,
+                          const std::string &key)
 {
   for (const auto &e : h.entries) {
     if (e.owner != owner || e.state != RTDB_HELD)
@@ -323,8 +324,8 @@ static bool covers(const rtdb_shard_hdr &h, const std::string &owner, const std:
 
 /* Release `owner`'s held entries that covered a queued write (RELEASE flag):
  * its exclusive record locks on the keys written, and its SHARD EXCL. */
-static void release_covering(rtdb_shard_hdr *h, const std::string &owner,
-                             const std::vector<std::string> &keys)
+static inline void release_covering(rtdb_shard_hdr *h, const std::string &owner,
+                                    const std::vector<std::string> &keys)
 {
   for (auto it = h->entries.begin(); it != h->entries.end();) {
     bool drop = it->owner == owner && it->state == RTDB_HELD && it->mode == RTDB_LOCK_EXCL &&

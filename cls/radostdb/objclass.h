@@ -13,6 +13,8 @@
 #define RADOSTDB_OBJCLASS_H
 
 #include <cstdint>
+#include <ctime>
+#include <list>
 #include <map>
 #include <set>
 #include <string>
@@ -59,5 +61,20 @@ int cls_cxx_read(cls_method_context_t hctx, int ofs, int len, ceph::bufferlist *
 int cls_cxx_write_full(cls_method_context_t hctx, ceph::bufferlist *bl);
 int cls_cxx_truncate(cls_method_context_t hctx, int ofs);
 uint64_t cls_current_version(cls_method_context_t hctx);
+
+/* The watcher listing, in types layout-compatible with the OSD's own
+ * (watch_item_t, obj_list_watch_response_t; only what is read is named). */
+struct watch_item_t {
+  uint8_t name_type;     /* entity_name_t */
+  int64_t name_num;
+  uint64_t cookie;
+  uint32_t timeout_seconds;
+  unsigned char addr[36]; /* entity_addr_t */
+};
+static_assert(sizeof(watch_item_t) == 64, "watch_item_t layout");
+struct obj_list_watch_response_t {
+  std::list<watch_item_t> entries;
+};
+int cls_cxx_list_watchers(cls_method_context_t hctx, obj_list_watch_response_t *watchers);
 
 #endif

@@ -19,7 +19,8 @@
  *   - keys travel raw (any bytes); the OSD encodes them into omap keys with
  *     the shared codec (radostdb/_native/codec.h).
  * Struct layouts are documented beside each struct below; what each method
- * does with them is documented at the top of server.cc.
+ * does with them is documented above the method (records.cc, locks.cc,
+ * txn.cc; server.cc registers them).
  */
 #ifndef RADOSTDB_OPS_H
 #define RADOSTDB_OPS_H
@@ -27,6 +28,8 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -171,6 +174,35 @@ class WireWriter {
   std::string s;
 };
 
+/* Little-endian writer into a buffer the caller sized for exactly what it
+ * writes (no bounds checks): a struct encoded in one allocation. */
+class WireSpan {
+ public:
+  explicit WireSpan(char *p) : p_(p) {}
+  void u8(uint8_t v) { *p_++ = (char)v; }
+  void u32(uint32_t v) {
+    for (int i = 0; i < 4; i++)
+      *p_++ = (char)(v >> (8 * i));
+  }
+  void u64(uint64_t v) {
+    u32((uint32_t)v);
+    u32((uint32_t)(v >> 32));
+  }
+  void str(const std::string &v) {
+    u32((uint32_t)v.size());
+    memcpy(p_, v.data(), v.size());
+    p_ += v.size();
+  }
+  void bytes(const ceph::bufferlist &bl) {
+    u32(bl.length());
+    bl.begin().copy(bl.length(), p_);
+    p_ += bl.length();
+  }
+
+ private:
+  char *p_;
+};
+
 /* Parse a request: exactly one framed struct of type T (T::VERSION known). */
 template <class T>
 int parse_request(ceph::bufferlist *in, T *req)
@@ -221,7 +253,7 @@ struct ApplyReq {
           !rd.bytes(&e.key, &e.klen) || !rd.bytes(&e.data, &e.dlen))
         return false;
     }
-    return wflags < 8;
+    return wflags < 16; /* ASSERT_LOCK, ASSERT_TXN, RELEASE, REPORT (types.h) */
   }
 };
 
@@ -493,13 +525,100 @@ struct JournalReply {
   }
 };
 
-/* redo log v2 (the data of a shard object while a transaction is pending;
- * framed, version 2, compat 2):
- *   u64 txid, u64 previous applied, u32 n, n x { bytes omap key, u8 present,
- *   bytes new record } in omap key order; present 0: the key is removed
- *   (its record empty). Version 1 was radostdb 0.2's undo log (the old
- *   records); the class refuses it as not decoding, and radostdb check
- *   --repair finishes a transaction left pending with one. */
+/* redo log v2 (stored as the data of a shard object while a multi-shard
+ * transaction is pending on it; framed, version 2, compat 2):
+ *   u64 txid, u64 prev_applied (the shard's `applied` before the
+ *   transaction), u32 n, n x { bytes omap key, u8 present, bytes record }
+ *   in omap key order, each key once; present 1: the key's new record;
+ *   present 0: the key is removed (record empty).
+ * Held as the records written (`put`) and the keys removed (`gone`), the
+ * two disjoint. Encoded whole into ONE buffer: the OSD stores, and settle
+ * reads, a single extent instead of a fragment per record. Decoding keeps
+ * the records in the buffer read (shared, not copied). Version 1 (compat
+ * 1) was radostdb 0.2's undo log, the same layout holding the OLD records:
+ * the class refuses it as not decoding (version < 2), and radostdb check
+ * --repair finishes a transaction left pending with one. */
 #define RTDB_REDO_VERSION 2
+struct RedoLog {
+  static const uint8_t VERSION = RTDB_REDO_VERSION, COMPAT = RTDB_REDO_VERSION;
+  static const size_t FRAME = 6; /* u8 version, u8 compat, u32 length */
+  static const size_t HEAD = 20; /* u64 txid, u64 prev_applied, u32 n */
+  static const size_t ENTRY = 9; /* an entry's fixed part: u32 klen, u8 present, u32 rlen */
+  uint64_t txid = 0, prev_applied = 0;
+  std::map<std::string, ceph::bufferlist> put; /* omap key -> new record */
+  std::set<std::string> gone;                  /* omap keys removed */
+
+  /* the framed struct, in one buffer */
+  ceph::bufferlist encode() const {
+    size_t size = FRAME + HEAD;
+    for (const auto &kv : put)
+      size += ENTRY + kv.first.size() + kv.second.length();
+    for (const auto &k : gone)
+      size += ENTRY + k.size();
+    ceph::bufferptr bp(size);
+    WireSpan w(bp.c_str());
+    w.u8(VERSION);
+    w.u8(COMPAT);
+    w.u32((uint32_t)(size - FRAME));
+    w.u64(txid);
+    w.u64(prev_applied);
+    w.u32((uint32_t)(put.size() + gone.size()));
+    auto pi = put.begin();
+    auto gi = gone.begin();
+    while (pi != put.end() || gi != gone.end()) {
+      if (gi == gone.end() || (pi != put.end() && pi->first < *gi)) {
+        w.str(pi->first);
+        w.u8(1);
+        w.bytes(pi->second);
+        ++pi;
+      } else {
+        w.str(*gi);
+        w.u8(0);
+        w.u32(0);
+        ++gi;
+      }
+    }
+    ceph::bufferlist bl;
+    bl.append(std::move(bp));
+    return bl;
+  }
+  /* a stored log: the framed struct at the start of `bl` (made contiguous;
+   * the records stay in it); false if it does not decode or is version 1 */
+  bool decode(ceph::bufferlist &bl) {
+    const char *base = bl.c_str();
+    WireReader rd(base, bl.length()), b;
+    uint8_t version;
+    uint32_t n;
+    if (rd.open(VERSION, &b, &version) < 0 || version < VERSION || !b.u64(&txid) ||
+        !b.u64(&prev_applied) || !b.count(&n, ENTRY))
+      return false;
+    for (uint32_t i = 0; i < n; i++) {
+      std::string k;
+      uint8_t present;
+      const char *v;
+      uint32_t vlen;
+      if (!b.str(&k) || !b.u8(&present) || !b.bytes(&v, &vlen))
+        return false;
+      if (present) {
+        ceph::bufferlist rec;
+        rec.substr_of(bl, (unsigned)(v - base), vlen);
+        put.emplace_hint(put.end(), std::move(k), std::move(rec)); /* in key order: at the end */
+      } else {
+        gone.emplace_hint(gone.end(), std::move(k));
+      }
+    }
+    return true;
+  }
+  /* txid and prev_applied only, from the first FRAME + HEAD bytes `p` of a
+   * stored log (its length and entries unchecked: rollback drops them
+   * unread); false if they are short or not of a version 2 log */
+  bool decode_head(const char *p, size_t len) {
+    WireReader rd(p, len);
+    uint8_t version, compat;
+    uint32_t body;
+    return len >= FRAME + HEAD && rd.u8(&version) && rd.u8(&compat) && rd.u32(&body) &&
+           version >= VERSION && compat <= VERSION && rd.u64(&txid) && rd.u64(&prev_applied);
+  }
+};
 
 #endif

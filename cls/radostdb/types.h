@@ -62,6 +62,11 @@ enum rtdb_apply_op : uint8_t {
 #define RTDB_WRITE_ASSERT_LOCK 0x1 /* the writer holds a lock covering every key */
 #define RTDB_WRITE_ASSERT_TXN 0x2  /* the writer holds the transaction's isolation here */
 #define RTDB_WRITE_RELEASE 0x4     /* then release the covering lock (a queued write) */
+#define RTDB_WRITE_REPORT 0x8      /* report outcomes in the return value (RTDB_APPLIED_*) */
+
+/* bits of apply's non-negative return value (seen by a client sending the
+ * call in a write op with LIBRADOS_OPERATION_RETURNVEC; others see 0) */
+#define RTDB_APPLIED_CREATED 0x1 /* WRITE_REPORT: a PUT or APPEND created a record */
 
 /* flags of a `lock` request */
 #define RTDB_LOCK_QUEUE 0x1 /* not grantable now: queue (else -EBUSY, nothing changed) */

@@ -2,11 +2,12 @@
  * radostdb record codec: the implementation of codec.h, which specifies the
  * format (read it first).
  *
- * Plain C99 that is also valid C++: the object class #includes this file
- * into its own translation unit. So: no designated initialisers, no VLAs,
- * no goto over initialisations, explicit casts, and every helper static and
- * prefixed rtdb_ so it cannot collide with the includer's names. No
- * allocation and no global mutable state: safe from any number of threads.
+ * Plain C99 that is also valid C++: the object class compiles it as C++ (a
+ * translation unit of its own, cls/radostdb/codec.cc, #includes it). So:
+ * no designated initialisers, no VLAs, no goto over initialisations,
+ * explicit casts, and every helper static and prefixed rtdb_ so it cannot
+ * collide with the includer's names. No allocation and no global mutable
+ * state: safe from any number of threads.
  */
 #include <string.h>
 
@@ -417,8 +418,10 @@ long rtdb_key_decode(const uint8_t *in, size_t len, uint8_t *out)
 }
 
 /* ---- records ---- */
-size_t rtdb_record_encode(uint64_t rseq, uint8_t flags, const uint8_t *key, size_t klen,
-                          const uint8_t *data, size_t dlen, uint8_t *out)
+
+/* The RTDB_REC_HDR bytes of a record's header (the one place that lays it out). */
+static void rtdb_record_header(uint8_t *out, uint64_t rseq, uint8_t flags, size_t dlen,
+                               uint32_t crc)
 {
   out[0] = RTDB_FORMAT_VERSION;
   out[1] = flags;
@@ -426,10 +429,24 @@ size_t rtdb_record_encode(uint64_t rseq, uint8_t flags, const uint8_t *key, size
   out[3] = 0;
   rtdb_le64_put(out + 4, rseq);
   rtdb_le32_put(out + 12, (uint32_t)dlen);
-  rtdb_le32_put(out + 16, rtdb_crc32c(rtdb_crc32c(0, key, klen), data, dlen));
+  rtdb_le32_put(out + 16, crc);
+}
+
+size_t rtdb_record_encode(uint64_t rseq, uint8_t flags, const uint8_t *key, size_t klen,
+                          const uint8_t *data, size_t dlen, uint8_t *out)
+{
+  rtdb_record_header(out, rseq, flags, dlen, rtdb_crc32c(rtdb_crc32c(0, key, klen), data, dlen));
   if (dlen)
     memcpy(out + RTDB_REC_HDR, data, dlen);
   return RTDB_REC_HDR + dlen;
+}
+
+size_t rtdb_record_extend_header(const uint8_t *rec, uint64_t rseq, const uint8_t *data,
+                                 size_t dlen, uint8_t *out)
+{
+  rtdb_record_header(out, rseq, rec[1], (size_t)rtdb_le32_get(rec + 12) + dlen,
+                     rtdb_crc32c(rtdb_le32_get(rec + 16), data, dlen));
+  return RTDB_REC_HDR;
 }
 
 int rtdb_record_decode(const uint8_t *key, size_t klen, const uint8_t *rec, size_t rlen,

@@ -104,6 +104,16 @@ int rtdb_record_decode(const uint8_t *key, size_t klen,
                        const uint8_t *rec, size_t rlen,
                        uint64_t *rseq, uint8_t *flags,
                        size_t *data_off, size_t *dlen);
+/* The header of record rec after appending data[dlen] to it: rec must
+ * have verified (rtdb_record_decode returned RTDB_OK). The header keeps
+ * rec's flags, takes rseq, rec's data length + dlen, and rec's crc
+ * extended over data (the old data is not read again). out must hold
+ * RTDB_REC_HDR bytes; the new record is out, then rec's data, then data.
+ * The new data length must be <= UINT32_MAX - RTDB_REC_HDR (the caller
+ * checks). Returns RTDB_REC_HDR. Not in the Python module: only the OSD
+ * appends. */
+size_t rtdb_record_extend_header(const uint8_t *rec, uint64_t rseq,
+                                 const uint8_t *data, size_t dlen, uint8_t *out);
 
 /*
  * Index a page: for entry i fills idx[4*i .. 4*i+3] = key offset, key

@@ -3,13 +3,12 @@ it, read from outside the class: what a repair reports as the records at
 risk, and installs by hand when the transaction committed but the shard's
 metadata no longer decodes (the class then refuses its own ``settle``).
 
-Stored by the class (cls/radostdb/server.cc, write_redo; ops.h) as the
-object's data, a framed struct (u8 version 2, u8 compat 2, u32 length) of:
-u64 txid, u64 the shard's previous ``applied``, u32 n, then n entries of
-(bytes omap key, u8 present, bytes new record), in omap key order.
-``present`` 0: the transaction removes the key. The object has data exactly
-while a transaction is pending on it (settle installs the log into the
-omap and truncates it, rollback truncates it).
+Stored by the class (cls/radostdb/txn.cc, write_redo) as the object's
+data; its wire struct is ops.h's RedoLog, decoded by
+clsops.decode_redo_log: the transaction's id, the shard's previous
+``applied``, and per omap key (in order) the new record or its removal.
+The object has data exactly while a transaction is pending on it (settle
+installs the log into the omap and truncates it, rollback truncates it).
 
 Version 1 (compat 1) is radostdb 0.2's undo log, the same struct holding
 the OLD records (``present`` 0: the key did not exist), the new ones being
@@ -21,7 +20,6 @@ installed by hand, which puts the old records back.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,11 +27,8 @@ import rados
 
 from .. import clsops, codec
 
-_HEAD = struct.Struct("<BBI")
-_U32 = struct.Struct("<I")
-_BODY_HEAD = struct.Struct("<QQI")
-VERSION = 2
-UNDO_VERSION = 1  # radostdb 0.2's undo log
+VERSION = clsops.REDO_VERSION
+UNDO_VERSION = clsops.UNDO_VERSION  # radostdb 0.2's undo log
 
 
 class RedoError(clsops.WireError):
@@ -66,36 +61,11 @@ class RedoLog:
 def decode(raw: bytes) -> RedoLog:
     """Decode a redo log (or radostdb 0.2's undo log); RedoError if it does not."""
     try:
-        version, compat, length = _HEAD.unpack_from(raw, 0)
-        undo = version == compat == UNDO_VERSION
-        if (version < VERSION and not undo) or compat > VERSION or _HEAD.size + length > len(raw):
-            raise RedoError(
-                f"frame: version {version}, compat {compat}, {length} bytes in {len(raw)}"
-            )
-        end = _HEAD.size + length
-        txid, prev, n = _BODY_HEAD.unpack_from(raw, _HEAD.size)
-        pos = _HEAD.size + _BODY_HEAD.size
-        log = RedoLog(txid, prev, undo=undo)
-
-        def take() -> bytes:
-            nonlocal pos
-            (size,) = _U32.unpack_from(raw, pos)
-            if pos + 4 + size > end:
-                raise RedoError("an entry runs past the end")
-            pos += 4 + size
-            return raw[pos - size : pos]
-
-        for _ in range(n):
-            key = take()
-            if pos >= end:
-                raise RedoError("an entry runs past the end")
-            present = raw[pos]
-            pos += 1
-            new = take()
-            log.entries.append((key.decode("utf-8"), new if present else None))
-        return log
-    except (struct.error, UnicodeDecodeError) as exc:
+        wire = clsops.decode_redo_log(raw)
+    except clsops.WireError as exc:
         raise RedoError(str(exc)) from None
+    entries = [(key, record if present else None) for key, present, record in wire.entries]
+    return RedoLog(wire.txid, wire.prev_applied, entries, undo=wire.undo)
 
 
 def read(io: Any, obj: str) -> RedoLog | None:

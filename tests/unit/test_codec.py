@@ -11,6 +11,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -462,3 +463,100 @@ def test_parity_pages(items: list[tuple[bytes, bytes]], flip: int, cut: int) -> 
     del page[cut:]
     for name in ("parse_page", "page_keys"):
         assert outcome(getattr(nat, name), bytes(page)) == outcome(getattr(py, name), bytes(page))
+
+
+# -- the OSD's append (C only) ------------------------------------------------------
+# rtdb_record_extend_header is not in the Python module (only the object
+# class appends): a small program compiled like the class (codec.c as C++)
+# extends records, and the result must be the record Python encodes for the
+# joined data.
+EXTEND_PROGRAM = r"""
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "codec.c"
+
+static std::string unhex(const char *h)
+{
+  std::string out;
+  for (; h[0] && h[1] && h[0] != '-'; h += 2) {
+    unsigned b;
+    sscanf(h, "%2x", &b);
+    out.push_back((char)b);
+  }
+  return out;
+}
+
+/* stdin: lines "key record data rseq" (hex, "-" for empty); stdout: the
+ * extended record in hex, or "BAD" if the record does not verify */
+int main()
+{
+  static char k[1 << 12], r[1 << 16], d[1 << 16];
+  unsigned long long rseq;
+  while (scanf("%4095s %65535s %65535s %llu", k, r, d, &rseq) == 4) {
+    std::string key = unhex(k), rec = unhex(r), data = unhex(d);
+    const uint8_t *p = (const uint8_t *)rec.data();
+    uint64_t oseq;
+    uint8_t oflags;
+    size_t doff, olen;
+    if (rtdb_record_decode((const uint8_t *)key.data(), key.size(), p, rec.size(), &oseq,
+                           &oflags, &doff, &olen) != RTDB_OK) {
+      printf("BAD\n");
+      continue;
+    }
+    std::string out(RTDB_REC_HDR, '\0');
+    size_t n = rtdb_record_extend_header(p, rseq, (const uint8_t *)data.data(), data.size(),
+                                         (uint8_t *)&out[0]);
+    out.resize(n);
+    out.append(rec, doff, olen);
+    out += data;
+    for (unsigned char c : out)
+      printf("%02x", c);
+    printf("\n");
+  }
+  return 0;
+}
+"""
+
+
+def test_record_extend_header_matches_encoding(tmp_path: Path) -> None:
+    gxx = shutil.which("g++")
+    if gxx is None:
+        if env_flag("RADOSTDB_REQUIRE_NATIVE"):
+            pytest.fail("RADOSTDB_REQUIRE_NATIVE=1 but g++ is missing (make deps installs it)")
+        pytest.skip("g++ is missing (make deps installs it)")
+    src, exe = tmp_path / "extend.cc", tmp_path / "extend"
+    src.write_text(EXTEND_PROGRAM)
+    native = REPO / "radostdb" / "_native"
+    cc = subprocess.run(
+        [gxx, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{native}", "-o", str(exe),
+         str(src)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert cc.returncode == 0, cc.stderr
+    py = codec._python_impl
+    rng = random.Random(20)
+    cases: list[tuple[bytes, bytes, bytes, int, bytes]] = []  # key, record, data, rseq, expected
+    for v in VECTORS["records"]:
+        key, old, rec = (bytes.fromhex(v[f]) for f in ("key", "data", "record"))
+        for more in (b"", b"+", rng.randbytes(300)):
+            for rseq in (0, (v["rseq"] + 1) % 2**64, 2**64 - 1):
+                cases.append((key, rec, more, rseq, py.encode_record(key, old + more, rseq)))
+    for flags in (1, 0x80, 0xFF):  # the old record's flags are kept
+        rec = py.encode_record(b"k", b"old", 3, flags)
+        cases.append((b"k", rec, b"new", 4, py.encode_record(b"k", b"oldnew", 4, flags)))
+    bad = bytearray(py.encode_record(b"k", b"old", 3))
+    bad[-1] ^= 1
+    cases.append((b"k", bytes(bad), b"new", 4, b""))  # the caller verifies first: BAD here
+
+    def arg(b: bytes) -> str:
+        return b.hex() or "-"
+
+    stdin = "".join(f"{arg(k)} {arg(r)} {arg(d)} {s}\n" for k, r, d, s, _ in cases)
+    run = subprocess.run([str(exe)], input=stdin, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    got = run.stdout.split()
+    assert len(got) == len(cases)
+    for (key, _rec, data, rseq, want), out in zip(cases, got, strict=True):
+        assert out == (want.hex() if want else "BAD"), (key, data, rseq)

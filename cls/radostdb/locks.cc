@@ -1,0 +1,206 @@
+/*
+ * radostdb class: the methods of the lock table (its rules, the FIFO queue
+ * and the lock design: locks.h). Methods lock, unlock, release, renew,
+ * prune, state, watchers.
+ *
+ * - The lock table is in the object's header (a shard's, or the database
+ *   header object's for the transaction lock), so these methods read it,
+ *   change it and write it back in one atomic operation. Every method that
+ *   rewrites it prunes first (expired entries out, waiters granted);
+ *   `release` and `prune` write it only when something changed, and leave
+ *   a missing object missing.
+ * - Nothing here wakes a waiter: a client that changed the queue notifies
+ *   (radostdb/locking.py). A client learns whether its queued request was
+ *   granted from `state`, sent behind the write in the same operation.
+ * - `state` and `watchers` are the reads a client decides on: the header
+ *   with the OSD's clock (leases are in OSD time, never the client's), and
+ *   who watches the object (who has the database open).
+ */
+#include <algorithm>
+#include <cerrno>
+#include <string>
+
+#include "server.h"
+
+/*
+ * lock (write) LockReq: grants (or renews) the lock when grantable; else
+ * with QUEUE appends a waiter (or renews it) and returns 0, without it
+ * -EBUSY. Stale owners: -EUCLEAN.
+ */
+int lock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  LockReq req;
+  Shard s;
+  int r = open_object(hctx, "lock", in, &req, OPEN_PRUNE, &s);
+  if (r <= 0)
+    return r;
+  if (!s.h.stale.empty())
+    return refuse("lock", -EUCLEAN, "%zu stale owner(s)", s.h.stale.size());
+  LockView view{req.kind, req.mode, &req.key};
+  rtdb_entry *e = find_entry(&s.h, req.owner, req.kind, req.mode, req.key);
+  if (e && e->state == RTDB_QUEUED && !(req.flags & RTDB_LOCK_QUEUE))
+    return refuse("lock", -EBUSY, "already queued");
+  if (e) {
+    e->lease_ms = req.lease_ms;
+    e->expiry_ms = s.now + req.lease_ms; /* renew a held lock or a queued wait */
+    return write_shard_hdr(hctx, s.h);
+  }
+  rtdb_entry n;
+  n.kind = req.kind;
+  n.mode = req.mode;
+  n.owner = req.owner;
+  n.key = req.key;
+  n.lease_ms = req.lease_ms;
+  n.expiry_ms = s.now + req.lease_ms;
+  if (!blocked(s.h, req.owner, view, true, s.h.entries.size())) {
+    n.state = RTDB_HELD;
+  } else if (req.flags & RTDB_LOCK_QUEUE) {
+    n.state = RTDB_QUEUED;
+  } else {
+    return refuse("lock", -EBUSY, "not grantable");
+  }
+  s.h.entries.push_back(n);
+  return write_shard_hdr(hctx, s.h);
+}
+
+/*
+ * unlock (write) UnlockReq: drops the owner's entry (held or queued),
+ * grants waiters. -ENOLCK no such entry (never taken, or expired).
+ */
+int unlock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  UnlockReq req;
+  Shard s;
+  int r = open_object(hctx, "unlock", in, &req, OPEN_PRUNE, &s);
+  if (r <= 0)
+    return r;
+  rtdb_entry *e = find_entry(&s.h, req.owner, req.kind, req.mode, req.key);
+  if (!e)
+    return refuse("unlock", -ENOLCK, "no such entry");
+  s.h.entries.erase(s.h.entries.begin() + (e - s.h.entries.data()));
+  grant_queue(&s.h, s.now);
+  return write_shard_hdr(hctx, s.h);
+}
+
+/*
+ * release (write) ReleaseReq: drops every entry of the owner of `kind` (0:
+ * any; queued ones too unless KEEP_WAITS), settles `settle` if pending,
+ * grants waiters. Always 0; a missing object stays missing.
+ */
+int release(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  ReleaseReq req;
+  Shard s;
+  int r = open_object(hctx, "release", in, &req, OPEN_IF_EXISTS | OPEN_PRUNE, &s);
+  if (r <= 0)
+    return r;
+  bool changed = s.pruned;
+  for (auto it = s.h.entries.begin(); it != s.h.entries.end();) {
+    bool drop = it->owner == req.owner && (!req.kind || it->kind == req.kind) &&
+                (it->state == RTDB_HELD || !(req.flags & RTDB_RELEASE_KEEP_WAITS));
+    changed |= drop;
+    it = drop ? s.h.entries.erase(it) : it + 1;
+  }
+  if (req.settle && s.h.pending == req.settle) {
+    RedoLog log;
+    r = settle_pending(hctx, &s.h, &log);
+    if (r < 0)
+      return r;
+    changed = true;
+  }
+  if (!changed)
+    return 0;
+  grant_queue(&s.h, s.now);
+  return write_shard_hdr(hctx, s.h);
+}
+
+/*
+ * renew (write) RenewReq: every entry of the owner expires its lease from
+ * now; then prune and grant. -ENOLCK the owner has no entry left (its lease
+ * ran out: the locks are lost).
+ */
+int renew(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  RenewReq req;
+  Shard s;
+  int r = open_object(hctx, "renew", in, &req, OPEN_PRUNE, &s);
+  if (r <= 0)
+    return r;
+  bool mine = false;
+  for (auto &e : s.h.entries)
+    if (e.owner == req.owner) {
+      e.expiry_ms = s.now + e.lease_ms;
+      mine = true;
+    }
+  if (!mine)
+    return refuse("renew", -ENOLCK, "the owner has no entry left");
+  return write_shard_hdr(hctx, s.h);
+}
+
+/*
+ * prune (write) PruneReq: drops expired entries, grants waiters; with
+ * CLEAR_STALE forgets the named stale owners first. A missing object stays
+ * missing.
+ */
+int prune(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
+{
+  PruneReq req;
+  Shard s;
+  int r = open_object(hctx, "prune", in, &req, OPEN_IF_EXISTS | OPEN_HEADER, &s);
+  if (r <= 0)
+    return r;
+  bool changed = false;
+  if (req.flags & RTDB_PRUNE_CLEAR_STALE) {
+    for (const auto &o : req.owners) {
+      auto it = std::find(s.h.stale.begin(), s.h.stale.end(), o);
+      if (it != s.h.stale.end()) {
+        s.h.stale.erase(it);
+        changed = true;
+      }
+    }
+  }
+  /* after the stale owners are cleared: with none left, waiters are granted at once */
+  changed |= prune_and_grant(&s.h, now_ms());
+  if (!changed)
+    return 0;
+  return write_shard_hdr(hctx, s.h);
+}
+
+/*
+ * state (read) EmptyReq -> StateReply: OSD time, object version, header
+ * (as stored: the client decodes it, so a header that does not decode is
+ * still shown).
+ */
+int state(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
+{
+  EmptyReq req;
+  int r = open_object(hctx, "state", in, &req, OPEN_REQUEST);
+  if (r <= 0)
+    return r;
+  StateReply reply;
+  r = read_raw_hdr(hctx, &reply.header);
+  if (r < 0)
+    return r;
+  reply.now_ms = now_ms();
+  reply.version = cls_current_version(hctx);
+  put_reply(out, reply);
+  return 0;
+}
+
+/* watchers (read) EmptyReq -> WatchersReply: (client id, cookie) of every watch. */
+int watchers(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
+{
+  EmptyReq req;
+  int r = open_object(hctx, "watchers", in, &req, OPEN_REQUEST);
+  if (r <= 0)
+    return r;
+  obj_list_watch_response_t resp;
+  r = cls_cxx_list_watchers(hctx, &resp);
+  if (r < 0)
+    return r;
+  WatchersReply reply;
+  for (const auto &w : resp.entries)
+    reply.watchers.emplace_back((uint64_t)w.name_num, w.cookie);
+  put_reply(out, reply);
+  return 0;
+}
