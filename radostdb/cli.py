@@ -174,20 +174,8 @@ def main(
         names.path_prefix(path_prefix)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--path-prefix") from None
-    if timeout is not None:  # the whole command follows it (lock waits too)
-        before = os.environ.get("RADOSTDB_OP_TIMEOUT")
-        os.environ["RADOSTDB_OP_TIMEOUT"] = f"{timeout:g}"
-        ctx.call_on_close(lambda: _restore_env("RADOSTDB_OP_TIMEOUT", before))
+    # the whole command follows --timeout (lock waits too): its Site's session has it
     ctx.obj = Env(conf, client_id, pool, namespace, timeout, path_prefix)
-
-
-def _restore_env(name: str, value: str | None) -> None:
-    """Put an environment variable back as it was (the CLI runs in-process too,
-    e.g. under click's test runner)."""
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
 
 
 # -- arguments -------------------------------------------------------------------
@@ -217,6 +205,28 @@ class DbName(click.ParamType):
 
 
 NAME = click.argument("name", type=DbName())
+
+
+def _literal_or_mapped(value: str, literal: bool, hint: str) -> str:
+    """A NAME argument taken as stored (--literal) or mapped as names.py maps."""
+    if literal:
+        return value
+    try:
+        return _database_name(value, click.get_current_context())
+    except (ValueError, OSError) as exc:
+        raise click.BadParameter(_one_line(exc), param_hint=hint) from None
+
+
+class LiteralOrMapped(click.ParamType):
+    """OLD of ``rename``: mapped as a NAME, or taken as stored with --literal
+    (resolved in the command, which knows the flag)."""
+
+    name = "OLD"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if value.startswith(names.URL_PREFIX):
+            self.fail("give the pool and namespace with --pool and --namespace", param, ctx)
+        return str(value)
 HEX_OPTION = click.option(
     "--hex",
     "hex_",
@@ -255,6 +265,8 @@ def ls_cmd(env: Env, as_json: bool) -> None:
             click.echo(f"{d.name:<{width}}  {d.nshards or '?':>6}  unreadable header: {d.problem}")
         else:
             click.echo(f"{d.name:<{width}}  {d.nshards:>6}  {d.records:>10}  {d.bytes:>14}")
+        if d.note:
+            click.echo(f"  note: {d.note}")
 
 
 @main.command()
@@ -805,19 +817,25 @@ def wipe(env: Env, name: str, yes: bool) -> None:
 
 
 @main.command()
-@NAME
+@click.argument("name", type=LiteralOrMapped())
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--force", is_flag=True, help="Remove it even while handles have it open.")
+@click.option("--force", is_flag=True,
+              help="Remove it even while CLEAR_IF_FIRST handles have it open.")
+@click.option("--literal", is_flag=True,
+              help="Take NAME as it is stored, not mapped (a name radostdb 0.2 did not "
+              "normalise).")
 @pass_env
-def rm(env: Env, name: str, yes: bool, force: bool) -> None:
+def rm(env: Env, name: str, yes: bool, force: bool, literal: bool) -> None:
     """Remove a database: its records, shards and header.
 
-    Refused while a handle has the database open, unless --force.
+    Refused while a CLEAR_IF_FIRST handle has the database open, unless
+    --force (plain handles keep no watch and are not seen).
 
     \b
     Example:
       radostdb rm --yes scratch
     """
+    name = _literal_or_mapped(name, literal, "NAME")
     site = env.site()
     objs = admin.database_objects(site, name)  # fails for a missing database
     if not yes:
@@ -828,6 +846,36 @@ def rm(env: Env, name: str, yes: bool, force: bool) -> None:
         )
     n = admin.remove(site, name, force=force)
     click.echo(f"removed {name!r} ({n} objects)", err=True)
+
+
+@main.command()
+@click.argument("old", type=LiteralOrMapped())
+@click.argument("new", type=DbName())
+@click.option("--literal", is_flag=True,
+              help="Take OLD as it is stored, not mapped as a name: for databases radostdb "
+              "0.2 stored under a path it did not normalise ('radostdb ls' notes them).")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_env
+def rename(env: Env, old: str, new: str, literal: bool, yes: bool) -> None:
+    """Rename a database: copy its records to NEW, then remove OLD.
+
+    The copy is one transaction (all or nothing) into NEW, created with
+    OLD's shard count; OLD is removed afterwards. Refused while NEW exists
+    or CLEAR_IF_FIRST handles have OLD open; stop the services using OLD
+    first (plain handles are not seen).
+
+    \b
+    Example:
+      radostdb rename scratch archive
+      radostdb rename --literal /srv//a/./x.tdb /srv/a/x.tdb
+    """
+    old = _literal_or_mapped(old, literal, "OLD")
+    site = env.site()
+    if not yes:
+        click.confirm(f"Rename database {old!r} to {new!r} in {site.where}?", abort=True,
+                      err=True)
+    n = admin.rename(site, old, new)
+    click.echo(f"renamed {old!r} to {new!r} ({n} records)", err=True)
 
 
 main.add_command(cluster)

@@ -1,4 +1,4 @@
-"""Client side of the radostdb object class (cls/radostdb/server.cc).
+"""Client side of the radostdb object class (cls/radostdb/, server.h says where).
 
 The only Python that knows the class wire format and passes class method
 names to librados. Per class method it offers a request encoder, a sync call
@@ -11,9 +11,10 @@ helpers do. Replies are decoded here too; errno results become TDB errors
 Wire conventions (ops.h has the same): little-endian; ``bytes`` = u32 length
 + bytes; every request and reply is a framed struct (u8 version, u8 compat,
 u32 length, body), read by :func:`_open`, which refuses a compat it does not
-know and ignores body bytes it does not know. The enums below equal
-cls/radostdb/types.h (checked by tests/unit/test_wire.py against the C++
-headers) and are the ones the memory backend and transactions use too.
+know and ignores body bytes it does not know. The domain's enums (batch
+operations, lock kinds and modes, journal states) are kinds.py's; the
+reply codes below equal cls/radostdb/types.h (checked by
+tests/unit/test_wire.py against the C++ headers).
 """
 
 from __future__ import annotations
@@ -37,45 +38,9 @@ OWNER_LEN = 16
 NO_OWNER = bytes(OWNER_LEN)
 
 
-class Op(IntEnum):
-    """Operations of an ``apply`` batch (rtdb_apply_op)."""
-
-    PUT = 1
-    INSERT = 2
-    MODIFY = 3
-    APPEND = 4
-    DELETE = 5
-    DISCARD = 6
-
-
-class Kind(IntEnum):
-    """Lock kinds (rtdb_lock_kind)."""
-
-    RECORD = 1
-    SHARD = 2
-    TXN = 3
-    ISOLATION = 4
-    COMMIT = 5
-
-
-class Mode(IntEnum):
-    """Lock modes (rtdb_lock_mode)."""
-
-    EXCL = 1
-    SHARED = 2
-
-
 class EntryState(IntEnum):
     HELD = 1
     QUEUED = 2
-
-
-class TxnState(IntEnum):
-    """Journal record states (rtdb_txn_state)."""
-
-    STAGED = 1
-    COMPLETE = 2
-    ABORTED = 3
 
 
 class ReadStatus(IntEnum):
@@ -85,14 +50,13 @@ class ReadStatus(IntEnum):
     PENDING = 3
 
 
-# store flags: TDB's values
-REPLACE, INSERT, MODIFY = 1, 2, 3
-STORE_OPS = {REPLACE: Op.PUT, INSERT: Op.INSERT, MODIFY: Op.MODIFY}
-
 # apply / clear flags
 WRITE_ASSERT_LOCK = 0x1
 WRITE_ASSERT_TXN = 0x2
 WRITE_RELEASE = 0x4
+WRITE_REPORT = 0x8
+# bits of a reported apply's return value (apply_report)
+APPLIED_CREATED = 0x1
 # lock flags
 LOCK_QUEUE = 0x1
 # release flags
@@ -101,6 +65,8 @@ RELEASE_KEEP_WAITS = 0x1
 PRUNE_CLEAR_STALE = 0x1
 
 SHARD_HDR_VERSION = 3
+REDO_VERSION = 2  # the redo log (ops.h RedoLog, RTDB_REDO_VERSION)
+UNDO_VERSION = 1  # radostdb 0.2's undo log: the redo log's layout, version 1, compat 1
 GET_BUFFER = 1 << 16
 
 _U32 = struct.Struct("<I")
@@ -128,9 +94,10 @@ def errno_of(exc: BaseException) -> int:
     return abs(getattr(exc, "errno", 0) or 0)
 
 
-def error_of(code: int, what: str) -> Exception:
-    """The exception for a failed class call (positive errno); ``.errno`` of
-    the result is the errno."""
+def error_of(code: int, what: str, io: Any = None) -> Exception:
+    """The exception for a failed class call (positive errno) on I/O context
+    ``io``; ``.errno`` of the result is the errno. A timeout is noted in the
+    session of ``io`` (cluster.py: closing then skips the network)."""
     exc: Exception
     if code == errno.EBUSY:
         exc = Busy(what)
@@ -151,9 +118,9 @@ def error_of(code: int, what: str) -> Exception:
     elif code in (errno.EPERM, errno.EACCES):
         exc = PermissionError(code, f"{what}: permission denied by the cluster")
     elif code == errno.ETIMEDOUT:
-        clustermod.note_timeout()
-        exc = TdbError(ERR_IO, f"{what}: timed out ({clustermod.OP_TIMEOUT_ENV}="
-                               f"{clustermod.op_timeout()})")
+        session = clustermod.session_of(io)
+        exc = (session.timed_out(what) if session is not None
+               else TdbError(ERR_IO, f"{what}: timed out ({clustermod.OP_TIMEOUT_ENV})"))
     else:
         exc = TdbError(ERR_IO, f"{what}: {os.strerror(code)}")
     exc.errno = code  # type: ignore[attr-defined]
@@ -540,12 +507,45 @@ def decode_list(out: bytes) -> ListResult:
     return ListResult(more, rd.bytes())
 
 
+@dataclass
+class RedoLog:
+    """A shard's redo log (ops.h RedoLog), stored as the object's data while
+    a multi-shard transaction is pending there: ``entries`` are (omap key,
+    present, record) in omap key order; not present: the transaction removes
+    the key (record empty). ``undo``: radostdb 0.2's undo log, the same
+    layout holding the OLD records (not present: the key did not exist),
+    which the class refuses."""
+
+    txid: int
+    prev_applied: int
+    entries: list[tuple[str, bool, bytes]] = field(default_factory=list)
+    undo: bool = False
+
+
+def decode_redo_log(raw: bytes) -> RedoLog:
+    """Decode a stored redo log (or 0.2's undo log, framed version 1 compat
+    1); WireError if it does not, or is of any other version below 2."""
+    rd = _open(raw, REDO_VERSION)
+    version, compat = raw[0], raw[1]
+    undo = version == compat == UNDO_VERSION
+    if version < REDO_VERSION and not undo:
+        raise WireError(f"redo log version {version}, compat {compat}")
+    log = RedoLog(rd.u64(), rd.u64(), undo=undo)
+    try:
+        for _ in range(rd.count(9)):
+            key, present, record = rd.bytes().decode(), rd.u8(), rd.bytes()
+            log.entries.append((key, bool(present), record))
+    except UnicodeDecodeError as exc:
+        raise WireError(f"an omap key is not UTF-8 ({exc})") from None
+    return log
+
+
 # -- calls ------------------------------------------------------------------------
 def _execute(io: Any, obj: str, method: str, req: bytes, length: int = 0) -> bytes:
     try:
         _, out = io.execute(obj, CLASS, method, req, length)
     except rados.Error as exc:
-        raise error_of(errno_of(exc), f"{method} on {obj}") from None
+        raise error_of(errno_of(exc), f"{method} on {obj}", io) from None
     return bytes(out)
 
 
@@ -564,13 +564,14 @@ class Call:
     raises its mapped error. ``missing`` is what a missing object gives
     (a read of an object never written), instead of an error."""
 
-    __slots__ = ("_out", "comp", "decode", "method", "missing", "obj")
+    __slots__ = ("_out", "comp", "decode", "io", "method", "missing", "obj")
 
     _UNSET: Any = object()
 
     def __init__(self, io: Any, obj: str, method: str, req: bytes, length: int = 0,
                  decode: Callable[[bytes], Any] | None = None, missing: Any = _UNSET) -> None:
         self.obj, self.method, self.decode, self.missing = obj, method, decode, missing
+        self.io = io
         self._out: bytes = b""
         if not length:  # a write: no reply data, no callback to run
             self.comp = io.aio_execute(obj, CLASS, method, req, 0)
@@ -587,7 +588,7 @@ class Call:
         ret = self.comp.get_return_value()
         if ret >= 0 or (ret == -errno.ENOENT and self.missing is not Call._UNSET):
             return None
-        return error_of(-ret, f"{self.method} on {self.obj}")
+        return error_of(-ret, f"{self.method} on {self.obj}", self.io)
 
     def wait(self) -> Any:
         err = self.error()
@@ -615,6 +616,31 @@ def version(io: Any, obj: str) -> int:
 
 def apply(io: Any, obj: str, req: bytes) -> None:
     _execute(io, obj, "apply", req)
+
+
+RETURNVEC = 1024  # LIBRADOS_OPERATION_RETURNVEC: a write method's return value reaches us
+
+
+def write_status(io: Any, obj: str, method: str, req: bytes) -> int:
+    """Run a write method and return its non-negative return value (the
+    write op is sent with RETURNVEC, without which the OSD hides it);
+    failures raise as every call's do."""
+    op = io.create_write_op()
+    try:
+        op.execute(CLASS, method, req)
+        comp = io.operate_aio_write_op(op, obj, flags=RETURNVEC)
+        comp.wait_for_complete()
+        ret = comp.get_return_value()
+    finally:
+        io.release_write_op(op)
+    if ret < 0:
+        raise error_of(-ret, f"{method} on {obj}", io)
+    return int(ret)
+
+
+def apply_report(io: Any, obj: str, req: bytes) -> int:
+    """``apply`` of a request with WRITE_REPORT: its APPLIED_* bits."""
+    return write_status(io, obj, "apply", req)
 
 
 def aio_apply(io: Any, obj: str, req: bytes) -> Call:
@@ -691,7 +717,7 @@ def list_page(io: Any, obj: str, start_after: str, max_records: int, max_bytes: 
             if errno_of(exc) == errno.ERANGE and size < (1 << 32):
                 size *= 4
                 continue
-            raise error_of(errno_of(exc), f"list on {obj}") from None
+            raise error_of(errno_of(exc), f"list on {obj}", io) from None
         return _decoded(decode_list, bytes(out), "list", obj)
 
 

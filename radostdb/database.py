@@ -16,13 +16,18 @@ tests/unit/test_memory_backend.py):
   transactions and repack with 9, as tdb's do.
 - a fetch (get, ``in``, ``db[key]``, fetch_locked) of a missing key sets
   TDB_ERR_NOEXIST (8) though nothing is raised; a hit leaves the code alone.
-- firstkey/nextkey returning None, a traversal or key iteration that runs
-  to the end, and a successful repack reset it to 0.
-- a successful store, storev or append resets it to 0. Here radostdb can
-  only come close: tdb leaves 8 after creating a record with REPLACE or
-  append (its internal delete of the old record misses), and leaves the
-  code alone when it rewrites a record in place (the new value fits the old
-  record's space). Telling those apart needs a read radostdb does not make.
+- firstkey/nextkey returning None at the end, a traversal or key iteration
+  that runs to the end, and a successful repack reset it to 0; nextkey of a
+  key the database does not hold returns None and sets 8, as tdb_nextkey.
+- a successful store, storev or append resets it to 0, except that, as in
+  tdb (whose internal delete of the old record misses), one that created
+  the record with REPLACE or append leaves 8: the OSD reports it
+  (clsops.WRITE_REPORT, one omap lookup). What radostdb does not
+  reproduce: inside a transaction a REPLACE store does not know whether it
+  creates (that would cost a read per store; append reads anyway and
+  matches), and tdb leaves the code alone when it rewrites a record in
+  place (the new value fits the old record's space in its file), a fact of
+  tdb's allocator with nothing to match here.
 - transaction start, commit and cancel, delete of an existing key, clear,
   locks and seqnum calls leave it alone. (Inside a transaction, a tdb write
   that has to grow the file leaves TDB_ERR_IO (2) though it succeeds: a
@@ -55,7 +60,7 @@ from typing import Any, TypeVar
 
 from . import cluster as clustermod
 from . import flags as F
-from . import forks, service
+from . import forks, names, service
 from .errors import (
     ERR_EINVAL,
     ERR_IO,
@@ -65,6 +70,7 @@ from .errors import (
     ERR_RDONLY,
     REOPEN_REFUSED,
     SUCCESS,
+    KeyMissing,
     TdbError,
     closed_error,
     forked_error,
@@ -82,6 +88,20 @@ KNOWN_TDB_FLAGS = (
 STORE_FLAGS = {0: F.REPLACE, F.REPLACE: F.REPLACE, F.INSERT: F.INSERT, F.MODIFY: F.MODIFY}
 
 T = TypeVar("T")
+
+
+def _unmigrated(exc: FileNotFoundError, name: str) -> FileNotFoundError:
+    """A database missing from the pool, opened by a path: if this host still
+    has that path as a local .tdb file (an unmigrated host), say so, and how
+    to move it in."""
+    local = names.local_path(name)
+    if local is None or not os.path.isfile(local):
+        return exc
+    return FileNotFoundError(
+        errno.ENOENT,
+        f"{exc.strerror}; this host has the file {local}, not yet in the cluster: move it in "
+        f"with 'radostdb import {local}'",
+    )
 
 
 def _check_bytes(*values: object) -> None:
@@ -145,7 +165,8 @@ class Tdb:
     database is created (0: the project default). Keywords ``conf``,
     ``client_id``, ``pool``, ``namespace`` and ``cluster`` (a connected
     ``rados.Rados`` to use instead of the shared connection) choose where it
-    lives; see :mod:`radostdb.cluster`. A name that looks like a path is
+    lives, ``session`` (a :class:`radostdb.cluster.Session`) how it is
+    reached; see :mod:`radostdb.cluster`. A name that looks like a path is
     normalised as a filesystem path (see :mod:`radostdb.names`);
     ``path_prefix`` overrides RADOSTDB_PATH_PREFIX. ``lock_lease`` (seconds;
     default RADOSTDB_LOCK_LEASE or 30) is how long a lock outlives a holder
@@ -167,6 +188,7 @@ class Tdb:
         pool: str | None = None,
         namespace: str | None = None,
         cluster: Any = None,
+        session: Any = None,
         lock_lease: float | None = None,
         txn_lease: float | None = None,
         path_prefix: str | None = None,
@@ -199,19 +221,14 @@ class Tdb:
         else:
             target = clustermod.resolve(name, conf=conf, client_id=client_id, pool=pool,
                                         namespace=namespace, cluster=cluster,
-                                        path_prefix=path_prefix)
+                                        path_prefix=path_prefix, session_=session)
             self._name = name
             self._tdb_flags = tdb_flags
-            rs = RadosStorage(
-                target,
-                create=bool(flags & os.O_CREAT) and not self._readonly,
-                exclusive=bool(flags & os.O_EXCL),
-                hash_size=hash_size,
-                clear_if_first=bool(tdb_flags & F.CLEAR_IF_FIRST) and not self._readonly,
-                counted=bool(tdb_flags & F.CLEAR_IF_FIRST),
-                lock_lease=lock_lease,
-                txn_lease=txn_lease,
-            )
+            try:
+                rs = self._open_rados(target, hash_size, tdb_flags, flags,
+                                      lock_lease, txn_lease)
+            except FileNotFoundError as exc:
+                raise _unmigrated(exc, name) from None
             self._hash_size = rs.nshards
             storage = rs
             if flags & os.O_TRUNC and not self._readonly:
@@ -219,6 +236,19 @@ class Tdb:
         if not self._tdb_flags & (F.ALLOW_NESTING | F.DISALLOW_NESTING):
             self._tdb_flags |= F.ALLOW_NESTING
         self._storage = storage
+
+    def _open_rados(self, target: Any, hash_size: int, tdb_flags: int, flags: int,
+                    lock_lease: float | None, txn_lease: float | None) -> RadosStorage:
+        return RadosStorage(
+            target,
+            create=bool(flags & os.O_CREAT) and not self._readonly,
+            exclusive=bool(flags & os.O_EXCL),
+            hash_size=hash_size,
+            clear_if_first=bool(tdb_flags & F.CLEAR_IF_FIRST) and not self._readonly,
+            counted=bool(tdb_flags & F.CLEAR_IF_FIRST),
+            lock_lease=lock_lease,
+            txn_lease=txn_lease,
+        )
 
     # -- handle ---------------------------------------------------------------
     @property
@@ -402,8 +432,9 @@ class Tdb:
             raise ValueError(
                 f"unknown store flag {flag!r}: use REPLACE, INSERT or MODIFY"
             ) from None
-        self._db.store(key, data, flag)
-        self._ecode = SUCCESS
+        created = self._db.store(key, data, flag)
+        # as tdb: its delete of the old record misses when REPLACE created one
+        self._ecode = ERR_NOEXIST if created and flag == F.REPLACE else SUCCESS
 
     @_writer
     def storev(self, key: bytes, values: list[bytes]) -> None:
@@ -412,15 +443,15 @@ class Tdb:
         if not isinstance(values, list):
             raise TypeError(f"argument 2 must be list, not {type(values).__name__}")
         _check_bytes(*values)
-        self._db.store(key, b"".join(values), F.REPLACE)
-        self._ecode = SUCCESS
+        created = self._db.store(key, b"".join(values), F.REPLACE)
+        self._ecode = ERR_NOEXIST if created else SUCCESS
 
     @_writer
     def append(self, key: bytes, data: bytes) -> None:
         """tdb_append: add data to the end of the record (created if missing)."""
         _check_bytes(key, data)
-        self._db.append(key, data)
-        self._ecode = SUCCESS
+        created = self._db.append(key, data)
+        self._ecode = ERR_NOEXIST if created else SUCCESS
 
     @_writer
     def delete(self, key: bytes) -> None:
@@ -441,8 +472,14 @@ class Tdb:
 
     @_op
     def nextkey(self, key: bytes) -> bytes | None:
+        """tdb_nextkey: the key after ``key``; None at the end, or (code 8, as
+        tdb) when ``key`` is not in the database."""
         _check_bytes(key)
-        return self._ended(self._db.next_key(key))
+        try:
+            return self._ended(self._db.next_key(key))
+        except KeyMissing:
+            self._ecode = ERR_NOEXIST
+            return None
 
     def _ended(self, key: bytes | None) -> bytes | None:
         if key is None:

@@ -137,7 +137,7 @@ def read_fields(io: Any, obj: str) -> dict[str, str] | None:
             except rados.ObjectNotFound:
                 return None
             except rados.Error as exc:
-                raise clustermod.io_error(exc, f"reading {obj}") from None
+                raise clustermod.io_error(exc, f"reading {obj}", io) from None
             page = list(it)
         for k, v in page:
             fields[k] = v.decode("utf-8", "replace")

@@ -491,20 +491,16 @@ osd_class_default_list = *
     # -- admin connection --------------------------------------------------
     @contextlib.contextmanager
     def admin(self, deadline: float | None = None) -> Iterator[Any]:
-        """A connected ``rados.Rados`` as client.admin, shut down on exit."""
-        import rados
+        """A connected ``rados.Rados`` as client.admin (radostdb's one factory,
+        cluster.connect), shut down on exit."""
+        from .cluster import connect
 
         left = 30.0 if deadline is None else max(1.0, deadline - time.monotonic())
-        cluster = rados.Rados(conffile=str(self.conf), name="client.admin")
-        cluster.conf_set("rados_mon_op_timeout", "30")
-        cluster.conf_set("rados_osd_op_timeout", "60")
-        cluster.conf_set("client_mount_timeout", str(int(left)))
         try:
-            cluster.connect(timeout=int(left))
-        except rados.Error as exc:
-            cluster.shutdown()
+            cluster = connect(str(self.conf), "admin", timeout=max(left, 30.0))
+        except OSError as exc:
             raise ClusterError(
-                f"cannot connect to the monitor ({exc}); see {self.log_of('mon.a')}"
+                f"cannot connect to the monitor ({exc.strerror}); see {self.log_of('mon.a')}"
             ) from exc
         try:
             yield cluster

@@ -47,7 +47,11 @@ class TdbError(RadostdbError, RuntimeError):
     """A TDB error: ``args == (code, message)`` as Samba's tdb module raises it.
 
     A subclass of RuntimeError, so ``except RuntimeError`` code written for
-    ``tdb`` keeps working; ``.code`` gives the TDB error code.
+    ``tdb`` keeps working; ``.code`` gives the TDB error code. It is named
+    as tdb's: ``type(e).__name__`` is ``RuntimeError`` and a traceback
+    prints ``RuntimeError: (8, 'Record does not exist')``, as Samba's code
+    logs them, while ``except radostdb.TdbError`` still tells it apart. It
+    pickles as itself (multiprocessing carries it between processes).
     """
 
     def __init__(self, code: int, message: str | None = None) -> None:
@@ -58,10 +62,32 @@ class TdbError(RadostdbError, RuntimeError):
     def message(self) -> str:
         return str(self.args[1])
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_tdb_error, (self.args, self.__dict__))
+
+
+# named as the exception tdb raises (see the class comment); the qualified
+# name stays findable for pickle through __reduce__
+TdbError.__name__ = TdbError.__qualname__ = "RuntimeError"
+TdbError.__module__ = "builtins"
+
+
+def _tdb_error(args: tuple[object, ...], state: dict[str, object]) -> TdbError:
+    """Unpickle a TdbError (its args and attributes, errno included)."""
+    exc = TdbError.__new__(TdbError)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
 
 def closed_error() -> TdbError:
     """The error every call on a closed handle raises (as tdb: code 2)."""
     return TdbError(ERR_IO, CLOSED_MESSAGE)
+
+
+class KeyMissing(RadostdbError):
+    """(Internal) tdb_nextkey of a key the database does not hold: tdb
+    answers None with TDB_ERR_NOEXIST."""
 
 
 REOPEN_REFUSED = "Failed to reopen database"

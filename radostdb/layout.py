@@ -22,7 +22,7 @@ The objects, for KIND:
 - ``sNNNNN`` for NNNNN in 00000..nshards-1, the shard objects: the records,
   in omap; the lock table, queue and transaction state in the omap header;
   while a multi-shard transaction is pending on it, its redo log in the
-  object's data (cls/radostdb/server.cc). A shard object exists only once
+  object's data (cls/radostdb/txn.cc). A shard object exists only once
   something was written to or locked on it; a missing shard reads as empty;
 - ``j``, the journal object: a record per multi-shard transaction not yet
   settled everywhere, and fenced owners (commit.py); created by the first

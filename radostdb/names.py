@@ -138,6 +138,33 @@ def path_prefix(given: str | None = None) -> str:
     return prefix
 
 
+def unnormalised(stored: str) -> str | None:
+    """For a database name as stored: the name the mapping gives it now when
+    it differs (radostdb 0.2 stored paths as given, ``//`` and ``.``
+    included, before names were normalised), else None. Such a database
+    cannot be opened by any name until renamed (``radostdb rename
+    --literal``)."""
+    if not stored.startswith("/") or not is_path(stored):
+        return None
+    try:
+        mapped = normalise_path(stored, "/")
+    except (OSError, ValueError):
+        return None
+    return None if mapped == stored else mapped
+
+
+def local_path(name: str) -> str | None:
+    """The local file a caller's path-like name means on this host (made
+    absolute, ``//``, ``.`` and ``..`` resolved, the path prefix NOT taken
+    off: where tdb would open it); None for plain names and URLs."""
+    if name.startswith(URL_PREFIX) or not is_path(name):
+        return None
+    try:
+        return normalise_path(name, os.getcwd())
+    except (OSError, ValueError):
+        return None
+
+
 def database_name(
     name: str, *, prefix: str | None = None, cwd: str | None = None, as_path: bool = False
 ) -> str:

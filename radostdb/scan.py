@@ -96,7 +96,7 @@ class _RawRead:
             if ret == -errno.ENOENT:
                 return None
             if ret < 0:
-                raise clsops.error_of(-ret, f"reading {self.obj}")
+                raise clsops.error_of(-ret, f"reading {self.obj}", self.io)
             return list(self.it)
         finally:
             self.io.release_read_op(self.op)

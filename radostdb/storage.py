@@ -5,18 +5,15 @@ The Tdb class (database.py) speaks only this interface; transactions
 and values and raise TdbError with TDB's codes.
 
 RADOS backend decisions:
+- The backend maps keys to shards and asks the shard's client
+  (shardclient.py), which owns the conversation with the object class and
+  its policy for what the class answers (a lock in the way: queue; a
+  transaction pending or owners gone stale: the resolver decides; deadlines
+  from the session). Nothing below calls back into the backend: a store
+  goes Tdb.store -> RadosStorage.store -> ShardClient.write -> clsops.apply.
 - One round trip per single-record operation: a write is one `apply` call on
   the key's shard (the decision INSERT/MODIFY/exists is made in the OSD), a
   read one `get` call. No client-side read-modify-write.
-- A write refused because another handle holds (or queued for) a lock on
-  its key waits its turn in the OSD's queue as a RECORD EXCL waiter (a
-  whole shard: SHARD EXCL), then writes and releases that lock in one call
-  (locking.py). A write by the handle holding a transaction's isolation is
-  sent as the transaction's (ASSERT_TXN).
-- A read or write that meets a shard pending a multi-shard transaction asks
-  commit.decide, which settles or rolls it back (or says it is in flight:
-  wait for a notify and retry). Reads of the transaction holder go through
-  its own committed transactions (`accept`).
 - Records are verified (format, crc32c over key and data) on every read; a
   record that fails is reported as TDB's corrupt error, never returned.
 - Traversal reads pages of PAGE records (class `list`) shard by shard.
@@ -43,7 +40,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import rados
@@ -56,22 +53,21 @@ from . import (
     forks,
     layout,
     locking,
-    retry,
-    scan,
+    resolver,
+    shardclient,
     txnlock,
-    wakeup,
 )
 from . import cluster as clustermod
-from .clsops import Kind, Mode, Op
 from .errors import (
     ERR_CORRUPT,
     ERR_EXISTS,
-    ERR_IO,
     ERR_LOCK,
     ERR_NOEXIST,
+    KeyMissing,
     TdbError,
     forked_error,
 )
+from .kinds import Kind, Mode, Op, store_op
 
 PAGE = 1000
 PAGE_BYTES = 4 << 20
@@ -91,17 +87,19 @@ class Storage:
     def fetch(self, key: bytes) -> bytes | None:
         raise NotImplementedError
 
-    def store(self, key: bytes, data: bytes, flag: int) -> None:
+    def store(self, key: bytes, data: bytes, flag: int) -> bool:
+        """Store; True when it created the record (tdb's error code after it)."""
         raise NotImplementedError
 
-    def append(self, key: bytes, data: bytes) -> None:
+    def append(self, key: bytes, data: bytes) -> bool:
+        """Append; True when it created the record."""
         raise NotImplementedError
 
     def delete(self, key: bytes) -> None:
         raise NotImplementedError
 
     def commit(self, ops: list[tuple[int, bytes, bytes]]) -> None:
-        """Apply a batch of ``(clsops.Op, key, data)``; atomic per shard."""
+        """Apply a batch of ``(kinds.Op, key, data)``; atomic per shard."""
         raise NotImplementedError
 
     def clear(self) -> None:
@@ -117,6 +115,7 @@ class Storage:
         raise NotImplementedError
 
     def next_key(self, key: bytes) -> bytes | None:
+        """The key after ``key`` (None: the end); KeyMissing if ``key`` is not there."""
         raise NotImplementedError
 
     def seqnum(self) -> int:
@@ -182,11 +181,15 @@ class MemoryStorage(Storage):
     def fetch(self, key: bytes) -> bytes | None:
         return self.records.get(key)
 
-    def store(self, key: bytes, data: bytes, flag: int) -> None:
-        self.commit([(flag_to_op(flag), key, data)])
+    def store(self, key: bytes, data: bytes, flag: int) -> bool:
+        created = key not in self.records
+        self.commit([(store_op(flag), key, data)])
+        return created
 
-    def append(self, key: bytes, data: bytes) -> None:
+    def append(self, key: bytes, data: bytes) -> bool:
+        created = key not in self.records
         self.commit([(Op.APPEND, key, data)])
+        return created
 
     def delete(self, key: bytes) -> None:
         self.commit([(Op.DELETE, key, b"")])
@@ -212,6 +215,8 @@ class MemoryStorage(Storage):
         return min(self.records, default=None)
 
     def next_key(self, key: bytes) -> bytes | None:
+        if key not in self.records:
+            raise KeyMissing(key)
         return min((k for k in self.records if k > key), default=None)
 
     def seqnum(self) -> int:
@@ -244,10 +249,6 @@ class MemoryStorage(Storage):
 
     def unlock_all(self, shared: bool) -> None:
         self._count(("all", shared), -1)
-
-
-def flag_to_op(flag: int) -> int:
-    return clsops.STORE_OPS.get(flag, Op.PUT)
 
 
 def apply_one(records: dict[bytes, bytes], op: int, key: bytes, data: bytes) -> None:
@@ -288,17 +289,19 @@ class RadosStorage(Storage):
         self._io: Any = None
         self._watch: Any = None
         self.io()  # connect now: a bad pool or cluster fails the open
+        self.session = target.session
         self.locks = locking.LockTable(self.io, lock_lease, txn_lease)
         clustermod.track_handle(self)
         self.meta = self._open_header(create, exclusive, hash_size)
         self.nshards = int(self.meta["nshards"])
         self.shard_objs = layout.shard_objects(self.name, self.nshards)
-        self.db = commit.DbObjects(self.io, self.name, self.shard_objs)
-        self._in_flight: dict[str, int] = {}  # object -> waits for a commit in flight
-        self._in_flight_since: dict[str, float] = {}
-        self.committer = commit.Committer(self.db, lambda: self.locks.owner,
-                                          self._wait_commit, self._unclean)
-        self.txnlock = txnlock.TxnLock(self.db, self.locks, self.committer, self._unclean)
+        self.db = resolver.DbObjects(self.io, self.name, self.shard_objs)
+        t = self.session.op_timeout
+        self.resolver = resolver.Resolver(self.db, None if t is None else t + self.locks.txn_lease)
+        self.shards = shardclient.Shards(self.io, self.session, self.db, self.locks,
+                                         self.resolver)
+        self.committer = commit.Committer(self.shards)
+        self.txnlock = txnlock.TxnLock(self.shards, self.committer)
         self._watched = counted  # an opener for CLEAR_IF_FIRST: watch the header while open
         if clear_if_first:
             self._clear_if_first()
@@ -308,7 +311,7 @@ class RadosStorage(Storage):
     # -- connection ---------------------------------------------------------
     def io(self) -> Any:
         """The I/O context; in a forked child, one on the child's own connection."""
-        if clustermod.exiting:
+        if clustermod.exiting():
             raise OSError(errno.ESHUTDOWN, "the process is exiting: radostdb handles are closed")
         if self._gen != forks.generation:
             self.adopt()
@@ -336,8 +339,6 @@ class RadosStorage(Storage):
         self.locks.forget_after_fork()
         self.txnlock.forget_after_fork()
         self.committer.forget_after_fork()
-        self._in_flight.clear()
-        self._in_flight_since.clear()
         if self._forked_with is None and self._watched:
             self._start_watch()  # this process has the database open too
         return self._forked_with
@@ -360,21 +361,21 @@ class RadosStorage(Storage):
             except rados.PermissionError:
                 return
             except rados.Error as exc:
-                raise clustermod.io_error(exc, f"watching {self.header_obj}") from None
-            self._watch = clustermod.track_watch(watch)
+                raise self.session.io_error(exc, f"watching {self.header_obj}") from None
+            self._watch = clustermod.track_watch(watch, self.io())
 
     def close(self) -> None:
-        if clustermod.exiting:
+        if clustermod.exiting():
             return
         mine = self._gen == forks.generation and self._forked_with is None
         if not mine:
             return  # inherited through fork, unused or holding the parent's locks: nothing here
-        if not clustermod.cut_off():
+        if not self.session.cut_off():
             try:
                 self.txnlock.close()
             finally:
-                if self.locks.held or self.locks._objects:
-                    self.locks.release_all()
+                if self.locks.objects():
+                    self.shards.release_all()
         # else: the cluster does not answer; our locks expire with their leases
         watch, self._watch = self._watch, None
         if watch is not None:
@@ -382,9 +383,7 @@ class RadosStorage(Storage):
 
     # -- header -------------------------------------------------------------
     def _open_header(self, create: bool, exclusive: bool, hash_size: int) -> dict[str, str]:
-        where = f"pool {self.target.pool!r}" + (
-            f" namespace {self.target.namespace!r}" if self.target.namespace else ""
-        )
+        where = self.target.place.where
         for _ in range(5):
             header = dbheader.read(self.io(), self.name)
             if header is not None:
@@ -409,7 +408,7 @@ class RadosStorage(Storage):
                 except rados.ObjectExists:
                     continue  # created concurrently: read theirs
                 except rados.Error as exc:
-                    raise clustermod.io_error(exc, f"creating {self.header_obj}") from None
+                    raise self.session.io_error(exc, f"creating {self.header_obj}") from None
         raise OSError(errno.EIO, f"cannot open or create database {self.name!r} in {where}")
 
     def _clear_if_first(self) -> None:
@@ -432,7 +431,7 @@ class RadosStorage(Storage):
                     raise TdbError(ERR_LOCK) from None
                 time.sleep(0.01)
             except rados.Error as exc:
-                raise clustermod.io_error(exc, f"locking {self.header_obj} to open it") from None
+                raise self.session.io_error(exc, f"locking {self.header_obj} to open it") from None
         try:
             self._start_watch()
             if len(clsops.watchers(self.io(), self.header_obj)) == 1:
@@ -444,76 +443,16 @@ class RadosStorage(Storage):
     def openers(self) -> list[tuple[int, int]]:
         return clsops.watchers(self.io(), self.header_obj)
 
-    # -- what blocks an operation ---------------------------------------------------
+    # -- records ------------------------------------------------------------
     def _index(self, key: bytes) -> int:
         return codec.shard_of(key, self.nshards)
 
-    def _unclean(self, obj: str) -> None:
-        """An operation on obj met -EUCLEAN: decide what blocks it; if it is a
-        commit in flight, wait a little for it."""
-        if commit.resolve_object(self.db, obj) == commit.Outcome.IN_FLIGHT:
-            self._wait_in_flight(obj, self._in_flight.get(obj, 0))
-        else:
-            self._in_flight.pop(obj, None)
-
-    def _pending(self, obj: str, info: clsops.PendingInfo, attempt: int) -> None:
-        """A read met a shard pending a transaction: decide it (or wait)."""
-        if commit.decide(self.db, info) == commit.Outcome.IN_FLIGHT:
-            self._wait_in_flight(obj, attempt)
-
-    def _wait_in_flight(self, obj: str, attempt: int = 0) -> None:
-        """A commit round is under way on obj: it takes a round trip or two.
-        Sleep until a notify on obj or a short, growing timeout. With
-        RADOSTDB_OP_TIMEOUT (T), give up after T plus one transaction lease
-        (a committer that died is decided once its lease is over)."""
-        now = time.monotonic()
-        if attempt == 0:
-            self._in_flight[obj] = 0
-            self._in_flight_since[obj] = now
-        self._in_flight[obj] = attempt + 1
-        limit = clustermod.op_timeout()
-        since = self._in_flight_since.get(obj, now)
-        if limit is not None and now - since > limit + self.locks.txn_lease:
-            self._in_flight.pop(obj, None)
-            raise TdbError(
-                ERR_IO, f"IO Error: a transaction pending on {obj} was not decided within "
-                        f"{limit + self.locks.txn_lease:g} s ({clustermod.OP_TIMEOUT_ENV} plus "
-                        "the transaction lease): its committer holds the transaction lock "
-                        "but does not finish")
-        gen = wakeup.generation(obj)
-        wakeup.sleep(obj, gen, min(0.001 * (2 ** min(attempt, 8)), 0.25))
-
-    def _pace(self, obj: str) -> retry.Pace:
-        """The pacing of a write retried while obj needs decisions."""
-        limit = clustermod.op_timeout()
-
-        def give_up(waited: float) -> Exception:
-            return TdbError(ERR_IO, f"IO Error: {obj} still needed a decision after "
-                                    f"{waited:.3g} s ({clustermod.OP_TIMEOUT_ENV})")
-
-        return retry.Pace(None if limit is None else limit + self.locks.txn_lease, give_up)
-
-    def _wait_commit(self, obj: str) -> None:
-        """Our transaction's write is blocked by other handles' shared locks:
-        queue for the COMMIT lock (granted once they are released)."""
-        self.locks.acquire(obj, Kind.COMMIT, Mode.EXCL, lease_ms=self.locks.txn_lease_ms,
-                           on_unclean=self._unclean, count=False)
-
-    # -- records ------------------------------------------------------------
     def fetch(self, key: bytes) -> bytes | None:
         index = self._index(key)
-        obj = self.shard_objs[index]
-        io = self.io()
-        attempt = 0
-        while True:
-            res = clsops.get(io, obj, key, self.txnlock.accept(index))
-            if res.pending is None:
-                break
-            self._pending(obj, res.pending, attempt)
-            attempt += 1
+        res = self.shards[index].get(key)
         if res.status == clsops.ReadStatus.MISSING:
             return None
-        return self._decode(key, res.record, obj)
+        return self._decode(key, res.record, self.shard_objs[index])
 
     @staticmethod
     def _decode(key: bytes, rec: bytes, obj: str) -> bytes:
@@ -523,64 +462,17 @@ class RadosStorage(Storage):
             raise corrupt(key, obj, exc) from None
 
     def _write(self, index: int, entries: list[tuple[int, bytes, bytes]],
-               whole: bool = False) -> None:
-        """One write class call on shard `index` (apply, or clear when
-        `whole`), waiting its turn while another handle's lock blocks it."""
-        obj = self.shard_objs[index]
-        io = self.io()
-        owner = self.locks.owner
-        cover: tuple[int, bytes] | None = None  # the lock we queued for, then release
-        pace = self._pace(obj)
-        while True:
-            wflags = self._wflags(obj, entries, whole)
-            if cover is not None:
-                wflags |= clsops.WRITE_ASSERT_LOCK | clsops.WRITE_RELEASE
-            settle = self.txnlock.settle_for(index) if wflags & clsops.WRITE_ASSERT_TXN else 0
-            try:
-                if whole:
-                    clsops.clear(io, obj, clsops.clear_request(owner, wflags, settle))
-                else:
-                    clsops.apply(io, obj, clsops.apply_request(owner, wflags, entries,
-                                                               settle=settle))
-            except clsops.Busy:
-                if cover is not None or wflags & clsops.WRITE_ASSERT_TXN:
-                    if wflags & clsops.WRITE_ASSERT_TXN:
-                        self._wait_commit(obj)
-                    continue
-                cover = ((Kind.SHARD, b"") if whole or len({k for _, k, _ in entries}) > 1
-                         else (Kind.RECORD, entries[0][1]))
-                self.locks.acquire(obj, cover[0], Mode.EXCL, cover[1],
-                                   on_unclean=self._unclean, count=False)
-                continue
-            except clsops.Unclean:
-                self._unclean(obj)
-                pace.wait()
-                continue
-            except BaseException:
-                if cover is not None:  # the write failed: give its lock back
-                    with contextlib.suppress(Exception):
-                        clsops.unlock(io, obj, clsops.unlock_request(owner, cover[0],
-                                                                     Mode.EXCL, cover[1]))
-                raise
-            if settle:
-                self.txnlock.settled(index)
-            if cover is not None:
-                wakeup.wake_waiters(io, obj)
-            return
+               whole: bool = False, report: bool = False) -> int:
+        return self.shards[index].write(entries, whole, report)
 
-    def _wflags(self, obj: str, entries: list[tuple[int, bytes, bytes]], whole: bool) -> int:
-        if self.txnlock.holds():
-            return clsops.WRITE_ASSERT_TXN
-        if whole:
-            return (clsops.WRITE_ASSERT_LOCK if self.locks.holds_kind(obj, Kind.SHARD) else 0)
-        flags = {self.locks.wflags(obj, key) for _, key, _ in entries}
-        return clsops.WRITE_ASSERT_LOCK if flags == {clsops.WRITE_ASSERT_LOCK} else 0
+    def store(self, key: bytes, data: bytes, flag: int) -> bool:
+        op = store_op(flag)
+        status = self._write(self._index(key), [(op, key, data)], report=op == Op.PUT)
+        return bool(status & clsops.APPLIED_CREATED)
 
-    def store(self, key: bytes, data: bytes, flag: int) -> None:
-        self._write(self._index(key), [(flag_to_op(flag), key, data)])
-
-    def append(self, key: bytes, data: bytes) -> None:
-        self._write(self._index(key), [(Op.APPEND, key, data)])
+    def append(self, key: bytes, data: bytes) -> bool:
+        status = self._write(self._index(key), [(Op.APPEND, key, data)], report=True)
+        return bool(status & clsops.APPLIED_CREATED)
 
     def delete(self, key: bytes) -> None:
         self._write(self._index(key), [(Op.DELETE, key, b"")])
@@ -616,47 +508,35 @@ class RadosStorage(Storage):
     # -- locks --------------------------------------------------------------
     def lock(self, key: bytes, shared: bool, nonblock: bool) -> None:
         mode = Mode.SHARED if shared else Mode.EXCL
-        self.locks.acquire(self.shard_objs[self._index(key)], Kind.RECORD, mode, key, nonblock,
-                           on_unclean=self._unclean)
+        self.shards[self._index(key)].lock(Kind.RECORD, mode, key, nonblock)
 
     def unlock(self, key: bytes, shared: bool) -> None:
         mode = Mode.SHARED if shared else Mode.EXCL
-        self.locks.release(self.shard_objs[self._index(key)], Kind.RECORD, mode, key)
+        self.shards[self._index(key)].unlock(Kind.RECORD, mode, key)
 
     def fetch_locked(self, key: bytes) -> bytes | None:
         index = self._index(key)
-        obj = self.shard_objs[index]
-        io = self.io()
-
-        def start_read() -> Callable[[], clsops.GetResult]:
-            call = clsops.aio_get(io, obj, key, self.txnlock.accept(index))
-            return call.wait
-
-        res = self.locks.acquire_with_read(obj, key, start_read, on_unclean=self._unclean)
-        if res.status == clsops.ReadStatus.TOO_BIG or res.pending is not None:
-            return self.fetch(key)  # under the lock: a big record, or a pending shard
+        res = self.shards[index].lock_and_read(key)
         if res.status == clsops.ReadStatus.MISSING:
             return None
-        return self._decode(key, res.record, obj)
+        return self._decode(key, res.record, self.shard_objs[index])
 
     def lock_all(self, shared: bool, nonblock: bool) -> None:
         mode = Mode.SHARED if shared else Mode.EXCL
         other = Mode.EXCL if shared else Mode.SHARED
-        if (self.locks.holds_kind(self.shard_objs[0], Kind.RECORD)
-                or any(k[1] == Kind.RECORD for k in self.locks.held)
+        if (self.locks.holds_any(Kind.RECORD)
                 or (self.shard_objs[0], Kind.SHARD, other, b"") in self.locks.held):
             # as tdb: no allrecord lock with chain locks held, nor of the other type
             raise TdbError(ERR_LOCK)
-        self.locks.acquire_all(self.shard_objs, Kind.SHARD, mode, nonblock,
-                               on_unclean=self._unclean)
+        self.shards.lock_each(self.shard_objs, Kind.SHARD, mode, nonblock)
 
     def unlock_all(self, shared: bool) -> None:
         mode = Mode.SHARED if shared else Mode.EXCL
         if self.locks.forget_lost([(o, Kind.SHARD, mode, b"") for o in self.shard_objs]):
             # a shard's lock expired and was taken: give back the rest, refuse
-            self.locks.release_many([o for o in self.shard_objs
-                                     if (o, Kind.SHARD, mode, b"") in self.locks.held],
-                                    Kind.SHARD, mode)
+            self.shards.release_each([o for o in self.shard_objs
+                                      if (o, Kind.SHARD, mode, b"") in self.locks.held],
+                                     Kind.SHARD, mode)
             raise TdbError(ERR_LOCK)
         if (self.shard_objs[0], Kind.SHARD, mode, b"") not in self.locks.held:
             raise TdbError(ERR_LOCK)
@@ -664,7 +544,7 @@ class RadosStorage(Storage):
             for obj in self.shard_objs:
                 self.locks.held[(obj, Kind.SHARD, mode, b"")] -= 1
             return
-        if not self.locks.release_many(self.shard_objs, Kind.SHARD, mode):
+        if not self.shards.release_each(self.shard_objs, Kind.SHARD, mode):
             # a shard's entry was gone: the lock expired before the renewal noticed
             raise TdbError(ERR_LOCK)
 
@@ -673,11 +553,8 @@ class RadosStorage(Storage):
                ) -> Iterator[list[tuple[bytes, bytes]]]:
         """(raw key, data) pages of one shard, every record verified: the
         one shard pager (scan.py), read on demand in the caller's thread."""
-        obj = self.shard_objs[index]
-        return scan.RecordPages(
-            self.io(), obj, on_pending=lambda info, attempt: self._pending(obj, info, attempt),
-            accept=lambda: self.txnlock.accept(index), start_after=start_after,
-            max_records=limit, first_bytes=PAGE_BYTES, prefetch=False)
+        return self.shards[index].pages(start_after, limit, first_bytes=PAGE_BYTES,
+                                        prefetch=False)
 
     def keys(self) -> Iterator[bytes]:
         for index in range(self.nshards):
@@ -700,7 +577,10 @@ class RadosStorage(Storage):
         return self._first_from(0, "")
 
     def next_key(self, key: bytes) -> bytes | None:
-        return self._first_from(self._index(key), codec.encode_key(key))
+        index = self._index(key)
+        if self.shards[index].get(key).status == clsops.ReadStatus.MISSING:
+            raise KeyMissing(key)
+        return self._first_from(index, codec.encode_key(key))
 
     # -- sequence numbers ---------------------------------------------------
     def seqnum(self) -> int:

@@ -120,12 +120,7 @@ def _throwaway_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clu
 
 @pytest.fixture(scope="session")
 def rados_client(ceph_cluster: ClusterInfo) -> Iterator[Any]:
-    import rados
-
-    client = rados.Rados(conffile=ceph_cluster.conf, name=f"client.{ceph_cluster.client_id}")
-    client.conf_set("rados_mon_op_timeout", "30")
-    client.conf_set("rados_osd_op_timeout", "60")
-    client.connect(timeout=30)
+    client = clustermod.connect(ceph_cluster.conf, ceph_cluster.client_id, timeout=60.0)
     yield client
     client.shutdown()
 

@@ -28,8 +28,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from .clsops import INSERT, MODIFY, REPLACE, Op
-from .errors import ERR_EINVAL, ERR_EXISTS, ERR_IO, ERR_NOEXIST, TdbError
+from .errors import ERR_EINVAL, ERR_EXISTS, ERR_IO, ERR_NOEXIST, KeyMissing, TdbError
+from .flags import INSERT, MODIFY, REPLACE
+from .kinds import Op
 
 if TYPE_CHECKING:
     from .storage import Storage
@@ -83,17 +84,19 @@ class Transaction:
         for k in it:
             if k == key:
                 return next(it, None)
-        return None
+        raise KeyMissing(key)
 
     # -- writes -------------------------------------------------------------
     def _writable(self) -> None:
         if self.prepared:
             raise TdbError(ERR_EINVAL)
 
-    def store(self, key: bytes, data: bytes, flag: int) -> None:
+    def store(self, key: bytes, data: bytes, flag: int) -> bool:
+        """Buffer a store; False: whether it creates the record is not known
+        here (it would cost a read; database.py documents the difference)."""
         if flag == REPLACE and not self.prepared:  # the common case, first
             self.overlay[key] = data
-            return
+            return False
         # as tdb: INSERT/MODIFY fail on the record (5, 8) before a prepared
         # transaction refuses the write (9)
         if flag != REPLACE:
@@ -104,10 +107,15 @@ class Transaction:
                 raise TdbError(ERR_NOEXIST)
         self._writable()
         self.overlay[key] = data
+        return False
 
-    def append(self, key: bytes, data: bytes) -> None:
+    def append(self, key: bytes, data: bytes) -> bool:
+        """Buffer an append (the old value is read once); True when it
+        creates the record, as tdb's append inside a transaction."""
         self._writable()
-        self.overlay[key] = (self.fetch(key) or b"") + data
+        old = self.fetch(key)
+        self.overlay[key] = (old or b"") + data
+        return old is None
 
     def delete(self, key: bytes) -> None:
         if self.fetch(key) is None:

@@ -49,11 +49,11 @@ import enum
 import threading
 import time
 import weakref
-from collections.abc import Callable
 
-from . import clsops, commit, locking, service, wakeup
-from .clsops import Kind, Mode
+from . import clsops, commit, resolver, service, wakeup
 from .errors import ERR_LOCK, ERR_NOLOCK, RadostdbError, TdbError
+from .kinds import Kind, Mode
+from .shardclient import Shards
 
 CACHE_IDLE = 1.0  # seconds a cached lock is kept without a transaction
 
@@ -73,21 +73,21 @@ class State(enum.Enum):
 class TxnLock:
     """One handle's transaction lock and isolation."""
 
-    def __init__(self, db: commit.DbObjects, locks: locking.LockTable,
-                 committer: commit.Committer, on_unclean: Callable[[str], None]) -> None:
-        self.db = db
-        self.locks = locks
+    def __init__(self, shards: Shards, committer: commit.Committer) -> None:
+        self.shards = shards
+        self.db = shards.db
+        self.locks = shards.books
         self.committer = committer
-        self.on_unclean = on_unclean
         self.state = State.NONE
         self.requested = False
         self.idle_since = 0.0
         self.idle_check = False  # a _release_if_idle is scheduled
-        self.held_keys = {(db.wait_obj, Kind.TXN, Mode.EXCL, b"")} | {
-            (o, Kind.ISOLATION, Mode.SHARED, b"") for o in db.shard_objs}
+        self.held_keys = {(shards.db.wait_obj, Kind.TXN, Mode.EXCL, b"")} | {
+            (o, Kind.ISOLATION, Mode.SHARED, b"") for o in shards.db.shard_objs}
         self.cond = threading.Condition()
-        self.objects = {db.wait_obj, *db.shard_objs}
-        locks.wait_listeners.append(weakref.WeakMethod(self._on_wait))
+        self.objects = {self.db.wait_obj, *self.db.shard_objs}
+        self.locks.wait_listeners.append(weakref.WeakMethod(self._on_wait))
+        shards.txn = self
 
     # -- what we hold -----------------------------------------------------------------
     def _intact(self) -> bool:
@@ -154,8 +154,9 @@ class TxnLock:
             self.state = State.ACTIVE
 
     def _acquire(self, nonblock: bool) -> None:
-        io = self.db.io()
+        io = self.shards.io()
         locks = self.locks
+        waiter = self.shards.client(self.db.wait_obj)
         owner = locks.owner
         lease_ms = locks.txn_lease_ms
         wait_obj = self.db.wait_obj
@@ -167,8 +168,8 @@ class TxnLock:
         scall = clsops.aio_state(io, wait_obj)
         jcall = clsops.aio_journal(io, self.db.journal)
         try:
-            locks.acquire_all(self.db.shard_objs, Kind.ISOLATION, Mode.SHARED, nonblock=nonblock,
-                              lease_ms=lease_ms, on_unclean=self.on_unclean)
+            self.shards.lock_each(self.db.shard_objs, Kind.ISOLATION, Mode.SHARED,
+                                  nonblock=nonblock, lease_ms=lease_ms)
         except TdbError as exc:
             self._drop_txn_call(tcall, scall, jcall)
             if nonblock and exc.code == ERR_LOCK:
@@ -182,7 +183,7 @@ class TxnLock:
         journal = jcall.wait()
         if err is not None and isinstance(err, clsops.Busy) and nonblock:
             req = clsops.lock_request(owner, lease_ms, Kind.TXN, Mode.EXCL)
-            if not locks.ask_cached(io, [wait_obj], lambda: clsops.lock(io, wait_obj, req)):
+            if not waiter.ask_cached([wait_obj], lambda: clsops.lock(io, wait_obj, req)):
                 raise TdbError(ERR_NOLOCK)
             err = None
             st = clsops.state(io, wait_obj)
@@ -190,17 +191,16 @@ class TxnLock:
         if err is not None:
             if not isinstance(err, clsops.Unclean):
                 raise err
-            self.on_unclean(wait_obj)
-            locks.acquire(wait_obj, Kind.TXN, Mode.EXCL, nonblock=nonblock, lease_ms=lease_ms,
-                          on_unclean=self.on_unclean)
+            self.shards.resolver.unclean(wait_obj)
+            waiter.lock(Kind.TXN, Mode.EXCL, nonblock=nonblock, lease_ms=lease_ms)
             journal = clsops.journal(io, self.db.journal)
-        elif st is not None and locks.granted(wait_obj, st, Kind.TXN, Mode.EXCL, b""):
+        elif st is not None and waiter.granted(st, Kind.TXN, Mode.EXCL, b""):
             locks.note(txn_key, lease_ms)
             self._others_wait(st)
         else:  # queued: wait; the journal is read again with the state showing the grant
             locks.track(wait_obj, lease_ms)
-            st, journal = locks.wait_queued(
-                wait_obj, Kind.TXN, Mode.EXCL, b"", lease_ms, self.on_unclean, queued=True,
+            st, journal = waiter.wait_granted(
+                Kind.TXN, Mode.EXCL, b"", lease_ms, queued=True,
                 companion=lambda: clsops.aio_journal(io, self.db.journal))
             locks.note(txn_key, lease_ms)
             self._others_wait(st)
@@ -208,7 +208,7 @@ class TxnLock:
         if owner in journal.fenced:
             raise _Fenced
         if journal.records or journal.legacy:
-            commit.recover_journal(self.db, journal, owner)
+            resolver.recover_journal(self.db, journal, owner)
 
     def _others_wait(self, st: clsops.ObjectState | None) -> None:
         """Others queued for the transaction lock behind us: do not cache it."""
@@ -222,7 +222,7 @@ class TxnLock:
         for c in calls:
             c.error()
         try:
-            clsops.unlock(self.db.io(), self.db.wait_obj, clsops.unlock_request(
+            clsops.unlock(self.shards.io(), self.db.wait_obj, clsops.unlock_request(
                 self.locks.owner, Kind.TXN, Mode.EXCL))
         except Exception:
             pass  # not queued, or expires with its lease
@@ -286,14 +286,13 @@ class TxnLock:
         """Release the TXN lock and every isolation lock, settling what our
         lazily settled transactions left pending (state RELEASING)."""
         try:
-            commit.crash_point("before-release")
             settles = self.committer.release_settles()
             items = [(o, settles.get(i, 0), Kind.ISOLATION)
                      for i, o in enumerate(self.db.shard_objs)]
             items.append((self.db.wait_obj, 0, Kind.TXN))
             items += [(o, 0, Kind.COMMIT) for o in self.db.shard_objs
                       if self.locks.holds_kind(o, Kind.COMMIT)]
-            errors = self.locks.release_objects(items)
+            errors = self.shards.release_objects(items)
             self.committer.after_release(all(e is None for e in errors))
         finally:
             with self.cond:
@@ -305,8 +304,6 @@ class TxnLock:
         """A transaction we committed that may still be pending on the shard."""
         return self.committer.settlement.accept(index) if self.holds() else 0
 
-    def settle_for(self, index: int) -> int:
-        return self.accept(index)
-
     def settled(self, index: int) -> None:
+        """Our write to the shard settled what we had pending there."""
         self.committer.settlement.settled(index)

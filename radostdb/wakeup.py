@@ -99,12 +99,12 @@ class _Notices:
                     io.operate_write_op(op, obj)
                 watch = io.watch(obj, on_notify)
         except rados.Error as exc:
-            raise clustermod.io_error(exc, f"watching {obj}") from None
+            raise clustermod.io_error(exc, f"watching {obj}", io) from None
         with self.lock:
             if key in self.watches:  # raced with another thread
-                clustermod.abandon([watch])
+                forks.abandon([watch])
                 return
-            self.watches[key] = clustermod.track_watch(watch)
+            self.watches[key] = clustermod.track_watch(watch, io)
             self.used[key] = time.monotonic()
             schedule = not self.reaping
             self.reaping = True

@@ -12,6 +12,7 @@ removes databases, one concern per module:
 - check.py    verifying: a :class:`Finding` per problem, naming its object
 - repair.py   ``check --repair``: what each kind of damage gets
 - remove.py   removing a database's objects
+- rename.py   renaming a database (a copy, then the old one removed)
 - findings.py, serialize.py, redo.py: the findings, JSON of the reports,
               and a shard's redo log read from outside the class
 
@@ -19,7 +20,7 @@ admin design:
 - It reads a database's objects directly (layout, dbheader, scan, clsops),
   so it adds no watcher of its own and works on databases a handle refuses
   to open (a bad header, damaged metadata). Transactions a dead committer
-  left undecided are decided with commit.decide / commit.settle_all, which
+  left undecided are decided with resolver.decide / resolver.settle_all, which
   need no lock. Record writes other than repairs go through radostdb.Tdb
   (load.py, and the CLI's get/store/delete).
 - Names: functions take database names, already mapped by names.py (the
@@ -52,6 +53,7 @@ from .inspect import (
 from .load import load
 from .read import count_records, records
 from .remove import database_objects, remove, remove_objects
+from .rename import rename
 from .serialize import to_json
 from .site import (
     AdminError,
@@ -95,6 +97,7 @@ __all__ = [
     "records",
     "remove",
     "remove_objects",
+    "rename",
     "to_json",
     "unfinished_commit",
     "usable_header",

@@ -16,13 +16,15 @@ inspect design:
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import rados
 
-from .. import clsops, codec, layout, scan
+from .. import clsops, codec, kinds, layout, scan
+from .. import names as names_mod
 from ..errors import ERR_CORRUPT, ERR_NOEXIST, TdbError
 from ..tdbdump import quoted
 from .findings import Finding, Kind
@@ -129,6 +131,8 @@ class DbSummary:
     bytes: int | None  # raw keys and data
     omap_bytes: int | None
     problem: str | None = None
+    # a name no caller can open (radostdb 0.2 stored it as given): what to do
+    note: str | None = None
 
 
 def header_objects(site: Site) -> list[str]:
@@ -188,6 +192,10 @@ def list_databases(site: Site) -> list[DbSummary]:
             out.append(DbSummary(name, n, None, None, None, "; ".join(header.problems)))
             continue
         stats = shard_stats(site, name, n)
+        mapped = names_mod.unnormalised(name)
+        note = None if mapped is None else (
+            f"stored under a name radostdb 0.2 did not normalise: no handle can open it; "
+            f"radostdb rename --literal {shlex.quote(name)} {shlex.quote(mapped)}")
         out.append(
             DbSummary(
                 name,
@@ -195,6 +203,7 @@ def list_databases(site: Site) -> list[DbSummary]:
                 sum(s.records for s in stats),
                 sum(s.key_bytes + s.data_bytes for s in stats),
                 sum(s.omap_bytes for s in stats),
+                note=note,
             )
         )
     return out + nameless
@@ -202,13 +211,13 @@ def list_databases(site: Site) -> list[DbSummary]:
 
 # -- locks and unfinished commits ------------------------------------------------------------
 _LOCK_KINDS = {
-    clsops.Kind.RECORD: "record",
-    clsops.Kind.SHARD: "shard",
-    clsops.Kind.TXN: "transaction",
-    clsops.Kind.ISOLATION: "isolation",
-    clsops.Kind.COMMIT: "commit",
+    kinds.Kind.RECORD: "record",
+    kinds.Kind.SHARD: "shard",
+    kinds.Kind.TXN: "transaction",
+    kinds.Kind.ISOLATION: "isolation",
+    kinds.Kind.COMMIT: "commit",
 }
-_LOCK_MODES = {clsops.Mode.EXCL: "exclusive", clsops.Mode.SHARED: "shared"}
+_LOCK_MODES = {kinds.Mode.EXCL: "exclusive", kinds.Mode.SHARED: "shared"}
 
 
 @dataclass
@@ -309,7 +318,7 @@ def unfinished_commit(site: Site, name: str, shard_objs: list[str]) -> list[str]
     except UNREADABLE:
         return found
     for rec in records.records.values():
-        if rec.state == clsops.TxnState.STAGED and not all(
+        if rec.state == kinds.TxnState.STAGED and not all(
             headers.get(i, clsops.ShardHeader()).has(rec.txid) for i in rec.participants
         ):
             found.append(journal)

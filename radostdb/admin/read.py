@@ -3,9 +3,10 @@
 read design:
 - Records are read with the class ``list`` method (scan.RecordPages), every
   one verified: a shard in the middle of a multi-shard commit answers
-  "pending", and the transaction is decided (commit.decide, no lock
-  needed) or, while its committer still holds the transaction lock, waited
-  for (up to PENDING_TIMEOUT), so a reader never sees half a commit.
+  "pending", and the transaction is decided by the resolver (resolver.py:
+  the one policy; no lock needed) or, while its committer still holds the
+  transaction lock, waited for (up to PENDING_TIMEOUT), so a reader never
+  sees half a commit.
 - In key order: a shard's omap is in encoded-key order, which is raw-key
   order, so a k-way merge of every shard gives the records in key order;
   every shard is read at once, within the read budget. In any order
@@ -19,10 +20,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from .. import clsops, commit, layout, scan
+from .. import clsops, layout, resolver, scan
 from ..errors import ERR_CORRUPT, TdbError
 from .inspect import error_text, undecodable
 from .site import AdminError, CorruptDatabase, Site, usable_header
@@ -31,44 +31,44 @@ PENDING_TIMEOUT = 300.0  # how long a read waits for a transaction whose committ
 EXPORT_WINDOW = scan.READ_THREADS  # shards read at once when the order does not matter
 
 
-def db_objects(site: Site, name: str, nshards: int) -> commit.DbObjects:
+def db_objects(site: Site, name: str, nshards: int) -> resolver.DbObjects:
     """The objects commit decisions need, for database ``name`` at ``site``."""
-    return commit.DbObjects(lambda: site.io, name, layout.shard_objects(name, nshards))
+    return resolver.DbObjects(lambda: site.io, name, layout.shard_objects(name, nshards))
 
 
-def decider(db: commit.DbObjects) -> scan.OnPending:
-    """A RecordPages ``on_pending``: decide the transaction; while its
-    committer holds the transaction lock, sleep (growing) and let the page be
-    read again, up to PENDING_TIMEOUT per transaction."""
-    started: dict[int, float] = {}
+def _too_long(obj: str, waited: float) -> Exception:
+    return AdminError(
+        f"{obj} is still pending a transaction after {waited:.0f}s: its committer holds the "
+        "transaction lock")
 
-    def on_pending(info: clsops.PendingInfo, attempt: int) -> None:
-        bad = [i for i in info.participants if i >= len(db.shard_objs)]
-        if bad:
-            raise CorruptDatabase(
-                f"transaction {info.txid:x} pending on the database names shard(s) "
-                f"{', '.join(map(str, bad))}, which it does not have; run 'radostdb check'"
-            )
-        try:
-            outcome = commit.decide(db, info)
-        except (clsops.WireError, TdbError) as exc:
-            if not undecodable(exc):
-                raise
-            raise CorruptDatabase(
-                f"transaction {info.txid:x}: its journal record or a participant's metadata "
-                f"does not decode ({error_text(exc)}); run 'radostdb check'"
-            ) from None
-        if outcome != commit.Outcome.IN_FLIGHT:
-            return  # decided: read again at once
-        first = started.setdefault(info.txid, time.monotonic())
-        if time.monotonic() - first > PENDING_TIMEOUT:
-            raise AdminError(
-                f"a shard is still pending transaction {info.txid:x} after "
-                f"{PENDING_TIMEOUT:.0f}s: its committer holds the transaction lock"
-            )
-        time.sleep(min(1.0, 0.01 * 2**attempt))
 
-    return on_pending
+def decider(db: resolver.DbObjects) -> Callable[[str], scan.OnPending]:
+    """A RecordPages ``on_pending`` per shard: the resolver's policy (decide
+    the transaction; while its committer holds the transaction lock, wait,
+    up to PENDING_TIMEOUT), its errors told as an operator's."""
+    res = resolver.Resolver(db, PENDING_TIMEOUT, _too_long)
+
+    def for_shard(obj: str) -> scan.OnPending:
+        def on_pending(info: clsops.PendingInfo, attempt: int) -> None:
+            bad = [i for i in info.participants if i >= len(db.shard_objs)]
+            if bad:
+                raise CorruptDatabase(
+                    f"transaction {info.txid:x} pending on the database names shard(s) "
+                    f"{', '.join(map(str, bad))}, which it does not have; run 'radostdb check'"
+                )
+            try:
+                res.pending(obj, info, attempt)
+            except (clsops.WireError, TdbError) as exc:
+                if not undecodable(exc):
+                    raise
+                raise CorruptDatabase(
+                    f"transaction {info.txid:x}: its journal record or a participant's "
+                    f"metadata does not decode ({error_text(exc)}); run 'radostdb check'"
+                ) from None
+
+        return on_pending
+
+    return for_shard
 
 
 def records(site: Site, name: str, *, ordered: bool = True) -> Iterator[tuple[bytes, bytes]]:
@@ -80,7 +80,8 @@ def records(site: Site, name: str, *, ordered: bool = True) -> Iterator[tuple[by
     on_pending = decider(db)
 
     def open_pages(i: int, concurrent: int) -> scan.RecordPages:
-        return scan.RecordPages(site.io, db.shard(i), on_pending=on_pending, concurrent=concurrent)
+        return scan.RecordPages(site.io, db.shard(i), on_pending=on_pending(db.shard(i)),
+                                concurrent=concurrent)
 
     try:
         if ordered:

@@ -42,7 +42,7 @@ to decode):
    did not decode.
 5. Unfinished commits otherwise, and stale owners (transaction holders
    whose lease ran out; pruning their expired locks makes them stale):
-   commit.settle_all, the protocol's own decisions (a transaction with no
+   resolver.settle_all, the protocol's own decisions (a transaction with no
    record and no live committer is aborted; the keys it wrote are reported
    at risk; stale owners are fenced in the journal, then cleared).
 6. Expired locks: pruned by the class.
@@ -62,7 +62,7 @@ from typing import Any
 
 import rados
 
-from .. import clsops, codec, commit, layout
+from .. import clsops, codec, kinds, layout, resolver
 from ..errors import ERR_EXISTS, RadostdbError, TdbError
 from . import redo
 from .findings import REDO_UNREADABLE, Finding, Kind, display_keys
@@ -231,7 +231,7 @@ class Evidence:
         return sorted({k for log in self.redo.values() for k in log.keys})
 
 
-def gather(site: Site, db: commit.DbObjects, txid: int) -> Evidence:
+def gather(site: Site, db: resolver.DbObjects, txid: int) -> Evidence:
     """Read the journal record, every shard's metadata and the redo logs of ``txid``."""
     io = site.io
     record, bad = None, None
@@ -277,7 +277,7 @@ def gather(site: Site, db: commit.DbObjects, txid: int) -> Evidence:
     if wait is not None and ev.owner not in wait.header.stale:
         ev.live = any(
             e.owner == ev.owner
-            and e.kind == clsops.Kind.TXN
+            and e.kind == kinds.Kind.TXN
             and e.held
             and e.expiry_ms > wait.now_ms
             for e in wait.header.entries
@@ -285,25 +285,25 @@ def gather(site: Site, db: commit.DbObjects, txid: int) -> Evidence:
     return ev
 
 
-def judge(ev: Evidence) -> tuple[commit.Outcome, str, bool]:
+def judge(ev: Evidence) -> tuple[resolver.Outcome, str, bool]:
     """(outcome, why, certain): the module doc's rules. ``certain``: the
     journal or a participant says so; otherwise it was presumed."""
     txid, rec = ev.txid, ev.record
     known = [(i, h) for i, h in enumerate(ev.headers) if h is not None]
-    if rec is not None and rec.state == clsops.TxnState.ABORTED:
-        return commit.Outcome.ABORTED, "its journal record says aborted", True
+    if rec is not None and rec.state == kinds.TxnState.ABORTED:
+        return resolver.Outcome.ABORTED, "its journal record says aborted", True
     fenced = [i for i, h in known if h.aborted == txid]
     if fenced:
         return (
-            commit.Outcome.ABORTED,
+            resolver.Outcome.ABORTED,
             f"shard {fenced[0]} was rolled back or fenced against it",
             True,
         )
-    if rec is not None and rec.state == clsops.TxnState.COMPLETE:
-        return commit.Outcome.COMMITTED, "its journal record says complete", True
+    if rec is not None and rec.state == kinds.TxnState.COMPLETE:
+        return resolver.Outcome.COMMITTED, "its journal record says complete", True
     settled = [i for i, h in known if h.settled == txid]
     if settled:
-        return commit.Outcome.COMMITTED, f"shard {settled[0]} settled it", True
+        return resolver.Outcome.COMMITTED, f"shard {settled[0]} settled it", True
 
     def has(i: int) -> bool:
         h = ev.headers[i]
@@ -314,25 +314,25 @@ def judge(ev: Evidence) -> tuple[commit.Outcome, str, bool]:
         why = "every participant has it and its journal record exists"
         if ev.record_bad:
             why += " (undecodable: only an ABORTED record would say otherwise)"
-        return commit.Outcome.COMMITTED, why, rec is not None
+        return resolver.Outcome.COMMITTED, why, rec is not None
     if ev.live:
-        return commit.Outcome.IN_FLIGHT, "its committer holds the transaction lock", True
+        return resolver.Outcome.IN_FLIGHT, "its committer holds the transaction lock", True
     if ev.invalid:
         why = f"it names shard(s) {', '.join(map(str, ev.invalid))}, which do not exist"
     elif lacking:
         why = f"shard(s) {', '.join(map(str, lacking))} never got it and its committer is gone"
     else:
         why = "it has no journal record and its committer is gone"
-    return commit.Outcome.ABORTED, why, rec is not None and rec.state == clsops.TxnState.ABORTED
+    return resolver.Outcome.ABORTED, why, rec is not None and rec.state == kinds.TxnState.ABORTED
 
 
-def _settle_group(site: Site, db: commit.DbObjects, txid: int, group: list[Finding]) -> bool:
+def _settle_group(site: Site, db: resolver.DbObjects, txid: int, group: list[Finding]) -> bool:
     """Decide transaction ``txid`` from the evidence and carry it out; every
     finding of the group gets the outcome. False if it is left undecided."""
     try:
         ev = gather(site, db, txid)
         outcome, why, certain = judge(ev)
-        if outcome == commit.Outcome.IN_FLIGHT:
+        if outcome == resolver.Outcome.IN_FLIGHT:
             for f in group:
                 f.done(
                     f"not repaired: transaction {txid:x} is in flight ({why}); run check again",
@@ -348,7 +348,7 @@ def _settle_group(site: Site, db: commit.DbObjects, txid: int, group: list[Findi
                 ),
                 True,
             )
-        elif outcome == commit.Outcome.COMMITTED:
+        elif outcome == resolver.Outcome.COMMITTED:
             text = _roll_forward(site.io, db, ev, why)
         else:
             text = _roll_back(site.io, db, ev, why)
@@ -369,12 +369,12 @@ def _settle_group(site: Site, db: commit.DbObjects, txid: int, group: list[Findi
     return True
 
 
-def _forget(io: Any, db: commit.DbObjects, txid: int) -> None:
+def _forget(io: Any, db: resolver.DbObjects, txid: int) -> None:
     """Remove txid's journal record (the class removes without decoding it)."""
     clsops.txn_mark(io, db.journal, forget=[txid])
 
 
-def _roll_forward(io: Any, db: commit.DbObjects, ev: Evidence, why: str) -> str:
+def _roll_forward(io: Any, db: resolver.DbObjects, ev: Evidence, why: str) -> str:
     pending = ev.pending
     clsops.wait_all(clsops.aio_settle(io, db.shard(i), ev.txid) for i in pending)
     _finish_by_hand(io, db, ev, committed=True)
@@ -394,7 +394,7 @@ def _roll_forward(io: Any, db: commit.DbObjects, ev: Evidence, why: str) -> str:
     return text + _by_hand_text(ev, committed=True)
 
 
-def _finish_by_hand(io: Any, db: commit.DbObjects, ev: Evidence, *, committed: bool) -> None:
+def _finish_by_hand(io: Any, db: resolver.DbObjects, ev: Evidence, *, committed: bool) -> None:
     """Finish the transaction on the participants the class cannot settle or
     roll back (metadata that does not decode, a log it refuses): install
     the log where that gives the outcome's records (a committed
@@ -432,7 +432,7 @@ def _by_hand_text(ev: Evidence, *, committed: bool) -> str:
     return text + f"; shard(s) {where} {RESET_TEXT}, dropping its redo log ({why})"
 
 
-def _roll_back(io: Any, db: commit.DbObjects, ev: Evidence, why: str) -> str:
+def _roll_back(io: Any, db: resolver.DbObjects, ev: Evidence, why: str) -> str:
     txid = ev.txid
     if ev.record_bad is not None or ev.invalid:
         _forget(io, db, txid)  # the class can then write an ABORTED record
@@ -484,9 +484,9 @@ def _install_by_hand(io: Any, obj: str, log: redo.RedoLog) -> None:
 
 # -- unfinished commits the protocol decides --------------------------------------------------
 def _finish_commits(
-    site: Site, db: commit.DbObjects, found: list[Finding], *, blocked: bool
+    site: Site, db: resolver.DbObjects, found: list[Finding], *, blocked: bool
 ) -> None:
-    """Decide every transaction left pending (commit.settle_all) and say,
+    """Decide every transaction left pending (resolver.settle_all) and say,
     per object, what became of it."""
     if blocked:
         for f in found:
@@ -494,7 +494,7 @@ def _finish_commits(
         return
     before = _pending_now(site, db)
     try:
-        left = commit.settle_all(db)
+        left = resolver.settle_all(db)
     except (TdbError, OSError, clsops.WireError) as exc:
         for f in found:
             f.done(f"not repaired: {error_text(exc)}", False)
@@ -524,7 +524,7 @@ class _Snapshot:
     records: set[int]  # txids with a journal record
 
 
-def _pending_now(site: Site, db: commit.DbObjects) -> _Snapshot:
+def _pending_now(site: Site, db: resolver.DbObjects) -> _Snapshot:
     snap = _Snapshot({}, set(), set(), set())
     for obj, st in object_states(site.io, db.shard_objs).items():
         if st is None:
@@ -641,13 +641,13 @@ def _repair_record(site: Site, name: str, nshards: int, f: Finding, drop_corrupt
                 elif f.kind == Kind.CORRUPT_RECORD:
                     assert f.key is not None
                     _write_if_unchanged(
-                        site.io, f.object, version, entries=[(clsops.Op.DISCARD, f.key, b"")]
+                        site.io, f.object, version, entries=[(kinds.Op.DISCARD, f.key, b"")]
                     )
                     f.done("removed the record")
                 else:
                     moved = _move_home(site, name, nshards, f, value) or moved
                     _write_if_unchanged(
-                        site.io, f.object, version, entries=[(clsops.Op.DISCARD, f.key, b"")]
+                        site.io, f.object, version, entries=[(kinds.Op.DISCARD, f.key, b"")]
                     )
                     home = codec.shard_of(f.key, nshards)  # type: ignore[arg-type]
                     f.done(
@@ -671,7 +671,7 @@ def _move_home(site: Site, name: str, nshards: int, f: Finding, value: bytes) ->
     data = codec.decode_record(f.key, value)[1]
     home = layout.shard_object(name, codec.shard_of(f.key, nshards))
     try:
-        clsops.apply(site.io, home, _apply_request([(clsops.Op.INSERT, f.key, data)]))
+        clsops.apply(site.io, home, _apply_request([(kinds.Op.INSERT, f.key, data)]))
     except TdbError as exc:
         if exc.code == ERR_EXISTS:
             return False

@@ -33,35 +33,51 @@ class CorruptDatabase(AdminError):
     """Stored data does not decode; ``radostdb check`` tells more."""
 
 
-_connections: dict[tuple[str, str], Any] = {}
-
-
 @dataclass
 class Site:
-    """A connected cluster, pool and namespace: where databases are looked for."""
+    """A connected place (cluster, pool, namespace): where databases are
+    looked for, the session that reaches it, and its I/O context."""
 
-    conf: str
-    client_id: str
-    pool: str
-    namespace: str
-    conn: Any = field(repr=False)
+    place: clustermod.Place
+    session: clustermod.Session = field(repr=False)
     io: Any = field(repr=False)
+
+    @property
+    def conf(self) -> str:
+        return self.place.conf
+
+    @property
+    def client_id(self) -> str:
+        return self.place.client_id
+
+    @property
+    def pool(self) -> str:
+        return self.place.pool
+
+    @property
+    def namespace(self) -> str:
+        return self.place.namespace
+
+    @property
+    def conn(self) -> Any:
+        """The session's connected rados.Rados."""
+        return self.session.rados()
 
     @property
     def where(self) -> str:
         """'pool 'P'' or 'pool 'P' namespace 'N'', for messages."""
-        ns = f" namespace {self.namespace!r}" if self.namespace else ""
-        return f"pool {self.pool!r}{ns}"
+        return self.place.where
 
     def tdb_kwargs(self) -> dict[str, Any]:
         """Keywords that make radostdb.Tdb open a database here, by its
-        database name (already mapped: no path prefix taken off again)."""
+        database name (already mapped: no path prefix taken off again), on
+        this site's session (its op timeout included)."""
         return {
             "conf": self.conf,
             "client_id": self.client_id,
             "pool": self.pool,
             "namespace": self.namespace,
-            "cluster": self.conn,
+            "session": self.session,
             "path_prefix": "",
         }
 
@@ -103,44 +119,38 @@ def connect(
     namespace: str | None = None,
     timeout: float | None = None,
 ) -> Site:
-    """Connect to a cluster and check the pool; defaults as radostdb.Tdb's.
-
-    The connection is the process's shared one (cluster.connection, with
-    the one timeout policy, RADOSTDB_OP_TIMEOUT), or, with ``timeout``, one
-    kept per (conf, client id) with that op timeout.
-    """
-    conf = conf or os.environ.get("CEPH_CONF") or clustermod.DEFAULT_CONF
-    client_id = client_id or os.environ.get("RADOSTDB_ID") or clustermod.DEFAULT_ID
-    pool = pool or os.environ.get("RADOSTDB_POOL") or clustermod.DEFAULT_POOL
-    namespace = namespace or ""
-    if not os.path.isfile(conf):
+    """Connect to a cluster and check the pool; defaults as radostdb.Tdb's
+    (the environment: this is an entry point). ``timeout``: the op timeout
+    (default RADOSTDB_OP_TIMEOUT); the session is the process's shared one
+    for (conf, client id, op timeout)."""
+    place = clustermod.place_from_env(conf, client_id, pool, namespace)
+    if not os.path.isfile(place.conf):
         raise AdminError(
-            f"no Ceph configuration file at {conf} (point --conf or CEPH_CONF at the "
+            f"no Ceph configuration file at {place.conf} (point --conf or CEPH_CONF at the "
             "cluster's ceph.conf)"
         )
     try:
-        if timeout is None:
-            conn = clustermod.connection(conf, client_id)
-        else:
-            conn = _connections.get((conf, client_id))
-            if conn is None:
-                conn = _connections[(conf, client_id)] = clustermod.connect(
-                    conf, client_id, timeout)
-    except OSError as exc:
-        raise AdminError(str(exc.strerror or exc)) from None
+        session = clustermod.session_for(
+            place, timeout if timeout is not None else clustermod.op_timeout_from_env())
+        conn = session.rados()
+    except (OSError, ValueError) as exc:
+        raise AdminError(str(getattr(exc, "strerror", None) or exc)) from None
     try:
-        if not conn.pool_exists(pool):
+        if not conn.pool_exists(place.pool):
             raise AdminError(
-                f"pool {pool!r} does not exist in the cluster of {conf} (create it with "
-                f"'ceph osd pool create {pool}', or choose one with --pool or RADOSTDB_POOL)"
+                f"pool {place.pool!r} does not exist in the cluster of {place.conf} (create it "
+                f"with 'ceph osd pool create {place.pool}', or choose one with --pool or "
+                "RADOSTDB_POOL)"
             )
-        io = conn.open_ioctx(pool)
+        io = session.ioctx(place.pool, place.namespace)
+    except OSError as exc:
+        raise AdminError(f"cannot open pool {place.pool!r} in the cluster of {place.conf}: "
+                         f"{exc}") from None
     except rados.Error as exc:
         raise AdminError(
-            f"cannot open pool {pool!r} in the cluster of {conf}: "
-            f"{clustermod.io_error(exc, 'opening the pool')}") from None
-    io.set_namespace(namespace)
-    return Site(conf, client_id, pool, namespace, conn, io)
+            f"cannot open pool {place.pool!r} in the cluster of {place.conf}: "
+            f"{session.io_error(exc, 'opening the pool')}") from None
+    return Site(place, session, io)
 
 
 # -- a database's header ------------------------------------------------------------------

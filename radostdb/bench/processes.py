@@ -8,7 +8,8 @@ resident memory and thread count from /proc. The OSDs' op counter
 (opcount.OsdOps: ``osd.op`` summed over OSDs) is read over IDLE_WINDOW
 seconds while all N sit idle, after SETTLE seconds (longer than a radostdb
 process keeps an unused lock object's watch, wakeup.WATCH_IDLE), and
-divided by N: the cluster load of one idle process. Kinds:
+divided by N: the cluster load of one idle process (not with ``idle``
+False, as in a --quick run: the settling alone takes SETTLE). Kinds:
 
 - ``tdb``: python3-tdb with one local file open (no cluster: the floor of
   a Python process);
@@ -90,6 +91,7 @@ def _status(pid: int) -> tuple[float, int]:
 
 def _measure(kind: str, n: int, place: Place, workdir: str,
              counter: OsdOps | None, rep: Reporter) -> dict[str, Any]:
+    """Start ``n`` processes of ``kind``; their medians (and idle load)."""
     code = _CHILD["radostdb" if kind.startswith("radostdb") else kind] + _READY
     args = [workdir, "cif" if kind == "radostdb-cif" else "plain", str(DATABASES)]
     env = dict(os.environ, CEPH_CONF=place.conf, RADOSTDB_POOL=place.pool,
@@ -135,11 +137,11 @@ def _measure(kind: str, n: int, place: Place, workdir: str,
                 p.kill()
 
 
-def process_cost(place: Place, n: int, rep: Reporter) -> dict[str, Any]:
+def process_cost(place: Place, n: int, rep: Reporter, idle: bool = True) -> dict[str, Any]:
     """Per-process cost of each kind (see the module comment)."""
     kinds = [k for k in KINDS if place.conf or k == "tdb"]
     rep.phase(f"processes: {n} per kind, {', '.join(kinds)}", n * len(kinds))
-    counter = OsdOps(place.conf, place.client_id) if place.conf else None
+    counter = OsdOps(place.conf, place.client_id) if place.conf and idle else None
     out: dict[str, Any] = {"databases": DATABASES, "idle_window_s": IDLE_WINDOW,
                            "settle_s": SETTLE, "kinds": {}}
     try:

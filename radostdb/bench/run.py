@@ -149,6 +149,7 @@ def bench(
     contend: tuple[int, float],
     rep: Reporter,
     processes: int = 0,
+    idle: bool = True,
 ) -> dict[str, Any]:
     """Every measurement of a run, as the JSON document's figures."""
     clients = max(counts)
@@ -182,7 +183,7 @@ def bench(
         if scale_sizes and scaled:
             doc["scale"] = scale(runner, scaled, spec, scale_sizes, rep)
         if processes and any(b in ("radostdb", "rados") for b in backends):
-            doc["processes"] = process_cost(place, processes, rep)
+            doc["processes"] = process_cost(place, processes, rep, idle)
     finally:
         runner.close()
     return doc

@@ -160,7 +160,7 @@ def hold(db: radostdb.Tdb, say: Say, stop: Callable[[], bool], wid: str) -> None
 
 def commit(db: radostdb.Tdb, say: Say, stop: Callable[[], bool], wid: str) -> None:
     """One transaction storing ``new`` over keys k00..k31 (every shard); run
-    with RADOSTDB_TXN_CRASH_AT it dies inside the commit."""
+    with RADOSTDB_TEST_CRASH_AT (crashpoints.py) it dies inside the commit."""
     say("try", 0)
     with db.transaction():
         for i in range(32):
@@ -193,4 +193,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    import crashpoints  # this script's directory is on sys.path
+
+    crashpoints.install_from_env()
     sys.exit(main(sys.argv[1:]))

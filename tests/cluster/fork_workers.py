@@ -31,14 +31,12 @@ def say(**fields: Any) -> None:
 
 
 def address() -> str:
-    """This process's cluster client address (the shared connection)."""
-    info = cluster.resolve("x")
-    return str(cluster.connection(info.conf, info.client_id).get_addrs())
+    """This process's cluster client address (the shared session's)."""
+    return str(cluster.resolve("x").session.rados().get_addrs())
 
 
 def instance_id() -> int:
-    info = cluster.resolve("x")
-    return int(cluster.connection(info.conf, info.client_id).get_instance_id())
+    return int(cluster.resolve("x").session.rados().get_instance_id())
 
 
 def watchers(name: str, key: bytes) -> list[int]:

@@ -14,6 +14,8 @@ radostdb, as Samba's smbd forks its children.
   started (with ``fork`` they reach its parent too, whose state lives in a
   database of its own).
 - ``line``/``expect``/``say``/``finish`` talk to workers line by line.
+- With ``RADOSTDB_TEST_CRASH_AT`` in ``env`` the worker installs that crash
+  point (crashpoints.py) before its code runs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import threading
 import time
 import uuid
 
+import crashpoints
 import pytest
 
 METHODS = ("spawn", "fork")
@@ -35,7 +38,6 @@ METHODS = ("spawn", "fork")
 ZYGOTE = """\
 def _radostdb_zygote():
     import os, radostdb
-    crash_at = os.environ.pop("RADOSTDB_TXN_CRASH_AT", None)  # the worker's, not ours
     db = radostdb.Tdb(os.environ["RADOSTDB_ZYGOTE_DB"], 0, 0, os.O_RDWR | os.O_CREAT)
     db.store(b"zygote", b"1")
     with db.transaction():  # the transaction lock stays cached across the fork
@@ -43,8 +45,6 @@ def _radostdb_zygote():
     db.chainlock(b"held")  # held across the fork: the service thread renews it
     pid = os.fork()
     if pid == 0:
-        if crash_at is not None:
-            os.environ["RADOSTDB_TXN_CRASH_AT"] = crash_at
         return db  # the worker: the handle is inherited, never used
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
@@ -69,6 +69,8 @@ def python(code: str, env: dict[str, str], *args: str,
         raise ValueError(f"unknown start method {method!r}")
     source = textwrap.dedent(code)
     env = dict(env)
+    if env.get(crashpoints.ENV):  # the worker (never the zygote) dies at that step
+        source = crashpoints.prelude() + source
     if method == "fork":
         source = ZYGOTE + source
         env["RADOSTDB_ZYGOTE_DB"] = f"zygote-{uuid.uuid4().hex[:12]}"

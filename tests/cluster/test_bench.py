@@ -220,6 +220,15 @@ def test_quick_json_has_every_backend_workload_and_section(
             rounds = min(ROUNDS, 3) if w.walk else ROUNDS
             check_workload(entry, w, sc["backends"], 1, rounds, int(size))
 
+    # what one process costs (quick: no idle window)
+    pc = doc["processes"]
+    assert spec["processes"] == 2 and list(pc["kinds"]) == ["tdb", "rados", "radostdb",
+                                                            "radostdb-cif"]
+    for kind, k in pc["kinds"].items():
+        assert k["processes"] == 2 and k["rss_mib"] > 5 and k["threads"] >= 1, (kind, k)
+        assert 0 < k["open_ms"] < 60_000 and k["idle_osd_ops_per_s"] is None
+    assert pc["kinds"]["rados"]["threads"] > pc["kinds"]["tdb"]["threads"]
+
     # nothing left behind in the cluster
     assert namespace_objects(ioctx, spec["namespace"]) == []
     # the tables: every workload and backend, both ratios, nothing truncated
@@ -233,6 +242,7 @@ def test_quick_json_has_every_backend_workload_and_section(
         "contention",
         "nothing is fsynced",
         "etcd's data on tmpfs",
+        "per-process cost",
     ]:
         assert word in table, word
     assert "…" not in table

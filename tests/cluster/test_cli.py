@@ -20,10 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import crashpoints
 import pytest
 import rados
 import tdb
-from click.testing import Result
+from helpers import error, make_db, ok
 
 import radostdb
 from radostdb import admin, codec, layout, tdbdump
@@ -34,29 +35,10 @@ MIB = 1 << 20
 RADOSTDB = f"{shlex.quote(sys.executable)} -m radostdb.cli"  # the CLI in a real process
 
 
-def ok(result: Result) -> Result:
-    """The result, after checking that the command succeeded."""
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result
 
 
-def error(result: Result, *fragments: str, code: int = 1) -> str:
-    """The message of a failed command, checked: exit status, one line, fragments."""
-    assert result.exit_code == code, (result.output, result.exception)
-    assert result.stdout == ""
-    message = result.stderr
-    if code == 1:
-        assert message.startswith("Error: ") and message.count("\n") == 1, message
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
-    return message
 
 
-def make_db(name: str, records: dict[bytes, bytes], hash_size: int = 0, **kwargs: Any) -> None:
-    db = radostdb.Tdb(name, hash_size, 0, CREATE, **kwargs)
-    for k, v in records.items():
-        db.store(k, v)
-    db.close()
 
 
 def info_fields(text: str) -> dict[str, str]:
@@ -653,7 +635,7 @@ def _child(code: str, env: dict[str, str], *args: str) -> subprocess.CompletedPr
     )
 
 
-CRASHING_COMMIT = """
+CRASHING_COMMIT = crashpoints.prelude() + """
 import sys, radostdb
 db = radostdb.Tdb(sys.argv[1])
 with db.transaction():
@@ -664,7 +646,7 @@ with db.transaction():
 
 def test_check_finishes_a_dead_commit(cli: Any, db_name: str, cluster_env: dict[str, str]) -> None:
     make_db(db_name, {b"old": b"1"}, hash_size=4)
-    env = {**cluster_env, "RADOSTDB_TXN_CRASH_AT": "apply-partial", "RADOSTDB_LOCK_LEASE": "1"}
+    env = {**cluster_env, crashpoints.ENV: "apply-partial", "RADOSTDB_LOCK_LEASE": "1"}
     proc = _child(CRASHING_COMMIT, env, db_name)
     assert proc.returncode == -9, proc.stderr
     time.sleep(1.5)  # the dead committer's lease on the transaction lock runs out
@@ -692,7 +674,7 @@ def test_check_finishes_a_dead_commit(cli: Any, db_name: str, cluster_env: dict[
 
 def test_dump_waits_out_a_dead_commit(cli: Any, db_name: str, cluster_env: dict[str, str]) -> None:
     make_db(db_name, {b"old": b"1"}, hash_size=4)
-    env = {**cluster_env, "RADOSTDB_TXN_CRASH_AT": "round-done", "RADOSTDB_LOCK_LEASE": "1"}
+    env = {**cluster_env, crashpoints.ENV: "round-done", "RADOSTDB_LOCK_LEASE": "1"}
     assert _child(CRASHING_COMMIT, env, db_name).returncode == -9
     dumped = ok(cli("dump", db_name)).stdout_bytes  # pending shards: decided committed
     assert dumped.count(b"{\n") == 101 and b'data(9) = "committed"' in dumped

@@ -21,11 +21,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import crashpoints
+import helpers
 import pytest
 import rados
 
 import radostdb
-from radostdb import clsops, codec, layout
+from radostdb import clsops, codec, kinds, layout
 from radostdb.admin import redo
 from radostdb.errors import ERR_CORRUPT
 from radostdb.testing import ClusterInfo
@@ -48,11 +50,7 @@ with db.transaction():
 
 # -- helpers ------------------------------------------------------------------------------
 def make_db(name: str) -> None:
-    db = radostdb.Tdb(name, NSHARDS, 0, os.O_CREAT | os.O_RDWR)
-    with db.transaction():
-        for k, v in OLD.items():
-            db.store(k, v)
-    db.close()
+    helpers.make_db(name, OLD, NSHARDS, transaction=True)
 
 
 def set_omap_header(cluster: ClusterInfo, obj: str, value: bytes) -> None:
@@ -77,7 +75,7 @@ def set_omap_header(cluster: ClusterInfo, obj: str, value: bytes) -> None:
 
 
 def txn_key(txid: int) -> str:
-    """A journal record's omap key (cls/radostdb/server.cc)."""
+    """A journal record's omap key (cls/radostdb/txn.cc)."""
     return f"t.{txid:016x}"
 
 
@@ -90,9 +88,10 @@ def set_omap(io: Any, obj: str, key: str, value: bytes) -> None:
 def crash_commit(name: str, env: dict[str, str], step: str) -> None:
     """A committer writing NEW in one transaction, SIGKILLed at ``step``;
     returns once its lease on the transaction lock has run out."""
-    env = {**env, "RADOSTDB_TXN_CRASH_AT": step, "RADOSTDB_LOCK_LEASE": "1"}
+    env = {**env, crashpoints.ENV: step, "RADOSTDB_LOCK_LEASE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", CRASHING_COMMIT, name], env=env, capture_output=True, timeout=120
+        [sys.executable, "-c", crashpoints.prelude() + CRASHING_COMMIT, name], env=env,
+        capture_output=True, timeout=120
     )
     assert proc.returncode == -9, proc.stderr
     time.sleep(1.5)
@@ -525,7 +524,7 @@ def _stage_with_missing_shard(io: Any, name: str, key: bytes) -> int:
             )
         ]
     )
-    req = clsops.apply_request(owner, 0, [(clsops.Op.PUT, key, b"half")], txid, 0, participants)
+    req = clsops.apply_request(owner, 0, [(kinds.Op.PUT, key, b"half")], txid, 0, participants)
     clsops.apply(io, layout.shard_object(name, shard), req)
     return txid
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import rados
+from procs import finish, python
 
 import radostdb
 from radostdb import admin, codec, layout
@@ -21,19 +22,8 @@ RW = os.O_RDWR
 CREATE = os.O_CREAT | os.O_RDWR
 
 
-def python(code: str, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    """A child Python running ``code`` with pipes on stdin, stdout and stderr."""
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code), *args], env=env,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 120) -> str:
-    """Close the child's stdin, wait for it, and check that it succeeded."""
-    out, err = proc.communicate("", timeout=timeout)
-    assert proc.returncode == 0, err
-    return out
 
 
 WRITER = """
@@ -48,12 +38,12 @@ WRITER = """
 """
 
 
-def test_multi_writer_append_and_store(db_name: str, cluster_env: dict[str, str]) -> None:
+def test_multi_writer_append_and_store(db_name: str, cluster_env: dict[str, str],
+                                       start_method: str) -> None:
     """4 processes: 200 appends each to one key, 500 stores each of their own."""
     radostdb.Tdb(db_name, 0, 0, CREATE).close()
-    procs = [python(WRITER, cluster_env, db_name, f"p{i}") for i in range(4)]
-    for p in procs:
-        finish(p)
+    finish([python(WRITER, cluster_env, db_name, f"p{i}", method=start_method)
+            for i in range(4)])
     db = radostdb.Tdb(db_name)
     shared = db[b"shared"]
     for i in range(4):
@@ -118,7 +108,7 @@ def _clear_if_first_outcomes(kind: str, name: str, env: dict[str, str]) -> list[
         db = mod.Tdb(name, 0, mod.CLEAR_IF_FIRST, os.O_RDWR)
         seen.append(db.get(b"k"))
         db.close()
-        finish(holder)
+        finish([holder])
     return seen
 
 

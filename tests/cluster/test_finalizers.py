@@ -18,6 +18,7 @@ from typing import Any
 
 import radostdb
 from radostdb import cluster as clustermod
+from radostdb import forks
 from radostdb.testing import ClusterInfo
 
 CREATE = os.O_RDWR | os.O_CREAT
@@ -31,7 +32,8 @@ def test_a_handle_dropped_on_a_librados_thread_is_closed(
     callbacks): the callback returns at once (the next notify is
     acknowledged), and the handle's lock is released (another handle takes
     it without waiting)."""
-    ioctx = clustermod.ioctx(ceph_cluster.conf, ceph_cluster.client_id, ceph_cluster.pool, "")
+    ioctx = clustermod.session(ceph_cluster.conf, ceph_cluster.client_id,
+                               clustermod.op_timeout_from_env()).ioctx(ceph_cluster.pool)
     db = radostdb.Tdb(db_name, 0, 0, CREATE)
     db.chainlock(b"k")
     box = [db]
@@ -70,4 +72,4 @@ def test_a_handle_dropped_on_a_librados_thread_is_closed(
         if done.is_set():
             watch.close()
         else:  # closing a watch whose callback is stuck would hang the run
-            clustermod.abandon([watch])
+            forks.abandon([watch])

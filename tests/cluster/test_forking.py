@@ -120,10 +120,10 @@ def test_an_inherited_handle_with_the_parents_locks_fails_at_once(case: str, db_
     if case == "reopen-locked":
         code, message = child["reopen"]
         assert code == 2 and message.startswith("Failed to reopen database"), child
-        assert child["error"] == ["TdbError", "2", "Database is already closed"]
+        assert child["error"] == ["RuntimeError", "2", "Database is already closed"]
     else:
         kind, code, message = child["error"]
-        assert (kind, code) == ("TdbError", "3") and "fork()" in message, child
+        assert (kind, code) == ("RuntimeError", "3") and "fork()" in message, child
         assert "open a new handle" in message
     assert child["closed"]
     assert parent["get"] == "parent", "the child wrote nothing"

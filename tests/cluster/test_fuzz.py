@@ -7,7 +7,8 @@ The class runs inside the OSD and any client can send it any bytes, so:
   struct's fields and enums). A request it calls malformed must get exactly
   that refusal (-EINVAL, or -EOPNOTSUPP for a newer compat; -ENOENT from the
   OSD for a read of a missing object) and change nothing. A well-formed one
-  must get 0 or an errno documented for the method in server.cc's comment
+  must get 0 or an errno documented for the method (its comment, above
+  its code in cls/radostdb/*.cc)
   (plus -EIO for stored data that does not decode, and for reads -ENOENT
   and -ERANGE), never the parse's -EINVAL or -EOPNOTSUPP, and a read's
   reply must decode with clsops;
@@ -61,14 +62,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import radostdb
-from radostdb import admin, clsops, codec, layout
-from radostdb.clsops import Kind, Mode
+from radostdb import admin, clsops, codec, kinds, layout
+from radostdb import cluster as clustermod
 from radostdb.errors import ERR_CORRUPT, TdbError
+from radostdb.kinds import Kind, Mode
 from radostdb.testing import ClusterInfo
 
 REPO = Path(__file__).resolve().parents[2]
 WIRE = json.loads((REPO / "tests" / "vectors" / "wire.json").read_text())
-SERVER = (REPO / "cls" / "radostdb" / "server.cc").read_text()
+CLS_DIR = REPO / "cls" / "radostdb"
+SERVER = (CLS_DIR / "server.cc").read_text()  # the registration table
+METHOD_SOURCES = "\n".join(p.read_text() for p in sorted(CLS_DIR.glob("*.cc")))
 
 DEFAULT_EXAMPLES = 150
 EXAMPLES = int(os.environ.get("RADOSTDB_FUZZ_EXAMPLES", "0") or 0)
@@ -104,17 +108,13 @@ READ_COMMON = {errno.ENOENT, errno.ERANGE}  # a missing object; a reply larger t
 
 
 def documented_errnos() -> dict[str, set[int]]:
-    """Method -> the errnos its paragraph in server.cc's comment names."""
-    comment = SERVER.split(" * Methods (", 1)[1].split("*/", 1)[0]
+    """Method -> the errnos its comment names (the comment above the method,
+    starting "name (read|write)")."""
     out: dict[str, set[int]] = {}
-    method = None
-    for line in comment.splitlines():
-        m = re.match(r" \* (\w+) \((?:read|write)\)", line)
-        if m:
-            method = m.group(1)
-            out[method] = set()
-        if method:
-            out[method] |= {getattr(errno, e) for e in re.findall(r"-(E[A-Z]+)\b", line)}
+    for method, text in re.findall(
+        r"/\*\s*\n?\s*\*?\s*(\w+) \((?:read|write)\)(.*?)\*/", METHOD_SOURCES, re.S
+    ):
+        out[method] = {getattr(errno, e) for e in re.findall(r"-(E[A-Z]+)\b", text)}
     return out
 
 
@@ -174,10 +174,10 @@ def _apply(b: _Body) -> bool:
     if n * 9 > len(b.body) - b.pos:
         return False
     for _ in range(n):
-        if not clsops.Op.PUT <= b.u8() <= clsops.Op.DISCARD:
+        if not kinds.Op.PUT <= b.u8() <= kinds.Op.DISCARD:
             return False
         b.bytes(), b.bytes()
-    return wflags < 8
+    return wflags < 16  # ASSERT_LOCK, ASSERT_TXN, RELEASE, REPORT
 
 
 def _lock(b: _Body) -> bool:
@@ -288,7 +288,7 @@ def set_omap(io: Any, obj: str, values: dict[str, bytes]) -> None:
 
 
 def put_records(io: Any, obj: str, recs: dict[bytes, bytes]) -> None:
-    entries = [(clsops.Op.PUT, k, v) for k, v in recs.items()]
+    entries = [(kinds.Op.PUT, k, v) for k, v in recs.items()]
     clsops.apply(io, obj, clsops.apply_request(OWNER_A, 0, entries))
 
 
@@ -448,7 +448,7 @@ class Objects:
                 clsops.prune(io, obj)
                 assert clsops.state(io, obj).header.stale == [OWNER_T]
             elif t.shape == "pending":
-                entries = [(clsops.Op.PUT, b"key-1", b"new"), (clsops.Op.DELETE, b"key-2", b"")]
+                entries = [(kinds.Op.PUT, b"key-1", b"new"), (kinds.Op.DELETE, b"key-2", b"")]
                 req = clsops.apply_request(
                     OWNER_T, 0, entries, txid=PENDING_TXID, participants=[0, 1]
                 )
@@ -463,7 +463,7 @@ class Objects:
                 set_omap(io, obj, {"f." + "zz" * 16: b"\x01" * 8, "t.00000000000000ff": b"junk"})
             elif t.shape == "bad-redo":
                 req = clsops.apply_request(
-                    OWNER_T, 0, [(clsops.Op.PUT, b"k", b"v")], txid=PENDING_TXID
+                    OWNER_T, 0, [(kinds.Op.PUT, b"k", b"v")], txid=PENDING_TXID
                 )
                 clsops.apply(io, obj, req)
                 io.write_full(obj, b"\x02\x02\x10\x00\x00\x00not a redo log")
@@ -674,10 +674,7 @@ def fuzz_one(objs: Objects, method: str, how: str, raw: bytes, shape: str, outle
 @pytest.fixture(scope="module")
 def fuzz_io(ceph_cluster: ClusterInfo) -> Iterator[Any]:
     """An I/O context whose ops time out (a hung OSD fails instead of hanging)."""
-    client = rados.Rados(conffile=ceph_cluster.conf, name=f"client.{ceph_cluster.client_id}")
-    client.conf_set("rados_osd_op_timeout", OP_TIMEOUT)
-    client.conf_set("rados_mon_op_timeout", OP_TIMEOUT)
-    client.connect(timeout=30)
+    client = clustermod.connect(ceph_cluster.conf, ceph_cluster.client_id, float(OP_TIMEOUT))
     io = client.open_ioctx(ceph_cluster.pool)
     yield io
     io.close()
@@ -784,10 +781,10 @@ def test_redo_log_vector(fuzz_io: Any, ceph_cluster: ClusterInfo) -> None:
     io = fuzz_io
     objs = [f"fuzz-redo-{uuid.uuid4().hex[:8]}" for _ in range(2)]
     for obj in objs:
-        old = [(clsops.Op.PUT, b"k1", b"v1"), (clsops.Op.PUT, b"k3", b"v9")]
+        old = [(kinds.Op.PUT, b"k1", b"v1"), (kinds.Op.PUT, b"k3", b"v9")]
         clsops.apply(io, obj, clsops.apply_request(OWNER_A, 0, old))
-        part = [(clsops.Op.PUT, b"k1", b"v2"), (clsops.Op.PUT, b"k2", b"v3"),
-                (clsops.Op.DISCARD, b"k3", b"")]  # fmt: skip
+        part = [(kinds.Op.PUT, b"k1", b"v2"), (kinds.Op.PUT, b"k2", b"v3"),
+                (kinds.Op.DISCARD, b"k3", b"")]  # fmt: skip
         clsops.apply(io, obj, clsops.apply_request(OWNER_A, 0, part, txid=txid))
         assert io.read(obj, 1 << 16) == raw
         assert clsops.state(io, obj).header.pending == txid
@@ -823,14 +820,14 @@ def test_redo_log_vector(fuzz_io: Any, ceph_cluster: ClusterInfo) -> None:
 
 
 WRITES_AFTER = {  # a write carrying settle = X of the shard pending X -> what it must see
-    "append": ([(clsops.Op.APPEND, b"new", b"+")], {b"new": b"n1+", b"gone": None}),
-    "insert-existing": ([(clsops.Op.INSERT, b"new", b"x")], None),  # EEXIST
-    "insert-removed": ([(clsops.Op.INSERT, b"gone", b"x")], {b"new": b"n1", b"gone": b"x"}),
-    "modify": ([(clsops.Op.MODIFY, b"new", b"m")], {b"new": b"m", b"gone": None}),
-    "modify-removed": ([(clsops.Op.MODIFY, b"gone", b"m")], None),  # ENOENT
-    "delete": ([(clsops.Op.DELETE, b"new", b"")], {b"new": None, b"gone": None}),
-    "delete-removed": ([(clsops.Op.DELETE, b"gone", b"")], None),  # ENOENT
-    "append-removed": ([(clsops.Op.APPEND, b"gone", b"a")], {b"new": b"n1", b"gone": b"a"}),
+    "append": ([(kinds.Op.APPEND, b"new", b"+")], {b"new": b"n1+", b"gone": None}),
+    "insert-existing": ([(kinds.Op.INSERT, b"new", b"x")], None),  # EEXIST
+    "insert-removed": ([(kinds.Op.INSERT, b"gone", b"x")], {b"new": b"n1", b"gone": b"x"}),
+    "modify": ([(kinds.Op.MODIFY, b"new", b"m")], {b"new": b"m", b"gone": None}),
+    "modify-removed": ([(kinds.Op.MODIFY, b"gone", b"m")], None),  # ENOENT
+    "delete": ([(kinds.Op.DELETE, b"new", b"")], {b"new": None, b"gone": None}),
+    "delete-removed": ([(kinds.Op.DELETE, b"gone", b"")], None),  # ENOENT
+    "append-removed": ([(kinds.Op.APPEND, b"gone", b"a")], {b"new": b"n1", b"gone": b"a"}),
 }
 
 
@@ -842,8 +839,8 @@ def test_a_write_that_settles_sees_what_it_installs(fuzz_io: Any, case: str) -> 
     io = fuzz_io
     obj = f"fuzz-settle-{uuid.uuid4().hex[:8]}"
     txid = PENDING_TXID
-    clsops.apply(io, obj, clsops.apply_request(OWNER_A, 0, [(clsops.Op.PUT, b"gone", b"g0")]))
-    part = [(clsops.Op.PUT, b"new", b"n1"), (clsops.Op.DISCARD, b"gone", b"")]
+    clsops.apply(io, obj, clsops.apply_request(OWNER_A, 0, [(kinds.Op.PUT, b"gone", b"g0")]))
+    part = [(kinds.Op.PUT, b"new", b"n1"), (kinds.Op.DISCARD, b"gone", b"")]
     clsops.apply(io, obj, clsops.apply_request(OWNER_A, 0, part, txid=txid))
     entries, expected = WRITES_AFTER[case]
     req = clsops.apply_request(OWNER_A, 0, entries, settle=txid)
@@ -890,8 +887,8 @@ def test_reads_through_a_redo_log(
     txid = PENDING_TXID
     if before:
         clsops.apply(io, obj, clsops.apply_request(
-            OWNER_A, 0, [(clsops.Op.PUT, k, v) for k, v in before.items()]))
-    part = [(clsops.Op.PUT, k, v) if v is not None else (clsops.Op.DISCARD, k, b"")
+            OWNER_A, 0, [(kinds.Op.PUT, k, v) for k, v in before.items()]))
+    part = [(kinds.Op.PUT, k, v) if v is not None else (kinds.Op.DISCARD, k, b"")
             for k, v in writes.items()]
     if part:
         clsops.apply(io, obj, clsops.apply_request(OWNER_A, 0, part, txid=txid))

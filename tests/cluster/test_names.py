@@ -198,3 +198,58 @@ def test_path_prefix_shares_databases_between_layouts(samba_dir: Path) -> None:
     finally:
         a.close()
         admin.remove(admin.connect(), f"{private}/secrets.tdb", force=True)
+
+
+def test_a_missing_database_names_the_local_file_to_import(samba_dir: Path) -> None:
+    """An unmigrated host: the path has no database in the pool but is a
+    local .tdb file; the error says so and how to move it in."""
+    local = samba_dir / f"unmigrated-{uuid.uuid4().hex[:8]}.tdb"
+    made = tdb.Tdb(str(local), 0, tdb.DEFAULT, CREATE)
+    made.store(b"k", b"v")
+    made.close()
+    with pytest.raises(FileNotFoundError) as err:
+        radostdb.Tdb(local.name, 0, 0, os.O_RDWR)
+    message = str(err.value)
+    assert f"has the file {local}" in message and f"radostdb import {local}" in message
+    with pytest.raises(FileNotFoundError) as err:  # no local file: the plain error
+        radostdb.Tdb("nothing-here.tdb", 0, 0, os.O_RDWR)
+    assert "radostdb import" not in str(err.value)
+
+
+def _make_02_database(io: Any, literal: str, records: dict[bytes, bytes]) -> None:
+    """A database as radostdb 0.2 stored it: under the path as given, ``//``
+    and ``.`` included (written object by object, as no handle can now)."""
+    from radostdb import clsops, codec, dbheader
+
+    nshards = 4
+    fields = dbheader.new_fields(literal, nshards)
+    with rados.WriteOpCtx() as op:
+        io.set_omap(op, tuple(fields), tuple(v.encode() for v in fields.values()))
+        io.operate_write_op(op, layout.header_object(literal))
+    owner = b"\x02" * clsops.OWNER_LEN
+    for k, v in records.items():
+        obj = layout.shard_object(literal, codec.shard_of(k, nshards))
+        clsops.apply(io, obj, clsops.apply_request(owner, 0, [(1, k, v)]))
+
+
+def test_a_name_02_did_not_normalise_is_noted_and_renamed(cli: Any, ioctx: Any,
+                                                          db_name: str) -> None:
+    literal = f"/srv//{db_name}/./old.tdb"
+    normal = f"/srv/{db_name}/old.tdb"
+    records = {b"k%d" % i: b"v%d" % i for i in range(50)}
+    _make_02_database(ioctx, literal, records)
+    with pytest.raises(FileNotFoundError):  # no name reaches it
+        radostdb.Tdb(literal, 0, 0, os.O_RDWR)
+    listing = cli("ls")
+    assert listing.exit_code == 0, listing.output
+    assert f"radostdb rename --literal {literal} {normal}" in listing.stdout
+    result = cli("rename", "--literal", "--yes", literal, normal)
+    assert result.exit_code == 0, result.output
+    assert f"renamed {literal!r} to {normal!r} (50 records)" in result.stderr
+    db = radostdb.Tdb(literal, 0, 0, os.O_RDWR)  # the path as given reaches it now
+    assert dict(db.items()) == records and db.hash_size == 4
+    db.close()
+    assert not [o.key for o in ioctx.list_objects() if o.key.endswith(layout.stem(literal))]
+    assert "rename --literal" not in cli("ls").stdout
+    again = cli("rename", "--yes", normal, normal)
+    assert again.exit_code == 1 and "already named so" in again.output

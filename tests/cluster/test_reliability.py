@@ -29,10 +29,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import crashpoints
 import pytest
 
 import radostdb
-from radostdb import commit
 from radostdb.errors import ERR_LOCK
 from radostdb.testing import ClusterInfo
 
@@ -94,7 +94,7 @@ class Crew:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = self.rep.child_env()
-        env.pop("RADOSTDB_TXN_CRASH_AT", None)
+        env.pop(crashpoints.ENV, None)
         env.update(RADOSTDB_LOCK_LEASE=LEASE, RADOSTDB_OP_TIMEOUT=OP_TIMEOUT, **extra)
         return env
 
@@ -446,7 +446,7 @@ def test_stall_below_min_size_resumes(
 def crash_steps() -> list[str]:
     """The middle and the last commit step at which a committer can be made to
     die (whatever the transaction protocol calls them)."""
-    steps = list(commit.CRASH_STEPS)
+    steps = list(crashpoints.STEPS)
     return sorted({steps[len(steps) // 2], steps[-1]}, key=steps.index)
 
 
@@ -490,13 +490,13 @@ def test_whole_cluster_restart(
             for k in old_keys:
                 cdb.store(k, b"old")
         cdb.close()
-        committer = crews(cname).spawn("commit", step, RADOSTDB_TXN_CRASH_AT=step)
+        committer = crews(cname).spawn("commit", step, RADOSTDB_TEST_CRASH_AT=step)
         try:
             committer.proc.wait(timeout=WAIT)
         except subprocess.TimeoutExpired:
             pytest.fail(f"the committer crashing at {step!r} did not end")
         assert committer.proc.returncode == -9, (
-            f"RADOSTDB_TXN_CRASH_AT={step} did not kill the committer: "
+            f"{crashpoints.ENV}={step} did not kill the committer: "
             + committer.describe_failure()
         )
         crashed[step] = cname
@@ -540,7 +540,7 @@ def test_whole_cluster_restart(
         cdb = open_db(rep, cname)
         seen = {cdb.get(k) for k in old_keys}
         assert seen in ({b"old"}, {b"new"}), f"{step}: half a commit visible: {seen}"
-        if step == commit.CRASH_STEPS[-1]:
+        if step == crashpoints.STEPS[-1]:
             assert seen == {b"new"}, f"a commit that died at its last step, {step}, was lost"
         cdb.transaction_start()
         assert {cdb.get(k) for k in old_keys} == seen, f"{step}: recovery changed the outcome"

@@ -8,11 +8,11 @@ import signal
 import threading
 import time
 
+import crashpoints
 import pytest
 from procs import kill, python
 
 import radostdb
-from radostdb import commit
 
 CREATE = os.O_CREAT | os.O_RDWR
 KEYS = [f"k{i:03d}".encode() for i in range(32)]  # spread over all 8 shards
@@ -35,10 +35,10 @@ OUTCOME = {"before-round": "old", "stage-only": "old", "apply-partial": "old",
 
 
 def test_crash_matrix_covers_every_step() -> None:
-    assert set(OUTCOME) == set(commit.CRASH_STEPS)
+    assert set(OUTCOME) == set(crashpoints.STEPS)
 
 
-@pytest.mark.parametrize("step", commit.CRASH_STEPS)
+@pytest.mark.parametrize("step", crashpoints.STEPS)
 def test_crash_matrix(step: str, db_name: str, cluster_env: dict[str, str],
                       start_method: str) -> None:
     """The committer SIGKILLs itself at each step; afterwards every key is old
@@ -48,7 +48,7 @@ def test_crash_matrix(step: str, db_name: str, cluster_env: dict[str, str],
         for k in KEYS:
             db.store(k, b"old")
     size = 1
-    env = dict(cluster_env, RADOSTDB_TXN_CRASH_AT=step)
+    env = dict(cluster_env, RADOSTDB_TEST_CRASH_AT=step)
     proc = python(COMMITTER, env, db_name, str(size), method=start_method)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, (out, err)
@@ -70,7 +70,7 @@ def test_commit_point_rolls_forward_without_readers(db_name: str,
                                                     cluster_env: dict[str, str]) -> None:
     """Recovery by the next transaction_start (nobody read in between)."""
     radostdb.Tdb(db_name, 8, 0, CREATE).store(b"x", b"1")
-    proc = python(COMMITTER, dict(cluster_env, RADOSTDB_TXN_CRASH_AT="round-done"),
+    proc = python(COMMITTER, dict(cluster_env, RADOSTDB_TEST_CRASH_AT="round-done"),
                   db_name, "1")
     proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL

@@ -8,21 +8,10 @@ from collections.abc import Iterator
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
+from helpers import error
 
 from radostdb.cli import main
-
-
-def error(result: Result, *fragments: str, code: int = 1) -> str:
-    """The message of a failed command, checked: exit status, one line, fragments."""
-    assert result.exit_code == code, (result.output, result.exception)
-    assert result.stdout == ""
-    message = result.stderr
-    if code == 1:
-        assert message.startswith("Error: ") and message.count("\n") == 1, message
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
-    return message
 
 
 # -- help ---------------------------------------------------------------------------

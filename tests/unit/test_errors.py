@@ -31,10 +31,10 @@ def test_every_radostdb_exception_has_one_root() -> None:
 def test_a_bad_timeout_value_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RADOSTDB_OP_TIMEOUT", "soon")
     with pytest.raises(ValueError, match="RADOSTDB_OP_TIMEOUT"):
-        clustermod.op_timeout()
+        clustermod.op_timeout_from_env()
     monkeypatch.setenv("RADOSTDB_OP_TIMEOUT", "-1")
     with pytest.raises(ValueError, match="must be positive"):
-        clustermod.op_timeout()
+        clustermod.op_timeout_from_env()
 
 
 def test_daemon_allocator_choice(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,3 +54,31 @@ def test_daemon_allocator_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     env = devcluster.daemon_env("tcmalloc")
     assert env["LD_PRELOAD"] == "libtcmalloc.so.4"
     assert env["TCMALLOC_MAX_TOTAL_THREAD_CACHE_BYTES"] == str(128 << 20)
+
+
+def test_tdb_errors_are_named_and_printed_as_tdbs() -> None:
+    """Samba's code logs type(e).__name__ and tracebacks: both read exactly as
+    with tdb, while ``except radostdb.TdbError`` still tells them apart and
+    pickling keeps the class (multiprocessing carries errors between
+    processes)."""
+    import pickle
+    import traceback
+
+    import tdb
+
+    import radostdb
+
+    try:
+        tdb.Tdb().delete(b"missing")
+    except RuntimeError as exc:
+        theirs = exc
+    ours = radostdb.TdbError(8)
+    assert type(ours).__name__ == type(theirs).__name__ == "RuntimeError"
+    assert traceback.format_exception_only(type(ours), ours) == \
+        traceback.format_exception_only(type(theirs), theirs)
+    assert repr(ours) == repr(theirs)
+    assert isinstance(ours, RuntimeError) and isinstance(ours, radostdb.RadostdbError)
+    ours.errno = 5  # type: ignore[attr-defined]
+    back = pickle.loads(pickle.dumps(ours))
+    assert type(back) is radostdb.TdbError and back.args == ours.args and back.code == 8
+    assert back.errno == 5

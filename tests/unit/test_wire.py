@@ -11,14 +11,16 @@ and stored struct of the radostdb object class. Here:
   request parses with ``parse_request<T>`` into the expected fields (and
   every truncation, newer compat and byte after the frame is refused), every
   reply encoded from the fields is exactly the bytes, the shard header
-  encodes and decodes (``encode_shard_hdr`` / ``decode_shard_hdr``);
+  encodes and decodes (``encode_shard_hdr`` / ``decode_shard_hdr``), and
+  so does the redo log (``RedoLog``: encoded in one buffer, decoded whole
+  with the records left in the buffer read, and its head alone);
 - the constants (enums, flags, versions) compiled from types.h and ops.h
-  equal clsops', and no name is missing on either side;
+  equal clsops' and kinds', and no name is missing on either side;
 - no radostdb module but clsops calls librados ``execute``/``aio_execute``.
 
-The redo log has no C++ struct (server.cc writes and reads it): Python's
-decoder (radostdb/admin/redo.py) is checked here, the class's writer and
-reader against a real OSD in tests/cluster/test_fuzz.py.
+The class's own writer and reader of the redo log are also checked against
+a real OSD in tests/cluster/test_fuzz.py; radostdb/admin/redo.py reads it
+through clsops.
 """
 
 from __future__ import annotations
@@ -35,9 +37,8 @@ from typing import Any
 
 import pytest
 
-from radostdb import clsops
+from radostdb import clsops, codec, kinds
 from radostdb.admin import redo
-from radostdb.admin.redo import RedoLog
 from radostdb.clsops import (
     GetResult,
     Journal,
@@ -46,6 +47,7 @@ from radostdb.clsops import (
     ObjectState,
     PendingInfo,
     ReadStatus,
+    RedoLog,
     ShardHeader,
     TxnRecord,
     WireError,
@@ -115,9 +117,13 @@ ENCODERS: dict[str, Callable[[dict[str, Any]], bytes]] = {
 
 
 def method_requests() -> dict[str, str]:
-    """Method -> the request struct its handler in server.cc parses (version
-    parses none: any client can ask it)."""
-    found = re.findall(r'(\w+Req) req;\s*int r = parse\("(\w+)"', cls_source("server.cc"))
+    """Method -> the request struct its handler parses, as it opens
+    (open_object, cls/radostdb/server.h; version parses none: any client can
+    ask it)."""
+    found = re.findall(
+        r'(\w+Req) req;\s*(?:Shard s;\s*)?int r = open_object\(hctx, "(\w+)", in, &req,',
+        cls_methods_source(),
+    )
     return {method: struct for struct, method in found}
 
 
@@ -127,7 +133,8 @@ def test_python_encodes_request(vec: dict[str, Any]) -> None:
 
 
 def test_every_method_and_request_struct_has_a_vector() -> None:
-    """Each vector names the methods that parse it, as server.cc's handlers do."""
+    """Each vector names the methods that parse it, as the class's handlers do
+    (registered in server.cc)."""
     registered = re.findall(r'\{"(\w+)", (?:RD|WR), \w+, nullptr\}', cls_source("server.cc"))
     parsed = method_requests()
     assert sorted(registered) == sorted(["version", *parsed])
@@ -183,8 +190,7 @@ def redo_log_of(f: dict[str, Any]) -> RedoLog:
     return RedoLog(
         f["txid"],
         f["prev_applied"],
-        [(H(e["omap_key"]).decode(), H(e["new"]) if e["present"] else None)
-         for e in f["entries"]],
+        [(H(e["omap_key"]).decode(), bool(e["present"]), H(e["new"])) for e in f["entries"]],
     )
 
 
@@ -217,7 +223,7 @@ DECODINGS: dict[str, Decoding] = {
     "TxnRecord": Decoding(clsops._record, txn_record_of),
     "ShardHeader": Decoding(clsops.decode_header, header_of, clsops.SHARD_HDR_VERSION),
     "LegacyShardHeader": Decoding(clsops.decode_header, header_of),
-    "RedoLog": Decoding(redo.decode, redo_log_of, redo.VERSION),
+    "RedoLog": Decoding(clsops.decode_redo_log, redo_log_of, clsops.REDO_VERSION),
 }
 
 DECODED = REPLIES + STORED
@@ -279,24 +285,53 @@ def test_python_header_refuses_bytes_after_the_frame() -> None:
                 clsops.decode_header(H(vec["hex"]) + b"\x00")
 
 
-def test_an_undo_log_of_radostdb_0_2_decodes_as_one() -> None:
+REDO_LOGS = [v for v in STORED if v["struct"] == "RedoLog"]
+
+
+@pytest.mark.parametrize("vec", REDO_LOGS, ids=ids(REDO_LOGS))
+def test_an_undo_log_of_radostdb_0_2_decodes_as_one(vec: dict[str, Any]) -> None:
     """0.2's undo log is the redo log's struct framed version 1, compat 1
     (old records): it decodes with ``undo`` set, for the repair to finish a
     transaction pending across an upgrade. Version 1 with another compat is
     neither, and refused."""
-    (vec,) = [v for v in STORED if v["struct"] == "RedoLog"]
     raw = H(vec["hex"])
-    undo = redo.decode(b"\x01\x01" + raw[2:])
-    assert undo.undo and not redo.decode(raw).undo
-    assert undo.entries == redo.decode(raw).entries
-    for head in (b"\x01\x02", b"\x00\x00", b"\x01\x00"):
-        with pytest.raises(WireError):
-            redo.decode(head + raw[2:])
+    for decode in (clsops.decode_redo_log, redo.decode):
+        undo = decode(b"\x01\x01" + raw[2:])
+        assert undo.undo and not decode(raw).undo
+        assert undo.entries == decode(raw).entries
+        for head in (b"\x01\x02", b"\x00\x00", b"\x01\x00"):
+            with pytest.raises(WireError):
+                decode(head + raw[2:])
+
+
+@pytest.mark.parametrize("vec", REDO_LOGS, ids=ids(REDO_LOGS))
+def test_admin_redo_reads_through_clsops(vec: dict[str, Any]) -> None:
+    """radostdb.admin.redo's view of a redo log (what check and repair use):
+    (omap key, new record or None) per entry, from clsops' decoding; one
+    that does not decode is a RedoError."""
+    raw, f = H(vec["hex"]), vec["fields"]
+    log = redo.decode(raw)
+    assert (log.txid, log.prev_applied, log.undo) == (f["txid"], f["prev_applied"], False)
+    assert log.entries == [
+        (H(e["omap_key"]).decode(), H(e["new"]) if e["present"] else None) for e in f["entries"]
+    ]
+    written = [H(e["omap_key"]).decode() for e in f["entries"]]
+    assert log.keys == sorted(codec.decode_key(k) for k in written)
+    assert redo.VERSION == clsops.REDO_VERSION
+    for short in (raw[:5], raw[:-1]):
+        if short:
+            with pytest.raises(redo.RedoError):
+                redo.decode(short)
 
 
 # -- C++: the same vectors through the class headers ----------------------------------
 def cls_source(name: str) -> str:
     return (CLS_DIR / name).read_text()
+
+
+def cls_methods_source() -> str:
+    """Every translation unit of the class (the methods are spread by concern)."""
+    return "\n".join(p.read_text() for p in sorted(CLS_DIR.glob("*.cc")))
 
 
 def lit(n: int) -> str:
@@ -513,6 +548,56 @@ static void header_framing(const std::string &raw, void (*fields)(const rtdb_sha
     fields(h);
 }
 
+/* Decode a stored redo log from a buffer of its own; the records must stay
+ * in that buffer (shared, not copied). */
+static bool redo_decode(const std::string &raw, RedoLog *log)
+{
+  ceph::bufferlist bl;
+  bl.append(raw.data(), raw.size());
+  const char *base = bl.c_str();
+  bool ok = log->decode(bl);
+  for (auto &kv : log->put) {
+    const char *p = kv.second.length() ? kv.second.c_str() : base;
+    check(p >= base && p + kv.second.length() <= base + bl.length(), "a record was copied");
+  }
+  return ok;
+}
+
+/* The framing rules of the stored redo log: truncations, a short body, a
+ * newer compat and 0.2's undo log (version 1) do not decode; a later
+ * version with extra body bytes decodes to the same fields. Its head alone
+ * (what rollback reads) needs FRAME + HEAD bytes of a version 2 log. */
+static void redo_framing(const std::string &raw, void (*fields)(const RedoLog &))
+{
+  check((uint8_t)raw[0] == RedoLog::VERSION && (uint8_t)raw[1] == RedoLog::COMPAT,
+        "the vector's version and compat are the struct's");
+  std::string body = raw.substr(6);
+  for (size_t n = 0; n < raw.size(); n++) {
+    RedoLog r;
+    check(!redo_decode(raw.substr(0, n), &r), "a truncated redo log decodes");
+  }
+  for (size_t n = 0; n < body.size(); n++) {
+    RedoLog r;
+    check(!redo_decode(frame(raw[0], raw[1], body.substr(0, n)), &r), "a short body decodes");
+  }
+  RedoLog r, undo_log;
+  check(!redo_decode(frame(RedoLog::VERSION + 1, RedoLog::VERSION + 1, body), &r),
+        "a newer compat decodes");
+  check(!redo_decode(frame(1, 1, body), &undo_log), "an undo log decodes");
+  RedoLog later;
+  std::string more = body + std::string(11, '\x5a');
+  bool ok = redo_decode(frame(RedoLog::VERSION + 1, raw[1], more), &later);
+  check(ok, "a later version with extra body bytes is refused");
+  if (ok)
+    fields(later);
+  size_t head = RedoLog::FRAME + RedoLog::HEAD;
+  for (size_t n = 0; n < head; n++)
+    check(!r.decode_head(raw.data(), n), "a short head decodes");
+  std::string undo = frame(1, 1, body), newer = frame(3, 3, body);
+  check(!r.decode_head(undo.data(), head), "the head of an undo log decodes");
+  check(!r.decode_head(newer.data(), head), "the head of a newer compat decodes");
+}
+
 #define CONST(name) printf("CONST %s %llu\n", #name, (unsigned long long)(name))
 #define STRUCT_VERSION(t) printf("VERSION %s %d\n", #t, (int)t::VERSION)
 #define STRUCT_COMPAT(t) printf("COMPAT %s %d %d\n", #t, (int)t::VERSION, (int)t::COMPAT)
@@ -520,8 +605,7 @@ static void header_framing(const std::string &raw, void (*fields)(const rtdb_sha
 
 
 def cxx_program(constants: list[str]) -> str:
-    """The C++ check program for every vector (the redo log aside) and the
-    constants named."""
+    """The C++ check program for every vector and the constants named."""
     fns: list[str] = []
     main: list[str] = []
     for i, vec in enumerate(REQUESTS):
@@ -560,6 +644,9 @@ def cxx_program(constants: list[str]) -> str:
     for i, vec in enumerate(STORED):
         t, f = vec["struct"], vec["fields"]
         if t == "RedoLog":
+            f_, m_ = cxx_redo_log(i, vec)
+            fns += f_
+            main += m_
             continue
         if t == "TxnRecord":
             fns.append(f"static void stored_{i}(const TxnRecord &r) {{")
@@ -602,37 +689,98 @@ def cxx_program(constants: list[str]) -> str:
         main += ["}", "end();"]
     main += [f"CONST({c});" for c in constants]
     main += [f"STRUCT_VERSION({t});" for t in sorted(ENCODERS)]
-    replies = sorted({v["struct"] for v in REPLIES} | {"TxnRecord"})
+    replies = sorted({v["struct"] for v in REPLIES} | {"TxnRecord", "RedoLog"})
     main += [f"STRUCT_COMPAT({t});" for t in replies]
     return "\n".join(
         [CXX_PRELUDE, *fns, "int main() {", *("  " + line for line in main), "  return 0;", "}"]
     )
 
 
-# C++ constant -> the clsops value it must equal.
+def cxx_redo_log(i: int, vec: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Functions and main's lines that check a redo log vector: the struct
+    built from the fields encodes to the bytes in ONE buffer; the bytes
+    decode to the fields (and under the framing rules), their head to txid
+    and prev_applied."""
+    f = vec["fields"]
+    puts = [e for e in f["entries"] if e["present"]]
+    gone = [e for e in f["entries"] if not e["present"]]
+    fns = [f"static void stored_{i}(const RedoLog &r) {{"]
+    fns += [
+        f'  check(r.txid == {lit(f["txid"])}, "txid");',
+        f'  check(r.prev_applied == {lit(f["prev_applied"])}, "prev_applied");',
+        f'  check(r.put.size() == {len(puts)} && r.gone.size() == {len(gone)}, "entries count");',
+    ]
+    for e in puts:
+        k, rec = cstr(e["omap_key"]), cstr(e["new"])
+        fns += [
+            f"  {{ auto it = r.put.find({k});",
+            f'    check(it != r.put.end() && std::string(it->second.to_str()) == {rec}, "record");'
+            " }",
+        ]
+    fns += [f'  check(r.gone.count({cstr(e["omap_key"])}) == 1, "removed key");' for e in gone]
+    fns.append("}")
+    main = [
+        f'begin("{vec["name"]}");',
+        "{",
+        f"  std::string raw = {cstr(vec['hex'])};",
+        "  RedoLog x;",
+        f"  x.txid = {lit(f['txid'])};",
+        f"  x.prev_applied = {lit(f['prev_applied'])};",
+    ]
+    for e in puts:
+        main.append(
+            f"  {{ std::string s = {cstr(e['new'])}; "
+            f"x.put[{cstr(e['omap_key'])}].append(s.data(), s.size()); }}"
+        )
+    main += [f"  x.gone.insert({cstr(e['omap_key'])});" for e in gone]
+    main += [
+        "  ceph::bufferlist enc = x.encode();",
+        '  check(enc.get_num_buffers() == 1, "not encoded in one buffer");',
+        "  std::string got = enc.to_str();",
+        '  check(got == raw, "encoded bytes differ");',
+        '  if (vec_failures) printf("GOT %s %s\\n", vec_name, tohex(got).c_str());',
+        "  RedoLog y;",
+        '  check(redo_decode(raw, &y), "does not decode");',
+        f"  stored_{i}(y);",
+        "  RedoLog h;",
+        "  bool head = h.decode_head(raw.data(), RedoLog::FRAME + RedoLog::HEAD);",
+        '  check(head, "its head does not decode");',
+        f'  check(h.txid == {lit(f["txid"])}, "head txid");',
+        f'  check(h.prev_applied == {lit(f["prev_applied"])}, "head prev_applied");',
+        '  check(h.put.empty() && h.gone.empty(), "the head decodes entries");',
+        f"  redo_framing(raw, stored_{i});",
+        "}",
+        "end();",
+    ]
+    return fns, main
+
+
+# C++ constant -> the clsops (or kinds) value it must equal.
 CONSTANTS: dict[str, int] = {
     "RADOSTDB_WIRE_VERSION": clsops.WIRE_VERSION,
     "RTDB_SHARD_HDR_VERSION": clsops.SHARD_HDR_VERSION,
     "RTDB_OWNER_LEN": clsops.OWNER_LEN,
-    **{f"RTDB_LOCK_{m.name}": m.value for m in clsops.Kind},
-    **{f"RTDB_LOCK_{m.name}": m.value for m in clsops.Mode},
+    **{f"RTDB_LOCK_{m.name}": m.value for m in kinds.Kind},
+    **{f"RTDB_LOCK_{m.name}": m.value for m in kinds.Mode},
     **{f"RTDB_{m.name}": m.value for m in clsops.EntryState},
-    **{f"RTDB_OP_{m.name}": m.value for m in clsops.Op},
-    **{f"RTDB_TXN_{m.name}": m.value for m in clsops.TxnState},
+    **{f"RTDB_OP_{m.name}": m.value for m in kinds.Op},
+    **{f"RTDB_TXN_{m.name}": m.value for m in kinds.TxnState},
     **{f"RTDB_{m.name}": m.value for m in clsops.ReadStatus},
     "RTDB_WRITE_ASSERT_LOCK": clsops.WRITE_ASSERT_LOCK,
     "RTDB_WRITE_ASSERT_TXN": clsops.WRITE_ASSERT_TXN,
     "RTDB_WRITE_RELEASE": clsops.WRITE_RELEASE,
+    "RTDB_WRITE_REPORT": clsops.WRITE_REPORT,
+    "RTDB_APPLIED_CREATED": clsops.APPLIED_CREATED,
     "RTDB_LOCK_QUEUE": clsops.LOCK_QUEUE,
     "RTDB_RELEASE_KEEP_WAITS": clsops.RELEASE_KEEP_WAITS,
     "RTDB_PRUNE_CLEAR_STALE": clsops.PRUNE_CLEAR_STALE,
-    "RTDB_REDO_VERSION": redo.VERSION,
+    "RTDB_REDO_VERSION": clsops.REDO_VERSION,
 }
 # Python enum -> the C++ enum it mirrors (member for member)
 ENUMS = {
-    clsops.Kind: "rtdb_lock_kind", clsops.Mode: "rtdb_lock_mode",
-    clsops.EntryState: "rtdb_entry_state", clsops.Op: "rtdb_apply_op",
-    clsops.TxnState: "rtdb_txn_state", clsops.ReadStatus: "rtdb_read_status",
+    kinds.Kind: "rtdb_lock_kind", kinds.Mode: "rtdb_lock_mode",
+    clsops.EntryState: "rtdb_entry_state", kinds.Op: "rtdb_apply_op",
+    kinds.TxnState: "rtdb_txn_state", clsops.ReadStatus: "rtdb_read_status",
 }  # fmt: skip
 
 
@@ -678,7 +826,7 @@ def cxx_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
     return out
 
 
-CXX_VECTORS = [v for v in REQUESTS + REPLIES + STORED if v["struct"] != "RedoLog"]
+CXX_VECTORS = REQUESTS + REPLIES + STORED
 
 
 @pytest.mark.parametrize("vec", CXX_VECTORS, ids=ids(CXX_VECTORS))

@@ -23,18 +23,11 @@ LOCK_NAME = "radostdb-bench"
 
 
 def connect(conf: str, client_id: str, timeout: int = 30) -> Any:
-    """A connected ``rados.Rados`` that gives up after ``timeout`` seconds."""
-    import rados
+    """A connected ``rados.Rados`` that gives up after ``timeout`` seconds
+    (radostdb's one factory of librados clients, cluster.connect)."""
+    from ...cluster import connect as make
 
-    conn = rados.Rados(conffile=conf, name=f"client.{client_id}")
-    conn.conf_set("client_mount_timeout", str(timeout))
-    conn.conf_set("rados_mon_op_timeout", str(timeout))
-    try:
-        conn.connect(timeout=timeout)
-    except BaseException:
-        conn.shutdown()
-        raise
-    return conn
+    return make(conf, client_id, float(timeout))
 
 
 def open_radostdb(place: Place, db: str, create: bool) -> Any:

@@ -1,0 +1,689 @@
+"""One object's conversation with the object class, for one handle.
+
+shard client design:
+- A :class:`ShardClient` speaks for one handle (its owner id, its lock
+  books) to one object: a shard, or the transaction-lock object. Every
+  class call the database logic makes goes through one, and it carries the
+  single policy for what the class answers besides success:
+  - EBUSY (a conflicting lock held, or a waiter ahead in the queue): queue
+    in the OSD and wait for the grant, FIFO (see "waiting" below); a write
+    queues for a lock covering it, then writes and releases that lock in
+    one call (RELEASE); a transaction's part queues for the COMMIT lock
+    (granted once others' shared locks drain);
+  - EUCLEAN (stale owners, or a transaction pending that the caller does
+    not know committed): the resolver decides and clears what blocks, and
+    the call is retried, paced (retry.py);
+  - a read that meets a shard pending a transaction: the resolver decides
+    it (or waits for a commit in flight), and the read is repeated.
+  Deadlines come from the session (its op timeout). Nothing calls back up:
+  storage only maps keys to shards and asks; the committer and the
+  transaction lock call write_part, settle and lock; the lock books
+  (locking.LockTable) only count.
+- Waiting for a lock (:meth:`ShardClient.wait_granted`): the waiter (1)
+  queues and reads the queue back in one round trip (`lock` with QUEUE,
+  then `state`, pipelined on the object), (2) announces itself with a "W"
+  notify (wakeup.py) that every watcher acknowledges (holders then know to
+  wake someone when they release), (3) reads the state once more (a release
+  that crossed the announcement is seen here), then (4) sleeps until a
+  notify on the object or a deadline: the earliest lease expiry among the
+  entries ahead of it. A releaser that heard a "W" sends its release and a
+  "C" notify back to back on the same object (the OSD orders the notify
+  after the release), so a granted waiter wakes, reads the state and runs.
+  An announce some watcher left unacknowledged is not trusted: the waiter
+  then also looks every wakeup.DEAF_POLL. A waiter whose entry vanished
+  (expired while the process was stopped) queues again, paced. With the op
+  timeout T a wait gives up after T with TDB's lock-timeout error, unless
+  the entries ahead look dead (not renewed since we queued): then it waits
+  out their leases, at most one lease more. A waiter whose deadline passed
+  prunes the object (one call), which grants the next in line.
+- Several objects at once (:class:`Shards`: lock_all, read_lock_all, a
+  transaction's isolation): first a try on every object in parallel (one
+  round trip); if any is busy, the ones after the first busy one are
+  released and the rest are taken in order, queuing, as tdb takes its
+  allrecord lock gradually. Ordered acquisition cannot deadlock against
+  another ordered acquirer. ``_nonblock`` calls never queue; one refused
+  only by a transaction's locks (TXN or ISOLATION entries, which an idle
+  handle keeps cached) announces itself once and retries for at most
+  NONBLOCK_GRACE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+from . import clsops, retry, scan, wakeup
+from . import cluster as clustermod
+from .errors import ERR_IO, ERR_LOCK, ERR_LOCK_TIMEOUT, TdbError
+from .kinds import Kind, Mode
+from .locking import HeldKey, LockTable
+from .resolver import DbObjects, Resolver
+
+MIN_SLEEP = 0.02
+MAX_SLEEP = 5.0
+NONBLOCK_GRACE = 0.25  # how long a nonblocking call waits for a merely cached lock
+RENEW_ON_WAIT = 1.0  # a live holder renews on hearing a wait, at most this often
+
+Entries = list[tuple[int, bytes, bytes]]
+
+
+class TxnView(Protocol):
+    """What the shard clients need to know of the handle's transaction lock
+    (txnlock.TxnLock)."""
+
+    def holds(self) -> bool: ...
+
+    def accept(self, index: int) -> int: ...
+
+    def settled(self, index: int) -> None: ...
+
+
+class _NoTxn:
+    def holds(self) -> bool:
+        return False
+
+    def accept(self, index: int) -> int:
+        return 0
+
+    def settled(self, index: int) -> None:
+        pass
+
+
+class Shards:
+    """A handle's shard clients and what they share: the I/O context, the
+    session, the database's objects, the lock books, the resolver, and a
+    view of the transaction lock (set once it exists)."""
+
+    def __init__(self, io: Callable[[], Any], session: clustermod.Session, db: DbObjects,
+                 books: LockTable, resolver: Resolver) -> None:
+        self.io = io
+        self.session = session
+        self.db = db
+        self.books = books
+        self.resolver = resolver
+        self.txn: TxnView = _NoTxn()
+        self._clients: dict[str, ShardClient] = {}
+
+    def client(self, obj: str) -> ShardClient:
+        """The client of obj (a shard of the database, or another object)."""
+        c = self._clients.get(obj)
+        if c is None:
+            c = self._clients[obj] = ShardClient(self, obj, self.db.index(obj))
+        return c
+
+    def __getitem__(self, index: int) -> ShardClient:
+        return self.client(self.db.shard(index))
+
+    # -- several objects --------------------------------------------------------------------
+    def lock_each(self, objs: Sequence[str], kind: int, mode: int, nonblock: bool = False,
+                  lease_ms: int | None = None) -> None:
+        """One lock per object (lock_all, read_lock_all, isolation): a
+        parallel try, then, from the first busy object on, in order with
+        queuing (see the module comment)."""
+        books = self.books
+        books.check_fork()
+        lease_ms = lease_ms or books.lease_ms
+        todo = [o for o in objs if (o, kind, mode, b"") not in books.held]
+        for o in objs:
+            if (o, kind, mode, b"") in books.held:
+                books.held[(o, kind, mode, b"")] += 1
+        if not todo:
+            return
+        io = self.io()
+        req = clsops.lock_request(books.owner, lease_ms, kind, mode)
+        calls = [clsops.aio_lock(io, o, req) for o in todo]
+        errors = [c.error() for c in calls]
+        busy = [o for o, e in zip(todo, errors, strict=True) if e is not None]
+        fatal = next((e for e in errors
+                      if e is not None and not isinstance(e, clsops.Busy | clsops.Unclean)), None)
+
+        def unlock(objs: list[str]) -> None:
+            if self.session.cut_off():
+                return  # a call just timed out: the leases end these
+            for c in [clsops.aio_unlock(io, o, clsops.unlock_request(books.owner, kind, mode))
+                      for o in objs]:
+                c.error()
+
+        if fatal is not None:
+            unlock([o for o in todo if o not in busy])
+            raise fatal
+        if busy and nonblock:
+            got: list[str] = []
+
+            def again() -> None:
+                for o in busy:
+                    if o not in got:
+                        clsops.lock(io, o, req)
+                        got.append(o)
+
+            try:
+                ok = self.client(busy[0]).ask_cached(busy, again)
+            except clsops.Unclean:
+                ok = False
+            if not ok:
+                unlock([o for o in todo if o not in busy] + got)
+                raise TdbError(ERR_LOCK)
+            busy = []
+        keep = todo.index(busy[0]) if busy else len(todo)
+        unlock([o for o in todo[keep:] if o not in busy])  # after the first busy: in order
+        for o in todo[:keep]:
+            books.note((o, kind, mode, b""), lease_ms)
+            wakeup.ensure_watch(io, o)
+        try:
+            for o in todo[keep:]:
+                self.client(o).lock(kind, mode, nonblock=False, lease_ms=lease_ms)
+        except BaseException:
+            self.release_each([o for o in todo if (o, kind, mode, b"") in books.held], kind, mode)
+            raise
+
+    def release_each(self, objs: Iterable[str], kind: int, mode: int) -> bool:
+        """Release one lock (kind, mode, no key) on each object, in parallel;
+        other errors are ignored (a lock that cannot be released expires).
+        False when some object no longer had it (its lease ran out: lost)."""
+        io = self.io()
+        books = self.books
+        objs = list(objs)
+        books.forget([(o, kind, mode, b"") for o in objs])
+        if self.session.cut_off():  # a call just timed out: the leases end these
+            for o in objs:
+                books.untrack(o)
+            return True
+        calls = [clsops.aio_unlock(io, o, clsops.unlock_request(books.owner, kind, mode))
+                 for o in objs]
+        for o in objs:
+            if wakeup.take_waited(o):
+                wakeup.wake(io, o)
+        intact = True
+        for o, c in zip(objs, calls, strict=True):
+            if clsops.errno_of(c.error() or OSError()) == errno.ENOLCK:
+                intact = False
+            books.untrack(o)
+        return intact
+
+    def release_objects(self, items: Sequence[tuple[str, int, int]]) -> list[Exception | None]:
+        """Drop every entry of ours of a kind (0: all) on objects, settling a
+        transaction there (0: none), in parallel; items are (object, settle,
+        kind). Waiters are woken. Returns the errors, in order."""
+        io = self.io()
+        books = self.books
+        books.forget_objects([(obj, kind) for obj, _, kind in items])
+        if self.session.cut_off():  # a call just timed out: the leases end these
+            for o, _, _ in items:
+                books.untrack(o)
+            return [TdbError(ERR_IO, f"not released: {clustermod.OP_TIMEOUT_ENV} passed "
+                             "lately") for _ in items]
+        calls = [clsops.aio_release(io, o, clsops.release_request(books.owner, txid, 0, kind))
+                 for o, txid, kind in items]
+        for o, _, _ in items:
+            if wakeup.take_waited(o):
+                wakeup.wake(io, o)
+        errors = [c.error() for c in calls]
+        for o, _, _ in items:
+            books.untrack(o)
+        return errors
+
+    def release_all(self) -> None:
+        """Release every lock the handle holds (close); errors are ignored: a
+        lock that cannot be released expires with its lease."""
+        self.books.check_fork()
+        objs = self.books.objects()
+        if objs:
+            self.release_objects([(o, 0, 0) for o in objs])
+        self.books.clear()
+
+
+class ShardClient:
+    """One handle's conversation with one object (see the module comment)."""
+
+    def __init__(self, shards: Shards, obj: str, index: int | None) -> None:
+        self.shards = shards
+        self.obj = obj
+        self.index = index
+
+    @property
+    def books(self) -> LockTable:
+        return self.shards.books
+
+    @property
+    def resolver(self) -> Resolver:
+        return self.shards.resolver
+
+    def io(self) -> Any:
+        return self.shards.io()
+
+    def accept(self) -> int:
+        """A transaction of ours that committed and may still be pending here."""
+        return self.shards.txn.accept(self.index) if self.index is not None else 0
+
+    def pace(self) -> retry.Pace:
+        """The pacing of a call retried while the object needs decisions."""
+        limit = self.shards.session.op_timeout
+        obj = self.obj
+
+        def give_up(waited: float) -> Exception:
+            return TdbError(ERR_IO, f"IO Error: {obj} still needed a decision after "
+                                    f"{waited:.3g} s ({clustermod.OP_TIMEOUT_ENV})")
+
+        return retry.Pace(None if limit is None else limit + self.books.txn_lease, give_up)
+
+    # -- records ---------------------------------------------------------------------------
+    def get(self, key: bytes) -> clsops.GetResult:
+        """The record of key (FOUND, MISSING; never PENDING: decided first)."""
+        io = self.io()
+        attempt = 0
+        while True:
+            res = clsops.get(io, self.obj, key, self.accept())
+            if res.pending is None:
+                return res
+            self.resolver.pending(self.obj, res.pending, attempt)
+            attempt += 1
+
+    def pages(self, start_after: str = "", limit: int = scan.PAGE_MAX,
+              first_bytes: int = scan.FIRST_PAGE_BYTES, prefetch: bool = True,
+              concurrent: int = 1) -> scan.RecordPages:
+        """Verified ``(key, data)`` pages of this shard, a pending
+        transaction decided on the way."""
+        return scan.RecordPages(
+            self.io(), self.obj,
+            on_pending=lambda info, attempt: self.resolver.pending(self.obj, info, attempt),
+            accept=self.accept, start_after=start_after, max_records=limit,
+            first_bytes=first_bytes, prefetch=prefetch, concurrent=concurrent)
+
+    def _wflags(self, entries: Entries, whole: bool) -> int:
+        if self.shards.txn.holds():
+            return clsops.WRITE_ASSERT_TXN
+        books = self.books
+        if whole:
+            return clsops.WRITE_ASSERT_LOCK if books.holds_kind(self.obj, Kind.SHARD) else 0
+        flags = {books.wflags(self.obj, key) for _, key, _ in entries}
+        return clsops.WRITE_ASSERT_LOCK if flags == {clsops.WRITE_ASSERT_LOCK} else 0
+
+    def write(self, entries: Entries, whole: bool = False, report: bool = False) -> int:
+        """One write class call (``apply`` of ``entries``, or ``clear`` when
+        ``whole``), waiting its turn while another handle's lock blocks it.
+        ``report``: return apply's outcome bits (clsops.APPLIED_*; else 0)."""
+        io = self.io()
+        owner = self.books.owner
+        cover: tuple[int, bytes] | None = None  # the lock we queued for, then release
+        pace = self.pace()
+        while True:
+            wflags = self._wflags(entries, whole)
+            if cover is not None:
+                wflags |= clsops.WRITE_ASSERT_LOCK | clsops.WRITE_RELEASE
+            settle = self.accept() if wflags & clsops.WRITE_ASSERT_TXN else 0
+            status = 0
+            try:
+                if whole:
+                    clsops.clear(io, self.obj, clsops.clear_request(owner, wflags, settle))
+                elif report and self.shards.session.class_reports:
+                    try:
+                        status = clsops.apply_report(io, self.obj, clsops.apply_request(
+                            owner, wflags | clsops.WRITE_REPORT, entries, settle=settle))
+                    except TdbError as exc:
+                        if clsops.errno_of(exc) != errno.EINVAL:
+                            raise
+                        # a class older than WRITE_REPORT refuses the flag: do without
+                        self.shards.session.class_reports = False
+                        continue
+                else:
+                    clsops.apply(io, self.obj, clsops.apply_request(owner, wflags, entries,
+                                                                    settle=settle))
+            except clsops.Busy:
+                if wflags & clsops.WRITE_ASSERT_TXN:
+                    self.wait_commit()  # others' shared locks drain first
+                    continue
+                if cover is not None:
+                    continue
+                cover = ((Kind.SHARD, b"") if whole or len({k for _, k, _ in entries}) > 1
+                         else (Kind.RECORD, entries[0][1]))
+                self.lock(cover[0], Mode.EXCL, cover[1], count=False)
+                continue
+            except clsops.Unclean:
+                self.resolver.unclean(self.obj)
+                pace.wait()
+                continue
+            except BaseException:
+                if cover is not None:  # the write failed: give its lock back
+                    with contextlib.suppress(Exception):
+                        clsops.unlock(io, self.obj, clsops.unlock_request(owner, cover[0],
+                                                                          Mode.EXCL, cover[1]))
+                raise
+            if settle and self.index is not None:
+                self.shards.txn.settled(self.index)
+            if cover is not None:
+                wakeup.wake_waiters(io, self.obj)
+            return status
+
+    def wait_commit(self) -> None:
+        """Our transaction's write is blocked by other handles' shared locks:
+        queue for the COMMIT lock (granted once they are released)."""
+        self.lock(Kind.COMMIT, Mode.EXCL, lease_ms=self.books.txn_lease_ms, count=False)
+
+    # -- a transaction's part --------------------------------------------------------------
+    def part_request(self, entries: Entries, txid: int, participants: Sequence[int],
+                     release: bool = False) -> bytes:
+        wflags = clsops.WRITE_ASSERT_TXN | (clsops.WRITE_RELEASE if release else 0)
+        return clsops.apply_request(self.books.owner, wflags, entries, txid, self.accept(),
+                                    participants)
+
+    def aio_write_part(self, entries: Entries, txid: int,
+                       participants: Sequence[int]) -> clsops.Call:
+        """Send a transaction's part (no wait): the caller collects the Call
+        and, if it failed with EBUSY or EUCLEAN, calls :meth:`write_part`."""
+        return clsops.aio_apply(self.io(), self.obj, self.part_request(entries, txid,
+                                                                       participants))
+
+    def write_part(self, entries: Entries, txid: int = 0, participants: Sequence[int] = (),
+                   first: Exception | None = None) -> None:
+        """A transaction's part (txid 0: the whole transaction, on one shard),
+        synchronously, waiting out others' shared locks and resolving what
+        blocks it. ``first``: the error its first (parallel) try got. Other
+        errors are raised as they are."""
+        io = self.io()
+        release = False
+        pace = self.pace()
+        err = first
+        while True:
+            if err is None:
+                try:
+                    clsops.apply(io, self.obj,
+                                 self.part_request(entries, txid, participants, release))
+                except (clsops.Busy, clsops.Unclean) as exc:
+                    err = exc
+                else:
+                    if self.index is not None:
+                        self.shards.txn.settled(self.index)
+                    return
+            if isinstance(err, clsops.Busy):
+                self.wait_commit()  # readers holding shared locks drain first
+                release = True
+            elif isinstance(err, clsops.Unclean):
+                self.resolver.unclean(self.obj)
+                pace.wait()
+            else:
+                raise err
+            err = None
+
+    def settle(self, txid: int) -> clsops.Call:
+        """Install our committed transaction's redo log here (no wait)."""
+        return clsops.aio_settle(self.io(), self.obj, txid)
+
+    # -- locks -----------------------------------------------------------------------------
+    def lock(self, kind: int, mode: int, key: bytes = b"", nonblock: bool = False,
+             lease_ms: int | None = None, count: bool = True) -> None:
+        """Take a lock (or count it again), waiting in the OSD's queue while
+        it is not grantable. ``count=False``: a lock taken only to cover one
+        queued write (released by that write), not counted as held."""
+        books = self.books
+        books.check_fork()
+        hk = (self.obj, kind, mode, key)
+        if count and books.count_again(hk):
+            return
+        lease_ms = lease_ms or books.lease_ms
+        io = self.io()
+        req = clsops.lock_request(books.owner, lease_ms, kind, mode, key)
+        while True:
+            try:
+                clsops.lock(io, self.obj, req)
+                break
+            except clsops.Busy:
+                if nonblock:
+                    if self.ask_cached([self.obj], lambda: clsops.lock(io, self.obj, req)):
+                        break
+                    raise TdbError(ERR_LOCK) from None
+                self.wait_granted(kind, mode, key, lease_ms)
+                break
+            except clsops.Unclean:
+                if nonblock:
+                    raise TdbError(ERR_LOCK) from None
+                self.resolver.unclean(self.obj)
+        if count:
+            books.note(hk, lease_ms)
+        else:
+            books.track(self.obj, lease_ms)
+        wakeup.ensure_watch(io, self.obj)  # a holder must hear "W" announcements
+
+    def lock_and_read(self, key: bytes) -> clsops.GetResult:
+        """Lock a record exclusively and read it in one round trip.
+
+        The read is sent right behind the lock request on the same object,
+        and the OSD orders a read after a write it received earlier, so the
+        value is the one under the lock. If the lock was contended, waits
+        for it and reads again."""
+        books = self.books
+        books.check_fork()
+        hk = (self.obj, Kind.RECORD, Mode.EXCL, key)
+        io = self.io()
+        if books.count_again(hk):
+            return self._read_now(io, key)
+        req = clsops.lock_request(books.owner, books.lease_ms, Kind.RECORD, Mode.EXCL, key)
+        call = clsops.aio_lock(io, self.obj, req)
+        read = clsops.aio_get(io, self.obj, key, self.accept())
+        err = call.error()
+        value = read.wait()
+        if err is not None:
+            if not isinstance(err, clsops.Busy | clsops.Unclean):
+                raise err
+            self.lock(Kind.RECORD, Mode.EXCL, key, count=False)
+            value = self._read_now(io, key)
+        books.note(hk, books.lease_ms)
+        wakeup.ensure_watch(io, self.obj)
+        if value.status == clsops.ReadStatus.TOO_BIG or value.pending is not None:
+            return self.get(key)  # under the lock: a big record, or a pending shard
+        return value
+
+    def _read_now(self, io: Any, key: bytes) -> clsops.GetResult:
+        res = clsops.aio_get(io, self.obj, key, self.accept()).wait()
+        if res.status == clsops.ReadStatus.TOO_BIG or res.pending is not None:
+            return self.get(key)
+        return res
+
+    def unlock(self, kind: int, mode: int, key: bytes = b"") -> None:
+        """Count down a lock; release it in the OSD at zero. Releasing a lock
+        the handle does not hold, or one that was lost (its lease ran out and
+        another took it), is TDB's lock error."""
+        books = self.books
+        books.check_fork()
+        if not books.count_down((self.obj, kind, mode, key)):
+            return
+        io = self.io()
+        req = clsops.unlock_request(books.owner, kind, mode, key)
+        books.untrack(self.obj)
+        if not wakeup.take_waited(self.obj):
+            clsops.unlock(io, self.obj, req)  # nobody waits: one plain call
+            return
+        call = clsops.aio_unlock(io, self.obj, req)
+        wakeup.wake(io, self.obj)  # ordered after the unlock on the same object
+        err = call.error()
+        if err is not None:
+            raise err
+
+    def wait_granted(self, kind: int, mode: int, key: bytes, lease_ms: int,
+                     queued: bool = False,
+                     companion: Callable[[], clsops.Call] | None = None,
+                     ) -> tuple[clsops.ObjectState, Any]:
+        """Queue for a lock in the OSD and wait until it is granted to us (see
+        the module comment). ``queued``: our entry is in the queue already.
+        ``companion()`` starts a call sent together with every state read;
+        returns (the state showing the grant, the companion's result)."""
+        io = self.io()
+        obj = self.obj
+        books = self.books
+        wakeup.ensure_watch(io, obj)
+        limit = self.shards.session.op_timeout
+        deadline = None if limit is None else time.monotonic() + limit
+        first_seen: dict[tuple[bytes, int, int, bytes], int] = {}
+        extended = False
+
+        def check_deadline(st: clsops.ObjectState) -> None:
+            nonlocal deadline, extended
+            ahead = self._ahead(st, kind, mode, key)
+            for e in ahead:
+                first_seen.setdefault((e.owner, e.kind, e.mode, e.key), e.expiry_ms)
+            if deadline is None or time.monotonic() < deadline:
+                return
+            renewed = any(e.expiry_ms > first_seen[(e.owner, e.kind, e.mode, e.key)]
+                          for e in ahead)
+            if ahead and not renewed and not extended:
+                # ping: a live holder renews on hearing a wait (LockTable.on_wait)
+                wakeup.announce(io, obj)
+                time.sleep(RENEW_ON_WAIT / 4)
+                again = clsops.state(io, obj)
+                if again is not None:
+                    renewed = any(
+                        e.expiry_ms > first_seen.get((e.owner, e.kind, e.mode, e.key), e.expiry_ms)
+                        for e in self._ahead(again, kind, mode, key))
+            if ahead and not renewed and not extended:
+                extended = True  # dead-looking holders: wait out their leases
+                last = max(e.expiry_ms for e in ahead)
+                deadline = time.monotonic() + max(0, last - st.now_ms) / 1000 + MIN_SLEEP * 5
+                return
+            with contextlib.suppress(Exception):  # withdraw from the queue
+                clsops.unlock(io, obj, clsops.unlock_request(books.owner, kind, mode, key))
+            raise TdbError(ERR_LOCK_TIMEOUT,
+                           f"Locking timeout: waited {limit:g} s ({clustermod.OP_TIMEOUT_ENV}) "
+                           f"for a lock on {obj} held by another handle")
+
+        queue_req = clsops.lock_request(books.owner, lease_ms, kind, mode, key, clsops.LOCK_QUEUE)
+
+        def read_state(prune: bool = False) -> tuple[clsops.ObjectState | None, Any]:
+            pcall = clsops.aio_prune(io, obj) if prune else None
+            scall = clsops.aio_state(io, obj)
+            ccall = companion() if companion is not None else None
+            if pcall is not None:
+                pcall.error()
+            st = scall.wait()
+            return st, (ccall.wait() if ccall is not None else None)
+
+        def timed_out(waited: float) -> Exception:
+            with contextlib.suppress(Exception):  # withdraw from the queue
+                clsops.unlock(io, obj, clsops.unlock_request(books.owner, kind, mode, key))
+            return TdbError(ERR_LOCK_TIMEOUT,
+                            f"Locking timeout: waited {waited:.3g} s ({clustermod.OP_TIMEOUT_ENV}) "
+                            f"for a lock on {obj}: it kept being taken from the queue")
+
+        pace = retry.Pace(None if limit is None else limit + lease_ms / 1000, timed_out)
+        first = True
+        while True:  # (re)queue
+            if not first:
+                pace.wait()
+            first = False
+            gen = wakeup.generation(obj)
+            if not queued:
+                call = clsops.aio_lock(io, obj, queue_req)
+                st, extra = read_state()
+                try:
+                    call.wait()
+                except clsops.Unclean:
+                    self.resolver.unclean(obj)
+                    continue
+                books.track(obj, lease_ms)
+                if self.granted(st, kind, mode, key):
+                    return st, extra  # type: ignore[return-value]
+            queued = False
+            trusted = wakeup.announce(io, obj)
+            st, extra = read_state()
+            expired_at: float | None = None
+            while True:
+                if self.granted(st, kind, mode, key):
+                    return st, extra  # type: ignore[return-value]
+                if st is None or self._entry(st, kind, mode, key) is None:
+                    break  # our entry is gone (expired while we were stopped): requeue
+                if st.header.stale:
+                    self.resolver.unclean(obj)
+                    break
+                check_deadline(st)
+                delay, expired_at = self._deadline(st, kind, mode, key)
+                if not trusted:
+                    delay = min(delay, wakeup.DEAF_POLL)
+                if deadline is not None:
+                    delay = max(MIN_SLEEP, min(delay, deadline - time.monotonic()))
+                woke = wakeup.sleep(obj, gen, delay)
+                gen = wakeup.generation(obj)
+                # somebody ahead outlived its lease: prune, which grants
+                late = not woke and expired_at is not None and time.monotonic() >= expired_at
+                st, extra = read_state(prune=late)
+
+    def ask_cached(self, objs: Sequence[str], attempt: Callable[[], None]) -> bool:
+        """A nonblocking request was refused: if only a transaction's locks
+        (possibly merely cached) are in the way, ask for them and retry
+        ``attempt`` for up to NONBLOCK_GRACE. True when it succeeded."""
+        io = self.io()
+        owner = self.books.owner
+        states = clsops.wait_all(clsops.aio_state(io, o) for o in objs)
+        for st in states:
+            if st is None:
+                continue
+            others = [e for e in st.header.entries if e.owner != owner and e.held]
+            if any(e.kind not in (Kind.TXN, Kind.ISOLATION) for e in others):
+                return False  # a record or database lock, or a commit: really busy
+        deadline = time.monotonic() + NONBLOCK_GRACE
+        gens = {o: wakeup.generation(o) for o in objs}
+        for o in objs:
+            wakeup.ensure_watch(io, o)
+            wakeup.announce(io, o)
+        while True:
+            try:
+                attempt()
+                return True
+            except clsops.Busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                o = objs[0]
+                wakeup.sleep(o, gens[o], min(left, MIN_SLEEP))
+                gens[o] = wakeup.generation(o)
+
+    def _entry(self, st: clsops.ObjectState, kind: int, mode: int,
+               key: bytes) -> clsops.LockEntry | None:
+        owner = self.books.owner
+        for e in st.header.entries:
+            if e.owner == owner and e.kind == kind and e.mode == mode and e.key == key:
+                return e
+        return None
+
+    def granted(self, st: clsops.ObjectState | None, kind: int, mode: int,
+                key: bytes) -> bool:
+        """Does ``st`` show our entry (kind, mode, key) granted?"""
+        if st is None:
+            return False
+        e = self._entry(st, kind, mode, key)
+        if e is None or not e.held:
+            return False
+        if any(x.state == clsops.EntryState.QUEUED for x in st.header.entries):
+            wakeup.mark_waited(self.obj)  # others still wait: wake them on release
+        return True
+
+    def _ahead(self, st: clsops.ObjectState, kind: int, mode: int,
+               key: bytes) -> list[clsops.LockEntry]:
+        """The entries of other owners before ours (holders and waiters)."""
+        owner = self.books.owner
+        out = []
+        for e in st.header.entries:
+            if e.owner == owner and e.kind == kind and e.mode == mode and e.key == key:
+                break
+            if e.owner != owner:
+                out.append(e)
+        return out
+
+    def _deadline(self, st: clsops.ObjectState, kind: int, mode: int,
+                  key: bytes) -> tuple[float, float | None]:
+        """How long to sleep, and when (monotonic) the earliest entry ahead of
+        us expires on the OSD clock (None: nobody ahead)."""
+        owner = self.books.owner
+        first = None
+        for e in st.header.entries:
+            if e.owner == owner and e.kind == kind and e.mode == mode and e.key == key:
+                break
+            if e.owner != owner:
+                first = e.expiry_ms if first is None else min(first, e.expiry_ms)
+        if first is None:
+            return MIN_SLEEP, None
+        left = max(0.0, (first - st.now_ms) / 1000.0) + MIN_SLEEP
+        return min(max(left, MIN_SLEEP), MAX_SLEEP), time.monotonic() + left
+
+
+__all__ = ["HeldKey", "ShardClient", "Shards"]
