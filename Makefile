@@ -41,7 +41,7 @@ cls: $(CLS_LIB)
 $(CLS_LIB): $(wildcard cls/radostdb/*) cls/Makefile radostdb/_native/codec.c radostdb/_native/codec.h
 	$(MAKE) -C cls
 
-test: deps venv
+test: deps venv lint
 	RADOSTDB_REQUIRE_CLUSTER=1 RADOSTDB_REQUIRE_NATIVE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: deps venv

@@ -227,6 +227,8 @@ class LiteralOrMapped(click.ParamType):
         if value.startswith(names.URL_PREFIX):
             self.fail("give the pool and namespace with --pool and --namespace", param, ctx)
         return str(value)
+
+
 HEX_OPTION = click.option(
     "--hex",
     "hex_",
@@ -819,11 +821,14 @@ def wipe(env: Env, name: str, yes: bool) -> None:
 @main.command()
 @click.argument("name", type=LiteralOrMapped())
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--force", is_flag=True,
-              help="Remove it even while CLEAR_IF_FIRST handles have it open.")
-@click.option("--literal", is_flag=True,
-              help="Take NAME as it is stored, not mapped (a name radostdb 0.2 did not "
-              "normalise).")
+@click.option(
+    "--force", is_flag=True, help="Remove it even while CLEAR_IF_FIRST handles have it open."
+)
+@click.option(
+    "--literal",
+    is_flag=True,
+    help="Take NAME as it is stored, not mapped (a name radostdb 0.2 did not normalise).",
+)
 @pass_env
 def rm(env: Env, name: str, yes: bool, force: bool, literal: bool) -> None:
     """Remove a database: its records, shards and header.
@@ -851,9 +856,12 @@ def rm(env: Env, name: str, yes: bool, force: bool, literal: bool) -> None:
 @main.command()
 @click.argument("old", type=LiteralOrMapped())
 @click.argument("new", type=DbName())
-@click.option("--literal", is_flag=True,
-              help="Take OLD as it is stored, not mapped as a name: for databases radostdb "
-              "0.2 stored under a path it did not normalise ('radostdb ls' notes them).")
+@click.option(
+    "--literal",
+    is_flag=True,
+    help="Take OLD as it is stored, not mapped as a name: for databases radostdb "
+    "0.2 stored under a path it did not normalise ('radostdb ls' notes them).",
+)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_env
 def rename(env: Env, old: str, new: str, literal: bool, yes: bool) -> None:
@@ -872,8 +880,7 @@ def rename(env: Env, old: str, new: str, literal: bool, yes: bool) -> None:
     old = _literal_or_mapped(old, literal, "OLD")
     site = env.site()
     if not yes:
-        click.confirm(f"Rename database {old!r} to {new!r} in {site.where}?", abort=True,
-                      err=True)
+        click.confirm(f"Rename database {old!r} to {new!r} in {site.where}?", abort=True, err=True)
     n = admin.rename(site, old, new)
     click.echo(f"renamed {old!r} to {new!r} ({n} records)", err=True)
 

@@ -119,8 +119,11 @@ def error_of(code: int, what: str, io: Any = None) -> Exception:
         exc = PermissionError(code, f"{what}: permission denied by the cluster")
     elif code == errno.ETIMEDOUT:
         session = clustermod.session_of(io)
-        exc = (session.timed_out(what) if session is not None
-               else TdbError(ERR_IO, f"{what}: timed out ({clustermod.OP_TIMEOUT_ENV})"))
+        exc = (
+            session.timed_out(what)
+            if session is not None
+            else TdbError(ERR_IO, f"{what}: timed out ({clustermod.OP_TIMEOUT_ENV})")
+        )
     else:
         exc = TdbError(ERR_IO, f"{what}: {os.strerror(code)}")
     exc.errno = code  # type: ignore[attr-defined]
@@ -167,8 +170,14 @@ def _owners(values: Sequence[bytes]) -> bytes:
 EMPTY_REQUEST = _frame(1, b"")
 
 
-def apply_request(owner: bytes, wflags: int, entries: Iterable[tuple[int, bytes, bytes]],
-                  txid: int = 0, settle: int = 0, participants: Sequence[int] = ()) -> bytes:
+def apply_request(
+    owner: bytes,
+    wflags: int,
+    entries: Iterable[tuple[int, bytes, bytes]],
+    txid: int = 0,
+    settle: int = 0,
+    participants: Sequence[int] = (),
+) -> bytes:
     """A batch of (op, key, data) entries applied in order, atomically; txid
     marks a part of multi-shard transaction ``txid`` on ``participants``."""
     pack = _ENTRY_HEAD.pack
@@ -177,8 +186,16 @@ def apply_request(owner: bytes, wflags: int, entries: Iterable[tuple[int, bytes,
     for op, key, data in entries:
         parts += (pack(op, len(key)), key, _U32.pack(len(data)), data)
         n += 1
-    parts[0] = b"".join((owner, bytes((wflags,)), _U64.pack(txid), _U64.pack(settle),
-                         _u32s(participants), _U32.pack(n)))
+    parts[0] = b"".join(
+        (
+            owner,
+            bytes((wflags,)),
+            _U64.pack(txid),
+            _U64.pack(settle),
+            _u32s(participants),
+            _U32.pack(n),
+        )
+    )
     body = b"".join(parts)
     return _HEAD.pack(1, 1, len(body)) + body
 
@@ -196,12 +213,18 @@ def get_request(key: bytes, maxlen: int = GET_BUFFER, accept: int = 0) -> bytes:
 
 
 def list_request(max_records: int, max_bytes: int, start_after: str, accept: int = 0) -> bytes:
-    return _frame(1, _U32.pack(max_records) + _U32.pack(max_bytes) + _U64.pack(accept)
-                  + _b(start_after.encode()))
+    return _frame(
+        1,
+        _U32.pack(max_records)
+        + _U32.pack(max_bytes)
+        + _U64.pack(accept)
+        + _b(start_after.encode()),
+    )
 
 
-def lock_request(owner: bytes, lease_ms: int, kind: int, mode: int, key: bytes = b"",
-                 flags: int = 0) -> bytes:
+def lock_request(
+    owner: bytes, lease_ms: int, kind: int, mode: int, key: bytes = b"", flags: int = 0
+) -> bytes:
     return _frame(1, owner + _U32.pack(lease_ms) + bytes((kind, mode, flags)) + _b(key))
 
 
@@ -221,10 +244,16 @@ def prune_request(flags: int = 0, owners: Sequence[bytes] = ()) -> bytes:
     return _frame(1, bytes((flags,)) + _owners(owners))
 
 
-def stage_request(txid: int, owner: bytes, participants: Sequence[int],
-                  complete: Sequence[int] = (), forget: Sequence[int] = ()) -> bytes:
-    return _frame(1, _U64.pack(txid) + owner + _u32s(participants) + _u64s(complete)
-                  + _u64s(forget))
+def stage_request(
+    txid: int,
+    owner: bytes,
+    participants: Sequence[int],
+    complete: Sequence[int] = (),
+    forget: Sequence[int] = (),
+) -> bytes:
+    return _frame(
+        1, _U64.pack(txid) + owner + _u32s(participants) + _u64s(complete) + _u64s(forget)
+    )
 
 
 def txn_abort_request(txid: int, owner: bytes, participants: Sequence[int]) -> bytes:
@@ -256,7 +285,7 @@ class _Reader:
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > self.end:
             raise WireError("short struct")
-        out = self.buf[self.pos: self.pos + n]
+        out = self.buf[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -389,13 +418,15 @@ def decode_header(raw: bytes) -> ShardHeader:
         rd = top.open(SHARD_HDR_VERSION)
         if top.pos != top.end:
             raise WireError("trailing bytes")
-        h = ShardHeader(rd.u64(), rd.u64(), rd.u64(), rd.u64(), rd.u64(), rd.owner(),
-                        rd.u32s(), rd.owners())
+        h = ShardHeader(
+            rd.u64(), rd.u64(), rd.u64(), rd.u64(), rd.u64(), rd.owner(), rd.u32s(), rd.owners()
+        )
         for _ in range(rd.count(32)):
             kind, mode, state, flags = rd.take(4)
             owner, lease_ms, expiry = rd.owner(), rd.u32(), rd.u64()
-            h.entries.append(LockEntry(kind, mode, state, owner, lease_ms, expiry, rd.bytes(),
-                                       flags))
+            h.entries.append(
+                LockEntry(kind, mode, state, owner, lease_ms, expiry, rd.bytes(), flags)
+            )
         return h
     except (struct.error, IndexError) as exc:
         raise WireError(str(exc)) from None
@@ -568,8 +599,16 @@ class Call:
 
     _UNSET: Any = object()
 
-    def __init__(self, io: Any, obj: str, method: str, req: bytes, length: int = 0,
-                 decode: Callable[[bytes], Any] | None = None, missing: Any = _UNSET) -> None:
+    def __init__(
+        self,
+        io: Any,
+        obj: str,
+        method: str,
+        req: bytes,
+        length: int = 0,
+        decode: Callable[[bytes], Any] | None = None,
+        missing: Any = _UNSET,
+    ) -> None:
         self.obj, self.method, self.decode, self.missing = obj, method, decode, missing
         self.io = io
         self._out: bytes = b""
@@ -695,12 +734,20 @@ def get(io: Any, obj: str, key: bytes, accept: int = 0) -> GetResult:
 
 def aio_get(io: Any, obj: str, key: bytes, accept: int = 0) -> Call:
     """A get with the default buffer (the caller handles TOO_BIG with :func:`get`)."""
-    return Call(io, obj, "get", get_request(key, GET_BUFFER, accept), GET_BUFFER, decode_get,
-                missing=GetResult(ReadStatus.MISSING))
+    return Call(
+        io,
+        obj,
+        "get",
+        get_request(key, GET_BUFFER, accept),
+        GET_BUFFER,
+        decode_get,
+        missing=GetResult(ReadStatus.MISSING),
+    )
 
 
-def list_page(io: Any, obj: str, start_after: str, max_records: int, max_bytes: int,
-              accept: int = 0) -> ListResult:
+def list_page(
+    io: Any, obj: str, start_after: str, max_records: int, max_bytes: int, accept: int = 0
+) -> ListResult:
     """A page of records after an encoded key; a missing shard is empty.
 
     A page holds at least one record, so one record larger than max_bytes
@@ -721,8 +768,9 @@ def list_page(io: Any, obj: str, start_after: str, max_records: int, max_bytes: 
         return _decoded(decode_list, bytes(out), "list", obj)
 
 
-def aio_list(io: Any, obj: str, start_after: str, max_records: int, max_bytes: int,
-             accept: int = 0) -> Call:
+def aio_list(
+    io: Any, obj: str, start_after: str, max_records: int, max_bytes: int, accept: int = 0
+) -> Call:
     req = list_request(max_records, max_bytes, start_after, accept)
     return Call(io, obj, "list", req, max_bytes + (1 << 16), decode_list, missing=ListResult())
 
@@ -791,8 +839,9 @@ def aio_state(io: Any, obj: str) -> Call:
 
 def watchers(io: Any, obj: str) -> list[tuple[int, int]]:
     """(client id, cookie) of every watch on ``obj``."""
-    return _decoded(decode_watchers, _execute(io, obj, "watchers", EMPTY_REQUEST, 1 << 16),
-                    "watchers", obj)
+    return _decoded(
+        decode_watchers, _execute(io, obj, "watchers", EMPTY_REQUEST, 1 << 16), "watchers", obj
+    )
 
 
 def aio_stage(io: Any, obj: str, req: bytes) -> Call:
@@ -807,8 +856,9 @@ def txn_mark(io: Any, obj: str, complete: Sequence[int] = (), forget: Sequence[i
     _execute(io, obj, "txn_mark", txn_mark_request(complete, forget))
 
 
-def aio_txn_mark(io: Any, obj: str, complete: Sequence[int] = (),
-                 forget: Sequence[int] = ()) -> Call:
+def aio_txn_mark(
+    io: Any, obj: str, complete: Sequence[int] = (), forget: Sequence[int] = ()
+) -> Call:
     return Call(io, obj, "txn_mark", txn_mark_request(complete, forget))
 
 
@@ -821,11 +871,11 @@ JOURNAL_BUFFER = 4 << 20
 
 def journal(io: Any, obj: str, txid: int = 0) -> Journal:
     """The journal's records (all, or txid's); a missing journal is empty."""
-    out = _missing_ok(lambda: _execute(io, obj, "journal", journal_request(txid),
-                                       JOURNAL_BUFFER))
+    out = _missing_ok(lambda: _execute(io, obj, "journal", journal_request(txid), JOURNAL_BUFFER))
     return Journal() if out is None else _decoded(decode_journal, out, "journal", obj)
 
 
 def aio_journal(io: Any, obj: str, txid: int = 0) -> Call:
-    return Call(io, obj, "journal", journal_request(txid), JOURNAL_BUFFER, decode_journal,
-                missing=Journal())
+    return Call(
+        io, obj, "journal", journal_request(txid), JOURNAL_BUFFER, decode_journal, missing=Journal()
+    )

@@ -106,8 +106,12 @@ class Place:
         return f"pool {self.pool!r}{ns}"
 
 
-def place_from_env(conf: str | None = None, client_id: str | None = None,
-                   pool: str | None = None, namespace: str | None = None) -> Place:
+def place_from_env(
+    conf: str | None = None,
+    client_id: str | None = None,
+    pool: str | None = None,
+    namespace: str | None = None,
+) -> Place:
     """A Place from what is given, else CEPH_CONF, RADOSTDB_ID, RADOSTDB_POOL
     (and the defaults)."""
     return Place(
@@ -148,8 +152,9 @@ def connect(conf: str, client_id: str, timeout: float | None = None) -> Any:
         try:
             conn = rados.Rados(conffile=conf, name=f"client.{client_id}")
         except rados.Error as exc:
-            raise OSError(errno.EINVAL,
-                          f"cannot read the Ceph configuration {conf}: {exc}") from exc
+            raise OSError(
+                errno.EINVAL, f"cannot read the Ceph configuration {conf}: {exc}"
+            ) from exc
         conn.conf_set("client_mount_timeout", str(max(1, round(mount))))
         if timeout is not None:  # seconds before an operation gives up (default: never)
             secs = str(max(1, math.ceil(timeout)))  # librados takes whole seconds
@@ -162,8 +167,9 @@ def connect(conf: str, client_id: str, timeout: float | None = None) -> Any:
             code = abs(getattr(exc, "errno", 0) or 0) or errno.EIO
             hint = _CONNECT_HINTS.get(code, "check the configuration").replace("CONF", conf)
             raise OSError(
-                code, f"cannot connect to the Ceph cluster of {conf} as client.{client_id}: "
-                      f"{exc} ({hint})",
+                code,
+                f"cannot connect to the Ceph cluster of {conf} as client.{client_id}: "
+                f"{exc} ({hint})",
             ) from None
         return conn
 
@@ -174,17 +180,20 @@ def connect(conf: str, client_id: str, timeout: float | None = None) -> Any:
             forks.note_address(addr)
             return conn
         conn.shutdown()  # another client (a sibling, the parent) has this address
-    raise OSError(errno.EADDRINUSE,
-                  f"connecting to the cluster of {conf} gave an address already used by this "
-                  f"process or its parent {CONNECT_ATTEMPTS} times")
+    raise OSError(
+        errno.EADDRINUSE,
+        f"connecting to the cluster of {conf} gave an address already used by this "
+        f"process or its parent {CONNECT_ATTEMPTS} times",
+    )
 
 
 # -- sessions ------------------------------------------------------------------------------
 class Session:
     """One client of one cluster with one op timeout (see the module comment)."""
 
-    def __init__(self, conf: str, client_id: str, op_timeout: float | None,
-                 given: Any = None) -> None:
+    def __init__(
+        self, conf: str, client_id: str, op_timeout: float | None, given: Any = None
+    ) -> None:
         self.conf, self.client_id, self.op_timeout = conf, client_id, op_timeout
         self._given = given  # a connected rados.Rados of the caller's, or None
         self._made_in = forks.generation
@@ -208,15 +217,17 @@ class Session:
     def rados(self) -> Any:
         """The session's connected ``rados.Rados`` (connected on first use)."""
         if _state.exiting:
-            raise OSError(errno.ESHUTDOWN,
-                          "the process is exiting: its cluster connections are closed")
+            raise OSError(
+                errno.ESHUTDOWN, "the process is exiting: its cluster connections are closed"
+            )
         if self._given is not None:
             if self._made_in != forks.generation:
                 raise OSError(
                     errno.ECHILD,
                     "a rados.Rados of the parent process (cluster=) cannot be used in a "
                     "forked child: open the database again in this process, without cluster= "
-                    "or with a connection made here")
+                    "or with a connection made here",
+                )
             return self._given
         with self._lock:
             if self._rados is None:
@@ -257,8 +268,11 @@ class Session:
     def cut_off(self) -> bool:
         """Did an operation time out recently (within twice the op timeout)?"""
         t = self.op_timeout
-        return (self._timed_out_at is not None and t is not None
-                and time.monotonic() - self._timed_out_at < max(t, 1.0) * 2)
+        return (
+            self._timed_out_at is not None
+            and t is not None
+            and time.monotonic() - self._timed_out_at < max(t, 1.0) * 2
+        )
 
     def timed_out(self, what: str) -> TdbError:
         """TDB's IO error for an operation that timed out (and note it)."""
@@ -401,8 +415,11 @@ def resolve(
     place = place_from_env(conf, client_id, pool, namespace)
     if session_ is None:
         timeout = op_timeout_from_env()
-        session_ = (Session(place.conf, place.client_id, timeout, given=cluster)
-                    if cluster is not None else session_for(place, timeout))
+        session_ = (
+            Session(place.conf, place.client_id, timeout, given=cluster)
+            if cluster is not None
+            else session_for(place, timeout)
+        )
     return Target(place, name, session_)
 
 

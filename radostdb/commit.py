@@ -147,9 +147,14 @@ class Committer:
         if stage_err is not None:
             self._abort(txid, owner, participants)
             if isinstance(stage_err, clsops.Canceled) or getattr(stage_err, "errno", 0) in (
-                    errno.EEXIST, errno.ECANCELED):
-                raise TdbError(ERR_LOCK, "Locking error: the transaction lost its lock "
-                                         "(its lease ran out) and was aborted") from None
+                errno.EEXIST,
+                errno.ECANCELED,
+            ):
+                raise TdbError(
+                    ERR_LOCK,
+                    "Locking error: the transaction lost its lock "
+                    "(its lease ran out) and was aborted",
+                ) from None
             raise stage_err
         for i, err in errors.items():
             if err is None:
@@ -158,23 +163,35 @@ class Committer:
                 self.shards[i].write_part(by_shard[i], txid, participants, first=err)
             except clsops.Canceled:  # a part fenced: we were judged dead
                 self._abort(txid, owner, participants)
-                raise TdbError(ERR_LOCK, "Locking error: the transaction lost its lock "
-                                         "(its lease ran out) and was aborted") from None
+                raise TdbError(
+                    ERR_LOCK,
+                    "Locking error: the transaction lost its lock "
+                    "(its lease ran out) and was aborted",
+                ) from None
             except BaseException:
                 self._abort(txid, owner, participants)
                 raise
         self.settlement.committed(txid, participants)
 
-    def _round(self, txid: int, participants: list[int], by_shard: dict[int, Entries],
-               complete: list[int], forget: list[int]
-               ) -> tuple[Exception | None, dict[int, Exception | None]]:
+    def _round(
+        self,
+        txid: int,
+        participants: list[int],
+        by_shard: dict[int, Entries],
+        complete: list[int],
+        forget: list[int],
+    ) -> tuple[Exception | None, dict[int, Exception | None]]:
         """The parallel round: the journal record and every part at once.
         Returns the stage's error and each part's (None: landed)."""
         io = self.shards.io()
-        stage = clsops.aio_stage(io, self.db.journal, clsops.stage_request(
-            txid, self.shards.books.owner, participants, complete, forget))
-        parts = {i: self.shards[i].aio_write_part(by_shard[i], txid, participants)
-                 for i in participants}
+        stage = clsops.aio_stage(
+            io,
+            self.db.journal,
+            clsops.stage_request(txid, self.shards.books.owner, participants, complete, forget),
+        )
+        parts = {
+            i: self.shards[i].aio_write_part(by_shard[i], txid, participants) for i in participants
+        }
         stage_err = stage.error()
         return stage_err, {i: c.error() for i, c in parts.items()}
 

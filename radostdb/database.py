@@ -81,8 +81,17 @@ from .txn import Transaction
 INTERNAL_NAME = "__TDB_INTERNAL__"
 INTERNAL_HASH_SIZE = 131
 KNOWN_TDB_FLAGS = (
-    F.CLEAR_IF_FIRST | F.INTERNAL | F.NOLOCK | F.NOMMAP | F.CONVERT | F.BIGENDIAN
-    | F.NOSYNC | F.SEQNUM | F.VOLATILE | F.ALLOW_NESTING | F.DISALLOW_NESTING
+    F.CLEAR_IF_FIRST
+    | F.INTERNAL
+    | F.NOLOCK
+    | F.NOMMAP
+    | F.CONVERT
+    | F.BIGENDIAN
+    | F.NOSYNC
+    | F.SEQNUM
+    | F.VOLATILE
+    | F.ALLOW_NESTING
+    | F.DISALLOW_NESTING
     | F.INCOMPATIBLE_HASH
 )
 STORE_FLAGS = {0: F.REPLACE, F.REPLACE: F.REPLACE, F.INSERT: F.INSERT, F.MODIFY: F.MODIFY}
@@ -199,8 +208,12 @@ class Tdb:
         self._repacked_in_txn = False
         self._ecode = SUCCESS
         self._max_dead = 0
-        for what, value in (("hash_size", hash_size), ("tdb_flags", tdb_flags),
-                            ("flags", flags), ("mode", mode)):
+        for what, value in (
+            ("hash_size", hash_size),
+            ("tdb_flags", tdb_flags),
+            ("flags", flags),
+            ("mode", mode),
+        ):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{what} must be an int, not {type(value).__name__}")
         if tdb_flags & ~KNOWN_TDB_FLAGS:
@@ -219,14 +232,20 @@ class Tdb:
             self._hash_size = hash_size or INTERNAL_HASH_SIZE
             storage: Storage = MemoryStorage()
         else:
-            target = clustermod.resolve(name, conf=conf, client_id=client_id, pool=pool,
-                                        namespace=namespace, cluster=cluster,
-                                        path_prefix=path_prefix, session_=session)
+            target = clustermod.resolve(
+                name,
+                conf=conf,
+                client_id=client_id,
+                pool=pool,
+                namespace=namespace,
+                cluster=cluster,
+                path_prefix=path_prefix,
+                session_=session,
+            )
             self._name = name
             self._tdb_flags = tdb_flags
             try:
-                rs = self._open_rados(target, hash_size, tdb_flags, flags,
-                                      lock_lease, txn_lease)
+                rs = self._open_rados(target, hash_size, tdb_flags, flags, lock_lease, txn_lease)
             except FileNotFoundError as exc:
                 raise _unmigrated(exc, name) from None
             self._hash_size = rs.nshards
@@ -237,8 +256,15 @@ class Tdb:
             self._tdb_flags |= F.ALLOW_NESTING
         self._storage = storage
 
-    def _open_rados(self, target: Any, hash_size: int, tdb_flags: int, flags: int,
-                    lock_lease: float | None, txn_lease: float | None) -> RadosStorage:
+    def _open_rados(
+        self,
+        target: Any,
+        hash_size: int,
+        tdb_flags: int,
+        flags: int,
+        lock_lease: float | None,
+        txn_lease: float | None,
+    ) -> RadosStorage:
         return RadosStorage(
             target,
             create=bool(flags & os.O_CREAT) and not self._readonly,
@@ -306,8 +332,11 @@ class Tdb:
             held = "locks or a transaction"
         if held is not None:
             self.close()
-            raise TdbError(ERR_IO, f"{REOPEN_REFUSED}: not allowed with {held} held "
-                                   "(the handle is closed, as tdb_reopen does)")
+            raise TdbError(
+                ERR_IO,
+                f"{REOPEN_REFUSED}: not allowed with {held} held "
+                "(the handle is closed, as tdb_reopen does)",
+            )
         self._gen = forks.generation
         storage.reopen()
 

@@ -75,8 +75,10 @@ def resolve_allocator(choice: str) -> str:
     if ctypes.util.find_library("tcmalloc"):
         return "tcmalloc"
     if choice == "tcmalloc":
-        raise ClusterError("allocator tcmalloc: libtcmalloc.so.4 is not installed "
-                           "(apt-get install libgoogle-perftools4)")
+        raise ClusterError(
+            "allocator tcmalloc: libtcmalloc.so.4 is not installed "
+            "(apt-get install libgoogle-perftools4)"
+        )
     return "libc"
 
 
@@ -248,8 +250,12 @@ class DevCluster:
         try:
             return dict(json.loads(self.pids_file.read_text()))
         except (OSError, ValueError):
-            return {"osds": self.osds, "store": self.store, "pool": self.pool,
-                    "allocator": self.allocator}
+            return {
+                "osds": self.osds,
+                "store": self.store,
+                "pool": self.pool,
+                "allocator": self.allocator,
+            }
 
     def status(self) -> dict[str, bool]:
         """Map of daemon name to whether it is running."""
@@ -288,18 +294,35 @@ class DevCluster:
 
     def _launch_keeper(self, mode: str, timeout: float, owner: int | None) -> DevCluster:
         meta = self._meta()
-        params = {"osds": meta.get("osds", self.osds), "store": meta.get("store", self.store),
-                  "pool": meta.get("pool", self.pool), "pg_num": self.pg_num,
-                  "memstore_bytes": self.memstore_bytes, "bluestore_bytes": self.bluestore_bytes,
-                  "allocator": meta.get("allocator", self.allocator)}
+        params = {
+            "osds": meta.get("osds", self.osds),
+            "store": meta.get("store", self.store),
+            "pool": meta.get("pool", self.pool),
+            "pg_num": self.pg_num,
+            "memstore_bytes": self.memstore_bytes,
+            "bluestore_bytes": self.bluestore_bytes,
+            "allocator": meta.get("allocator", self.allocator),
+        }
         if mode == "create":
-            params.update(osds=self.osds, store=self.store, pool=self.pool,
-                          allocator=self.allocator)
+            params.update(
+                osds=self.osds, store=self.store, pool=self.pool, allocator=self.allocator
+            )
         with open(self.dir / "keeper.log", "ab") as log:
             keeper = subprocess.Popen(
-                [sys.executable, "-m", "radostdb.devcluster", "keep", str(self.dir),
-                 json.dumps(params), str(owner or 0), str(timeout), mode],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+                [
+                    sys.executable,
+                    "-m",
+                    "radostdb.devcluster",
+                    "keep",
+                    str(self.dir),
+                    json.dumps(params),
+                    str(owner or 0),
+                    str(timeout),
+                    mode,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
                 start_new_session=True,
             )
         self._children[keeper.pid] = keeper
@@ -310,7 +333,7 @@ class DevCluster:
             return self
         self.down()
         if line.startswith("error: "):
-            raise ClusterError(line[len("error: "):])
+            raise ClusterError(line[len("error: ") :])
         raise ClusterError(f"the cluster keeper died ({line!r}); see {self.dir / 'keeper.log'}")
 
     def _start(self, timeout: float, mode: str = "create") -> None:
@@ -356,14 +379,26 @@ class DevCluster:
                 shutil.rmtree(self.dir / sub, ignore_errors=True)
             for old in self.dir.glob("osd.*"):
                 shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-            for f in ("pids.json", "monmap", "mon.keyring", "ceph.conf",
-                      "ceph.client.admin.keyring"):
+            for f in (
+                "pids.json",
+                "monmap",
+                "mon.keyring",
+                "ceph.conf",
+                "ceph.client.admin.keyring",
+            ):
                 (self.dir / f).unlink(missing_ok=True)
         for sub in ("log", "run", "classes"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self.pids_file.write_text(
-            json.dumps({"osds": self.osds, "store": self.store, "pool": self.pool,
-                        "allocator": self.allocator, "daemons": []})
+            json.dumps(
+                {
+                    "osds": self.osds,
+                    "store": self.store,
+                    "pool": self.pool,
+                    "allocator": self.allocator,
+                    "daemons": [],
+                }
+            )
         )
         self._populate_class_dir()
         port = _free_port()
@@ -371,18 +406,74 @@ class DevCluster:
         self._write_conf(fsid, port)
         mon_keyring = self.dir / "mon.keyring"
         authtool = ["ceph-authtool"]
-        _run(authtool + ["--create-keyring", str(mon_keyring), "--gen-key", "-n", "mon.",
-                         "--cap", "mon", "allow *"], "creating the monitor key")
-        _run(authtool + ["--create-keyring", str(self.admin_keyring), "--gen-key",
-                         "-n", "client.admin", "--cap", "mon", "allow *", "--cap", "osd", "allow *",
-                         "--cap", "mgr", "allow *"], "creating the admin key")
-        _run(authtool + [str(mon_keyring), "--import-keyring", str(self.admin_keyring)],
-             "importing the admin key")
+        _run(
+            authtool
+            + [
+                "--create-keyring",
+                str(mon_keyring),
+                "--gen-key",
+                "-n",
+                "mon.",
+                "--cap",
+                "mon",
+                "allow *",
+            ],
+            "creating the monitor key",
+        )
+        _run(
+            authtool
+            + [
+                "--create-keyring",
+                str(self.admin_keyring),
+                "--gen-key",
+                "-n",
+                "client.admin",
+                "--cap",
+                "mon",
+                "allow *",
+                "--cap",
+                "osd",
+                "allow *",
+                "--cap",
+                "mgr",
+                "allow *",
+            ],
+            "creating the admin key",
+        )
+        _run(
+            authtool + [str(mon_keyring), "--import-keyring", str(self.admin_keyring)],
+            "importing the admin key",
+        )
         monmap = self.dir / "monmap"
-        _run(["monmaptool", "--create", "--addv", "a", f"[v2:127.0.0.1:{port}]",
-              "--fsid", fsid, str(monmap)], "creating the monmap")
-        _run(["ceph-mon", "-c", str(self.conf), "--mkfs", "-i", "a", "--monmap", str(monmap),
-              "--keyring", str(mon_keyring)], "mkfs of mon.a", log=self.log_of("mon.a"))
+        _run(
+            [
+                "monmaptool",
+                "--create",
+                "--addv",
+                "a",
+                f"[v2:127.0.0.1:{port}]",
+                "--fsid",
+                fsid,
+                str(monmap),
+            ],
+            "creating the monmap",
+        )
+        _run(
+            [
+                "ceph-mon",
+                "-c",
+                str(self.conf),
+                "--mkfs",
+                "-i",
+                "a",
+                "--monmap",
+                str(monmap),
+                "--keyring",
+                str(mon_keyring),
+            ],
+            "mkfs of mon.a",
+            log=self.log_of("mon.a"),
+        )
         self._spawn("mon.a", ["ceph-mon", "-c", str(self.conf), "-i", "a", "-f"])
         with self.admin(deadline) as admin:
             for i in range(self.osds):
@@ -390,15 +481,45 @@ class DevCluster:
             for i in range(self.osds):
                 self.start_osd(i)
             size = min(3, self.osds)
-            self._mon(admin, {"prefix": "osd pool create", "pool": self.pool,
-                              "pg_num": self.pg_num, "pgp_num": self.pg_num,
-                              "pool_type": "replicated", "autoscale_mode": "off"})
-            self._mon(admin, {"prefix": "osd pool set", "pool": self.pool, "var": "size",
-                              "val": str(size), "yes_i_really_mean_it": True})
-            self._mon(admin, {"prefix": "osd pool set", "pool": self.pool, "var": "min_size",
-                              "val": str(1 if size < 3 else 2)})
-            self._mon(admin, {"prefix": "osd pool application enable", "pool": self.pool,
-                              "app": "radostdb", "yes_i_really_mean_it": True})
+            self._mon(
+                admin,
+                {
+                    "prefix": "osd pool create",
+                    "pool": self.pool,
+                    "pg_num": self.pg_num,
+                    "pgp_num": self.pg_num,
+                    "pool_type": "replicated",
+                    "autoscale_mode": "off",
+                },
+            )
+            self._mon(
+                admin,
+                {
+                    "prefix": "osd pool set",
+                    "pool": self.pool,
+                    "var": "size",
+                    "val": str(size),
+                    "yes_i_really_mean_it": True,
+                },
+            )
+            self._mon(
+                admin,
+                {
+                    "prefix": "osd pool set",
+                    "pool": self.pool,
+                    "var": "min_size",
+                    "val": str(1 if size < 3 else 2),
+                },
+            )
+            self._mon(
+                admin,
+                {
+                    "prefix": "osd pool application enable",
+                    "pool": self.pool,
+                    "app": "radostdb",
+                    "yes_i_really_mean_it": True,
+                },
+            )
             self._wait_for_write(admin, deadline)
 
     def _populate_class_dir(self) -> None:
@@ -477,8 +598,12 @@ osd_class_default_list = *
         log = self.log_of(name)
         with open(self.dir / "log" / f"{name}.stdout", "ab") as out:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, env=daemon_env(self._meta().get("allocator", "libc")),
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=daemon_env(self._meta().get("allocator", "libc")),
             )
         self._children[proc.pid] = proc
         daemon = Daemon(name, proc.pid, str(log))
@@ -521,15 +646,27 @@ osd_class_default_list = *
         data = self.dir / name
         data.mkdir(parents=True, exist_ok=True)
         keyring = data / "keyring"
-        _run(["ceph-authtool", "--create-keyring", str(keyring), "--gen-key", "-n", name],
-             f"creating the {name} key")
+        _run(
+            ["ceph-authtool", "--create-keyring", str(keyring), "--gen-key", "-n", name],
+            f"creating the {name} key",
+        )
         osd_uuid = str(uuid.uuid4())
         self._mon(admin, {"prefix": "osd new", "uuid": osd_uuid, "id": i})
-        self._mon(admin, {"prefix": "auth add", "entity": name,
-                          "caps": ["osd", "allow *", "mon", "allow profile osd"]},
-                  keyring.read_bytes())
-        _run(["ceph-osd", "-c", str(self.conf), "-i", str(i), "--mkfs", "--osd-uuid", osd_uuid],
-             f"mkfs of {name}", timeout=120, log=self.log_of(name))
+        self._mon(
+            admin,
+            {
+                "prefix": "auth add",
+                "entity": name,
+                "caps": ["osd", "allow *", "mon", "allow profile osd"],
+            },
+            keyring.read_bytes(),
+        )
+        _run(
+            ["ceph-osd", "-c", str(self.conf), "-i", str(i), "--mkfs", "--osd-uuid", osd_uuid],
+            f"mkfs of {name}",
+            timeout=120,
+            log=self.log_of(name),
+        )
 
     def wait_writable(self, timeout: float = 120.0) -> float:
         """Wait until a write to the pool succeeds (after OSDs were killed or
@@ -550,8 +687,11 @@ osd_class_default_list = *
             while True:
                 dump = json.loads(self._mon(admin, {"prefix": "osd dump", "format": "json"}))
                 up = {o["osd"] for o in dump["osds"] if o["up"]}
-                running = {int(n.split(".")[1]) for n, alive in self.status().items()
-                           if alive and n.startswith("osd.")}
+                running = {
+                    int(n.split(".")[1])
+                    for n, alive in self.status().items()
+                    if alive and n.startswith("osd.")
+                }
                 if running <= up:
                     return time.monotonic() - started
                 if time.monotonic() > deadline:
@@ -726,6 +866,8 @@ def _keeper_main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] != ["keep"]:
-        sys.exit("usage: python -m radostdb.devcluster keep DIR PARAMS OWNER TIMEOUT [MODE] "
-                 "(internal; use 'radostdb cluster up')")
+        sys.exit(
+            "usage: python -m radostdb.devcluster keep DIR PARAMS OWNER TIMEOUT [MODE] "
+            "(internal; use 'radostdb cluster up')"
+        )
     sys.exit(_keeper_main(sys.argv[2:]))

@@ -84,14 +84,21 @@ class LockTable:
     """The locks one handle holds or waits for, by object: counts, losses,
     leases (see the module comment)."""
 
-    def __init__(self, io_getter: Callable[[], Any], lease: float | None = None,
-                 txn_lease: float | None = None) -> None:
+    def __init__(
+        self,
+        io_getter: Callable[[], Any],
+        lease: float | None = None,
+        txn_lease: float | None = None,
+    ) -> None:
         self._io = io_getter
         self.lease = default_lease() if lease is None else float(lease)
         if self.lease <= 0:
             raise ValueError(f"lock_lease must be positive, not {lease!r}")
-        self.txn_lease = (default_txn_lease(self.lease) if txn_lease is None
-                          else min(float(txn_lease), self.lease))
+        self.txn_lease = (
+            default_txn_lease(self.lease)
+            if txn_lease is None
+            else min(float(txn_lease), self.lease)
+        )
         if self.txn_lease <= 0:
             raise ValueError(f"txn_lease must be positive, not {txn_lease!r}")
         self.held: dict[HeldKey, int] = {}
@@ -220,10 +227,12 @@ class LockTable:
             if (obj, Kind.ISOLATION, Mode.SHARED, b"") in self.held:
                 return clsops.WRITE_ASSERT_TXN
             for locks in (self.held, self.lost):
-                if ((obj, Kind.RECORD, Mode.EXCL, key) in locks
-                        or (obj, Kind.RECORD, Mode.SHARED, key) in locks
-                        or (obj, Kind.SHARD, Mode.EXCL, b"") in locks
-                        or (obj, Kind.SHARD, Mode.SHARED, b"") in locks):
+                if (
+                    (obj, Kind.RECORD, Mode.EXCL, key) in locks
+                    or (obj, Kind.RECORD, Mode.SHARED, key) in locks
+                    or (obj, Kind.SHARD, Mode.EXCL, b"") in locks
+                    or (obj, Kind.SHARD, Mode.SHARED, b"") in locks
+                ):
                     return clsops.WRITE_ASSERT_LOCK
         return 0
 
@@ -234,8 +243,9 @@ class LockTable:
     def holds_kind(self, obj: str, kind: int) -> bool:
         """A lock of kind on obj, held or lost (a write under it asserts it)."""
         with self._mutex:
-            return any(k[0] == obj and k[1] == kind for locks in (self.held, self.lost)
-                       for k in locks)
+            return any(
+                k[0] == obj and k[1] == kind for locks in (self.held, self.lost) for k in locks
+            )
 
     def holds_any(self, kind: int) -> bool:
         """A lock of kind on any object, held."""
@@ -246,8 +256,9 @@ class LockTable:
         """Record or database locks taken by the user (not a transaction's),
         held or lost but not yet unlocked."""
         with self._mutex:
-            return any(k[1] in (Kind.RECORD, Kind.SHARD) for locks in (self.held, self.lost)
-                       for k in locks)
+            return any(
+                k[1] in (Kind.RECORD, Kind.SHARD) for locks in (self.held, self.lost) for k in locks
+            )
 
     # -- renewal ----------------------------------------------------------------------------
     def track(self, obj: str, lease_ms: int) -> None:
@@ -326,7 +337,8 @@ class LockTable:
         with self._mutex:
             entry = self._objects.get(obj)
             prompt = entry is not None and (
-                time.monotonic() - (entry[1] - entry[0] / 3000.0) > RENEW_ON_WAIT)
+                time.monotonic() - (entry[1] - entry[0] / 3000.0) > RENEW_ON_WAIT
+            )
             if prompt:
                 self._objects[obj] = (entry[0], time.monotonic())  # due now
         if prompt:

@@ -48,7 +48,6 @@ class Outcome(enum.Enum):
     IN_FLIGHT = "in flight"
 
 
-
 @dataclass
 class DbObjects:
     """The objects of one database a commit or a decision touches."""
@@ -73,17 +72,19 @@ class DbObjects:
             return None
 
 
-
 # -- deciding ----------------------------------------------------------------------------
 def _owner_holds_txn(st: clsops.ObjectState | None, owner: bytes) -> bool:
     if st is None or owner in st.header.stale:
         return False
-    return any(e.owner == owner and e.kind == Kind.TXN and e.held and e.expiry_ms > st.now_ms
-               for e in st.header.entries)
+    return any(
+        e.owner == owner and e.kind == Kind.TXN and e.held and e.expiry_ms > st.now_ms
+        for e in st.header.entries
+    )
 
 
-def decide(db: DbObjects, info: clsops.PendingInfo, assume_dead: bool = False,
-           _depth: int = 0) -> Outcome:
+def decide(
+    db: DbObjects, info: clsops.PendingInfo, assume_dead: bool = False, _depth: int = 0
+) -> Outcome:
     """Decide transaction ``info.txid`` and carry the decision out on its
     participants (settle or roll back). IN_FLIGHT: its committer still holds
     the transaction lock and the outcome is not known yet."""
@@ -91,8 +92,9 @@ def decide(db: DbObjects, info: clsops.PendingInfo, assume_dead: bool = False,
     txid = info.txid
     jcall = clsops.aio_journal(io, db.journal, txid)
     wcall = None if assume_dead else clsops.aio_state(io, db.wait_obj)
-    scalls = {i: clsops.aio_state(io, db.shard(i)) for i in info.participants
-              if i < len(db.shard_objs)}
+    scalls = {
+        i: clsops.aio_state(io, db.shard(i)) for i in info.participants if i < len(db.shard_objs)
+    }
     record = jcall.wait().records.get(txid)
     wait_state = None if wcall is None else wcall.wait()
     states = {i: c.wait() for i, c in scalls.items()}
@@ -114,8 +116,9 @@ def decide(db: DbObjects, info: clsops.PendingInfo, assume_dead: bool = False,
     if record is not None and record.state == TxnState.ABORTED:
         _rollback(db, txid, pending_here)
         return Outcome.ABORTED
-    if record is not None and (record.state == TxnState.COMPLETE
-                               or all(header(i).has(txid) for i in participants)):
+    if record is not None and (
+        record.state == TxnState.COMPLETE or all(header(i).has(txid) for i in participants)
+    ):
         clsops.wait_all(clsops.aio_settle(io, db.shard(i), txid) for i in pending_here)
         return Outcome.COMMITTED
     if not assume_dead and _owner_holds_txn(wait_state, info.owner):
@@ -155,8 +158,7 @@ def resolve_stale(db: DbObjects, obj: str, owners: list[bytes]) -> None:
     clsops.fence_owners(io, db.journal, owners)
     for rec in clsops.journal(io, db.journal).records.values():
         if rec.owner in owners and rec.state == TxnState.STAGED:
-            decide(db, clsops.PendingInfo(rec.txid, rec.owner, rec.participants),
-                   assume_dead=True)
+            decide(db, clsops.PendingInfo(rec.txid, rec.owner, rec.participants), assume_dead=True)
     st = clsops.state(io, obj)
     if st is not None and st.header.pending and st.header.powner in owners:
         decide(db, st.header.pending_info(), assume_dead=True)  # type: ignore[arg-type]
@@ -268,8 +270,12 @@ class Resolver:
     ``limit``: how long a commit in flight is waited for, in seconds (None:
     as long as it takes); ``give_up(obj, waited)`` builds the error then."""
 
-    def __init__(self, db: DbObjects, limit: float | None,
-                 give_up: Callable[[str, float], Exception] | None = None) -> None:
+    def __init__(
+        self,
+        db: DbObjects,
+        limit: float | None,
+        give_up: Callable[[str, float], Exception] | None = None,
+    ) -> None:
         self.db = db
         self.limit = limit
         self._give_up = give_up or _in_flight_too_long
@@ -306,11 +312,12 @@ class Resolver:
 
 def _in_flight_too_long(obj: str, waited: float) -> Exception:
     return TdbError(
-        ERR_IO, f"IO Error: a transaction pending on {obj} was not decided within {waited:.3g} "
-                "s: its committer holds the transaction lock but does not finish")
+        ERR_IO,
+        f"IO Error: a transaction pending on {obj} was not decided within {waited:.3g} "
+        "s: its committer holds the transaction lock but does not finish",
+    )
 
 
 def on_pending_of(resolver: Resolver, obj: str) -> Callable[[clsops.PendingInfo, int], None]:
     """A pager's ``on_pending(info, attempt)`` for obj: the resolver's policy."""
     return lambda info, attempt: resolver.pending(obj, info, attempt)
-

@@ -30,8 +30,9 @@ class Pace:
 
     __slots__ = ("free", "give_up", "limit", "pause", "retries", "started")
 
-    def __init__(self, limit: float | None, give_up: Callable[[float], Exception],
-                 free: int = 2) -> None:
+    def __init__(
+        self, limit: float | None, give_up: Callable[[float], Exception], free: int = 2
+    ) -> None:
         self.limit = limit
         self.give_up = give_up
         self.free = free

@@ -97,8 +97,14 @@ class Shards:
     session, the database's objects, the lock books, the resolver, and a
     view of the transaction lock (set once it exists)."""
 
-    def __init__(self, io: Callable[[], Any], session: clustermod.Session, db: DbObjects,
-                 books: LockTable, resolver: Resolver) -> None:
+    def __init__(
+        self,
+        io: Callable[[], Any],
+        session: clustermod.Session,
+        db: DbObjects,
+        books: LockTable,
+        resolver: Resolver,
+    ) -> None:
         self.io = io
         self.session = session
         self.db = db
@@ -118,8 +124,14 @@ class Shards:
         return self.client(self.db.shard(index))
 
     # -- several objects --------------------------------------------------------------------
-    def lock_each(self, objs: Sequence[str], kind: int, mode: int, nonblock: bool = False,
-                  lease_ms: int | None = None) -> None:
+    def lock_each(
+        self,
+        objs: Sequence[str],
+        kind: int,
+        mode: int,
+        nonblock: bool = False,
+        lease_ms: int | None = None,
+    ) -> None:
         """One lock per object (lock_all, read_lock_all, isolation): a
         parallel try, then, from the first busy object on, in order with
         queuing (see the module comment)."""
@@ -137,14 +149,22 @@ class Shards:
         calls = [clsops.aio_lock(io, o, req) for o in todo]
         errors = [c.error() for c in calls]
         busy = [o for o, e in zip(todo, errors, strict=True) if e is not None]
-        fatal = next((e for e in errors
-                      if e is not None and not isinstance(e, clsops.Busy | clsops.Unclean)), None)
+        fatal = next(
+            (
+                e
+                for e in errors
+                if e is not None and not isinstance(e, clsops.Busy | clsops.Unclean)
+            ),
+            None,
+        )
 
         def unlock(objs: list[str]) -> None:
             if self.session.cut_off():
                 return  # a call just timed out: the leases end these
-            for c in [clsops.aio_unlock(io, o, clsops.unlock_request(books.owner, kind, mode))
-                      for o in objs]:
+            for c in [
+                clsops.aio_unlock(io, o, clsops.unlock_request(books.owner, kind, mode))
+                for o in objs
+            ]:
                 c.error()
 
         if fatal is not None:
@@ -191,8 +211,9 @@ class Shards:
             for o in objs:
                 books.untrack(o)
             return True
-        calls = [clsops.aio_unlock(io, o, clsops.unlock_request(books.owner, kind, mode))
-                 for o in objs]
+        calls = [
+            clsops.aio_unlock(io, o, clsops.unlock_request(books.owner, kind, mode)) for o in objs
+        ]
         for o in objs:
             if wakeup.take_waited(o):
                 wakeup.wake(io, o)
@@ -213,10 +234,14 @@ class Shards:
         if self.session.cut_off():  # a call just timed out: the leases end these
             for o, _, _ in items:
                 books.untrack(o)
-            return [TdbError(ERR_IO, f"not released: {clustermod.OP_TIMEOUT_ENV} passed "
-                             "lately") for _ in items]
-        calls = [clsops.aio_release(io, o, clsops.release_request(books.owner, txid, 0, kind))
-                 for o, txid, kind in items]
+            return [
+                TdbError(ERR_IO, f"not released: {clustermod.OP_TIMEOUT_ENV} passed lately")
+                for _ in items
+            ]
+        calls = [
+            clsops.aio_release(io, o, clsops.release_request(books.owner, txid, 0, kind))
+            for o, txid, kind in items
+        ]
         for o, _, _ in items:
             if wakeup.take_waited(o):
                 wakeup.wake(io, o)
@@ -264,8 +289,11 @@ class ShardClient:
         obj = self.obj
 
         def give_up(waited: float) -> Exception:
-            return TdbError(ERR_IO, f"IO Error: {obj} still needed a decision after "
-                                    f"{waited:.3g} s ({clustermod.OP_TIMEOUT_ENV})")
+            return TdbError(
+                ERR_IO,
+                f"IO Error: {obj} still needed a decision after "
+                f"{waited:.3g} s ({clustermod.OP_TIMEOUT_ENV})",
+            )
 
         return retry.Pace(None if limit is None else limit + self.books.txn_lease, give_up)
 
@@ -281,16 +309,27 @@ class ShardClient:
             self.resolver.pending(self.obj, res.pending, attempt)
             attempt += 1
 
-    def pages(self, start_after: str = "", limit: int = scan.PAGE_MAX,
-              first_bytes: int = scan.FIRST_PAGE_BYTES, prefetch: bool = True,
-              concurrent: int = 1) -> scan.RecordPages:
+    def pages(
+        self,
+        start_after: str = "",
+        limit: int = scan.PAGE_MAX,
+        first_bytes: int = scan.FIRST_PAGE_BYTES,
+        prefetch: bool = True,
+        concurrent: int = 1,
+    ) -> scan.RecordPages:
         """Verified ``(key, data)`` pages of this shard, a pending
         transaction decided on the way."""
         return scan.RecordPages(
-            self.io(), self.obj,
+            self.io(),
+            self.obj,
             on_pending=lambda info, attempt: self.resolver.pending(self.obj, info, attempt),
-            accept=self.accept, start_after=start_after, max_records=limit,
-            first_bytes=first_bytes, prefetch=prefetch, concurrent=concurrent)
+            accept=self.accept,
+            start_after=start_after,
+            max_records=limit,
+            first_bytes=first_bytes,
+            prefetch=prefetch,
+            concurrent=concurrent,
+        )
 
     def _wflags(self, entries: Entries, whole: bool) -> int:
         if self.shards.txn.holds():
@@ -320,8 +359,13 @@ class ShardClient:
                     clsops.clear(io, self.obj, clsops.clear_request(owner, wflags, settle))
                 elif report and self.shards.session.class_reports:
                     try:
-                        status = clsops.apply_report(io, self.obj, clsops.apply_request(
-                            owner, wflags | clsops.WRITE_REPORT, entries, settle=settle))
+                        status = clsops.apply_report(
+                            io,
+                            self.obj,
+                            clsops.apply_request(
+                                owner, wflags | clsops.WRITE_REPORT, entries, settle=settle
+                            ),
+                        )
                     except TdbError as exc:
                         if clsops.errno_of(exc) != errno.EINVAL:
                             raise
@@ -329,16 +373,20 @@ class ShardClient:
                         self.shards.session.class_reports = False
                         continue
                 else:
-                    clsops.apply(io, self.obj, clsops.apply_request(owner, wflags, entries,
-                                                                    settle=settle))
+                    clsops.apply(
+                        io, self.obj, clsops.apply_request(owner, wflags, entries, settle=settle)
+                    )
             except clsops.Busy:
                 if wflags & clsops.WRITE_ASSERT_TXN:
                     self.wait_commit()  # others' shared locks drain first
                     continue
                 if cover is not None:
                     continue
-                cover = ((Kind.SHARD, b"") if whole or len({k for _, k, _ in entries}) > 1
-                         else (Kind.RECORD, entries[0][1]))
+                cover = (
+                    (Kind.SHARD, b"")
+                    if whole or len({k for _, k, _ in entries}) > 1
+                    else (Kind.RECORD, entries[0][1])
+                )
                 self.lock(cover[0], Mode.EXCL, cover[1], count=False)
                 continue
             except clsops.Unclean:
@@ -348,8 +396,11 @@ class ShardClient:
             except BaseException:
                 if cover is not None:  # the write failed: give its lock back
                     with contextlib.suppress(Exception):
-                        clsops.unlock(io, self.obj, clsops.unlock_request(owner, cover[0],
-                                                                          Mode.EXCL, cover[1]))
+                        clsops.unlock(
+                            io,
+                            self.obj,
+                            clsops.unlock_request(owner, cover[0], Mode.EXCL, cover[1]),
+                        )
                 raise
             if settle and self.index is not None:
                 self.shards.txn.settled(self.index)
@@ -363,21 +414,28 @@ class ShardClient:
         self.lock(Kind.COMMIT, Mode.EXCL, lease_ms=self.books.txn_lease_ms, count=False)
 
     # -- a transaction's part --------------------------------------------------------------
-    def part_request(self, entries: Entries, txid: int, participants: Sequence[int],
-                     release: bool = False) -> bytes:
+    def part_request(
+        self, entries: Entries, txid: int, participants: Sequence[int], release: bool = False
+    ) -> bytes:
         wflags = clsops.WRITE_ASSERT_TXN | (clsops.WRITE_RELEASE if release else 0)
-        return clsops.apply_request(self.books.owner, wflags, entries, txid, self.accept(),
-                                    participants)
+        return clsops.apply_request(
+            self.books.owner, wflags, entries, txid, self.accept(), participants
+        )
 
-    def aio_write_part(self, entries: Entries, txid: int,
-                       participants: Sequence[int]) -> clsops.Call:
+    def aio_write_part(
+        self, entries: Entries, txid: int, participants: Sequence[int]
+    ) -> clsops.Call:
         """Send a transaction's part (no wait): the caller collects the Call
         and, if it failed with EBUSY or EUCLEAN, calls :meth:`write_part`."""
-        return clsops.aio_apply(self.io(), self.obj, self.part_request(entries, txid,
-                                                                       participants))
+        return clsops.aio_apply(self.io(), self.obj, self.part_request(entries, txid, participants))
 
-    def write_part(self, entries: Entries, txid: int = 0, participants: Sequence[int] = (),
-                   first: Exception | None = None) -> None:
+    def write_part(
+        self,
+        entries: Entries,
+        txid: int = 0,
+        participants: Sequence[int] = (),
+        first: Exception | None = None,
+    ) -> None:
         """A transaction's part (txid 0: the whole transaction, on one shard),
         synchronously, waiting out others' shared locks and resolving what
         blocks it. ``first``: the error its first (parallel) try got. Other
@@ -389,8 +447,9 @@ class ShardClient:
         while True:
             if err is None:
                 try:
-                    clsops.apply(io, self.obj,
-                                 self.part_request(entries, txid, participants, release))
+                    clsops.apply(
+                        io, self.obj, self.part_request(entries, txid, participants, release)
+                    )
                 except (clsops.Busy, clsops.Unclean) as exc:
                     err = exc
                 else:
@@ -412,8 +471,15 @@ class ShardClient:
         return clsops.aio_settle(self.io(), self.obj, txid)
 
     # -- locks -----------------------------------------------------------------------------
-    def lock(self, kind: int, mode: int, key: bytes = b"", nonblock: bool = False,
-             lease_ms: int | None = None, count: bool = True) -> None:
+    def lock(
+        self,
+        kind: int,
+        mode: int,
+        key: bytes = b"",
+        nonblock: bool = False,
+        lease_ms: int | None = None,
+        count: bool = True,
+    ) -> None:
         """Take a lock (or count it again), waiting in the OSD's queue while
         it is not grantable. ``count=False``: a lock taken only to cover one
         queued write (released by that write), not counted as held."""
@@ -501,10 +567,15 @@ class ShardClient:
         if err is not None:
             raise err
 
-    def wait_granted(self, kind: int, mode: int, key: bytes, lease_ms: int,
-                     queued: bool = False,
-                     companion: Callable[[], clsops.Call] | None = None,
-                     ) -> tuple[clsops.ObjectState, Any]:
+    def wait_granted(
+        self,
+        kind: int,
+        mode: int,
+        key: bytes,
+        lease_ms: int,
+        queued: bool = False,
+        companion: Callable[[], clsops.Call] | None = None,
+    ) -> tuple[clsops.ObjectState, Any]:
         """Queue for a lock in the OSD and wait until it is granted to us (see
         the module comment). ``queued``: our entry is in the queue already.
         ``companion()`` starts a call sent together with every state read;
@@ -525,8 +596,7 @@ class ShardClient:
                 first_seen.setdefault((e.owner, e.kind, e.mode, e.key), e.expiry_ms)
             if deadline is None or time.monotonic() < deadline:
                 return
-            renewed = any(e.expiry_ms > first_seen[(e.owner, e.kind, e.mode, e.key)]
-                          for e in ahead)
+            renewed = any(e.expiry_ms > first_seen[(e.owner, e.kind, e.mode, e.key)] for e in ahead)
             if ahead and not renewed and not extended:
                 # ping: a live holder renews on hearing a wait (LockTable.on_wait)
                 wakeup.announce(io, obj)
@@ -535,7 +605,8 @@ class ShardClient:
                 if again is not None:
                     renewed = any(
                         e.expiry_ms > first_seen.get((e.owner, e.kind, e.mode, e.key), e.expiry_ms)
-                        for e in self._ahead(again, kind, mode, key))
+                        for e in self._ahead(again, kind, mode, key)
+                    )
             if ahead and not renewed and not extended:
                 extended = True  # dead-looking holders: wait out their leases
                 last = max(e.expiry_ms for e in ahead)
@@ -543,9 +614,11 @@ class ShardClient:
                 return
             with contextlib.suppress(Exception):  # withdraw from the queue
                 clsops.unlock(io, obj, clsops.unlock_request(books.owner, kind, mode, key))
-            raise TdbError(ERR_LOCK_TIMEOUT,
-                           f"Locking timeout: waited {limit:g} s ({clustermod.OP_TIMEOUT_ENV}) "
-                           f"for a lock on {obj} held by another handle")
+            raise TdbError(
+                ERR_LOCK_TIMEOUT,
+                f"Locking timeout: waited {limit:g} s ({clustermod.OP_TIMEOUT_ENV}) "
+                f"for a lock on {obj} held by another handle",
+            )
 
         queue_req = clsops.lock_request(books.owner, lease_ms, kind, mode, key, clsops.LOCK_QUEUE)
 
@@ -561,9 +634,11 @@ class ShardClient:
         def timed_out(waited: float) -> Exception:
             with contextlib.suppress(Exception):  # withdraw from the queue
                 clsops.unlock(io, obj, clsops.unlock_request(books.owner, kind, mode, key))
-            return TdbError(ERR_LOCK_TIMEOUT,
-                            f"Locking timeout: waited {waited:.3g} s ({clustermod.OP_TIMEOUT_ENV}) "
-                            f"for a lock on {obj}: it kept being taken from the queue")
+            return TdbError(
+                ERR_LOCK_TIMEOUT,
+                f"Locking timeout: waited {waited:.3g} s ({clustermod.OP_TIMEOUT_ENV}) "
+                f"for a lock on {obj}: it kept being taken from the queue",
+            )
 
         pace = retry.Pace(None if limit is None else limit + lease_ms / 1000, timed_out)
         first = True
@@ -637,16 +712,16 @@ class ShardClient:
                 wakeup.sleep(o, gens[o], min(left, MIN_SLEEP))
                 gens[o] = wakeup.generation(o)
 
-    def _entry(self, st: clsops.ObjectState, kind: int, mode: int,
-               key: bytes) -> clsops.LockEntry | None:
+    def _entry(
+        self, st: clsops.ObjectState, kind: int, mode: int, key: bytes
+    ) -> clsops.LockEntry | None:
         owner = self.books.owner
         for e in st.header.entries:
             if e.owner == owner and e.kind == kind and e.mode == mode and e.key == key:
                 return e
         return None
 
-    def granted(self, st: clsops.ObjectState | None, kind: int, mode: int,
-                key: bytes) -> bool:
+    def granted(self, st: clsops.ObjectState | None, kind: int, mode: int, key: bytes) -> bool:
         """Does ``st`` show our entry (kind, mode, key) granted?"""
         if st is None:
             return False
@@ -657,8 +732,9 @@ class ShardClient:
             wakeup.mark_waited(self.obj)  # others still wait: wake them on release
         return True
 
-    def _ahead(self, st: clsops.ObjectState, kind: int, mode: int,
-               key: bytes) -> list[clsops.LockEntry]:
+    def _ahead(
+        self, st: clsops.ObjectState, kind: int, mode: int, key: bytes
+    ) -> list[clsops.LockEntry]:
         """The entries of other owners before ours (holders and waiters)."""
         owner = self.books.owner
         out = []
@@ -669,8 +745,9 @@ class ShardClient:
                 out.append(e)
         return out
 
-    def _deadline(self, st: clsops.ObjectState, kind: int, mode: int,
-                  key: bytes) -> tuple[float, float | None]:
+    def _deadline(
+        self, st: clsops.ObjectState, kind: int, mode: int, key: bytes
+    ) -> tuple[float, float | None]:
         """How long to sleep, and when (monotonic) the earliest entry ahead of
         us expires on the OSD clock (None: nobody ahead)."""
         owner = self.books.owner

@@ -298,8 +298,7 @@ class RadosStorage(Storage):
         self.db = resolver.DbObjects(self.io, self.name, self.shard_objs)
         t = self.session.op_timeout
         self.resolver = resolver.Resolver(self.db, None if t is None else t + self.locks.txn_lease)
-        self.shards = shardclient.Shards(self.io, self.session, self.db, self.locks,
-                                         self.resolver)
+        self.shards = shardclient.Shards(self.io, self.session, self.db, self.locks, self.resolver)
         self.committer = commit.Committer(self.shards)
         self.txnlock = txnlock.TxnLock(self.shards, self.committer)
         self._watched = counted  # an opener for CLEAR_IF_FIRST: watch the header while open
@@ -422,9 +421,13 @@ class RadosStorage(Storage):
         deadline = time.monotonic() + OPEN_LOCK_SECONDS * 2
         while True:
             try:
-                self.io().lock_exclusive(self.header_obj, OPEN_LOCK, cookie,
-                                         desc="CLEAR_IF_FIRST open",
-                                         duration=OPEN_LOCK_SECONDS)
+                self.io().lock_exclusive(
+                    self.header_obj,
+                    OPEN_LOCK,
+                    cookie,
+                    desc="CLEAR_IF_FIRST open",
+                    duration=OPEN_LOCK_SECONDS,
+                )
                 break
             except rados.ObjectBusy:
                 if time.monotonic() > deadline:
@@ -461,8 +464,13 @@ class RadosStorage(Storage):
         except codec.CodecError as exc:
             raise corrupt(key, obj, exc) from None
 
-    def _write(self, index: int, entries: list[tuple[int, bytes, bytes]],
-               whole: bool = False, report: bool = False) -> int:
+    def _write(
+        self,
+        index: int,
+        entries: list[tuple[int, bytes, bytes]],
+        whole: bool = False,
+        report: bool = False,
+    ) -> int:
         return self.shards[index].write(entries, whole, report)
 
     def store(self, key: bytes, data: bytes, flag: int) -> bool:
@@ -486,12 +494,14 @@ class RadosStorage(Storage):
         for index in range(self.nshards):
             self._write(index, [], whole=True)
 
-    def group(self, ops: list[tuple[int, bytes, bytes]]
-              ) -> dict[int, list[tuple[int, bytes, bytes]]]:
+    def group(
+        self, ops: list[tuple[int, bytes, bytes]]
+    ) -> dict[int, list[tuple[int, bytes, bytes]]]:
         """Batch entries by shard index."""
         by_shard: dict[int, list[tuple[int, bytes, bytes]]] = {}
-        for entry, index in zip(ops, codec.shards_of([e[1] for e in ops], self.nshards),
-                                strict=True):
+        for entry, index in zip(
+            ops, codec.shards_of([e[1] for e in ops], self.nshards), strict=True
+        ):
             by_shard.setdefault(index, []).append(entry)
         return by_shard
 
@@ -524,8 +534,10 @@ class RadosStorage(Storage):
     def lock_all(self, shared: bool, nonblock: bool) -> None:
         mode = Mode.SHARED if shared else Mode.EXCL
         other = Mode.EXCL if shared else Mode.SHARED
-        if (self.locks.holds_any(Kind.RECORD)
-                or (self.shard_objs[0], Kind.SHARD, other, b"") in self.locks.held):
+        if (
+            self.locks.holds_any(Kind.RECORD)
+            or (self.shard_objs[0], Kind.SHARD, other, b"") in self.locks.held
+        ):
             # as tdb: no allrecord lock with chain locks held, nor of the other type
             raise TdbError(ERR_LOCK)
         self.shards.lock_each(self.shard_objs, Kind.SHARD, mode, nonblock)
@@ -534,9 +546,11 @@ class RadosStorage(Storage):
         mode = Mode.SHARED if shared else Mode.EXCL
         if self.locks.forget_lost([(o, Kind.SHARD, mode, b"") for o in self.shard_objs]):
             # a shard's lock expired and was taken: give back the rest, refuse
-            self.shards.release_each([o for o in self.shard_objs
-                                      if (o, Kind.SHARD, mode, b"") in self.locks.held],
-                                     Kind.SHARD, mode)
+            self.shards.release_each(
+                [o for o in self.shard_objs if (o, Kind.SHARD, mode, b"") in self.locks.held],
+                Kind.SHARD,
+                mode,
+            )
             raise TdbError(ERR_LOCK)
         if (self.shard_objs[0], Kind.SHARD, mode, b"") not in self.locks.held:
             raise TdbError(ERR_LOCK)
@@ -549,12 +563,12 @@ class RadosStorage(Storage):
             raise TdbError(ERR_LOCK)
 
     # -- traversal ----------------------------------------------------------
-    def _pages(self, index: int, start_after: str = "", limit: int = PAGE
-               ) -> Iterator[list[tuple[bytes, bytes]]]:
+    def _pages(
+        self, index: int, start_after: str = "", limit: int = PAGE
+    ) -> Iterator[list[tuple[bytes, bytes]]]:
         """(raw key, data) pages of one shard, every record verified: the
         one shard pager (scan.py), read on demand in the caller's thread."""
-        return self.shards[index].pages(start_after, limit, first_bytes=PAGE_BYTES,
-                                        prefetch=False)
+        return self.shards[index].pages(start_after, limit, first_bytes=PAGE_BYTES, prefetch=False)
 
     def keys(self) -> Iterator[bytes]:
         for index in range(self.nshards):

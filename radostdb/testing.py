@@ -104,8 +104,12 @@ def _throwaway_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clu
         _unavailable(str(exc))
     names = ("CEPH_CONF", "RADOSTDB_POOL", "RADOSTDB_ID", "RADOSTDB_OP_TIMEOUT")
     saved = {k: os.environ.get(k) for k in names}
-    os.environ.update(CEPH_CONF=str(dev.conf), RADOSTDB_POOL=dev.pool, RADOSTDB_ID="admin",
-                      RADOSTDB_OP_TIMEOUT=os.environ.get("RADOSTDB_OP_TIMEOUT", "120"))
+    os.environ.update(
+        CEPH_CONF=str(dev.conf),
+        RADOSTDB_POOL=dev.pool,
+        RADOSTDB_ID="admin",
+        RADOSTDB_OP_TIMEOUT=os.environ.get("RADOSTDB_OP_TIMEOUT", "120"),
+    )
     try:
         yield ClusterInfo(str(dev.conf), dev.pool, "admin", dev)
     finally:

@@ -83,7 +83,8 @@ class TxnLock:
         self.idle_since = 0.0
         self.idle_check = False  # a _release_if_idle is scheduled
         self.held_keys = {(shards.db.wait_obj, Kind.TXN, Mode.EXCL, b"")} | {
-            (o, Kind.ISOLATION, Mode.SHARED, b"") for o in shards.db.shard_objs}
+            (o, Kind.ISOLATION, Mode.SHARED, b"") for o in shards.db.shard_objs
+        }
         self.cond = threading.Condition()
         self.objects = {self.db.wait_obj, *self.db.shard_objs}
         self.locks.wait_listeners.append(weakref.WeakMethod(self._on_wait))
@@ -163,13 +164,19 @@ class TxnLock:
         txn_key = (wait_obj, Kind.TXN, Mode.EXCL, b"")
         flags = 0 if nonblock else clsops.LOCK_QUEUE
         # one round: TXN (queued) + its state, the journal, every shard's isolation
-        tcall = clsops.aio_lock(io, wait_obj, clsops.lock_request(
-            owner, lease_ms, Kind.TXN, Mode.EXCL, b"", flags))
+        tcall = clsops.aio_lock(
+            io, wait_obj, clsops.lock_request(owner, lease_ms, Kind.TXN, Mode.EXCL, b"", flags)
+        )
         scall = clsops.aio_state(io, wait_obj)
         jcall = clsops.aio_journal(io, self.db.journal)
         try:
-            self.shards.lock_each(self.db.shard_objs, Kind.ISOLATION, Mode.SHARED,
-                                  nonblock=nonblock, lease_ms=lease_ms)
+            self.shards.lock_each(
+                self.db.shard_objs,
+                Kind.ISOLATION,
+                Mode.SHARED,
+                nonblock=nonblock,
+                lease_ms=lease_ms,
+            )
         except TdbError as exc:
             self._drop_txn_call(tcall, scall, jcall)
             if nonblock and exc.code == ERR_LOCK:
@@ -200,8 +207,13 @@ class TxnLock:
         else:  # queued: wait; the journal is read again with the state showing the grant
             locks.track(wait_obj, lease_ms)
             st, journal = waiter.wait_granted(
-                Kind.TXN, Mode.EXCL, b"", lease_ms, queued=True,
-                companion=lambda: clsops.aio_journal(io, self.db.journal))
+                Kind.TXN,
+                Mode.EXCL,
+                b"",
+                lease_ms,
+                queued=True,
+                companion=lambda: clsops.aio_journal(io, self.db.journal),
+            )
             locks.note(txn_key, lease_ms)
             self._others_wait(st)
         wakeup.ensure_watch(io, wait_obj)
@@ -212,8 +224,9 @@ class TxnLock:
 
     def _others_wait(self, st: clsops.ObjectState | None) -> None:
         """Others queued for the transaction lock behind us: do not cache it."""
-        if st is not None and any(e.owner != self.locks.owner and not e.held
-                                  for e in st.header.entries):
+        if st is not None and any(
+            e.owner != self.locks.owner and not e.held for e in st.header.entries
+        ):
             with self.cond:
                 self.requested = True
 
@@ -222,8 +235,11 @@ class TxnLock:
         for c in calls:
             c.error()
         try:
-            clsops.unlock(self.shards.io(), self.db.wait_obj, clsops.unlock_request(
-                self.locks.owner, Kind.TXN, Mode.EXCL))
+            clsops.unlock(
+                self.shards.io(),
+                self.db.wait_obj,
+                clsops.unlock_request(self.locks.owner, Kind.TXN, Mode.EXCL),
+            )
         except Exception:
             pass  # not queued, or expires with its lease
 
@@ -249,12 +265,12 @@ class TxnLock:
             self.idle_check = False
             if self.state not in (State.CACHED, State.ACTIVE):
                 return  # released meanwhile: the next end() schedules a check
-            if (self.state == State.ACTIVE
-                    or time.monotonic() - self.idle_since < CACHE_IDLE - 0.01):
+            if self.state == State.ACTIVE or time.monotonic() - self.idle_since < CACHE_IDLE - 0.01:
                 # used again meanwhile: look again when that use has been idle long enough
                 self.idle_check = True
-                service.call_at(max(self.idle_since, time.monotonic()) + CACHE_IDLE,
-                                self._release_if_idle)
+                service.call_at(
+                    max(self.idle_since, time.monotonic()) + CACHE_IDLE, self._release_if_idle
+                )
                 return
             self.state = State.RELEASING
         self._release()
@@ -287,11 +303,15 @@ class TxnLock:
         lazily settled transactions left pending (state RELEASING)."""
         try:
             settles = self.committer.release_settles()
-            items = [(o, settles.get(i, 0), Kind.ISOLATION)
-                     for i, o in enumerate(self.db.shard_objs)]
+            items = [
+                (o, settles.get(i, 0), Kind.ISOLATION) for i, o in enumerate(self.db.shard_objs)
+            ]
             items.append((self.db.wait_obj, 0, Kind.TXN))
-            items += [(o, 0, Kind.COMMIT) for o in self.db.shard_objs
-                      if self.locks.holds_kind(o, Kind.COMMIT)]
+            items += [
+                (o, 0, Kind.COMMIT)
+                for o in self.db.shard_objs
+                if self.locks.holds_kind(o, Kind.COMMIT)
+            ]
             errors = self.shards.release_objects(items)
             self.committer.after_release(all(e is None for e in errors))
         finally:

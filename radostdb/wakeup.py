@@ -124,8 +124,11 @@ class _Notices:
         """(service thread) Close the watches nobody needed for WATCH_IDLE."""
         now = time.monotonic()
         with self.lock:
-            idle = [k for k in self.watches
-                    if now - self.used.get(k, 0.0) >= WATCH_IDLE and not self._wanted(k[1])]
+            idle = [
+                k
+                for k in self.watches
+                if now - self.used.get(k, 0.0) >= WATCH_IDLE and not self._wanted(k[1])
+            ]
             closing = [self.watches.pop(k) for k in idle]
             for k in idle:
                 self.used.pop(k, None)

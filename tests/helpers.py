@@ -31,8 +31,13 @@ def error(result: Result, *fragments: str, code: int = 1) -> str:
     return message
 
 
-def make_db(name: str, records: dict[bytes, bytes], hash_size: int = 0,
-            transaction: bool = False, **kwargs: Any) -> None:
+def make_db(
+    name: str,
+    records: dict[bytes, bytes],
+    hash_size: int = 0,
+    transaction: bool = False,
+    **kwargs: Any,
+) -> None:
     """Create database ``name`` (``hash_size`` shards) holding ``records``,
     stored one by one or in one transaction."""
     db = radostdb.Tdb(name, hash_size, 0, CREATE, **kwargs)

@@ -193,9 +193,14 @@ def list_databases(site: Site) -> list[DbSummary]:
             continue
         stats = shard_stats(site, name, n)
         mapped = names_mod.unnormalised(name)
-        note = None if mapped is None else (
-            f"stored under a name radostdb 0.2 did not normalise: no handle can open it; "
-            f"radostdb rename --literal {shlex.quote(name)} {shlex.quote(mapped)}")
+        note = (
+            None
+            if mapped is None
+            else (
+                f"stored under a name radostdb 0.2 did not normalise: no handle can open it; "
+                f"radostdb rename --literal {shlex.quote(name)} {shlex.quote(mapped)}"
+            )
+        )
         out.append(
             DbSummary(
                 name,

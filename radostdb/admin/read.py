@@ -39,7 +39,8 @@ def db_objects(site: Site, name: str, nshards: int) -> resolver.DbObjects:
 def _too_long(obj: str, waited: float) -> Exception:
     return AdminError(
         f"{obj} is still pending a transaction after {waited:.0f}s: its committer holds the "
-        "transaction lock")
+        "transaction lock"
+    )
 
 
 def decider(db: resolver.DbObjects) -> Callable[[str], scan.OnPending]:
@@ -80,8 +81,9 @@ def records(site: Site, name: str, *, ordered: bool = True) -> Iterator[tuple[by
     on_pending = decider(db)
 
     def open_pages(i: int, concurrent: int) -> scan.RecordPages:
-        return scan.RecordPages(site.io, db.shard(i), on_pending=on_pending(db.shard(i)),
-                                concurrent=concurrent)
+        return scan.RecordPages(
+            site.io, db.shard(i), on_pending=on_pending(db.shard(i)), concurrent=concurrent
+        )
 
     try:
         if ordered:

@@ -33,13 +33,15 @@ def rename(site: Site, old: str, new: str) -> int:
         raise AdminError(
             f"database {new!r} already exists in {site.where}: rename to a new name (if a "
             f"rename of {old!r} was interrupted after copying, remove {old!r} with "
-            "'radostdb rm')")
+            "'radostdb rm')"
+        )
     from .inspect import openers
 
     users = openers(site, old)
     if users:
-        raise AdminError(f"database {old!r} is open by {len(users)} CLEAR_IF_FIRST "
-                         "handle(s); close them first")
+        raise AdminError(
+            f"database {old!r} is open by {len(users)} CLEAR_IF_FIRST handle(s); close them first"
+        )
     n = load(site, new, records(site, old, ordered=False), hash_size=header.nshards or 0)
     remove(site, old, force=True)
     return n

@@ -131,7 +131,8 @@ def connect(
         )
     try:
         session = clustermod.session_for(
-            place, timeout if timeout is not None else clustermod.op_timeout_from_env())
+            place, timeout if timeout is not None else clustermod.op_timeout_from_env()
+        )
         conn = session.rados()
     except (OSError, ValueError) as exc:
         raise AdminError(str(getattr(exc, "strerror", None) or exc)) from None
@@ -144,12 +145,14 @@ def connect(
             )
         io = session.ioctx(place.pool, place.namespace)
     except OSError as exc:
-        raise AdminError(f"cannot open pool {place.pool!r} in the cluster of {place.conf}: "
-                         f"{exc}") from None
+        raise AdminError(
+            f"cannot open pool {place.pool!r} in the cluster of {place.conf}: {exc}"
+        ) from None
     except rados.Error as exc:
         raise AdminError(
             f"cannot open pool {place.pool!r} in the cluster of {place.conf}: "
-            f"{session.io_error(exc, 'opening the pool')}") from None
+            f"{session.io_error(exc, 'opening the pool')}"
+        ) from None
     return Site(place, session, io)
 
 

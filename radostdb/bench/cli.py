@@ -332,8 +332,18 @@ def main(
         elif etcd:
             place = replace(place, etcd_max_txn_ops=etcd_max_txn_ops)
         try:
-            figures = bench(place, spec, chosen_b, chosen_w, counts, sizes, contend, rep,
-                            processes, idle=not quick)
+            figures = bench(
+                place,
+                spec,
+                chosen_b,
+                chosen_w,
+                counts,
+                sizes,
+                contend,
+                rep,
+                processes,
+                idle=not quick,
+            )
         except Exception as exc:  # a cluster, etcd, SQLite or database failure
             if isinstance(exc, click.ClickException):
                 raise

@@ -129,8 +129,12 @@ def count_ops(
                     rep.advance()
                     continue
                 calls = (
-                    1 if w.walk else max(2 if w.size == 1 else TXN_CALLS,
-                                         math.ceil(CALLS * OPS_FACTOR.get(name, 1.0) / w.size))
+                    1
+                    if w.walk
+                    else max(
+                        2 if w.size == 1 else TXN_CALLS,
+                        math.ceil(CALLS * OPS_FACTOR.get(name, 1.0) / w.size),
+                    )
                 )
                 ctx = Ctx(spec, 0, 1, ROUND, calls, spec.records)
                 quiet = CACHE_IDLE + 2 * SETTLE_S if name == "radostdb" else SETTLE_S

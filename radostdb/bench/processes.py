@@ -89,16 +89,29 @@ def _status(pid: int) -> tuple[float, int]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
 
 
-def _measure(kind: str, n: int, place: Place, workdir: str,
-             counter: OsdOps | None, rep: Reporter) -> dict[str, Any]:
+def _measure(
+    kind: str, n: int, place: Place, workdir: str, counter: OsdOps | None, rep: Reporter
+) -> dict[str, Any]:
     """Start ``n`` processes of ``kind``; their medians (and idle load)."""
     code = _CHILD["radostdb" if kind.startswith("radostdb") else kind] + _READY
     args = [workdir, "cif" if kind == "radostdb-cif" else "plain", str(DATABASES)]
-    env = dict(os.environ, CEPH_CONF=place.conf, RADOSTDB_POOL=place.pool,
-               RADOSTDB_ID=place.client_id, BENCH_NAMESPACE=place.namespace)
-    procs = [subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-             for _ in range(n)]
+    env = dict(
+        os.environ,
+        CEPH_CONF=place.conf,
+        RADOSTDB_POOL=place.pool,
+        RADOSTDB_ID=place.client_id,
+        BENCH_NAMESPACE=place.namespace,
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(n)
+    ]
     try:
         opens = []
         for p in procs:
@@ -142,8 +155,12 @@ def process_cost(place: Place, n: int, rep: Reporter, idle: bool = True) -> dict
     kinds = [k for k in KINDS if place.conf or k == "tdb"]
     rep.phase(f"processes: {n} per kind, {', '.join(kinds)}", n * len(kinds))
     counter = OsdOps(place.conf, place.client_id) if place.conf and idle else None
-    out: dict[str, Any] = {"databases": DATABASES, "idle_window_s": IDLE_WINDOW,
-                           "settle_s": SETTLE, "kinds": {}}
+    out: dict[str, Any] = {
+        "databases": DATABASES,
+        "idle_window_s": IDLE_WINDOW,
+        "settle_s": SETTLE,
+        "kinds": {},
+    }
     try:
         with tempfile.TemporaryDirectory(prefix="rtdb-procs-") as workdir:
             for kind in kinds:

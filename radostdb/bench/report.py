@@ -238,19 +238,36 @@ def scale_table(sc: dict[str, Any], backends: list[str]) -> Table:
 def process_table(pc: dict[str, Any]) -> Table:
     """What one process costs, per kind (processes.py)."""
     n = next(iter(pc["kinds"].values()))["processes"] if pc["kinds"] else 0
-    t = Table(title=f"per-process cost: {n} processes of each kind, "
-                    f"radostdb with {pc['databases']} databases open")
-    for col in ("kind", "open ms", "RSS MiB", "threads", "RSS MiB idle", "threads idle",
-                "idle OSD ops/s"):
+    t = Table(
+        title=f"per-process cost: {n} processes of each kind, "
+        f"radostdb with {pc['databases']} databases open"
+    )
+    for col in (
+        "kind",
+        "open ms",
+        "RSS MiB",
+        "threads",
+        "RSS MiB idle",
+        "threads idle",
+        "idle OSD ops/s",
+    ):
         t.add_column(col, justify="left" if col == "kind" else "right")
     for kind, k in pc["kinds"].items():
         idle = k["idle_osd_ops_per_s"]
-        t.add_row(kind, f"{k['open_ms']:.1f}", f"{k['rss_mib']:.1f}", f"{k['threads']:.0f}",
-                  f"{k['rss_mib_idle']:.1f}", f"{k['threads_idle']:.0f}",
-                  "-" if idle is None else f"{idle:.2f}")
-    t.caption = (f"medians per process; idle OSD ops: osd.op over {pc['idle_window_s']:g} s "
-                 f"with all idle, after {pc['settle_s']:g} s, per process; tdb: no cluster; "
-                 "rados: a bare python-rados client (what librados costs by itself)")
+        t.add_row(
+            kind,
+            f"{k['open_ms']:.1f}",
+            f"{k['rss_mib']:.1f}",
+            f"{k['threads']:.0f}",
+            f"{k['rss_mib_idle']:.1f}",
+            f"{k['threads_idle']:.0f}",
+            "-" if idle is None else f"{idle:.2f}",
+        )
+    t.caption = (
+        f"medians per process; idle OSD ops: osd.op over {pc['idle_window_s']:g} s "
+        f"with all idle, after {pc['settle_s']:g} s, per process; tdb: no cluster; "
+        "rados: a bare python-rados client (what librados costs by itself)"
+    )
     return t
 
 

@@ -25,8 +25,14 @@ import signal
 from typing import Any
 
 ENV = "RADOSTDB_TEST_CRASH_AT"
-STEPS = ("before-round", "stage-only", "apply-partial", "applied-no-stage", "round-done",
-         "before-release")
+STEPS = (
+    "before-round",
+    "stage-only",
+    "apply-partial",
+    "applied-no-stage",
+    "round-done",
+    "before-release",
+)
 
 
 def die() -> None:
@@ -44,20 +50,37 @@ def install(step: str) -> None:
         return
     real = commit.Committer._round
 
-    def crashing(self: Any, txid: int, participants: list[int], by_shard: Any,
-                 complete: list[int], forget: list[int]) -> Any:
+    def crashing(
+        self: Any,
+        txid: int,
+        participants: list[int],
+        by_shard: Any,
+        complete: list[int],
+        forget: list[int],
+    ) -> Any:
         if step == "round-done":
             real(self, txid, participants, by_shard, complete, forget)
             die()
         io = self.shards.io()
         if step == "stage-only":
-            clsops.wait_all([clsops.aio_stage(io, self.db.journal, clsops.stage_request(
-                txid, self.shards.books.owner, participants))])
+            clsops.wait_all(
+                [
+                    clsops.aio_stage(
+                        io,
+                        self.db.journal,
+                        clsops.stage_request(txid, self.shards.books.owner, participants),
+                    )
+                ]
+            )
         elif step in ("apply-partial", "applied-no-stage"):
-            some = participants if step == "applied-no-stage" else (
-                participants[: len(participants) // 2 or 1])
-            clsops.wait_all([self.shards[i].aio_write_part(by_shard[i], txid, participants)
-                             for i in some])
+            some = (
+                participants
+                if step == "applied-no-stage"
+                else (participants[: len(participants) // 2 or 1])
+            )
+            clsops.wait_all(
+                [self.shards[i].aio_write_part(by_shard[i], txid, participants) for i in some]
+            )
         die()
         raise AssertionError("not reached")
 
@@ -68,8 +91,10 @@ def prelude() -> str:
     """Python source that makes a ``python -c`` worker install the crash
     point of its environment (put it before the worker's code)."""
     here = os.path.dirname(os.path.abspath(__file__))
-    return f"import sys; sys.path.insert(0, {here!r}); import crashpoints; " \
+    return (
+        f"import sys; sys.path.insert(0, {here!r}); import crashpoints; "
         "crashpoints.install_from_env()\n"
+    )
 
 
 def install_from_env() -> None:

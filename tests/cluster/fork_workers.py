@@ -90,8 +90,10 @@ def increments(method: str, name: str, reps: str, children: str = "4", each: str
     for rep in range(int(reps)):
         db.store(b"ctr", b"0")
         q = ctx.Queue()
-        procs = [ctx.Process(target=_incrementer, args=(name, int(each), q))
-                 for _ in range(int(children))]
+        procs = [
+            ctx.Process(target=_incrementer, args=(name, int(each), q))
+            for _ in range(int(children))
+        ]
         t0 = time.monotonic()
         for p in procs:
             p.start()
@@ -109,11 +111,19 @@ def increments(method: str, name: str, reps: str, children: str = "4", each: str
             reports.append(q.get())
         with db.transaction():  # the parent keeps working after its children
             db.store(b"parent-txn", b"%d" % rep)
-        say(rep=rep, seconds=round(seconds, 2), counter=int(db.get(b"ctr")),
-            expected=int(children) * int(each), exitcodes=[p.exitcode for p in procs],
-            hung=hung, addresses=sorted(a for _, a, _ in reports),
-            counts=[n for _, _, n in reports], parent_address=address(),
-            parent_id=instance_id(), watchers=watchers(name, b"ctr"))
+        say(
+            rep=rep,
+            seconds=round(seconds, 2),
+            counter=int(db.get(b"ctr")),
+            expected=int(children) * int(each),
+            exitcodes=[p.exitcode for p in procs],
+            hung=hung,
+            addresses=sorted(a for _, a, _ in reports),
+            counts=[n for _, _, n in reports],
+            parent_address=address(),
+            parent_id=instance_id(),
+            watchers=watchers(name, b"ctr"),
+        )
     done_with(elsewhere)
     db.close()
 
@@ -129,8 +139,7 @@ def _prefork_child(names: list[str], ops: int, log_path: str, seed: int) -> None
     accounts, a plain store of its progress. Acknowledgements go to a log."""
     rng = random.Random(seed)
     me = str(os.getpid())
-    counter, bank, progress = (radostdb.Tdb(n, 0, 0, RW, lock_lease=3, txn_lease=2)
-                               for n in names)
+    counter, bank, progress = (radostdb.Tdb(n, 0, 0, RW, lock_lease=3, txn_lease=2) for n in names)
     with open(log_path, "w", buffering=1) as log:
         log.write(f"ready {address()}\n")
         for step in range(ops):
@@ -182,8 +191,7 @@ def prefork(name: str, children: str, ops: str, kills: str, logdir: str) -> None
     def acked(i: int, what: str) -> int:
         try:
             with open(os.path.join(logdir, f"child-{i}")) as f:
-                return max([int(ln.split()[1]) for ln in f if ln.startswith(what + " ")],
-                           default=0)
+                return max([int(ln.split()[1]) for ln in f if ln.startswith(what + " ")], default=0)
         except FileNotFoundError:
             return 0
 
@@ -208,17 +216,31 @@ def prefork(name: str, children: str, ops: str, kills: str, logdir: str) -> None
     total = sum(int(dbs[1].get(b"acct/%02d" % i)) for i in range(ACCOUNTS))
     rows = []
     for i, pid in enumerate(pids):
-        rows.append({"pid": pid, "killed": pid in victims, "exit": status.get(pid),
-                     "acked_inc": acked(i, "inc"), "acked_txn": acked(i, "txn"),
-                     "count": counts.get(str(pid), 0),
-                     "progress": int(dbs[2].get(str(pid).encode()) or 0)})
+        rows.append(
+            {
+                "pid": pid,
+                "killed": pid in victims,
+                "exit": status.get(pid),
+                "acked_inc": acked(i, "inc"),
+                "acked_txn": acked(i, "txn"),
+                "count": counts.get(str(pid), 0),
+                "progress": int(dbs[2].get(str(pid).encode()) or 0),
+            }
+        )
     with open(os.path.join(logdir, "child-0")) as f:
         first_address = f.readline().split()[-1]
     done_with(elsewhere)
     for db in dbs:
         db.close()
-    say(children=rows, hung=hung, bank_total=total, bank_expected=ACCOUNTS * INITIAL,
-        names=names, parent_address=address(), child_address=first_address)
+    say(
+        children=rows,
+        hung=hung,
+        bank_total=total,
+        bank_expected=ACCOUNTS * INITIAL,
+        names=names,
+        parent_address=address(),
+        child_address=first_address,
+    )
 
 
 # -- a child using an inherited handle -----------------------------------------------------
@@ -288,8 +310,12 @@ def inherited(case: str, name: str) -> None:
     parent["address"] = address()
     other.close()
     db.close()
-    say(child=child, parent=parent, status=os.waitstatus_to_exitcode(status),
-        seconds=round(seconds, 2))
+    say(
+        child=child,
+        parent=parent,
+        status=os.waitstatus_to_exitcode(status),
+        seconds=round(seconds, 2),
+    )
 
 
 # -- forking while busy --------------------------------------------------------------------
@@ -350,9 +376,16 @@ def busy_parent(name: str, forks: str) -> None:
         progress.append(done[0] - before)
     stop.set()
     thread.join(CHILD_TIMEOUT)
-    say(exits=exits, ctr=int(db.get(b"ctr")), expected=5 * int(forks), parent_ops=done[0],
-        parent_busy=int(db.get(b"busy")), progress=progress, errors=errors,
-        slowest=round(slowest, 2))
+    say(
+        exits=exits,
+        ctr=int(db.get(b"ctr")),
+        expected=5 * int(forks),
+        parent_ops=done[0],
+        parent_busy=int(db.get(b"busy")),
+        progress=progress,
+        errors=errors,
+        slowest=round(slowest, 2),
+    )
     db.close()
 
 
@@ -373,8 +406,13 @@ def deaf_waiter(name: str, key: str, rounds: str) -> None:
     db.close()
 
 
-SCENARIOS = {"increments": increments, "prefork": prefork, "inherited": inherited,
-             "busy-parent": busy_parent, "deaf-waiter": deaf_waiter}
+SCENARIOS = {
+    "increments": increments,
+    "prefork": prefork,
+    "inherited": inherited,
+    "busy-parent": busy_parent,
+    "deaf-waiter": deaf_waiter,
+}
 
 if __name__ == "__main__":
     SCENARIOS[sys.argv[1]](*sys.argv[2:])

@@ -62,8 +62,9 @@ _radostdb_inherited = _radostdb_zygote()
 _lines: dict[int, queue.Queue[str]] = {}
 
 
-def python(code: str, env: dict[str, str], *args: str,
-           method: str = "spawn") -> subprocess.Popen[str]:
+def python(
+    code: str, env: dict[str, str], *args: str, method: str = "spawn"
+) -> subprocess.Popen[str]:
     """Start a worker running ``code`` with ``args`` (see the module comment)."""
     if method not in METHODS:
         raise ValueError(f"unknown start method {method!r}")
@@ -75,8 +76,13 @@ def python(code: str, env: dict[str, str], *args: str,
         source = ZYGOTE + source
         env["RADOSTDB_ZYGOTE_DB"] = f"zygote-{uuid.uuid4().hex[:12]}"
     return subprocess.Popen(
-        [sys.executable, "-c", source, *args], env=env, start_new_session=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", source, *args],
+        env=env,
+        start_new_session=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -222,8 +222,12 @@ def test_quick_json_has_every_backend_workload_and_section(
 
     # what one process costs (quick: no idle window)
     pc = doc["processes"]
-    assert spec["processes"] == 2 and list(pc["kinds"]) == ["tdb", "rados", "radostdb",
-                                                            "radostdb-cif"]
+    assert spec["processes"] == 2 and list(pc["kinds"]) == [
+        "tdb",
+        "rados",
+        "radostdb",
+        "radostdb-cif",
+    ]
     for kind, k in pc["kinds"].items():
         assert k["processes"] == 2 and k["rss_mib"] > 5 and k["threads"] >= 1, (kind, k)
         assert 0 < k["open_ms"] < 60_000 and k["idle_osd_ops_per_s"] is None

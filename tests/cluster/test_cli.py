@@ -35,12 +35,6 @@ MIB = 1 << 20
 RADOSTDB = f"{shlex.quote(sys.executable)} -m radostdb.cli"  # the CLI in a real process
 
 
-
-
-
-
-
-
 def info_fields(text: str) -> dict[str, str]:
     """The ``field: value`` lines of ``radostdb info``."""
     return dict(
@@ -610,8 +604,7 @@ def test_rm_asks_and_refuses_while_open(cli: Any, db_name: str, ioctx: Any) -> N
     make_db(db_name, {b"k%d" % i: b"v" for i in range(50)}, hash_size=5)
     result = cli("rm", db_name, input="n\n")
     assert result.exit_code == 1 and "Aborted" in result.stderr
-    error(cli("rm", "--yes", db_name), "is open by 1 CLEAR_IF_FIRST handle(s): client.",
-          "--force")
+    error(cli("rm", "--yes", db_name), "is open by 1 CLEAR_IF_FIRST handle(s): client.", "--force")
     holder.close()
     result = ok(cli("rm", db_name, input="y\n"))
     assert f"removed {db_name!r} (6 objects)" in result.stderr
@@ -635,13 +628,16 @@ def _child(code: str, env: dict[str, str], *args: str) -> subprocess.CompletedPr
     )
 
 
-CRASHING_COMMIT = crashpoints.prelude() + """
+CRASHING_COMMIT = (
+    crashpoints.prelude()
+    + """
 import sys, radostdb
 db = radostdb.Tdb(sys.argv[1])
 with db.transaction():
     for i in range(100):
         db.store(b"new%03d" % i, b"committed")
 """
+)
 
 
 def test_check_finishes_a_dead_commit(cli: Any, db_name: str, cluster_env: dict[str, str]) -> None:

@@ -47,16 +47,21 @@ LOCKER = """
 
 
 @pytest.mark.slow
-def test_record_lock_is_fair_in_tight_loops(db_name: str, cluster_env: dict[str, str],
-                                            start_method: str) -> None:
+def test_record_lock_is_fair_in_tight_loops(
+    db_name: str, cluster_env: dict[str, str], start_method: str
+) -> None:
     """4 processes: chainlock -> get -> store -> chainunlock on one key, no
     think time. Each gets its turn (FIFO in the OSD) and the counter is exact."""
     db = radostdb.Tdb(db_name, 8, 0, CREATE)
     db.store(b"hot", b"0")
     end = time.time() + 3 + DURATION
     env = {**cluster_env, **LOAD_ENV}
-    counts = [int(x) for x in finish([python(LOCKER, env, db_name, str(end), method=start_method)
-                                    for _ in range(4)])]
+    counts = [
+        int(x)
+        for x in finish(
+            [python(LOCKER, env, db_name, str(end), method=start_method) for _ in range(4)]
+        )
+    ]
     fair(counts)
     assert int(db[b"hot"]) == sum(counts)
 
@@ -93,8 +98,9 @@ AUDIT = """
 
 
 @pytest.mark.slow
-def test_transactions_are_fair_in_tight_loops(db_name: str, cluster_env: dict[str, str],
-                                              ceph_cluster: object, start_method: str) -> None:
+def test_transactions_are_fair_in_tight_loops(
+    db_name: str, cluster_env: dict[str, str], ceph_cluster: object, start_method: str
+) -> None:
     """4 processes transfer money in transactions, a 5th audits in read
     transactions, no think time: every process gets its turns, every audit
     sees the exact total, and `radostdb check` is clean afterwards."""
@@ -113,8 +119,9 @@ def test_transactions_are_fair_in_tight_loops(db_name: str, cluster_env: dict[st
     assert sum(int(db[b"acct%02d" % i]) for i in range(32)) == 32000
     db.close()
     cli = os.path.join(os.path.dirname(sys.executable), "radostdb")
-    check = subprocess.run([cli, "check", db_name],
-                           env=cluster_env, capture_output=True, text=True, timeout=120)
+    check = subprocess.run(
+        [cli, "check", db_name], env=cluster_env, capture_output=True, text=True, timeout=120
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -167,8 +174,9 @@ def _lost_update(module: str, name: str, env: dict[str, str]) -> tuple[bytes, bo
     return value, waited
 
 
-def test_store_waits_for_a_transaction_as_in_tdb(db_name: str, cluster_env: dict[str, str],
-                                                  tmp_path: object) -> None:
+def test_store_waits_for_a_transaction_as_in_tdb(
+    db_name: str, cluster_env: dict[str, str], tmp_path: object
+) -> None:
     """A transaction reads k; another process stores k; the transaction writes
     k+1 and commits. In tdb the store waits (allrecord read lock) and lands
     after the commit: no lost update. radostdb must give the same."""
@@ -197,8 +205,11 @@ def test_reads_and_read_lock_all_do_not_wait_for_a_transaction(db_name: str) -> 
     assert b.get(b"k") == b"v"
     b.read_lock_all()
     b.read_unlock_all()
-    for call in (b.lock_all_nonblock, lambda: b.chainlock_nonblock(b"k"),
-                 b.transaction_start_nonblock):
+    for call in (
+        b.lock_all_nonblock,
+        lambda: b.chainlock_nonblock(b"k"),
+        b.transaction_start_nonblock,
+    ):
         with pytest.raises(RuntimeError):
             call()
     a.transaction_commit()
@@ -226,8 +237,9 @@ def _queue(db_name: str, ioctx: object, nshards: int) -> list[clsops.LockEntry]:
     return [] if st is None else [e for e in st.header.entries if not e.held]
 
 
-def _start_waiters(db_name: str, env: dict[str, str], ioctx: object,
-                   n: int, lease: float, method: str) -> list[subprocess.Popen[str]]:
+def _start_waiters(
+    db_name: str, env: dict[str, str], ioctx: object, n: int, lease: float, method: str
+) -> list[subprocess.Popen[str]]:
     workers = []
     for i in range(n):
         p = python(WAITER, env, db_name, str(lease), method=method)
@@ -242,9 +254,9 @@ def _start_waiters(db_name: str, env: dict[str, str], ioctx: object,
 
 
 @pytest.mark.parametrize("victim", [0, 1], ids=["head", "middle"])
-def test_a_killed_waiter_stalls_nobody_past_its_lease(victim: int, db_name: str,
-                                                      cluster_env: dict[str, str],
-                                                      ioctx: object, start_method: str) -> None:
+def test_a_killed_waiter_stalls_nobody_past_its_lease(
+    victim: int, db_name: str, cluster_env: dict[str, str], ioctx: object, start_method: str
+) -> None:
     """Three processes queue behind a holder; one of them (the head, or the
     one in the middle) is killed with -9. The others get the lock in queue
     order, each within one lease of the death."""
@@ -280,16 +292,17 @@ READER = """
 """
 
 
-def test_a_writer_is_not_starved_by_a_stream_of_readers(db_name: str,
-                                                        cluster_env: dict[str, str],
-                                                        start_method: str) -> None:
+def test_a_writer_is_not_starved_by_a_stream_of_readers(
+    db_name: str, cluster_env: dict[str, str], start_method: str
+) -> None:
     """3 processes take and drop chainlock_read in tight loops; a writer's
     chainlock queues, and readers arriving after it wait behind it."""
     db = radostdb.Tdb(db_name, 8, 0, CREATE)
     db.store(b"hot", b"0")
     end = time.time() + 12
-    readers = [python(READER, cluster_env, db_name, str(end), method=start_method)
-               for _ in range(3)]
+    readers = [
+        python(READER, cluster_env, db_name, str(end), method=start_method) for _ in range(3)
+    ]
     time.sleep(3)  # the readers are in full swing
     waits = []
     for _ in range(5):
@@ -319,9 +332,9 @@ CACHER = """
 """
 
 
-def test_a_cached_transaction_lock_is_handed_over(db_name: str,
-                                                  cluster_env: dict[str, str],
-                                                  start_method: str) -> None:
+def test_a_cached_transaction_lock_is_handed_over(
+    db_name: str, cluster_env: dict[str, str], start_method: str
+) -> None:
     """An idle handle keeps the transaction lock and isolation after its
     transaction; another handle's transaction, store and lock_all get them
     on request, long before the holder's lease (30 s here) could run out."""
@@ -329,12 +342,12 @@ def test_a_cached_transaction_lock_is_handed_over(db_name: str,
     holder = python(CACHER, cluster_env, db_name, "30", method=start_method)
     expect(holder, "cached")
     waits = {}
-    for what, call in (("transaction", lambda: (db.transaction_start(),
-                                                db.transaction_commit())),
-                       ("store", lambda: db.store(b"k", b"v")),
-                       ("lock_all", lambda: (db.lock_all(), db.unlock_all())),
-                       ("nonblock", lambda: (db.transaction_start_nonblock(),
-                                             db.transaction_cancel()))):
+    for what, call in (
+        ("transaction", lambda: (db.transaction_start(), db.transaction_commit())),
+        ("store", lambda: db.store(b"k", b"v")),
+        ("lock_all", lambda: (db.lock_all(), db.unlock_all())),
+        ("nonblock", lambda: (db.transaction_start_nonblock(), db.transaction_cancel())),
+    ):
         say(holder, "txn")  # the holder takes it back and caches it again
         expect(holder, "committed")
         t0 = time.monotonic()
@@ -373,7 +386,8 @@ def test_a_cached_lock_is_kept_while_used_and_released_when_idle(db_name: str) -
 
 
 def test_a_killed_cached_holder_blocks_no_longer_than_its_lease(
-        db_name: str, cluster_env: dict[str, str], start_method: str) -> None:
+    db_name: str, cluster_env: dict[str, str], start_method: str
+) -> None:
     lease = 2.0
     db = radostdb.Tdb(db_name, 8, 0, CREATE)
     holder = python(CACHER, cluster_env, db_name, str(lease), method=start_method)
@@ -391,7 +405,8 @@ def test_a_killed_cached_holder_blocks_no_longer_than_its_lease(
 
 
 def test_a_suspended_cached_holder_transacts_again_after_losing_its_lock(
-        db_name: str, cluster_env: dict[str, str], start_method: str) -> None:
+    db_name: str, cluster_env: dict[str, str], start_method: str
+) -> None:
     """A holder stopped past its lease while caching the transaction lock:
     another handle takes the lock over; the holder, woken, finds its lock
     gone (its renewal) and its next transaction takes the lock anew and
@@ -413,8 +428,9 @@ def test_a_suspended_cached_holder_transacts_again_after_losing_its_lock(
     assert db[b"k"] == b"taken over" and db[b"again"] == b"1"
 
 
-def test_isolation_holds_while_the_lock_is_cached(db_name: str,
-                                                  cluster_env: dict[str, str]) -> None:
+def test_isolation_holds_while_the_lock_is_cached(
+    db_name: str, cluster_env: dict[str, str]
+) -> None:
     """A handle that starts a transaction on its cached lock (no round trip)
     still keeps other handles' writes out until it commits."""
     db = radostdb.Tdb(db_name, 8, 0, CREATE)

@@ -90,8 +90,10 @@ def crash_commit(name: str, env: dict[str, str], step: str) -> None:
     returns once its lease on the transaction lock has run out."""
     env = {**env, crashpoints.ENV: step, "RADOSTDB_LOCK_LEASE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", crashpoints.prelude() + CRASHING_COMMIT, name], env=env,
-        capture_output=True, timeout=120
+        [sys.executable, "-c", crashpoints.prelude() + CRASHING_COMMIT, name],
+        env=env,
+        capture_output=True,
+        timeout=120,
     )
     assert proc.returncode == -9, proc.stderr
     time.sleep(1.5)
@@ -401,8 +403,7 @@ def test_transaction_pending_across_an_upgrade_from_0_2(
     undo_text = (
         "held radostdb 0.2's undo log: its writes were already in place there, so it was reset"
         if crash == "round-done"
-        else "got radostdb 0.2's undo log installed by hand (its old records put back), "
-        "then reset"
+        else "got radostdb 0.2's undo log installed by hand (its old records put back), then reset"
     )
     assert undo_text in out and "LOST" not in out, out
     if crash == "round-done":

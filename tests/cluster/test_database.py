@@ -22,10 +22,6 @@ RW = os.O_RDWR
 CREATE = os.O_CREAT | os.O_RDWR
 
 
-
-
-
-
 WRITER = """
     import os, sys, radostdb
     name, me = sys.argv[1], sys.argv[2]
@@ -38,12 +34,12 @@ WRITER = """
 """
 
 
-def test_multi_writer_append_and_store(db_name: str, cluster_env: dict[str, str],
-                                       start_method: str) -> None:
+def test_multi_writer_append_and_store(
+    db_name: str, cluster_env: dict[str, str], start_method: str
+) -> None:
     """4 processes: 200 appends each to one key, 500 stores each of their own."""
     radostdb.Tdb(db_name, 0, 0, CREATE).close()
-    finish([python(WRITER, cluster_env, db_name, f"p{i}", method=start_method)
-            for i in range(4)])
+    finish([python(WRITER, cluster_env, db_name, f"p{i}", method=start_method) for i in range(4)])
     db = radostdb.Tdb(db_name)
     shared = db[b"shared"]
     for i in range(4):
@@ -58,7 +54,8 @@ def test_multi_writer_append_and_store(db_name: str, cluster_env: dict[str, str]
 
 def test_two_processes_see_each_other(db_name: str, cluster_env: dict[str, str]) -> None:
     db = radostdb.Tdb(db_name, 0, 0, CREATE)
-    proc = python("""
+    proc = python(
+        """
         import sys, radostdb
         db = radostdb.Tdb(sys.argv[1])
         for line in sys.stdin:
@@ -66,7 +63,10 @@ def test_two_processes_see_each_other(db_name: str, cluster_env: dict[str, str])
             value = db.get(key)
             db.store(key + b"-ack", b"seen")
             print(value.decode(), flush=True)
-    """, cluster_env, db_name)
+    """,
+        cluster_env,
+        db_name,
+    )
     assert proc.stdin is not None and proc.stdout is not None
     for i in range(5):
         db.store(f"k{i}".encode(), f"v{i}".encode())
@@ -101,9 +101,14 @@ def _clear_if_first_outcomes(kind: str, name: str, env: dict[str, str]) -> list[
     seen = []
     for holder_flags in (mod.CLEAR_IF_FIRST, mod.DEFAULT):
         exe = "/usr/bin/python3" if kind == "tdb" else sys.executable
-        holder = subprocess.Popen([exe, "-c", textwrap.dedent(HOLDER), kind, name,
-                                   str(holder_flags)], env=env, stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        holder = subprocess.Popen(
+            [exe, "-c", textwrap.dedent(HOLDER), kind, name, str(holder_flags)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
         db = mod.Tdb(name, 0, mod.CLEAR_IF_FIRST, os.O_RDWR)
         seen.append(db.get(b"k"))
@@ -112,8 +117,9 @@ def _clear_if_first_outcomes(kind: str, name: str, env: dict[str, str]) -> list[
     return seen
 
 
-def test_clear_if_first_counts_openers_as_tdb(db_name: str, cluster_env: dict[str, str],
-                                             tmp_path: Any) -> None:
+def test_clear_if_first_counts_openers_as_tdb(
+    db_name: str, cluster_env: dict[str, str], tmp_path: Any
+) -> None:
     """A CLEAR_IF_FIRST open keeps the records while another CLEAR_IF_FIRST
     handle (another process) has the database open, and clears them when
     only plain handles have it open: tdb holds its ACTIVE_LOCK only for
@@ -151,13 +157,18 @@ def test_open_flags(db_name: str) -> None:
     radostdb.Tdb(db_name, 0, 0, CREATE | os.O_TRUNC)
     assert again.get(b"k") is None
     ro = radostdb.Tdb(db_name, 0, 0, os.O_RDONLY)
-    for call in (lambda: ro.store(b"a", b"b"), lambda: ro.delete(b"a"),
-                 lambda: ro.append(b"a", b"b")):
+    for call in (
+        lambda: ro.store(b"a", b"b"),
+        lambda: ro.delete(b"a"),
+        lambda: ro.append(b"a", b"b"),
+    ):
         with pytest.raises(RuntimeError) as err:
             call()
         assert err.value.args == (10, "write not permitted")
-    for call, code in ((ro.clear, (3, "Locking error")),  # as tdb_wipe_all: no lock
-                       (ro.transaction_start, (9, "Invalid parameter"))):
+    for call, code in (
+        (ro.clear, (3, "Locking error")),  # as tdb_wipe_all: no lock
+        (ro.transaction_start, (9, "Invalid parameter")),
+    ):
         with pytest.raises(RuntimeError) as err:
             call()
         assert err.value.args == code
@@ -179,8 +190,11 @@ def test_names_and_urls(db_name: str, ceph_cluster: ClusterInfo) -> None:
     assert plain.get(b"k") is None
     with pytest.raises(ValueError):
         radostdb.Tdb("a\0b", 0, 0, CREATE)
-    for bad, code in (("", errno.ENOENT), ("x" * 4096, errno.ENAMETOOLONG),
-                      ("/tmp/", errno.EISDIR)):
+    for bad, code in (
+        ("", errno.ENOENT),
+        ("x" * 4096, errno.ENAMETOOLONG),
+        ("/tmp/", errno.EISDIR),
+    ):
         with pytest.raises(OSError) as err:
             radostdb.Tdb(bad, 0, 0, CREATE)
         assert err.value.errno == code and not isinstance(err.value, ValueError)
@@ -188,8 +202,9 @@ def test_names_and_urls(db_name: str, ceph_cluster: ClusterInfo) -> None:
         radostdb.Tdb("rados://onlypool", 0, 0, CREATE)
     # a path in a URL is taken from /; the namespace comes first (empty: none)
     path = f"/srv/{db_name}/x.tdb"
-    in_url = radostdb.Tdb(f"rados://{ceph_cluster.pool}/ns-{db_name[:8]}/srv//{db_name}/x.tdb",
-                          0, 0, CREATE)
+    in_url = radostdb.Tdb(
+        f"rados://{ceph_cluster.pool}/ns-{db_name[:8]}/srv//{db_name}/x.tdb", 0, 0, CREATE
+    )
     in_url.store(b"k", b"path in a URL")
     assert radostdb.Tdb(path, namespace=f"ns-{db_name[:8]}").get(b"k") == b"path in a URL"
     for handle in (in_url, db, same, plain):
@@ -268,8 +283,15 @@ def test_closed_handle(db_name: str) -> None:
     db = radostdb.Tdb(db_name, 0, 0, CREATE)
     db.close()
     db.close()
-    for call in (lambda: db.get(b"k"), lambda: db.store(b"k", b"v"), lambda: repr(db),
-                 lambda: db.filename, db.keys, db.transaction_start, lambda: db.seqnum):
+    for call in (
+        lambda: db.get(b"k"),
+        lambda: db.store(b"k", b"v"),
+        lambda: repr(db),
+        lambda: db.filename,
+        db.keys,
+        db.transaction_start,
+        lambda: db.seqnum,
+    ):
         with pytest.raises(RuntimeError) as err:
             call()
         assert err.value.args == (2, "Database is already closed")
@@ -278,8 +300,13 @@ def test_closed_handle(db_name: str) -> None:
 def test_seqnum_grows_on_every_change(db_name: str) -> None:
     db = radostdb.Tdb(db_name, 0, radostdb.SEQNUM, CREATE)
     seen = [db.seqnum]
-    for change in (lambda: db.store(b"a", b"1"), lambda: db.append(b"a", b"2"),
-                   lambda: db.delete(b"a"), db.clear, db.increment_seqnum_nonblock):
+    for change in (
+        lambda: db.store(b"a", b"1"),
+        lambda: db.append(b"a", b"2"),
+        lambda: db.delete(b"a"),
+        db.clear,
+        db.increment_seqnum_nonblock,
+    ):
         change()
         seen.append(db.seqnum)
     assert seen == sorted(set(seen)), seen

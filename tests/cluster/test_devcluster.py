@@ -38,9 +38,19 @@ def ceph_pids(directory: str) -> list[int]:
 
 def read_lease_ratio(d: str, osd: int) -> float:
     """The running OSD's osd_pool_default_read_lease_ratio (admin socket)."""
-    r = subprocess.run(["ceph", "--admin-daemon", f"{d}/run/osd.{osd}.asok", "config", "get",
-                        "osd_pool_default_read_lease_ratio"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            "ceph",
+            "--admin-daemon",
+            f"{d}/run/osd.{osd}.asok",
+            "config",
+            "get",
+            "osd_pool_default_read_lease_ratio",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     return float(json.loads(r.stdout)["osd_pool_default_read_lease_ratio"])
 
@@ -50,7 +60,9 @@ def test_cli_up_status_down(scratch_dir: str) -> None:
     d = os.path.join(scratch_dir, "c")
     up = subprocess.run(
         [sys.executable, "-m", "radostdb.cli", "cluster", "up", "--dir", d],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     try:
         assert up.returncode == 0, up.stderr
@@ -60,7 +72,9 @@ def test_cli_up_status_down(scratch_dir: str) -> None:
         assert "mon.a    up" in status.output and "osd.0    up" in status.output
         s = subprocess.run(
             ["ceph", "-c", f"{d}/ceph.conf", "--connect-timeout", "20", "-s", "-f", "json"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert s.returncode == 0, s.stderr
         osdmap = json.loads(s.stdout)["osdmap"]
@@ -120,13 +134,18 @@ def test_killed_owner_takes_its_cluster_down(scratch_dir: str) -> None:
     """kill -9 of the process that owns a cluster (a test run) still stops it."""
     d = f"{scratch_dir}/owned"
     owner = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time\n"
-         "from radostdb.devcluster import DevCluster\n"
-         "with DevCluster(sys.argv[1]):\n"
-         "    print('up', flush=True)\n"
-         "    time.sleep(600)\n", d],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from radostdb.devcluster import DevCluster\n"
+            "with DevCluster(sys.argv[1]):\n"
+            "    print('up', flush=True)\n"
+            "    time.sleep(600)\n",
+            d,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert owner.stdout is not None and owner.stdout.readline().strip() == "up"
     assert len(ceph_pids(d)) == 2
@@ -188,16 +207,26 @@ def test_cephx_namespace_confinement(
 ) -> None:
     """A client whose caps allow one namespace is refused outside it."""
     entity = f"client.{db_name[:30]}"
-    ret, out, err = rados_client.mon_command(json.dumps({
-        "prefix": "auth get-or-create", "entity": entity,
-        "caps": ["mon", "allow r", "osd", f"allow rw pool={ceph_cluster.pool} namespace=ns1"],
-        "format": "plain",
-    }), b"")
+    ret, out, err = rados_client.mon_command(
+        json.dumps(
+            {
+                "prefix": "auth get-or-create",
+                "entity": entity,
+                "caps": [
+                    "mon",
+                    "allow r",
+                    "osd",
+                    f"allow rw pool={ceph_cluster.pool} namespace=ns1",
+                ],
+                "format": "plain",
+            }
+        ),
+        b"",
+    )
     assert ret == 0, err
     keyring = Path(scratch_dir) / "client.keyring"
     keyring.write_bytes(out)
-    client = rados.Rados(conffile=ceph_cluster.conf, name=entity,
-                         conf={"keyring": str(keyring)})
+    client = rados.Rados(conffile=ceph_cluster.conf, name=entity, conf={"keyring": str(keyring)})
     client.conf_set("rados_osd_op_timeout", "30")
     client.connect(timeout=30)
     try:

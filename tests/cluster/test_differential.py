@@ -21,8 +21,16 @@ from hypothesis import strategies as st
 import radostdb
 
 BIG = b"\xab" * (1 << 20)
-KEYS = [b"", b"\x00", b"a", b"a\x00", b"key\x00with\x00nuls", b"\xff\xfe\x00", b"\x01\x7e\x7f",
-        b"SECRETS/MACHINE_PASSWORD\x00"]
+KEYS = [
+    b"",
+    b"\x00",
+    b"a",
+    b"a\x00",
+    b"key\x00with\x00nuls",
+    b"\xff\xfe\x00",
+    b"\x01\x7e\x7f",
+    b"SECRETS/MACHINE_PASSWORD\x00",
+]
 keys = st.one_of(st.sampled_from(KEYS), st.binary(max_size=12))
 values = st.one_of(st.binary(max_size=48), st.just(b""), st.just(BIG))
 flags = st.sampled_from([radostdb.REPLACE, radostdb.INSERT, radostdb.MODIFY])
@@ -74,8 +82,7 @@ def run(db: Any, op: tuple[Any, ...]) -> Any:
         "keys": lambda: set(db.keys()),
         "walk": lambda: walk(db),
         "clear": db.clear,
-        "text": lambda: (db.text.store(args[0], args[1]), db.text.get(args[0]),
-                         db.text[args[0]]),
+        "text": lambda: (db.text.store(args[0], args[1]), db.text.get(args[0]), db.text[args[0]]),
         "tstart": db.transaction_start,
         "tcommit": db.transaction_commit,
         "tcancel": db.transaction_cancel,
@@ -159,11 +166,28 @@ def test_same_results_as_tdb(pair: Any, sequence: list[tuple[Any, ...]]) -> None
 def test_nested_transactions_match_tdb(pair: Any) -> None:
     """The nesting rules spelled out: inner cancel poisons the outer commit."""
     ref, ours = pair()
-    script = [("tstart",), ("store", b"a", b"1", 1), ("tstart",), ("store", b"b", b"2", 1),
-              ("tcancel",), ("get", b"b"), ("tcommit",), ("get", b"a"),
-              ("tstart",), ("tstart",), ("store", b"c", b"3", 1), ("tcommit",), ("tcommit",),
-              ("get", b"c"), ("tstart",), ("store", b"d", b"4", 1), ("tprepare",),
-              ("tprepare",), ("tcommit",), ("get", b"d")]
+    script = [
+        ("tstart",),
+        ("store", b"a", b"1", 1),
+        ("tstart",),
+        ("store", b"b", b"2", 1),
+        ("tcancel",),
+        ("get", b"b"),
+        ("tcommit",),
+        ("get", b"a"),
+        ("tstart",),
+        ("tstart",),
+        ("store", b"c", b"3", 1),
+        ("tcommit",),
+        ("tcommit",),
+        ("get", b"c"),
+        ("tstart",),
+        ("store", b"d", b"4", 1),
+        ("tprepare",),
+        ("tprepare",),
+        ("tcommit",),
+        ("get", b"d"),
+    ]
     for op in script:
         assert run(ours, op) == run(ref, op), op
     assert run(ours, ("get", b"a")) == ("ok", None)

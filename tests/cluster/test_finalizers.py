@@ -32,8 +32,9 @@ def test_a_handle_dropped_on_a_librados_thread_is_closed(
     callbacks): the callback returns at once (the next notify is
     acknowledged), and the handle's lock is released (another handle takes
     it without waiting)."""
-    ioctx = clustermod.session(ceph_cluster.conf, ceph_cluster.client_id,
-                               clustermod.op_timeout_from_env()).ioctx(ceph_cluster.pool)
+    ioctx = clustermod.session(
+        ceph_cluster.conf, ceph_cluster.client_id, clustermod.op_timeout_from_env()
+    ).ioctx(ceph_cluster.pool)
     db = radostdb.Tdb(db_name, 0, 0, CREATE)
     db.chainlock(b"k")
     box = [db]

@@ -30,8 +30,13 @@ REPS = {"fork": 20, "spawn": 3, "forkserver": 3}
 def scenario(env: dict[str, str], *args: str, timeout: float = 600) -> list[dict[str, Any]]:
     """Run a fork_workers.py scenario; its JSON lines."""
     try:
-        done = subprocess.run([sys.executable, WORKERS, *args], env=env, capture_output=True,
-                              text=True, timeout=timeout)
+        done = subprocess.run(
+            [sys.executable, WORKERS, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"scenario {args[0]} hung past {timeout} s; stderr:\n{exc.stderr}")
     assert done.returncode == 0, done.stderr
@@ -39,9 +44,9 @@ def scenario(env: dict[str, str], *args: str, timeout: float = 600) -> list[dict
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
-def test_children_do_exact_locked_increments(method: str, db_name: str,
-                                             cluster_env: dict[str, str],
-                                             record_figure: Any) -> None:
+def test_children_do_exact_locked_increments(
+    method: str, db_name: str, cluster_env: dict[str, str], record_figure: Any
+) -> None:
     """The issue's scenario, repeated: a parent with an open handle, a held
     lock and a cached transaction lock starts 4 children (multiprocessing,
     each start method) that each do 40 increments under chainlock (1 ms
@@ -62,9 +67,9 @@ def test_children_do_exact_locked_increments(method: str, db_name: str,
     record_figure(f"{method}: slowest repetition of 4x40 locked increments", max(seconds), "s")
 
 
-def test_a_preforking_server_with_kill_9(db_name: str, cluster_env: dict[str, str],
-                                         tmp_path: Any, cli: Any,
-                                         record_figure: Any) -> None:
+def test_a_preforking_server_with_kill_9(
+    db_name: str, cluster_env: dict[str, str], tmp_path: Any, cli: Any, record_figure: Any
+) -> None:
     """smbd's shape: a parent with three databases open and in use forks 16
     children; each opens the three itself and loops on a locked increment, a
     transfer in a transaction and a plain store; 3 are killed with SIGKILL
@@ -77,8 +82,10 @@ def test_a_preforking_server_with_kill_9(db_name: str, cluster_env: dict[str, st
     assert out["child_address"] != out["parent_address"]
     print("per child (pid, killed, acked increments, count in the record):")
     for row in out["children"]:
-        print(f"  {row['pid']} killed={row['killed']} acked={row['acked_inc']} "
-              f"count={row['count']} progress={row['progress']}")
+        print(
+            f"  {row['pid']} killed={row['killed']} acked={row['acked_inc']} "
+            f"count={row['count']} progress={row['progress']}"
+        )
         if row["killed"]:
             assert row["exit"] == -signal.SIGKILL
             assert row["acked_inc"] <= row["count"] <= row["acked_inc"] + 1, row
@@ -94,9 +101,9 @@ def test_a_preforking_server_with_kill_9(db_name: str, cluster_env: dict[str, st
 
 
 @pytest.mark.parametrize("case", ["plain", "reopen-plain"])
-def test_an_inherited_handle_without_locks_works_in_the_child(case: str, db_name: str,
-                                                              cluster_env: dict[str, str]
-                                                              ) -> None:
+def test_an_inherited_handle_without_locks_works_in_the_child(
+    case: str, db_name: str, cluster_env: dict[str, str]
+) -> None:
     (out,) = scenario(cluster_env, "inherited", case, db_name, timeout=120)
     child, parent = out["child"], out["parent"]
     assert out["status"] == 0 and child.get("error") is None, out
@@ -109,9 +116,9 @@ def test_an_inherited_handle_without_locks_works_in_the_child(case: str, db_name
 
 
 @pytest.mark.parametrize("case", ["locked", "txn", "reopen-locked"])
-def test_an_inherited_handle_with_the_parents_locks_fails_at_once(case: str, db_name: str,
-                                                                  cluster_env: dict[str, str]
-                                                                  ) -> None:
+def test_an_inherited_handle_with_the_parents_locks_fails_at_once(
+    case: str, db_name: str, cluster_env: dict[str, str]
+) -> None:
     """The child never writes under the parent's locks and never hangs: TDB's
     lock error naming fork and what to do; reopen() refuses, as tdb's."""
     (out,) = scenario(cluster_env, "inherited", case, db_name, timeout=120)
@@ -132,28 +139,28 @@ def test_an_inherited_handle_with_the_parents_locks_fails_at_once(case: str, db_
         assert parent["in-txn"] == "parent", "the parent's transaction commits"
 
 
-def test_a_handle_on_a_given_cluster_fails_at_once_in_the_child(db_name: str,
-                                                                cluster_env: dict[str, str]
-                                                                ) -> None:
+def test_a_handle_on_a_given_cluster_fails_at_once_in_the_child(
+    db_name: str, cluster_env: dict[str, str]
+) -> None:
     (out,) = scenario(cluster_env, "inherited", "given-cluster", db_name, timeout=120)
     kind, _code, message = out["child"]["error"]
     assert kind == "ChildProcessError" and "parent process" in message, out  # OSError ECHILD
 
 
-def test_the_parent_keeps_working_while_it_forks(db_name: str,
-                                                 cluster_env: dict[str, str]) -> None:
+def test_the_parent_keeps_working_while_it_forks(db_name: str, cluster_env: dict[str, str]) -> None:
     """A parent thread loops on lock-store-unlock while the main thread forks
     20 children that each open a handle and do locked increments."""
     (out,) = scenario(cluster_env, "busy-parent", db_name, "20")
     assert out["errors"] == [] and out["exits"] == [0] * 20, out
     assert out["ctr"] == out["expected"] == 100
     assert out["parent_busy"] == out["parent_ops"] > 0
-    print(f"parent ops {out['parent_ops']}, per fork {out['progress']}, "
-          f"slowest child {out['slowest']} s")
+    print(
+        f"parent ops {out['parent_ops']}, per fork {out['progress']}, "
+        f"slowest child {out['slowest']} s"
+    )
 
 
-def test_an_unacknowledged_announce_backs_off(db_name: str, cluster_env: dict[str, str]
-                                              ) -> None:
+def test_an_unacknowledged_announce_backs_off(db_name: str, cluster_env: dict[str, str]) -> None:
     """A stopped process still watches the object a waiter announces on
     (until the OSD's watch timeout): the first announce times out after the
     1 s notify timeout; the next waits announce without waiting for it and
@@ -163,18 +170,27 @@ def test_an_unacknowledged_announce_backs_off(db_name: str, cluster_env: dict[st
     keys = [b"k%d" % i for i in range(200)]
     hot = keys[0]
     near = next(k for k in keys[1:] if codec.shard_of(k, n) == codec.shard_of(hot, n))
-    sleeper = procs.python("""
+    sleeper = procs.python(
+        """
         import os, sys, radostdb
         db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR)
         db.chainlock(sys.argv[2].encode())  # it watches the shard object now
         print("ready", flush=True)
         sys.stdin.readline()
-    """, cluster_env, db_name, near.decode())
+    """,
+        cluster_env,
+        db_name,
+        near.decode(),
+    )
     rounds = 5
     waiter = subprocess.Popen(
         [sys.executable, WORKERS, "deaf-waiter", db_name, hot.decode(), str(rounds)],
-        env=cluster_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        env=cluster_env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     waits = []
     try:
         procs.expect(sleeper, "ready")
@@ -238,9 +254,14 @@ def test_an_idle_process_watches_nothing(db_name: str, cluster_env: dict[str, st
     back when needed."""
     proc = procs.python(IDLE, cluster_env, db_name)
     try:
-        for want in ("plain handle watchers 0", "watching after use True",
-                     "watching when idle 0", "watching when needed True",
-                     "CLEAR_IF_FIRST handle watchers 1", "ready"):
+        for want in (
+            "plain handle watchers 0",
+            "watching after use True",
+            "watching when idle 0",
+            "watching when needed True",
+            "CLEAR_IF_FIRST handle watchers 1",
+            "ready",
+        ):
             procs.expect(proc, want)
         assert len(admin.openers(admin.connect(), db_name)) == 1
     finally:

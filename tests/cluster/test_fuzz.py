@@ -866,8 +866,12 @@ def test_a_write_that_settles_sees_what_it_installs(fuzz_io: Any, case: str) -> 
 _KEYS = st.binary(min_size=0, max_size=3)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     before=st.dictionaries(_KEYS, st.binary(max_size=40), max_size=25),
     writes=st.dictionaries(_KEYS, st.one_of(st.none(), st.binary(max_size=40)), max_size=25),
@@ -875,8 +879,11 @@ _KEYS = st.binary(min_size=0, max_size=3)
     max_bytes=st.sampled_from([1, 60, 1 << 20]),
 )
 def test_reads_through_a_redo_log(
-    fuzz_io: Any, before: dict[bytes, bytes], writes: dict[bytes, bytes | None],
-    max_records: int, max_bytes: int,
+    fuzz_io: Any,
+    before: dict[bytes, bytes],
+    writes: dict[bytes, bytes | None],
+    max_records: int,
+    max_bytes: int,
 ) -> None:
     """The committer's reads of a shard pending its transaction (accept):
     every get, and the records listed page by page (few records, few bytes a
@@ -886,10 +893,15 @@ def test_reads_through_a_redo_log(
     obj = f"fuzz-through-{uuid.uuid4().hex[:8]}"
     txid = PENDING_TXID
     if before:
-        clsops.apply(io, obj, clsops.apply_request(
-            OWNER_A, 0, [(kinds.Op.PUT, k, v) for k, v in before.items()]))
-    part = [(kinds.Op.PUT, k, v) if v is not None else (kinds.Op.DISCARD, k, b"")
-            for k, v in writes.items()]
+        clsops.apply(
+            io,
+            obj,
+            clsops.apply_request(OWNER_A, 0, [(kinds.Op.PUT, k, v) for k, v in before.items()]),
+        )
+    part = [
+        (kinds.Op.PUT, k, v) if v is not None else (kinds.Op.DISCARD, k, b"")
+        for k, v in writes.items()
+    ]
     if part:
         clsops.apply(io, obj, clsops.apply_request(OWNER_A, 0, part, txid=txid))
     expected = {**before, **{k: v for k, v in writes.items() if v is not None}}

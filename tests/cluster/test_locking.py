@@ -37,8 +37,10 @@ COUNTER = """
 def run_counters(db_name: str, env: dict[str, str], locked: bool, method: str = "spawn") -> int:
     db = radostdb.Tdb(db_name, 0, 0, CREATE)
     db.store(b"counter", b"0")
-    workers = [spawn(COUNTER, env, db_name, "locked" if locked else "unlocked", method=method)
-               for _ in range(4)]
+    workers = [
+        spawn(COUNTER, env, db_name, "locked" if locked else "unlocked", method=method)
+        for _ in range(4)
+    ]
     for p in workers:
         expect(p, "ready")
     for p in workers:
@@ -51,8 +53,9 @@ def run_counters(db_name: str, env: dict[str, str], locked: bool, method: str = 
     return int(db[b"counter"])
 
 
-def test_counter_under_chainlock_loses_nothing(db_name: str, cluster_env: dict[str, str],
-                                               start_method: str) -> None:
+def test_counter_under_chainlock_loses_nothing(
+    db_name: str, cluster_env: dict[str, str], start_method: str
+) -> None:
     assert run_counters(db_name, cluster_env, locked=True, method=start_method) == 400
 
 
@@ -120,8 +123,9 @@ def test_chainlock_nonblock_fails_fast(db_name: str, cluster_env: dict[str, str]
     finish([holder], 30)
 
 
-def test_killed_holder_loses_lock_after_lease(db_name: str, cluster_env: dict[str, str],
-                                              start_method: str) -> None:
+def test_killed_holder_loses_lock_after_lease(
+    db_name: str, cluster_env: dict[str, str], start_method: str
+) -> None:
     db = radostdb.Tdb(db_name, 0, 0, CREATE, lock_lease=3)
     holder = spawn(HOLDER, cluster_env, db_name, "3", method=start_method)
     expect(holder, "locked")
@@ -134,11 +138,11 @@ def test_killed_holder_loses_lock_after_lease(db_name: str, cluster_env: dict[st
     db.chainunlock(b"k")
 
 
-
 @pytest.mark.parametrize("noticed", [False, True], ids=["at-once", "noticed"])
 @pytest.mark.parametrize("lock", ["chainlock", "lock_all"])
-def test_stale_holder_is_fenced(db_name: str, cluster_env: dict[str, str], noticed: bool,
-                                lock: str, start_method: str) -> None:
+def test_stale_holder_is_fenced(
+    db_name: str, cluster_env: dict[str, str], noticed: bool, lock: str, start_method: str
+) -> None:
     """A holder suspended past its lease, whose lock another took, cannot
     write: at once after it wakes (the OSD refuses the write), and after its
     renewal found the lock gone (refused without waiting for the new owner);
@@ -257,7 +261,8 @@ def test_lock_lease_from_environment(db_name: str, monkeypatch: pytest.MonkeyPat
 def test_forked_child_locks_and_exits_cleanly(db_name: str, cluster_env: dict[str, str]) -> None:
     """smbd's pattern: fork, use the inherited handle (the child connects
     afresh), lock, exit normally: the exit releases the child's locks."""
-    script = spawn("""
+    script = spawn(
+        """
         import os, sys, radostdb
         db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR | os.O_CREAT)
         db.store(b"a", b"1")
@@ -270,7 +275,10 @@ def test_forked_child_locks_and_exits_cleanly(db_name: str, cluster_env: dict[st
         print(os.waitstatus_to_exitcode(status), db.get(b"child").decode(), flush=True)
         db.chainlock_nonblock(b"c")
         print("parent has the lock", flush=True)
-    """, cluster_env, db_name)
+    """,
+        cluster_env,
+        db_name,
+    )
     out, err = script.communicate("", timeout=60)
     assert script.returncode == 0, err
     assert out.split("\n")[:2] == ["0 2", "parent has the lock"]

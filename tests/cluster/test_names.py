@@ -232,8 +232,9 @@ def _make_02_database(io: Any, literal: str, records: dict[bytes, bytes]) -> Non
         clsops.apply(io, obj, clsops.apply_request(owner, 0, [(1, k, v)]))
 
 
-def test_a_name_02_did_not_normalise_is_noted_and_renamed(cli: Any, ioctx: Any,
-                                                          db_name: str) -> None:
+def test_a_name_02_did_not_normalise_is_noted_and_renamed(
+    cli: Any, ioctx: Any, db_name: str
+) -> None:
     literal = f"/srv//{db_name}/./old.tdb"
     normal = f"/srv/{db_name}/old.tdb"
     records = {b"k%d" % i: b"v%d" % i for i in range(50)}

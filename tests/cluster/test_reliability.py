@@ -496,8 +496,7 @@ def test_whole_cluster_restart(
         except subprocess.TimeoutExpired:
             pytest.fail(f"the committer crashing at {step!r} did not end")
         assert committer.proc.returncode == -9, (
-            f"{crashpoints.ENV}={step} did not kill the committer: "
-            + committer.describe_failure()
+            f"{crashpoints.ENV}={step} did not kill the committer: " + committer.describe_failure()
         )
         crashed[step] = cname
     live = crew.spawn("store", "live")

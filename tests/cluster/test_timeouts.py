@@ -148,9 +148,14 @@ def test_every_call_gives_up_after_the_timeout(frozen_cluster: ClusterInfo) -> N
     lock wait, the lock timeout) naming the object, in about T; closing and
     process exit take about T and print nothing."""
     name = f"frozen-{os.getpid()}"
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CALLS), name],
-                             env=_env(frozen_cluster), stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(CALLS), name],
+        env=_env(frozen_cluster),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert child.stdout is not None and child.stdin is not None
     assert child.stdout.readline().strip() == "ready"
     results = {}
@@ -169,9 +174,11 @@ def test_every_call_gives_up_after_the_timeout(frozen_cluster: ClusterInfo) -> N
         exit_time = time.monotonic() - t_exit
         stderr = child.stderr.read() if child.stderr else ""
         total = time.monotonic() - t0
-    print(f"durations with {T:g} s: "
-          f"{ {k: round(v['seconds'], 2) for k, v in results.items()} }, "
-          f"exit {exit_time:.2f} s, all {total:.1f} s")
+    print(
+        f"durations with {T:g} s: "
+        f"{ {k: round(v['seconds'], 2) for k, v in results.items()} }, "
+        f"exit {exit_time:.2f} s, all {total:.1f} s"
+    )
     for what in ("get", "store", "transaction", "open"):
         r = results[what]
         assert not r["ok"], r
@@ -191,18 +198,22 @@ def test_every_call_gives_up_after_the_timeout(frozen_cluster: ClusterInfo) -> N
 def test_cli_gives_up_after_the_timeout(frozen_cluster: ClusterInfo) -> None:
     name = f"frozen-cli-{os.getpid()}"
     env = _env(frozen_cluster)
-    db = radostdb.Tdb(name, 8, 0, os.O_RDWR | os.O_CREAT,
-                      conf=frozen_cluster.conf, pool=frozen_cluster.pool)
+    db = radostdb.Tdb(
+        name, 8, 0, os.O_RDWR | os.O_CREAT, conf=frozen_cluster.conf, pool=frozen_cluster.pool
+    )
     db.store(b"k", b"v")
     db.close()
     cli = str(Path(sys.executable).parent / "radostdb")
     with Frozen(frozen_cluster):
         t0 = time.monotonic()
-        r = subprocess.run([cli, "get", name, "k"], env=env, capture_output=True, text=True,
-                           timeout=60)
+        r = subprocess.run(
+            [cli, "get", name, "k"], env=env, capture_output=True, text=True, timeout=60
+        )
         took = time.monotonic() - t0
-    print(f"radostdb get with the OSD frozen: exit {r.returncode} after {took:.2f} s: "
-          f"{r.stderr.strip()}")
+    print(
+        f"radostdb get with the OSD frozen: exit {r.returncode} after {took:.2f} s: "
+        f"{r.stderr.strip()}"
+    )
     assert r.returncode == 1
     assert r.stderr.startswith("Error: ") and "timed out" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -223,8 +234,13 @@ def test_a_lock_wait_gives_up_on_a_live_holder(frozen_cluster: ClusterInfo) -> N
     lock-timeout error; after a dead holder, the lock comes within its lease."""
     name = f"lockwait-{os.getpid()}"
     env = _env(frozen_cluster)
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(HOLDER), name, "30"],
-                              env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HOLDER), name, "30"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout is not None
     assert holder.stdout.readline().strip() == "locked"
     os.environ["RADOSTDB_OP_TIMEOUT"] = str(T)
@@ -238,9 +254,13 @@ def test_a_lock_wait_gives_up_on_a_live_holder(frozen_cluster: ClusterInfo) -> N
         assert T - 0.5 < waited < T + SLACK, waited
         holder.communicate("", timeout=60)  # exits: its close releases the lock
         dead_lease = 4.0
-        holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(HOLDER), name,
-                                   str(dead_lease)], env=env, stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(HOLDER), name, str(dead_lease)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "locked"
         holder.send_signal(signal.SIGKILL)

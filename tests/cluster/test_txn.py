@@ -30,8 +30,14 @@ COMMITTER = """
 
 
 # what each crash step leaves: the old records, or the new ones
-OUTCOME = {"before-round": "old", "stage-only": "old", "apply-partial": "old",
-           "applied-no-stage": "old", "round-done": "new", "before-release": "new"}
+OUTCOME = {
+    "before-round": "old",
+    "stage-only": "old",
+    "apply-partial": "old",
+    "applied-no-stage": "old",
+    "round-done": "new",
+    "before-release": "new",
+}
 
 
 def test_crash_matrix_covers_every_step() -> None:
@@ -39,8 +45,9 @@ def test_crash_matrix_covers_every_step() -> None:
 
 
 @pytest.mark.parametrize("step", crashpoints.STEPS)
-def test_crash_matrix(step: str, db_name: str, cluster_env: dict[str, str],
-                      start_method: str) -> None:
+def test_crash_matrix(
+    step: str, db_name: str, cluster_env: dict[str, str], start_method: str
+) -> None:
     """The committer SIGKILLs itself at each step; afterwards every key is old
     (the round did not complete: aborted) or every key new (it did)."""
     db = radostdb.Tdb(db_name, 8, 0, CREATE, lock_lease=2)
@@ -66,12 +73,12 @@ def test_crash_matrix(step: str, db_name: str, cluster_env: dict[str, str],
     assert db.get(b"after") == b"crash"
 
 
-def test_commit_point_rolls_forward_without_readers(db_name: str,
-                                                    cluster_env: dict[str, str]) -> None:
+def test_commit_point_rolls_forward_without_readers(
+    db_name: str, cluster_env: dict[str, str]
+) -> None:
     """Recovery by the next transaction_start (nobody read in between)."""
     radostdb.Tdb(db_name, 8, 0, CREATE).store(b"x", b"1")
-    proc = python(COMMITTER, dict(cluster_env, RADOSTDB_TEST_CRASH_AT="round-done"),
-                  db_name, "1")
+    proc = python(COMMITTER, dict(cluster_env, RADOSTDB_TEST_CRASH_AT="round-done"), db_name, "1")
     proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL
     db = radostdb.Tdb(db_name, lock_lease=2)
@@ -107,8 +114,9 @@ AUDITOR = """
 
 
 @pytest.mark.slow
-def test_bank_invariant_under_kill9(db_name: str, cluster_env: dict[str, str],
-                                    start_method: str) -> None:
+def test_bank_invariant_under_kill9(
+    db_name: str, cluster_env: dict[str, str], start_method: str
+) -> None:
     """3 transferring processes killed at random and restarted for 20 s; every
     audit inside a transaction, and the final sum, equal the initial total."""
     db = radostdb.Tdb(db_name, 8, 0, CREATE, lock_lease=2)

@@ -74,8 +74,9 @@ def test_tdb_errors_are_named_and_printed_as_tdbs() -> None:
         theirs = exc
     ours = radostdb.TdbError(8)
     assert type(ours).__name__ == type(theirs).__name__ == "RuntimeError"
-    assert traceback.format_exception_only(type(ours), ours) == \
-        traceback.format_exception_only(type(theirs), theirs)
+    assert traceback.format_exception_only(type(ours), ours) == traceback.format_exception_only(
+        type(theirs), theirs
+    )
     assert repr(ours) == repr(theirs)
     assert isinstance(ours, RuntimeError) and isinstance(ours, radostdb.RadostdbError)
     ours.errno = 5  # type: ignore[attr-defined]

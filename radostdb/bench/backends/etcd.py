@@ -53,9 +53,12 @@ def _quiet_closed_watchers(args: Any) -> None:
     thread's next attempt fails with "Cannot invoke RPC: Channel closed!"
     and dies. That end is expected here; any other thread error is shown."""
     name = args.thread.name if args.thread is not None else ""
-    if (name.startswith("etcd3_watch_") and isinstance(args.exc_value, ValueError)
-            and "channel" in str(args.exc_value).lower()
-            and "closed" in str(args.exc_value).lower()):
+    if (
+        name.startswith("etcd3_watch_")
+        and isinstance(args.exc_value, ValueError)
+        and "channel" in str(args.exc_value).lower()
+        and "closed" in str(args.exc_value).lower()
+    ):
         return
     _default_excepthook(args)
 
