@@ -24,8 +24,13 @@
 
 /*
  * lock (write) LockReq: grants (or renews) the lock when grantable; else
- * with QUEUE appends a waiter (or renews it) and returns 0, without it
- * -EBUSY. Stale owners: -EUCLEAN.
+ * with QUEUE appends a waiter (or renews it), without it -EBUSY. Stale
+ * owners: -EUCLEAN. Returns RTDB_LOCKED_GRANTED or RTDB_LOCKED_QUEUED (seen
+ * by a client sending it with RETURNVEC), and for a SHARD request the
+ * layout bits of the modulus it sent (types.h). A RECORD request for a key
+ * the shard does not hold: -ESTALE. An ISOLATION request of an epoch older
+ * than the shard's: -ECANCELED (types.h). A TXN grant sets the object's
+ * epoch.
  */
 int lock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
@@ -36,6 +41,12 @@ int lock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
     return r;
   if (!s.h.stale.empty())
     return refuse("lock", -EUCLEAN, "%zu stale owner(s)", s.h.stale.size());
+  if (req.kind == RTDB_LOCK_RECORD &&
+      owns(s.h, req.key.data(), req.key.size(), omap_key(req.key.data(), req.key.size())) < 0)
+    return refuse("lock", -ESTALE, "a key this shard does not hold");
+  if (req.kind == RTDB_LOCK_ISOLATION && txn_epoch(&s.h, req.epoch) < 0)
+    return refuse("lock", -ECANCELED, "a newer transaction took the shard");
+  int bits = req.kind == RTDB_LOCK_SHARD ? layout_bits(s.h, req.modulus) : 0;
   LockView view{req.kind, req.mode, &req.key};
   rtdb_entry *e = find_entry(&s.h, req.owner, req.kind, req.mode, req.key);
   if (e && e->state == RTDB_QUEUED && !(req.flags & RTDB_LOCK_QUEUE))
@@ -43,7 +54,9 @@ int lock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
   if (e) {
     e->lease_ms = req.lease_ms;
     e->expiry_ms = s.now + req.lease_ms; /* renew a held lock or a queued wait */
-    return write_shard_hdr(hctx, s.h);
+    int status = e->state == RTDB_HELD ? RTDB_LOCKED_GRANTED : RTDB_LOCKED_QUEUED;
+    r = write_shard_hdr(hctx, s.h);
+    return r < 0 ? r : status | bits;
   }
   rtdb_entry n;
   n.kind = req.kind;
@@ -54,13 +67,16 @@ int lock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
   n.expiry_ms = s.now + req.lease_ms;
   if (!blocked(s.h, req.owner, view, true, s.h.entries.size())) {
     n.state = RTDB_HELD;
+    if (n.kind == RTDB_LOCK_TXN)
+      stamp_txn_grant(&s.h, s.now);
   } else if (req.flags & RTDB_LOCK_QUEUE) {
     n.state = RTDB_QUEUED;
   } else {
     return refuse("lock", -EBUSY, "not grantable");
   }
   s.h.entries.push_back(n);
-  return write_shard_hdr(hctx, s.h);
+  r = write_shard_hdr(hctx, s.h);
+  return r < 0 ? r : (n.state == RTDB_HELD ? RTDB_LOCKED_GRANTED : RTDB_LOCKED_QUEUED) | bits;
 }
 
 /*

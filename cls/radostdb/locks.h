@@ -16,6 +16,10 @@
  *     in order and each waiter that conflicts with no holder and no earlier
  *     waiter is granted: the lock is handed to the head of the queue in the
  *     same atomic operation as the release.
+ *   One exception: a read lock (RECORD or SHARD SHARED) passes a queued
+ *   COMMIT, as tdb's fcntl read locks pass a waiting write lock: a reader
+ *   that holds a read lock and asks for another never waits for a commit
+ *   that waits for its first one. A committer waits for readers to pause.
  *   A `lock` without QUEUE is a try: not grantable -> -EBUSY, nothing
  *   changed. With QUEUE it appends a waiter (returns 0 either way; the
  *   client reads `state` to learn which).
@@ -27,10 +31,18 @@
  *     RECORD SHARED k vs RECORD EXCL k, SHARD EXCL, COMMIT
  *     SHARD EXCL      vs everything
  *     SHARD SHARED    vs RECORD EXCL, SHARD EXCL, COMMIT
- *     ISOLATION       vs RECORD EXCL, SHARD EXCL (isolations share: waiters
- *                     for the transaction lock hold theirs in advance)
+ *     ISOLATION       vs RECORD EXCL, SHARD EXCL (isolations share: an
+ *                     older transaction's may linger until its lease ends;
+ *                     epochs keep it from writing, types.h)
  *     COMMIT          vs RECORD (any), SHARD (any), COMMIT (not ISOLATION)
- *     TXN             vs TXN (the header object's transaction lock)
+ *     TXN             vs TXN, USER (the transaction-lock object's kinds)
+ *     USER            vs TXN: a handle holds USER while it holds or takes
+ *                     record or shard EXCL locks, so a transaction starts
+ *                     once none are held and none are granted until it ends
+ *                     (tdb's allrecord read lock vs chain locks). Without
+ *                     it a transaction, which takes its shards' isolation
+ *                     as it touches them, could wait for a lock holder
+ *                     that waits for one of those shards.
  * - Leases: a grant sets expiry = now + the entry's lease; `renew` extends
  *   every entry of an owner (holders and waiters) by its own lease. Expired
  *   entries are pruned by any method that rewrites the header. A waiter that
@@ -72,7 +84,7 @@ static inline bool decode_entry(WireReader &rd, rtdb_entry *e)
 {
   return rd.u8(&e->kind) && rd.u8(&e->mode) && rd.u8(&e->state) && rd.u8(&e->flags) &&
          rd.owner(&e->owner) && rd.u32(&e->lease_ms) && rd.u64(&e->expiry_ms) &&
-         rd.str(&e->key) && e->kind >= RTDB_LOCK_RECORD && e->kind <= RTDB_LOCK_COMMIT &&
+         rd.str(&e->key) && e->kind >= RTDB_LOCK_RECORD && e->kind <= RTDB_LOCK_USER &&
          (e->mode == RTDB_LOCK_EXCL || e->mode == RTDB_LOCK_SHARED) &&
          (e->state == RTDB_HELD || e->state == RTDB_QUEUED);
 }
@@ -131,6 +143,10 @@ static inline int decode_shard_hdr(const std::string &raw, rtdb_shard_hdr *h)
   for (auto &e : h->entries)
     if (!decode_entry(b, &e))
       return -EIO;
+  if (b.left() && (!b.u64(&h->epoch) || !b.u64(&h->modulus) || !b.u32(&h->index) ||
+                   !b.u32(&h->split_to) || !b.u64(&h->split_modulus) ||
+                   !b.str(&h->moved_upto) || !b.str(&h->split_owner)))
+    return -EIO;
   return 0;
 }
 
@@ -156,7 +172,18 @@ static inline std::string encode_shard_hdr(const rtdb_shard_hdr &h)
     b.u64(e.expiry_ms);
     b.str(e.key);
   }
-  all.framed(RTDB_SHARD_HDR_VERSION, RTDB_SHARD_HDR_VERSION, b.s);
+  b.u64(h.epoch);
+  b.u64(h.modulus);
+  b.u32(h.index);
+  b.u32(h.split_to);
+  b.u64(h.split_modulus);
+  b.str(h.moved_upto);
+  b.str(h.split_owner);
+  /* an older class may read a header with nothing new in it (types.h) */
+  bool v4 = h.modulus || h.splitting() || !h.split_owner.empty();
+  for (const auto &e : h.entries)
+    v4 |= e.kind == RTDB_LOCK_USER;
+  all.framed(RTDB_SHARD_HDR_VERSION, v4 ? RTDB_SHARD_HDR_VERSION : 3, b.s);
   return all.s;
 }
 
@@ -208,8 +235,10 @@ static inline LockView view_of(const rtdb_entry &e) { return LockView{e.kind, e.
 /* Do two locks of different owners conflict? (symmetric) */
 static inline bool conflict(LockView a, LockView b)
 {
-  if (a.kind == RTDB_LOCK_TXN || b.kind == RTDB_LOCK_TXN)
-    return a.kind == RTDB_LOCK_TXN && b.kind == RTDB_LOCK_TXN;
+  if (a.kind == RTDB_LOCK_TXN || b.kind == RTDB_LOCK_TXN || a.kind == RTDB_LOCK_USER ||
+      b.kind == RTDB_LOCK_USER) /* the transaction-lock object's kinds */
+    return (a.kind == RTDB_LOCK_TXN && (b.kind == RTDB_LOCK_TXN || b.kind == RTDB_LOCK_USER)) ||
+           (a.kind == RTDB_LOCK_USER && b.kind == RTDB_LOCK_TXN);
   if (a.kind > b.kind)
     std::swap(a, b); /* now a.kind <= b.kind */
   bool a_excl = a.mode == RTDB_LOCK_EXCL, b_excl = b.mode == RTDB_LOCK_EXCL;
@@ -245,10 +274,20 @@ static inline bool blocked(const rtdb_shard_hdr &h, const std::string &owner, Lo
       continue;
     if (e.state == RTDB_QUEUED && (!waiters || i >= upto))
       continue;
+    if (e.state == RTDB_QUEUED && e.kind == RTDB_LOCK_COMMIT && req.mode == RTDB_LOCK_SHARED &&
+        (req.kind == RTDB_LOCK_RECORD || req.kind == RTDB_LOCK_SHARD))
+      continue; /* readers pass a waiting committer (see the grant order) */
     if (conflict(req, view_of(e)))
       return true;
   }
   return false;
+}
+
+/* The transaction lock was granted: its holder's epoch (types.h), newer
+ * than every earlier one even across a header reset. */
+static inline void stamp_txn_grant(rtdb_shard_hdr *h, uint64_t now)
+{
+  h->epoch = std::max(h->epoch + 1, now);
 }
 
 /* Walk the queue in order; grant every waiter that conflicts with no holder
@@ -266,6 +305,8 @@ static inline int grant_queue(rtdb_shard_hdr *h, uint64_t now)
       continue;
     e.state = RTDB_HELD;
     e.expiry_ms = now + e.lease_ms;
+    if (e.kind == RTDB_LOCK_TXN)
+      stamp_txn_grant(h, now);
     granted++;
   }
   return granted;

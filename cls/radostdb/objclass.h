@@ -47,6 +47,8 @@ int cls_cxx_map_get_val(cls_method_context_t hctx, const std::string &key, ceph:
 int cls_cxx_map_get_vals(cls_method_context_t hctx, const std::string &start_after,
                          const std::string &filter_prefix, uint64_t max_to_get,
                          std::map<std::string, ceph::bufferlist> *vals, bool *more);
+int cls_cxx_map_get_keys(cls_method_context_t hctx, const std::string &start_after,
+                         uint64_t max_to_get, std::set<std::string> *keys, bool *more);
 int cls_cxx_map_get_vals_by_keys(cls_method_context_t hctx, const std::set<std::string> &keys,
                                  std::map<std::string, ceph::bufferlist> *vals);
 int cls_cxx_map_set_val(cls_method_context_t hctx, const std::string &key, ceph::bufferlist *inbl);

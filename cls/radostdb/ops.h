@@ -227,7 +227,11 @@ void put_reply(ceph::bufferlist *out, const T &reply)
 /* ---- requests ---- */
 
 /* apply v1: owner, u8 wflags, u64 txid, u64 settle, u32s participants,
- *           u32 count, count x { u8 op, bytes key, bytes data } */
+ *           u32 count, count x { u8 op, bytes key, bytes data }
+ *   then, optionally: u64 epoch, u32 lease_ms (with ASSERT_TXN: the writing
+ *   transaction's epoch, and the lease of the isolation the write takes if
+ *   the writer has none here yet; epoch 0 or absent: an older client, whose
+ *   write needs the isolation held and is not checked against epochs) */
 struct ApplyEntry {
   uint8_t op = 0;
   const char *key = nullptr;
@@ -242,6 +246,8 @@ struct ApplyReq {
   uint64_t txid = 0, settle = 0;
   std::vector<uint32_t> participants;
   std::vector<ApplyEntry> entries;
+  uint64_t epoch = 0;
+  uint32_t lease_ms = 0;
   bool decode(WireReader &rd) {
     uint32_t n;
     if (!rd.owner(&owner) || !rd.u8(&wflags) || !rd.u64(&txid) || !rd.u64(&settle) ||
@@ -253,7 +259,10 @@ struct ApplyReq {
           !rd.bytes(&e.key, &e.klen) || !rd.bytes(&e.data, &e.dlen))
         return false;
     }
-    return wflags < 16; /* ASSERT_LOCK, ASSERT_TXN, RELEASE, REPORT (types.h) */
+    if (rd.left() && (!rd.u64(&epoch) || !rd.u32(&lease_ms)))
+      return false;
+    /* ASSERT_LOCK, ASSERT_TXN, RELEASE, REPORT (types.h); an epoch takes a lease */
+    return wflags < 16 && (!epoch || lease_ms > 0);
   }
 };
 
@@ -263,8 +272,10 @@ struct ClearReq {
   std::string owner;
   uint8_t wflags = 0;
   uint64_t settle = 0;
+  uint64_t modulus = 0;
   bool decode(WireReader &rd) {
-    return rd.owner(&owner) && rd.u8(&wflags) && rd.u64(&settle) && wflags < 8;
+    return rd.owner(&owner) && rd.u8(&wflags) && rd.u64(&settle) && wflags < 8 &&
+           (!rd.left() || rd.u64(&modulus));
   }
 };
 
@@ -292,30 +303,38 @@ struct GetReq {
 };
 
 /* list v1: u32 max records (> 0), u32 max bytes, u64 accept,
- *          bytes start_after (an encoded key; empty: from the start) */
+ *          bytes start_after (an encoded key; empty: from the start)
+ *   then, optionally: bytes until (an encoded key: no record after it;
+ *   empty or absent: no bound) */
 struct ListReq {
   static const uint8_t VERSION = 1;
   uint32_t max = 0, maxbytes = 0;
   uint64_t accept = 0;
-  std::string start;
+  std::string start, until;
   bool decode(WireReader &rd) {
-    return rd.u32(&max) && rd.u32(&maxbytes) && rd.u64(&accept) && rd.str(&start) && max > 0;
+    if (!rd.u32(&max) || !rd.u32(&maxbytes) || !rd.u64(&accept) || !rd.str(&start) || !max)
+      return false;
+    return !rd.left() || rd.str(&until);
   }
 };
 
 /* lock v1: owner, u32 lease_ms (> 0), u8 kind, u8 mode, u8 flags, bytes key
- * (empty unless kind is RECORD) */
+ * (empty unless kind is RECORD); then, optionally: u64 epoch (an ISOLATION
+ * request's transaction; 0 or absent: not checked), u64 modulus (a SHARD
+ * request: the modulus the client's layout gives the shard; 0: unknown) */
 struct LockReq {
   static const uint8_t VERSION = 1;
   std::string owner;
   uint32_t lease_ms = 0;
   uint8_t kind = 0, mode = 0, flags = 0;
   std::string key;
+  uint64_t epoch = 0, modulus = 0;
   bool decode(WireReader &rd) {
     if (!rd.owner(&owner) || !rd.u32(&lease_ms) || !rd.u8(&kind) || !rd.u8(&mode) ||
-        !rd.u8(&flags) || !rd.str(&key))
+        !rd.u8(&flags) || !rd.str(&key) || (rd.left() && !rd.u64(&epoch)) ||
+        (rd.left() && !rd.u64(&modulus)))
       return false;
-    return lease_ms > 0 && kind >= RTDB_LOCK_RECORD && kind <= RTDB_LOCK_COMMIT &&
+    return lease_ms > 0 && kind >= RTDB_LOCK_RECORD && kind <= RTDB_LOCK_USER &&
            (mode == RTDB_LOCK_EXCL || mode == RTDB_LOCK_SHARED) && flags < 2 &&
            (kind == RTDB_LOCK_RECORD || key.empty());
   }
@@ -438,14 +457,42 @@ struct GetReply {
   }
 };
 
-/* list reply v1: u8 status (FOUND or PENDING); FOUND: u8 more, bytes page
- * (codec page format: raw keys, records); PENDING: pending info */
+/* A shard's place in the layout as its header records it (types.h): the
+ * trailer of a list reply. */
+struct LayoutInfo {
+  uint64_t modulus = 0;
+  uint32_t index = RTDB_NO_SHARD, split_to = RTDB_NO_SHARD;
+  uint64_t split_modulus = 0;
+  std::string moved_upto;
+  void set(const rtdb_shard_hdr &h) {
+    modulus = h.modulus;
+    index = h.index;
+    split_to = h.split_to;
+    split_modulus = h.split_modulus;
+    moved_upto = h.moved_upto;
+  }
+  void encode(WireWriter &w) const {
+    w.u64(modulus);
+    w.u32(index);
+    w.u32(split_to);
+    w.u64(split_modulus);
+    w.str(moved_upto);
+  }
+};
+
+/* list reply v2: u8 status (FOUND or PENDING); FOUND: u8 more, bytes page
+ * (codec page format: raw keys, records); PENDING: pending info; then (v2)
+ * the shard's layout: u64 modulus (0: not recorded), u32 index, u32
+ * split_to (0xffffffff: not splitting), u64 split_modulus, bytes moved_upto
+ * (the shard's keys moving to split_to up to this encoded key are there,
+ * not here) */
 struct ListReply {
-  static const uint8_t VERSION = 1, COMPAT = 1;
+  static const uint8_t VERSION = 2, COMPAT = 1;
   uint8_t status = RTDB_FOUND;
   uint8_t more = 0;
   std::string page;
   PendingInfo pending;
+  LayoutInfo layout;
   void encode(WireWriter &w) const {
     w.u8(status);
     if (status == RTDB_FOUND) {
@@ -454,6 +501,7 @@ struct ListReply {
     } else {
       pending.encode(w);
     }
+    layout.encode(w);
   }
 };
 
@@ -619,6 +667,136 @@ struct RedoLog {
     return len >= FRAME + HEAD && rd.u8(&version) && rd.u8(&compat) && rd.u32(&body) &&
            version >= VERSION && compat <= VERSION && rd.u64(&txid) && rd.u64(&prev_applied);
   }
+};
+
+/* ---- resharding (reshard.cc) ---- */
+
+/* split_begin v1: owner (the resharder), u8 wflags (ASSERT_LOCK, RELEASE),
+ * u32 index (this shard), u64 modulus (its keys' before the split), u32
+ * child (the new shard: index + modulus), u64 child_modulus (2 x modulus) */
+struct SplitBeginReq {
+  static const uint8_t VERSION = 1;
+  std::string owner;
+  uint8_t wflags = 0;
+  uint32_t index = 0, child = 0;
+  uint64_t modulus = 0, child_modulus = 0;
+  bool decode(WireReader &rd) {
+    return rd.owner(&owner) && rd.u8(&wflags) && rd.u32(&index) && rd.u64(&modulus) &&
+           rd.u32(&child) && rd.u64(&child_modulus) &&
+           !(wflags & ~(RTDB_WRITE_ASSERT_LOCK | RTDB_WRITE_RELEASE)) && modulus > index &&
+           child == index + modulus && child_modulus == 2 * modulus &&
+           child_modulus < RTDB_NO_SHARD;
+  }
+};
+
+/* split_page v1: bytes after (an encoded key; empty: from the start),
+ * u32 max records (> 0) */
+struct SplitPageReq {
+  static const uint8_t VERSION = 1;
+  std::string after;
+  uint32_t max = 0;
+  bool decode(WireReader &rd) { return rd.str(&after) && rd.u32(&max) && max > 0; }
+};
+
+/* A record moving between shards: its encoded key and the record as stored. */
+struct MovingRecord {
+  std::string okey;
+  ceph::bufferlist record;
+};
+
+/* split_page reply v1: bytes upto (the last encoded key looked at; empty:
+ * none), u8 end (no key after it), u32 n, n x { bytes okey, bytes record }
+ * (the moving keys in (after, upto], in key order) */
+struct SplitPageReply {
+  static const uint8_t VERSION = 1, COMPAT = 1;
+  std::string upto;
+  uint8_t end = 0;
+  std::vector<MovingRecord> records;
+  void encode(WireWriter &w) const {
+    w.str(upto);
+    w.u8(end);
+    w.u32((uint32_t)records.size());
+    for (const auto &m : records) {
+      w.str(m.okey);
+      w.bytes(const_cast<ceph::bufferlist &>(m.record).c_str(), m.record.length());
+    }
+  }
+};
+
+/* split_absorb v1: owner, u8 takeover (1: the owner takes the new shard
+ * over from another resharder), u32 index (this, the new shard), u64
+ * modulus (its), bytes after, bytes upto, u8 end (upto is the end of the
+ * parent's keys), u32 n, n x { bytes okey, bytes record } */
+struct SplitAbsorbReq {
+  static const uint8_t VERSION = 1;
+  std::string owner;
+  uint8_t takeover = 0;
+  uint32_t index = 0;
+  uint64_t modulus = 0;
+  std::string after, upto;
+  uint8_t end = 0;
+  std::vector<MovingRecord> records;
+  bool decode(WireReader &rd) {
+    uint32_t n;
+    if (!rd.owner(&owner) || !rd.u8(&takeover) || !rd.u32(&index) || !rd.u64(&modulus) ||
+        !rd.str(&after) || !rd.str(&upto) || !rd.u8(&end) || !rd.count(&n, 8) ||
+        takeover > 1 || end > 1 || !modulus || index >= modulus)
+      return false;
+    records.resize(n);
+    for (auto &m : records) {
+      const char *p;
+      uint32_t len;
+      if (!rd.str(&m.okey) || !rd.bytes(&p, &len) || m.okey.empty())
+        return false;
+      m.record.append(p, len);
+    }
+    return true;
+  }
+};
+
+/* split_advance v1: owner, u8 wflags (ASSERT_LOCK, RELEASE), bytes after
+ * (the shard's moved_upto), bytes upto, u8 end, u32 n, n x { bytes okey,
+ * bytes head (the record's first RTDB_REC_HDR bytes, as split_page read
+ * it: they change with every write of the record) } */
+struct SplitAdvanceReq {
+  static const uint8_t VERSION = 1;
+  std::string owner;
+  uint8_t wflags = 0;
+  std::string after, upto;
+  uint8_t end = 0;
+  std::vector<std::pair<std::string, std::string>> heads;
+  bool decode(WireReader &rd) {
+    uint32_t n;
+    if (!rd.owner(&owner) || !rd.u8(&wflags) || !rd.str(&after) || !rd.str(&upto) ||
+        !rd.u8(&end) || !rd.count(&n, 8) || end > 1 ||
+        (wflags & ~(RTDB_WRITE_ASSERT_LOCK | RTDB_WRITE_RELEASE)))
+      return false;
+    heads.resize(n);
+    for (auto &h : heads)
+      if (!rd.str(&h.first) || !rd.str(&h.second))
+        return false;
+    return true;
+  }
+};
+
+/* count v1: u32 limit; reply v1: u32 count (records in the shard, counted
+ * up to limit + 1: more than limit) */
+struct CountReq {
+  static const uint8_t VERSION = 1;
+  uint32_t limit = 0;
+  bool decode(WireReader &rd) { return rd.u32(&limit) && limit < RTDB_NO_SHARD; }
+};
+struct CountReply {
+  static const uint8_t VERSION = 1, COMPAT = 1;
+  uint32_t count = 0;
+  void encode(WireWriter &w) const { w.u32(count); }
+};
+
+/* fence_epoch v1: u64 epoch (non-zero) */
+struct EpochReq {
+  static const uint8_t VERSION = 1;
+  uint64_t epoch = 0;
+  bool decode(WireReader &rd) { return rd.u64(&epoch) && epoch != 0; }
 };
 
 #endif

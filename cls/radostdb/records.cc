@@ -33,15 +33,6 @@
 
 #include "server.h"
 
-static std::string omap_key(const char *key, uint32_t klen)
-{
-  std::string out;
-  out.resize((size_t)klen * 2 + 1); /* >= 1: the empty key encodes to "\x01" */
-  size_t n = rtdb_key_encode((const uint8_t *)key, klen, (uint8_t *)&out[0]);
-  out.resize(n);
-  return out;
-}
-
 /* A record carved from `arena` (sized for every record of the request). */
 static ceph::bufferlist make_record(ceph::bufferptr &arena, size_t *used, uint64_t rseq,
                                     const char *key, uint32_t klen, const char *data,
@@ -152,6 +143,29 @@ static int write_allowed(const char *method, const rtdb_shard_hdr &h, const std:
   return 0;
 }
 
+/* A transaction's write or read of the shard under its isolation: the
+ * epoch check (txn_epoch), and the isolation taken now if the owner has none
+ * here (grantable, queue included: else -EBUSY). No epoch (an older
+ * client): nothing taken, write_allowed wants it held. */
+static int take_isolation(Shard *s, const std::string &owner, uint64_t epoch, uint32_t lease_ms)
+{
+  int r = txn_epoch(&s->h, epoch);
+  if (r < 0 || !epoch || holds(s->h, owner, RTDB_LOCK_ISOLATION))
+    return r;
+  std::string none;
+  LockView iso{RTDB_LOCK_ISOLATION, RTDB_LOCK_SHARED, &none};
+  if (blocked(s->h, owner, iso, true, s->h.entries.size()))
+    return -EBUSY;
+  rtdb_entry e;
+  e.kind = RTDB_LOCK_ISOLATION;
+  e.mode = RTDB_LOCK_SHARED;
+  e.owner = owner;
+  e.lease_ms = lease_ms;
+  e.expiry_ms = s->now + lease_ms;
+  s->h.entries.push_back(e);
+  return 0;
+}
+
 /*
  * version (read) no request: replies the wire version as ASCII digits
  * ("2"). The OSD answers -ENOENT before the class runs on a missing object.
@@ -171,9 +185,14 @@ int version(cls_method_context_t, ceph::bufferlist *, ceph::bufferlist *out)
  *     fenced here; a no-op if txid already reached the shard; else checked
  *     and kept as the shard's redo log (the omap unchanged), and the shard
  *     becomes pending txid.
- *   - wflags ASSERT_TXN: the owner holds ISOLATION here (-ENOLCK) and no
- *     other owner holds a record lock on a key written, a shard lock or a
- *     COMMIT lock (-EBUSY). ASSERT_LOCK: the owner holds a record lock on
+ *   - a key the shard does not hold (resharding, types.h): -ESTALE.
+ *   - wflags ASSERT_TXN: with an epoch, older than the shard's: -ECANCELED
+ *     (a newer transaction took the shard: the writer lost its lock); the
+ *     owner without ISOLATION here takes it (a transaction's first write
+ *     to the shard) if grantable, queue included, else -EBUSY; without an
+ *     epoch the owner must hold it (-ENOLCK). Then no other owner may hold
+ *     a record lock on a key written, a shard lock or a COMMIT lock
+ *     (-EBUSY). ASSERT_LOCK: the owner holds a record lock on
  *     every key or a shard lock (-ENOLCK) and no other holder conflicts
  *     (-EBUSY). Neither: a write of each key must be grantable as a RECORD
  *     EXCL request, queue included (-EBUSY). RELEASE: then drop the owner's
@@ -201,10 +220,20 @@ int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
   r = not_stale("apply", s.h);
   if (r < 0)
     return r;
-  std::vector<std::string> raw;
+  std::vector<std::string> raw, okeys;
   raw.reserve(req.entries.size());
-  for (const auto &e : req.entries)
+  okeys.reserve(req.entries.size());
+  for (const auto &e : req.entries) {
     raw.emplace_back(e.key, e.klen);
+    okeys.push_back(omap_key(e.key, e.klen));
+    if (owns(s.h, e.key, e.klen, okeys.back()) < 0)
+      return refuse("apply", -ESTALE, "a key this shard does not hold");
+  }
+  if (req.wflags & RTDB_WRITE_ASSERT_TXN) {
+    r = take_isolation(&s, req.owner, req.epoch, req.lease_ms);
+    if (r < 0)
+      return refuse("apply", r, "the transaction's isolation");
+  }
   r = write_allowed("apply", s.h, req.owner, req.wflags, raw, false);
   if (r < 0)
     return r;
@@ -215,15 +244,13 @@ int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 
   /* one omap read for every key whose old record matters (PUT and DISCARD,
    * the only operations of a transaction's parts, need none) */
-  std::vector<std::string> okeys;
-  okeys.reserve(req.entries.size());
   std::set<std::string> wanted;
   bool report = (req.wflags & RTDB_WRITE_REPORT) && !req.txid;
   for (const auto &e : req.entries) {
-    okeys.push_back(omap_key(e.key, e.klen));
+    const std::string &k = okeys[&e - req.entries.data()];
     if ((report || e.op != RTDB_OP_PUT) && e.op != RTDB_OP_DISCARD &&
-        !installed.put.count(okeys.back()) && !installed.gone.count(okeys.back()))
-      wanted.insert(okeys.back());
+        !installed.put.count(k) && !installed.gone.count(k))
+      wanted.insert(k);
   }
   std::map<std::string, ceph::bufferlist> old;
   if (!wanted.empty()) {
@@ -346,7 +373,9 @@ int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 /*
  * clear (write) ClearReq: removes every record, seq + 1; lock rules as
  * apply for a SHARD EXCL write (-ENOLCK, -EBUSY), pending and stale rules
- * as apply (-EUCLEAN); a missing object stays missing.
+ * as apply (-EUCLEAN); a missing object stays missing. Returns the layout
+ * bits for the client's modulus (types.h: a splitting shard's new shard
+ * holds records too; a moved modulus: the client's layout is old).
  */
 int clear(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
@@ -374,7 +403,8 @@ int clear(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
     release_covering(&s.h, req.owner, {});
     grant_queue(&s.h, s.now);
   }
-  return write_shard_hdr(hctx, s.h);
+  r = write_shard_hdr(hctx, s.h);
+  return r < 0 ? r : layout_bits(s.h, req.modulus);
 }
 
 /*
@@ -424,39 +454,46 @@ int reset(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
   return write_shard_hdr(hctx, h);
 }
 
-/* The pending transaction a read must not look through (0: none); with
- * `through`, whether a pending transaction is `accept` (the read then looks
- * through it: into its redo log first). */
-static int read_pending(cls_method_context_t hctx, uint64_t accept, PendingInfo *info,
-                        bool *through)
+/* What a read needs of the shard's header: the pending transaction it must
+ * not look through (txid 0: none), whether it looks through `accept`'s (into
+ * its redo log first), and the shard's layout (`h`: decoded only when the
+ * header may hold one; else fresh, modulus 0). */
+struct ReadView {
+  PendingInfo pending;
+  bool through = false;
+  rtdb_shard_hdr h;
+};
+
+static int read_view(cls_method_context_t hctx, uint64_t accept, ReadView *v)
 {
-  *through = false;
   std::string raw;
   int r = read_raw_hdr(hctx, &raw);
   if (r < 0)
     return r;
-  info->txid = 0;
-  /* fast path: a version 3 header with nothing pending (pending at body
-   * offset 16) is not decoded further */
+  v->pending.txid = 0;
   if (raw.empty())
     return 0;
-  if ((uint8_t)raw[0] == RTDB_SHARD_HDR_VERSION && raw.size() >= 30) {
+  /* fast path: a header of version 3 or 4 with compat 3 holds no layout
+   * (types.h); with nothing pending (at body offset 16) it is not decoded */
+  uint8_t version = (uint8_t)raw[0];
+  if ((version == 3 || version == RTDB_SHARD_HDR_VERSION) && raw.size() >= 30 &&
+      (uint8_t)raw[1] == 3) {
     WireReader peek(raw.data() + 22, 8);
     uint64_t pending;
     peek.u64(&pending);
     if (pending == 0)
       return 0;
   }
-  rtdb_shard_hdr h;
-  r = decode_shard_hdr(raw, &h);
+  r = decode_shard_hdr(raw, &v->h);
   if (r < 0)
     return r;
+  const rtdb_shard_hdr &h = v->h;
   if (h.pending && h.pending != accept) {
-    info->txid = h.pending;
-    info->owner = h.powner;
-    info->participants = h.participants;
+    v->pending.txid = h.pending;
+    v->pending.owner = h.powner;
+    v->pending.participants = h.participants;
   }
-  *through = h.pending && h.pending == accept;
+  v->through = h.pending && h.pending == accept;
   return 0;
 }
 
@@ -464,7 +501,8 @@ static int read_pending(cls_method_context_t hctx, uint64_t accept, PendingInfo 
  * get (read) GetReq -> GetReply: FOUND with the record; MISSING; TOO_BIG
  * with the reply size needed; PENDING with the pending info when the shard
  * is pending a transaction other than `accept` (pending `accept`: read
- * through its redo log). A missing object: -ENOENT.
+ * through its redo log). A missing object: -ENOENT. A key the shard does
+ * not hold (types.h): -ESTALE.
  */
 int get(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
 {
@@ -473,18 +511,21 @@ int get(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
   if (r <= 0)
     return r;
   GetReply reply;
-  bool through;
-  r = read_pending(hctx, req.accept, &reply.pending, &through);
+  ReadView v;
+  r = read_view(hctx, req.accept, &v);
   if (r < 0)
     return r;
-  if (reply.pending.txid) {
+  std::string k = omap_key(req.key.data(), req.key.size());
+  if (owns(v.h, req.key.data(), req.key.size(), k) < 0)
+    return refuse("get", -ESTALE, "a key this shard does not hold");
+  if (v.pending.txid) {
     reply.status = RTDB_PENDING;
+    reply.pending = v.pending;
     put_reply(out, reply);
     return 0;
   }
-  std::string k = omap_key(req.key.data(), (uint32_t)req.key.size());
   RedoLog log;
-  if (through) {
+  if (v.through) {
     r = read_redo(hctx, req.accept, &log);
     if (r < 0)
       return refuse("get", r, "the redo log does not decode");
@@ -514,9 +555,10 @@ int get(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
 
 /*
  * list (read) ListReq -> ListReply: a page of records after an encoded
- * key, in omap order, at most `max` records and about `maxbytes` (at least
- * one record; through a pending `accept`'s redo log); or PENDING as for
- * get.
+ * key and up to `until` (if given), in omap order, at most `max` records
+ * and about `maxbytes` (at least one record; through a pending `accept`'s
+ * redo log); or PENDING as for get. Either way with the shard's layout, so
+ * a traversal running across a split finds the keys that moved.
  */
 int list(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
 {
@@ -525,17 +567,19 @@ int list(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
   if (r <= 0)
     return r;
   ListReply reply;
-  bool through;
-  r = read_pending(hctx, req.accept, &reply.pending, &through);
+  ReadView v;
+  r = read_view(hctx, req.accept, &v);
   if (r < 0)
     return r;
-  if (reply.pending.txid) {
+  reply.layout.set(v.h);
+  if (v.pending.txid) {
     reply.status = RTDB_PENDING;
+    reply.pending = v.pending;
     put_reply(out, reply);
     return 0;
   }
   RedoLog log;
-  if (through) {
+  if (v.through) {
     r = read_redo(hctx, req.accept, &log);
     if (r < 0)
       return refuse("list", r, "the redo log does not decode");
@@ -547,7 +591,7 @@ int list(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
   WireWriter page;
   std::string raw;
   uint32_t n = 0;
-  bool more = false, full = false;
+  bool more = false, full = false, bounded = false;
   std::string after = req.start;
   auto li = log.put.upper_bound(after);
   while (!full) {
@@ -568,6 +612,10 @@ int list(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
       else
         break;
       const std::string &key = from_omap ? vi->first : li->first;
+      if (!req.until.empty() && key > req.until) {
+        bounded = true; /* past the end the client asked for */
+        break;
+      }
       if (from_omap && (log.gone.count(key) || log.put.count(key))) {
         ++vi; /* removed by the transaction, or its new record comes from the log */
         continue;
@@ -590,7 +638,7 @@ int list(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
       else
         ++li;
     }
-    if (full)
+    if (full || bounded)
       break;
     if (!omap_more || vals.empty()) {
       more = li != log.put.end();

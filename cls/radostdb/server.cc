@@ -1,7 +1,8 @@
 /*
  * radostdb object class: the OSD side of radostdb. This file: the class
  * design, the opening every method shares, and the registration; the
- * methods are in records.cc, locks.cc and txn.cc (server.h lists them).
+ * methods are in records.cc, locks.cc, txn.cc and reshard.cc (server.h
+ * lists them).
  *
  * class design:
  * - A database is a header object, shard objects whose omap holds the
@@ -14,10 +15,13 @@
  *   OSD property), so `apply` keeps an overlay of the records it changed and
  *   writes them all at the end.
  * - A method that fails returns a negative errno and changes nothing: the OSD
- *   drops the whole compound operation. Write methods can return neither
- *   data nor positive values to python-rados clients, so an outcome a client
- *   must learn (granted or queued) is read back with `state`, sent right
- *   behind the write on the same object (the OSD orders it after the write).
+ *   drops the whole compound operation. Write methods return no data, but a
+ *   non-negative return value reaches a client that sends the write with
+ *   LIBRADOS_OPERATION_RETURNVEC (others see 0): the outcomes a client must
+ *   learn at once travel there (apply's RTDB_APPLIED_*, lock's granted or
+ *   queued, the layout bits: types.h). Anything larger is read back with
+ *   `state`, sent right behind the write on the same object (the OSD
+ *   orders it after the write).
  * - Every method opens the same way (open_object, server.h): parse the
  *   request, then, as the method asks, leave a missing object alone, read
  *   the header, prune expired locks. What a method does beyond that is
@@ -27,12 +31,18 @@
  * - Locks, their queue and their conflicts: locks.h. The header layout:
  *   types.h. The wire structs: ops.h. Multi-shard transactions (the redo
  *   log, the journal): the transaction design at the top of txn.cc.
+ *   Resharding (a shard split in two while clients use it): the design at
+ *   the top of reshard.cc.
  *
  * Errors: -EINVAL malformed request; -EOPNOTSUPP a struct newer than this
  * class knows; -EIO stored data that does not decode (a corrupt record,
  * header or redo log); -EBUSY a conflicting lock (nothing changed);
  * -EUCLEAN the object needs a client's decision first (a pending transaction
  * or stale owners); -ENOLCK a lock the request relies on is not held;
+ * -ESTALE a key the shard does not hold (the client's layout is old: a
+ * split moved it); -EREMCHG records changed under a split step. Never
+ * -EAGAIN or -EINPROGRESS: to the OSD they mean "requeued", and it would
+ * send no reply at all;
  * -ECANCELED a fenced transaction or owner; -EEXIST/-ENOENT record or journal
  * state as described per method.
  *
@@ -91,6 +101,10 @@ extern "C" __attribute__((visibility("default"))) void __cls_init()
       {"watchers", RD, watchers, nullptr}, {"stage", WR, stage, nullptr},
       {"txn_abort", WR, txn_abort, nullptr}, {"txn_mark", WR, txn_mark, nullptr},
       {"fence_owners", WR, fence_owners, nullptr}, {"journal", RD, journal, nullptr},
+      {"split_begin", WR, split_begin, nullptr}, {"split_page", RD, split_page, nullptr},
+      {"split_absorb", WR, split_absorb, nullptr},
+      {"split_advance", WR, split_advance, nullptr}, {"count", RD, count, nullptr},
+      {"fence_epoch", WR, fence_epoch, nullptr},
   };
   cls_log(0, "loading radostdb class (wire format %d)", RADOSTDB_WIRE_VERSION);
   cls_register("radostdb", &h_class);

@@ -9,6 +9,8 @@
  * txn.cc      the transaction design, the redo log (settle, rollback) and
  *             the journal object (stage, txn_abort, txn_mark,
  *             fence_owners, journal)
+ * reshard.cc  splitting a shard in two (split_begin, split_page,
+ *             split_absorb, split_advance), count, fence_epoch
  * codec.cc    the record codec shared with the client (codec.c)
  * Each method's documentation sits above it. The wire structs: ops.h; the
  * stored header and the enums: types.h.
@@ -84,6 +86,78 @@ int open_object(cls_method_context_t hctx, const char *method, ceph::bufferlist 
   return 1;
 }
 
+/* The omap key of a raw key (codec.h). */
+static inline std::string omap_key(const char *key, size_t klen)
+{
+  std::string out;
+  out.resize(klen * 2 + 1); /* >= 1: the empty key encodes to "\x01" */
+  size_t n = rtdb_key_encode((const uint8_t *)key, klen, (uint8_t *)&out[0]);
+  out.resize(n);
+  return out;
+}
+
+/* ---- which keys a shard holds (a database resharded: reshard.cc) ----
+ * 0 when the shard holds `key` (raw; `okey` its omap key), -ESTALE when it
+ * does not: the key moved to the shard this one is splitting into, or it is
+ * another shard's (the client's layout is out of date: it reads the
+ * database header again, or tries the new shard). A shard whose header
+ * records no modulus (a database never resharded) holds what it is sent. */
+static inline int owns(const rtdb_shard_hdr &h, const char *key, size_t klen,
+                       const std::string &okey)
+{
+  if (!h.modulus)
+    return 0;
+  uint64_t hash = rtdb_key_hash((const uint8_t *)key, klen);
+  if (h.splitting() && hash % h.split_modulus == h.split_to)
+    return !h.moved_upto.empty() && okey <= h.moved_upto ? -ESTALE : 0;
+  return hash % h.modulus == h.index ? 0 : -ESTALE;
+}
+
+/* The layout bits (types.h) of a shard-wide request by a client whose
+ * layout gives the shard `expected` as its modulus (0: not sent). */
+static inline int layout_bits(const rtdb_shard_hdr &h, uint64_t expected)
+{
+  if (!expected)
+    return 0;
+  int bits = h.splitting() ? RTDB_LAYOUT_SPLITTING : 0;
+  if (h.modulus && h.modulus != expected)
+    bits |= RTDB_LAYOUT_MOVED;
+  return bits;
+}
+
+/* A transaction's request (isolation, or a write under it) of `epoch`: a
+ * newer transaction already took this shard (its holder lost the lock):
+ * -ECANCELED; else the shard remembers the epoch. 0: no epoch (an older
+ * client), not checked. */
+static inline int txn_epoch(rtdb_shard_hdr *h, uint64_t epoch)
+{
+  if (!epoch)
+    return 0;
+  if (epoch < h->epoch)
+    return -ECANCELED;
+  h->epoch = epoch;
+  return 0;
+}
+
+/* Does a request of `owner` as a SHARD EXCL lock find nobody else in the
+ * way (no other owner's entry, held or queued), or does the owner hold
+ * SHARD EXCL itself (`assert_lock`: it must; -ENOLCK if not)? 0, -EBUSY,
+ * -ENOLCK: the rule of resharding's writes (reshard.cc). */
+static inline int shard_to_itself(const rtdb_shard_hdr &h, const std::string &owner,
+                                  bool assert_lock)
+{
+  if (assert_lock) {
+    for (const auto &e : h.entries)
+      if (e.owner == owner && e.state == RTDB_HELD && e.kind == RTDB_LOCK_SHARD &&
+          e.mode == RTDB_LOCK_EXCL)
+        return 0;
+    return -ENOLCK;
+  }
+  std::string none;
+  LockView req{RTDB_LOCK_SHARD, RTDB_LOCK_EXCL, &none};
+  return blocked(h, owner, req, true, h.entries.size()) ? -EBUSY : 0;
+}
+
 /* ---- the redo log (txn.cc; the struct: ops.h RedoLog) ---- */
 
 /* Store `log` as the object's data. */
@@ -105,5 +179,6 @@ typedef int rtdb_method(cls_method_context_t hctx, ceph::bufferlist *in, ceph::b
 rtdb_method version, apply, clear, reset, get, list, seq, bump;             /* records.cc */
 rtdb_method lock, unlock, release, renew, prune, state, watchers;           /* locks.cc */
 rtdb_method settle, rollback, stage, txn_abort, txn_mark, fence_owners, journal; /* txn.cc */
+rtdb_method split_begin, split_page, split_absorb, split_advance, count, fence_epoch; /* reshard.cc */
 
 #endif

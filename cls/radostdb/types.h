@@ -5,7 +5,7 @@
  *
  * Only the class writes it, in the same atomic operation as the record or
  * lock change it accounts for. Stored as a framed struct (ops.h: u8 version,
- * u8 compat, u32 length, body), version 3:
+ * u8 compat, u32 length, body), version 4:
  *   u64 seq        shard sequence number: +1 on every change of the records
  *   u64 applied    last multi-shard transaction applied here (0: none)
  *   u64 pending    transaction applied here whose outcome is not settled
@@ -21,9 +21,30 @@
  *   u32 n, n x entry   lock entries, holders and waiters in arrival order:
  *     u8 kind, u8 mode, u8 state (1 held, 2 queued), u8 flags (0),
  *     u8[16] owner, u32 lease_ms, u64 expiry_ms (OSD wall clock), bytes key
+ * version 4 adds, after the entries:
+ *   u64 epoch      the transaction lock object: the epoch of its latest
+ *                  grant (max(previous + 1, OSD time in ms)); a shard: the
+ *                  newest epoch of a transaction that took its isolation or
+ *                  wrote it (an older transaction's isolation request or
+ *                  write is refused: its holder lost the transaction lock)
+ *   u64 modulus    the shard's keys are those whose hash modulo this is its
+ *                  index (0: not recorded: a shard of a database never
+ *                  resharded; the client routes)
+ *   u32 index      the shard's index (0xffffffff: not recorded)
+ *   u32 split_to   while the shard is split: the new shard (0xffffffff: none)
+ *   u64 split_modulus  the modulus after the split (its keys with hash
+ *                  modulo this == split_to move to split_to)
+ *   bytes moved_upto   the encoded key up to which they have moved
+ *                  (empty: none yet)
+ *   bytes split_owner  the resharder doing the split (on the splitting
+ *                  shard) or filling the new shard (on it): another
+ *                  resharder's steps are refused (empty: none)
+ *   Written with compat 3 while modulus is 0, no split runs, split_owner is
+ *   empty and no entry is of kind USER (an older class reading it loses
+ *   only the epoch), else with compat 4.
  * Versions 1 and 2 (radostdb 0.1, unframed: u8 version, u8 compat, u16 0,
- * u64 seq, [u64 applied, u64 pending, lock table]) are still read; the next
- * write stores version 3. A missing (empty) header reads as all zeros; one
+ * u64 seq, [u64 applied, u64 pending, lock table]) and 3 are still read; the
+ * next write stores version 4. A missing (empty) header reads as all zeros; one
  * that does not decode makes every method but `reset` fail with -EIO.
  */
 #ifndef RADOSTDB_TYPES_H
@@ -34,7 +55,8 @@
 #include <vector>
 
 #define RTDB_OWNER_LEN 16
-#define RTDB_SHARD_HDR_VERSION 3
+#define RTDB_SHARD_HDR_VERSION 4
+#define RTDB_NO_SHARD 0xffffffffu
 
 /* lock kinds */
 enum rtdb_lock_kind : uint8_t {
@@ -43,6 +65,8 @@ enum rtdb_lock_kind : uint8_t {
   RTDB_LOCK_TXN = 3,       /* the transaction lock (header object only) */
   RTDB_LOCK_ISOLATION = 4, /* a transaction's hold on a shard: others' writes wait */
   RTDB_LOCK_COMMIT = 5,    /* a committer waiting for others' shared locks to drain */
+  RTDB_LOCK_USER = 6,      /* (transaction-lock object only) a handle that holds or takes
+                            * record or database locks: transactions wait for it */
 };
 enum rtdb_lock_mode : uint8_t { RTDB_LOCK_EXCL = 1, RTDB_LOCK_SHARED = 2 };
 enum rtdb_entry_state : uint8_t { RTDB_HELD = 1, RTDB_QUEUED = 2 };
@@ -67,6 +91,15 @@ enum rtdb_apply_op : uint8_t {
 /* bits of apply's non-negative return value (seen by a client sending the
  * call in a write op with LIBRADOS_OPERATION_RETURNVEC; others see 0) */
 #define RTDB_APPLIED_CREATED 0x1 /* WRITE_REPORT: a PUT or APPEND created a record */
+
+/* lock's non-negative return value (RETURNVEC, as apply's) */
+#define RTDB_LOCKED_GRANTED 1 /* the request holds the lock now */
+#define RTDB_LOCKED_QUEUED 2  /* the request waits in the queue */
+
+/* bits of the return value of shard-wide requests (a SHARD lock, clear)
+ * when the client sent the modulus its layout gives the shard */
+#define RTDB_LAYOUT_SPLITTING 0x10 /* the shard is splitting: its new shard holds some keys */
+#define RTDB_LAYOUT_MOVED 0x20     /* the shard's modulus is not the client's: re-read the layout */
 
 /* flags of a `lock` request */
 #define RTDB_LOCK_QUEUE 0x1 /* not grantable now: queue (else -EBUSY, nothing changed) */
@@ -109,6 +142,15 @@ struct rtdb_shard_hdr {
   std::vector<uint32_t> participants;
   std::vector<std::string> stale;
   std::vector<rtdb_entry> entries;
+  uint64_t epoch = 0;
+  uint64_t modulus = 0;
+  uint32_t index = RTDB_NO_SHARD;
+  uint32_t split_to = RTDB_NO_SHARD;
+  uint64_t split_modulus = 0;
+  std::string moved_upto;
+  std::string split_owner;
+
+  bool splitting() const { return split_to != RTDB_NO_SHARD; }
 
   /* has the transaction reached this shard (applied, pending or settled)? */
   bool has(uint64_t txid) const {

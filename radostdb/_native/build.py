@@ -29,6 +29,7 @@ CODEC_H = """
 uint32_t rtdb_crc32c(uint32_t crc, const uint8_t *buf, size_t len);
 uint64_t rtdb_key_hash(const uint8_t *key, size_t len);
 uint32_t rtdb_shard_of(const uint8_t *key, size_t len, uint32_t nshards);
+uint32_t rtdb_shard_in(const uint8_t *key, size_t len, uint32_t base, uint32_t nshards);
 size_t rtdb_key_encode(const uint8_t *in, size_t len, uint8_t *out);
 long rtdb_key_decode(const uint8_t *in, size_t len, uint8_t *out);
 size_t rtdb_record_encode(uint64_t rseq, uint8_t flags, const uint8_t *key, size_t klen,

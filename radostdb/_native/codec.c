@@ -362,6 +362,23 @@ uint32_t rtdb_shard_of(const uint8_t *key, size_t len, uint32_t nshards)
   return (uint32_t)(rtdb_key_hash(key, len) % nshards);
 }
 
+uint64_t rtdb_level_modulus(uint32_t base, uint32_t nshards)
+{
+  uint64_t m = base;
+  while (m * 2 <= nshards)
+    m *= 2;
+  return m;
+}
+
+uint32_t rtdb_shard_in(const uint8_t *key, size_t len, uint32_t base, uint32_t nshards)
+{
+  uint64_t h = rtdb_key_hash(key, len), m = rtdb_level_modulus(base, nshards);
+  uint64_t s = h % m;
+  if (s < nshards - m) /* below the split pointer: that shard was split */
+    s = h % (2 * m);
+  return (uint32_t)s;
+}
+
 /* ---- key encoding ---- */
 size_t rtdb_key_encode(const uint8_t *in, size_t len, uint8_t *out)
 {

@@ -84,6 +84,13 @@ uint32_t rtdb_crc32c(uint32_t crc, const uint8_t *buf, size_t len);
 uint64_t rtdb_key_hash(const uint8_t *key, size_t len);
 uint32_t rtdb_shard_of(const uint8_t *key, size_t len, uint32_t nshards);
 
+/* Linear hashing over `base` shards grown to `nshards` (base <= nshards):
+ * M = base * 2^L, the largest such <= nshards; shards 0 .. nshards - M - 1
+ * were split (their keys hash mod 2M), the others not (mod M). With
+ * nshards == base it is rtdb_shard_of. */
+uint64_t rtdb_level_modulus(uint32_t base, uint32_t nshards);
+uint32_t rtdb_shard_in(const uint8_t *key, size_t len, uint32_t base, uint32_t nshards);
+
 /* out must hold 2 * len bytes, and at least 1 (the empty key encodes to
  * one byte): size it 2 * len + 1 or max(2 * len, 1). Returns the encoded
  * length, always >= 1. */
