@@ -59,12 +59,20 @@ WRITE_REPORT = 0x8
 APPLIED_CREATED = 0x1
 # lock flags
 LOCK_QUEUE = 0x1
+# a lock's return value (lock_status)
+LOCKED_GRANTED = 1
+LOCKED_QUEUED = 2
+# layout bits of a SHARD lock's or a clear's return value (the client sent
+# the shard's modulus): the shard is splitting; its modulus is another
+LAYOUT_SPLITTING = 0x10
+LAYOUT_MOVED = 0x20
+NO_SHARD = 0xFFFFFFFF  # a header's index or split_to: none
 # release flags
 RELEASE_KEEP_WAITS = 0x1
 # prune flags
 PRUNE_CLEAR_STALE = 0x1
 
-SHARD_HDR_VERSION = 3
+SHARD_HDR_VERSION = 4
 REDO_VERSION = 2  # the redo log (ops.h RedoLog, RTDB_REDO_VERSION)
 UNDO_VERSION = 1  # radostdb 0.2's undo log: the redo log's layout, version 1, compat 1
 GET_BUFFER = 1 << 16
@@ -90,6 +98,11 @@ class Canceled(RadostdbError):
     """A fenced transaction or owner (-ECANCELED)."""
 
 
+class Stale(RadostdbError):
+    """The shard does not hold the key (-ESTALE): the client's layout is out
+    of date (a split moved it)."""
+
+
 def errno_of(exc: BaseException) -> int:
     return abs(getattr(exc, "errno", 0) or 0)
 
@@ -105,6 +118,8 @@ def error_of(code: int, what: str, io: Any = None) -> Exception:
         exc = Unclean(what)
     elif code == errno.ECANCELED:
         exc = Canceled(what)
+    elif code == errno.ESTALE:
+        exc = Stale(what)
     elif code == errno.EEXIST:
         exc = TdbError(ERR_EXISTS)
     elif code == errno.ENOENT:
@@ -177,9 +192,15 @@ def apply_request(
     txid: int = 0,
     settle: int = 0,
     participants: Sequence[int] = (),
+    epoch: int = 0,
+    lease_ms: int = 0,
 ) -> bytes:
     """A batch of (op, key, data) entries applied in order, atomically; txid
-    marks a part of multi-shard transaction ``txid`` on ``participants``."""
+    marks a part of multi-shard transaction ``txid`` on ``participants``.
+    ``epoch`` (with ASSERT_TXN): the writing transaction's, and ``lease_ms``
+    the lease of the isolation the write takes if the writer has none."""
+    if epoch and lease_ms <= 0:
+        raise ValueError("an epoch needs the lease of the isolation it may take")
     pack = _ENTRY_HEAD.pack
     parts = [b""]
     n = 0
@@ -196,12 +217,17 @@ def apply_request(
             _U32.pack(n),
         )
     )
+    if epoch:
+        parts.append(_U64.pack(epoch) + _U32.pack(lease_ms))
     body = b"".join(parts)
     return _HEAD.pack(1, 1, len(body)) + body
 
 
-def clear_request(owner: bytes, wflags: int, settle: int = 0) -> bytes:
-    return _frame(1, owner + bytes((wflags,)) + _U64.pack(settle))
+def clear_request(owner: bytes, wflags: int, settle: int = 0, modulus: int = 0) -> bytes:
+    """``modulus``: the one the client's layout gives the shard (0: not sent;
+    the reply's layout bits need it)."""
+    tail = _U64.pack(modulus) if modulus else b""
+    return _frame(1, owner + bytes((wflags,)) + _U64.pack(settle) + tail)
 
 
 def txid_request(txid: int) -> bytes:
@@ -212,20 +238,34 @@ def get_request(key: bytes, maxlen: int = GET_BUFFER, accept: int = 0) -> bytes:
     return _frame(1, _U32.pack(maxlen) + _U64.pack(accept) + _b(key))
 
 
-def list_request(max_records: int, max_bytes: int, start_after: str, accept: int = 0) -> bytes:
+def list_request(
+    max_records: int, max_bytes: int, start_after: str, accept: int = 0, until: str = ""
+) -> bytes:
+    """``until``: no record after this encoded key (empty: no bound)."""
     return _frame(
         1,
         _U32.pack(max_records)
         + _U32.pack(max_bytes)
         + _U64.pack(accept)
-        + _b(start_after.encode()),
+        + _b(start_after.encode())
+        + (_b(until.encode()) if until else b""),
     )
 
 
 def lock_request(
-    owner: bytes, lease_ms: int, kind: int, mode: int, key: bytes = b"", flags: int = 0
+    owner: bytes,
+    lease_ms: int,
+    kind: int,
+    mode: int,
+    key: bytes = b"",
+    flags: int = 0,
+    epoch: int = 0,
+    modulus: int = 0,
 ) -> bytes:
-    return _frame(1, owner + _U32.pack(lease_ms) + bytes((kind, mode, flags)) + _b(key))
+    """``epoch``: an ISOLATION request's transaction; ``modulus``: a SHARD
+    request's, as the client's layout gives it (0: not sent)."""
+    tail = _U64.pack(epoch) + _U64.pack(modulus) if epoch or modulus else b""
+    return _frame(1, owner + _U32.pack(lease_ms) + bytes((kind, mode, flags)) + _b(key) + tail)
 
 
 def unlock_request(owner: bytes, kind: int, mode: int, key: bytes = b"") -> bytes:
@@ -270,6 +310,78 @@ def owners_request(owners: Sequence[bytes]) -> bytes:
 
 def journal_request(txid: int = 0) -> bytes:
     return _frame(1, _U64.pack(txid))
+
+
+def split_begin_request(
+    owner: bytes, wflags: int, index: int, modulus: int, child: int, child_modulus: int
+) -> bytes:
+    return _frame(
+        1,
+        owner
+        + bytes((wflags,))
+        + _U32.pack(index)
+        + _U64.pack(modulus)
+        + _U32.pack(child)
+        + _U64.pack(child_modulus),
+    )
+
+
+def split_page_request(after: str, max_records: int) -> bytes:
+    return _frame(1, _b(after.encode()) + _U32.pack(max_records))
+
+
+def split_absorb_request(
+    owner: bytes,
+    takeover: bool,
+    index: int,
+    modulus: int,
+    after: str,
+    upto: str,
+    end: bool,
+    records: Sequence[tuple[str, bytes]],
+) -> bytes:
+    parts = [
+        owner,
+        bytes((int(takeover),)),
+        _U32.pack(index),
+        _U64.pack(modulus),
+        _b(after.encode()),
+        _b(upto.encode()),
+        bytes((int(end),)),
+        _U32.pack(len(records)),
+    ]
+    for okey, record in records:
+        parts += (_b(okey.encode()), _b(record))
+    return _frame(1, b"".join(parts))
+
+
+def split_advance_request(
+    owner: bytes,
+    wflags: int,
+    after: str,
+    upto: str,
+    end: bool,
+    heads: Sequence[tuple[str, bytes]],
+) -> bytes:
+    parts = [
+        owner,
+        bytes((wflags,)),
+        _b(after.encode()),
+        _b(upto.encode()),
+        bytes((int(end),)),
+        _U32.pack(len(heads)),
+    ]
+    for okey, head in heads:
+        parts += (_b(okey.encode()), _b(head))
+    return _frame(1, b"".join(parts))
+
+
+def count_request(limit: int) -> bytes:
+    return _frame(1, _U32.pack(limit))
+
+
+def epoch_request(epoch: int) -> bytes:
+    return _frame(1, _U64.pack(epoch))
 
 
 # -- decoding ---------------------------------------------------------------------
@@ -376,6 +488,18 @@ class ShardHeader:
     stale: list[bytes] = field(default_factory=list)
     entries: list[LockEntry] = field(default_factory=list)
     version: int = SHARD_HDR_VERSION
+    # version 4 (types.h): the transaction epoch, and the shard's layout
+    epoch: int = 0
+    modulus: int = 0
+    index: int = NO_SHARD
+    split_to: int = NO_SHARD
+    split_modulus: int = 0
+    moved_upto: str = ""
+    split_owner: bytes = b""
+
+    @property
+    def splitting(self) -> bool:
+        return self.split_to != NO_SHARD
 
     def has(self, txid: int) -> bool:
         """Has transaction txid reached this shard (applied, pending, settled)?"""
@@ -427,8 +551,13 @@ def decode_header(raw: bytes) -> ShardHeader:
             h.entries.append(
                 LockEntry(kind, mode, state, owner, lease_ms, expiry, rd.bytes(), flags)
             )
+        h.version = raw[0]
+        if rd.pos < rd.end:
+            h.epoch, h.modulus, h.index, h.split_to = rd.u64(), rd.u64(), rd.u32(), rd.u32()
+            h.split_modulus, h.moved_upto = rd.u64(), rd.bytes().decode()
+            h.split_owner = rd.bytes()
         return h
-    except (struct.error, IndexError) as exc:
+    except (struct.error, IndexError, UnicodeDecodeError) as exc:
         raise WireError(str(exc)) from None
 
 
@@ -522,20 +651,67 @@ def decode_get(out: bytes) -> GetResult:
 
 
 @dataclass
+class ShardLayout:
+    """A shard's place in the layout as its header records it (a list
+    reply's trailer; types.h): modulus 0 = not recorded (never split)."""
+
+    modulus: int = 0
+    index: int = NO_SHARD
+    split_to: int = NO_SHARD
+    split_modulus: int = 0
+    moved_upto: str = ""
+
+    @property
+    def splitting(self) -> bool:
+        return self.split_to != NO_SHARD
+
+
+def _layout(rd: _Reader) -> ShardLayout:
+    if rd.pos >= rd.end:  # a class older than resharding
+        return ShardLayout()
+    return ShardLayout(rd.u64(), rd.u32(), rd.u32(), rd.u64(), rd.bytes().decode())
+
+
+@dataclass
 class ListResult:
-    """A ``list`` reply: more pages follow, the page, or PENDING."""
+    """A ``list`` reply: more pages follow, the page, or PENDING; and the
+    shard's layout."""
 
     more: bool = False
     page: bytes = b""
     pending: PendingInfo | None = None
+    layout: ShardLayout = field(default_factory=ShardLayout)
 
 
 def decode_list(out: bytes) -> ListResult:
-    rd = _open(out)
+    rd = _open(out, 2)
     if rd.u8() == ReadStatus.PENDING:
-        return ListResult(pending=_pending(rd))
+        pending = _pending(rd)
+        return ListResult(pending=pending, layout=_layout(rd))
     more = bool(rd.u8())
-    return ListResult(more, rd.bytes())
+    page = rd.bytes()
+    return ListResult(more, page, layout=_layout(rd))
+
+
+@dataclass
+class SplitPage:
+    """A ``split_page`` reply: the moving records (omap key, record) after
+    the page's start up to ``upto``, and whether the shard ends there."""
+
+    upto: str
+    end: bool
+    records: list[tuple[str, bytes]]
+
+
+def decode_split_page(out: bytes) -> SplitPage:
+    rd = _open(out)
+    upto, end = rd.bytes().decode(), bool(rd.u8())
+    records = [(rd.bytes().decode(), rd.bytes()) for _ in range(rd.count(8))]
+    return SplitPage(upto, end, records)
+
+
+def decode_count(out: bytes) -> int:
+    return _open(out).u32()
 
 
 @dataclass
@@ -677,6 +853,42 @@ def write_status(io: Any, obj: str, method: str, req: bytes) -> int:
     return int(ret)
 
 
+class StatusCall:
+    """An asynchronous write method whose non-negative return value we need
+    (sent with RETURNVEC): :meth:`wait` gives it or raises the mapped error."""
+
+    __slots__ = ("comp", "io", "method", "obj", "op")
+
+    def __init__(self, io: Any, obj: str, method: str, req: bytes) -> None:
+        self.io, self.obj, self.method = io, obj, method
+        self.op = io.create_write_op()
+        self.op.execute(CLASS, method, req)
+        self.comp = io.operate_aio_write_op(self.op, obj, flags=RETURNVEC)
+
+    def result(self) -> int | Exception:
+        """The return value, or the mapped error."""
+        op, self.op = self.op, None
+        try:
+            self.comp.wait_for_complete()
+            ret = self.comp.get_return_value()
+        finally:
+            if op is not None:
+                self.io.release_write_op(op)
+        if ret < 0:
+            return error_of(-ret, f"{self.method} on {self.obj}", self.io)
+        return int(ret)
+
+    def error(self) -> Exception | None:
+        res = self.result()
+        return res if isinstance(res, Exception) else None
+
+    def wait(self) -> int:
+        res = self.result()
+        if isinstance(res, Exception):
+            raise res
+        return res
+
+
 def apply_report(io: Any, obj: str, req: bytes) -> int:
     """``apply`` of a request with WRITE_REPORT: its APPLIED_* bits."""
     return write_status(io, obj, "apply", req)
@@ -746,14 +958,20 @@ def aio_get(io: Any, obj: str, key: bytes, accept: int = 0) -> Call:
 
 
 def list_page(
-    io: Any, obj: str, start_after: str, max_records: int, max_bytes: int, accept: int = 0
+    io: Any,
+    obj: str,
+    start_after: str,
+    max_records: int,
+    max_bytes: int,
+    accept: int = 0,
+    until: str = "",
 ) -> ListResult:
     """A page of records after an encoded key; a missing shard is empty.
 
     A page holds at least one record, so one record larger than max_bytes
     overflows the reply buffer (-ERANGE): the call is repeated with a buffer
     four times larger."""
-    req = list_request(max_records, max_bytes, start_after, accept)
+    req = list_request(max_records, max_bytes, start_after, accept, until)
     size = max_bytes + (1 << 16)
     while True:
         try:
@@ -769,9 +987,15 @@ def list_page(
 
 
 def aio_list(
-    io: Any, obj: str, start_after: str, max_records: int, max_bytes: int, accept: int = 0
+    io: Any,
+    obj: str,
+    start_after: str,
+    max_records: int,
+    max_bytes: int,
+    accept: int = 0,
+    until: str = "",
 ) -> Call:
-    req = list_request(max_records, max_bytes, start_after, accept)
+    req = list_request(max_records, max_bytes, start_after, accept, until)
     return Call(io, obj, "list", req, max_bytes + (1 << 16), decode_list, missing=ListResult())
 
 
@@ -794,6 +1018,24 @@ def lock(io: Any, obj: str, req: bytes) -> None:
 
 def aio_lock(io: Any, obj: str, req: bytes) -> Call:
     return Call(io, obj, "lock", req)
+
+
+def lock_status(io: Any, obj: str, req: bytes) -> int:
+    """``lock``, returning LOCKED_GRANTED or LOCKED_QUEUED (| layout bits)."""
+    return write_status(io, obj, "lock", req)
+
+
+def aio_lock_status(io: Any, obj: str, req: bytes) -> StatusCall:
+    return StatusCall(io, obj, "lock", req)
+
+
+def clear_status(io: Any, obj: str, req: bytes) -> int:
+    """``clear``, returning its layout bits."""
+    return write_status(io, obj, "clear", req)
+
+
+def aio_apply_status(io: Any, obj: str, req: bytes) -> StatusCall:
+    return StatusCall(io, obj, "apply", req)
 
 
 def unlock(io: Any, obj: str, req: bytes) -> None:
@@ -879,3 +1121,40 @@ def aio_journal(io: Any, obj: str, txid: int = 0) -> Call:
     return Call(
         io, obj, "journal", journal_request(txid), JOURNAL_BUFFER, decode_journal, missing=Journal()
     )
+
+
+# resharding (cls/radostdb/reshard.cc) ------------------------------------------------------
+def split_begin(io: Any, obj: str, req: bytes) -> int:
+    """1: the shard's split is complete already; 0: recorded."""
+    return write_status(io, obj, "split_begin", req)
+
+
+SPLIT_PAGE_BUFFER = 64 << 20
+
+
+def split_page(io: Any, obj: str, after: str, max_records: int) -> SplitPage:
+    out = _execute(io, obj, "split_page", split_page_request(after, max_records), SPLIT_PAGE_BUFFER)
+    return _decoded(decode_split_page, out, "split_page", obj)
+
+
+def split_absorb(io: Any, obj: str, req: bytes) -> None:
+    _execute(io, obj, "split_absorb", req)
+
+
+def split_advance(io: Any, obj: str, req: bytes) -> int:
+    """How many queued record-lock requests the advance dropped."""
+    return write_status(io, obj, "split_advance", req)
+
+
+def count(io: Any, obj: str, limit: int) -> int:
+    """The shard's records, counted up to limit + 1; a missing shard: 0."""
+    out = _missing_ok(lambda: _execute(io, obj, "count", count_request(limit), 64))
+    return 0 if out is None else _decoded(decode_count, out, "count", obj)
+
+
+def aio_count(io: Any, obj: str, limit: int) -> Call:
+    return Call(io, obj, "count", count_request(limit), 64, decode_count, missing=0)
+
+
+def aio_fence_epoch(io: Any, obj: str, epoch: int) -> Call:
+    return Call(io, obj, "fence_epoch", epoch_request(epoch))

@@ -77,6 +77,19 @@ _ENC_ESCAPED = re.compile(rb"[\x00\x01\x7e\x7f]")
 _EMPTY_KEY_ENC = b"\x01"
 
 
+def level_modulus(base: int, nshards: int) -> int:
+    """M = base * 2^L, the largest such not above nshards (linear hashing)."""
+    m = base
+    while m * 2 <= nshards:
+        m *= 2
+    return m
+
+
+def _check_layout(base: int, nshards: int) -> None:
+    if not 1 <= base <= nshards <= _U32_MAX:
+        raise ValueError(f"layout out of range: {base} base shards grown to {nshards}")
+
+
 class CodecError(RadostdbError, ValueError):
     """Bytes that do not follow the format: a malformed key, record or page.
 
@@ -165,6 +178,24 @@ class Codec(abc.ABC):
             raise ValueError(f"nshards out of range: {nshards}")
         f = self._shard_of
         return [f(k, nshards) for k in keys]
+
+    def shard_in(self, key: bytes, base: int, nshards: int) -> int:
+        """The shard of ``key`` in a layout of ``base`` shards grown by linear
+        hashing to ``nshards`` (layout.py); shard_of when nshards == base."""
+        _check_layout(base, nshards)
+        return self._shard_in(key, base, nshards)
+
+    def shards_in(self, keys: list[bytes], base: int, nshards: int) -> list[int]:
+        """shard_in for many keys at once."""
+        _check_layout(base, nshards)
+        f = self._shard_in
+        return [f(k, base, nshards) for k in keys]
+
+    def _shard_in(self, key: bytes, base: int, nshards: int) -> int:
+        h = self.key_hash(key)
+        m = level_modulus(base, nshards)
+        s = h % m
+        return h % (2 * m) if s < nshards - m else s
 
     # -- keys -----------------------------------------------------------
     def encode_key(self, key: bytes) -> str:
@@ -403,6 +434,14 @@ class NativeCodec(Codec):
         f = self._lib.rtdb_shard_of
         return [f(k, len(k), nshards) for k in keys]
 
+    def _shard_in(self, key: bytes, base: int, nshards: int) -> int:
+        return self._lib.rtdb_shard_in(key, len(key), base, nshards)
+
+    def shards_in(self, keys: list[bytes], base: int, nshards: int) -> list[int]:
+        _check_layout(base, nshards)
+        f = self._lib.rtdb_shard_in
+        return [f(k, len(k), base, nshards) for k in keys]
+
     def _encode_escaped(self, key: bytes) -> str:
         out = self._alloc("uint8_t[]", 2 * len(key) or 1)  # b"" encodes to 1 byte
         n = self._lib.rtdb_key_encode(key, len(key), out)
@@ -480,6 +519,8 @@ crc32c = _impl.crc32c
 key_hash = _impl.key_hash
 shard_of = _impl.shard_of
 shards_of = _impl.shards_of
+shard_in = _impl.shard_in
+shards_in = _impl.shards_in
 encode_key = _impl.encode_key
 decode_key = _impl.decode_key
 decode_keys = _impl.decode_keys

@@ -5,8 +5,15 @@ transaction lock and isolation in txnlock.py, deciding what a dead
 committer left in resolver.py, the OSD's part at the top of
 cls/radostdb/txn.cc):
 - A transaction runs under the database's transaction lock and holds an
-  ISOLATION lock on every shard, so no other handle writes while it runs
-  (tdb's allrecord read lock) and its reads see a stable database.
+  ISOLATION lock on every shard it touched (txnlock.py), so no other handle
+  writes what it read while it runs (tdb's allrecord read lock). Each part
+  carries the transaction's epoch: the class takes the shard's isolation
+  with the write if the transaction had none there, and refuses the part
+  of a transaction whose holder lost the lock (a newer epoch took the
+  shard: -ECANCELED, TDB's lock error).
+- A shard that no longer holds a key of the batch (a split moved it)
+  refuses its part with -ESTALE: the round is aborted, the batch grouped
+  again with the new layout and committed under a new txid.
 - A transaction touching ONE shard commits with one atomic `apply` call. No
   journal: the OSD applies the batch or nothing.
 - A transaction X touching several shards commits in ONE parallel round
@@ -46,12 +53,13 @@ from __future__ import annotations
 import errno
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import clsops, forks
 from . import cluster as clustermod
-from .errors import ERR_LOCK, TdbError
+from .errors import ERR_IO, ERR_LOCK, TdbError
 from .resolver import DbObjects, decide
 
 if TYPE_CHECKING:
@@ -120,6 +128,24 @@ class Settlement:
 
 
 # -- committing ------------------------------------------------------------------------------
+ROUTE_TRIES = 30  # times a commit is grouped again after a shard moved a key
+
+
+class _Moved(Exception):
+    """A part's shard no longer holds one of its keys: group again."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+def _lost_lock() -> TdbError:
+    return TdbError(
+        ERR_LOCK,
+        "Locking error: the transaction lost its lock (its lease ran out) and was aborted",
+    )
+
+
 class Committer:
     """Commits a transaction's batch for the handle holding the transaction
     lock and isolation (txnlock.TxnLock), and keeps its lazy settlement."""
@@ -129,14 +155,33 @@ class Committer:
         self.db: DbObjects = shards.db
         self.settlement = Settlement()
 
-    def commit(self, by_shard: dict[int, Entries]) -> None:
-        if not by_shard:
-            return
-        if len(by_shard) == 1:
-            ((index, entries),) = by_shard.items()
-            self.shards[index].write_part(entries)
-            return
-        self._commit_multi(by_shard)
+    def commit(
+        self,
+        ops: Entries,
+        group: Callable[[Entries], dict[int, Entries]],
+        stale: Callable[[int], None],
+    ) -> None:
+        """Commit a transaction's batch: ``group`` maps it to shards, and is
+        asked again after ``stale(index)`` when a shard answered -ESTALE."""
+        for _ in range(ROUTE_TRIES):
+            by_shard = group(ops)
+            if not by_shard:
+                return
+            try:
+                if len(by_shard) == 1:
+                    ((index, entries),) = by_shard.items()
+                    try:
+                        self.shards[index].write_part(entries)
+                    except clsops.Canceled:
+                        raise _lost_lock() from None
+                else:
+                    self._commit_multi(by_shard)
+                return
+            except _Moved as moved:
+                stale(moved.index)
+            except clsops.Stale:
+                stale(next(iter(by_shard)))
+        raise TdbError(ERR_IO, "IO Error: the transaction's shards kept moving (resharding)")
 
     def _commit_multi(self, by_shard: dict[int, Entries]) -> None:
         txid = random.getrandbits(63) or 1
@@ -150,27 +195,28 @@ class Committer:
                 errno.EEXIST,
                 errno.ECANCELED,
             ):
-                raise TdbError(
-                    ERR_LOCK,
-                    "Locking error: the transaction lost its lock "
-                    "(its lease ran out) and was aborted",
-                ) from None
+                raise _lost_lock() from None
             raise stage_err
+        moved = next((i for i, e in errors.items() if isinstance(e, clsops.Stale)), None)
+        if moved is not None:  # a key moved: abort, and the caller groups again
+            self._abort(txid, owner, participants)
+            raise _Moved(moved)
         for i, err in errors.items():
             if err is None:
                 continue
             try:
                 self.shards[i].write_part(by_shard[i], txid, participants, first=err)
-            except clsops.Canceled:  # a part fenced: we were judged dead
+            except clsops.Canceled:  # a part fenced, or a newer epoch: we lost the lock
                 self._abort(txid, owner, participants)
-                raise TdbError(
-                    ERR_LOCK,
-                    "Locking error: the transaction lost its lock "
-                    "(its lease ran out) and was aborted",
-                ) from None
+                raise _lost_lock() from None
+            except clsops.Stale:
+                self._abort(txid, owner, participants)
+                raise _Moved(i) from None
             except BaseException:
                 self._abort(txid, owner, participants)
                 raise
+        for i in participants:
+            self.shards.txn.note_isolated(i)
         self.settlement.committed(txid, participants)
 
     def _round(

@@ -60,7 +60,7 @@ from typing import Any, TypeVar
 
 from . import cluster as clustermod
 from . import flags as F
-from . import forks, names, service
+from . import forks, layout, names, service
 from .errors import (
     ERR_EINVAL,
     ERR_IO,
@@ -170,8 +170,11 @@ class Tdb:
     """A TDB database in RADOS (or in memory, with no name).
 
     ``Tdb(name=None, hash_size=0, tdb_flags=DEFAULT, flags=O_RDWR, mode=0o600)``
-    as Samba's ``tdb.Tdb``; ``hash_size`` sets the shard count when the
-    database is created (0: the project default). Keywords ``conf``,
+    as Samba's ``tdb.Tdb``. ``hash_size`` is tdb's chain count: a database
+    created with it keeps it to answer :attr:`hash_size` (0: tdb's 131); it
+    does not size the database, whose shards split as records come
+    (radostdb.reshard). ``shards`` sets the shard count a database is
+    created with (default 8). Keywords ``conf``,
     ``client_id``, ``pool``, ``namespace`` and ``cluster`` (a connected
     ``rados.Rados`` to use instead of the shared connection) choose where it
     lives, ``session`` (a :class:`radostdb.cluster.Session`) how it is
@@ -201,6 +204,7 @@ class Tdb:
         lock_lease: float | None = None,
         txn_lease: float | None = None,
         path_prefix: str | None = None,
+        shards: int | None = None,
     ) -> None:
         self._storage: Storage | None = None
         self._gen = forks.generation
@@ -220,6 +224,10 @@ class Tdb:
             raise ValueError(f"unknown tdb_flags bits {tdb_flags & ~KNOWN_TDB_FLAGS:#x}")
         if not 0 <= hash_size <= 65536:
             raise ValueError(f"hash_size {hash_size} is out of range (0 to 65536)")
+        if shards is not None and (
+            not isinstance(shards, int) or not 1 <= shards <= layout.MAX_SHARDS
+        ):
+            raise ValueError(f"shards {shards!r} is not a shard count (1 to {layout.MAX_SHARDS})")
         accmode = flags & os.O_ACCMODE
         if accmode == os.O_WRONLY:
             raise OSError(errno.EINVAL, "a TDB cannot be opened write-only")
@@ -245,10 +253,12 @@ class Tdb:
             self._name = name
             self._tdb_flags = tdb_flags
             try:
-                rs = self._open_rados(target, hash_size, tdb_flags, flags, lock_lease, txn_lease)
+                rs = self._open_rados(
+                    target, hash_size, tdb_flags, flags, lock_lease, txn_lease, shards
+                )
             except FileNotFoundError as exc:
                 raise _unmigrated(exc, name) from None
-            self._hash_size = rs.nshards
+            self._hash_size = rs.hash_size
             storage = rs
             if flags & os.O_TRUNC and not self._readonly:
                 rs.clear()
@@ -264,12 +274,14 @@ class Tdb:
         flags: int,
         lock_lease: float | None,
         txn_lease: float | None,
+        shards: int | None = None,
     ) -> RadosStorage:
         return RadosStorage(
             target,
             create=bool(flags & os.O_CREAT) and not self._readonly,
             exclusive=bool(flags & os.O_EXCL),
             hash_size=hash_size,
+            shards=shards,
             clear_if_first=bool(tdb_flags & F.CLEAR_IF_FIRST) and not self._readonly,
             counted=bool(tdb_flags & F.CLEAR_IF_FIRST),
             lock_lease=lock_lease,

@@ -31,6 +31,7 @@ class Kind(IntEnum):
     TXN = 3
     ISOLATION = 4
     COMMIT = 5
+    USER = 6
 
 
 class Mode(IntEnum):

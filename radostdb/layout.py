@@ -13,7 +13,8 @@ Its objects are ``radostdb.KIND`` followed by its *stem*:
   existed keeps its objects. The longest object name is 216 bytes.
 The objects, for KIND:
 - ``db``, the header object: omap keys ``format``, ``nshards``, ``hash``,
-  ``created`` and ``name`` (dbheader.py; ASCII values, ``name`` UTF-8: the
+  ``created`` and ``name``, and since shards split ``base``, ``hash_size``
+  and ``split_threshold`` (dbheader.py; ASCII values, ``name`` UTF-8: the
   full database name, the only place a hashed name can be read back from;
   written by every database created since, absent in older ones), and the
   omap header kept by the object class (a sequence number bumped by
@@ -30,6 +31,17 @@ The objects, for KIND:
 - ``w``, the transaction-lock object: empty; its lock table holds the
   transaction lock and its queue, and its watchers hear requests for it
   (txnlock.py).
+Which shard holds a key (:class:`Layout`): linear hashing over ``base``
+shards (the count a database was created with) grown to ``nshards``: with M
+the largest ``base * 2**L`` not above nshards, a key hashing to h lives in
+shard ``h % M``, or ``h % 2M`` when ``h % M`` is below ``nshards - M`` (those
+shards were split). A database never resharded has ``nshards == base`` and
+maps ``h % nshards``, as format 1 always did: growing it moves only the keys
+of the shard being split (reshard.py; the OSD's side in
+cls/radostdb/reshard.cc). Format 1 headers have no ``base`` (it is
+nshards); the first split writes format 2, which older radostdb refuses.
+``hash_size`` is tdb's chain count, a hint the database keeps to answer
+``hash_size()``; a new database starts with DEFAULT_SHARDS shards whatever it.
 No KIND contains ``.`` or ``#``, and no KIND is the start of another, so the
 first ``.`` or ``#`` after ``radostdb.`` ends the KIND: no two (KIND, name)
 pairs share an object, hashed or not (barring a SHA-256 collision).
@@ -39,12 +51,16 @@ The mapping is part of the format; tests/vectors/layout.json pins it.
 from __future__ import annotations
 
 import errno
+from dataclasses import dataclass
 
 from . import codec, names
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # a database never resharded
+SPLIT_FORMAT_VERSION = 2  # its shards split: base != nshards (older radostdb refuses it)
+FORMATS = (FORMAT_VERSION, SPLIT_FORMAT_VERSION)
 HASH_NAME = "fnv1a64-splitmix"
 DEFAULT_SHARDS = 8
+TDB_DEFAULT_HASH_SIZE = 131  # what tdb makes of hash_size 0 (its hash_size() answers it)
 MAX_SHARDS = 65536
 MAX_NAME_BYTES = names.MAX_NAME_BYTES  # 4095: PATH_MAX - 1
 SHORT_NAME_BYTES = 200  # longer names get a hashed stem
@@ -98,6 +114,48 @@ def shard_objects(name: str, nshards: int) -> list[str]:
 
 def shard_of(key: bytes, nshards: int) -> int:
     return codec.shard_of(key, nshards)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where keys live: ``base`` shards grown to ``nshards`` by linear
+    hashing (see the module comment)."""
+
+    base: int
+    nshards: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.base <= self.nshards <= MAX_SHARDS:
+            raise ValueError(f"layout of {self.base} shards grown to {self.nshards}")
+
+    @property
+    def level(self) -> int:
+        """M: the modulus of the shards not split at this level."""
+        return codec.level_modulus(self.base, self.nshards)
+
+    def shard(self, key: bytes) -> int:
+        return codec.shard_in(key, self.base, self.nshards)
+
+    def shards(self, keys: list[bytes]) -> list[int]:
+        return codec.shards_in(keys, self.base, self.nshards)
+
+    def modulus(self, index: int) -> int:
+        """The modulus of shard ``index``'s keys (they hash to index mod it)."""
+        m = self.level
+        return 2 * m if index < self.nshards - m or index >= m else m
+
+    def next_split(self) -> tuple[int, int, int]:
+        """(p, q, M): the next split moves shard p's keys hashing to q mod 2M
+        into the new shard q = nshards; M is p's modulus now."""
+        m = self.level
+        return self.nshards - m, self.nshards, m
+
+    def grown(self) -> Layout:
+        """The layout after the next split."""
+        return Layout(self.base, self.nshards + 1)
+
+    def objects(self, name: str) -> list[str]:
+        return shard_objects(name, self.nshards)
 
 
 def check_name(name: str) -> str:

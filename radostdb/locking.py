@@ -321,12 +321,38 @@ class LockTable:
         """Our entries on obj expired and are gone (caller holds the mutex):
         the user's locks there (record, shard) are lost until the user
         unlocks them; a transaction's (txnlock.py sees them gone, and the OSD
-        fences its writes) are just forgotten, to be taken anew."""
+        fences its writes) are just forgotten, to be taken anew. Losing USER
+        (intent.py) loses every record and shard lock, which are released:
+        a transaction may have started, and must not wait for them."""
         self._objects.pop(obj, None)
+        user = False
         for hk in [k for k in self.held if k[0] == obj]:
             count = self.held.pop(hk)
+            user |= hk[1] == Kind.USER
             if hk[1] in (Kind.RECORD, Kind.SHARD):
                 self.lost[hk] = self.lost.get(hk, 0) + count
+        if not user:
+            return
+        gone = [k for k in self.held if k[1] in (Kind.RECORD, Kind.SHARD)]
+        for hk in gone:
+            self.lost[hk] = self.lost.get(hk, 0) + self.held.pop(hk)
+        objs = sorted({hk[0] for hk in gone})
+        if objs:
+            service.submit(lambda: self._release_user_locks(objs))
+
+    def _release_user_locks(self, objs: list[str]) -> None:
+        """(service thread) Drop our record and shard entries on objs."""
+        io = self._io()
+        calls = [
+            clsops.aio_release(io, o, clsops.release_request(self.owner, 0, 0, kind))
+            for o in objs
+            for kind in (Kind.RECORD, Kind.SHARD)
+        ]
+        for c in calls:
+            c.error()
+        for o in objs:
+            wakeup.wake(io, o)
+            self.untrack(o)
 
     def on_wait(self, obj: str) -> None:
         """Somebody announced a wait on obj (notify callback: must not block).

@@ -57,19 +57,42 @@ class DbObjects:
     shard_objs: list[str]
     journal: str = ""
     wait_obj: str = ""
+    relayout: Callable[[], int] | None = None  # the shard count the header has now
 
     def __post_init__(self) -> None:
         self.journal = self.journal or layout.journal_object(self.name)
         self.wait_obj = self.wait_obj or layout.wait_object(layout.header_object(self.name))
 
     def shard(self, index: int) -> str:
-        return self.shard_objs[index]
+        if index < len(self.shard_objs):
+            return self.shard_objs[index]
+        return layout.shard_object(self.name, index)
 
     def index(self, obj: str) -> int | None:
         try:
             return self.shard_objs.index(obj)
         except ValueError:
-            return None
+            pass
+        if obj == layout.shard_object(self.name, len(self.shard_objs)):
+            return len(self.shard_objs)  # a new shard filling (a split under way)
+        return None
+
+    def grow(self, nshards: int) -> None:
+        """The layout grew (reshard.py): its shards are these now."""
+        if nshards > len(self.shard_objs):
+            self.shard_objs = layout.shard_objects(self.name, nshards)
+
+    def has_shard(self, index: int) -> bool:
+        """Can shard ``index`` hold records: one of the layout's, or the new
+        one a split under way fills (it takes a transaction's part as soon as
+        keys moved there). A shard past what we know makes us read the
+        layout again (``relayout``: another client's transaction may name a
+        shard a split added since)."""
+        if 0 <= index <= len(self.shard_objs):
+            return True
+        if self.relayout is not None and index >= 0:
+            self.grow(self.relayout())
+        return 0 <= index <= len(self.shard_objs)
 
 
 # -- deciding ----------------------------------------------------------------------------
@@ -92,14 +115,12 @@ def decide(
     txid = info.txid
     jcall = clsops.aio_journal(io, db.journal, txid)
     wcall = None if assume_dead else clsops.aio_state(io, db.wait_obj)
-    scalls = {
-        i: clsops.aio_state(io, db.shard(i)) for i in info.participants if i < len(db.shard_objs)
-    }
+    scalls = {i: clsops.aio_state(io, db.shard(i)) for i in info.participants if db.has_shard(i)}
     record = jcall.wait().records.get(txid)
     wait_state = None if wcall is None else wcall.wait()
     states = {i: c.wait() for i, c in scalls.items()}
     participants = record.participants if record is not None else info.participants
-    missing = sorted({i for i in [*participants, *info.participants] if i >= len(db.shard_objs)})
+    missing = sorted({i for i in [*participants, *info.participants] if not db.has_shard(i)})
     if missing:
         raise TdbError(
             ERR_CORRUPT,
@@ -153,8 +174,13 @@ def _rollback(db: DbObjects, txid: int, indexes: list[int]) -> None:
 def resolve_stale(db: DbObjects, obj: str, owners: list[bytes]) -> None:
     """Deal with owners whose transaction lock or isolation expired on obj:
     fence them (they can stage nothing more), decide their transactions,
-    then clear them from obj."""
+    then clear them from obj. A transaction-lock holder among them is fenced
+    on every shard too (fence_epoch): the next grant's epoch, one above the
+    dead holder's, is stamped on each, so a holder that only slept cannot
+    take isolation on or write to a shard it had not touched yet."""
     io = db.io()
+    if obj == db.wait_obj:
+        _fence_epochs(db, obj)
     clsops.fence_owners(io, db.journal, owners)
     for rec in clsops.journal(io, db.journal).records.values():
         if rec.owner in owners and rec.state == TxnState.STAGED:
@@ -163,6 +189,22 @@ def resolve_stale(db: DbObjects, obj: str, owners: list[bytes]) -> None:
     if st is not None and st.header.pending and st.header.powner in owners:
         decide(db, st.header.pending_info(), assume_dead=True)  # type: ignore[arg-type]
     clsops.prune(io, obj, clsops.PRUNE_CLEAR_STALE, owners)
+
+
+def _fence_epochs(db: DbObjects, wait_obj: str) -> None:
+    """Stamp every shard of the layout with the epoch after the one of the
+    transaction lock's last grant (in one parallel round; only when expired
+    owners are met on the transaction-lock object: the entry of the one
+    that held it may already be pruned, so any of them counts)."""
+    io = db.io()
+    st = clsops.state(io, wait_obj)
+    if st is None:
+        return
+    if db.relayout is not None:
+        db.grow(db.relayout())
+    calls = [clsops.aio_fence_epoch(io, o, st.header.epoch + 1) for o in db.shard_objs]
+    for c in calls:
+        c.wait()
 
 
 def resolve_object(db: DbObjects, obj: str) -> Outcome | None:
@@ -213,7 +255,7 @@ def recover_journal(db: DbObjects, journal: clsops.Journal, me: bytes) -> int:
 def _finish(db: DbObjects, rec: clsops.TxnRecord) -> None:
     """Carry out a decided journal record on its participants: settle a
     COMPLETE transaction, roll back an ABORTED one."""
-    shards = [i for i in rec.participants if i < len(db.shard_objs)]
+    shards = [i for i in rec.participants if db.has_shard(i)]
     if rec.state == TxnState.COMPLETE:
         clsops.wait_all(clsops.aio_settle(db.io(), db.shard(i), rec.txid) for i in shards)
     else:

@@ -29,6 +29,8 @@ shard client design:
   entries ahead of it. A releaser that heard a "W" sends its release and a
   "C" notify back to back on the same object (the OSD orders the notify
   after the release), so a granted waiter wakes, reads the state and runs.
+  A waiter nobody woke for REANNOUNCE announces itself again (a holder of
+  a cached lock that did not hear it would keep the lock).
   An announce some watcher left unacknowledged is not trusted: the waiter
   then also looks every wakeup.DEAF_POLL. A waiter whose entry vanished
   (expired while the process was stopped) queues again, paced. With the op
@@ -66,6 +68,7 @@ MIN_SLEEP = 0.02
 MAX_SLEEP = 5.0
 NONBLOCK_GRACE = 0.25  # how long a nonblocking call waits for a merely cached lock
 RENEW_ON_WAIT = 1.0  # a live holder renews on hearing a wait, at most this often
+REANNOUNCE = 2.0  # a waiter nobody woke announces itself again after this long
 
 Entries = list[tuple[int, bytes, bytes]]
 
@@ -76,6 +79,12 @@ class TxnView(Protocol):
 
     def holds(self) -> bool: ...
 
+    def holds_on(self, index: int | None) -> bool: ...
+
+    def isolation_args(self) -> tuple[int, int]: ...
+
+    def note_isolated(self, index: int) -> None: ...
+
     def accept(self, index: int) -> int: ...
 
     def settled(self, index: int) -> None: ...
@@ -84,6 +93,15 @@ class TxnView(Protocol):
 class _NoTxn:
     def holds(self) -> bool:
         return False
+
+    def holds_on(self, index: int | None) -> bool:
+        return False
+
+    def isolation_args(self) -> tuple[int, int]:
+        return 0, 0
+
+    def note_isolated(self, index: int) -> None:
+        pass
 
     def accept(self, index: int) -> int:
         return 0
@@ -131,10 +149,15 @@ class Shards:
         mode: int,
         nonblock: bool = False,
         lease_ms: int | None = None,
-    ) -> None:
+        epoch: int = 0,
+        moduli: Sequence[int] | None = None,
+    ) -> int:
         """One lock per object (lock_all, read_lock_all, isolation): a
         parallel try, then, from the first busy object on, in order with
-        queuing (see the module comment)."""
+        queuing (see the module comment). ``epoch``: an isolation's
+        transaction; ``moduli``: per object, the modulus the handle's layout
+        gives that shard (SHARD locks). Returns the layout bits the objects
+        answered (clsops.LAYOUT_*: the layout moved under the caller)."""
         books = self.books
         books.check_fork()
         lease_ms = lease_ms or books.lease_ms
@@ -143,11 +166,22 @@ class Shards:
             if (o, kind, mode, b"") in books.held:
                 books.held[(o, kind, mode, b"")] += 1
         if not todo:
-            return
+            return 0
         io = self.io()
-        req = clsops.lock_request(books.owner, lease_ms, kind, mode)
-        calls = [clsops.aio_lock(io, o, req) for o in todo]
-        errors = [c.error() for c in calls]
+        modulus = dict(zip(objs, moduli, strict=True)) if moduli is not None else {}
+
+        def request(o: str, flags: int = 0) -> bytes:
+            return clsops.lock_request(
+                books.owner, lease_ms, kind, mode, b"", flags, epoch, modulus.get(o, 0)
+            )
+
+        calls = [clsops.aio_lock_status(io, o, request(o)) for o in todo]
+        results = [c.result() for c in calls]
+        errors = [r if isinstance(r, Exception) else None for r in results]
+        bits = 0
+        for r in results:
+            if not isinstance(r, Exception):
+                bits |= r & (clsops.LAYOUT_SPLITTING | clsops.LAYOUT_MOVED)
         busy = [o for o, e in zip(todo, errors, strict=True) if e is not None]
         fatal = next(
             (
@@ -176,7 +210,7 @@ class Shards:
             def again() -> None:
                 for o in busy:
                     if o not in got:
-                        clsops.lock(io, o, req)
+                        clsops.lock(io, o, request(o))
                         got.append(o)
 
             try:
@@ -194,10 +228,14 @@ class Shards:
             wakeup.ensure_watch(io, o)
         try:
             for o in todo[keep:]:
-                self.client(o).lock(kind, mode, nonblock=False, lease_ms=lease_ms)
+                bits |= self.client(o).lock(
+                    kind, mode, nonblock=False, lease_ms=lease_ms, epoch=epoch,
+                    modulus=modulus.get(o, 0),
+                )  # fmt: skip
         except BaseException:
             self.release_each([o for o in todo if (o, kind, mode, b"") in books.held], kind, mode)
             raise
+        return bits
 
     def release_each(self, objs: Iterable[str], kind: int, mode: int) -> bool:
         """Release one lock (kind, mode, no key) on each object, in parallel;
@@ -332,7 +370,7 @@ class ShardClient:
         )
 
     def _wflags(self, entries: Entries, whole: bool) -> int:
-        if self.shards.txn.holds():
+        if self.shards.txn.holds_on(self.index):
             return clsops.WRITE_ASSERT_TXN
         books = self.books
         if whole:
@@ -340,10 +378,14 @@ class ShardClient:
         flags = {books.wflags(self.obj, key) for _, key, _ in entries}
         return clsops.WRITE_ASSERT_LOCK if flags == {clsops.WRITE_ASSERT_LOCK} else 0
 
-    def write(self, entries: Entries, whole: bool = False, report: bool = False) -> int:
+    def write(
+        self, entries: Entries, whole: bool = False, report: bool = False, modulus: int = 0
+    ) -> int:
         """One write class call (``apply`` of ``entries``, or ``clear`` when
         ``whole``), waiting its turn while another handle's lock blocks it.
-        ``report``: return apply's outcome bits (clsops.APPLIED_*; else 0)."""
+        ``report``: return apply's outcome bits (clsops.APPLIED_*; else 0);
+        a clear with ``modulus`` (the layout's for the shard) returns its
+        layout bits (clsops.LAYOUT_*)."""
         io = self.io()
         owner = self.books.owner
         cover: tuple[int, bytes] | None = None  # the lock we queued for, then release
@@ -355,7 +397,11 @@ class ShardClient:
             settle = self.accept() if wflags & clsops.WRITE_ASSERT_TXN else 0
             status = 0
             try:
-                if whole:
+                if whole and modulus:
+                    status = clsops.clear_status(
+                        io, self.obj, clsops.clear_request(owner, wflags, settle, modulus)
+                    )
+                elif whole:
                     clsops.clear(io, self.obj, clsops.clear_request(owner, wflags, settle))
                 elif report and self.shards.session.class_reports:
                     try:
@@ -413,13 +459,72 @@ class ShardClient:
         queue for the COMMIT lock (granted once they are released)."""
         self.lock(Kind.COMMIT, Mode.EXCL, lease_ms=self.books.txn_lease_ms, count=False)
 
+    def wait_isolation(self) -> None:
+        """Our transaction touches this shard and its isolation is not
+        grantable now: queue for it (under our epoch) and wait."""
+        epoch, lease_ms = self.shards.txn.isolation_args()
+        self.lock(Kind.ISOLATION, Mode.SHARED, lease_ms=lease_ms, count=False, epoch=epoch)
+        if self.index is not None:
+            self.shards.txn.note_isolated(self.index)
+
+    def isolate_and_get(self, key: bytes, epoch: int, lease_ms: int) -> clsops.GetResult:
+        """Take this shard's isolation for our transaction (epoch) and read
+        ``key`` in one round trip: the lock request and the read are sent
+        back to back (the OSD orders the read after it); if the request was
+        queued, wait for the grant and read again. The isolation is ours on
+        return, even when the read raises (clsops.Stale: the key moved)."""
+        books = self.books
+        books.check_fork()
+        io = self.io()
+        req = clsops.lock_request(
+            books.owner, lease_ms, Kind.ISOLATION, Mode.SHARED, b"", clsops.LOCK_QUEUE, epoch
+        )
+        call = clsops.aio_lock_status(io, self.obj, req)
+        read = clsops.aio_get(io, self.obj, key, self.accept())
+        status = call.result()
+        value: clsops.GetResult | Exception
+        try:
+            value = read.wait()
+        except clsops.Stale as exc:
+            value = exc
+        if isinstance(status, clsops.Canceled):
+            raise TdbError(
+                ERR_LOCK, "Locking error: the transaction lost its lock (a newer one took a shard)"
+            )
+        if isinstance(status, clsops.Unclean):
+            self.resolver.unclean(self.obj)
+            self.lock(Kind.ISOLATION, Mode.SHARED, lease_ms=lease_ms, count=False, epoch=epoch)
+            status = clsops.LOCKED_GRANTED
+            value = self._read_or_stale(io, key)
+        elif isinstance(status, Exception):
+            raise status
+        books.track(self.obj, lease_ms)
+        if status & clsops.LOCKED_QUEUED:
+            self.wait_granted(Kind.ISOLATION, Mode.SHARED, b"", lease_ms, queued=True)
+            value = self._read_or_stale(io, key)
+        wakeup.ensure_watch(io, self.obj)
+        if isinstance(value, Exception):
+            if self.index is not None:
+                self.shards.txn.note_isolated(self.index)
+            raise value
+        if value.status == clsops.ReadStatus.TOO_BIG or value.pending is not None:
+            return self.get(key)
+        return value
+
+    def _read_or_stale(self, io: Any, key: bytes) -> clsops.GetResult | Exception:
+        try:
+            return self._read_now(io, key)
+        except clsops.Stale as exc:
+            return exc
+
     # -- a transaction's part --------------------------------------------------------------
     def part_request(
         self, entries: Entries, txid: int, participants: Sequence[int], release: bool = False
     ) -> bytes:
         wflags = clsops.WRITE_ASSERT_TXN | (clsops.WRITE_RELEASE if release else 0)
+        epoch, lease_ms = self.shards.txn.isolation_args()
         return clsops.apply_request(
-            self.books.owner, wflags, entries, txid, self.accept(), participants
+            self.books.owner, wflags, entries, txid, self.accept(), participants, epoch, lease_ms
         )
 
     def aio_write_part(
@@ -437,13 +542,16 @@ class ShardClient:
         first: Exception | None = None,
     ) -> None:
         """A transaction's part (txid 0: the whole transaction, on one shard),
-        synchronously, waiting out others' shared locks and resolving what
-        blocks it. ``first``: the error its first (parallel) try got. Other
-        errors are raised as they are."""
+        synchronously, waiting for the shard's isolation if it is not ours
+        yet, then out others' shared locks, and resolving what blocks it.
+        ``first``: the error its first (parallel) try got. Other errors are
+        raised as they are (clsops.Stale: a key moved; clsops.Canceled: a
+        newer transaction took the shard)."""
         io = self.io()
         release = False
         pace = self.pace()
         err = first
+        txn = self.shards.txn
         while True:
             if err is None:
                 try:
@@ -454,9 +562,12 @@ class ShardClient:
                     err = exc
                 else:
                     if self.index is not None:
-                        self.shards.txn.settled(self.index)
+                        txn.note_isolated(self.index)
+                        txn.settled(self.index)
                     return
-            if isinstance(err, clsops.Busy):
+            if isinstance(err, clsops.Busy) and not txn.holds_on(self.index):
+                self.wait_isolation()  # the shard's isolation first, in its queue
+            elif isinstance(err, clsops.Busy):
                 self.wait_commit()  # readers holding shared locks drain first
                 release = True
             elif isinstance(err, clsops.Unclean):
@@ -479,38 +590,55 @@ class ShardClient:
         nonblock: bool = False,
         lease_ms: int | None = None,
         count: bool = True,
-    ) -> None:
+        epoch: int = 0,
+        modulus: int = 0,
+    ) -> int:
         """Take a lock (or count it again), waiting in the OSD's queue while
         it is not grantable. ``count=False``: a lock taken only to cover one
-        queued write (released by that write), not counted as held."""
+        queued write (released by that write), or held in the transaction's
+        books (isolation, COMMIT), not counted here. ``epoch``: an
+        isolation's transaction; ``modulus``: a SHARD lock's, as the layout
+        gives it. Returns the layout bits the object answered (0 when the
+        lock had to wait)."""
         books = self.books
         books.check_fork()
         hk = (self.obj, kind, mode, key)
         if count and books.count_again(hk):
-            return
+            return 0
         lease_ms = lease_ms or books.lease_ms
         io = self.io()
-        req = clsops.lock_request(books.owner, lease_ms, kind, mode, key)
+        req = clsops.lock_request(books.owner, lease_ms, kind, mode, key, 0, epoch, modulus)
+        bits = 0
         while True:
             try:
-                clsops.lock(io, self.obj, req)
+                if modulus:
+                    bits = clsops.lock_status(io, self.obj, req)
+                    bits &= clsops.LAYOUT_SPLITTING | clsops.LAYOUT_MOVED
+                else:
+                    clsops.lock(io, self.obj, req)
                 break
             except clsops.Busy:
                 if nonblock:
                     if self.ask_cached([self.obj], lambda: clsops.lock(io, self.obj, req)):
                         break
                     raise TdbError(ERR_LOCK) from None
-                self.wait_granted(kind, mode, key, lease_ms)
+                self.wait_granted(kind, mode, key, lease_ms, epoch=epoch, modulus=modulus)
                 break
             except clsops.Unclean:
                 if nonblock:
                     raise TdbError(ERR_LOCK) from None
                 self.resolver.unclean(self.obj)
+            except clsops.Canceled:
+                raise TdbError(
+                    ERR_LOCK,
+                    "Locking error: the transaction lost its lock (a newer one took a shard)",
+                ) from None
         if count:
             books.note(hk, lease_ms)
         else:
             books.track(self.obj, lease_ms)
         wakeup.ensure_watch(io, self.obj)  # a holder must hear "W" announcements
+        return bits
 
     def lock_and_read(self, key: bytes) -> clsops.GetResult:
         """Lock a record exclusively and read it in one round trip.
@@ -575,6 +703,8 @@ class ShardClient:
         lease_ms: int,
         queued: bool = False,
         companion: Callable[[], clsops.Call] | None = None,
+        epoch: int = 0,
+        modulus: int = 0,
     ) -> tuple[clsops.ObjectState, Any]:
         """Queue for a lock in the OSD and wait until it is granted to us (see
         the module comment). ``queued``: our entry is in the queue already.
@@ -620,7 +750,9 @@ class ShardClient:
                 f"for a lock on {obj} held by another handle",
             )
 
-        queue_req = clsops.lock_request(books.owner, lease_ms, kind, mode, key, clsops.LOCK_QUEUE)
+        queue_req = clsops.lock_request(
+            books.owner, lease_ms, kind, mode, key, clsops.LOCK_QUEUE, epoch, modulus
+        )
 
         def read_state(prune: bool = False) -> tuple[clsops.ObjectState | None, Any]:
             pcall = clsops.aio_prune(io, obj) if prune else None
@@ -660,6 +792,7 @@ class ShardClient:
                     return st, extra  # type: ignore[return-value]
             queued = False
             trusted = wakeup.announce(io, obj)
+            announced = time.monotonic()
             st, extra = read_state()
             expired_at: float | None = None
             while True:
@@ -676,8 +809,13 @@ class ShardClient:
                     delay = min(delay, wakeup.DEAF_POLL)
                 if deadline is not None:
                     delay = max(MIN_SLEEP, min(delay, deadline - time.monotonic()))
+                delay = min(delay, max(MIN_SLEEP, announced + REANNOUNCE - time.monotonic()))
                 woke = wakeup.sleep(obj, gen, delay)
                 gen = wakeup.generation(obj)
+                if not woke and time.monotonic() - announced > REANNOUNCE:
+                    # nobody woke us: a holder may not have heard (a cached lock)
+                    trusted = wakeup.announce(io, obj)
+                    announced = time.monotonic()
                 # somebody ahead outlived its lease: prune, which grants
                 late = not woke and expired_at is not None and time.monotonic() >= expired_at
                 st, extra = read_state(prune=late)

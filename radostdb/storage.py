@@ -5,18 +5,25 @@ The Tdb class (database.py) speaks only this interface; transactions
 and values and raise TdbError with TDB's codes.
 
 RADOS backend decisions:
-- The backend maps keys to shards and asks the shard's client
-  (shardclient.py), which owns the conversation with the object class and
-  its policy for what the class answers (a lock in the way: queue; a
-  transaction pending or owners gone stale: the resolver decides; deadlines
-  from the session). Nothing below calls back into the backend: a store
-  goes Tdb.store -> RadosStorage.store -> ShardClient.write -> clsops.apply.
+- The backend maps keys to shards (router.py: the layout, and a split under
+  way) and asks the shard's client (shardclient.py), which owns the
+  conversation with the object class and its policy for what the class
+  answers (a lock in the way: queue; a transaction pending or owners gone
+  stale: the resolver decides; deadlines from the session). A shard that
+  does not hold the key (resharded) answers -ESTALE, and the router routes
+  again. Nothing below calls back into the backend: a store goes Tdb.store
+  -> RadosStorage.store -> Router.route -> ShardClient.write -> clsops.apply.
+- Shards split as the database grows (reshard.py): each handle counts its
+  writes per shard and, every SPLIT_CHECK of them, asks the shard for its
+  record count; past the threshold a background resharder splits.
 - One round trip per single-record operation: a write is one `apply` call on
   the key's shard (the decision INSERT/MODIFY/exists is made in the OSD), a
   read one `get` call. No client-side read-modify-write.
 - Records are verified (format, crc32c over key and data) on every read; a
   record that fails is reported as TDB's corrupt error, never returned.
-- Traversal reads pages of PAGE records (class `list`) shard by shard.
+- Traversal reads pages of PAGE records (class `list`) shard by shard,
+  following a split under way (traverse.py): every record that exists
+  throughout is returned once.
 - Openers: as tdb (which holds its ACTIVE_LOCK only for CLEAR_IF_FIRST
   handles), only handles opened with CLEAR_IF_FIRST count as having the
   database open: they watch the header object while open, and a
@@ -51,10 +58,14 @@ from . import (
     commit,
     dbheader,
     forks,
+    intent,
     layout,
     locking,
+    reshard,
     resolver,
+    router,
     shardclient,
+    traverse,
     txnlock,
 )
 from . import cluster as clustermod
@@ -280,6 +291,7 @@ class RadosStorage(Storage):
         counted: bool = False,
         lock_lease: float | None = None,
         txn_lease: float | None = None,
+        shards: int | None = None,
     ) -> None:
         self.target = target
         self.name = target.name
@@ -292,15 +304,25 @@ class RadosStorage(Storage):
         self.session = target.session
         self.locks = locking.LockTable(self.io, lock_lease, txn_lease)
         clustermod.track_handle(self)
-        self.meta = self._open_header(create, exclusive, hash_size)
-        self.nshards = int(self.meta["nshards"])
-        self.shard_objs = layout.shard_objects(self.name, self.nshards)
-        self.db = resolver.DbObjects(self.io, self.name, self.shard_objs)
+        header = dbheader.Header(self.name, self._open_header(create, exclusive, hash_size, shards))
+        lay = header.layout
+        assert lay is not None  # checked by _open_header
+        self.hash_size = header.hash_size
+        self.router = router.Router(self.io, self.name, lay, self._layout_grew)
+        self.db = resolver.DbObjects(
+            self.io,
+            self.name,
+            lay.objects(self.name),
+            relayout=lambda: self.router.refresh().nshards,
+        )
         t = self.session.op_timeout
         self.resolver = resolver.Resolver(self.db, None if t is None else t + self.locks.txn_lease)
         self.shards = shardclient.Shards(self.io, self.session, self.db, self.locks, self.resolver)
         self.committer = commit.Committer(self.shards)
         self.txnlock = txnlock.TxnLock(self.shards, self.committer)
+        self.intent = intent.UserIntent(self.shards)
+        self.splits = reshard.Trigger(self.target, self.router, header.split_threshold)
+        self._all_locked: dict[int, list[str]] = {}  # lock_all mode -> the objects it locked
         self._watched = counted  # an opener for CLEAR_IF_FIRST: watch the header while open
         if clear_if_first:
             self._clear_if_first()
@@ -337,7 +359,9 @@ class RadosStorage(Storage):
         self._watch = None  # the parent's: abandoned with its connection
         self.locks.forget_after_fork()
         self.txnlock.forget_after_fork()
+        self.intent.forget_after_fork()
         self.committer.forget_after_fork()
+        self.splits.forget_after_fork()
         if self._forked_with is None and self._watched:
             self._start_watch()  # this process has the database open too
         return self._forked_with
@@ -348,6 +372,17 @@ class RadosStorage(Storage):
 
     def holds_user_locks(self) -> bool:
         return self.locks.holds_user_locks()
+
+    @property
+    def nshards(self) -> int:
+        return self.router.layout.nshards
+
+    @property
+    def shard_objs(self) -> list[str]:
+        return self.db.shard_objs
+
+    def _layout_grew(self, lay: layout.Layout) -> None:
+        self.db.grow(lay.nshards)
 
     def _start_watch(self) -> None:
         """Watch the header object: the watcher list says who has it open.
@@ -369,19 +404,23 @@ class RadosStorage(Storage):
         mine = self._gen == forks.generation and self._forked_with is None
         if not mine:
             return  # inherited through fork, unused or holding the parent's locks: nothing here
+        self.splits.close()
         if not self.session.cut_off():
             try:
                 self.txnlock.close()
             finally:
                 if self.locks.objects():
                     self.shards.release_all()
+                self.intent.state = intent.State.NONE  # released with the rest
         # else: the cluster does not answer; our locks expire with their leases
         watch, self._watch = self._watch, None
         if watch is not None:
             clustermod.close_watch(watch)
 
     # -- header -------------------------------------------------------------
-    def _open_header(self, create: bool, exclusive: bool, hash_size: int) -> dict[str, str]:
+    def _open_header(
+        self, create: bool, exclusive: bool, hash_size: int, shards: int | None
+    ) -> dict[str, str]:
         where = self.target.place.where
         for _ in range(5):
             header = dbheader.read(self.io(), self.name)
@@ -397,7 +436,7 @@ class RadosStorage(Storage):
                     f"database {self.name!r} does not exist in {where} "
                     "(open with O_CREAT to create it)",
                 )
-            meta = dbheader.new_fields(self.name, hash_size or layout.DEFAULT_SHARDS)
+            meta = dbheader.new_fields(self.name, shards or layout.DEFAULT_SHARDS, hash_size)
             with rados.WriteOpCtx() as op:
                 op.new(rados.LIBRADOS_CREATE_EXCLUSIVE)
                 self.io().set_omap(op, tuple(meta), tuple(v.encode() for v in meta.values()))
@@ -447,15 +486,18 @@ class RadosStorage(Storage):
         return clsops.watchers(self.io(), self.header_obj)
 
     # -- records ------------------------------------------------------------
-    def _index(self, key: bytes) -> int:
-        return codec.shard_of(key, self.nshards)
-
     def fetch(self, key: bytes) -> bytes | None:
-        index = self._index(key)
-        res = self.shards[index].get(key)
-        if res.status == clsops.ReadStatus.MISSING:
-            return None
-        return self._decode(key, res.record, self.shard_objs[index])
+        """The record's data; inside a transaction with the shard's
+        isolation (taken in the same round trip the first time: txnlock.py)."""
+        txn = self.txnlock
+
+        def call(index: int) -> bytes | None:
+            res = txn.read(index, key) if txn.active() else self.shards[index].get(key)
+            if res.status == clsops.ReadStatus.MISSING:
+                return None
+            return self._decode(key, res.record, self.db.shard(index))
+
+        return self.router.route(key, call)
 
     @staticmethod
     def _decode(key: bytes, rec: bytes, obj: str) -> bytes:
@@ -464,44 +506,68 @@ class RadosStorage(Storage):
         except codec.CodecError as exc:
             raise corrupt(key, obj, exc) from None
 
-    def _write(
-        self,
-        index: int,
-        entries: list[tuple[int, bytes, bytes]],
-        whole: bool = False,
-        report: bool = False,
-    ) -> int:
-        return self.shards[index].write(entries, whole, report)
+    def _write_key(self, key: bytes, op: int, data: bytes, report: bool = False) -> int:
+        def call(index: int) -> int:
+            status = self.shards[index].write([(op, key, data)], report=report)
+            self.splits.wrote(index, 1)
+            return status
+
+        return self.router.route(key, call)
 
     def store(self, key: bytes, data: bytes, flag: int) -> bool:
         op = store_op(flag)
-        status = self._write(self._index(key), [(op, key, data)], report=op == Op.PUT)
+        status = self._write_key(key, op, data, report=op == Op.PUT)
         return bool(status & clsops.APPLIED_CREATED)
 
     def append(self, key: bytes, data: bytes) -> bool:
-        status = self._write(self._index(key), [(Op.APPEND, key, data)], report=True)
+        status = self._write_key(key, Op.APPEND, data, report=True)
         return bool(status & clsops.APPLIED_CREATED)
 
     def delete(self, key: bytes) -> None:
-        self._write(self._index(key), [(Op.DELETE, key, b"")])
+        self._write_key(key, Op.DELETE, b"")
 
     def commit(self, ops: list[tuple[int, bytes, bytes]]) -> None:
-        """Apply a batch, one call per shard (atomic per shard only)."""
-        for index, entries in self.group(ops).items():
-            self._write(index, entries)
+        """Apply a batch, one call per shard (atomic per shard only); a
+        shard's entries that moved are sent again where they are."""
+        todo = ops
+        for _ in range(router.ROUTE_TRIES):
+            moved: list[tuple[int, bytes, bytes]] = []
+            for index, entries in self.group(todo).items():
+                try:
+                    self.shards[index].write(entries)
+                except clsops.Stale:
+                    self.router.stale(index)
+                    moved += entries
+                else:
+                    self.splits.wrote(index, len(entries))
+            if not moved:
+                return
+            todo = moved
+        raise self.router.lost(todo[0][1])
 
     def clear(self) -> None:
-        for index in range(self.nshards):
-            self._write(index, [], whole=True)
+        """Clear every shard, and those a split under way adds."""
+        done: set[int] = set()
+        self.router.refresh()
+        while True:
+            todo = [i for i in range(self.router.shard_count()) if i not in done]
+            if not todo:
+                return
+            bits = 0
+            for index in todo:
+                bits |= self.shards[index].write(
+                    [], whole=True, modulus=self.router.shard_modulus(index)
+                )
+                done.add(index)
+            if bits:
+                self.router.stale(self.router.layout.next_split()[0])
 
     def group(
         self, ops: list[tuple[int, bytes, bytes]]
     ) -> dict[int, list[tuple[int, bytes, bytes]]]:
         """Batch entries by shard index."""
         by_shard: dict[int, list[tuple[int, bytes, bytes]]] = {}
-        for entry, index in zip(
-            ops, codec.shards_of([e[1] for e in ops], self.nshards), strict=True
-        ):
+        for entry, index in zip(ops, self.router.shards([e[1] for e in ops]), strict=True):
             by_shard.setdefault(index, []).append(entry)
         return by_shard
 
@@ -513,94 +579,162 @@ class RadosStorage(Storage):
         self.txnlock.end(ok)
 
     def commit_transaction(self, ops: list[tuple[int, bytes, bytes]]) -> None:
-        self.committer.commit(self.group(ops))
+        self.committer.commit(ops, self.group, self.router.stale)
+        for index, entries in self.group(ops).items():
+            self.splits.wrote(index, len(entries))
 
     # -- locks --------------------------------------------------------------
+    def _held_at(self, key: bytes, kind: int, mode: int) -> str:
+        """The object where we hold (or lost) the lock on key: where it was
+        taken, whatever the layout says now."""
+        obj = self.db.shard(self.router.shard(key))
+        books = self.locks
+        if (obj, kind, mode, key) in books.held or (obj, kind, mode, key) in books.lost:
+            return obj
+        for hk in [*books.held, *books.lost]:
+            if hk[1:] == (kind, mode, key):
+                return hk[0]
+        return obj
+
     def lock(self, key: bytes, shared: bool, nonblock: bool) -> None:
         mode = Mode.SHARED if shared else Mode.EXCL
-        self.shards[self._index(key)].lock(Kind.RECORD, mode, key, nonblock)
+        if shared:
+            self.router.route(key, lambda i: self.shards[i].lock(Kind.RECORD, mode, key, nonblock))
+            return
+        self.intent.take(nonblock)  # record EXCL locks exclude transactions (intent.py)
+        try:
+            self.router.route(key, lambda i: self.shards[i].lock(Kind.RECORD, mode, key, nonblock))
+        except BaseException:
+            self.intent.done()
+            raise
 
     def unlock(self, key: bytes, shared: bool) -> None:
         mode = Mode.SHARED if shared else Mode.EXCL
-        self.shards[self._index(key)].unlock(Kind.RECORD, mode, key)
+        try:
+            self.shards.client(self._held_at(key, Kind.RECORD, mode)).unlock(Kind.RECORD, mode, key)
+        finally:
+            if not shared:
+                self.intent.done()
 
     def fetch_locked(self, key: bytes) -> bytes | None:
-        index = self._index(key)
-        res = self.shards[index].lock_and_read(key)
+        self.intent.take(False)
+        try:
+
+            def call(index: int) -> clsops.GetResult:
+                return self.shards[index].lock_and_read(key)
+
+            res = self.router.route(key, call)
+        except BaseException:
+            self.intent.done()
+            raise
         if res.status == clsops.ReadStatus.MISSING:
             return None
-        return self._decode(key, res.record, self.shard_objs[index])
+        return self._decode(key, res.record, self._held_at(key, Kind.RECORD, Mode.EXCL))
 
     def lock_all(self, shared: bool, nonblock: bool) -> None:
         mode = Mode.SHARED if shared else Mode.EXCL
         other = Mode.EXCL if shared else Mode.SHARED
-        if (
-            self.locks.holds_any(Kind.RECORD)
-            or (self.shard_objs[0], Kind.SHARD, other, b"") in self.locks.held
-        ):
+        if self.locks.holds_any(Kind.RECORD) or other in self._all_locked:
             # as tdb: no allrecord lock with chain locks held, nor of the other type
             raise TdbError(ERR_LOCK)
-        self.shards.lock_each(self.shard_objs, Kind.SHARD, mode, nonblock)
+        if mode in self._all_locked:  # counted again
+            self.shards.lock_each(self._all_locked[mode], Kind.SHARD, mode, nonblock)
+            return
+        if not shared:
+            self.intent.take(nonblock)
+        try:
+            self._all_locked[mode] = self._lock_every_shard(mode, nonblock)
+        except BaseException:
+            if not shared:
+                self.intent.done()
+            raise
+
+    def _lock_every_shard(self, mode: int, nonblock: bool) -> list[str]:
+        """SHARD locks on every shard that may hold records: the layout's,
+        and those a split under way adds (the shards say so: layout bits)."""
+        locked: list[str] = []
+        while True:
+            count = self.router.shard_count()
+            todo = [i for i in range(count) if self.db.shard(i) not in locked]
+            if not todo:
+                return locked
+            objs = [self.db.shard(i) for i in todo]
+            moduli = [self.router.shard_modulus(i) for i in todo]
+            try:
+                bits = self.shards.lock_each(objs, Kind.SHARD, mode, nonblock, moduli=moduli)
+            except BaseException:
+                if locked:
+                    self.shards.release_each(locked, Kind.SHARD, mode)
+                raise
+            locked += objs
+            if bits:
+                self.router.stale(self.router.layout.next_split()[0])
 
     def unlock_all(self, shared: bool) -> None:
         mode = Mode.SHARED if shared else Mode.EXCL
-        if self.locks.forget_lost([(o, Kind.SHARD, mode, b"") for o in self.shard_objs]):
+        objs = self._all_locked.get(mode, [])
+        try:
+            self._unlock_all(objs, mode)
+        finally:
+            if objs and objs[0] not in {hk[0] for hk in self.locks.held if hk[1] == Kind.SHARD}:
+                self._all_locked.pop(mode, None)
+                if not shared:
+                    self.intent.done()
+
+    def _unlock_all(self, objs: list[str], mode: int) -> None:
+        if self.locks.forget_lost([(o, Kind.SHARD, mode, b"") for o in objs]):
             # a shard's lock expired and was taken: give back the rest, refuse
             self.shards.release_each(
-                [o for o in self.shard_objs if (o, Kind.SHARD, mode, b"") in self.locks.held],
+                [o for o in objs if (o, Kind.SHARD, mode, b"") in self.locks.held],
                 Kind.SHARD,
                 mode,
             )
             raise TdbError(ERR_LOCK)
-        if (self.shard_objs[0], Kind.SHARD, mode, b"") not in self.locks.held:
+        if not objs or (objs[0], Kind.SHARD, mode, b"") not in self.locks.held:
             raise TdbError(ERR_LOCK)
-        if self.locks.held[(self.shard_objs[0], Kind.SHARD, mode, b"")] > 1:
-            for obj in self.shard_objs:
+        if self.locks.held[(objs[0], Kind.SHARD, mode, b"")] > 1:
+            for obj in objs:
                 self.locks.held[(obj, Kind.SHARD, mode, b"")] -= 1
             return
-        if not self.shards.release_each(self.shard_objs, Kind.SHARD, mode):
+        if not self.shards.release_each(objs, Kind.SHARD, mode):
             # a shard's entry was gone: the lock expired before the renewal noticed
             raise TdbError(ERR_LOCK)
 
     # -- traversal ----------------------------------------------------------
-    def _pages(
-        self, index: int, start_after: str = "", limit: int = PAGE
-    ) -> Iterator[list[tuple[bytes, bytes]]]:
-        """(raw key, data) pages of one shard, every record verified: the
-        one shard pager (scan.py), read on demand in the caller's thread."""
-        return self.shards[index].pages(start_after, limit, first_bytes=PAGE_BYTES, prefetch=False)
+    def _walk(self) -> traverse.Walk:
+        """A traversal of every shard (traverse.py); inside a transaction,
+        with the isolation of every shard of the current layout first (held,
+        they keep a split from going on: traverse.py then finds no child
+        the isolation misses)."""
+        if self.txnlock.active():
+            while True:
+                lay = self.router.refresh()
+                self.txnlock.isolate(list(range(self.router.shard_count())))
+                if self.router.refresh() == lay:
+                    break
+        return traverse.Walk(self.shards, self.router, self.router.shard_count())
 
     def keys(self) -> Iterator[bytes]:
-        for index in range(self.nshards):
-            for page in self._pages(index):
-                yield from (k for k, _ in page)
+        for page in self._walk():
+            yield from (k for k, _ in page)
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
-        for index in range(self.nshards):
-            for page in self._pages(index):
-                yield from page
-
-    def _first_from(self, shard: int, start_after: str) -> bytes | None:
-        for index in range(shard, self.nshards):
-            for page in self._pages(index, start_after, limit=1):
-                return page[0][0]
-            start_after = ""
-        return None
+        for page in self._walk():
+            yield from page
 
     def first_key(self) -> bytes | None:
-        return self._first_from(0, "")
+        return self._walk().first_after(None)
 
     def next_key(self, key: bytes) -> bytes | None:
-        index = self._index(key)
-        if self.shards[index].get(key).status == clsops.ReadStatus.MISSING:
+        if self.fetch(key) is None:
             raise KeyMissing(key)
-        return self._first_from(index, codec.encode_key(key))
+        return self._walk().first_after(key)
 
     # -- sequence numbers ---------------------------------------------------
     def seqnum(self) -> int:
         io = self.io()
-        calls = [clsops.aio_seq(io, obj) for obj in [self.header_obj, *self.shard_objs]]
-        return sum(clsops.wait_all(calls))
+        objs = [self.header_obj, *(self.db.shard(i) for i in range(self.router.shard_count()))]
+        return sum(clsops.wait_all(clsops.aio_seq(io, obj) for obj in objs))
 
     def bump_seqnum(self) -> None:
         clsops.bump(self.io(), self.header_obj)

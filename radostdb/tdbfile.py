@@ -91,6 +91,11 @@ class TdbReader:
                 raise _tdb_error(path, exc) from None
         self._tdb = src
 
+    @property
+    def hash_size(self) -> int:
+        """The file's hash chain count (tdb's hash_size)."""
+        return int(self._tdb.hash_size)
+
     def __len__(self) -> int:
         """The number of records (a traversal of the file)."""
         try:

@@ -2,34 +2,59 @@
 transactions.
 
 txnlock design:
-- A transaction holds two kinds of locks: the database's transaction lock
-  (kind TXN in the lock table of ``radostdb.w.NAME``: transactions run one
-  at a time) and an ISOLATION lock on every shard (tdb's allrecord read
-  lock: other handles' writes, record locks and lock_all wait; their reads
-  and read_lock_all do not).
-- Taking them costs ONE round trip: the TXN lock (queued if busy, and read
-  back), a try of every shard's isolation and a read of the journal are all
-  sent at once. If the TXN lock is busy, the handle waits in its FIFO queue
-  (isolation locks it already has are compatible with the holder's and are
-  kept: they block what the holder blocks anyway). A busy shard is taken in
-  shard order, queuing (locking.LockTable.acquire_all). If the journal holds
-  records, the previous holder died or did not clean up: they are decided
-  first (commit.recover_journal), so every transaction starts from a
-  database without undecided commits.
+- A transaction holds the database's transaction lock (kind TXN in the
+  lock table of ``radostdb.w.NAME``: transactions run one at a time) and an
+  ISOLATION lock on every shard it touched (tdb's allrecord read lock, on
+  what the transaction can see: other handles' writes, record locks and
+  lock_all wait there; their reads and read_lock_all do not).
+- Isolation is taken lazily, on a shard the first time the transaction
+  touches it, in the same round trip as the touch (two-phase locking on
+  the touched shards, the transaction lock serialising transactions):
+  - a read sends the ISOLATION request (QUEUE) and the read back to back on
+    the shard; the OSD orders the read after the request, and the request's
+    return value (RETURNVEC) says granted or queued: granted, the read is
+    the answer; queued, the handle waits for the grant and reads again;
+  - a traversal takes every shard's isolation first, in one parallel round
+    (in shard order, queuing, from the first busy one: lock_each);
+  - a write is buffered (txn.py) and reaches the shard at commit: the
+    commit's `apply` takes the isolation itself (the class grants it in the
+    same call when grantable, else -EBUSY and the part queues for it). A
+    shard only written, never read, needs isolation only from the commit
+    on: a blind write of another handle that landed before is ordered
+    before the transaction, which never saw the old value.
+  So ``transaction_start`` costs the transaction lock alone (one round trip
+  with the journal read, none when cached), and a transaction, its lease
+  renewals, commit, cancel and release cost what it touched, never what
+  the database has. Record and database EXCL locks exclude transactions at
+  the transaction-lock object (USER, intent.py), as tdb's allrecord lock
+  excludes chain locks, so a transaction never waits for a lock holder that
+  waits for it.
+- Epochs: a grant of the transaction lock gives the holder the object's
+  next epoch (the OSD's, types.h), read back with the grant. Every
+  isolation request and every write under the transaction carries it, and
+  a shard refuses an epoch older than the newest it has seen (-ECANCELED):
+  a holder that slept through its lease, woke and went on touching shards
+  cannot write behind the next holder. When a holder died, the client that
+  meets its stale entry stamps every shard with a newer epoch first
+  (resolver.resolve_stale).
+- If the journal holds records at the start, the previous holder died or
+  did not clean up: they are decided first (resolver.recover_journal), so
+  every transaction starts from a database without undecided commits.
 - Cached ("sticky"): when a transaction ends and nobody waits, the handle
-  keeps both locks. Its next transaction_start costs nothing. Left idle for
-  CACHE_IDLE (1 s), they are released: an idle handle holds nothing and
-  costs the cluster no renewals. A handle that
-  wants either lock (a transaction, a write, a record lock, lock_all) queues
-  in the OSD and announces itself with a "W" notify on the object; the
-  holder hears it and, idle, releases at once (on the lock service thread),
-  or, inside a transaction, right after it ends: the waiter is granted in
-  the same atomic operation as the release. While ``requested``, the holder
-  does not cache.
+  keeps the transaction lock and the isolation it took. Its next
+  transaction_start costs nothing. Left idle for CACHE_IDLE (1 s), they are
+  released: an idle handle holds nothing and costs the cluster no
+  renewals. A handle that wants one of them (a transaction, a write, a
+  record lock, lock_all, a resharder's step) queues in the OSD and
+  announces itself with a "W" notify on the object; the holder hears it
+  and, idle, releases at once (on the lock service thread), or, inside a
+  transaction, right after it ends: the waiter is granted in the same
+  atomic operation as the release. While ``requested``, the holder does not
+  cache.
 - The release settles the shards the holder's lazily settled transactions
-  left pending (commit.Settlement), in the same call as each isolation lock,
-  then forgets the journal records.
-- Leases: both locks use the transaction lease (RADOSTDB_TXN_LEASE, default
+  left pending (commit.Settlement), in the same call as each isolation
+  lock, then forgets the journal records.
+- Leases: both kinds use the transaction lease (RADOSTDB_TXN_LEASE, default
   5 s, never more than the lock lease), renewed by the lock service while
   the handle lives. A holder that dies, cached or in a transaction, blocks
   others for one transaction lease; its expired entries turn "stale" and
@@ -71,7 +96,7 @@ class State(enum.Enum):
 
 
 class TxnLock:
-    """One handle's transaction lock and isolation."""
+    """One handle's transaction lock and the isolation it took."""
 
     def __init__(self, shards: Shards, committer: commit.Committer) -> None:
         self.shards = shards
@@ -82,25 +107,52 @@ class TxnLock:
         self.requested = False
         self.idle_since = 0.0
         self.idle_check = False  # a _release_if_idle is scheduled
-        self.held_keys = {(shards.db.wait_obj, Kind.TXN, Mode.EXCL, b"")} | {
-            (o, Kind.ISOLATION, Mode.SHARED, b"") for o in shards.db.shard_objs
-        }
+        self.epoch = 0  # of our grant of the transaction lock (0: none)
+        self.isolated: set[int] = set()  # shard indexes whose isolation we hold
         self.cond = threading.Condition()
-        self.objects = {self.db.wait_obj, *self.db.shard_objs}
         self.locks.wait_listeners.append(weakref.WeakMethod(self._on_wait))
         shards.txn = self
 
+    @property
+    def txn_key(self) -> tuple[str, int, int, bytes]:
+        return (self.db.wait_obj, Kind.TXN, Mode.EXCL, b"")
+
+    def _iso_key(self, index: int) -> tuple[str, int, int, bytes]:
+        return (self.db.shard(index), Kind.ISOLATION, Mode.SHARED, b"")
+
     # -- what we hold -----------------------------------------------------------------
     def _intact(self) -> bool:
-        return self.held_keys <= self.locks.held.keys()
+        held = self.locks.held
+        return self.txn_key in held and all(self._iso_key(i) in held for i in list(self.isolated))
 
     def holds(self) -> bool:
-        """Do we hold the isolation now (active or cached)?"""
+        """Do we hold the transaction lock now (active or cached)?"""
         return self.state in (State.ACTIVE, State.CACHED)
+
+    def holds_on(self, index: int | None) -> bool:
+        """Do we hold shard ``index``'s isolation (a write there asserts it)?"""
+        return index is not None and index in self.isolated and self.holds()
 
     def in_transaction(self) -> bool:
         """Is a transaction running (or starting) on the handle?"""
         return self.state in (State.ACTIVE, State.ACQUIRING)
+
+    def active(self) -> bool:
+        """Is a transaction running on the handle (its reads take isolation)?"""
+        return self.state == State.ACTIVE
+
+    def isolation_args(self) -> tuple[int, int]:
+        """(epoch, lease in ms) a transaction's write carries: the class
+        takes the shard's isolation with them if we have none there."""
+        return self.epoch, self.locks.txn_lease_ms
+
+    def note_isolated(self, index: int) -> None:
+        """A write under our epoch landed on shard ``index``: the class gave
+        us its isolation if we had none."""
+        if index in self.isolated:
+            return
+        self.isolated.add(index)
+        self.locks.note(self._iso_key(index), self.locks.txn_lease_ms)
 
     def forget_after_fork(self) -> None:
         """In a forked child: the locks are the parent's (kept and released
@@ -109,10 +161,13 @@ class TxnLock:
         self.state = State.NONE
         self.requested = False
         self.idle_check = False
+        self.isolated = set()
+        self.epoch = 0
 
     # -- start and end -------------------------------------------------------------------
     def start(self, nonblock: bool) -> None:
-        """Hold both locks for a transaction (0 round trips when cached)."""
+        """Hold the transaction lock for a transaction (0 round trips when
+        cached)."""
         if self.locks.holds_user_locks():
             # as tdb: "cannot start a transaction with locks held"
             raise TdbError(ERR_LOCK)
@@ -155,36 +210,20 @@ class TxnLock:
             self.state = State.ACTIVE
 
     def _acquire(self, nonblock: bool) -> None:
+        """The transaction lock, its epoch and the journal: one round trip
+        when free (the lock request, the state and the journal sent at once)."""
         io = self.shards.io()
         locks = self.locks
         waiter = self.shards.client(self.db.wait_obj)
         owner = locks.owner
         lease_ms = locks.txn_lease_ms
         wait_obj = self.db.wait_obj
-        txn_key = (wait_obj, Kind.TXN, Mode.EXCL, b"")
         flags = 0 if nonblock else clsops.LOCK_QUEUE
-        # one round: TXN (queued) + its state, the journal, every shard's isolation
         tcall = clsops.aio_lock(
             io, wait_obj, clsops.lock_request(owner, lease_ms, Kind.TXN, Mode.EXCL, b"", flags)
         )
         scall = clsops.aio_state(io, wait_obj)
         jcall = clsops.aio_journal(io, self.db.journal)
-        try:
-            self.shards.lock_each(
-                self.db.shard_objs,
-                Kind.ISOLATION,
-                Mode.SHARED,
-                nonblock=nonblock,
-                lease_ms=lease_ms,
-            )
-        except TdbError as exc:
-            self._drop_txn_call(tcall, scall, jcall)
-            if nonblock and exc.code == ERR_LOCK:
-                raise TdbError(ERR_NOLOCK) from None
-            raise
-        except BaseException:
-            self._drop_txn_call(tcall, scall, jcall)
-            raise
         err = tcall.error()
         st = scall.wait() if err is None else (scall.error() and None)
         journal = jcall.wait()
@@ -199,28 +238,43 @@ class TxnLock:
             if not isinstance(err, clsops.Unclean):
                 raise err
             self.shards.resolver.unclean(wait_obj)
-            waiter.lock(Kind.TXN, Mode.EXCL, nonblock=nonblock, lease_ms=lease_ms)
-            journal = clsops.journal(io, self.db.journal)
+            st, journal = self._wait(nonblock, queued=False)
         elif st is not None and waiter.granted(st, Kind.TXN, Mode.EXCL, b""):
-            locks.note(txn_key, lease_ms)
+            locks.note(self.txn_key, lease_ms)
             self._others_wait(st)
         else:  # queued: wait; the journal is read again with the state showing the grant
             locks.track(wait_obj, lease_ms)
-            st, journal = waiter.wait_granted(
-                Kind.TXN,
-                Mode.EXCL,
-                b"",
-                lease_ms,
-                queued=True,
-                companion=lambda: clsops.aio_journal(io, self.db.journal),
-            )
-            locks.note(txn_key, lease_ms)
-            self._others_wait(st)
+            st, journal = self._wait(nonblock, queued=True)
+        self.epoch = st.header.epoch if st is not None else 0
         wakeup.ensure_watch(io, wait_obj)
         if owner in journal.fenced:
             raise _Fenced
         if journal.records or journal.legacy:
             resolver.recover_journal(self.db, journal, owner)
+
+    def _wait(
+        self, nonblock: bool, queued: bool
+    ) -> tuple[clsops.ObjectState | None, clsops.Journal]:
+        """Wait in the queue for the transaction lock (``queued``: our entry
+        is there already); the state showing the grant, and the journal."""
+        if nonblock and not queued:
+            self.shards.client(self.db.wait_obj).lock(
+                Kind.TXN, Mode.EXCL, nonblock=True, lease_ms=self.locks.txn_lease_ms
+            )
+            io = self.shards.io()
+            return clsops.state(io, self.db.wait_obj), clsops.journal(io, self.db.journal)
+        io = self.shards.io()
+        st, journal = self.shards.client(self.db.wait_obj).wait_granted(
+            Kind.TXN,
+            Mode.EXCL,
+            b"",
+            self.locks.txn_lease_ms,
+            queued=queued,
+            companion=lambda: clsops.aio_journal(io, self.db.journal),
+        )
+        self.locks.note(self.txn_key, self.locks.txn_lease_ms)
+        self._others_wait(st)
+        return st, journal
 
     def _others_wait(self, st: clsops.ObjectState | None) -> None:
         """Others queued for the transaction lock behind us: do not cache it."""
@@ -230,21 +284,35 @@ class TxnLock:
             with self.cond:
                 self.requested = True
 
-    def _drop_txn_call(self, *calls: clsops.Call) -> None:
-        """The isolation failed: forget the TXN request sent with it."""
-        for c in calls:
-            c.error()
-        try:
-            clsops.unlock(
-                self.shards.io(),
-                self.db.wait_obj,
-                clsops.unlock_request(self.locks.owner, Kind.TXN, Mode.EXCL),
-            )
-        except Exception:
-            pass  # not queued, or expires with its lease
+    # -- isolation, as the transaction touches shards ------------------------------------
+    def read(self, index: int, key: bytes) -> clsops.GetResult:
+        """A read of ``key`` on shard ``index`` inside the transaction: with
+        the shard's isolation, taken in the same round trip if we have none
+        (see the module comment). Raises clsops.Stale as a read does."""
+        client = self.shards[index]
+        if index in self.isolated:
+            return client.get(key)
+        res = client.isolate_and_get(key, self.epoch, self.locks.txn_lease_ms)
+        self.note_isolated(index)
+        return res
+
+    def isolate(self, indexes: list[int]) -> None:
+        """Hold the isolation of these shards (a traversal inside the
+        transaction): the missing ones in one parallel round."""
+        todo = [i for i in indexes if i not in self.isolated]
+        if not todo:
+            return
+        self.shards.lock_each(
+            [self.db.shard(i) for i in todo],
+            Kind.ISOLATION,
+            Mode.SHARED,
+            lease_ms=self.locks.txn_lease_ms,
+            epoch=self.epoch,
+        )
+        self.isolated.update(todo)
 
     def end(self, ok: bool = True) -> None:
-        """The transaction ended: keep both locks, unless somebody waits (or
+        """The transaction ended: keep the locks, unless somebody waits (or
         the transaction failed), then release them now."""
         with self.cond:
             if self.state != State.ACTIVE:
@@ -288,7 +356,7 @@ class TxnLock:
     # -- giving the locks up --------------------------------------------------------------
     def _on_wait(self, obj: str) -> None:
         """Somebody waits on obj (notify callback: must not block)."""
-        if obj not in self.objects:
+        if obj != self.db.wait_obj and self.db.index(obj) not in self.isolated:
             return
         with self.cond:
             if self.state in (State.ACQUIRING, State.ACTIVE):
@@ -299,23 +367,25 @@ class TxnLock:
                 service.submit(self._release)
 
     def _release(self) -> None:
-        """Release the TXN lock and every isolation lock, settling what our
-        lazily settled transactions left pending (state RELEASING)."""
+        """Release the transaction lock and the isolation we took, settling
+        what our lazily settled transactions left pending (state
+        RELEASING)."""
         try:
             settles = self.committer.release_settles()
-            items = [
-                (o, settles.get(i, 0), Kind.ISOLATION) for i, o in enumerate(self.db.shard_objs)
-            ]
+            touched = sorted(self.isolated | set(settles))
+            items = [(self.db.shard(i), settles.get(i, 0), Kind.ISOLATION) for i in touched]
             items.append((self.db.wait_obj, 0, Kind.TXN))
             items += [
-                (o, 0, Kind.COMMIT)
-                for o in self.db.shard_objs
-                if self.locks.holds_kind(o, Kind.COMMIT)
+                (self.db.shard(i), 0, Kind.COMMIT)
+                for i in touched
+                if self.locks.holds_kind(self.db.shard(i), Kind.COMMIT)
             ]
             errors = self.shards.release_objects(items)
             self.committer.after_release(all(e is None for e in errors))
         finally:
             with self.cond:
+                self.isolated = set()
+                self.epoch = 0
                 self.state = State.NONE
                 self.requested = False
                 self.cond.notify_all()

@@ -20,6 +20,10 @@ notifies that travel over them.
   sleeper on it wakes and looks again. Sent without waiting for the
   answers; ``wake_waiters`` sends it only if a "W" was heard since the last
   one, so an uncontended release costs no notify.
+- A watch made while a "W" was being announced may miss it: once made,
+  the lock table is read (on the service thread) and waiters found there
+  are told to the listeners as a "W" would be, so a holder of a cached lock
+  (txnlock.py, intent.py) never keeps it from a waiter it did not hear.
 - One watch per (I/O context, object), shared by every handle of the
   process. A watch costs the OSD a ping every few seconds for as long as it
   lives, so it is closed (on the service thread) once the process has had
@@ -110,6 +114,29 @@ class _Notices:
             self.reaping = True
         if schedule:
             self._schedule_reap(time.monotonic() + WATCH_IDLE)
+        from . import service  # service imports this module
+
+        service.submit(lambda: self._catch_up(io, obj))
+
+    def _catch_up(self, io: Any, obj: str) -> None:
+        """(service thread) A watch was just made: a "W" announced before it
+        was missed. If the lock table shows waiters, tell the listeners as
+        a "W" would (a cached lock's holder must hear them)."""
+        from . import clsops  # clsops imports nothing of this module's users
+
+        try:
+            st = clsops.state(io, obj)
+        except Exception:
+            return  # the waiter's own deadline still ends its wait
+        if st is None or all(e.held for e in st.header.entries):
+            return
+        with self.cond:
+            self.gen[obj] = self.gen.get(obj, 0) + 1
+            self.waited.add(obj)
+            listeners = list(self.listeners.get(obj, ()))
+            self.cond.notify_all()
+        for table in listeners:
+            table.on_wait(obj)
 
     def _schedule_reap(self, when: float) -> None:
         from . import service  # service imports this module
