@@ -39,7 +39,9 @@ from typing import Any, BinaryIO, TypeVar
 import click
 import rados
 
-from . import admin, cli_io, layout, names, tdbdump, tdbfile
+from . import admin, cli_io, dbheader, layout, names, tdbdump, tdbfile
+from . import cluster as clustermod
+from . import reshard as reshard_mod
 from .cli_cluster import cluster
 from .errors import ERR_EXISTS, ERR_NOEXIST, TdbError
 
@@ -301,6 +303,29 @@ def info(
         rows.append(("namespace", d.namespace))
     rows.append(("object", d.header.object))
     rows += [(k, v) for k, v in sorted(d.header.fields.items()) if k != layout.NAME_KEY]
+    if d.shards:
+        counts = sorted(s.records for s in d.shards)
+        rows.append(
+            (
+                "per shard",
+                f"{counts[0]} to {counts[-1]} records, median {counts[len(counts) // 2]} "
+                f"({len(counts)} shards; --shards lists them)",
+            )
+        )
+    if d.split is not None:
+        sp = d.split
+        rows.append(
+            (
+                "split",
+                f"shard {sp.p} into {sp.q}: "
+                + (
+                    "done, not yet in the header"
+                    if sp.done
+                    else f"keys moved up to omap key {sp.moved_upto!r}"
+                )
+                + " ('radostdb reshard' finishes it)",
+            )
+        )
     rows += [
         ("seqnum", "?" if d.seqnum is None else str(d.seqnum)),
         ("records", str(d.records)),
@@ -338,6 +363,83 @@ def info(
                 f"shard {s.index:>5}  {s.records:>10} records  "
                 f"{s.key_bytes + s.data_bytes:>12} bytes  seq {s.seq}"
             )
+
+
+# -- reshard -----------------------------------------------------------------------
+@main.command("reshard")
+@NAME
+@click.option(
+    "--shards",
+    "nshards",
+    type=click.IntRange(1, layout.MAX_SHARDS),
+    help="Grow to N shards [default: double, every shard of the current level splits].",
+)
+@click.option(
+    "--threshold",
+    type=click.IntRange(0, 2**32 - 2),
+    help="Keep in the database's header the records per shard past which clients "
+    f"split shards by themselves (0: never) [default when unset: "
+    f"${reshard_mod.THRESHOLD_ENV}, else {reshard_mod.DEFAULT_THRESHOLD}].",
+)
+@cli_io.progress_options
+@pass_env
+def reshard_cmd(
+    env: Env,
+    name: str,
+    nshards: int | None,
+    threshold: int | None,
+    progress: bool | None,
+    quiet: bool,
+) -> None:
+    """Split a database's shards, online, and finish a split left half done.
+
+    Clients keep reading, writing, locking and running transactions while
+    the records move; a client killed meanwhile, or this command, leaves
+    the database whole, and running it again goes on where it stopped.
+    Shards split one at a time (linear hashing): the shard count grows by
+    one per split, and any count can be asked for. Shards never merge.
+    With --threshold alone, only the threshold is set.
+
+    \b
+    Example:
+      radostdb reshard registry                 # double the shards
+      radostdb reshard locking --shards 64
+      radostdb reshard locking --threshold 50000
+    """
+    site = env.site()
+    header = admin.usable_header(site, name)
+    if threshold is not None:
+        dbheader.set_field(site.io, name, dbheader.THRESHOLD_KEY, str(threshold))
+        cli_io.say(quiet, f"{name!r} splits shards past {threshold} records" if threshold
+                   else f"{name!r} no longer splits shards by itself")  # fmt: skip
+        if nshards is None:
+            return
+    lay = header.layout
+    assert lay is not None  # usable_header checked it
+    goal = nshards if nshards is not None else 2 * lay.level
+    if goal < lay.nshards:
+        raise click.ClickException(f"{name!r} has {lay.nshards} shards already; shards never merge")
+    target = clustermod.Target(site.place, name, site.session)
+    started = time.monotonic()
+    with cli_io.Progress(cli_io.show_progress(progress, quiet), "splitting") as bar:
+
+        def told(p: reshard_mod.Progress) -> None:
+            bar.describe(f"shard {p.shard} ({p.split}/{p.total} split)")
+            bar.advance(p.moved - bar.done)
+
+        try:
+            if goal == lay.nshards:
+                after = reshard_mod.finish(target)
+            else:
+                after = reshard_mod.reshard(target, goal, told)
+        except reshard_mod.ReshardError as exc:
+            raise click.ClickException(f"{name!r}: {exc}; the database is whole") from None
+        moved = bar.done
+    cli_io.say(
+        quiet,
+        f"{name!r} has {after.nshards} shards (was {lay.nshards}); {moved} records moved in "
+        f"{time.monotonic() - started:.1f}s",
+    )
 
 
 # -- dump and restore -------------------------------------------------------------
@@ -390,8 +492,15 @@ LOAD_OPTIONS = [
         "--hash-size",
         default=0,
         type=click.IntRange(0, layout.MAX_SHARDS),
-        help="Shard count of a database created here [default: 0, radostdb's "
-        f"default of {layout.DEFAULT_SHARDS}].",
+        help="tdb's hash size recorded in a database created here (what its hash_size "
+        "answers; not its shard count) [default: 0, tdb's 131; import: the file's].",
+    ),
+    click.option(
+        "--shards",
+        default=0,
+        type=click.IntRange(0, layout.MAX_SHARDS),
+        help=f"Shard count of a database created here [default: 0, {layout.DEFAULT_SHARDS}]; "
+        "shards split as the database grows.",
     ),
     click.option(
         "--replace",
@@ -425,6 +534,7 @@ def restore(
     name: str,
     source: BinaryIO,
     hash_size: int,
+    shards: int,
     replace: bool,
     progress: bool | None,
     quiet: bool,
@@ -450,7 +560,12 @@ def restore(
             raise click.ClickException(f"{where}: {exc}; nothing was written") from None
         bar.describe("storing")
         n = admin.load(
-            env.site(), name, bar.counted(found.items()), hash_size=hash_size, replace=replace
+            env.site(),
+            name,
+            bar.counted(found.items()),
+            hash_size=hash_size,
+            shards=shards,
+            replace=replace,
         )
     cli_io.say(quiet, f"restored {n} records into {name!r} in {time.monotonic() - started:.1f}s")
 
@@ -467,6 +582,7 @@ def import_cmd(
     file: str,
     name: str | None,
     hash_size: int,
+    shards: int,
     replace: bool,
     progress: bool | None,
     quiet: bool,
@@ -500,7 +616,8 @@ def import_cmd(
                     env.site(),
                     name,
                     _then(bar.counted(src), bar.describe, "committing"),
-                    hash_size=hash_size,
+                    hash_size=hash_size or src.hash_size,
+                    shards=shards,
                     replace=replace,
                 )
             except tdbfile.TdbFileError as exc:

@@ -15,6 +15,13 @@ check design:
 - Each finding names its object (and shard, key or transaction) and says
   what is wrong; the repair adds what it did (Finding.repair) and which
   records it could not vouch for (Finding.at_risk).
+- Records are placed by the layout (layout.py) and a split under way
+  (router.py): a record is misplaced when the shard holding it is not
+  where a client looks for it. A shard's recorded layout (its modulus and
+  index) must be what the header's layout gives it, and a split left half
+  done is reported (the repair finishes it). The new shard's records past
+  the split's moved_upto are copies in progress: not counted, not
+  checked.
 - Without a usable header (no trusted shard count) records cannot be
   placed: check stops after the header and says so.
 """
@@ -26,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import clsops, codec, layout, scan
+from ..router import Router
 from . import redo
 from .findings import REDO_UNREADABLE, Finding, Kind, shard_index
 from .inspect import (
@@ -75,23 +83,67 @@ def check(
     well (their data is lost); repair.py says what every repair does.
     """
     header = read_header(site, name)
-    n = header.nshards
-    report = CheckReport(name, n)
+    report = CheckReport(name, header.nshards)
     report.findings += [Finding(Kind.HEADER, header.object, p) for p in header.problems]
     report.findings += object_header_findings(site, name)
-    if n is not None and not header.problems:
-        objs = layout.shard_objects(name, n)
+    homes = None
+    lay = header.layout
+    if lay is not None and not header.problems:
+        homes = Router(lambda: site.io, name, lay)
+        objs = layout.shard_objects(name, lay.nshards)
         report.findings += shard_header_findings(site, objs)
-        report.findings += journal_findings(site, name, n)
-        report.findings += transaction_findings(site, name, objs, report.findings)
+        if not any(f.object == objs[lay.next_split()[0]] for f in report.findings):
+            homes.learn_split()
+        objs = layout.shard_objects(name, homes.shard_count())
+        report.findings += shard_header_findings(site, objs[lay.nshards :])
+        report.findings += layout_findings(site, homes, objs, report.findings)
+        report.findings += journal_findings(site, name, len(objs))
+        report.findings += transaction_findings(site, name, objs, report.findings, homes)
         lock_objs = [header.object, layout.wait_object(header.object), *objs]
         report.findings += lock_findings(site, lock_objs)
-        report.findings += record_findings(site, objs, report, progress)
+        report.findings += record_findings(site, objs, homes, report, progress)
     if repair:
         from . import repair as repairs  # the repairs need the findings' module, not vice versa
 
-        repairs.repair(site, name, n, report.findings, drop_corrupt=drop_corrupt)
+        repairs.repair(site, name, homes, report.findings, drop_corrupt=drop_corrupt)
     return report
+
+
+def layout_findings(
+    site: Site, homes: Router, objs: list[str], found: list[Finding]
+) -> list[Finding]:
+    """A split left half done (or running now), and shards whose recorded
+    layout is not the header's (their keys' modulus and their index)."""
+    out = []
+    split = homes.split
+    if split is not None:
+        obj = objs[split.p]
+        what = (
+            f"shard {split.p} has split into shard {split.q}, but the header still has "
+            f"{homes.layout.nshards} shards"
+            if split.done
+            else f"shard {split.p} is splitting into shard {split.q} (its keys moved up to "
+            f"omap key {split.moved_upto!r}): a split left half done, or running now"
+        )
+        out.append(Finding(Kind.LAYOUT, obj, what, shard=split.p, repairable=True))
+    skip = {f.object for f in found if f.kind in (Kind.SHARD_HEADER, Kind.OBJECT_HEADER)}
+    states = object_states(site.io, [o for o in objs if o not in skip])
+    for index, obj in enumerate(objs):
+        st = states.get(obj)
+        if st is None or not st.header.modulus:
+            continue
+        want = homes.shard_modulus(index)
+        if st.header.modulus != want or st.header.index != index:
+            out.append(
+                Finding(
+                    Kind.LAYOUT,
+                    obj,
+                    f"records the keys of shard {st.header.index} modulo {st.header.modulus}; "
+                    f"the layout gives it those modulo {want}",
+                    shard=index,
+                )
+            )
+    return out
 
 
 def object_header_findings(site: Site, name: str) -> list[Finding]:
@@ -191,7 +243,7 @@ def _record_problem(site: Site, obj: str, txid: int, nshards: int) -> str | None
 
 
 def transaction_findings(
-    site: Site, name: str, objs: list[str], found: list[Finding]
+    site: Site, name: str, objs: list[str], found: list[Finding], homes: Router
 ) -> list[Finding]:
     """A finding per object that shows an unfinished commit (with the
     transaction pending there), and the record findings of the redo logs of
@@ -213,7 +265,7 @@ def transaction_findings(
         if txid is not None and not bad:
             log, problem = redo.pending_log(site.io, obj, txid)
             if log is not None and not log.undo:
-                out += redo_record_findings(obj, n, log)
+                out += redo_record_findings(obj, homes, log)
         if bad:
             message = (
                 f"pending transaction {txid:x} names shard(s) {', '.join(map(str, bad))}, "
@@ -241,14 +293,14 @@ def transaction_findings(
     return out
 
 
-def redo_record_findings(obj: str, nshards: int, log: redo.RedoLog) -> list[Finding]:
+def redo_record_findings(obj: str, homes: Router, log: redo.RedoLog) -> list[Finding]:
     """The records a pending transaction's redo log would install, checked as
     the omap's are: settling it puts them there, where the record repairs
     then find them (an aborted transaction takes them away)."""
     shard = shard_index(obj)
     assert shard is not None
     written = [(ek, rec) for ek, rec in log.entries if rec is not None]
-    found = page_findings(obj, shard, nshards, written)
+    found = page_findings(obj, shard, homes, written)
     for f in found:
         f.message += f" (in the redo log of pending transaction {log.txid:x})"
     return found
@@ -271,13 +323,21 @@ def lock_findings(site: Site, objs: list[str]) -> list[Finding]:
 
 
 def record_findings(
-    site: Site, objs: list[str], report: CheckReport, progress: Callable[[int], None] | None
+    site: Site,
+    objs: list[str],
+    homes: Router,
+    report: CheckReport,
+    progress: Callable[[int], None] | None,
 ) -> list[Finding]:
     """Every record's key encoding, crc32c and shard, from the raw omap."""
     n = len(objs)
     found: list[Finding] = []
+    split = homes.split
     for shard, page in scan.scan(n, scan.omap_pages(site.io, objs), window=scan.SCAN_WINDOW):
-        found += page_findings(objs[shard], shard, n, page)
+        if split is not None and shard == split.q and not split.done:
+            # past moved_upto: copies in progress (the split moves them on)
+            page = [(ek, v) for ek, v in page if split.moved_upto and ek <= split.moved_upto]
+        found += page_findings(objs[shard], shard, homes, page)
         report.records += len(page)
         if progress is not None:
             progress(len(page))
@@ -285,7 +345,9 @@ def record_findings(
     return found
 
 
-def page_findings(obj: str, shard: int, nshards: int, page: list[tuple[str, Any]]) -> list[Finding]:
+def page_findings(
+    obj: str, shard: int, homes: Router, page: list[tuple[str, Any]]
+) -> list[Finding]:
     """The findings of one raw omap page of shard ``shard``."""
     found = []
     for ek, rec in page:
@@ -323,7 +385,7 @@ def page_findings(obj: str, shard: int, nshards: int, page: list[tuple[str, Any]
                 )
             )
             continue
-        home = codec.shard_of(key, nshards)
+        home = homes.shard(key)
         if home != shard:
             found.append(
                 Finding(

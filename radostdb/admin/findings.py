@@ -23,6 +23,9 @@ class Kind(StrEnum):
     MISPLACED = "misplaced"  # a record stored in a shard other than its key's
     TRANSACTION = "transaction"  # a multi-shard commit left unfinished (journal, pending shard)
     EXPIRED_LOCK = "expired-lock"  # a lock whose lease ran out, still in a lock table
+    LAYOUT = (
+        "layout"  # a split left half done, or a shard whose recorded layout is not the header's
+    )
 
 
 FINDING_KINDS = tuple(k.value for k in Kind)

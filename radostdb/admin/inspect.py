@@ -26,6 +26,7 @@ import rados
 from .. import clsops, codec, kinds, layout, scan
 from .. import names as names_mod
 from ..errors import ERR_CORRUPT, ERR_NOEXIST, TdbError
+from ..router import Router, Split
 from ..tdbdump import quoted
 from .findings import Finding, Kind
 from .serialize import KEY, converted, named
@@ -73,12 +74,20 @@ class ShardStats:
 
 
 def shard_stats(
-    site: Site, name: str, nshards: int, progress: Callable[[int], None] | None = None
+    site: Site,
+    name: str,
+    nshards: int,
+    progress: Callable[[int], None] | None = None,
+    split: Split | None = None,
 ) -> list[ShardStats]:
-    """Record counts and sizes of every shard (reads every record, not verified)."""
+    """Record counts and sizes of every shard (reads every record, not
+    verified); with a split under way, the new shard's copies in progress
+    (past its moved_upto) are not counted."""
     out = [ShardStats(i, layout.shard_object(name, i)) for i in range(nshards)]
     opener = scan.omap_pages(site.io, [s.object for s in out])
     for index, page in scan.scan(nshards, opener, window=scan.SCAN_WINDOW):
+        if split is not None and index == split.q and not split.done:
+            page = [(ek, v) for ek, v in page if split.moved_upto and ek <= split.moved_upto]
         out[index].add(page)
         if progress is not None:
             progress(len(page))
@@ -188,10 +197,13 @@ def list_databases(site: Site) -> list[DbSummary]:
         except NoDatabase:
             continue  # removed while listing
         n = header.nshards
-        if header.problems or n is None:
+        lay = header.layout
+        if header.problems or n is None or lay is None:
             out.append(DbSummary(name, n, None, None, None, "; ".join(header.problems)))
             continue
-        stats = shard_stats(site, name, n)
+        homes = Router(lambda: site.io, name, lay)
+        split = homes.learn_split()
+        stats = shard_stats(site, name, homes.shard_count(), split=split)
         mapped = names_mod.unnormalised(name)
         note = (
             None
@@ -221,6 +233,7 @@ _LOCK_KINDS = {
     kinds.Kind.TXN: "transaction",
     kinds.Kind.ISOLATION: "isolation",
     kinds.Kind.COMMIT: "commit",
+    kinds.Kind.USER: "lock-user",
 }
 _LOCK_MODES = {kinds.Mode.EXCL: "exclusive", kinds.Mode.SHARED: "shared"}
 
@@ -364,6 +377,7 @@ class DbInfo:
     # objects that show an unfinished commit (journal, pending shards)
     unfinished: list[str] = field(metadata=named("unfinished_transaction"))
     findings: list[Finding] = field(metadata=named("problems"))
+    split: Split | None = None  # a split under way (or done but not in the header)
 
     json_extra = ("records", "key_bytes", "data_bytes", "omap_bytes")
 
@@ -391,8 +405,16 @@ def info(site: Site, name: str, progress: Callable[[int], None] | None = None) -
     """Header, sequence number, records, sizes and open handles of a database."""
     header = read_header(site, name)
     findings = [Finding(Kind.HEADER, header.object, p) for p in header.problems]
-    n = header.nshards
-    shards = shard_stats(site, name, n, progress) if n is not None and not header.problems else []
+    lay = header.layout
+    split = None
+    shards = []
+    if lay is not None and not header.problems:
+        homes = Router(lambda: site.io, name, lay)
+        try:
+            split = homes.learn_split()
+        except UNREADABLE:
+            pass  # its header does not decode: a finding below
+        shards = shard_stats(site, name, homes.shard_count(), progress, split)
     for s in shards:
         if s.seq is None:
             findings.append(
@@ -419,4 +441,5 @@ def info(site: Site, name: str, progress: Callable[[int], None] | None = None) -
         held_locks(site, [header.object, wait_obj, *objs]),
         unfinished_commit(site, name, objs),
         findings,
+        split,
     )

@@ -24,13 +24,15 @@ def load(
     records: Iterable[tuple[bytes, bytes]],
     *,
     hash_size: int = 0,
+    shards: int = 0,
     replace: bool = False,
 ) -> int:
-    """Store ``records`` into database ``name`` (created with ``hash_size``
-    shards if missing) in one transaction; return how many."""
+    """Store ``records`` into database ``name`` (created with tdb's
+    ``hash_size`` and ``shards`` shards, 0: the defaults, if missing) in one
+    transaction; return how many."""
     existed = exists(site, name)
     try:
-        db = site.open(name, create=True, exclusive=not existed, hash_size=hash_size)
+        db = site.open(name, create=True, exclusive=not existed, hash_size=hash_size, shards=shards)
     except FileExistsError:
         existed = True
         db = site.open(name)

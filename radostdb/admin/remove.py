@@ -61,7 +61,9 @@ def database_objects(site: Site, name: str) -> list[str]:
         o for o in (layout.journal_object(name), layout.wait_object(hobj)) if exists_object(site, o)
     ]
     if n is not None:
-        return [*layout.shard_objects(name, n), *others, hobj]
+        # and a shard a split left half done was filling (reshard.py)
+        filling = [o for o in [layout.shard_object(name, n)] if exists_object(site, o)]
+        return [*layout.shard_objects(name, n), *filling, *others, hobj]
     shards = []
     stem = layout.stem(name)
     for o in site.io.list_objects():

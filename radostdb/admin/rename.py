@@ -6,7 +6,8 @@ rename design:
 - RADOS has no rename of a set of objects, so a rename copies: every
   record of OLD (read as a dump reads them: a transaction left pending is
   decided first) is written into NEW, created exclusively with OLD's shard
-  count, in ONE transaction (load.py: all or nothing; a failed copy leaves
+  count (unsplit: a fresh layout of that many shards) and hash size, in ONE
+  transaction (load.py: all or nothing; a failed copy leaves
   no NEW behind); then OLD is removed, header last (remove.py).
 - Refused while CLEAR_IF_FIRST handles have OLD open, or while NEW exists.
   Plain handles are not seen (they keep no watch): stop the services using
@@ -42,6 +43,12 @@ def rename(site: Site, old: str, new: str) -> int:
         raise AdminError(
             f"database {old!r} is open by {len(users)} CLEAR_IF_FIRST handle(s); close them first"
         )
-    n = load(site, new, records(site, old, ordered=False), hash_size=header.nshards or 0)
+    n = load(
+        site,
+        new,
+        records(site, old, ordered=False),
+        hash_size=header.hash_size,
+        shards=header.nshards,
+    )
     remove(site, old, force=True)
     return n

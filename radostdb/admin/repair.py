@@ -64,6 +64,7 @@ import rados
 
 from .. import clsops, codec, kinds, layout, resolver
 from ..errors import ERR_EXISTS, RadostdbError, TdbError
+from ..router import Router
 from . import redo
 from .findings import REDO_UNREADABLE, Finding, Kind, display_keys
 from .inspect import UNREADABLE, error_text, object_states, undecodable, unfinished_commit
@@ -94,7 +95,7 @@ class _Changed(RadostdbError):
 def repair(
     site: Site,
     name: str,
-    nshards: int | None,
+    homes: Router | None,
     findings: list[Finding],
     *,
     drop_corrupt: bool = False,
@@ -116,9 +117,9 @@ def repair(
         if f.kind == Kind.OBJECT_HEADER:
             effect = HEADER_EFFECT if layout.is_header_object(f.object) else LOCK_EFFECT
             _reset(site.io, f, RESET_TEXT + effect)
-    if nshards is None:
+    if homes is None:
         return
-    db = db_objects(site, name, nshards)
+    db = db_objects(site, name, homes.shard_count())
     for f in findings:
         if f.kind == Kind.SHARD_HEADER and f.txid is None:
             _reset(site.io, f, _shard_reset_text(f))
@@ -142,7 +143,10 @@ def repair(
     _prune(site.io, [f for f in findings if f.kind == Kind.EXPIRED_LOCK])
     for f in findings:
         if f.kind in (Kind.BAD_KEY, Kind.CORRUPT_RECORD, Kind.MISPLACED):
-            _repair_record(site, name, nshards, f, drop_corrupt)
+            _repair_record(site, name, homes, f, drop_corrupt)
+    for f in findings:
+        if f.kind == Kind.LAYOUT and f.repairable:
+            _finish_split(site, name, f)
 
 
 def _shard_reset_text(f: Finding) -> str:
@@ -610,7 +614,20 @@ def _write_if_unchanged(
             raise clsops.error_of(code, f"repairing {obj}") from None
 
 
-def _still_bad(f: Finding, nshards: int, value: bytes) -> bool:
+def _finish_split(site: Site, name: str, f: Finding) -> None:
+    """A split left half done: finish it (as ``radostdb reshard`` would)."""
+    from .. import cluster as clustermod
+    from .. import reshard
+
+    try:
+        lay = reshard.finish(clustermod.Target(site.place, name, site.session))
+    except (reshard.ReshardError, TdbError, OSError) as exc:
+        f.repair = f"not repaired: {error_text(exc)}"
+        return
+    f.done(f"finished the split: the database has {lay.nshards} shards")
+
+
+def _still_bad(f: Finding, homes: Router, value: bytes) -> bool:
     if f.kind == Kind.BAD_KEY:
         return True
     assert f.key is not None
@@ -618,10 +635,10 @@ def _still_bad(f: Finding, nshards: int, value: bytes) -> bool:
         codec.decode_record(f.key, value)
     except codec.CodecError:
         return f.kind == Kind.CORRUPT_RECORD
-    return f.kind == Kind.MISPLACED and codec.shard_of(f.key, nshards) != f.shard
+    return f.kind == Kind.MISPLACED and homes.shard(f.key) != f.shard
 
 
-def _repair_record(site: Site, name: str, nshards: int, f: Finding, drop_corrupt: bool) -> None:
+def _repair_record(site: Site, name: str, homes: Router, f: Finding, drop_corrupt: bool) -> None:
     if not f.repairable or f.omap_key is None:
         return
     if f.kind in (Kind.BAD_KEY, Kind.CORRUPT_RECORD) and not drop_corrupt:
@@ -631,7 +648,7 @@ def _repair_record(site: Site, name: str, nshards: int, f: Finding, drop_corrupt
     try:
         for _ in range(REPAIR_ATTEMPTS):
             value, version = _read_entry(site.io, f.object, f.omap_key)
-            if value is None or not _still_bad(f, nshards, value):
+            if value is None or not _still_bad(f, homes, value):
                 f.done("resolved since the check (the entry changed)")
                 return
             try:
@@ -645,11 +662,11 @@ def _repair_record(site: Site, name: str, nshards: int, f: Finding, drop_corrupt
                     )
                     f.done("removed the record")
                 else:
-                    moved = _move_home(site, name, nshards, f, value) or moved
+                    moved = _move_home(site, name, homes, f, value) or moved
                     _write_if_unchanged(
                         site.io, f.object, version, entries=[(kinds.Op.DISCARD, f.key, b"")]
                     )
-                    home = codec.shard_of(f.key, nshards)  # type: ignore[arg-type]
+                    home = homes.shard(f.key)  # type: ignore[arg-type]
                     f.done(
                         f"moved to shard {home}"
                         if moved
@@ -665,11 +682,11 @@ def _repair_record(site: Site, name: str, nshards: int, f: Finding, drop_corrupt
         f.repair = f"not repaired: {error_text(exc)}"
 
 
-def _move_home(site: Site, name: str, nshards: int, f: Finding, value: bytes) -> bool:
+def _move_home(site: Site, name: str, homes: Router, f: Finding, value: bytes) -> bool:
     """Insert a misplaced record into its own shard; False if that shard has the key."""
     assert f.key is not None
     data = codec.decode_record(f.key, value)[1]
-    home = layout.shard_object(name, codec.shard_of(f.key, nshards))
+    home = layout.shard_object(name, homes.shard(f.key))
     try:
         clsops.apply(site.io, home, _apply_request([(kinds.Op.INSERT, f.key, data)]))
     except TdbError as exc:

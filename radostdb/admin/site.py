@@ -88,18 +88,21 @@ class Site:
         create: bool = False,
         exclusive: bool = False,
         hash_size: int = 0,
+        shards: int = 0,
         readonly: bool = False,
     ) -> Tdb:
         """A Tdb handle on database ``name`` here; NoDatabase if it is missing.
 
-        ``create`` makes it if missing; with ``exclusive`` too, an existing one
+        ``create`` makes it if missing (tdb's ``hash_size``, ``shards``
+        shards; 0: the defaults); with ``exclusive`` too, an existing one
         raises FileExistsError.
         """
         flags = os.O_RDONLY if readonly else os.O_RDWR
         if create:
             flags |= os.O_CREAT | (os.O_EXCL if exclusive else 0)
         try:
-            return Tdb(name, hash_size, 0, flags, **self.tdb_kwargs())
+            extra = {"shards": shards} if shards else {}
+            return Tdb(name, hash_size, 0, flags, **self.tdb_kwargs(), **extra)
         except FileNotFoundError:
             raise self.missing(name) from None
 
