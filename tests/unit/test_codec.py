@@ -21,7 +21,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from radostdb import codec
+from radostdb import codec, layout
 from radostdb.codec import Codec, CodecError, CorruptRecord
 from radostdb.testing import env_flag
 
@@ -112,6 +112,47 @@ def test_vectors_key_hash(impl: Codec) -> None:
             assert impl.shard_of(key, int(n)) == shard, (v, n)
 
 
+def pair_of(name: str) -> tuple[int, int]:
+    """(base, nshards) of a shard_in vector's "base/nshards"."""
+    base, nshards = name.split("/")
+    return int(base), int(nshards)
+
+
+def test_vectors_shard_in(impl: Codec) -> None:
+    """Linear hashing (layout.py): a key's shard in ``base`` shards grown to
+    ``nshards``."""
+    for v in VECTORS["shard_in"]:
+        key = bytes.fromhex(v["key"])
+        assert impl.key_hash(key) == v["hash"], v
+        for name, shard in v["layouts"].items():
+            base, nshards = pair_of(name)
+            assert impl.shard_in(key, base, nshards) == shard, (v, name)
+            assert impl.shards_in([key, key], base, nshards) == [shard, shard], (v, name)
+            if nshards <= layout.MAX_SHARDS:
+                assert layout.Layout(base, nshards).shard(key) == shard, (v, name)
+
+
+def test_vectors_shard_in_cover_the_layouts() -> None:
+    """The vectors hold each layout with nshards == base (shard_of), a
+    partial level of power-of-two and other bases, and in each partial
+    level a key of a split shard that stayed, one that moved and one of a
+    shard not split."""
+    hashes = {v["hash"] for v in VECTORS["shard_in"]}
+    names = VECTORS["shard_in"][0]["layouts"].keys()
+    assert all(v["layouts"].keys() == names for v in VECTORS["shard_in"])
+    pairs = [pair_of(n) for n in names]
+    assert {(8, 8), (8, 9), (8, 13), (8, 16), (8, 17), (131, 200), (10007, 10007),
+            (10007, 10008)} <= set(pairs)  # fmt: skip
+    for base, nshards in pairs:
+        m = codec.level_modulus(base, nshards)
+        seen = set()
+        for h in hashes:
+            split = h % m < nshards - m
+            seen.add("unsplit" if not split else "moved" if h % (2 * m) >= m else "stayed")
+        partial = m != nshards
+        assert seen == ({"unsplit", "moved", "stayed"} if partial else {"unsplit"}), (base, nshards)
+
+
 def test_vectors_key_encoding(impl: Codec) -> None:
     for v in VECTORS["key_encoding"]:
         raw, enc = bytes.fromhex(v["raw"]), bytes.fromhex(v["encoded"]).decode("ascii")
@@ -158,7 +199,73 @@ def test_shard_of_is_hash_mod_n(impl: Codec, key: bytes, n: int) -> None:
     assert impl.shard_of(key, n) == impl.key_hash(key) % n
 
 
+def linear_hashing(h: int, base: int, nshards: int) -> int:
+    """The shard of hash h (layout.py's definition, independently)."""
+    m = base
+    while 2 * m <= nshards:
+        m *= 2
+    return h % (2 * m) if h % m < nshards - m else h % m
+
+
+# (base, nshards): small ones, and any up to the largest u32 that can still grow
+small_layouts = st.tuples(st.integers(1, 300), st.integers(0, 5000))
+any_layouts = st.tuples(st.integers(1, 2**32 - 2), st.integers(0, 2**32 - 2))
+grown_layouts = st.one_of(small_layouts, any_layouts).map(
+    lambda t: (t[0], min(t[0] + t[1], 2**32 - 2))
+)
+
+
+@given(key=st.binary(max_size=64), base=st.integers(1, 2**32 - 1))
+def test_shard_in_unsplit_is_shard_of(impl: Codec, key: bytes, base: int) -> None:
+    assert impl.shard_in(key, base, base) == impl.shard_of(key, base)
+    assert codec.level_modulus(base, base) == base
+
+
+@settings(max_examples=300)
+@given(key=st.binary(max_size=64), grown=grown_layouts)
+@example(key=b"", grown=(8, 8))
+@example(key=b"k27111", grown=(10007, 10007))
+@example(key=b"k0", grown=(1, 2**32 - 2))
+def test_shard_in_grows_by_one_split(impl: Codec, key: bytes, grown: tuple[int, int]) -> None:
+    """From nshards to nshards + 1 shards one shard splits, p = nshards - M
+    (M = level_modulus): its keys stay or move to the new shard nshards;
+    every other key stays where it is."""
+    base, nshards = grown
+    here, there = impl.shard_in(key, base, nshards), impl.shard_in(key, base, nshards + 1)
+    h = impl.key_hash(key)
+    assert here == linear_hashing(h, base, nshards) and 0 <= here < nshards
+    assert there == linear_hashing(h, base, nshards + 1)
+    m = codec.level_modulus(base, nshards)
+    assert there in (here, nshards)
+    if here == nshards - m:  # the shard split: half its keys move, by hash mod 2M
+        assert there == h % (2 * m)
+    else:
+        assert there == here
+    assert impl.shards_in([key], base, nshards + 1) == [there]
+
+
+def test_shard_in_moves_only_the_split_shards_keys(impl: Codec) -> None:
+    """Growing 8 shards to 17 one at a time over many keys: each step moves
+    about half the keys of one shard to the new one, and nothing else."""
+    keys = [b"k%d" % i for i in range(4000)]
+    before = impl.shards_in(keys, 8, 8)
+    for nshards in range(8, 17):
+        after = impl.shards_in(keys, 8, nshards + 1)
+        split = nshards - codec.level_modulus(8, nshards)
+        moved = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
+        assert all(before[i] == split and after[i] == nshards for i in moved), nshards
+        of_split = before.count(split)
+        assert of_split / 4 < len(moved) < 3 * of_split / 4, nshards
+        before = after
+    assert before == impl.shards_in(keys, 8, 17)
+
+
 def test_argument_ranges(impl: Codec) -> None:
+    for base, nshards in ((0, 1), (0, 0), (2, 1), (1, 2**32), (2**32, 2**32)):
+        with pytest.raises(ValueError):
+            impl.shard_in(b"k", base, nshards)
+        with pytest.raises(ValueError):
+            impl.shards_in([b"k"], base, nshards)
     with pytest.raises(ValueError):
         impl.shard_of(b"k", 0)
     with pytest.raises(ValueError):
@@ -395,6 +502,14 @@ def test_parity_hash_crc(data: bytes, crc: int, n: int) -> None:
     assert nat.crc32c(data, crc) == py.crc32c(data, crc)
     assert nat.key_hash(data) == py.key_hash(data)
     assert nat.shard_of(data, n) == py.shard_of(data, n)
+
+
+@settings(max_examples=300)
+@given(data=st.binary(max_size=64), grown=grown_layouts)
+def test_parity_shard_in(data: bytes, grown: tuple[int, int]) -> None:
+    nat, py = _native_or_skip(), codec._python_impl
+    assert nat.shard_in(data, *grown) == py.shard_in(data, *grown)
+    assert nat.shards_in([data, b"k"], *grown) == py.shards_in([data, b"k"], *grown)
 
 
 def test_parity_crc32c_lengths_and_offsets(native: Codec) -> None:

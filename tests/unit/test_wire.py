@@ -5,15 +5,22 @@ and stored struct of the radostdb object class. Here:
 - Python (radostdb/clsops.py): every encoder produces exactly the request
   bytes, every decoder gives back the reply and stored fields, and the
   framing rules hold (a compat newer than known is refused, unknown trailing
-  body bytes are ignored, short structs fail with WireError);
+  body bytes are ignored, short structs fail with WireError but a body that
+  ends where a later version's fields begin: a v1 ListReply's, a v3
+  header's, which decode with those fields at their defaults);
 - C++ (cls/radostdb/ops.h, locks.h): a program generated from the same
   vectors is compiled with g++ against the class headers and run: every
   request parses with ``parse_request<T>`` into the expected fields (and
-  every truncation, newer compat and byte after the frame is refused), every
-  reply encoded from the fields is exactly the bytes, the shard header
-  encodes and decodes (``encode_shard_hdr`` / ``decode_shard_hdr``), and
-  so does the redo log (``RedoLog``: encoded in one buffer, decoded whole
-  with the records left in the buffer read, and its head alone);
+  every truncation, newer compat and byte after the frame is refused, and
+  every short body but one that ends where optional trailing fields begin:
+  an older client's request, which parses with them at their defaults;
+  OPTIONAL), every reply encoded from the fields is exactly the bytes (an
+  older version's fields: the current version with the added fields at
+  their defaults), the shard header encodes (compat 3 while it holds
+  nothing a v3 reader would miss) and decodes (``encode_shard_hdr`` /
+  ``decode_shard_hdr``) under the same rules, and so does the redo log
+  (``RedoLog``: encoded in one buffer, decoded whole with the records left
+  in the buffer read, and its head alone);
 - the constants (enums, flags, versions) compiled from types.h and ops.h
   equal clsops' and kinds', and no name is missing on either side;
 - no radostdb module but clsops calls librados ``execute``/``aio_execute``.
@@ -49,6 +56,8 @@ from radostdb.clsops import (
     ReadStatus,
     RedoLog,
     ShardHeader,
+    ShardLayout,
+    SplitPage,
     TxnRecord,
     WireError,
 )
@@ -69,6 +78,10 @@ def ids(vectors: list[dict[str, Any]]) -> list[str]:
     return [v["name"] for v in vectors]
 
 
+def vec_named(name: str) -> dict[str, Any]:
+    return next(v for v in REQUESTS + REPLIES + STORED if v["name"] == name)
+
+
 def frame_parts(raw: bytes) -> tuple[int, int, bytes]:
     """(version, compat, body) of a framed struct that fills ``raw``."""
     length = int.from_bytes(raw[2:6], "little")
@@ -80,6 +93,96 @@ def reframe(version: int, compat: int, body: bytes) -> bytes:
     return bytes((version, compat)) + len(body).to_bytes(4, "little") + body
 
 
+def okey(data: str) -> str:
+    """An encoded (omap) key given in hex: ASCII (codec.encode_key)."""
+    return H(data).decode("ascii")
+
+
+# -- optional trailing fields --------------------------------------------------------
+# The fields a struct's body may end before, in groups, in order: a request
+# from an older client, a reply from an older class or a header an older
+# class wrote stops before a group (and every group after it). A vector
+# carries a group's fields or leaves them out (then they are the defaults);
+# a body that ends exactly where a group begins is that older form, and
+# every other shorter body is refused. Each field with its wire type: u32,
+# u64, bytes, or a struct (a tuple of fields).
+U32, U64, BYTES = "u32", "u64", "bytes"
+Wire = Any  # U32 | U64 | BYTES | tuple[tuple[str, Wire], ...]
+LAYOUT: Wire = (
+    ("modulus", U64), ("index", U32), ("split_to", U32), ("split_modulus", U64),
+    ("moved_upto", BYTES),
+)  # fmt: skip
+HEADER_V4: Wire = (("epoch", U64), *LAYOUT, ("split_owner", BYTES))
+OPTIONAL: dict[str, list[Wire]] = {
+    "ApplyReq": [(("epoch", U64), ("lease_ms", U32))],
+    "ClearReq": [(("modulus", U64),)],
+    "ListReq": [(("until", BYTES),)],
+    "LockReq": [(("epoch", U64),), (("modulus", U64),)],
+    "ListReply": [(("layout", LAYOUT),)],  # version 2
+    "ShardHeader": [HEADER_V4],  # version 4
+    "LegacyShardHeader": [HEADER_V4],  # (unframed: only the defaults)
+}
+NO_SHARD_FIELDS = {"index", "split_to"}  # their default is NO_SHARD (0xffffffff)
+
+
+def default(name: str, wire: Wire) -> Any:
+    if isinstance(wire, tuple):
+        return {n: default(n, w) for n, w in wire}
+    if wire == BYTES:
+        return ""
+    return clsops.NO_SHARD if name in NO_SHARD_FIELDS else 0
+
+
+def encoded(wire: Wire, value: Any) -> bytes:
+    """A field's bytes (the JSON value of a vector's field)."""
+    if isinstance(wire, tuple):
+        return b"".join(encoded(w, value[n]) for n, w in wire)
+    if wire == BYTES:
+        return len(H(value)).to_bytes(4, "little") + H(value)
+    return int(value).to_bytes(4 if wire == U32 else 8, "little")
+
+
+def groups_carried(vec: dict[str, Any]) -> int:
+    """How many of its struct's optional groups a vector carries: the first
+    ones, each whole."""
+    groups = OPTIONAL.get(vec["struct"], [])
+    carried = [[n in vec["fields"] for n, _ in g] for g in groups]
+    k = sum(all(c) for c in carried)
+    assert carried == [[True] * len(g) for g in groups[:k]] + [
+        [False] * len(g) for g in groups[k:]
+    ], f"{vec['name']}: optional fields come in whole groups, the first ones"
+    return k
+
+
+def with_defaults(vec: dict[str, Any], carried: int | None = None) -> dict[str, Any]:
+    """The vector's fields; the optional groups from the ``carried``-th on
+    (default: those the vector leaves out) at their defaults."""
+    groups = OPTIONAL.get(vec["struct"], [])
+    fields = dict(vec["fields"])
+    for g in groups[groups_carried(vec) if carried is None else carried :]:
+        fields.update((n, default(n, w)) for n, w in g)
+    return fields
+
+
+def older_forms(vec: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Body length -> fields of each shorter form of a framed vector: its
+    body up to where one of the optional groups it carries begins."""
+    groups = OPTIONAL.get(vec["struct"], [])
+    end = len(frame_parts(H(vec["hex"]))[2])
+    forms = {}
+    for j in reversed(range(groups_carried(vec))):
+        end -= sum(len(encoded(w, vec["fields"][n])) for n, w in groups[j])
+        forms[end] = with_defaults(vec, j)
+    return forms
+
+
+def left_out(vec: dict[str, Any]) -> bytes:
+    """The bytes of the optional groups a vector leaves out, at their
+    defaults: what extends its body to the struct's current fields."""
+    groups = OPTIONAL.get(vec["struct"], [])
+    return b"".join(encoded(w, default(n, w)) for g in groups[groups_carried(vec) :] for n, w in g)
+
+
 # -- Python: request encoders ------------------------------------------------------
 ENCODERS: dict[str, Callable[[dict[str, Any]], bytes]] = {
     "ApplyReq": lambda f: clsops.apply_request(
@@ -89,16 +192,27 @@ ENCODERS: dict[str, Callable[[dict[str, Any]], bytes]] = {
         txid=f["txid"],
         settle=f["settle"],
         participants=f["participants"],
+        epoch=f.get("epoch", 0),
+        lease_ms=f.get("lease_ms", 0),
     ),
-    "ClearReq": lambda f: clsops.clear_request(H(f["owner"]), f["wflags"], f["settle"]),
+    "ClearReq": lambda f: clsops.clear_request(
+        H(f["owner"]), f["wflags"], f["settle"], modulus=f.get("modulus", 0)
+    ),
     "TxidReq": lambda f: clsops.txid_request(f["txid"]),
     "EmptyReq": lambda f: clsops.EMPTY_REQUEST,
     "GetReq": lambda f: clsops.get_request(H(f["key"]), f["maxlen"], f["accept"]),
     "ListReq": lambda f: clsops.list_request(
-        f["max"], f["maxbytes"], H(f["start"]).decode("ascii"), f["accept"]
+        f["max"], f["maxbytes"], okey(f["start"]), f["accept"], until=okey(f.get("until", ""))
     ),
     "LockReq": lambda f: clsops.lock_request(
-        H(f["owner"]), f["lease_ms"], f["kind"], f["mode"], H(f["key"]), f["flags"]
+        H(f["owner"]),
+        f["lease_ms"],
+        f["kind"],
+        f["mode"],
+        H(f["key"]),
+        f["flags"],
+        epoch=f.get("epoch", 0),
+        modulus=f.get("modulus", 0),
     ),
     "UnlockReq": lambda f: clsops.unlock_request(H(f["owner"]), f["kind"], f["mode"], H(f["key"])),
     "ReleaseReq": lambda f: clsops.release_request(
@@ -113,6 +227,30 @@ ENCODERS: dict[str, Callable[[dict[str, Any]], bytes]] = {
     "TxnMarkReq": lambda f: clsops.txn_mark_request(f["complete"], f["forget"]),
     "OwnersReq": lambda f: clsops.owners_request([H(o) for o in f["owners"]]),
     "JournalReq": lambda f: clsops.journal_request(f["txid"]),
+    "SplitBeginReq": lambda f: clsops.split_begin_request(
+        H(f["owner"]), f["wflags"], f["index"], f["modulus"], f["child"], f["child_modulus"]
+    ),
+    "SplitPageReq": lambda f: clsops.split_page_request(okey(f["after"]), f["max"]),
+    "SplitAbsorbReq": lambda f: clsops.split_absorb_request(
+        H(f["owner"]),
+        bool(f["takeover"]),
+        f["index"],
+        f["modulus"],
+        okey(f["after"]),
+        okey(f["upto"]),
+        bool(f["end"]),
+        [(okey(m["okey"]), H(m["record"])) for m in f["records"]],
+    ),
+    "SplitAdvanceReq": lambda f: clsops.split_advance_request(
+        H(f["owner"]),
+        f["wflags"],
+        okey(f["after"]),
+        okey(f["upto"]),
+        bool(f["end"]),
+        [(okey(m["okey"]), H(m["head"])) for m in f["heads"]],
+    ),
+    "CountReq": lambda f: clsops.count_request(f["limit"]),
+    "EpochReq": lambda f: clsops.epoch_request(f["epoch"]),
 }
 
 
@@ -155,8 +293,15 @@ def header_of(f: dict[str, Any]) -> ShardHeader:
         list(f["participants"]), [H(o) for o in f["stale"]],
         [LockEntry(e["kind"], e["mode"], e["state"], H(e["owner"]), e["lease_ms"],
                    e["expiry_ms"], H(e["key"]), e["flags"]) for e in f["entries"]],
-        f["version"],
+        f["version"], f["epoch"], f["modulus"], f["index"], f["split_to"], f["split_modulus"],
+        okey(f["moved_upto"]), H(f["split_owner"]),
     )  # fmt: skip
+
+
+def layout_of(f: dict[str, Any]) -> ShardLayout:
+    return ShardLayout(
+        f["modulus"], f["index"], f["split_to"], f["split_modulus"], okey(f["moved_upto"])
+    )
 
 
 def txn_record_of(f: dict[str, Any]) -> TxnRecord:
@@ -165,7 +310,7 @@ def txn_record_of(f: dict[str, Any]) -> TxnRecord:
 
 def stored_fields(raw_hex: str, struct: str) -> dict[str, Any]:
     """The fields of the stored vector of ``struct`` whose bytes are ``raw_hex``."""
-    return next(v["fields"] for v in STORED if v["struct"] == struct and v["hex"] == raw_hex)
+    return next(with_defaults(v) for v in STORED if v["struct"] == struct and v["hex"] == raw_hex)
 
 
 def expected_state(f: dict[str, Any]) -> ObjectState:
@@ -213,8 +358,12 @@ DECODINGS: dict[str, Decoding] = {
     "ListReply": Decoding(
         clsops.decode_list,
         lambda f: ListResult(
-            bool(f.get("more", 0)), H(f.get("page", "")), pending_of(f.get("pending"))
+            bool(f.get("more", 0)),
+            H(f.get("page", "")),
+            pending_of(f.get("pending")),
+            layout_of(f["layout"]),
         ),
+        2,
     ),
     "SeqReply": Decoding(clsops.decode_seq, lambda f: f["seq"]),
     "StateReply": Decoding(clsops.decode_state, expected_state),
@@ -224,23 +373,73 @@ DECODINGS: dict[str, Decoding] = {
     "ShardHeader": Decoding(clsops.decode_header, header_of, clsops.SHARD_HDR_VERSION),
     "LegacyShardHeader": Decoding(clsops.decode_header, header_of),
     "RedoLog": Decoding(clsops.decode_redo_log, redo_log_of, clsops.REDO_VERSION),
+    "SplitPageReply": Decoding(
+        clsops.decode_split_page,
+        lambda f: SplitPage(
+            okey(f["upto"]),
+            bool(f["end"]),
+            [(okey(m["okey"]), H(m["record"])) for m in f["records"]],
+        ),
+    ),
+    "CountReply": Decoding(clsops.decode_count, lambda f: f["count"]),
 }
 
 DECODED = REPLIES + STORED
 FRAMED = [v for v in DECODED if v["struct"] != "LegacyShardHeader"]
 
 
+def older_version(vec: dict[str, Any]) -> bool:
+    """Is the vector a framed struct of a version before the current one (the
+    one clsops knows; here ListReply v1 and the v3 headers)?"""
+    return vec in FRAMED and H(vec["hex"])[0] < DECODINGS[vec["struct"]].known
+
+
+def current_bytes(vec: dict[str, Any]) -> bytes:
+    """What the class encodes of the vector's fields now: the bytes, or for
+    an older version the current version with the same compat and the added
+    fields at their defaults."""
+    raw = H(vec["hex"])
+    if not older_version(vec):
+        return raw
+    _, compat, body = frame_parts(raw)
+    return reframe(DECODINGS[vec["struct"]].known, compat, body + left_out(vec))
+
+
+def later_fields(vec: dict[str, Any], version: int) -> dict[str, Any]:
+    """The vector's fields as decoded from its struct framed as ``version``
+    (a header keeps the version it was framed as)."""
+    fields = with_defaults(vec)
+    return {**fields, "version": version} if vec["struct"] == "ShardHeader" else fields
+
+
 @pytest.mark.parametrize("vec", DECODED, ids=ids(DECODED))
 def test_python_decodes(vec: dict[str, Any]) -> None:
     d = DECODINGS[vec["struct"]]
-    assert d.decode(H(vec["hex"])) == d.expected(vec["fields"])
+    assert d.decode(H(vec["hex"])) == d.expected(with_defaults(vec))
+
+
+def test_vectors_of_the_current_versions_carry_every_field() -> None:
+    """A struct of the current version has every field (the optional groups
+    are for requests and older versions); an older one none of the added."""
+    for vec in FRAMED:
+        carried = groups_carried(vec)
+        groups = len(OPTIONAL.get(vec["struct"], []))
+        assert carried == (0 if older_version(vec) else groups), vec["name"]
+        if older_version(vec):
+            assert H(vec["hex"])[0] == DECODINGS[vec["struct"]].known - 1, vec["name"]
 
 
 def test_reply_statuses_covered() -> None:
     get = {v["fields"]["status"] for v in REPLIES if v["struct"] == "GetReply"}
     assert get == set(ReadStatus)
-    lst = {v["fields"]["status"] for v in REPLIES if v["struct"] == "ListReply"}
-    assert lst == {ReadStatus.FOUND, ReadStatus.PENDING}
+    for version in (1, 2):
+        lst = [v for v in REPLIES if v["struct"] == "ListReply" and H(v["hex"])[0] == version]
+        assert {v["fields"]["status"] for v in lst} == {ReadStatus.FOUND, ReadStatus.PENDING}
+    layouts = [layout_of(with_defaults(v)["layout"]) for v in REPLIES if v["struct"] == "ListReply"]
+    assert any(lo.splitting for lo in layouts) and any(lo.modulus == 0 for lo in layouts)
+    assert any(lo.modulus and not lo.splitting for lo in layouts)
+    headers = [frame_parts(H(v["hex"]))[:2] for v in STORED if v["struct"] == "ShardHeader"]
+    assert {(3, 3), (4, 3), (4, 4)} <= set(headers)
     assert {v["struct"] for v in DECODED} == set(DECODINGS)
 
 
@@ -255,27 +454,65 @@ def test_python_refuses_newer_compat(vec: dict[str, Any]) -> None:
 @pytest.mark.parametrize("vec", FRAMED, ids=ids(FRAMED))
 def test_python_ignores_unknown_trailing_body_bytes(vec: dict[str, Any]) -> None:
     """A later struct version with the same compat and extra fields decodes
-    to the fields this version knows."""
+    to the fields this version knows (an older version's vector first gets
+    the fields added since, at their defaults)."""
     d = DECODINGS[vec["struct"]]
-    version, compat, body = frame_parts(H(vec["hex"]))
-    later = reframe(version + 1, compat, body + b"\xa5" * 13)
-    assert d.decode(later) == d.expected(vec["fields"])
+    _, compat, body = frame_parts(H(vec["hex"]))
+    later = reframe(d.known + 1, compat, body + left_out(vec) + b"\xa5" * 13)
+    assert d.decode(later) == d.expected(later_fields(vec, d.known + 1))
 
 
 @pytest.mark.parametrize("vec", DECODED, ids=ids(DECODED))
 def test_python_refuses_short_structs(vec: dict[str, Any]) -> None:
     """Every proper prefix of the bytes, and (framed structs) every proper
     prefix of the body under a matching length, fails with WireError (the
-    empty string aside: a missing header or a missing object's seq)."""
+    empty string aside: a missing header or a missing object's seq); but a
+    body that ends where fields a later version added begin (the same
+    struct of an older version: a v1 ListReply's, a v3 header's) decodes,
+    with those fields at their defaults."""
     d = DECODINGS[vec["struct"]]
     raw = H(vec["hex"])
-    shorts = [raw[:n] for n in range(1, len(raw))]
-    if vec in FRAMED:
-        version, compat, body = frame_parts(raw)
-        shorts += [reframe(version, compat, body[:n]) for n in range(len(body))]
-    for short in shorts:
+    for n in range(1, len(raw)):
         with pytest.raises(WireError):
-            d.decode(short)
+            d.decode(raw[:n])
+    if vec not in FRAMED:
+        return
+    version, compat, body = frame_parts(raw)
+    older = older_forms(vec)
+    assert all(n < len(body) for n in older)
+    for n in range(len(body)):
+        short = reframe(version, compat, body[:n])
+        if n in older:
+            assert d.decode(short) == d.expected(older[n]), n
+        else:
+            with pytest.raises(WireError):
+                d.decode(short)
+
+
+def test_older_forms_are_where_the_struct_grew() -> None:
+    """The optional groups end where the fields of the vectors without them
+    end: ListReply v2 and the v4 header carry one group each, LockReq's
+    two groups may stop after the first."""
+    counts = {v["name"]: len(older_forms(v)) for v in REQUESTS + FRAMED}
+    assert counts["lock-shard-modulus"] == 2 and counts["lock-record-queue"] == 0
+    assert counts["list-v2-found-splitting"] == 1 and counts["list-found"] == 0
+    assert counts["header-v4-splitting"] == 1 and counts["header-v3-locks"] == 0
+    body = frame_parts(H(vec_named("header-v4-epoch")["hex"]))[2]
+    assert len(body) - min(older_forms(vec_named("header-v4-epoch"))) == 40
+
+
+def test_header_compat_is_3_while_a_v3_reader_misses_only_the_epoch() -> None:
+    """types.h: a v4 header is written with compat 3 unless it records a
+    modulus, a split or its owner, or holds a USER entry (the vectors follow
+    the rule; the C++ check encodes them byte for byte)."""
+    for vec in STORED:
+        version, compat, _ = frame_parts(H(vec["hex"])) if vec in FRAMED else (0, 0, b"")
+        if vec["struct"] != "ShardHeader" or version < 4:
+            continue
+        h = header_of(vec["fields"])
+        v4 = h.modulus or h.splitting or h.split_owner
+        v4 = v4 or any(e.kind == kinds.Kind.USER for e in h.entries)
+        assert compat == (4 if v4 else 3), vec["name"]
 
 
 def test_python_header_refuses_bytes_after_the_frame() -> None:
@@ -400,23 +637,37 @@ def cxx_assign(expr: str, value: Any) -> list[str]:
     return out
 
 
-def cxx_request_checks(vec: dict[str, Any]) -> list[str]:
-    """Checks of a parsed request ``r``; ApplyReq entries keep key and data
-    as pointer + length, compared as the string they span."""
+# Request members whose elements are not structs of the JSON's names: the C++
+# expression of each part of element ``{0}``. ApplyReq entries keep key and
+# data as pointer + length (compared as the string they span), a moving
+# record's record is a bufferlist, split_advance's heads are pairs.
+CXX_PARTS: dict[tuple[str, str], dict[str, str]] = {
+    ("ApplyReq", "entries"): {
+        "op": "{0}.op", "key": "std::string({0}.key, {0}.klen)",
+        "data": "std::string({0}.data, {0}.dlen)",
+    },
+    ("SplitAbsorbReq", "records"): {"okey": "{0}.okey", "record": "{0}.record.to_str()"},
+    ("SplitAdvanceReq", "heads"): {"okey": "{0}.first", "head": "{0}.second"},
+}  # fmt: skip
+
+
+def cxx_request_checks(fields: dict[str, Any], struct: str) -> list[str]:
+    """Checks of a parsed request ``r`` against ``fields`` (every field, the
+    optional ones at their defaults where the request leaves them out)."""
     out = ["(void)r;"]
-    for k, v in vec["fields"].items():
-        if vec["struct"] == "ApplyReq" and k == "entries":
-            out.append(f'check(r.entries.size() == {len(v)}, "entries count");')
-            for i, e in enumerate(v):
-                x = f"r.entries[{i}]"
-                out.append(f"if (r.entries.size() > {i}) {{")
-                out.append(f'  check({x}.op == {e["op"]}, "entries[{i}].op");')
-                for part, length in (("key", "klen"), ("data", "dlen")):
-                    spanned = f"std::string({x}.{part}, {x}.{length})"
-                    out += ["  " + c for c in cxx_compare(spanned, e[part], f"entries[{i}].{part}")]
-                out.append("}")
-        else:
+    for k, v in fields.items():
+        parts = CXX_PARTS.get((struct, k))
+        if parts is None:
             out += cxx_compare(f"r.{k}", v, k)
+            continue
+        out.append(f'check(r.{k}.size() == {len(v)}, "{k} count");')
+        for i, e in enumerate(v):
+            assert set(e) == set(parts), (struct, k)
+            out.append(f"if (r.{k}.size() > {i}) {{")
+            for part, value in e.items():
+                expr = parts[part].format(f"r.{k}[{i}]")
+                out += ["  " + c for c in cxx_compare(expr, value, f"{k}[{i}].{part}")]
+            out.append("}")
     return out
 
 
@@ -496,11 +747,33 @@ static int parse_raw(const std::string &raw, T *req)
   return parse_request(&bl, req);
 }
 
-/* The framing rules of a request: every truncation and every short body is
- * -EINVAL, a newer compat -EOPNOTSUPP, a byte after the frame -EINVAL; a
- * later version with extra body bytes parses (`fields` checks it). */
+/* A shorter form of a struct's body: it ends where optional trailing
+ * fields begin (an older sender's or writer's), and `fields` checks what it
+ * decodes to (those fields at their defaults). */
 template <class T>
-static void request_framing(const std::string &raw, void (*fields)(const T &))
+struct Older {
+  size_t body;
+  void (*fields)(const T &);
+};
+
+template <class T>
+static const Older<T> *older_at(const std::vector<Older<T>> &older, size_t n)
+{
+  for (const auto &o : older)
+    if (o.body == n)
+      return &o;
+  return nullptr;
+}
+
+/* The framing rules of a request: every truncation is -EINVAL, and so is
+ * every short body but those of `older` (they parse, to the fields with the
+ * optional ones left out at their defaults); a newer compat is -EOPNOTSUPP,
+ * a byte after the frame -EINVAL; a later version with extra body bytes
+ * after every optional field (`left_out`: those the vector lacks, at their
+ * defaults) parses (`fields` checks it). */
+template <class T>
+static void request_framing(const std::string &raw, void (*fields)(const T &),
+                            const std::vector<Older<T>> &older, const std::string &left_out)
 {
   check((uint8_t)raw[0] == T::VERSION, "the vector's version is the struct's VERSION");
   std::string body = raw.substr(6);
@@ -510,15 +783,22 @@ static void request_framing(const std::string &raw, void (*fields)(const T &))
   }
   for (size_t n = 0; n < body.size(); n++) {
     T r;
-    check(parse_raw(frame(raw[0], raw[1], body.substr(0, n)), &r) == -EINVAL,
-          "a short body parses");
+    int rc = parse_raw(frame(raw[0], raw[1], body.substr(0, n)), &r);
+    if (const Older<T> *o = older_at(older, n)) {
+      check(rc == 0, "a body ending where optional fields begin is refused");
+      if (rc == 0)
+        o->fields(r);
+    } else {
+      check(rc == -EINVAL, "a short body parses");
+    }
   }
   T r;
   check(parse_raw(frame(T::VERSION + 1, T::VERSION + 1, body), &r) == -EOPNOTSUPP,
         "a newer compat is not refused with -EOPNOTSUPP");
   check(parse_raw(raw + std::string(1, '\0'), &r) == -EINVAL, "a byte after the frame");
   T later;
-  int rc = parse_raw(frame(T::VERSION + 1, raw[1], body + std::string(9, '\xa5')), &later);
+  std::string more = body + left_out + std::string(9, '\xa5');
+  int rc = parse_raw(frame(T::VERSION + 1, raw[1], more), &later);
   check(rc == 0, "a later version with extra body bytes is refused");
   if (rc == 0)
     fields(later);
@@ -532,17 +812,33 @@ static std::string reply_bytes(const T &reply)
   return std::string(bl.c_str(), bl.length());
 }
 
-/* The framing rules of the stored header: truncations, a newer compat and
- * a byte after the frame are -EIO; extra body bytes are ignored. */
-static void header_framing(const std::string &raw, void (*fields)(const rtdb_shard_hdr &))
+/* The framing rules of the stored header: truncations, short bodies (but
+ * a v4 header's that ends where the v4 fields begin: a v3 header's, which
+ * decodes with them at their defaults), a newer compat and a byte after the
+ * frame are -EIO; extra body bytes after every field (`left_out`: the
+ * fields an older version's vector lacks, at their defaults) are ignored. */
+static void header_framing(const std::string &raw, void (*fields)(const rtdb_shard_hdr &),
+                           const std::vector<Older<rtdb_shard_hdr>> &older,
+                           const std::string &left_out)
 {
   rtdb_shard_hdr h;
   for (size_t n = 1; n < raw.size(); n++)
     check(decode_shard_hdr(raw.substr(0, n), &h) == -EIO, "a truncated header decodes");
   std::string body = raw.substr(6);
-  check(decode_shard_hdr(frame(4, 4, body), &h) == -EIO, "a newer compat decodes");
+  for (size_t n = 0; n < body.size(); n++) {
+    int rc = decode_shard_hdr(frame(raw[0], raw[1], body.substr(0, n)), &h);
+    if (const Older<rtdb_shard_hdr> *o = older_at(older, n)) {
+      check(rc == 0, "a body ending where the v4 fields begin does not decode");
+      if (rc == 0)
+        o->fields(h);
+    } else {
+      check(rc == -EIO, "a short body decodes");
+    }
+  }
+  const int newer = RTDB_SHARD_HDR_VERSION + 1;
+  check(decode_shard_hdr(frame(newer, newer, body), &h) == -EIO, "a newer compat decodes");
   check(decode_shard_hdr(raw + std::string(1, '\0'), &h) == -EIO, "a byte after the frame");
-  int rc = decode_shard_hdr(frame(4, raw[1], body + std::string(7, '\x5a')), &h);
+  int rc = decode_shard_hdr(frame(newer, raw[1], body + left_out + std::string(7, '\x5a')), &h);
   check(rc == 0, "a later version with extra body bytes is refused");
   if (rc == 0)
     fields(h);
@@ -604,6 +900,45 @@ static void redo_framing(const std::string &raw, void (*fields)(const RedoLog &)
 """
 
 
+def cxx_older(
+    t: str, name: str, vec: dict[str, Any], checks: Callable[[dict[str, Any]], list[str]]
+) -> tuple[list[str], str, str]:
+    """Functions checking each shorter form of a vector (older_forms), the
+    C++ vector of them, and the bytes ``left_out`` of the vector: what
+    request_framing and header_framing take."""
+    fns, forms = [], []
+    for j, (n, fields) in enumerate(sorted(older_forms(vec).items())):
+        fns.append(f"static void {name}_older_{j}(const {t} &r) {{")
+        fns += ["  " + line for line in checks(fields)]
+        fns.append("}")
+        forms.append(f"{{{n}, {name}_older_{j}}}")
+    return fns, f"std::vector<Older<{t}>>{{{', '.join(forms)}}}", cstr(left_out(vec).hex())
+
+
+def cxx_reply_assign(t: str, k: str, v: Any) -> list[str]:
+    """Set reply member ``x.k`` to ``v``; bufferlists are appended to."""
+    if t == "GetReply" and k == "record":
+        return [f"{{ std::string s = {cstr(v)}; x.record.append(s.data(), s.size()); }}"]
+    if t == "SplitPageReply" and k == "records":
+        return [
+            f"{{ MovingRecord m; m.okey = {cstr(m['okey'])}; "
+            f"std::string s = {cstr(m['record'])}; m.record.append(s.data(), s.size()); "
+            "x.records.push_back(m); }"
+            for m in v
+        ]
+    return cxx_assign(f"x.{k}", v)
+
+
+def without_version(fields: dict[str, Any]) -> dict[str, Any]:
+    """A header's fields but its version (not a member: the frame's)."""
+    return {k: v for k, v in fields.items() if k != "version"}
+
+
+def header_checks(fields: dict[str, Any]) -> list[str]:
+    """Checks of a decoded header ``r``."""
+    return cxx_compare("r", without_version(fields), "header")
+
+
 def cxx_program(constants: list[str]) -> str:
     """The C++ check program for every vector and the constants named."""
     fns: list[str] = []
@@ -611,8 +946,12 @@ def cxx_program(constants: list[str]) -> str:
     for i, vec in enumerate(REQUESTS):
         t = vec["struct"]
         fns.append(f"static void fields_{i}(const {t} &r) {{")
-        fns += ["  " + line for line in cxx_request_checks(vec)]
+        fns += ["  " + line for line in cxx_request_checks(with_defaults(vec), t)]
         fns.append("}")
+        older_fns, older, rest = cxx_older(
+            t, f"fields_{i}", vec, lambda f, t=t: cxx_request_checks(f, t)
+        )
+        fns += older_fns
         main += [
             f'begin("{vec["name"]}");',
             "{",
@@ -621,22 +960,19 @@ def cxx_program(constants: list[str]) -> str:
             "  int rc = parse_raw(raw, &r);",
             '  check(rc == 0, "parse_request refused the vector");',
             f"  if (rc == 0) fields_{i}(r);",
-            f"  request_framing<{t}>(raw, fields_{i});",
+            f"  request_framing<{t}>(raw, fields_{i}, {older}, {rest});",
             "}",
             "end();",
         ]
     for vec in REPLIES:
+        # an older version's vector: only its fields are set, the class's
+        # defaults encode the rest (current_bytes)
         main += [f'begin("{vec["name"]}");', "{", f"  {vec['struct']} x;"]
         for k, v in vec["fields"].items():
-            if vec["struct"] == "GetReply" and k == "record":  # a bufferlist
-                main.append(
-                    f"  {{ std::string s = {cstr(v)}; x.record.append(s.data(), s.size()); }}"
-                )
-            else:
-                main += ["  " + line for line in cxx_assign(f"x.{k}", v)]
+            main += ["  " + line for line in cxx_reply_assign(vec["struct"], k, v)]
         main += [
             "  std::string got = reply_bytes(x);",
-            f'  check(got == {cstr(vec["hex"])}, "encoded bytes differ");',
+            f'  check(got == {cstr(current_bytes(vec).hex())}, "encoded bytes differ");',
             '  if (vec_failures) printf("GOT %s %s\\n", vec_name, tohex(got).c_str());',
             "}",
             "end();",
@@ -669,9 +1005,11 @@ def cxx_program(constants: list[str]) -> str:
                 "end();",
             ]
             continue
-        hfields = {k: v for k, v in f.items() if k != "version"}
-        fns.append(f"static void stored_{i}(const rtdb_shard_hdr &h) {{")
-        fns += ["  " + line for line in cxx_compare("h", hfields, "header")]
+        # a header: decoded (every field: the v4 ones at their defaults in an
+        # older header); encoded from the vector's fields (the class's
+        # defaults for the rest: current_bytes) and under the framing rules
+        fns.append(f"static void stored_{i}(const rtdb_shard_hdr &r) {{")
+        fns += ["  " + line for line in header_checks(with_defaults(vec))]
         fns.append("}")
         main += [f'begin("{vec["name"]}");', "{", f"  std::string raw = {cstr(vec['hex'])};"]
         main += [
@@ -680,11 +1018,15 @@ def cxx_program(constants: list[str]) -> str:
         ]
         main.append(f"  stored_{i}(h);")
         if t == "ShardHeader":
+            older_fns, older, rest = cxx_older("rtdb_shard_hdr", f"stored_{i}", vec, header_checks)
+            fns += older_fns
             main += ["  rtdb_shard_hdr x;"]
-            main += ["  " + line for line in cxx_assign("x", hfields)]
+            main += ["  " + line for line in cxx_assign("x", without_version(f))]
             main += [
-                '  check(encode_shard_hdr(x) == raw, "encoded bytes differ");',
-                f"  header_framing(raw, stored_{i});",
+                "  std::string got = encode_shard_hdr(x);",
+                f'  check(got == {cstr(current_bytes(vec).hex())}, "encoded bytes differ");',
+                '  if (vec_failures) printf("GOT %s %s\\n", vec_name, tohex(got).c_str());',
+                f"  header_framing(raw, stored_{i}, {older}, {rest});",
             ]
         main += ["}", "end();"]
     main += [f"CONST({c});" for c in constants]
@@ -760,6 +1102,7 @@ CONSTANTS: dict[str, int] = {
     "RADOSTDB_WIRE_VERSION": clsops.WIRE_VERSION,
     "RTDB_SHARD_HDR_VERSION": clsops.SHARD_HDR_VERSION,
     "RTDB_OWNER_LEN": clsops.OWNER_LEN,
+    "RTDB_NO_SHARD": clsops.NO_SHARD,
     **{f"RTDB_LOCK_{m.name}": m.value for m in kinds.Kind},
     **{f"RTDB_LOCK_{m.name}": m.value for m in kinds.Mode},
     **{f"RTDB_{m.name}": m.value for m in clsops.EntryState},
@@ -772,6 +1115,10 @@ CONSTANTS: dict[str, int] = {
     "RTDB_WRITE_REPORT": clsops.WRITE_REPORT,
     "RTDB_APPLIED_CREATED": clsops.APPLIED_CREATED,
     "RTDB_LOCK_QUEUE": clsops.LOCK_QUEUE,
+    "RTDB_LOCKED_GRANTED": clsops.LOCKED_GRANTED,
+    "RTDB_LOCKED_QUEUED": clsops.LOCKED_QUEUED,
+    "RTDB_LAYOUT_SPLITTING": clsops.LAYOUT_SPLITTING,
+    "RTDB_LAYOUT_MOVED": clsops.LAYOUT_MOVED,
     "RTDB_RELEASE_KEEP_WAITS": clsops.RELEASE_KEEP_WAITS,
     "RTDB_PRUNE_CLEAR_STALE": clsops.PRUNE_CLEAR_STALE,
     "RTDB_REDO_VERSION": clsops.REDO_VERSION,
@@ -785,17 +1132,24 @@ ENUMS = {
 
 
 def header_constants() -> tuple[dict[str, list[str]], list[str]]:
-    """The enumerators of each enum and the numeric #defines of types.h and ops.h."""
+    """The enumerators of each enum and the #defines with a value (every
+    one: the compiled program prints it, so none can be missed for its
+    spelling, 0xffffffffu included) of types.h and ops.h."""
     enums: dict[str, list[str]] = {}
     defines: list[str] = []
     for name in ("types.h", "ops.h"):
         src = re.sub(r"/\*.*?\*/", "", cls_source(name), flags=re.S)
         for enum, body in re.findall(r"enum (\w+)\s*:\s*\w+\s*\{(.*?)\}", src, re.S):
             enums[enum] = re.findall(r"(\w+)\s*=", body)
-        defines += re.findall(
-            r"^#define ((?:RTDB|RADOSTDB)_\w+) +(?:0x[0-9a-fA-F]+|[0-9]+)\b", src, re.M
-        )
+        defines += re.findall(r"^#define ((?:RTDB|RADOSTDB)_\w+)[ \t]+\S", src, re.M)
     return enums, defines
+
+
+def test_header_constants_found() -> None:
+    """The scan of the headers sees the constants of each spelling."""
+    _, defines = header_constants()
+    assert {"RTDB_NO_SHARD", "RTDB_LAYOUT_MOVED", "RTDB_LOCKED_GRANTED"} <= set(defines)
+    assert not {"RADOSTDB_TYPES_H", "RADOSTDB_OPS_H"} & set(defines)
 
 
 @pytest.fixture(scope="module")
