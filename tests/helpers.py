@@ -36,11 +36,13 @@ def make_db(
     records: dict[bytes, bytes],
     hash_size: int = 0,
     transaction: bool = False,
+    shards: int | None = None,
     **kwargs: Any,
 ) -> None:
-    """Create database ``name`` (``hash_size`` shards) holding ``records``,
-    stored one by one or in one transaction."""
-    db = radostdb.Tdb(name, hash_size, 0, CREATE, **kwargs)
+    """Create database ``name`` holding ``records``, stored one by one or in
+    one transaction. ``shards``: its shard count (None: the default);
+    ``hash_size`` is only kept for ``Tdb.hash_size`` to answer."""
+    db = radostdb.Tdb(name, hash_size, 0, CREATE, shards=shards, **kwargs)
     if transaction:
         db.transaction_start()
     for k, v in records.items():

@@ -16,6 +16,14 @@ The steps, and what each leaves:
 - round-done: the whole round (committed: new records);
 - before-release: a committed transaction whose shards are still pending,
   its isolation not released (committed).
+
+And in a resharder (radostdb.reshard), ``STEP@N`` dies right after the Nth
+such step (N defaults to 1) of this process:
+- split-begun: the split recorded on p, nothing moved;
+- absorbed: a page copied to q, not advanced (q holds copies past moved_upto);
+- advanced: a page moved (p dropped it, moved_upto on);
+- split-done: p's split complete, the header not yet grown;
+- grown: the header grown (the next split not begun).
 """
 
 from __future__ import annotations
@@ -33,16 +41,66 @@ STEPS = (
     "round-done",
     "before-release",
 )
+RESHARD_STEPS = ("split-begun", "absorbed", "advanced", "split-done", "grown")
 
 
 def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _install_reshard(step: str, nth: int) -> None:
+    """Die after the ``nth`` ``step`` of a resharder (module comment)."""
+    from radostdb import clsops, dbheader
+
+    seen = [0]
+
+    def after(real: Any, fires: Any = None) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            out = real(*args, **kwargs)
+            if fires is None or fires(args, out):
+                seen[0] += 1
+                if seen[0] == nth:
+                    die()
+            return out
+
+        return wrapped
+
+    def done(args: Any, _out: Any) -> bool:  # the advance that completed the split
+        return _ends(args)
+
+    if step == "split-begun":
+        clsops.split_begin = after(clsops.split_begin)
+    elif step == "absorbed":
+        clsops.split_absorb = after(clsops.split_absorb)
+    elif step == "advanced":
+        clsops.split_advance = after(clsops.split_advance)
+    elif step == "split-done":
+        clsops.split_advance = after(clsops.split_advance, done)
+    else:
+        dbheader.grow = after(dbheader.grow)
+
+
+def _ends(args: Any) -> bool:
+    """Was this split_advance request (io, obj, req) the last page (end)?"""
+    from radostdb import clsops
+
+    req = args[2]
+    rd = clsops._Reader(req).open(1)
+    rd.owner()
+    rd.u8()
+    rd.bytes()
+    rd.bytes()
+    return bool(rd.u8())
+
+
 def install(step: str) -> None:
     """Die at ``step`` (see the module comment) from now on in this process."""
     from radostdb import clsops, commit, txnlock
 
+    name, _, nth = step.partition("@")
+    if name in RESHARD_STEPS:
+        _install_reshard(name, int(nth or 1))
+        return
     if step not in STEPS:
         raise ValueError(f"unknown crash step {step!r}; one of {', '.join(STEPS)}")
     if step == "before-release":

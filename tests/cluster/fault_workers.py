@@ -168,7 +168,35 @@ def commit(db: radostdb.Tdb, say: Say, stop: Callable[[], bool], wid: str) -> No
     say("ack", 0, time.monotonic())
 
 
-KINDS = {f.__name__: f for f in (store, txn, lock, bank, audit, hold, commit)}
+RESHARD_GOAL = 24  # shards the reshard worker grows the database to, two at a time
+
+
+def reshard(db: radostdb.Tdb, say: Say, stop: Callable[[], bool], wid: str) -> None:
+    """Grow the database two shards at a time (pages of 100 records, so a
+    split takes several steps) up to RESHARD_GOAL, as ``radostdb reshard
+    --shards N`` does; ``ack N T`` after each growth to N shards. A step
+    that fails (an OSD fault outlasting the op timeout) is logged and the
+    next growth resumes the split where it stopped."""
+    from radostdb import cluster
+    from radostdb import reshard as resharding
+
+    resharding.PAGE = 100
+    target = cluster.resolve(db.filename.decode())
+    goal = db._storage.nshards  # type: ignore[union-attr]
+    while not stop() and goal < RESHARD_GOAL:
+        goal += 2
+        try:
+            say("try", goal)
+            lay = resharding.reshard(target, goal)
+            say("ack", lay.nshards, time.monotonic())
+        except (RuntimeError, resharding.ReshardError) as exc:
+            say("err", goal, time.monotonic(), _err(exc))
+            goal -= 2
+    while not stop():
+        time.sleep(0.1)
+
+
+KINDS = {f.__name__: f for f in (store, txn, lock, bank, audit, hold, commit, reshard)}
 
 
 def main(argv: list[str]) -> int:

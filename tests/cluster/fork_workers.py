@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 import radostdb
-from radostdb import clsops, cluster, codec, layout, wakeup
+from radostdb import clsops, cluster, layout, wakeup
 
 RW, CREATE = os.O_RDWR, os.O_RDWR | os.O_CREAT
 CHILD_TIMEOUT = 120.0
@@ -43,7 +43,7 @@ def watchers(name: str, key: bytes) -> list[int]:
     """Client ids watching the shard object of ``key``."""
     db = radostdb.Tdb(name, 0, 0, RW)
     try:
-        obj = layout.shard_objects(name, db.hash_size)[codec.shard_of(key, db.hash_size)]
+        obj = layout.shard_object(name, db._storage.router.layout.shard(key))  # type: ignore[union-attr]
         return sorted({c for c, _ in clsops.watchers(db._storage.io(), obj)})  # type: ignore[union-attr]
     finally:
         db.close()

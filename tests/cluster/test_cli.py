@@ -207,8 +207,8 @@ def test_broken_pipe_ends_quietly(ceph_cluster: ClusterInfo, db_name: str) -> No
 # -- listing and info ------------------------------------------------------------------
 def test_ls_and_info(cli: Any, db_name: str, ceph_cluster: ClusterInfo) -> None:
     # the first CLEAR_IF_FIRST handle clears: it opens before the records are stored
-    holder = radostdb.Tdb(db_name, 3, radostdb.CLEAR_IF_FIRST, CREATE)
-    make_db(db_name, {b"a": b"12345", b"\x00": b""}, hash_size=3)
+    holder = radostdb.Tdb(db_name, 0, radostdb.CLEAR_IF_FIRST, CREATE, shards=3)
+    make_db(db_name, {b"a": b"12345", b"\x00": b""}, shards=3)
     line = next(ln for ln in ok(cli("ls")).stdout.splitlines() if ln.startswith(db_name + " "))
     assert line.split()[1:] == ["3", "2", str(1 + 5 + 1)]
     (entry,) = [d for d in json.loads(ok(cli("ls", "--json")).stdout) if d["name"] == db_name]
@@ -493,7 +493,7 @@ def _raw_set(ioctx: Any, obj: str, ek: str, value: bytes) -> None:
 def test_check_finds_and_repairs(cli: Any, db_name: str, ioctx: Any) -> None:
     n = 4
     recs = {b"rec%03d" % i: b"value %d" % i for i in range(200)}
-    make_db(db_name, recs, hash_size=n)
+    make_db(db_name, recs, shards=n)
     ok(cli("check", db_name))
 
     def shard_obj(key: bytes) -> str:
@@ -558,7 +558,7 @@ def test_check_finds_and_repairs(cli: Any, db_name: str, ioctx: Any) -> None:
 
 
 def test_check_json(cli: Any, db_name: str, ioctx: Any) -> None:
-    make_db(db_name, {b"a\x00": b"1"}, hash_size=2)
+    make_db(db_name, {b"a\x00": b"1"}, shards=2)
     wrong = layout.shard_object(db_name, 1 - codec.shard_of(b"z\x00", 2))
     _raw_set(ioctx, wrong, codec.encode_key(b"z\x00"), codec.encode_record(b"z\x00", b"2"))
     result = cli("check", "--json", db_name)
@@ -600,8 +600,8 @@ def test_wipe_asks_first(cli: Any, db_name: str) -> None:
 
 
 def test_rm_asks_and_refuses_while_open(cli: Any, db_name: str, ioctx: Any) -> None:
-    holder = radostdb.Tdb(db_name, 5, radostdb.CLEAR_IF_FIRST, CREATE)
-    make_db(db_name, {b"k%d" % i: b"v" for i in range(50)}, hash_size=5)
+    holder = radostdb.Tdb(db_name, 0, radostdb.CLEAR_IF_FIRST, CREATE, shards=5)
+    make_db(db_name, {b"k%d" % i: b"v" for i in range(50)}, shards=5)
     result = cli("rm", db_name, input="n\n")
     assert result.exit_code == 1 and "Aborted" in result.stderr
     error(cli("rm", "--yes", db_name), "is open by 1 CLEAR_IF_FIRST handle(s): client.", "--force")
@@ -641,7 +641,7 @@ with db.transaction():
 
 
 def test_check_finishes_a_dead_commit(cli: Any, db_name: str, cluster_env: dict[str, str]) -> None:
-    make_db(db_name, {b"old": b"1"}, hash_size=4)
+    make_db(db_name, {b"old": b"1"}, shards=4)
     env = {**cluster_env, crashpoints.ENV: "apply-partial", "RADOSTDB_LOCK_LEASE": "1"}
     proc = _child(CRASHING_COMMIT, env, db_name)
     assert proc.returncode == -9, proc.stderr
@@ -669,7 +669,7 @@ def test_check_finishes_a_dead_commit(cli: Any, db_name: str, cluster_env: dict[
 
 
 def test_dump_waits_out_a_dead_commit(cli: Any, db_name: str, cluster_env: dict[str, str]) -> None:
-    make_db(db_name, {b"old": b"1"}, hash_size=4)
+    make_db(db_name, {b"old": b"1"}, shards=4)
     env = {**cluster_env, crashpoints.ENV: "round-done", "RADOSTDB_LOCK_LEASE": "1"}
     assert _child(CRASHING_COMMIT, env, db_name).returncode == -9
     dumped = ok(cli("dump", db_name)).stdout_bytes  # pending shards: decided committed
@@ -697,16 +697,23 @@ def test_locks_held_and_expired(cli: Any, db_name: str, cluster_env: dict[str, s
     )
     assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
     text = ok(cli("info", db_name)).stdout
-    assert info_fields(text)["locks"] == "1 held"
+    # the record lock, and the USER entry its handle holds on the transaction-lock
+    # object while it holds record locks (radostdb/intent.py)
+    assert info_fields(text)["locks"] == "2 held"
     assert 'lock: exclusive record lock on key "locked\\00key" in radostdb.s' in text
+    wait_obj = layout.wait_object(layout.header_object(db_name))
+    assert f"lock: shared lock-user lock in {wait_obj}, owner" in text
     ok(cli("check", db_name))  # a held lock is no problem
     holder.kill()
     holder.wait()
     time.sleep(2.5)
     result = cli("check", "--json", db_name)
     assert result.exit_code == 1
-    (f,) = json.loads(result.stdout)["findings"]
-    assert f["kind"] == "expired-lock" and f["key"] == "locked\\00key"
+    found = json.loads(result.stdout)["findings"]
+    assert sorted((f["kind"], f["object"] == wait_obj, f["key"]) for f in found) == [
+        ("expired-lock", False, "locked\\00key"),
+        ("expired-lock", True, None),
+    ], found
     result = ok(cli("check", "--repair", db_name))
-    assert "-> dropped" in result.stdout
+    assert result.stdout.count("-> dropped") == 2
     assert info_fields(ok(cli("info", db_name)).stdout)["locks"] == "0 held"

@@ -261,7 +261,7 @@ def test_a_killed_waiter_stalls_nobody_past_its_lease(
     one in the middle) is killed with -9. The others get the lock in queue
     order, each within one lease of the death."""
     lease = 2.0
-    holder = radostdb.Tdb(db_name, 8, 0, CREATE, lock_lease=lease)
+    holder = radostdb.Tdb(db_name, 0, 0, CREATE, lock_lease=lease, shards=8)  # as _queue's
     holder.chainlock(b"hot")
     waiters = _start_waiters(db_name, cluster_env, ioctx, 3, lease, start_method)
     signal_worker(waiters[victim], signal.SIGKILL)

@@ -50,7 +50,7 @@ with db.transaction():
 
 # -- helpers ------------------------------------------------------------------------------
 def make_db(name: str) -> None:
-    helpers.make_db(name, OLD, NSHARDS, transaction=True)
+    helpers.make_db(name, OLD, transaction=True, shards=NSHARDS)
 
 
 def set_omap_header(cluster: ClusterInfo, obj: str, value: bytes) -> None:

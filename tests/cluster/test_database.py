@@ -147,12 +147,14 @@ def test_open_flags(db_name: str) -> None:
         radostdb.Tdb(db_name)
     assert info.value.errno == errno.ENOENT and db_name in str(info.value)
     db = radostdb.Tdb(db_name, 5, 0, CREATE)
-    assert db.hash_size == 5
+    assert db.hash_size == 5, "hash_size is kept to answer hash_size"
+    assert db._storage.nshards == layout.DEFAULT_SHARDS, "it does not set the shard count"  # type: ignore[union-attr]
     db.store(b"k", b"v")
     with pytest.raises(FileExistsError):
         radostdb.Tdb(db_name, 0, 0, CREATE | os.O_EXCL)
-    again = radostdb.Tdb(db_name, 99, 0, CREATE)
-    assert again.hash_size == 5, "the stored shard count wins"
+    again = radostdb.Tdb(db_name, 99, 0, CREATE, shards=3)
+    assert again.hash_size == 5, "the stored hash_size wins"
+    assert again._storage.nshards == layout.DEFAULT_SHARDS, "so does the stored shard count"  # type: ignore[union-attr]
     assert again.get(b"k") == b"v"
     radostdb.Tdb(db_name, 0, 0, CREATE | os.O_TRUNC)
     assert again.get(b"k") is None
@@ -262,7 +264,7 @@ def test_corrupt_record_is_reported(db_name: str, ioctx: Any) -> None:
     db = radostdb.Tdb(db_name, 0, 0, CREATE)
     db.store(b"good", b"value")
     db.store(b"bad", b"value")
-    shard = layout.shard_object(db_name, codec.shard_of(b"bad", db.hash_size))
+    shard = layout.shard_object(db_name, db._storage.router.layout.shard(b"bad"))  # type: ignore[union-attr]
     record = bytearray(codec.encode_record(b"bad", b"value", 7))
     record[-1] ^= 0xFF  # flip a data byte: the crc no longer matches
     with rados.WriteOpCtx() as op:

@@ -350,6 +350,23 @@ def test_code_is_reset_by_a_committed_write(pair: Any) -> None:
         assert err.value.args == (8, "Record does not exist")
 
 
+def test_failed_delete_in_a_transaction_stays_the_code(pair: Any) -> None:
+    """The issue's case: a delete of a missing key fails inside a transaction
+    that then commits; commit and cancel with none active report its 8."""
+    ref, ours = pair()
+    warm_up(ref)
+    for db in (ref, ours):
+        db.transaction_start()
+        with pytest.raises(RuntimeError) as err:
+            db.delete(b"missing")
+        assert err.value.args == (8, "Record does not exist")
+        db.transaction_commit()
+        for call in (db.transaction_commit, db.transaction_cancel, db.transaction_prepare_commit):
+            with pytest.raises(RuntimeError) as err:
+                call()
+            assert err.value.args == (8, "Record does not exist")
+
+
 def test_documented_differences_in_write_codes(pair: Any) -> None:
     """What database.py says radostdb does not reproduce: tdb leaves the code
     alone when it rewrites a record in place (its allocator's business), and

@@ -166,7 +166,7 @@ def test_an_unacknowledged_announce_backs_off(db_name: str, cluster_env: dict[st
     1 s notify timeout; the next waits announce without waiting for it and
     are granted as soon as the holder releases (0.3 s), not after 1 s each."""
     db = radostdb.Tdb(db_name, 0, 0, os.O_RDWR | os.O_CREAT)
-    n = db.hash_size
+    n = db._storage.nshards  # type: ignore[union-attr]
     keys = [b"k%d" % i for i in range(200)]
     hot = keys[0]
     near = next(k for k in keys[1:] if codec.shard_of(k, n) == codec.shard_of(hot, n))

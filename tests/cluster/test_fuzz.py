@@ -10,8 +10,11 @@ The class runs inside the OSD and any client can send it any bytes, so:
   must get 0 or an errno documented for the method (its comment, above
   its code in cls/radostdb/*.cc)
   (plus -EIO for stored data that does not decode, and for reads -ENOENT
-  and -ERANGE), never the parse's -EINVAL or -EOPNOTSUPP, and a read's
-  reply must decode with clsops;
+  and -ERANGE), never -EOPNOTSUPP, and -EINVAL exactly when the method
+  documents it for the request and the object's state (the resharding
+  steps of cls/radostdb/reshard.cc: :func:`documented_einval`); a read's
+  reply must decode with clsops (``count``'s must be the object's key
+  count, capped);
 - the requests: the golden vectors of tests/vectors/wire.json and requests
   built by clsops' encoders from hypothesis-drawn fields (bad enums, zero
   txids, huge leases and counts included), then mutated: truncated, body
@@ -29,9 +32,13 @@ The class runs inside the OSD and any client can send it any bytes, so:
   pending transaction) and to objects with corrupt stored data (a version 3
   and a version 2 header that do not decode, a bad omap key and a bad
   record, a journal with an undecodable fence key and record, a pending
-  shard whose redo log does not decode). Writes may change what they are
-  sent to, but never make a header, record or journal record that decoded
-  stop decoding; a changed scratch object is rebuilt before its next use;
+  shard whose redo log does not decode) and to shards in the middle of a
+  split (one splitting, with some keys moved; one filled as the new
+  shard). Writes may change what they are sent to, but never make a
+  header, record or journal record that decoded stop decoding (but
+  split_absorb stores the records it is given as they are: what it stored
+  is checked against the request instead); a changed scratch object is
+  rebuilt before its next use;
 - after each test the OSD has the PID it had before and answers a normal
   request.
 
@@ -105,6 +112,7 @@ METHODS = registered_methods()
 READS = {m for m, rd in METHODS.items() if rd}
 COMMON = {errno.EIO}  # stored data that does not decode (a malformed request: see classify)
 READ_COMMON = {errno.ENOENT, errno.ERANGE}  # a missing object; a reply larger than the buffer
+PARSE = {errno.EINVAL, errno.EOPNOTSUPP}  # the parse's refusals (see documented_einval)
 
 
 def documented_errnos() -> dict[str, set[int]]:
@@ -119,12 +127,19 @@ def documented_errnos() -> dict[str, set[int]]:
 
 
 DOCUMENTED = documented_errnos()
+# what a method's comment documents by reference: split_advance's "other
+# refusals as split_begin's (split_step)", and the reshard design's "Steps of
+# any other owner are refused with -ECANCELED" (split_begin takes over instead)
+REFERRED = {"split_advance": DOCUMENTED.get("split_begin", set()) | {errno.ECANCELED}}
 
 
 def allowed(method: str) -> set[int]:
-    """0 and every errno a well-formed request to ``method`` may get (never
-    -EINVAL or -EOPNOTSUPP: those are the parse's, for malformed ones)."""
-    return {0} | COMMON | DOCUMENTED[method] | (READ_COMMON if method in READS else set())
+    """0 and every errno a well-formed request to ``method`` may get, but
+    -EINVAL and -EOPNOTSUPP: those are the parse's, for malformed requests,
+    and -EINVAL of a well-formed one only where :func:`documented_einval`
+    says so."""
+    documented = DOCUMENTED[method] | REFERRED.get(method, set())
+    return ({0} | COMMON | documented | (READ_COMMON if method in READS else set())) - PARSE
 
 
 # -- the parse rules of ops.h, read independently -----------------------------------
@@ -137,6 +152,10 @@ class _Body:
 
     def __init__(self, body: bytes) -> None:
         self.body, self.pos = body, 0
+        self.fields: dict[str, Any] = {}  # what documented_einval needs of the request
+
+    def left(self) -> int:
+        return len(self.body) - self.pos
 
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.body):
@@ -171,21 +190,45 @@ def _apply(b: _Body) -> bool:
     wflags = b.u8()
     b.u64(), b.u64(), b.items(4)
     n = b.u32()
-    if n * 9 > len(b.body) - b.pos:
+    if n * 9 > b.left():
         return False
     for _ in range(n):
         if not kinds.Op.PUT <= b.u8() <= kinds.Op.DISCARD:
             return False
         b.bytes(), b.bytes()
-    return wflags < 16  # ASSERT_LOCK, ASSERT_TXN, RELEASE, REPORT
+    epoch = lease_ms = 0
+    if b.left():  # optional: u64 epoch, u32 lease_ms (both, or neither)
+        epoch, lease_ms = b.u64(), b.u32()
+    # ASSERT_LOCK, ASSERT_TXN, RELEASE, REPORT; an epoch takes a lease
+    return wflags < 16 and (not epoch or lease_ms > 0)
+
+
+def _clear(b: _Body) -> bool:
+    b.owner()
+    wflags = b.u8()
+    b.u64()
+    if b.left():  # optional: u64 modulus
+        b.u64()
+    return wflags < 8
+
+
+def _list(b: _Body) -> bool:
+    most = b.u32()
+    b.u32(), b.u64(), b.bytes()
+    if most and b.left():  # optional: bytes until
+        b.bytes()
+    return most > 0
 
 
 def _lock(b: _Body) -> bool:
     b.owner()
     lease, kind, mode, flags, key = b.u32(), b.u8(), b.u8(), b.u8(), b.bytes()
+    for _ in ("epoch", "modulus"):  # optional, each a whole u64
+        if b.left():
+            b.u64()
     return (
         lease > 0
-        and Kind.RECORD <= kind <= Kind.COMMIT
+        and Kind.RECORD <= kind <= Kind.USER
         and mode in (Mode.EXCL, Mode.SHARED)
         and flags < 2
         and (kind == Kind.RECORD or not key)
@@ -198,13 +241,61 @@ def _release(b: _Body) -> bool:
     return flags < 2 and kind <= Kind.COMMIT
 
 
+SPLIT_WFLAGS = clsops.WRITE_ASSERT_LOCK | clsops.WRITE_RELEASE  # the only ones a split step takes
+U64 = 1 << 64
+
+
+def _split_begin(b: _Body) -> bool:
+    b.owner()
+    wflags, index, modulus, child, child_modulus = b.u8(), b.u32(), b.u64(), b.u32(), b.u64()
+    b.fields.update(index=index, modulus=modulus, child=child, child_modulus=child_modulus)
+    return (
+        not wflags & ~SPLIT_WFLAGS
+        and modulus > index
+        and child == (index + modulus) % U64  # u64 arithmetic, as the class's
+        and child_modulus == 2 * modulus % U64
+        and child_modulus < clsops.NO_SHARD
+    )
+
+
+def _split_absorb(b: _Body) -> bool:
+    owner, takeover, index, modulus = b.owner(), b.u8(), b.u32(), b.u64()
+    after, upto, end, n = b.bytes(), b.bytes(), b.u8(), b.u32()
+    if n * 8 > b.left() or takeover > 1 or end > 1 or not modulus or index >= modulus:
+        return False
+    records = []
+    for _ in range(n):
+        okey, record = b.bytes(), b.bytes()
+        if not okey:
+            return False
+        records.append((okey, record))
+    b.fields.update(
+        owner=owner, takeover=takeover, index=index, modulus=modulus, after=after, upto=upto,
+        end=end, records=records,
+    )  # fmt: skip
+    return True
+
+
+def _split_advance(b: _Body) -> bool:
+    owner = b.owner()
+    wflags = b.u8()
+    after, upto = b.bytes(), b.bytes()
+    end, n = b.u8(), b.u32()
+    if n * 8 > b.left() or end > 1 or wflags & ~SPLIT_WFLAGS:
+        return False
+    for _ in range(n):
+        b.bytes(), b.bytes()
+    b.fields.update(owner=owner, after=after, upto=upto, end=end)
+    return True
+
+
 BODY_RULES: dict[str, Callable[[_Body], bool]] = {
     "ApplyReq": _apply,
-    "ClearReq": lambda b: (b.owner(), b.u8() < 8, b.u64())[1],
+    "ClearReq": _clear,
     "TxidReq": lambda b: b.u64() != 0,
     "EmptyReq": lambda b: True,
     "GetReq": lambda b: (b.u32(), b.u64(), b.bytes()) is not None,
-    "ListReq": lambda b: (b.u32() > 0, b.u32(), b.u64(), b.bytes())[0],
+    "ListReq": _list,
     "LockReq": _lock,
     "UnlockReq": lambda b: (b.owner(), b.u8(), b.u8(), b.bytes()) is not None,
     "ReleaseReq": _release,
@@ -215,6 +306,12 @@ BODY_RULES: dict[str, Callable[[_Body], bool]] = {
     "TxnMarkReq": lambda b: (b.items(8), b.items(8)) is not None,
     "OwnersReq": lambda b: b.items(clsops.OWNER_LEN) is not None,
     "JournalReq": lambda b: b.u64() is not None,
+    "SplitBeginReq": _split_begin,
+    "SplitPageReq": lambda b: (b.bytes(), b.u32() > 0)[1],
+    "SplitAbsorbReq": _split_absorb,
+    "SplitAdvanceReq": _split_advance,
+    "CountReq": lambda b: b.u32() < clsops.NO_SHARD,
+    "EpochReq": lambda b: b.u64() != 0,
 }
 
 
@@ -237,6 +334,65 @@ def classify(method: str, raw: bytes) -> int:
     return 0 if ok else errno.EINVAL
 
 
+def request_fields(method: str, raw: bytes) -> dict[str, Any]:
+    """The fields documented_einval needs of a well-formed request."""
+    body = _Body(raw[6 : 6 + int.from_bytes(raw[2:6], "little")])
+    assert BODY_RULES[METHOD_STRUCT[method]](body)
+    return body.fields
+
+
+def _begin_refused(h: clsops.ShardHeader, f: dict[str, Any]) -> bool:
+    if not h.splitting and h.modulus == f["child_modulus"] and h.index == f["index"]:
+        return False  # complete already: 1
+    return bool(h.modulus and (h.modulus != f["modulus"] or h.index != f["index"])) or (
+        h.splitting and (h.split_to != f["child"] or h.split_modulus != f["child_modulus"])
+    )
+
+
+def _absorb_refused(h: clsops.ShardHeader, f: dict[str, Any]) -> bool:
+    if h.modulus and (h.modulus != f["modulus"] or h.index != f["index"]):
+        return True
+    if h.split_owner and h.split_owner != f["owner"] and not f["takeover"]:
+        return False  # -ECANCELED comes first
+    return any(
+        okey <= f["after"] or (not f["end"] and okey > f["upto"]) for okey, _ in f["records"]
+    )
+
+
+def _advance_refused(h: clsops.ShardHeader, f: dict[str, Any]) -> bool:
+    if not h.splitting:
+        return True  # split_step
+    if h.split_owner != f["owner"] or h.stale or h.pending:
+        return False  # -ECANCELED, -EUCLEAN first
+    if h.moved_upto.encode() != f["after"]:
+        return False  # -ERANGE first
+    return not f["end"] and f["upto"] <= f["after"]
+
+
+# the -EINVAL a method documents for a well-formed request, given the object's
+# header before it (reshard.cc; every one decided before anything else that
+# method checks but the header's decoding)
+SEMANTIC_EINVAL: dict[str, Callable[[clsops.ShardHeader, dict[str, Any]], bool]] = {
+    "split_begin": _begin_refused,  # another shard, or one that splits differently
+    "split_page": lambda h, f: not h.splitting,  # the shard is not splitting
+    "split_absorb": _absorb_refused,  # another shard, or a record outside the page
+    "split_advance": _advance_refused,  # not splitting; a page that ends before it starts
+}
+
+
+def documented_einval(method: str, raw: bytes, before: Snapshot) -> bool:
+    """Must the class refuse the well-formed request ``raw`` with the -EINVAL
+    that ``method`` documents, given the object as ``before``?"""
+    rule = SEMANTIC_EINVAL.get(method)
+    if rule is None or (method in READS and not before.exists):
+        return False  # a read of a missing object: the OSD's -ENOENT
+    try:
+        header = clsops.decode_header(before.header)
+    except clsops.WireError:
+        return False  # -EIO first
+    return rule(header, request_fields(method, raw))
+
+
 # -- objects ---------------------------------------------------------------------
 OWNER_A, OWNER_B, OWNER_C, OWNER_T = (bytes([i]) * 16 for i in (0xA1, 0xB2, 0xC3, 0xD4))
 FENCED = bytes([0xEE]) * 16
@@ -245,7 +401,10 @@ SHAPES = ("shard+locks", "shard", "header", "txn-lock", "journal", "missing")
 # scratch only: objects in states a client must first decide on, or with corrupt data
 DECIDE = ("stale", "pending")
 CORRUPT = ("bad-header", "bad-legacy-header", "bad-records", "bad-journal", "bad-redo")
-SCRATCH_ONLY = DECIDE + CORRUPT
+# mid-split (reshard.cc): shard 0 of modulus 1 splitting into shard 1 (modulus 2),
+# its first moving key moved; and shard 1 being filled
+RESHARD = ("splitting", "split-child")
+SCRATCH_ONLY = DECIDE + RESHARD + CORRUPT
 PENDING_TXID = 0x5EED
 
 
@@ -253,6 +412,13 @@ def records_of(n: int) -> dict[bytes, bytes]:
     recs = {f"key-{i}".encode(): f"value-{i}".encode() * (i % 7) for i in range(n)}
     recs.update({b"": b"the empty key", b"\x00\xff\x7e\x7f": b"binary", b"big": b"B" * 70_000})
     return recs
+
+
+SCRATCH_RECORDS = records_of(8)
+# the split of the RESHARD shapes: the keys hashing to 1 mod 2 move
+MOVING = sorted(codec.encode_key(k) for k in SCRATCH_RECORDS if codec.key_hash(k) % 2 == 1)
+assert len(MOVING) > 2
+SPLITTING_HEADS: list[tuple[str, bytes]] = []  # of the "splitting" shape's keys still to move
 
 
 @dataclass
@@ -277,7 +443,7 @@ def snapshot(io: Any, obj: str) -> Snapshot:
     with rados.ReadOpCtx() as op:
         it, _ = io.get_omap_vals(op, "", "", 1_000_000)
         io.operate_read_op(op, obj)
-        omap = {k: bytes(v) for k, v in it}
+        omap = {k: bytes(v or b"") for k, v in it}  # an empty value reads as None
     return Snapshot(True, header, omap, io.read(obj, size or 1))
 
 
@@ -314,6 +480,23 @@ def add_journal(io: Any, obj: str, staged: int, participants: list[int]) -> None
 
 def lock_txn(io: Any, obj: str) -> None:
     clsops.lock(io, obj, clsops.lock_request(OWNER_T, LEASE_MS, Kind.TXN, Mode.EXCL))
+
+
+def split_first(io: Any, obj: str) -> None:
+    """Shard 0 (modulus 1) of SCRATCH_RECORDS splits into shard 1 (modulus
+    2), by OWNER_A; the first moving key has moved (the new shard is not
+    written: the class does not look)."""
+    assert clsops.split_begin(io, obj, clsops.split_begin_request(OWNER_A, 0, 0, 1, 1, 2)) == 0
+    page = clsops.split_page(io, obj, "", 1)
+    assert [k for k, _ in page.records] == MOVING[:1] and not page.end, page
+    heads = [(k, r[: codec.REC_HDR]) for k, r in page.records]
+    req = clsops.split_advance_request(OWNER_A, 0, "", page.upto, False, heads)
+    assert clsops.split_advance(io, obj, req) == 0
+    h = clsops.state(io, obj).header
+    assert h.splitting and (h.split_to, h.split_modulus, h.moved_upto) == (1, 2, page.upto), h
+    rest = clsops.split_page(io, obj, page.upto, 1000)
+    assert [k for k, _ in rest.records] == MOVING[1:] and rest.end, rest
+    SPLITTING_HEADS[:] = [(k, r[: codec.REC_HDR]) for k, r in rest.records]
 
 
 def set_raw_header(conf: str, pool: str, obj: str, raw: bytes) -> None:
@@ -354,8 +537,9 @@ class Objects:
         io, name = self.io, self.name
         # a watcher on the header object: a CLEAR_IF_FIRST handle (plain ones keep no
         # watch); opened first, so that its clearing finds nothing to clear
-        self.handle = radostdb.Tdb(name, SHARDS, radostdb.CLEAR_IF_FIRST, os.O_CREAT | os.O_RDWR)
-        db = radostdb.Tdb(name, SHARDS, 0, os.O_CREAT | os.O_RDWR)
+        create = os.O_CREAT | os.O_RDWR
+        self.handle = radostdb.Tdb(name, 0, radostdb.CLEAR_IF_FIRST, create, shards=SHARDS)
+        db = radostdb.Tdb(name, 0, 0, create, shards=SHARDS)
         for k, v in self.records.items():
             db.store(k, v)
         with db.transaction():  # a multi-shard commit: every shard settles it
@@ -421,10 +605,10 @@ class Objects:
 
     def _builder(self, t: Target) -> Callable[[], None]:
         io, obj = self.io, t.obj
-        recs = records_of(8)
+        recs = SCRATCH_RECORDS
 
         def build() -> None:
-            if t.shape not in ("header", "txn-lock", "journal", "bad-journal"):
+            if t.shape not in ("header", "txn-lock", "journal", "bad-journal", "split-child"):
                 put_records(io, obj, recs)
             if t.shape == "shard+locks":
                 add_locks(io, obj)
@@ -467,6 +651,16 @@ class Objects:
                 )
                 clsops.apply(io, obj, req)
                 io.write_full(obj, b"\x02\x02\x10\x00\x00\x00not a redo log")
+            elif t.shape == "splitting":
+                split_first(io, obj)
+            elif t.shape == "split-child":
+                moved = [
+                    (k, codec.encode_record(codec.decode_key(k), b"mv", 1)) for k in MOVING[:2]
+                ]
+                req = clsops.split_absorb_request(OWNER_A, False, 1, 2, "", MOVING[1], False, moved)
+                clsops.split_absorb(io, obj, req)
+                h = clsops.state(io, obj).header
+                assert (h.modulus, h.index, h.split_owner) == (2, 1, OWNER_A), h
 
         return build
 
@@ -492,19 +686,78 @@ DATA = st.binary(max_size=64)
 SMALL = st.integers(0, 9) | st.just(255)  # enums and flags, in and out of range
 INDEXES = st.lists(st.integers(0, 5) | u32s(), max_size=5)
 TXIDS = st.lists(u64s(), max_size=5)
-ENCODED_KEYS = st.sampled_from(["", codec.encode_key(LOCKED_KEY), "~", "key-3"])
+ENCODED_KEYS = st.sampled_from(
+    ["", codec.encode_key(LOCKED_KEY), "~", "key-3", *MOVING[:3], MOVING[-1] + "~"]
+)
+MODULI = st.sampled_from([0, 1, 2, 4, 8, 2**31]) | u64s()
+
+
+@st.composite
+def split_begin_requests(draw: st.DrawFn) -> bytes:
+    """Mostly a split consistent in itself (child = index + modulus, child
+    modulus 2 x modulus), as only those get past the parse."""
+    index = draw(st.sampled_from([0, 1, 3]) | u32s())
+    modulus = draw(st.sampled_from([1, 2, 4, index + 1]) | MODULI)
+    child, child_modulus = (index + modulus) % U64, 2 * modulus % U64
+    if draw(st.booleans()):
+        child, child_modulus = draw(u32s()), draw(u64s())
+    wflags = draw(st.sampled_from([0, 1, 4, 5]) | SMALL)
+    return clsops.split_begin_request(
+        draw(OWNERS), wflags, index, modulus, child % 2**32, child_modulus
+    )
+
+
+MOVED = st.lists(st.tuples(ENCODED_KEYS, DATA), max_size=3)
+
+
+@st.composite
+def split_advance_requests(draw: st.DrawFn) -> bytes:
+    """Half of them fit the "splitting" shape (its resharder, its
+    moved_upto, the heads of its moving records in the page's range, or
+    one of them dropped or changed): only those get past its checks."""
+    if not SPLITTING_HEADS or draw(st.booleans()):
+        heads = draw(st.lists(st.tuples(ENCODED_KEYS, st.binary(min_size=20, max_size=20)),
+                              max_size=3))  # fmt: skip
+        return clsops.split_advance_request(
+            draw(OWNERS), draw(st.sampled_from([0, 1, 4, 5]) | SMALL), draw(ENCODED_KEYS),
+            draw(ENCODED_KEYS), draw(st.booleans()), heads,
+        )  # fmt: skip
+    after, end = MOVING[0], draw(st.booleans())
+    upto = draw(st.sampled_from([MOVING[0], MOVING[1], MOVING[-1], MOVING[-1] + "~", ""]))
+    heads = [(k, h) for k, h in SPLITTING_HEADS if k > after and (end or k <= upto)]
+    how = draw(st.sampled_from(["exact", "exact", "dropped", "changed"]))
+    if how != "exact" and heads:
+        i = draw(st.integers(0, len(heads) - 1))
+        if how == "dropped":
+            del heads[i]
+        else:
+            heads[i] = (heads[i][0], bytes(codec.REC_HDR))
+    wflags = draw(st.sampled_from([0, 1, 4, 5]))
+    return clsops.split_advance_request(OWNER_A, wflags, after, upto, end, heads)
+
+
+def apply_with_tail(tail: tuple[int, int] | None, *args: Any, **kwargs: Any) -> bytes:
+    """An apply request with (epoch, lease_ms) appended as given, an epoch
+    without a lease included (clsops' encoder refuses to make one)."""
+    raw = clsops.apply_request(*args, **kwargs)
+    return raw if tail is None else reframe(1, 1, raw[6:] + struct.pack("<QI", *tail))
+
 
 FIELD_REQUESTS: dict[str, st.SearchStrategy[bytes]] = {
     "ApplyReq": st.builds(
-        clsops.apply_request, OWNERS, SMALL, st.lists(st.tuples(SMALL, KEYS, DATA), max_size=4),
-        txid=u64s(), settle=u64s(), participants=INDEXES,
+        apply_with_tail, st.none() | st.tuples(st.just(0) | u64s(), u32s()), OWNERS, SMALL,
+        st.lists(st.tuples(SMALL, KEYS, DATA), max_size=4), txid=u64s(), settle=u64s(),
+        participants=INDEXES,
     ),
-    "ClearReq": st.builds(clsops.clear_request, OWNERS, SMALL, u64s()),
+    "ClearReq": st.builds(clsops.clear_request, OWNERS, SMALL, u64s(), MODULI),
     "TxidReq": st.builds(clsops.txid_request, u64s()),
     "EmptyReq": st.just(clsops.EMPTY_REQUEST),
     "GetReq": st.builds(clsops.get_request, KEYS, u32s(), u64s()),
-    "ListReq": st.builds(clsops.list_request, u32s(), u32s(), ENCODED_KEYS, u64s()),
-    "LockReq": st.builds(clsops.lock_request, OWNERS, u32s(), SMALL, SMALL, KEYS, SMALL),
+    "ListReq": st.builds(clsops.list_request, u32s(), u32s(), ENCODED_KEYS, u64s(), ENCODED_KEYS),
+    "LockReq": st.builds(
+        clsops.lock_request, OWNERS, u32s(), SMALL, SMALL, KEYS, SMALL, st.just(0) | u64s(),
+        MODULI,
+    ),
     "UnlockReq": st.builds(clsops.unlock_request, OWNERS, SMALL, SMALL, KEYS),
     "ReleaseReq": st.builds(clsops.release_request, OWNERS, u64s(), SMALL, SMALL),
     "RenewReq": st.builds(clsops.renew_request, OWNERS),
@@ -514,6 +767,15 @@ FIELD_REQUESTS: dict[str, st.SearchStrategy[bytes]] = {
     "TxnMarkReq": st.builds(clsops.txn_mark_request, TXIDS, TXIDS),
     "OwnersReq": st.builds(clsops.owners_request, st.lists(OWNERS, max_size=3)),
     "JournalReq": st.builds(clsops.journal_request, u64s()),
+    "SplitBeginReq": split_begin_requests(),
+    "SplitPageReq": st.builds(clsops.split_page_request, ENCODED_KEYS, u32s()),
+    "SplitAbsorbReq": st.builds(
+        clsops.split_absorb_request, OWNERS, st.booleans(), st.sampled_from([1, 3]) | u32s(),
+        MODULI, ENCODED_KEYS, ENCODED_KEYS, st.booleans(), MOVED,
+    ),
+    "SplitAdvanceReq": split_advance_requests(),
+    "CountReq": st.builds(clsops.count_request, st.sampled_from([0, 1, 5, 2**32 - 2]) | u32s()),
+    "EpochReq": st.builds(clsops.epoch_request, u64s()),
 }  # fmt: skip
 HUGE = st.sampled_from([0xFFFFFFFF, 0x80000000, 0x7FFFFFFF, 0x10000000, 0x00FFFFFF])
 MUTATIONS = (
@@ -574,6 +836,7 @@ REPLY_DECODERS: dict[str, Callable[[bytes], Any]] = {
     "get": clsops.decode_get, "list": clsops.decode_list, "seq": clsops.decode_seq,
     "state": clsops.decode_state, "watchers": clsops.decode_watchers,
     "journal": clsops.decode_journal, "version": lambda out: int(out),
+    "split_page": clsops.decode_split_page, "count": clsops.decode_count,
 }  # fmt: skip
 
 
@@ -591,6 +854,11 @@ def damage(before: Snapshot, after: Snapshot) -> list[str]:
 
     if header_ok(before) and not header_ok(after):
         out.append(f"the header no longer decodes: {after.header.hex()}")
+    elif header_ok(before):
+        old, new = clsops.decode_header(before.header), clsops.decode_header(after.header)
+        if old.splitting and new.split_to == old.split_to and new.moved_upto < old.moved_upto:
+            # reshard.cc: "moved_upto only grows, so a key found moved stays moved"
+            out.append(f"moved_upto went back from {old.moved_upto!r} to {new.moved_upto!r}")
 
     def bad_records(s: Snapshot) -> set[str]:
         bad = set()
@@ -632,42 +900,107 @@ class Outcome:
     got: int
 
 
-def fuzz_one(objs: Objects, method: str, how: str, raw: bytes, shape: str, outlen: int) -> None:
-    """Send one request and check what it did."""
+def fuzz_one(objs: Objects, method: str, how: str, raw: bytes, shape: str, outlen: int) -> int:
+    """Send one request and check what it did; the errno it got."""
     io = objs.io
     expected = classify(method, raw)
     write = method not in READS
     scratch = shape in SCRATCH_ONLY or (write and expected == 0)
     target = objs.scratch_target(shape) if scratch else objs.precious[shape]
     before = target.pristine if scratch else None
+    if scratch and write:
+        target.dirty = True  # until found unchanged: a failed check leaves it rebuilt
     got, out = execute(io, target.obj, method, raw, outlen)
     objs.sent += 1
     what = f"{method} {how} on {target.shape} ({target.obj}), request {raw.hex()}: errno {got}"
-    missing = target.pristine is not None and not target.pristine.exists
+    state = target.pristine or Snapshot(False)
+    missing = not state.exists
     if expected:
         if method in READS and missing:
             expected = errno.ENOENT  # the OSD answers before the class runs
         assert got == expected, f"{what}, expected {expected}"
+    elif documented_einval(method, raw, state):
+        assert got == errno.EINVAL, f"{what}, expected the -EINVAL documented for {method}"
     else:
         assert got in allowed(method), f"{what}, not documented for {method}"
         if got == 0 and method in REPLY_DECODERS and shape not in CORRUPT:
             try:
-                REPLY_DECODERS[method](out)
+                reply = REPLY_DECODERS[method](out)
             except (clsops.WireError, ValueError) as exc:
                 pytest.fail(f"{what}: the reply {out.hex()} does not decode: {exc}")
+            if method == "count":  # the object's keys, counted up to limit + 1
+                limit = int.from_bytes(raw[6:10], "little")
+                assert reply == min(len(state.omap), limit + 1), f"{what}: count {reply}"
     if not scratch:
         if write:  # a refused write changes nothing
-            assert snapshot(io, target.obj).header == (target.pristine or Snapshot(False)).header
-        return
+            assert snapshot(io, target.obj).header == state.header
+        return got
     if write and got == 0:
-        after = snapshot(io, target.obj)
         assert before is not None
-        hurt = damage(before, after)
-        assert not hurt, f"{what}: {hurt}"
-        if after != before:
-            target.dirty = True
-            if shape == "missing" and after.exists:
+        absorbed = request_fields(method, raw) if method == "split_absorb" else None
+        if absorbed is not None and not all(readable_key(k) for k, _ in absorbed["records"]):
+            check_absorb_count(io, target.obj, before, absorbed, what)
+            target.dirty = True  # python-rados cannot read the keys it stored
+            if shape == "missing":
                 io.remove_object(target.obj)
+            return got
+        after = snapshot(io, target.obj)
+        if absorbed is not None:
+            hurt = check_absorb(before, after, absorbed)
+            before, after = without_range(before, absorbed), without_range(after, absorbed)
+        else:
+            hurt = []
+        hurt += damage(before, after)
+        assert not hurt, f"{what}: {hurt}"
+        target.dirty = after != before or absorbed is not None
+        if target.dirty and shape == "missing" and after.exists:
+            io.remove_object(target.obj)
+    elif write:
+        target.dirty = False  # refused: it changed nothing
+    return got
+
+
+# -- split_absorb: it stores the records it is given, as given (reshard.cc) -----------
+def readable_key(okey: bytes) -> bool:
+    """Can python-rados read back an omap key (UTF-8, no NUL: it cuts keys there)?"""
+    try:
+        okey.decode()
+    except UnicodeDecodeError:
+        return False
+    return b"\x00" not in okey
+
+
+def in_page(okey: bytes, f: dict[str, Any]) -> bool:
+    """Is ``okey`` in the page's range (after, upto], or after ``after`` with end?"""
+    return okey > f["after"] and (bool(f["end"]) or okey <= f["upto"])
+
+
+def check_absorb(before: Snapshot, after: Snapshot, f: dict[str, Any]) -> list[str]:
+    """split_absorb replaced the object's keys in the page's range by the
+    records of the request, and changed no other key."""
+    out = []
+    given = {k.decode(): v for k, v in f["records"]}  # the last of a key wins
+    stored = {k: v for k, v in after.omap.items() if in_page(k.encode(), f)}
+    if stored != given:
+        out.append(f"the page's range holds {stored}, not the records absorbed {given}")
+    kept = {k: v for k, v in before.omap.items() if not in_page(k.encode(), f)}
+    outside = {k: v for k, v in after.omap.items() if not in_page(k.encode(), f)}
+    if kept != outside:
+        out.append("keys outside the page's range changed")
+    return out
+
+
+def check_absorb_count(io: Any, obj: str, before: Snapshot, f: dict[str, Any], what: str) -> None:
+    """check_absorb for keys python-rados cannot read: how many keys the class counts."""
+    kept = [k for k in before.omap if not in_page(k.encode(), f)]
+    expected = len(kept) + len({k for k, _ in f["records"]})
+    assert clsops.count(io, obj, 1 << 20) == expected, f"{what}: keys after the absorb"
+
+
+def without_range(s: Snapshot, f: dict[str, Any]) -> Snapshot:
+    """The snapshot without the keys of an absorbed page (check_absorb's)."""
+    omap = {k: v for k, v in s.omap.items() if not in_page(k.encode(), f)}
+    return Snapshot(s.exists, s.header, omap, s.data)
 
 
 # -- fixtures ------------------------------------------------------------------------
@@ -716,6 +1049,14 @@ def test_documented_errnos_parsed() -> None:
     assert set(DOCUMENTED) == set(METHODS)
     assert errno.EUCLEAN in DOCUMENTED["apply"] and errno.ENOLCK in DOCUMENTED["renew"]
     assert set(METHOD_STRUCT) | {"version"} == set(METHODS)
+    assert set(BODY_RULES) == set(METHOD_STRUCT.values()) | {"EmptyReq"}
+    assert {errno.ERANGE, errno.EREMCHG} <= DOCUMENTED["split_advance"]
+    # server.cc: to the OSD they mean "requeued": it would send no reply at all
+    assert not [m for m, d in DOCUMENTED.items() if {errno.EAGAIN, errno.EINPROGRESS} & d]
+    # a well-formed request gets -EINVAL only where the method documents it
+    for method in SEMANTIC_EINVAL:
+        assert errno.EINVAL in DOCUMENTED[method] | REFERRED.get(method, set()), method
+    assert not {m for m in METHODS if errno.EINVAL in DOCUMENTED[m]} - set(SEMANTIC_EINVAL)
 
 
 def test_classify_agrees_with_the_vectors() -> None:
@@ -727,6 +1068,44 @@ def test_classify_agrees_with_the_vectors() -> None:
             assert classify(m, reframe(2, 2, raw[6:])) == errno.EOPNOTSUPP
 
 
+# requests without their optional trailing fields (ops.h), to append them to
+OPTIONAL_TAILS = {
+    "apply": "apply-one-put",  # u64 epoch, u32 lease_ms (both, or neither)
+    "clear": "clear",  # u64 modulus
+    "list": "list-after",  # bytes until
+    "lock": "lock-record-queue",  # u64 epoch, then u64 modulus
+}
+
+
+def _vector(name: str) -> bytes:
+    return bytes.fromhex(next(v["hex"] for v in WIRE["requests"] if v["name"] == name))
+
+
+def _with_tail(method: str, tail: bytes) -> bytes:
+    return reframe(1, 1, _vector(OPTIONAL_TAILS[method])[6:] + tail)
+
+
+def test_classify_optional_fields() -> None:
+    """The model: a trailing field is read whole or refused; bytes after the
+    last one known are ignored (a later version's)."""
+    epoch_lease = struct.pack("<QI", 7, 1000)
+    cases = [
+        *(("clear", bytes(n), errno.EINVAL) for n in range(1, 8)),
+        ("clear", bytes(8), 0), ("clear", bytes(9), 0), ("clear", b"\xff" * 15, 0),
+        *(("lock", bytes(n), errno.EINVAL) for n in (*range(1, 8), *range(9, 16))),
+        ("lock", bytes(8), 0), ("lock", bytes(16), 0), ("lock", b"\xff" * 17, 0),
+        *(("apply", bytes(n), errno.EINVAL) for n in range(1, 12)),
+        ("apply", bytes(12), 0),  # epoch 0: none
+        ("apply", struct.pack("<QI", 7, 0), errno.EINVAL),  # an epoch without a lease
+        ("apply", epoch_lease, 0), ("apply", epoch_lease + b"later", 0),
+        *(("list", bytes(n), errno.EINVAL) for n in range(1, 4)),
+        ("list", bytes(4), 0), ("list", b"\x02\x00\x00\x00a", errno.EINVAL),
+        ("list", b"\x02\x00\x00\x00ab", 0), ("list", b"\x02\x00\x00\x00abc", 0),
+    ]  # fmt: skip
+    for method, tail, expected in cases:
+        assert classify(method, _with_tail(method, tail)) == expected, (method, tail.hex())
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_vectors_to_every_object(method: str, objects: Objects, osd_watch: None) -> None:
     """Every golden request of the method, as is and cut short, to every kind of object."""
@@ -734,6 +1113,79 @@ def test_vectors_to_every_object(method: str, objects: Objects, osd_watch: None)
         for shape in SHAPES + SCRATCH_ONLY:
             fuzz_one(objects, method, "vector", raw, shape, 1 << 20)
             fuzz_one(objects, method, "vector-cut", raw[:-1], shape, 1 << 20)
+
+
+def test_split_steps_fitting_a_split_in_progress(objects: Objects, osd_watch: None) -> None:
+    """The resharding steps as a resharder sends them, and near misses, to
+    shards mid-split (the "splitting" shape: shard 0 of modulus 1 splitting
+    into 1, MOVING[0] moved; "split-child": shard 1 being filled), each
+    checked as the fuzz checks any request, and the documented outcome of
+    the fitting ones. Every step is sent; the failures are listed at the end."""
+    failures: list[str] = []
+
+    def step(method: str, how: str, raw: bytes, shape: str, expected: int) -> None:
+        try:
+            got = fuzz_one(objects, method, how, raw, shape, 1 << 20)
+            assert got == expected, f"{method} {how} on {shape}: errno {got}, not {expected}"
+        except AssertionError as exc:
+            failures.append(str(exc).splitlines()[0])
+
+    objects.scratch_target("splitting")  # built: SPLITTING_HEADS
+    heads_after = dict(SPLITTING_HEADS)
+    assert list(heads_after) == MOVING[1:]
+    after = MOVING[0]  # its moved_upto
+    for end in (False, True):
+        for upto in (MOVING[0], MOVING[1], MOVING[-1], MOVING[-1] + "~", ""):
+            exact = [(k, h) for k, h in heads_after.items() if k > after and (end or k <= upto)]
+            backwards = not end and upto <= after  # a page must end past its start
+            for wflags in (0, clsops.WRITE_RELEASE):
+                raw = clsops.split_advance_request(OWNER_A, wflags, after, upto, end, exact)
+                want = errno.EINVAL if backwards else 0
+                step("split_advance", f"upto {upto!r} end {end}", raw, "splitting", want)
+        exact = [(k, h) for k, h in heads_after.items() if k > after and (end or k <= MOVING[-1])]
+        changed = [(k, bytes(codec.REC_HDR)) for k, _ in exact[-1:]]
+        for how, heads in (
+            ("dropped", exact[:-1]),
+            ("changed", exact[:-1] + changed),
+            ("extra", [*exact, (MOVING[-1] + "~", bytes(codec.REC_HDR))]),
+        ):  # the records changed since the page was read
+            raw = clsops.split_advance_request(OWNER_A, 0, after, MOVING[-1], end, heads)
+            step("split_advance", f"{how} end {end}", raw, "splitting", errno.EREMCHG)
+        raw = clsops.split_advance_request(OWNER_B, 0, after, MOVING[1], end, [])
+        step("split_advance", "by another", raw, "splitting", errno.ECANCELED)
+        raw = clsops.split_advance_request(OWNER_A, 0, "", MOVING[1], end, [])
+        step("split_advance", "from an old view", raw, "splitting", errno.ERANGE)
+    for start in ("", MOVING[0], MOVING[1], "~"):
+        for most in (1, 2, 1000):
+            raw = clsops.split_page_request(start, most)
+            step("split_page", f"after {start!r} max {most}", raw, "splitting", 0)
+    for owner, takeover in ((OWNER_A, False), (OWNER_B, False), (OWNER_B, True)):
+        for start, upto, end in (("", MOVING[1], False), (MOVING[1], "", True), ("", "", True)):
+            moved = [
+                (k, codec.encode_record(codec.decode_key(k), b"absorbed", 3))
+                for k in MOVING
+                if k > start and (end or k <= upto)
+            ]
+            raw = clsops.split_absorb_request(owner, takeover, 1, 2, start, upto, end, moved)
+            # another resharder fills the shard: refused unless it takes it over
+            expected = errno.ECANCELED if owner != OWNER_A and not takeover else 0
+            step("split_absorb", f"{start!r}..{upto!r} end {end}", raw, "split-child", expected)
+    for shape, fits in (("splitting", (0, 1, 1, 2)), ("split-child", (1, 2, 3, 4))):
+        for owner in (OWNER_A, OWNER_B):  # the same split again, or taken over
+            raw = clsops.split_begin_request(owner, 0, *fits)
+            step("split_begin", f"{fits} by {owner.hex()[:4]}", raw, shape, 0)
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("method", sorted(OPTIONAL_TAILS))
+def test_optional_fields_to_the_class(method: str, objects: Objects, osd_watch: None) -> None:
+    """The class reads the optional trailing fields as the model does: a
+    request with 1 to 18 extra body bytes (zeros, 0x01 then zeros, 0xff), to
+    a shard and a missing object."""
+    for extra in range(1, 19):
+        for tail in (bytes(extra), b"\x01" + bytes(extra - 1), b"\xff" * extra):
+            for shape in ("shard", "missing"):
+                fuzz_one(objects, method, f"+{extra}", _with_tail(method, tail), shape, 1 << 20)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

@@ -223,6 +223,7 @@ def _make_02_database(io: Any, literal: str, records: dict[bytes, bytes]) -> Non
 
     nshards = 4
     fields = dbheader.new_fields(literal, nshards)
+    del fields[dbheader.HASH_SIZE_KEY]  # 0.2 kept no hash size: its shard count was it
     with rados.WriteOpCtx() as op:
         io.set_omap(op, tuple(fields), tuple(v.encode() for v in fields.values()))
         io.operate_write_op(op, layout.header_object(literal))
@@ -248,9 +249,30 @@ def test_a_name_02_did_not_normalise_is_noted_and_renamed(
     assert result.exit_code == 0, result.output
     assert f"renamed {literal!r} to {normal!r} (50 records)" in result.stderr
     db = radostdb.Tdb(literal, 0, 0, os.O_RDWR)  # the path as given reaches it now
+    # a 0.2 database's hash_size is its shard count (it had no other); both are kept
     assert dict(db.items()) == records and db.hash_size == 4
+    assert db._storage.nshards == 4, "the rename keeps the shard count"  # type: ignore[union-attr]
     db.close()
     assert not [o.key for o in ioctx.list_objects() if o.key.endswith(layout.stem(literal))]
     assert "rename --literal" not in cli("ls").stdout
     again = cli("rename", "--yes", normal, normal)
     assert again.exit_code == 1 and "already named so" in again.output
+
+
+def test_rename_keeps_hash_size_and_shard_count(cli: Any, db_name: str) -> None:
+    """hash_size (kept to answer Tdb.hash_size) and the shard count are two
+    things: a renamed database keeps both."""
+    db = radostdb.Tdb(db_name, 5, 0, CREATE, shards=3)
+    db.store(b"k", b"v")
+    db.close()
+    new = f"{db_name}-renamed"
+    result = cli("rename", "--yes", db_name, new)
+    assert result.exit_code == 0, result.output
+    db = radostdb.Tdb(new)
+    try:
+        assert dict(db.items()) == {b"k": b"v"}
+        assert db.hash_size == 5
+        assert db._storage.nshards == 3  # type: ignore[union-attr]
+    finally:
+        db.close()
+        cli("rm", "--yes", new)

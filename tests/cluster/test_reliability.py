@@ -391,6 +391,67 @@ def test_osd_kill_during_stores_transactions_and_locked_updates(
     radostdb_check(rep, name)
 
 
+def test_osd_kill_during_a_reshard(
+    rep: ClusterInfo, crews: Callable[[str], Crew], record_figure: Figure
+) -> None:
+    """kill -9 of one OSD, then of another, while a reshard worker grows a
+    database of 2 shards and 4000 records two shards at a time (pages of
+    100 records) under 2 store, 1 transaction and 1 locked-counter clients:
+    the shards grew, every record loaded before is there, every acknowledged
+    write is there and exact, the counter exact, check clean."""
+    from fault_workers import RESHARD_GOAL
+
+    assert rep.dev is not None
+    name = new_name("reshard")
+    db = radostdb.Tdb(
+        name,
+        0,
+        0,
+        os.O_RDWR | os.O_CREAT,
+        shards=2,
+        conf=rep.conf,
+        pool=rep.pool,
+        client_id=rep.client_id,
+    )
+    loaded = [b"pre/%05d" % i for i in range(4000)]
+    with db.transaction():
+        for k in loaded:
+            db.store(k, value_of(k))
+        db.store(b"counter", b"0")
+    db.close()
+    crew = crews(name)
+    for kind, n in (("store", 2), ("txn", 1), ("lock", 1), ("reshard", 1)):
+        for j in range(n):
+            crew.spawn(kind, f"{kind}{j}")
+    crew.wait_ready()
+    resharder = crew.of("reshard")[0]
+    crew.wait_for("a first growth", lambda: bool(resharder.acks()))
+    for victim in random.sample(range(rep.dev.osds), 2):
+        t_kill = time.monotonic()
+        rep.dev.kill_osd(victim)
+        crew.progress_after(t_kill, kinds=("store", "txn", "lock"))
+        time.sleep(2)
+        rep.dev.start_osd(victim)
+        rep.dev.wait_osds_up(WAIT)
+        crew.progress_after(time.monotonic(), kinds=("store", "txn", "lock"))
+    crew.wait_for(
+        f"growth to {RESHARD_GOAL} shards",
+        lambda: any(int(n) >= RESHARD_GOAL for n, _ in resharder.acks()),
+        timeout=600,
+    )
+    crew.stop()
+    growths = [int(n) for n, _ in resharder.acks()]
+    record_figure("reshard growths acknowledged (shard counts)", len(growths))
+    record_figure("reshard steps failed and resumed", len(resharder.errors()))
+    data = snapshot(rep, name)
+    lost = [k for k in loaded if data.get(k) != value_of(k)]
+    assert not lost, f"{len(lost)} records loaded before the reshard lost: {lost[:10]}"
+    record_figure("acknowledged stores+appends", verify_stores(crew, data))
+    record_figure("acknowledged transactions", verify_transactions(crew, data))
+    record_figure("acknowledged locked increments", verify_counter(crew, data))
+    radostdb_check(rep, name)
+
+
 def test_stall_below_min_size_resumes(
     rep: ClusterInfo, crews: Callable[[str], Crew], record_figure: Figure
 ) -> None:

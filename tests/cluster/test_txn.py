@@ -10,9 +10,11 @@ import time
 
 import crashpoints
 import pytest
+import rados
 from procs import kill, python
 
 import radostdb
+from radostdb import layout
 
 CREATE = os.O_CREAT | os.O_RDWR
 KEYS = [f"k{i:03d}".encode() for i in range(32)]  # spread over all 8 shards
@@ -50,7 +52,7 @@ def test_crash_matrix(
 ) -> None:
     """The committer SIGKILLs itself at each step; afterwards every key is old
     (the round did not complete: aborted) or every key new (it did)."""
-    db = radostdb.Tdb(db_name, 8, 0, CREATE, lock_lease=2)
+    db = radostdb.Tdb(db_name, 0, 0, CREATE, lock_lease=2, shards=8)
     with db.transaction():
         for k in KEYS:
             db.store(k, b"old")
@@ -183,11 +185,13 @@ def test_transactions_are_serialised(db_name: str) -> None:
 
 
 def test_single_shard_commit_needs_no_journal(db_name: str, ioctx: object) -> None:
-    db = radostdb.Tdb(db_name, 1, 0, CREATE)
+    db = radostdb.Tdb(db_name, 0, 0, CREATE, shards=1)
     with db.transaction():
         for i in range(100):
             db.store(b"%d" % i, b"v")
     assert len(list(db.keys())) == 100
+    with pytest.raises(rados.ObjectNotFound):  # made by the first multi-shard commit
+        ioctx.stat(layout.journal_object(db_name))  # type: ignore[attr-defined]
 
 
 def test_large_transactions(db_name: str) -> None:
@@ -223,3 +227,44 @@ def test_transaction_context_manager_cancels_on_error(db_name: str) -> None:
     other = radostdb.Tdb(db_name)
     other.transaction_start_nonblock()  # the lock was released
     other.transaction_cancel()
+
+
+HOLDER = """
+    import os, sys, time, radostdb
+    db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR, txn_lease=1)
+    db.transaction_start()
+    db.get(b"k000")  # isolation on one shard only
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_dead_transaction_holder_is_fenced_on_every_shard(
+    db_name: str, cluster_env: dict[str, str], start_method: str
+) -> None:
+    """A transaction holder killed with kill -9 after touching one shard: the
+    next transaction to start meets its expired lock and stamps every shard
+    with an epoch above the dead one's (resolver._fence_epochs), so a holder
+    that only slept could not take isolation on, or write to, a shard it had
+    not touched yet (the class refuses older epochs)."""
+    from procs import expect
+
+    from radostdb import clsops
+
+    db = radostdb.Tdb(db_name, 0, 0, CREATE, txn_lease=1)
+    for k in KEYS:
+        db.store(k, b"v")
+    holder = python(HOLDER, cluster_env, db_name, method=start_method)
+    expect(holder, "holding")
+    io = db._storage.io()  # type: ignore[union-attr]
+    wait_obj = layout.wait_object(layout.header_object(db_name))
+    dead_epoch = clsops.state(io, wait_obj).header.epoch  # type: ignore[union-attr]
+    kill(holder)
+    db.transaction_start()
+    db.transaction_cancel()
+    epochs = [
+        clsops.state(io, layout.shard_object(db_name, i)).header.epoch  # type: ignore[union-attr]
+        for i in range(db._storage.nshards)  # type: ignore[union-attr]
+    ]
+    print("dead holder's epoch", dead_epoch, "shards'", epochs)
+    assert dead_epoch > 0 and all(e > dead_epoch for e in epochs), (dead_epoch, epochs)

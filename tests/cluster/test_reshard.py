@@ -1,0 +1,427 @@
+"""Databases that grow (issue 23): Samba's hash sizes, online resharding.
+
+- hash_size is tdb's chain count, kept to be answered; it does not size the
+  database, so a database made with Samba's 10007 works like a default one
+  (its first transaction used to outlive its lease and fail).
+- A reshard moves records while clients use the database: every record
+  stays readable and writable, a traversal across it returns every record
+  that existed throughout exactly once, and the database passes
+  ``radostdb check`` afterwards.
+- Under load: writers, a transaction process keeping a bank's total, a
+  locked counter and a traverser, all in tight loops, in processes started
+  both ways (procs.py), while one reshard quadruples the shards: every
+  acknowledged write is there, exactly.
+- kill -9 of the resharder at every step (crashpoints.py RESHARD_STEPS),
+  with writers running: the database stays whole, a new reshard goes on
+  where the dead one stopped, and the end state is exact.
+- Automatic splits past a threshold, and Ceph's large-omap warning: shown
+  for a shard past a lowered osd_deep_scrub_large_omap_object_key_threshold,
+  gone once the database splits below it.
+The replicated cluster's OSD kill during a reshard is test_reliability.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from typing import Any
+
+import crashpoints
+import procs
+import pytest
+from helpers import CREATE, ok
+from reshard_workers import ACCOUNTS, RUN, START, STATIC, account, static_key
+
+import radostdb
+from radostdb import cluster, dbheader, reshard
+from radostdb.testing import ClusterInfo
+
+
+def nshards(db: radostdb.Tdb) -> int:
+    return db._storage.nshards  # type: ignore[union-attr]
+
+
+def fill(db: radostdb.Tdb, n: int, prefix: bytes = b"r/") -> dict[bytes, bytes]:
+    """n records, stored in transactions of 1000; returns them."""
+    records = {b"%s%06d" % (prefix, i): b"value %d " % i + b"x" * (i % 97) for i in range(n)}
+    items = list(records.items())
+    for start in range(0, n, 1000):
+        with db.transaction():
+            for k, v in items[start : start + 1000]:
+                db.store(k, v)
+    return records
+
+
+def every_record_once(db: radostdb.Tdb, records: dict[bytes, bytes]) -> None:
+    keys = list(db.keys())
+    assert len(keys) == len(set(keys)) == len(records), (len(keys), len(set(keys)), len(records))
+    assert dict(db.items()) == records
+    for k, v in records.items():
+        assert db.get(k) == v, k
+
+
+def check_clean(cli: Any, name: str) -> None:
+    out = ok(cli("check", "--no-progress", name)).output
+    assert out.rstrip().endswith("no problems"), out
+
+
+# -- hash_size ----------------------------------------------------------------------
+def test_first_transaction_of_a_fresh_handle_with_hash_size_10007(db_name: str) -> None:
+    """The issue's failing case: a database created as Samba's daemons create
+    theirs; a fresh handle's first transaction commits."""
+    radostdb.Tdb(db_name, 10007, 0, CREATE).close()
+    db = radostdb.Tdb(db_name, 0, 0, os.O_RDWR)
+    t0 = time.monotonic()
+    db.transaction_start()
+    for i in range(10):
+        db.store(b"k%d" % i, b"v%d" % i)
+    db.transaction_commit()
+    took = time.monotonic() - t0
+    assert [db.get(b"k%d" % i) for i in range(10)] == [b"v%d" % i for i in range(10)]
+    assert db.hash_size == 10007 and nshards(db) == 8
+    print(f"first transaction of a fresh handle, hash_size 10007: {took * 1000:.1f} ms")
+
+
+def test_hash_size_is_kept_and_does_not_size_the_database(db_name: str) -> None:
+    """tdb answers hash_size() with what the database was created with (0:
+    its default 131); radostdb too, and the shard count is its own."""
+    cases = [(0, None, 131, 8), (10007, None, 10007, 8), (3, 5, 3, 5), (65536, 1, 65536, 1)]
+    for i, (hash_size, shards, answered, count) in enumerate(cases):
+        name = f"{db_name}-{i}"
+        db = radostdb.Tdb(name, hash_size, 0, CREATE, shards=shards)
+        again = radostdb.Tdb(name, 7, 0, os.O_RDWR)  # an open's hash_size does not change it
+        assert (db.hash_size, again.hash_size, nshards(again)) == (answered, answered, count)
+        db.close()
+        again.close()
+    with pytest.raises(ValueError, match="shard count"):
+        radostdb.Tdb(db_name, 0, 0, CREATE, shards=0)
+
+
+# -- resharding -----------------------------------------------------------------------
+def test_reshard_by_hand_keeps_every_record(db_name: str, cli: Any) -> None:
+    """``radostdb reshard --shards 11`` from 4: every record read back from
+    where it is now, by the handle that was open and by a new one; info
+    shows the shards and their records; check is clean; writes go on."""
+    db = radostdb.Tdb(db_name, 0, 0, CREATE, shards=4)
+    records = fill(db, 3000)
+    out = ok(cli("reshard", "--no-progress", "--shards", "11", db_name)).output
+    assert "has 11 shards (was 4)" in out, out
+    every_record_once(db, records)
+    fresh = radostdb.Tdb(db_name, 0, 0, os.O_RDWR)
+    every_record_once(fresh, records)
+    assert nshards(db) == nshards(fresh) == 11
+    info = ok(cli("info", "--shards", "--no-progress", db_name)).output
+    lines = [ln for ln in info.splitlines() if ln.startswith("shard ")]
+    assert len(lines) == 11, info
+    assert sum(int(ln.split()[2]) for ln in lines) == 3000, info
+    assert "per shard:" in info and "nshards:     11" in info, info
+    check_clean(cli, db_name)
+    db.store(b"after", b"1")
+    with db.transaction():
+        for k in list(records)[:50]:
+            db.store(k, b"rewritten")
+    assert fresh.get(b"after") == b"1" and fresh.get(next(iter(records))) == b"rewritten"
+
+
+def test_reshard_doubles_by_default_and_never_shrinks(db_name: str, cli: Any) -> None:
+    db = radostdb.Tdb(db_name, 0, 0, CREATE, shards=3)
+    records = fill(db, 500)
+    ok(cli("reshard", "--no-progress", db_name))
+    assert dbheader.read(db._storage.io(), db_name).nshards == 6  # type: ignore[union-attr]
+    out = cli("reshard", "--shards", "5", db_name)
+    assert out.exit_code == 1 and "shards never merge" in out.output, out.output
+    out = ok(cli("reshard", "--no-progress", "--threshold", "1234", db_name)).output
+    assert dbheader.read(db._storage.io(), db_name).split_threshold == 1234  # type: ignore[union-attr]
+    every_record_once(db, records)
+
+
+def _half_split(name: str, pages: int) -> None:
+    """Leave a split half done: the resharder stops after ``pages`` pages
+    of 100 records (as one killed there would: nothing cleans up)."""
+    r = reshard.Resharder(cluster.resolve(name), lease=2)
+
+    def told(p: reshard.Progress) -> None:
+        if p.moved >= pages * 100:
+            raise KeyboardInterrupt  # out, as a kill would leave it
+
+    r.progress = told
+    old, reshard.PAGE = reshard.PAGE, 100
+    try:
+        r.lock(True)
+        with pytest.raises(KeyboardInterrupt):
+            r.grow_to(r.layout().nshards + 1)
+    finally:
+        reshard.PAGE = old
+        r.books.clear()  # the reshard lock is left to expire, as a dead one's
+
+
+def test_a_split_left_half_done_is_whole_and_finished_on_repair(db_name: str, cli: Any) -> None:
+    """Records of a split left half done are all readable and writable by
+    old and new handles; check reports the split (and nothing else) and
+    --repair finishes it."""
+    db = radostdb.Tdb(db_name, 0, 0, CREATE, shards=2, lock_lease=2)
+    records = fill(db, 2000)
+    _half_split(db_name, 3)
+    st = db._storage.router.learn_split()  # type: ignore[union-attr]
+    assert st is not None and not st.done and st.moved_upto, st
+    fresh = radostdb.Tdb(db_name, 0, 0, os.O_RDWR)
+    every_record_once(db, records)
+    every_record_once(fresh, records)
+    for i, k in enumerate(records):
+        if i % 7 == 0:
+            fresh.store(k, b"new %d" % i)
+            records[k] = b"new %d" % i
+    every_record_once(db, records)
+    result = cli("check", "--json", "--no-progress", db_name)
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.output)
+    assert [f["kind"] for f in report["findings"]] == ["layout"], report["findings"]
+    time.sleep(2.5)  # the abandoned resharder's lock expires
+    out = ok(cli("check", "--repair", "--no-progress", db_name)).output
+    assert "finished the split" in out, out
+    check_clean(cli, db_name)
+    every_record_once(fresh, records)
+    assert nshards(fresh) == 3
+
+
+@pytest.mark.parametrize("half", [False, True], ids=["complete", "half-done"])
+def test_a_traversal_across_a_reshard_returns_each_record_once(db_name: str, half: bool) -> None:
+    """A traversal paused half way while shards split (completely, or one
+    left half done), then resumed: every record, once."""
+    db = radostdb.Tdb(db_name, 0, 0, CREATE, shards=2)
+    records = fill(db, 4000)
+    for view in ("keys", "items"):
+        it = iter(db.keys() if view == "keys" else db.items())
+        first = [next(it) for _ in range(1500)]
+        if half:
+            _half_split(db_name, 2)
+        else:
+            reshard.reshard(cluster.resolve(db_name), nshards(db) + 3)
+        rest = list(it)
+        got = [x if view == "keys" else x[0] for x in first + rest]
+        assert len(got) == len(set(got)) == len(records), (view, len(got), len(set(got)))
+        if half:
+            reshard.finish(cluster.resolve(db_name))
+    every_record_once(db, records)
+
+
+def test_shards_split_by_themselves_past_the_threshold(
+    db_name: str, cluster_env: dict[str, str], cli: Any
+) -> None:
+    """With RADOSTDB_SPLIT_THRESHOLD=300, a process storing 6000 records one
+    by one into 2 shards splits them in the background (its level doubles
+    each time a shard passes 300); no shard ends past the threshold by much,
+    and every record is there."""
+    radostdb.Tdb(db_name, 0, 0, CREATE, shards=2).close()
+    env = dict(cluster_env, RADOSTDB_SPLIT_THRESHOLD="300")
+    code = """
+        import os, sys, radostdb
+        from radostdb import reshard
+        db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR)
+        for i in range(6000):
+            db.store(b"auto/%05d" % i, b"v%d" % i)
+            if i % 1000 == 999:
+                reshard.wait_background(sys.argv[1])
+        reshard.wait_background(sys.argv[1])
+        print(db._storage.nshards, flush=True)
+    """
+    (out,) = procs.finish([procs.python(code, env, db_name)], timeout=300)
+    grown = int(out.split()[-1])
+    assert grown >= 16, out
+    db = radostdb.Tdb(db_name, 0, 0, os.O_RDWR)
+    every_record_once(db, {b"auto/%05d" % i: b"v%d" % i for i in range(6000)})
+    info = ok(cli("info", "--shards", "--no-progress", db_name)).output
+    counts = [int(ln.split()[2]) for ln in info.splitlines() if ln.startswith("shard ")]
+    print(f"{grown} shards, records per shard {min(counts)}..{max(counts)}")
+    assert max(counts) <= 300 + reshard.SPLIT_CHECK, counts
+    check_clean(cli, db_name)
+
+
+# -- under load ------------------------------------------------------------------------
+def _prepare(name: str, shards: int) -> None:
+    db = radostdb.Tdb(name, 0, 0, CREATE, shards=shards)
+    with db.transaction():
+        for i in range(STATIC):
+            db.store(static_key(i), b"s" * (i % 50))
+        for i in range(ACCOUNTS):
+            db.store(account(i), b"%d" % START)
+        db.store(b"counter", b"0")
+    db.close()
+
+
+def _crew(
+    name: str, env: dict[str, str], method: str, writers: int = 4, others: bool = True
+) -> list[tuple[str, subprocess.Popen[str]]]:
+    crew = [(f"writer{i}", procs.python(RUN, env, "writer", name, str(i), method=method))
+            for i in range(writers)]  # fmt: skip
+    if others:
+        crew += [(k, procs.python(RUN, env, k, name, method=method))
+                 for k in ("banker", "locker", "traverser")]  # fmt: skip
+    for _, p in crew:
+        procs.expect(p, "ready", timeout=120)
+    return crew
+
+
+def _verify(name: str, crew: list[tuple[str, subprocess.Popen[str]]]) -> dict[str, Any]:
+    """Stop the crew and check the database against what each was told."""
+    outs = procs.finish([p for _, p in crew], timeout=300)
+    results = {
+        who: json.loads(out.splitlines()[-1]) for (who, _), out in zip(crew, outs, strict=True)
+    }
+    db = radostdb.Tdb(name, 0, 0, os.O_RDWR)
+    for who, r in results.items():
+        if who.startswith("writer"):
+            for k, v in r["last"].items():
+                assert db.get(k.encode()) == v.encode(), (who, k)
+        elif who == "banker":
+            assert r["bad_totals"] == 0, r
+        elif who == "traverser":
+            assert r["bad"] == 0, r
+    if "locker" in results:
+        assert int(db.get(b"counter")) == results["locker"]["ops"]
+    assert sum(int(db.get(account(i))) for i in range(ACCOUNTS)) == ACCOUNTS * START
+    for i in range(STATIC):
+        assert db.get(static_key(i)) == b"s" * (i % 50)
+    keys = list(db.keys())
+    assert len(keys) == len(set(keys))
+    print("per process:", {who: r["ops"] for who, r in results.items()})
+    return results
+
+
+def test_reshard_under_load(
+    db_name: str, cluster_env: dict[str, str], cli: Any, start_method: str
+) -> None:
+    """4 writers, a bank, a locked counter and a traverser in tight loops
+    while one reshard quadruples the shards (4 -> 16): each keeps working
+    during it (progress counted before and after), nothing is lost or read
+    twice, check is clean."""
+    _prepare(db_name, 4)
+    crew = _crew(db_name, cluster_env, start_method)
+    time.sleep(2)
+    t0 = time.monotonic()
+    lay = reshard.reshard(cluster.resolve(db_name), 16)
+    took = time.monotonic() - t0
+    time.sleep(2)
+    results = _verify(db_name, crew)
+    assert lay.nshards == 16
+    assert all(r["ops"] > 0 for r in results.values()), results
+    print(f"reshard 4 -> 16 under load: {took:.2f} s")
+    check_clean(cli, db_name)
+
+
+STEPS = ["split-begun", "absorbed", "advanced@2", "absorbed@5", "split-done", "grown@2"]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_resharder_killed_at_each_step(
+    db_name: str, cluster_env: dict[str, str], cli: Any, start_method: str, step: str
+) -> None:
+    """kill -9 of the resharder (pages of 100 records) at ``step`` while 2
+    writers store in tight loops: the database is whole meanwhile, a new
+    reshard goes on where the dead one stopped, and the end is exact."""
+    _prepare(db_name, 2)
+    crew = _crew(db_name, cluster_env, start_method, writers=2, others=False)
+    # A short lease: the next resharder waits out the dead one's lock.
+    env = dict(cluster_env, **{crashpoints.ENV: step, "RADOSTDB_LOCK_LEASE": "3"})
+    dying = procs.python(RUN, env, "resharder", db_name, "6", "100", method=start_method)
+    procs.expect(dying, "ready", timeout=120)
+    assert dying.wait(timeout=300) == -signal.SIGKILL, dying.stderr.read() if dying.stderr else ""
+    db = radostdb.Tdb(db_name, 0, 0, os.O_RDWR)
+    for i in range(0, STATIC, 37):  # whole meanwhile: every record where clients look
+        assert db.get(static_key(i)) == b"s" * (i % 50)
+    time.sleep(2)  # writers go on over the half-done state
+    lay = reshard.reshard(cluster.resolve(db_name), 6)
+    assert lay.nshards == 6
+    _verify(db_name, crew)
+    assert nshards(radostdb.Tdb(db_name, 0, 0, os.O_RDWR)) == 6
+    check_clean(cli, db_name)
+
+
+# -- Ceph's large-omap warning -------------------------------------------------------------
+def _ceph(info: ClusterInfo, *args: str) -> str:
+    r = subprocess.run(
+        ["ceph", "-c", info.conf, "--id", info.client_id, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, (args, r.stderr)
+    return r.stdout
+
+
+def _deep_scrub(info: ClusterInfo, objs: list[str]) -> None:
+    """Deep-scrub the PGs holding ``objs`` and wait until each has been.
+    The throwaway cluster has no mgr (its pg and osd scrub commands would
+    hang): the primary OSD is told to schedule a scrub of the PG now, deep
+    (``tell osd.N scrub|deep_scrub PGID``), with the load threshold lifted."""
+    _ceph(info, "config", "set", "osd", "osd_scrub_load_threshold", "1000")
+    where = {}
+    for o in objs:
+        m = json.loads(_ceph(info, "osd", "map", info.pool, o, "-f", "json"))
+        where[m["pgid"]] = m["acting_primary"]
+
+    def stamp(pg: str) -> str:
+        q = json.loads(_ceph(info, "pg", pg, "query", "-f", "json"))
+        return str(q["info"]["stats"]["last_deep_scrub_stamp"])
+
+    before = {pg: stamp(pg) for pg in where}
+    for pg, osd in where.items():
+        _ceph(info, "tell", f"osd.{osd}", "scrub", pg)
+        _ceph(info, "tell", f"osd.{osd}", "deep_scrub", pg)
+    deadline = time.monotonic() + 180
+    while any(stamp(pg) <= before[pg] for pg in where):
+        assert time.monotonic() < deadline, "deep scrub did not happen"
+        time.sleep(1)
+
+
+def _large_omap_objects(info: ClusterInfo) -> set[str]:
+    """Object names the cluster log reported as large omap objects."""
+    text = _ceph(info, "log", "last", "10000", "cluster")
+    found = set()
+    for ln in text.splitlines():
+        if "Large omap object found" in ln and "Object: " in ln:
+            obj = ln.split("Object: ", 1)[1].split()[0]
+            found.add(obj.split(":::", 1)[1].rsplit(":", 1)[0] if ":::" in obj else obj)
+    return found
+
+
+def test_large_omap_warning_shown_then_gone_after_splits(
+    ceph_cluster: ClusterInfo, db_name: str
+) -> None:
+    """With osd_deep_scrub_large_omap_object_key_threshold lowered to 400: a
+    database of 2 shards holding 1000 records each is reported by a deep
+    scrub ("Large omap object found" in the cluster log, what Ceph's
+    LARGE_OMAP_OBJECTS health warning counts; the warning itself is the
+    mgr's, and the throwaway cluster has none); the same after a reshard to
+    8 (about 250 each) is not."""
+    key = "osd_deep_scrub_large_omap_object_key_threshold"
+    _ceph(ceph_cluster, "config", "set", "osd", key, "400")
+    try:
+        db = radostdb.Tdb(db_name, 0, 0, CREATE, shards=2)
+        fill(db, 2000)
+        objs = [f"radostdb.s{i:05d}.{db_name}" for i in range(2)]
+        _deep_scrub(ceph_cluster, objs)
+        # The OSD sends its cluster log lines to the monitor on its own time.
+        deadline = time.monotonic() + 60
+        while not set(objs) <= (found := _large_omap_objects(ceph_cluster)):
+            assert time.monotonic() < deadline, found
+            time.sleep(1)
+        reshard.reshard(cluster.resolve(db_name), 8)
+        _ceph(ceph_cluster, "log", "Large omap check of " + db_name)  # a marker line
+        objs = [f"radostdb.s{i:05d}.{db_name}" for i in range(8)]
+        _deep_scrub(ceph_cluster, objs)
+        _ceph(ceph_cluster, "log", "Large omap check done " + db_name)
+        deadline = time.monotonic() + 60
+        while "Large omap check done " + db_name not in (
+            text := _ceph(ceph_cluster, "log", "last", "10000", "cluster")
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(1)
+        after = text[text.rfind("Large omap check of " + db_name) :]
+        assert "Large omap object found" not in after or not any(o in after for o in objs), after
+    finally:
+        _ceph(ceph_cluster, "config", "rm", "osd", key)
+        _ceph(ceph_cluster, "config", "rm", "osd", "osd_scrub_load_threshold")
