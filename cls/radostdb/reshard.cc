@@ -283,7 +283,8 @@ int split_absorb(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferli
  * for them are dropped, and moved_upto becomes upto; with end the split is
  * complete (the shard's modulus becomes the split's). Returns how many
  * queued requests were dropped (their clients must be woken). -ERANGE
- * moved_upto is not `after` (the resharder's view is out of date); -EREMCHG
+ * moved_upto is not `after` (the resharder's view is out of date); -EINVAL
+ * without end, upto not past `after` (moved_upto only grows); -EREMCHG
  * the records changed since the page was read; other refusals as
  * split_begin's (split_step).
  */
@@ -300,6 +301,8 @@ int split_advance(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferl
     return r;
   if (h.moved_upto != req.after)
     return refuse("split_advance", -ERANGE, "moved up to another key");
+  if (!req.end && req.upto <= req.after)
+    return refuse("split_advance", -EINVAL, "a page must end past where it starts");
   r = shard_to_itself(h, req.owner, req.wflags & RTDB_WRITE_ASSERT_LOCK);
   if (r < 0)
     return refuse("split_advance", r, "the shard is in use");
