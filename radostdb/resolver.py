@@ -177,7 +177,9 @@ def resolve_stale(db: DbObjects, obj: str, owners: list[bytes]) -> None:
     then clear them from obj. A transaction-lock holder among them is fenced
     on every shard too (fence_epoch): the next grant's epoch, one above the
     dead holder's, is stamped on each, so a holder that only slept cannot
-    take isolation on or write to a shard it had not touched yet."""
+    take isolation on or write to a shard it had not touched yet; once its
+    transactions are decided, it is cleared from every shard's stale owners
+    (where its isolation expired)."""
     io = db.io()
     if obj == db.wait_obj:
         _fence_epochs(db, obj)
@@ -188,6 +190,12 @@ def resolve_stale(db: DbObjects, obj: str, owners: list[bytes]) -> None:
     st = clsops.state(io, obj)
     if st is not None and st.header.pending and st.header.powner in owners:
         decide(db, st.header.pending_info(), assume_dead=True)  # type: ignore[arg-type]
+    if obj == db.wait_obj:
+        # fenced and decided: clear them wherever their isolation expired too
+        # (a transaction touches only some shards: nobody else may meet them)
+        calls = [clsops.aio_prune(io, o, clsops.PRUNE_CLEAR_STALE, owners) for o in db.shard_objs]
+        for c in calls:
+            c.wait()
     clsops.prune(io, obj, clsops.PRUNE_CLEAR_STALE, owners)
 
 

@@ -32,6 +32,28 @@ from .workloads import WORKLOADS
 SCHEMA = 2
 
 
+def hash_sizes_for(quick: bool, given: str | None) -> list[int]:
+    """The hash sizes of the hash-size run: given ("0,10007"; "none": no
+    run), or hashsizes.HASH_SIZES (0 and 10007 with --quick)."""
+    from .hashsizes import HASH_SIZES
+
+    if given is None:
+        return [0, 10007] if quick else list(HASH_SIZES)
+    if given.strip().lower() == "none":
+        return []
+    try:
+        sizes = [int(x) for x in given.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"{given!r} is not a list of numbers", param_hint="--hash-sizes"
+        ) from None
+    if not sizes or any(not 0 <= s <= 65536 for s in sizes):
+        raise click.BadParameter(
+            f"{given!r}: hash sizes are 0 (tdb's default) to 65536", param_hint="--hash-sizes"
+        )
+    return sizes
+
+
 def scale_sizes_for(records: int, given: str | None) -> list[int]:
     """Database sizes of the scale run: given ("10000,100000"), or 10k, 100k and
     --records when larger."""
@@ -193,6 +215,14 @@ def client_counts(given: str) -> list[int]:
     "0: none).",
 )
 @click.option(
+    "--hash-sizes",
+    "hash_sizes_arg",
+    metavar="N,N,...|none",
+    help="tdb hash sizes whose databases are measured with fresh handles: open, first "
+    "and cached transaction, traversal, close, in round trips (default 0,1031,10007,65536; "
+    "0,10007 with --quick).",
+)
+@click.option(
     "--scale/--no-scale",
     default=None,
     help="Measure per-op cost at growing database sizes (default: on, off with --quick).",
@@ -241,6 +271,7 @@ def main(
     contention: int,
     contention_seconds: float | None,
     processes: int | None,
+    hash_sizes_arg: str | None,
     scale: bool | None,
     scale_sizes: str | None,
     quick: bool,
@@ -280,6 +311,7 @@ def main(
     if processes is None:
         processes = 2 if quick else 8
     counts = client_counts(clients_arg)
+    hashes = hash_sizes_for(quick, hash_sizes_arg)
     sizes = scale_sizes_for(records, scale_sizes) if scale else []
     chosen_b = [b for b in BACKENDS if b in (backends or BACKENDS)]
     chosen_w = [w for w in WORKLOADS if w in (workloads or WORKLOADS)]
@@ -343,6 +375,7 @@ def main(
                 rep,
                 processes,
                 idle=not quick,
+                hashes=hashes,
             )
         except Exception as exc:  # a cluster, etcd, SQLite or database failure
             if isinstance(exc, click.ClickException):
@@ -371,6 +404,7 @@ def main(
             "cephsqlite": cephsqlite_settings() if "cephsqlite" in chosen_b else None,
             "contention": {"clients": contend[0], "seconds": seconds},
             "processes": processes,
+            "hash_sizes": hashes,
         },
         "backends": chosen_b,
         **figures,

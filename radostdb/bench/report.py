@@ -271,6 +271,44 @@ def process_table(pc: dict[str, Any]) -> Table:
     return t
 
 
+def hash_size_table(hs: dict[str, Any]) -> Table:
+    """Fresh handles on databases of Samba's hash sizes (hashsizes.py)."""
+    t = Table(
+        title=f"Samba's hash sizes: a fresh handle on {hs['records']} records "
+        f"(ms, and in round trips)"
+    )
+    for col in (
+        "hash_size",
+        "shards",
+        "open",
+        "first txn",
+        "cached txn",
+        "traverse",
+        "close",
+        "OSD ops",
+        "rtt µs",
+    ):
+        t.add_column(col, justify="right")
+    for _, e in hs["sizes"].items():
+        cells = [
+            f"{e['seconds'][s] * 1e3:.1f} ({e['rtts'][s]:.0f})"
+            for s in ("open", "first_txn", "cached_txn", "traverse", "close")
+        ]
+        t.add_row(
+            str(e["hash_size"]),
+            str(e["shards"]),
+            *cells,
+            str(e["osd_ops_fresh_txn"]),
+            f"{e['rtt_s'] * 1e6:.0f}",
+        )
+    t.caption = (
+        f"medians of {hs['rounds']} fresh handles; txn: start, {hs['txn_records']} stores, "
+        "commit; (N): N raw python-rados omap reads of the same run; OSD ops: open, "
+        "first txn and close of one fresh handle"
+    )
+    return t
+
+
 def tables(doc: dict[str, Any]) -> list[Table]:
     """The rich tables of a run's document, in reading order."""
     out = [main_table(doc)]
@@ -287,6 +325,8 @@ def tables(doc: dict[str, Any]) -> list[Table]:
         out.append(contention_table(doc["contention"]))
     if doc.get("scale"):
         out.append(scale_table(doc["scale"], doc["scale"]["backends"]))
+    if doc.get("hash_sizes"):
+        out.append(hash_size_table(doc["hash_sizes"]))
     if doc.get("processes"):
         out.append(process_table(doc["processes"]))
     return out

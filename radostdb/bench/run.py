@@ -24,6 +24,8 @@ measurement design:
   latency percentiles are reported too. With a list of counts, store and
   fetch are measured interleaved at each count for radostdb, rados and etcd.
 - A workload a backend cannot express is reported as ``{"n/a": reason}``.
+- ``--hash-sizes``: what a fresh handle costs on databases created with
+  Samba's hash sizes (hashsizes.py).
 - ``--processes N``: what one process costs (memory, threads, open time,
   the OSD ops of an idle process), N processes of each kind (processes.py).
 """
@@ -34,6 +36,7 @@ from dataclasses import asdict
 from typing import Any
 
 from .contention import contention
+from .hashsizes import hash_sizes
 from .opcount import count_ops
 from .processes import process_cost
 from .progress import Reporter
@@ -150,6 +153,7 @@ def bench(
     rep: Reporter,
     processes: int = 0,
     idle: bool = True,
+    hashes: list[int] | None = None,
 ) -> dict[str, Any]:
     """Every measurement of a run, as the JSON document's figures."""
     clients = max(counts)
@@ -160,6 +164,7 @@ def bench(
         "contention": None,
         "scale": None,
         "processes": None,
+        "hash_sizes": None,
     }
     runner = Runner(place, spec, clients)
     try:
@@ -182,6 +187,8 @@ def bench(
         scaled = [b for b in backends if b in SCALED]
         if scale_sizes and scaled:
             doc["scale"] = scale(runner, scaled, spec, scale_sizes, rep)
+        if hashes and place.conf and "radostdb" in backends:
+            doc["hash_sizes"] = hash_sizes(place, hashes, rep)
         if processes and any(b in ("radostdb", "rados") for b in backends):
             doc["processes"] = process_cost(place, processes, rep, idle)
     finally:

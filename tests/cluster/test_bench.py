@@ -233,6 +233,16 @@ def test_quick_json_has_every_backend_workload_and_section(
         assert 0 < k["open_ms"] < 60_000 and k["idle_osd_ops_per_s"] is None
     assert pc["kinds"]["rados"]["threads"] > pc["kinds"]["tdb"]["threads"]
 
+    # Samba's hash sizes: the shard count is radostdb's own, the hash size
+    # answered back, and a fresh handle's transaction costs a few OSD ops
+    # (one lock per shard of 10007 made it thousands before)
+    hs = doc["hash_sizes"]
+    assert spec["hash_sizes"] == [0, 10007] and list(hs["sizes"]) == ["0", "10007"]
+    for size, e in hs["sizes"].items():
+        assert e["hash_size"] == (int(size) or 131) and e["shards"] == 8, e
+        assert e["rtt_s"] > 0 and all(e["seconds"][s] > 0 for s in e["seconds"]), e
+        assert 1 <= e["osd_ops_fresh_txn"] < 100, e
+
     # nothing left behind in the cluster
     assert namespace_objects(ioctx, spec["namespace"]) == []
     # the tables: every workload and backend, both ratios, nothing truncated
@@ -247,6 +257,7 @@ def test_quick_json_has_every_backend_workload_and_section(
         "nothing is fsynced",
         "etcd's data on tmpfs",
         "per-process cost",
+        "Samba's hash sizes",
     ]:
         assert word in table, word
     assert "…" not in table

@@ -27,7 +27,7 @@ def _radostdb(place: Place, db: str, create: bool, client: int, expected: int) -
 def _rados(place: Place, db: str, create: bool, client: int, expected: int) -> Backend:
     from .ceph import RadosBackend
 
-    return RadosBackend(place, db, create, client)
+    return RadosBackend(place, db, create, client, expected)
 
 
 def _etcd(place: Place, db: str, create: bool, client: int, expected: int) -> Backend:

@@ -1,7 +1,10 @@
 """radostdb and its floor, raw python-rados doing the same omap operations.
 
 - ``radostdb``: this project through its public Tdb API.
-- ``rados``: SHARDS objects, keys encoded as radostdb encodes them, values
+- ``rados``: SHARDS objects (more for a large database: one per
+  RAW_KEYS_PER_OBJECT expected records, radostdb's default split threshold,
+  as a raw client keeping its objects below Ceph's large-omap warning
+  would), keys encoded as radostdb encodes them, values
   stored bare (no record header). The floor for each workload: append is ONE
   set_omap of the grown value (a raw client really needs a read first);
   record locks are cls_lock ``lock_exclusive``/``unlock`` on the key's shard
@@ -20,6 +23,7 @@ from ..spec import PAGE, SHARDS, Place
 from .base import Backend, TdbCalls
 
 LOCK_NAME = "radostdb-bench"
+RAW_KEYS_PER_OBJECT = 100_000
 
 
 def connect(conf: str, client_id: str, timeout: int = 30) -> Any:
@@ -37,9 +41,10 @@ def open_radostdb(place: Place, db: str, create: bool) -> Any:
     flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
     return radostdb.Tdb(
         db,
-        SHARDS,
+        0,
         radostdb.DEFAULT,
         flags,
+        shards=SHARDS,
         conf=place.conf,
         client_id=place.client_id,
         pool=place.pool,
@@ -83,7 +88,7 @@ class RadosBackend(Backend):
 
     name = "rados"
 
-    def __init__(self, place: Place, db: str, create: bool, client: int) -> None:
+    def __init__(self, place: Place, db: str, create: bool, client: int, expected: int = 0) -> None:
         import rados
 
         from ... import codec
@@ -94,7 +99,8 @@ class RadosBackend(Backend):
         self.conn = connect(place.conf, place.client_id)
         self.io = self.conn.open_ioctx(place.pool)
         self.io.set_namespace(place.namespace)
-        self.objs = [f"raw.{db}.{i}" for i in range(SHARDS)]
+        nobjs = max(SHARDS, -(-expected // RAW_KEYS_PER_OBJECT))
+        self.objs = [f"raw.{db}.{i}" for i in range(nobjs)]
         self.lock_name, self.cookie = f"{LOCK_NAME}.{client}", f"c{client}"
         if create:
             for o in self.objs:  # empty objects, so that traversals find them
@@ -104,7 +110,7 @@ class RadosBackend(Backend):
                     self.io.operate_write_op(op, o)
 
     def _obj(self, key: bytes) -> str:
-        return self.objs[self.shard_of(key, SHARDS)]
+        return self.objs[self.shard_of(key, len(self.objs))]
 
     def store(self, key: bytes, value: bytes) -> None:
         with self.rados.WriteOpCtx() as op:
