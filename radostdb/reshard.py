@@ -39,7 +39,8 @@ cls/radostdb/reshard.cc; where keys live: layout.py):
   --threshold``; else RADOSTDB_SPLIT_THRESHOLD; else 100,000 records, as
   RGW's rgw_max_objs_per_shard; 0: never) a background thread of that
   process splits every shard of the current level (the shard count doubles,
-  as RGW's resharding does), if no other resharder runs.
+  as RGW's resharding does), if no other resharder runs, and doubles again
+  while the first shard of the new level is still past the threshold.
 """
 
 from __future__ import annotations
@@ -393,7 +394,7 @@ class Trigger:
         except Exception:
             return  # the next check asks again
         if count > self.threshold:
-            _background.start(self.target, self.router)
+            _background.start(self.target, self.router, self.threshold)
 
     def forget_after_fork(self) -> None:
         self.counts = {}
@@ -416,22 +417,24 @@ class _Background:
             t = self.threads.get(name)
             return t is not None and t[0].is_alive()
 
-    def start(self, target: clustermod.Target, router: Any) -> None:
+    def start(self, target: clustermod.Target, router: Any, limit: int) -> None:
         with self.mutex:
             t = self.threads.get(target.name)
             if t is not None and t[0].is_alive():
                 return
             r = Resharder(target)
             thread = threading.Thread(
-                target=self._run, args=(r, router), name="radostdb-reshard", daemon=True
+                target=self._run, args=(r, router, limit), name="radostdb-reshard", daemon=True
             )
             self.threads[target.name] = (thread, r)
             thread.start()
 
     @staticmethod
-    def _run(r: Resharder, router: Any) -> None:
+    def _run(r: Resharder, router: Any, limit: int) -> None:
         """Split the shards of the level the handle's layout is at (doubling
-        its count), then tell the handle the new layout."""
+        its count), and again while the first shard of the new level still
+        holds more than ``limit`` records (writers went on meanwhile, or the
+        level was far behind); then tell the handle the new layout."""
         seen = router.layout
         try:
             if not r.lock(wait=False):
@@ -439,7 +442,12 @@ class _Background:
             lay = r.layout()
             if lay.nshards != seen.nshards:
                 return  # somebody resharded since the size was looked at
-            r.grow_to(2 * lay.level)
+            while not r.stop.is_set():
+                lay = r.grow_to(min(2 * lay.level, layout.MAX_SHARDS))
+                router.refresh()
+                first = clsops.count(r.io(), r.db.shard(0), limit)
+                if first <= limit or lay.nshards >= layout.MAX_SHARDS:
+                    break
         except Exception:
             pass  # left as it is: whole, and resumed by the next split
         finally:
