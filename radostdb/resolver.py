@@ -177,12 +177,15 @@ def resolve_stale(db: DbObjects, obj: str, owners: list[bytes]) -> None:
     then clear them from obj. A transaction-lock holder among them is fenced
     on every shard too (fence_epoch): the next grant's epoch, one above the
     dead holder's, is stamped on each, so a holder that only slept cannot
-    take isolation on or write to a shard it had not touched yet; once its
-    transactions are decided, it is cleared from every shard's stale owners
-    (where its isolation expired)."""
+    take isolation on or write to a shard it had not touched yet. Once their
+    transactions are decided, the owners are cleared from every shard's
+    stale owners (where their isolation expired), in one parallel round:
+    this path runs only when owners expired."""
     io = db.io()
+    if db.relayout is not None:
+        db.grow(db.relayout())  # a split may have added shards since we looked
     if obj == db.wait_obj:
-        _fence_epochs(db, obj)
+        _fence_epochs(db, obj, owners)
     clsops.fence_owners(io, db.journal, owners)
     for rec in clsops.journal(io, db.journal).records.values():
         if rec.owner in owners and rec.state == TxnState.STAGED:
@@ -190,26 +193,30 @@ def resolve_stale(db: DbObjects, obj: str, owners: list[bytes]) -> None:
     st = clsops.state(io, obj)
     if st is not None and st.header.pending and st.header.powner in owners:
         decide(db, st.header.pending_info(), assume_dead=True)  # type: ignore[arg-type]
-    if obj == db.wait_obj:
-        # fenced and decided: clear them wherever their isolation expired too
-        # (a transaction touches only some shards: nobody else may meet them)
-        calls = [clsops.aio_prune(io, o, clsops.PRUNE_CLEAR_STALE, owners) for o in db.shard_objs]
-        for c in calls:
-            c.wait()
+    # fenced and decided: clear them wherever their isolation expired too (a
+    # transaction touches only some shards, so nobody else may meet them there;
+    # an owner expires on one shard and not on another when only some PGs
+    # stalled)
+    objs = [o for o in db.shard_objs if o != obj]
+    calls = [clsops.aio_prune(io, o, clsops.PRUNE_CLEAR_STALE, owners) for o in objs]
+    for c in calls:
+        c.wait()
     clsops.prune(io, obj, clsops.PRUNE_CLEAR_STALE, owners)
 
 
-def _fence_epochs(db: DbObjects, wait_obj: str) -> None:
+def _fence_epochs(db: DbObjects, wait_obj: str, owners: list[bytes]) -> None:
     """Stamp every shard of the layout with the epoch after the one of the
     transaction lock's last grant (in one parallel round; only when expired
     owners are met on the transaction-lock object: the entry of the one
-    that held it may already be pruned, so any of them counts)."""
+    that held it may already be pruned, so any of them counts). Only while
+    they are still marked stale there: the class grants nobody until they
+    are cleared, so the last grant is the dead holder's and every later one
+    gets a newer epoch than the stamp. Once another client cleared them, a
+    new holder may have been granted: a stamp from its epoch would fence it."""
     io = db.io()
     st = clsops.state(io, wait_obj)
-    if st is None:
+    if st is None or not set(owners) & set(st.header.stale):
         return
-    if db.relayout is not None:
-        db.grow(db.relayout())
     calls = [clsops.aio_fence_epoch(io, o, st.header.epoch + 1) for o in db.shard_objs]
     for c in calls:
         c.wait()

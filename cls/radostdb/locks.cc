@@ -154,8 +154,10 @@ int renew(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 }
 
 /*
- * prune (write) PruneReq: drops expired entries, grants waiters; with
- * CLEAR_STALE forgets the named stale owners first. A missing object stays
+ * prune (write) PruneReq: drops expired entries (an expired transaction
+ * holder becomes a stale owner), then with CLEAR_STALE forgets the named
+ * stale owners (those a resolver fenced and decided: also where their
+ * entries expired only now), and grants waiters. A missing object stays
  * missing.
  */
 int prune(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
@@ -165,18 +167,21 @@ int prune(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
   int r = open_object(hctx, "prune", in, &req, OPEN_IF_EXISTS | OPEN_HEADER, &s);
   if (r <= 0)
     return r;
-  bool changed = false;
+  uint64_t now = now_ms();
+  bool changed = prune_and_grant(&s.h, now);
   if (req.flags & RTDB_PRUNE_CLEAR_STALE) {
+    bool cleared = false;
     for (const auto &o : req.owners) {
       auto it = std::find(s.h.stale.begin(), s.h.stale.end(), o);
       if (it != s.h.stale.end()) {
         s.h.stale.erase(it);
-        changed = true;
+        cleared = true;
       }
     }
+    /* with no stale owner left, waiters are granted at once */
+    if (cleared)
+      changed = true, grant_queue(&s.h, now);
   }
-  /* after the stale owners are cleared: with none left, waiters are granted at once */
-  changed |= prune_and_grant(&s.h, now_ms());
   if (!changed)
     return 0;
   return write_shard_hdr(hctx, s.h);
