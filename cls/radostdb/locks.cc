@@ -101,7 +101,8 @@ int unlock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 /*
  * release (write) ReleaseReq: drops every entry of the owner of `kind` (0:
  * any; queued ones too unless KEEP_WAITS), settles `settle` if pending,
- * grants waiters. Always 0; a missing object stays missing.
+ * forgets the owner as a stale owner unless a transaction of its is still
+ * pending there, grants waiters. Always 0; a missing object stays missing.
  */
 int release(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
@@ -122,6 +123,15 @@ int release(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
     r = settle_pending(hctx, &s.h, &log);
     if (r < 0)
       return r;
+    changed = true;
+  }
+  /* the owner itself gives up what expired (its isolation lapsed, say, while
+   * its PG stalled): it is alive and ends the transaction, so its stale mark
+   * goes too, unless a transaction of its is still pending here (then whoever
+   * meets the mark decides it) */
+  auto me = std::find(s.h.stale.begin(), s.h.stale.end(), req.owner);
+  if (me != s.h.stale.end() && !(s.h.pending && s.h.powner == req.owner)) {
+    s.h.stale.erase(me);
     changed = true;
   }
   if (!changed)
