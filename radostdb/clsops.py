@@ -57,6 +57,8 @@ WRITE_RELEASE = 0x4
 WRITE_REPORT = 0x8
 # bits of a reported apply's return value (apply_report)
 APPLIED_CREATED = 0x1
+APPLIED_GRANTED = 0x2  # a RELEASE write granted a waiter (with RETURNVEC)
+GRANTS_MAX = 0xFFFF  # unlock's and release's count of waiters granted, capped
 # lock flags
 LOCK_QUEUE = 0x1
 # a lock's return value (lock_status)
@@ -890,7 +892,8 @@ class StatusCall:
 
 
 def apply_report(io: Any, obj: str, req: bytes) -> int:
-    """``apply`` of a request with WRITE_REPORT: its APPLIED_* bits."""
+    """``apply`` returning its APPLIED_* bits (CREATED with WRITE_REPORT,
+    GRANTED with WRITE_RELEASE)."""
     return write_status(io, obj, "apply", req)
 
 
@@ -1046,8 +1049,22 @@ def aio_unlock(io: Any, obj: str, req: bytes) -> Call:
     return Call(io, obj, "unlock", req)
 
 
+def unlock_granted(io: Any, obj: str, req: bytes) -> int:
+    """``unlock``, returning how many waiters it granted."""
+    return write_status(io, obj, "unlock", req)
+
+
+def aio_unlock_granted(io: Any, obj: str, req: bytes) -> StatusCall:
+    return StatusCall(io, obj, "unlock", req)
+
+
 def release(io: Any, obj: str, req: bytes) -> None:
     _execute(io, obj, "release", req)
+
+
+def aio_release_granted(io: Any, obj: str, req: bytes) -> StatusCall:
+    """``release``, whose result is how many waiters it granted."""
+    return StatusCall(io, obj, "release", req)
 
 
 def aio_release(io: Any, obj: str, req: bytes) -> Call:

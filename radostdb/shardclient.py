@@ -130,6 +130,9 @@ class Shards:
         self.resolver = resolver
         self.txn: TxnView = _NoTxn()
         self._clients: dict[str, ShardClient] = {}
+        # (object, key) -> the record as read with the grant of our exclusive
+        # record lock on it, while we hold that lock and write nothing
+        self.locked_values: dict[tuple[str, bytes], clsops.GetResult] = {}
 
     def client(self, obj: str) -> ShardClient:
         """The client of obj (a shard of the database, or another object)."""
@@ -250,15 +253,17 @@ class Shards:
                 books.untrack(o)
             return True
         calls = [
-            clsops.aio_unlock(io, o, clsops.unlock_request(books.owner, kind, mode)) for o in objs
+            clsops.aio_unlock_granted(io, o, clsops.unlock_request(books.owner, kind, mode))
+            for o in objs
         ]
-        for o in objs:
-            if wakeup.take_waited(o):
-                wakeup.wake(io, o)
+        woken = _wake_announced(io, objs)
         intact = True
         for o, c in zip(objs, calls, strict=True):
-            if clsops.errno_of(c.error() or OSError()) == errno.ENOLCK:
-                intact = False
+            res = c.result()
+            if isinstance(res, Exception):
+                intact = intact and clsops.errno_of(res) != errno.ENOLCK
+            elif res and o not in woken:
+                wakeup.wake(io, o)  # granted a waiter we had not heard of
             books.untrack(o)
         return intact
 
@@ -277,14 +282,16 @@ class Shards:
                 for _ in items
             ]
         calls = [
-            clsops.aio_release(io, o, clsops.release_request(books.owner, txid, 0, kind))
+            clsops.aio_release_granted(io, o, clsops.release_request(books.owner, txid, 0, kind))
             for o, txid, kind in items
         ]
-        for o, _, _ in items:
-            if wakeup.take_waited(o):
-                wakeup.wake(io, o)
-        errors = [c.error() for c in calls]
-        for o, _, _ in items:
+        woken = _wake_announced(io, [o for o, _, _ in items])
+        errors: list[Exception | None] = []
+        for (o, _, _), c in zip(items, calls, strict=True):
+            res = c.result()
+            errors.append(res if isinstance(res, Exception) else None)
+            if not isinstance(res, Exception) and res and o not in woken:
+                wakeup.wake(io, o)  # granted a waiter we had not heard of
             books.untrack(o)
         return errors
 
@@ -296,6 +303,33 @@ class Shards:
         if objs:
             self.release_objects([(o, 0, 0) for o in objs])
         self.books.clear()
+
+
+class _Quiet:
+    """A companion call whose failure only means "not read": the wait goes on."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: clsops.Call) -> None:
+        self.call = call
+
+    def wait(self) -> Any:
+        try:
+            return self.call.wait()
+        except Exception:
+            return None
+
+
+def _wake_announced(io: Any, objs: Iterable[str]) -> set[str]:
+    """Send "C" on each object where a wait was announced (right behind a
+    release sent there: the OSD orders it after); returns those objects."""
+    woken = set()
+    for o in objs:
+        waited, who = wakeup.take_waited(o)
+        if waited:
+            wakeup.wake(io, o, who)
+            woken.add(o)
+    return woken
 
 
 class ShardClient:
@@ -337,7 +371,12 @@ class ShardClient:
 
     # -- records ---------------------------------------------------------------------------
     def get(self, key: bytes) -> clsops.GetResult:
-        """The record of key (FOUND, MISSING; never PENDING: decided first)."""
+        """The record of key (FOUND, MISSING; never PENDING: decided first).
+        Under our exclusive record lock on key, taken after a wait, the
+        record read with the grant (nobody else can change it meanwhile)."""
+        known = self.shards.locked_values.get((self.obj, key))
+        if known is not None and self.books.held.get((self.obj, Kind.RECORD, Mode.EXCL, key)):
+            return known
         io = self.io()
         attempt = 0
         while True:
@@ -386,6 +425,7 @@ class ShardClient:
         ``report``: return apply's outcome bits (clsops.APPLIED_*; else 0);
         a clear with ``modulus`` (the layout's for the shard) returns its
         layout bits (clsops.LAYOUT_*)."""
+        self.shards.locked_values.clear()
         io = self.io()
         owner = self.books.owner
         cover: tuple[int, bytes] | None = None  # the lock we queued for, then release
@@ -418,6 +458,10 @@ class ShardClient:
                         # a class older than WRITE_REPORT refuses the flag: do without
                         self.shards.session.class_reports = False
                         continue
+                elif cover is not None:  # its release may grant a waiter: learn whether
+                    status = clsops.apply_report(
+                        io, self.obj, clsops.apply_request(owner, wflags, entries, settle=settle)
+                    )
                 else:
                     clsops.apply(
                         io, self.obj, clsops.apply_request(owner, wflags, entries, settle=settle)
@@ -451,7 +495,10 @@ class ShardClient:
             if settle and self.index is not None:
                 self.shards.txn.settled(self.index)
             if cover is not None:
-                wakeup.wake_waiters(io, self.obj)
+                waited, who = wakeup.take_waited(self.obj)
+                if waited or status & clsops.APPLIED_GRANTED:
+                    wakeup.wake(io, self.obj, who)
+                status &= ~clsops.APPLIED_GRANTED
             return status
 
     def wait_commit(self) -> None:
@@ -592,14 +639,18 @@ class ShardClient:
         count: bool = True,
         epoch: int = 0,
         modulus: int = 0,
+        read_with_grant: bool = False,
     ) -> int:
         """Take a lock (or count it again), waiting in the OSD's queue while
         it is not grantable. ``count=False``: a lock taken only to cover one
         queued write (released by that write), or held in the transaction's
         books (isolation, COMMIT), not counted here. ``epoch``: an
         isolation's transaction; ``modulus``: a SHARD lock's, as the layout
-        gives it. Returns the layout bits the object answered (0 when the
-        lock had to wait)."""
+        gives it. A counted exclusive record lock (or ``read_with_grant``)
+        that had to wait reads the record with the state showing the grant
+        and keeps it (``Shards.locked_values``) for reads under the lock.
+        Returns the layout bits the object answered (0 when the lock had to
+        wait)."""
         books = self.books
         books.check_fork()
         hk = (self.obj, kind, mode, key)
@@ -607,23 +658,41 @@ class ShardClient:
             return 0
         lease_ms = lease_ms or books.lease_ms
         io = self.io()
-        req = clsops.lock_request(books.owner, lease_ms, kind, mode, key, 0, epoch, modulus)
+        # a blocking request queues at once: one round trip either way
+        flags = 0 if nonblock else clsops.LOCK_QUEUE
+        req = clsops.lock_request(books.owner, lease_ms, kind, mode, key, flags, epoch, modulus)
         bits = 0
         while True:
             try:
-                if modulus:
-                    bits = clsops.lock_status(io, self.obj, req)
-                    bits &= clsops.LAYOUT_SPLITTING | clsops.LAYOUT_MOVED
-                else:
-                    clsops.lock(io, self.obj, req)
+                status = clsops.lock_status(io, self.obj, req)
+                bits = status & (clsops.LAYOUT_SPLITTING | clsops.LAYOUT_MOVED)
+                if status & clsops.LOCKED_QUEUED:
+                    books.track(self.obj, lease_ms)  # renew the wait
+                    record = (count or read_with_grant) and (kind, mode) == (Kind.RECORD, Mode.EXCL)
+                    _, got = self.wait_granted(
+                        kind,
+                        mode,
+                        key,
+                        lease_ms,
+                        queued=True,
+                        companion=self._companion_get(key) if record else None,
+                        epoch=epoch,
+                        modulus=modulus,
+                    )
+                    if (
+                        isinstance(got, clsops.GetResult)
+                        and got.pending is None
+                        and got.status != clsops.ReadStatus.TOO_BIG
+                    ):
+                        self.shards.locked_values[(self.obj, key)] = got
+                    bits = 0
                 break
             except clsops.Busy:
                 if nonblock:
                     if self.ask_cached([self.obj], lambda: clsops.lock(io, self.obj, req)):
                         break
                     raise TdbError(ERR_LOCK) from None
-                self.wait_granted(kind, mode, key, lease_ms, epoch=epoch, modulus=modulus)
-                break
+                raise  # a QUEUE request is never refused as busy
             except clsops.Unclean:
                 if nonblock:
                     raise TdbError(ERR_LOCK) from None
@@ -639,6 +708,16 @@ class ShardClient:
             books.track(self.obj, lease_ms)
         wakeup.ensure_watch(io, self.obj)  # a holder must hear "W" announcements
         return bits
+
+    def _companion_get(self, key: bytes) -> Callable[[], Any]:
+        """A read of key sent with each state read of a wait: the state that
+        shows our grant comes with the record as it is under our lock."""
+        io = self.io()
+
+        def start() -> _Quiet:
+            return _Quiet(clsops.aio_get(io, self.obj, key, self.accept()))
+
+        return start
 
     def lock_and_read(self, key: bytes) -> clsops.GetResult:
         """Lock a record exclusively and read it in one round trip.
@@ -661,8 +740,9 @@ class ShardClient:
         if err is not None:
             if not isinstance(err, clsops.Busy | clsops.Unclean):
                 raise err
-            self.lock(Kind.RECORD, Mode.EXCL, key, count=False)
-            value = self._read_now(io, key)
+            self.lock(Kind.RECORD, Mode.EXCL, key, count=False, read_with_grant=True)
+            known = self.shards.locked_values.get((self.obj, key))
+            value = known if known is not None else self._read_now(io, key)
         books.note(hk, books.lease_ms)
         wakeup.ensure_watch(io, self.obj)
         if value.status == clsops.ReadStatus.TOO_BIG or value.pending is not None:
@@ -683,14 +763,19 @@ class ShardClient:
         books.check_fork()
         if not books.count_down((self.obj, kind, mode, key)):
             return
+        self.shards.locked_values.pop((self.obj, key), None)
         io = self.io()
         req = clsops.unlock_request(books.owner, kind, mode, key)
         books.untrack(self.obj)
-        if not wakeup.take_waited(self.obj):
-            clsops.unlock(io, self.obj, req)  # nobody waits: one plain call
+        waited, who = wakeup.take_waited(self.obj)
+        if not waited:
+            # nobody waited that we know of: one call, which says whether it
+            # granted somebody who queued since (then wake them)
+            if clsops.unlock_granted(io, self.obj, req):
+                wakeup.wake(io, self.obj)
             return
         call = clsops.aio_unlock(io, self.obj, req)
-        wakeup.wake(io, self.obj)  # ordered after the unlock on the same object
+        wakeup.wake(io, self.obj, who)  # ordered after the unlock on the same object
         err = call.error()
         if err is not None:
             raise err
@@ -702,7 +787,7 @@ class ShardClient:
         key: bytes,
         lease_ms: int,
         queued: bool = False,
-        companion: Callable[[], clsops.Call] | None = None,
+        companion: Callable[[], Any] | None = None,
         epoch: int = 0,
         modulus: int = 0,
     ) -> tuple[clsops.ObjectState, Any]:
@@ -742,8 +827,7 @@ class ShardClient:
                 last = max(e.expiry_ms for e in ahead)
                 deadline = time.monotonic() + max(0, last - st.now_ms) / 1000 + MIN_SLEEP * 5
                 return
-            with contextlib.suppress(Exception):  # withdraw from the queue
-                clsops.unlock(io, obj, clsops.unlock_request(books.owner, kind, mode, key))
+            self._withdraw(kind, mode, key)
             raise TdbError(
                 ERR_LOCK_TIMEOUT,
                 f"Locking timeout: waited {limit:g} s ({clustermod.OP_TIMEOUT_ENV}) "
@@ -764,8 +848,7 @@ class ShardClient:
             return st, (ccall.wait() if ccall is not None else None)
 
         def timed_out(waited: float) -> Exception:
-            with contextlib.suppress(Exception):  # withdraw from the queue
-                clsops.unlock(io, obj, clsops.unlock_request(books.owner, kind, mode, key))
+            self._withdraw(kind, mode, key)
             return TdbError(
                 ERR_LOCK_TIMEOUT,
                 f"Locking timeout: waited {waited:.3g} s ({clustermod.OP_TIMEOUT_ENV}) "
@@ -778,7 +861,7 @@ class ShardClient:
             if not first:
                 pace.wait()
             first = False
-            gen = wakeup.generation(obj)
+            gen = wakeup.generation(obj, books.owner)
             if not queued:
                 call = clsops.aio_lock(io, obj, queue_req)
                 st, extra = read_state()
@@ -788,12 +871,17 @@ class ShardClient:
                     self.resolver.unclean(obj)
                     continue
                 books.track(obj, lease_ms)
-                if self.granted(st, kind, mode, key):
-                    return st, extra  # type: ignore[return-value]
+            else:
+                st, extra = read_state()
             queued = False
-            trusted = wakeup.announce(io, obj)
+            if self.granted(st, kind, mode, key):
+                return st, extra  # type: ignore[return-value]
+            trusted = True
+            if st is None or self._cached_ahead(st, kind, mode, key):
+                # a holder that keeps its lock cached releases it when asked
+                trusted = wakeup.announce(io, obj)
+                st, extra = read_state()
             announced = time.monotonic()
-            st, extra = read_state()
             expired_at: float | None = None
             while True:
                 if self.granted(st, kind, mode, key):
@@ -810,8 +898,8 @@ class ShardClient:
                 if deadline is not None:
                     delay = max(MIN_SLEEP, min(delay, deadline - time.monotonic()))
                 delay = min(delay, max(MIN_SLEEP, announced + REANNOUNCE - time.monotonic()))
-                woke = wakeup.sleep(obj, gen, delay)
-                gen = wakeup.generation(obj)
+                woke = wakeup.sleep(obj, gen, delay, books.owner)
+                gen = wakeup.generation(obj, books.owner)
                 if not woke and time.monotonic() - announced > REANNOUNCE:
                     # nobody woke us: a holder may not have heard (a cached lock)
                     trusted = wakeup.announce(io, obj)
@@ -867,8 +955,26 @@ class ShardClient:
         if e is None or not e.held:
             return False
         if any(x.state == clsops.EntryState.QUEUED for x in st.header.entries):
-            wakeup.mark_waited(self.obj)  # others still wait: wake them on release
+            # others still wait: wake them on release (the next one alone if known)
+            wakeup.mark_waited(self.obj, self._next_in_line(st, kind, mode, key))
         return True
+
+    def _next_in_line(
+        self, st: clsops.ObjectState, kind: int, mode: int, key: bytes
+    ) -> bytes | None:
+        """The owner our release of (kind, mode, key) will hand the lock to,
+        when it is one: the first waiter for our record, exclusive, with
+        only record waiters before it. None: several, or unknown."""
+        if kind != Kind.RECORD or mode != Mode.EXCL:
+            return None
+        for e in st.header.entries:
+            if e.state != clsops.EntryState.QUEUED or e.owner == self.books.owner:
+                continue
+            if e.kind != Kind.RECORD:
+                return None
+            if e.key == key:
+                return e.owner if e.mode == Mode.EXCL else None
+        return None
 
     def _ahead(
         self, st: clsops.ObjectState, kind: int, mode: int, key: bytes
@@ -882,6 +988,23 @@ class ShardClient:
             if e.owner != owner:
                 out.append(e)
         return out
+
+    def _withdraw(self, kind: int, mode: int, key: bytes) -> None:
+        """Leave the queue (a wait gave up); a waiter behind us that this
+        lets through is woken. Errors are ignored: the entry expires."""
+        io = self.io()
+        req = clsops.unlock_request(self.books.owner, kind, mode, key)
+        with contextlib.suppress(Exception):
+            if clsops.unlock_granted(io, self.obj, req):
+                wakeup.wake(io, self.obj)
+
+    def _cached_ahead(self, st: clsops.ObjectState, kind: int, mode: int, key: bytes) -> bool:
+        """Is an entry ahead of ours one its holder may keep after use (the
+        transaction lock, isolation, USER: cached until somebody asks)? Record
+        locks are given back by unlock, release or a covering write, which
+        say whether they granted a waiter, and the giver wakes it: waiting
+        behind only those needs no "W" announcement."""
+        return any(e.kind != Kind.RECORD for e in self._ahead(st, kind, mode, key))
 
     def _deadline(
         self, st: clsops.ObjectState, kind: int, mode: int, key: bytes

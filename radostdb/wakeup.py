@@ -70,11 +70,19 @@ class _Notices:
         self.used: dict[tuple[int, str], float] = {}  # when each watch was last asked for
         self.reaping = False  # a reap is scheduled on the service thread
         self.gen: dict[str, int] = {}  # object -> notifies seen
-        self.waited: set[str] = set()  # objects on which somebody announced a wait
+        self.tgen: dict[tuple[str, bytes], int] = {}  # (object, owner in hex) -> "C"s for it
+        # objects on which somebody waits -> the owner to wake there (None: all)
+        self.waited: dict[str, bytes | None] = {}
         self.listeners: dict[str, weakref.WeakSet[Any]] = {}  # object -> tables told of waits
         self.inflight: list[Any] = []  # aio notifies not yet completed
         self.deaf: dict[str, float] = {}  # object -> until when announces go unwaited
-        self.stats = {"announced": 0, "unacknowledged": 0, "unwaited": 0, "changed": 0}
+        self.stats = {
+            "announced": 0,
+            "unacknowledged": 0,
+            "unwaited": 0,
+            "changed": 0,
+            "handed": 0,
+        }
 
     def ensure_watch(self, io: Any, obj: str) -> None:
         key = (id(io), obj)
@@ -85,10 +93,13 @@ class _Notices:
         def on_notify(_nid: int, _notifier: int, _wid: int, data: bytes) -> None:
             msg = bytes(data or b"")
             with self.cond:
-                self.gen[obj] = self.gen.get(obj, 0) + 1
+                if len(msg) > 1 and msg[:1] == CHANGED_MSG.encode():  # for one waiter
+                    self.tgen[(obj, msg[1:])] = self.tgen.get((obj, msg[1:]), 0) + 1
+                else:
+                    self.gen[obj] = self.gen.get(obj, 0) + 1
                 listeners = list(self.listeners.get(obj, ()))
                 if msg == WAIT_MSG.encode():
-                    self.waited.add(obj)
+                    self.waited[obj] = None
                 self.cond.notify_all()
             if msg == WAIT_MSG.encode():
                 for table in listeners:
@@ -132,7 +143,7 @@ class _Notices:
             return
         with self.cond:
             self.gen[obj] = self.gen.get(obj, 0) + 1
-            self.waited.add(obj)
+            self.waited[obj] = None
             listeners = list(self.listeners.get(obj, ()))
             self.cond.notify_all()
         for table in listeners:
@@ -175,13 +186,18 @@ class _Notices:
         with self.lock:
             self.listeners.setdefault(obj, weakref.WeakSet()).add(table)
 
-    def generation(self, obj: str) -> int:
-        with self.lock:
+    def _gen(self, obj: str, owner: bytes | None) -> int:
+        if not owner:
             return self.gen.get(obj, 0)
+        return self.gen.get(obj, 0) + self.tgen.get((obj, owner.hex().encode()), 0)
 
-    def sleep(self, obj: str, since: int, timeout: float) -> bool:
+    def generation(self, obj: str, owner: bytes | None = None) -> int:
+        with self.lock:
+            return self._gen(obj, owner)
+
+    def sleep(self, obj: str, since: int, timeout: float, owner: bytes | None = None) -> bool:
         with self.cond:
-            return self.cond.wait_for(lambda: self.gen.get(obj, 0) != since, timeout)
+            return self.cond.wait_for(lambda: self._gen(obj, owner) != since, timeout)
 
     def announce(self, io: Any, obj: str) -> bool:
         now = time.monotonic()
@@ -200,21 +216,22 @@ class _Notices:
                 self.stats["unacknowledged"] += 1
             return False
 
-    def take_waited(self, obj: str) -> bool:
+    def take_waited(self, obj: str) -> tuple[bool, bytes | None]:
         with self.lock:
             if obj in self.waited:
-                self.waited.discard(obj)
-                return True
-            return False
+                return True, self.waited.pop(obj)
+            return False, None
 
-    def mark_waited(self, obj: str) -> None:
+    def mark_waited(self, obj: str, next_owner: bytes | None) -> None:
         with self.lock:
-            self.waited.add(obj)
+            if obj in self.waited and self.waited[obj] != next_owner:
+                next_owner = None  # two different guesses: wake everyone
+            self.waited[obj] = next_owner
 
-    def changed(self, io: Any, obj: str) -> None:
+    def changed(self, io: Any, obj: str, owner: bytes | None = None) -> None:
         with self.lock:
-            self.stats["changed"] += 1
-        self._send(io, obj, CHANGED_MSG)
+            self.stats["changed" if owner is None else "handed"] += 1
+        self._send(io, obj, CHANGED_MSG if owner is None else CHANGED_MSG + owner.hex())
 
     def _send(self, io: Any, obj: str, msg: str) -> None:
         """A notify whose answers nobody waits for (tracked for ``drain``)."""
@@ -253,14 +270,16 @@ def listen(obj: str, table: Any) -> None:
     _notices.listen(obj, table)
 
 
-def generation(obj: str) -> int:
-    """How many notifies on obj this process has seen: the mark to sleep from."""
-    return _notices.generation(obj)
+def generation(obj: str, owner: bytes | None = None) -> int:
+    """How many notifies on obj this process has seen (those for everyone,
+    and with ``owner`` those handed to it): the mark to sleep from."""
+    return _notices.generation(obj, owner)
 
 
-def sleep(obj: str, since: int, timeout: float) -> bool:
-    """Sleep until a notify on obj after generation `since` (True), or timeout."""
-    return _notices.sleep(obj, since, timeout)
+def sleep(obj: str, since: int, timeout: float, owner: bytes | None = None) -> bool:
+    """Sleep until a notify on obj after generation `since` (True), or
+    timeout; with ``owner``, a notify handed to another owner does not count."""
+    return _notices.sleep(obj, since, timeout, owner)
 
 
 def announce(io: Any, obj: str) -> bool:
@@ -277,25 +296,29 @@ def stats() -> dict[str, int]:
         return dict(_notices.stats)
 
 
-def take_waited(obj: str) -> bool:
-    """Whether a wait was announced on obj since the last call (and forget it)."""
+def take_waited(obj: str) -> tuple[bool, bytes | None]:
+    """Whether a wait was announced on obj since the last call, and the
+    owner a release there hands its lock to (None: unknown); forgets both."""
     return _notices.take_waited(obj)
 
 
-def mark_waited(obj: str) -> None:
-    """Remember that somebody still waits on obj (wake them on the next change)."""
-    _notices.mark_waited(obj)
+def mark_waited(obj: str, next_owner: bytes | None = None) -> None:
+    """Remember that somebody still waits on obj (wake them on the next
+    change): ``next_owner`` when our release will grant that owner alone."""
+    _notices.mark_waited(obj, next_owner)
 
 
-def wake(io: Any, obj: str) -> None:
-    """Send "C" on obj: every waiter looks again (no wait for the answers)."""
-    _notices.changed(io, obj)
+def wake(io: Any, obj: str, owner: bytes | None = None) -> None:
+    """Send "C" on obj (no wait for the answers): every waiter looks again,
+    or with ``owner`` only that one (the lock was handed to it)."""
+    _notices.changed(io, obj, owner)
 
 
 def wake_waiters(io: Any, obj: str) -> None:
     """After a change on obj: send "C" if a wait was announced since the last one."""
-    if _notices.take_waited(obj):
-        _notices.changed(io, obj)
+    waited, owner = _notices.take_waited(obj)
+    if waited:
+        _notices.changed(io, obj, owner)
 
 
 def busy_here() -> bool:

@@ -410,9 +410,7 @@ def _rival_holds(io: Any, b: str) -> None:
     "write-busy-covering-lock",
     _rival_holds,
     hooks=(
-        Hook(
-            "s0 notify W", lambda io, b: unlock(io, s(b, 0), RIVAL, Kind.RECORD, Mode.EXCL, b"k0")
-        ),
+        Hook("s0 state", lambda io, b: unlock(io, s(b, 0), RIVAL, Kind.RECORD, Mode.EXCL, b"k0")),
     ),
 )
 def _(io: Any, ctx: Context) -> Any:
@@ -461,9 +459,9 @@ def _part_busy(io: Any, b: str) -> None:
     "commit-part-busy",
     _part_busy,
     hooks=(
-        Hook(
-            "s1 notify W", lambda io, b: unlock(io, s(b, 1), RIVAL, Kind.RECORD, Mode.SHARED, b"k1")
-        ),
+        # the rival's record lock is released once the code has queued and
+        # looked (a record lock's waiter announces nothing: its releaser wakes it)
+        Hook("s1 state", lambda io, b: unlock(io, s(b, 1), RIVAL, Kind.RECORD, Mode.SHARED, b"k1")),
     ),
 )
 def _(io: Any, ctx: Context) -> Any:

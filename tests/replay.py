@@ -594,10 +594,12 @@ class Clock:
     def advance(self, seconds: float) -> None:
         self.now += seconds
 
-    def wakeup_sleep(self, obj: str, since: int, timeout: float) -> bool:
+    def wakeup_sleep(
+        self, obj: str, since: int, timeout: float, owner: bytes | None = None
+    ) -> bool:
         """wakeup.sleep: True at once if a notify came since ``since``, else
         the timeout passes."""
-        if wakeup.generation(obj) != since:
+        if wakeup.generation(obj, owner) != since:
             return True
         self.sleep(timeout)
         return False

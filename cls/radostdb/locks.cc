@@ -10,8 +10,9 @@
  *   `release` and `prune` write it only when something changed, and leave
  *   a missing object missing.
  * - Nothing here wakes a waiter: a client that changed the queue notifies
- *   (radostdb/locking.py). A client learns whether its queued request was
- *   granted from `state`, sent behind the write in the same operation.
+ *   (radostdb/wakeup.py); unlock and release tell it how many waiters they
+ *   granted. A client learns whether its queued request was granted from
+ *   lock's return value, or from `state`.
  * - `state` and `watchers` are the reads a client decides on: the header
  *   with the OSD's clock (leases are in OSD time, never the client's), and
  *   who watches the object (who has the database open).
@@ -81,7 +82,9 @@ int lock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 
 /*
  * unlock (write) UnlockReq: drops the owner's entry (held or queued),
- * grants waiters. -ENOLCK no such entry (never taken, or expired).
+ * grants waiters. -ENOLCK no such entry (never taken, or expired). Returns
+ * how many waiters it granted (at most RTDB_GRANTS_MAX; RETURNVEC, as
+ * lock's): the client wakes them only then.
  */
 int unlock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
@@ -94,15 +97,17 @@ int unlock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
   if (!e)
     return refuse("unlock", -ENOLCK, "no such entry");
   s.h.entries.erase(s.h.entries.begin() + (e - s.h.entries.data()));
-  grant_queue(&s.h, s.now);
-  return write_shard_hdr(hctx, s.h);
+  int granted = grant_queue(&s.h, s.now);
+  r = write_shard_hdr(hctx, s.h);
+  return r < 0 ? r : std::min(granted, RTDB_GRANTS_MAX);
 }
 
 /*
  * release (write) ReleaseReq: drops every entry of the owner of `kind` (0:
  * any; queued ones too unless KEEP_WAITS), settles `settle` if pending,
  * forgets the owner as a stale owner unless a transaction of its is still
- * pending there, grants waiters. Always 0; a missing object stays missing.
+ * pending there, grants waiters. Returns how many waiters it granted (as
+ * unlock); a missing object stays missing.
  */
 int release(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
@@ -136,8 +141,9 @@ int release(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
   }
   if (!changed)
     return 0;
-  grant_queue(&s.h, s.now);
-  return write_shard_hdr(hctx, s.h);
+  int granted = grant_queue(&s.h, s.now);
+  r = write_shard_hdr(hctx, s.h);
+  return r < 0 ? r : std::min(granted, RTDB_GRANTS_MAX);
 }
 
 /*

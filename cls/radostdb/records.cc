@@ -196,14 +196,15 @@ int version(cls_method_context_t, ceph::bufferlist *, ceph::bufferlist *out)
  *     every key or a shard lock (-ENOLCK) and no other holder conflicts
  *     (-EBUSY). Neither: a write of each key must be grantable as a RECORD
  *     EXCL request, queue included (-EBUSY). RELEASE: then drop the owner's
- *     exclusive locks that covered the write and grant waiters.
+ *     exclusive locks that covered the write and grant waiters; the return
+ *     value has RTDB_APPLIED_GRANTED if one was (with or without REPORT).
  *   - per entry: -EEXIST INSERT of an existing key, -ENOENT MODIFY/DELETE of
  *     a missing one, -EIO APPEND to a record that does not verify,
  *     -EFBIG an APPEND past a record's 4 GiB limit.
  *   - wflags REPORT (not with txid): PUTs read whether their key exists
  *     (one omap lookup, otherwise skipped), and the return value has
  *     RTDB_APPLIED_CREATED when a PUT or APPEND created a record (tdb's
- *     error code after such a store, database.py). Without REPORT: 0.
+ *     error code after such a store, database.py).
  */
 int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
@@ -364,7 +365,8 @@ int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
   s.h.seq = rseq;
   if (req.wflags & RTDB_WRITE_RELEASE) {
     release_covering(&s.h, req.owner, raw);
-    grant_queue(&s.h, s.now);
+    if (grant_queue(&s.h, s.now) > 0)
+      status |= RTDB_APPLIED_GRANTED;
   }
   r = write_shard_hdr(hctx, s.h);
   return r < 0 ? r : status;

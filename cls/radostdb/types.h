@@ -91,6 +91,10 @@ enum rtdb_apply_op : uint8_t {
 /* bits of apply's non-negative return value (seen by a client sending the
  * call in a write op with LIBRADOS_OPERATION_RETURNVEC; others see 0) */
 #define RTDB_APPLIED_CREATED 0x1 /* WRITE_REPORT: a PUT or APPEND created a record */
+#define RTDB_APPLIED_GRANTED 0x2 /* WRITE_RELEASE: the release granted a waiter */
+
+/* unlock's and release's non-negative return value: waiters granted, capped */
+#define RTDB_GRANTS_MAX 0xffff
 
 /* lock's non-negative return value (RETURNVEC, as apply's) */
 #define RTDB_LOCKED_GRANTED 1 /* the request holds the lock now */

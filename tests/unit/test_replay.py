@@ -40,19 +40,19 @@ def test_every_scenario_is_recorded_and_every_recording_has_a_scenario() -> None
 
 
 def test_a_sync_error_is_the_rados_exception_with_its_errno() -> None:
-    ex = find("commit-part-busy", "s1 lock COMMIT EXCL")
-    io = ReplayIoctx([ex], SCENARIOS["commit-part-busy"].base)
-    with pytest.raises(rados.ObjectBusy) as info_:
-        io.execute(ex["obj"], clsops.CLASS, "lock", bytes.fromhex(ex["request"]), 0)
-    assert info_.value.errno == errno.EBUSY
+    ex = find("write-stale-owner", "s0 apply")
+    io = ReplayIoctx([ex], SCENARIOS["write-stale-owner"].base)
+    with pytest.raises(rados.Error) as info_:
+        io.execute(ex["obj"], clsops.CLASS, "apply", bytes.fromhex(ex["request"]), 0)
+    assert info_.value.errno == errno.EUCLEAN
     io.check_done()
 
 
 def test_a_sync_error_reaches_clsops_as_python_rados_raises_it() -> None:
-    ex = find("commit-part-busy", "s1 lock COMMIT EXCL")
-    io = ReplayIoctx([ex], SCENARIOS["commit-part-busy"].base)
-    with pytest.raises(clsops.Busy):
-        clsops.lock(io, ex["obj"], bytes.fromhex(ex["request"]))
+    ex = find("write-stale-owner", "s0 apply")
+    io = ReplayIoctx([ex], SCENARIOS["write-stale-owner"].base)
+    with pytest.raises(clsops.Unclean):
+        clsops.apply(io, ex["obj"], bytes.fromhex(ex["request"]))
 
 
 def test_an_aio_error_is_a_negative_return_value_and_no_data() -> None:

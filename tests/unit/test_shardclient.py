@@ -29,24 +29,25 @@ def test_a_contended_store_queues_for_a_covering_lock_then_writes_and_releases()
     assert p.value == {"status": clsops.APPLIED_CREATED, "k0": "mine"}
     assert p.steps(kinds=True) == [
         "op s0 apply[report]",  # EBUSY: another handle holds k0's lock
-        "s0 lock RECORD EXCL",  # a try: EBUSY
+        "op s0 lock RECORD EXCL QUEUE",  # queue at once: QUEUED
         "s0 watch",
-        "aio s0 lock RECORD EXCL QUEUE",
-        "aio s0 state",  # queue and read back, pipelined
-        "s0 notify W",  # announce the wait (the holder releases: granted)
-        "aio s0 state",  # the grant is seen
+        "aio s0 state",  # a record lock ahead: no "W" (its releaser wakes us)
+        "aio s0 state",  # the holder released: the grant is seen
         "op s0 apply[lock,release,report]",  # the store, releasing the covering lock
-        "aio s0 notify C",  # somebody announced a wait: wake
-        "s0 get",
+        "s0 get",  # it granted nobody (no APPLIED_GRANTED): no notify
     ]
     entries = [(Op.PUT, b"k0", b"mine")]
     flags = clsops.WRITE_ASSERT_LOCK | clsops.WRITE_RELEASE | clsops.WRITE_REPORT
-    assert p.io.sent[7]["ops"] == [["apply", clsops.apply_request(CODE, flags, entries).hex()]]
-    assert p.io.sent[7]["flags"] == clsops.RETURNVEC  # the reported bits reach us
-    assert (
-        p.io.sent[1]["request"]
-        == clsops.lock_request(CODE, p.rig.books.lease_ms, Kind.RECORD, Mode.EXCL, b"k0").hex()
-    )
+    assert p.io.sent[5]["ops"] == [["apply", clsops.apply_request(CODE, flags, entries).hex()]]
+    assert p.io.sent[5]["flags"] == clsops.RETURNVEC  # the reported bits reach us
+    assert p.io.sent[1]["ops"] == [
+        [
+            "lock",
+            clsops.lock_request(
+                CODE, p.rig.books.lease_ms, Kind.RECORD, Mode.EXCL, b"k0", clsops.LOCK_QUEUE
+            ).hex(),
+        ]
+    ]
     assert p.rig.books.held == {}  # the covering lock was never the user's
 
 
