@@ -14,11 +14,23 @@ monotonic time and stopping at another):
   isolated and atomic).
 - ``etcd-one-key``: the one-key loop with python3-etcd3's Lock (taken with
   ``backends.etcd.acquire``), get, put, release: etcd's equivalent.
-Per scenario: each client's count, min/mean of the counts (1.0 = fair),
-the aggregate rate, and p50/p99 of the wait (the time chainlock,
-transaction_start or Lock.acquire took). A client that is still waiting
-GRACE seconds after the end is killed (it is our child) and the scenario
-reports the error instead of figures.
+Every scenario runs at each client count asked for (``--contention
+2,4,8,16``). Per scenario and count: each client's count, min/mean of the
+counts (1.0 = fair), the aggregate rate, p50/p99 of the wait (the time
+chainlock, transaction_start or Lock.acquire took), the handoff latency and,
+for radostdb, the OSD ops per operation.
+- handoff: from the moment a holder sends its release (chainunlock,
+  transaction_commit or _cancel, Lock.release; the time just before the
+  call) to the moment the next holder sees its grant (the call that took
+  the lock returned). Clients stamp both with CLOCK_MONOTONIC, which every
+  process of the host shares; a grant counts as a handoff when its taker
+  was already waiting when the last other client's release was sent.
+- OSD ops per operation: the OSDs' ``osd.op`` counter (opcount.py) read
+  once every client has opened its handle and again after the last has
+  stopped, divided by the operations (the auditor's included): the round
+  trips a contended operation costs, and what each costs the OSDs.
+A client that is still waiting GRACE seconds after the end is killed (it
+is our child) and the scenario reports the error instead of figures.
 """
 
 from __future__ import annotations
@@ -47,45 +59,87 @@ def _account(i: int) -> bytes:
 
 
 # -- one scenario's client loops: (place, client, stop_at) -> result ------------
+class _Log:
+    """One client's waits and its lock's grant and release moments."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []  # µs
+        self.asked: list[float] = []  # monotonic s: the lock was asked for
+        self.granted: list[float] = []  # ... the call that took it returned
+        self.released: list[float] = []  # ... the release was about to be sent
+
+    def take(self, lock: Callable[[], Any]) -> None:
+        t0 = time.monotonic()
+        lock()
+        t1 = time.monotonic()
+        self.asked.append(t0)
+        self.granted.append(t1)
+        self.waits.append((t1 - t0) * 1e6)
+
+    def give(self, release: Callable[[], Any]) -> None:
+        self.released.append(time.monotonic())
+        release()
+
+    def out(self, **more: Any) -> dict[str, Any]:
+        return {
+            "count": len(self.released),
+            "waits_us": self.waits,
+            "asked": self.asked,
+            "granted": self.granted,
+            "released": self.released,
+            **more,
+        }
+
+
 def _one_key(place: Place, client: int, db: Any, stop_at: float) -> dict[str, Any]:
-    waits, count, clock = [], 0, time.perf_counter
+    log = _Log()
     while time.monotonic() < stop_at:
-        t0 = clock()
-        db.chainlock(HOT)
-        waits.append((clock() - t0) * 1e6)
+        log.take(lambda: db.chainlock(HOT))
         db.store(HOT, str(int(db.get(HOT)) + 1).encode())
-        db.chainunlock(HOT)
-        count += 1
-    return {"count": count, "waits_us": waits}
+        log.give(lambda: db.chainunlock(HOT))
+    return log.out()
 
 
 def _transfer(place: Place, client: int, db: Any, stop_at: float) -> dict[str, Any]:
     rng = random.Random(f"transfer:{client}")
-    waits, count, clock = [], 0, time.perf_counter
+    log = _Log()
     while time.monotonic() < stop_at:
         a, b = (_account(i) for i in rng.sample(range(ACCOUNTS), 2))
-        t0 = clock()
-        db.transaction_start()
-        waits.append((clock() - t0) * 1e6)
+        log.take(db.transaction_start)
         va, vb = int(db.get(a)), int(db.get(b))
         db.store(a, str(va - 1).encode())
         db.store(b, str(vb + 1).encode())
-        db.transaction_commit()
-        count += 1
-    return {"count": count, "waits_us": waits}
+        log.give(db.transaction_commit)
+    return log.out()
 
 
 def _audit(place: Place, client: int, db: Any, stop_at: float) -> dict[str, Any]:
-    waits, count, bad, clock = [], 0, 0, time.perf_counter
+    log, bad = _Log(), 0
     while time.monotonic() < stop_at:
-        t0 = clock()
-        db.transaction_start()
-        waits.append((clock() - t0) * 1e6)
+        log.take(db.transaction_start)
         total = sum(int(db.get(_account(i))) for i in range(ACCOUNTS))
-        db.transaction_cancel()
-        count += 1
+        log.give(db.transaction_cancel)
         bad += total != ACCOUNTS * BALANCE
-    return {"count": count, "waits_us": waits, "bad_audits": bad}
+    return log.out(bad_audits=bad)
+
+
+def handoffs_us(outs: list[dict[str, Any]]) -> list[float]:
+    """Release sent -> next holder's grant seen, µs, for every grant whose
+    taker was already waiting when the last other client's release was sent
+    (see the module comment)."""
+    events = []
+    for c, o in enumerate(outs):
+        events += [(t, 1, c, 0.0) for t in o["released"]]
+        events += [(g, 0, c, a) for a, g in zip(o["asked"], o["granted"], strict=True)]
+    events.sort()
+    last: tuple[float, int] | None = None  # (time, client) of the latest release
+    out = []
+    for t, kind, c, asked in events:
+        if kind == 1:
+            last = (t, c)
+        elif last is not None and last[1] != c and asked <= last[0]:
+            out.append((t - last[0]) * 1e6)
+    return out
 
 
 class _EtcdDb:
@@ -105,16 +159,13 @@ class _EtcdDb:
 def _etcd_one_key(place: Place, client: int, db: Any, stop_at: float) -> dict[str, Any]:
     from .backends.etcd import acquire
 
-    waits, count, clock = [], 0, time.perf_counter
+    log = _Log()
     while time.monotonic() < stop_at:
-        t0 = clock()
-        acquire(db.c, db.lock, GRACE)
-        waits.append((clock() - t0) * 1e6)
+        log.take(lambda: acquire(db.c, db.lock, GRACE))
         value, _ = db.c.get(db.key)
         db.c.put(db.key, str(int(value) + 1).encode())
-        db.lock.release()
-        count += 1
-    return {"count": count, "waits_us": waits}
+        log.give(db.lock.release)
+    return log.out()
 
 
 LOOPS: dict[str, Callable[[Place, int, Any, float], dict[str, Any]]] = {
@@ -183,8 +234,11 @@ def _setup(place: Place, scenario: str) -> Callable[[], dict[str, Any]]:
     return check
 
 
-def run_scenario(place: Place, scenario: str, clients: int, seconds: float) -> dict[str, Any]:
-    """One scenario with ``clients`` contending clients for ``seconds``."""
+def run_scenario(
+    place: Place, scenario: str, clients: int, seconds: float, counter: Any = None
+) -> dict[str, Any]:
+    """One scenario with ``clients`` contending clients for ``seconds``;
+    ``counter`` (opcount.OsdOps) counts the OSD ops of radostdb's."""
     loops = {
         "one-key": ["one-key"] * clients,
         "transactions": ["transfer"] * clients + ["audit"],
@@ -207,6 +261,7 @@ def run_scenario(place: Place, scenario: str, clients: int, seconds: float) -> d
             status, out = conn.recv()
             if status != "ready":
                 raise RuntimeError(out)
+        ops_before = counter.total() if counter is not None else None
         stop_at = time.monotonic() + 0.05 + seconds
         for _, conn in procs:
             conn.send(stop_at)
@@ -226,6 +281,7 @@ def run_scenario(place: Place, scenario: str, clients: int, seconds: float) -> d
                 p.kill()
                 p.join(timeout=5)
     errors = [out for status, out in results if status != "ok"]
+    ops = counter.total() - ops_before if counter is not None and not errors else None
     final = check()
     if errors:
         return {"clients": clients, "seconds": seconds, "error": "\n".join(errors), **final}
@@ -235,6 +291,7 @@ def run_scenario(place: Place, scenario: str, clients: int, seconds: float) -> d
     waits = [w for o in workers for w in o["waits_us"]]
     secs = max(o["seconds"] for o in workers)
     lat = percentiles(waits)
+    hand = percentiles(handoffs_us(outs))
     doc: dict[str, Any] = {
         "clients": clients,
         "seconds": secs,
@@ -242,8 +299,13 @@ def run_scenario(place: Place, scenario: str, clients: int, seconds: float) -> d
         "rate": sum(counts) / secs if secs > 0 else 0.0,
         "fairness_min_mean": fairness(counts),
         "wait_us": {k: lat[k] for k in ("p50", "p90", "p99", "max", "mean")} if lat else {},
+        "handoff_us": {k: hand[k] for k in ("p50", "p99", "mean")} if hand else {},
+        "handoffs": int(hand.get("count", 0)),
         **final,
     }
+    if ops is not None:
+        done = sum(o["count"] for o in outs)
+        doc["osd_ops_per_op"] = ops / done if done else None
     if scenario in ("one-key", "etcd-one-key"):
         doc["lost_updates"] = sum(counts) - final["final"]
     if scenario == "transactions":
@@ -258,15 +320,40 @@ def run_scenario(place: Place, scenario: str, clients: int, seconds: float) -> d
     return doc
 
 
+HEADLINE = 4  # the client count whose scenarios are the document's "scenarios"
+
+
 def contention(
-    place: Place, clients: int, seconds: float, with_etcd: bool, rep: Reporter
+    place: Place, counts: list[int], seconds: float, with_etcd: bool, rep: Reporter
 ) -> dict[str, Any]:
-    """Every scenario, one after the other."""
+    """Every scenario at every client count, one after the other."""
+    from .opcount import OsdOps
+
     scenarios = ["one-key", "transactions"] + (["etcd-one-key"] if with_etcd else [])
-    rep.phase(f"contention: {clients} clients, {seconds:g}s per scenario", len(scenarios))
-    out: dict[str, Any] = {"clients": clients, "seconds": seconds, "scenarios": {}}
-    for s in scenarios:
-        rep.step(f"contention: {s}, {clients} clients")
-        out["scenarios"][s] = run_scenario(place, s, clients, seconds)
-        rep.advance()
+    shown = ",".join(map(str, counts))
+    rep.phase(
+        f"contention: {shown} clients, {seconds:g}s per scenario", len(scenarios) * len(counts)
+    )
+    headline = HEADLINE if HEADLINE in counts else max(counts)
+    out: dict[str, Any] = {
+        "clients": headline,
+        "client_counts": counts,
+        "seconds": seconds,
+        "scenarios": {},
+        "by_clients": {},
+    }
+    counter = OsdOps(place.conf, place.client_id)
+    try:
+        for n in counts:
+            runs: dict[str, Any] = {}
+            for s in scenarios:
+                rep.step(f"contention: {s}, {n} clients")
+                runs[s] = run_scenario(
+                    place, s, n, seconds, None if s.startswith("etcd") else counter
+                )
+                rep.advance()
+            out["by_clients"][str(n)] = runs
+    finally:
+        counter.close()
+    out["scenarios"] = out["by_clients"][str(headline)]
     return out

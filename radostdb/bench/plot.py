@@ -3,7 +3,8 @@
 Panels: rates of every backend; radostdb against its floor and its peer
 (ratios); the peers side by side (radostdb, etcd, cephsqlite); latency by
 percentile; per-op cost as the database grows (or latency per call); RADOS
-ops per call; contention (per-client counts and waits).
+ops per call; contention (per-client counts and waits; rate and fairness
+against the client count).
 """
 
 from __future__ import annotations
@@ -200,6 +201,35 @@ def _contention(ax: Any, doc: dict[str, Any]) -> None:
     ax.grid(axis="y", alpha=0.3)
 
 
+def _contention_by_clients(ax: Any, doc: dict[str, Any]) -> None:
+    """Rate (solid, left axis) and fairness (dashed, right axis) of each
+    contention scenario against the client count."""
+    ct = doc["contention"]
+    counts = ct["client_counts"]
+    right = ax.twinx()
+    names = sorted({name for runs in ct["by_clients"].values() for name in runs})
+    for i, name in enumerate(names):
+        pts = [
+            (n, ct["by_clients"][str(n)].get(name, {}))
+            for n in counts
+            if "rate" in ct["by_clients"][str(n)].get(name, {})
+        ]
+        if not pts:
+            continue
+        xs = [n for n, _ in pts]
+        ax.plot(xs, [s["rate"] for _, s in pts], "o-", color=f"C{i}", label=f"{name} rate")
+        right.plot(xs, [s["fairness_min_mean"] for _, s in pts], "x--", color=f"C{i}", alpha=0.6)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(counts, [str(n) for n in counts])
+    ax.set_xlabel("clients")
+    ax.set_ylabel("operations/s (solid)")
+    right.set_ylabel("fairness min/mean (dashed)")
+    right.set_ylim(0, 1.05)
+    ax.set_title("contention: rate and fairness against clients")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+
+
 def plot(doc: dict[str, Any], path: str) -> None:
     """Draw the document's panels into one PNG at ``path``."""
     import matplotlib
@@ -213,6 +243,8 @@ def plot(doc: dict[str, Any], path: str) -> None:
         panels.append(_ops)
     if doc.get("contention"):
         panels.append(_contention)
+        if len(doc["contention"].get("client_counts", [])) > 1:
+            panels.append(_contention_by_clients)
     rows = math.ceil(len(panels) / 2)
     fig, axes = plt.subplots(rows, 2, figsize=(16, 5.5 * rows), squeeze=False)
     for ax, panel in zip(axes.flat, panels, strict=False):

@@ -184,34 +184,77 @@ def ops_table(oc: dict[str, Any]) -> Table:
     return t
 
 
-def contention_table(ct: dict[str, Any]) -> Table:
+def _single_lsu(doc: dict[str, Any], backend: str) -> float | None:
+    """The run's lock-store-unlock rate of one client of ``backend``."""
+    if doc["spec"]["clients"] != 1:
+        return None
+    e = doc["workloads"].get("lock-store-unlock", {}).get("backends", {}).get(backend)
+    return e["rate"] if e and e.get("rate") else None
+
+
+def contention_table(doc: dict[str, Any]) -> Table:
+    ct = doc["contention"]
+    counts = ct.get("client_counts") or [ct["clients"]]
+    by = ct.get("by_clients") or {str(ct["clients"]): ct["scenarios"]}
     t = Table(
-        title=f"contention: {ct['clients']} clients, {ct['seconds']:g} s per scenario",
-        caption="wait: time to get the lock (chainlock, transaction_start, etcd Lock.acquire); "
-        "fairness: min/mean of per-client counts; check: lost updates (one key), "
-        "audits that saw a wrong sum (transactions)",
+        title=f"contention: {','.join(map(str, counts))} clients, {ct['seconds']:g} s per scenario",
+        caption="x1: rate / the single-client lock-store-unlock rate of the same backend in "
+        "this run; x etcd: radostdb / etcd one-key at the same count; wait: time to get the "
+        "lock (chainlock, transaction_start, etcd Lock.acquire); handoff: release sent -> "
+        "next holder's grant seen; ops/op: OSD ops per operation (osd.op); fairness: "
+        "min/mean of per-client counts; check: lost updates (one key), audits that saw a "
+        "wrong sum (transactions)",
     )
-    for col in ("scenario", "ops/s", "per-client counts", "fairness", "wait p50/p99 µs", "check"):
-        t.add_column(col, justify="left" if col in ("scenario", "check") else "right")
-    for name, s in ct["scenarios"].items():
-        if "error" in s:
-            t.add_row(name, "-", "-", "-", "-", f"error: {s['error'].splitlines()[-1][:80]}")
-            continue
-        w = s.get("wait_us") or {}
-        if "lost_updates" in s:
-            check = f"{s['lost_updates']} lost updates"
-        else:
-            a = s["audit"]
-            total = "ok" if s["sum_ok"] else "WRONG"
-            check = f"{a['bad_audits']} bad of {a['count']} audits, sum {total}"
-        t.add_row(
-            name,
-            fmt_rate(s["rate"]),
-            " ".join(str(c) for c in s["counts"]),
-            f"{s['fairness_min_mean']:.2f}",
-            f"{fmt_us(w['p50'])} / {fmt_us(w['p99'])}" if w else "-",
-            check,
-        )
+    cols = (
+        "clients",
+        "scenario",
+        "ops/s",
+        "x1",
+        "x etcd",
+        "fairness",
+        "wait p50/p99 µs",
+        "handoff p50/p99 µs",
+        "ops/op",
+        "per-client counts",
+        "check",
+    )
+    for col in cols:
+        left = col in ("scenario", "check", "per-client counts")
+        t.add_column(col, justify="left" if left else "right")
+    for n in counts:
+        runs = by.get(str(n), {})
+        etcd = runs.get("etcd-one-key", {})
+        for name, s in runs.items():
+            if "error" in s:
+                t.add_row(str(n), name, *["-"] * 8, f"error: {s['error'].splitlines()[-1][:80]}")
+                continue
+            w = s.get("wait_us") or {}
+            h = s.get("handoff_us") or {}
+            if "lost_updates" in s:
+                check = f"{s['lost_updates']} lost updates"
+            else:
+                a = s["audit"]
+                total = "ok" if s["sum_ok"] else "WRONG"
+                check = f"{a['bad_audits']} bad of {a['count']} audits, sum {total}"
+            single = _single_lsu(doc, "etcd" if name.startswith("etcd") else "radostdb")
+            x1 = f"{s['rate'] / single:.2f}" if single and name != "transactions" else "-"
+            xe = (
+                f"{s['rate'] / etcd['rate']:.2f}" if name == "one-key" and etcd.get("rate") else "-"
+            )
+            ops = s.get("osd_ops_per_op")
+            t.add_row(
+                str(n),
+                name,
+                fmt_rate(s["rate"]),
+                x1,
+                xe,
+                f"{s['fairness_min_mean']:.2f}",
+                f"{fmt_us(w['p50'])} / {fmt_us(w['p99'])}" if w else "-",
+                f"{fmt_us(h['p50'])} / {fmt_us(h['p99'])}" if h else "-",
+                f"{ops:.1f}" if ops is not None else "-",
+                " ".join(str(c) for c in s["counts"]),
+                check,
+            )
     return t
 
 
@@ -322,7 +365,7 @@ def tables(doc: dict[str, Any]) -> list[Table]:
     if doc.get("osd_ops"):
         out.append(ops_table(doc["osd_ops"]))
     if doc.get("contention"):
-        out.append(contention_table(doc["contention"]))
+        out.append(contention_table(doc))
     if doc.get("scale"):
         out.append(scale_table(doc["scale"], doc["scale"]["backends"]))
     if doc.get("hash_sizes"):

@@ -149,7 +149,7 @@ def bench(
     workloads: list[str],
     counts: list[int],
     scale_sizes: list[int],
-    contend: tuple[int, float],
+    contend: tuple[list[int], float],
     rep: Reporter,
     processes: int = 0,
     idle: bool = True,
@@ -182,7 +182,7 @@ def bench(
             doc["clients_scaling"] = clients_scaling(runner, backends, counts, spec, rep)
         if place.conf and any(b in ("radostdb", "rados", "cephsqlite") for b in backends):
             doc["osd_ops"] = count_ops(runner, backends, workloads, "main", rep)
-        if contend[0] > 0 and place.conf and "radostdb" in backends:
+        if contend[0] and place.conf and "radostdb" in backends:
             doc["contention"] = contention(place, *contend, "etcd" in backends, rep)
         scaled = [b for b in backends if b in SCALED]
         if scale_sizes and scaled:

@@ -146,7 +146,7 @@ def test_quick_json_has_every_backend_workload_and_section(
         "--scale-sizes",
         "200,500",
         "--contention",
-        "2",
+        "1,2",
         "--contention-seconds",
         "0.5",
         env=ceph_cluster.child_env(),
@@ -198,17 +198,28 @@ def test_quick_json_has_every_backend_workload_and_section(
 
     # contention: no lost update, no torn audit, every client served
     ct = doc["contention"]
-    assert ct["clients"] == 2 and ct["seconds"] == 0.5
-    assert list(ct["scenarios"]) == ["one-key", "transactions", "etcd-one-key"]
-    for name, s in ct["scenarios"].items():
-        assert "error" not in s, s
-        assert len(s["counts"]) == 2 and all(c >= 1 for c in s["counts"])
-        assert 0 < s["fairness_min_mean"] <= 1 and s["rate"] > 0
-        assert 0 < s["wait_us"]["p50"] <= s["wait_us"]["p99"] <= s["wait_us"]["max"]
-        if name == "transactions":
-            assert s["sum_ok"] and s["audit"]["bad_audits"] == 0 and s["audit"]["count"] >= 1
-        else:
-            assert s["lost_updates"] == 0 and s["final"] == sum(s["counts"])
+    assert ct["clients"] == 2 and ct["client_counts"] == [1, 2] and ct["seconds"] == 0.5
+    assert list(ct["by_clients"]) == ["1", "2"] and ct["scenarios"] == ct["by_clients"]["2"]
+    for n, runs in ct["by_clients"].items():
+        assert list(runs) == ["one-key", "transactions", "etcd-one-key"]
+        for name, s in runs.items():
+            assert "error" not in s, s
+            assert len(s["counts"]) == int(n) and all(c >= 1 for c in s["counts"])
+            assert 0 < s["fairness_min_mean"] <= 1 and s["rate"] > 0
+            assert 0 < s["wait_us"]["p50"] <= s["wait_us"]["p99"] <= s["wait_us"]["max"]
+            if name == "transactions":
+                assert s["sum_ok"] and s["audit"]["bad_audits"] == 0
+                assert s["audit"]["count"] >= 1
+            else:
+                assert s["lost_updates"] == 0 and s["final"] == sum(s["counts"])
+            if name == "etcd-one-key":
+                assert "osd_ops_per_op" not in s
+            else:  # a lock and its release at least, per operation
+                assert s["osd_ops_per_op"] >= 2, (n, name, s["osd_ops_per_op"])
+            if n == "1" and name != "transactions":  # alone: nobody to hand over to
+                assert s["handoffs"] == 0 and s["handoff_us"] == {}
+    two = ct["by_clients"]["2"]["one-key"]
+    assert two["handoffs"] >= 1 and 0 < two["handoff_us"]["p50"] <= two["handoff_us"]["p99"]
 
     sc = doc["scale"]
     assert sc["sizes"] == [200, 500] and list(sc["results"]) == ["200", "500"]
@@ -306,7 +317,7 @@ def test_plot_writes_a_png(ceph_cluster: ClusterInfo, tmp_path: Path) -> None:
         "--plot",
         str(png),
         "--contention",
-        "2",
+        "1,2",
         "--contention-seconds",
         "0.3",
         "--workload",

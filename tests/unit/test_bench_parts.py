@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from radostdb.bench import cli
+from radostdb.bench.contention import handoffs_us
 from radostdb.bench.spec import Spec
 from radostdb.bench.stats import Chunk, fairness, percentiles, ratio, summarize
 from radostdb.bench.workloads import WORKLOADS
@@ -110,3 +111,35 @@ def test_scale_sizes(records: int, given: str | None, sizes: list[int]) -> None:
 )
 def test_client_counts(given: str, counts: list[int]) -> None:
     assert cli.client_counts(given) == counts
+
+
+@pytest.mark.parametrize(
+    "given,quick,counts",
+    [
+        (None, False, [2, 4, 8, 16]),
+        (None, True, [4]),
+        ("16,4", False, [4, 16]),
+        ("0", False, []),
+    ],
+)
+def test_contention_counts(given: str | None, quick: bool, counts: list[int]) -> None:
+    assert cli.contention_counts(given, quick) == counts
+
+
+@pytest.mark.parametrize("given", ["x", "0,4", "65", ""])
+def test_contention_counts_refused(given: str) -> None:
+    with pytest.raises(cli.click.BadParameter):
+        cli.contention_counts(given, False)
+
+
+def test_handoffs_count_waiting_takers_only() -> None:
+    """Client 0 holds 1.0-2.0; client 1 asked at 1.5 and got it at 2.3: a
+    handoff of 0.3 s. Client 0 asks again at 2.1 (after its own release),
+    gets it at 3.4 after client 1's release at 3.0: 0.4 s. Client 1 asks
+    again at 5.0, long after the last release (3.5): no wait, no handoff."""
+    outs = [
+        {"asked": [0.9, 2.1], "granted": [1.0, 3.4], "released": [2.0, 3.5]},
+        {"asked": [1.5, 5.0], "granted": [2.3, 5.0], "released": [3.0, 5.1]},
+    ]
+    got = handoffs_us(outs)
+    assert [round(h) for h in got] == [300_000, 400_000]
