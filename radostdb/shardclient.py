@@ -19,16 +19,26 @@ shard client design:
   storage only maps keys to shards and asks; the committer and the
   transaction lock call write_part, settle and lock; the lock books
   (locking.LockTable) only count.
-- Waiting for a lock (:meth:`ShardClient.wait_granted`): the waiter (1)
-  queues and reads the queue back in one round trip (`lock` with QUEUE,
-  then `state`, pipelined on the object), (2) announces itself with a "W"
-  notify (wakeup.py) that every watcher acknowledges (holders then know to
-  wake someone when they release), (3) reads the state once more (a release
-  that crossed the announcement is seen here), then (4) sleeps until a
-  notify on the object or a deadline: the earliest lease expiry among the
-  entries ahead of it. A releaser that heard a "W" sends its release and a
-  "C" notify back to back on the same object (the OSD orders the notify
-  after the release), so a granted waiter wakes, reads the state and runs.
+- Waiting for a lock (:meth:`ShardClient.wait_granted`): a blocking
+  request queues at once (`lock` with QUEUE; its return value says granted
+  or queued: one round trip either way). A queued waiter (1) reads the
+  state, (2) if an entry ahead of it is one its holder may keep cached
+  (the transaction lock, isolation, USER: anything but record locks),
+  announces itself with a "W" notify (wakeup.py) that every watcher
+  acknowledges, and reads the state again (a release that crossed the
+  announcement is seen there), then (3) sleeps until a notify on the
+  object or a deadline: the earliest lease expiry among the entries ahead
+  of it. Whoever gives a lock back learns whether that granted somebody:
+  unlock and release return the count, a covering write's release sets
+  APPLIED_GRANTED; a giver that heard a "W", or saw waiters behind it when
+  it was granted, sends its release and a "C" notify back to back on the
+  same object (the OSD orders the notify after the release), else it
+  sends "C" once the reply says it granted. A holder of an exclusive
+  record lock that saw who waits next for its record hands the lock to
+  that owner alone ("C" + owner: others sleep on). A waiter for an
+  exclusive record lock reads the record with each state read, so the
+  state that shows its grant comes with the value under the lock
+  (``Shards.locked_values``, used by reads until it writes or unlocks).
   A waiter nobody woke for REANNOUNCE announces itself again (a holder of
   a cached lock that did not hear it would keep the lock).
   An announce some watcher left unacknowledged is not trusted: the waiter

@@ -19,7 +19,11 @@ notifies that travel over them.
 - "C" (``changed``): the object changed (a release, a commit); every
   sleeper on it wakes and looks again. Sent without waiting for the
   answers; ``wake_waiters`` sends it only if a "W" was heard since the last
-  one, so an uncontended release costs no notify.
+  one (or a holder saw waiters behind it, ``mark_waited``), so an
+  uncontended release costs no notify. "C" followed by an owner (hex) is
+  for that owner alone: a lock handed to it; sleepers of other owners
+  (``sleep`` with ``owner``) do not wake, and sleepers without an owner
+  count only untargeted notifies.
 - A watch made while a "W" was being announced may miss it: once made,
   the lock table is read (on the service thread) and waiters found there
   are told to the listeners as a "W" would be, so a holder of a cached lock
