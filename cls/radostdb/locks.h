@@ -21,8 +21,8 @@
  *   that holds a read lock and asks for another never waits for a commit
  *   that waits for its first one. A committer waits for readers to pause.
  *   A `lock` without QUEUE is a try: not grantable -> -EBUSY, nothing
- *   changed. With QUEUE it appends a waiter (returns 0 either way; the
- *   client reads `state` to learn which).
+ *   changed. With QUEUE it appends a waiter; the return value says which
+ *   (RTDB_LOCKED_GRANTED or _QUEUED, seen with RETURNVEC).
  * - Conflicts (entries of different owners; an owner never conflicts with
  *   itself). A plain write of key k counts as a RECORD EXCL request on k; a
  *   write by the transaction holder (ASSERT_TXN) as a COMMIT request
@@ -58,7 +58,8 @@
  *   holder that slept through its lease cannot write with its lost lock.
  * - A refused request (-EBUSY, -ENOLCK, -EUCLEAN) changes nothing: a failed
  *   method's writes are dropped by the OSD. Waking waiters is the clients'
- *   business, by watch/notify (radostdb/locking.py).
+ *   business, by watch/notify (radostdb/wakeup.py): unlock, release and a
+ *   releasing apply tell the client whether they granted a waiter.
  */
 #ifndef RADOSTDB_LOCKS_H
 #define RADOSTDB_LOCKS_H
