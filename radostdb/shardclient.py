@@ -25,7 +25,10 @@ shard client design:
   state, (2) if an entry ahead of it is one its holder may keep cached
   (the transaction lock, isolation, USER: anything but record locks),
   announces itself with a "W" notify (wakeup.py) that every watcher
-  acknowledges, and reads the state again (a release that crossed the
+  acknowledges (a transaction-lock waiter with a waiter ahead of it stays
+  silent: that one announced, or the holder saw it queued when granted,
+  and each grant shows the new holder who waits behind it), and reads the
+  state again (a release that crossed the
   announcement is seen there), then (3) sleeps until a notify on the
   object or a deadline: the earliest lease expiry among the entries ahead
   of it. Whoever gives a lock back learns whether that granted somebody:
@@ -34,8 +37,10 @@ shard client design:
   it was granted, sends its release and a "C" notify back to back on the
   same object (the OSD orders the notify after the release), else it
   sends "C" once the reply says it granted. A holder of an exclusive
-  record lock that saw who waits next for its record hands the lock to
-  that owner alone ("C" + owner: others sleep on). A waiter for an
+  record lock that saw who waits next for its record, or of the
+  transaction lock that saw a transaction-lock waiter first in the queue,
+  hands the lock to that owner alone ("C" + owner: others sleep on). A
+  waiter for an
   exclusive record lock reads the record with each state read, so the
   state that shows its grant comes with the value under the lock
   (``Shards.locked_values``, used by reads until it writes or unlocks).
@@ -887,7 +892,7 @@ class ShardClient:
             if self.granted(st, kind, mode, key):
                 return st, extra  # type: ignore[return-value]
             trusted = True
-            if st is None or self._cached_ahead(st, kind, mode, key):
+            if st is None or self._announce_needed(st, kind, mode, key):
                 # a holder that keeps its lock cached releases it when asked
                 trusted = wakeup.announce(io, obj)
                 st, extra = read_state()
@@ -974,7 +979,19 @@ class ShardClient:
     ) -> bytes | None:
         """The owner our release of (kind, mode, key) will hand the lock to,
         when it is one: the first waiter for our record, exclusive, with
-        only record waiters before it. None: several, or unknown."""
+        only record waiters before it; for the transaction lock, the first
+        waiter if it waits for the transaction lock too. None: several, or
+        unknown."""
+        if kind == Kind.TXN:
+            first = next(
+                (
+                    e
+                    for e in st.header.entries
+                    if e.state == clsops.EntryState.QUEUED and e.owner != self.books.owner
+                ),
+                None,
+            )
+            return first.owner if first is not None and first.kind == Kind.TXN else None
         if kind != Kind.RECORD or mode != Mode.EXCL:
             return None
         for e in st.header.entries:
@@ -1008,13 +1025,19 @@ class ShardClient:
             if clsops.unlock_granted(io, self.obj, req):
                 wakeup.wake(io, self.obj)
 
-    def _cached_ahead(self, st: clsops.ObjectState, kind: int, mode: int, key: bytes) -> bool:
-        """Is an entry ahead of ours one its holder may keep after use (the
-        transaction lock, isolation, USER: cached until somebody asks)? Record
-        locks are given back by unlock, release or a covering write, which
-        say whether they granted a waiter, and the giver wakes it: waiting
-        behind only those needs no "W" announcement."""
-        return any(e.kind != Kind.RECORD for e in self._ahead(st, kind, mode, key))
+    def _announce_needed(self, st: clsops.ObjectState, kind: int, mode: int, key: bytes) -> bool:
+        """Must a waiter announce itself? Only if an entry ahead of ours is
+        one its holder may keep after use (the transaction lock, isolation,
+        USER: cached until somebody asks). Record locks are given back by
+        unlock, release or a covering write, which say whether they granted
+        a waiter, and the giver wakes it. And a transaction-lock waiter with
+        another waiter ahead of it stays silent: the first waiter announced
+        itself, or the holder saw it queued when it was granted, and each
+        grant shows its holder the waiters behind it (so it does not cache)."""
+        ahead = self._ahead(st, kind, mode, key)
+        if kind == Kind.TXN and any(e.state == clsops.EntryState.QUEUED for e in ahead):
+            return False
+        return any(e.kind != Kind.RECORD for e in ahead)
 
     def _deadline(
         self, st: clsops.ObjectState, kind: int, mode: int, key: bytes

@@ -50,7 +50,10 @@ txnlock design:
   and, idle, releases at once (on the lock service thread), or, inside a
   transaction, right after it ends: the waiter is granted in the same
   atomic operation as the release. While ``requested``, the holder does not
-  cache.
+  cache. A holder granted with waiters queued behind it is ``requested``
+  from the start, so only the first of a queue of transactions announces
+  itself, and the release hands the lock to the next transaction with a
+  notify for it alone (shardclient.py).
 - The release settles the shards the holder's lazily settled transactions
   left pending (commit.Settlement), in the same call as each isolation
   lock, then forgets the journal records.
