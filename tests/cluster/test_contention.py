@@ -324,6 +324,38 @@ def test_a_killed_waiter_stalls_nobody_past_its_lease(
     finish(alive)
 
 
+def test_a_waiter_killed_as_the_lock_is_handed_to_it_stalls_nobody_past_its_lease(
+    db_name: str, cluster_env: dict[str, str], ioctx: object, start_method: str
+) -> None:
+    """Issue 24: A, X and Y queue behind a holder; A is granted and sees X
+    next, so its release hands the lock to X with a notify for X alone. X
+    is killed with -9 just before: the OSD grants X (dead) anyway, and Y,
+    never woken by that notify, still gets the lock within one lease of
+    A's release (it sleeps no longer than the lease of the entry ahead)."""
+    lease = 2.0
+    holder = radostdb.Tdb(db_name, 0, 0, CREATE, lock_lease=lease, shards=8)  # as _queue's
+    holder.chainlock(b"hot")
+    a, x, y = _start_waiters(db_name, cluster_env, ioctx, 3, lease, start_method)
+    holder.chainunlock(b"hot")
+    expect(a, "locked", timeout=30)
+    signal_worker(x, signal.SIGKILL)
+    x.wait()
+    released = time.monotonic()
+    say(a, "unlock")
+    expect(a, "unlocked")
+    got = expect(y, "locked", timeout=30)
+    print(
+        f"Y ran {got - released:.2f}s after the release handed the lock to dead X (lease {lease}s)"
+    )
+    assert got - released < lease + 2.0
+    for w in (a, y):
+        if w is y:
+            say(y, "unlock")
+            expect(y, "unlocked")
+        say(w, "exit")
+    finish([a, y])
+
+
 READER = """
     import os, sys, time, radostdb
     db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR)
