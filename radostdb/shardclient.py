@@ -44,8 +44,9 @@ shard client design:
   exclusive record lock reads the record with each state read, so the
   state that shows its grant comes with the value under the lock
   (``Shards.locked_values``, used by reads until it writes or unlocks).
-  A waiter nobody woke for REANNOUNCE announces itself again (a holder of
-  a cached lock that did not hear it would keep the lock).
+  A waiter nobody woke for REANNOUNCE looks again, and announces itself
+  again if it still must (a holder of a cached lock that did not hear it
+  would keep the lock).
   An announce some watcher left unacknowledged is not trusted: the waiter
   then also looks every wakeup.DEAF_POLL. A waiter whose entry vanished
   (expired while the process was stopped) queues again, paced. With the op
@@ -916,8 +917,11 @@ class ShardClient:
                 woke = wakeup.sleep(obj, gen, delay, books.owner)
                 gen = wakeup.generation(obj, books.owner)
                 if not woke and time.monotonic() - announced > REANNOUNCE:
-                    # nobody woke us: a holder may not have heard (a cached lock)
-                    trusted = wakeup.announce(io, obj)
+                    # nobody woke us: a holder of a cached lock may not have
+                    # heard (a record lock's giver wakes us itself: an announce
+                    # would only wait on a dead watcher's notify timeout)
+                    if st is None or self._announce_needed(st, kind, mode, key):
+                        trusted = wakeup.announce(io, obj)
                     announced = time.monotonic()
                 # somebody ahead outlived its lease: prune, which grants
                 late = not woke and expired_at is not None and time.monotonic() >= expired_at
