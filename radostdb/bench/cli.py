@@ -75,36 +75,31 @@ def scale_sizes_for(records: int, given: str | None) -> list[int]:
     return sizes
 
 
-def client_counts(given: str) -> list[int]:
-    """--clients: "4" (1 vs 4 when above 1) or "1,2,4"; always with 1."""
+def _counts(given: str, option: str, allow_none: bool = False) -> list[int]:
+    """A comma-separated list of process counts, 1 to 64, sorted, distinct
+    ([] for "0" when ``allow_none``)."""
     try:
         counts = sorted({int(s) for s in given.split(",") if s.strip()})
     except ValueError:
-        raise click.BadParameter(
-            f"{given!r} is not a list of numbers", param_hint="--clients"
-        ) from None
+        raise click.BadParameter(f"{given!r} is not a list of numbers", param_hint=option) from None
+    if allow_none and counts == [0]:
+        return []
     if not counts or counts[0] < 1 or counts[-1] > 64:
-        raise click.BadParameter(f"{given!r}: counts must be 1 to 64", param_hint="--clients")
-    return sorted({1, *counts})
+        none = " (or 0: none)" if allow_none else ""
+        raise click.BadParameter(f"{given!r}: counts must be 1 to 64{none}", param_hint=option)
+    return counts
+
+
+def client_counts(given: str) -> list[int]:
+    """--clients: "4" (1 vs 4 when above 1) or "1,2,4"; always with 1."""
+    return sorted({1, *_counts(given, "--clients")})
 
 
 def contention_counts(given: str | None, quick: bool) -> list[int]:
     """--contention: "2,4,8,16" (the default; "4" with --quick), "0": none."""
     if given is None:
         given = "4" if quick else "2,4,8,16"
-    try:
-        counts = sorted({int(s) for s in given.split(",") if s.strip()})
-    except ValueError:
-        raise click.BadParameter(
-            f"{given!r} is not a list of numbers", param_hint="--contention"
-        ) from None
-    if counts == [0]:
-        return []
-    if not counts or counts[0] < 1 or counts[-1] > 64:
-        raise click.BadParameter(
-            f"{given!r}: counts must be 1 to 64 (or 0: none)", param_hint="--contention"
-        )
-    return counts
+    return _counts(given, "--contention", allow_none=True)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
