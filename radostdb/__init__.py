@@ -25,6 +25,7 @@ from .flags import (
     SEQNUM,
     VOLATILE,
 )
+from .watch import Watch
 
 __version__ = "0.2.0"
 
@@ -49,6 +50,7 @@ __all__ = [
     "Tdb",
     "TdbError",
     "TdbTextWrapper",
+    "Watch",
     "__version__",
     "open",
 ]

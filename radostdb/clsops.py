@@ -58,12 +58,14 @@ WRITE_REPORT = 0x8
 # bits of a reported apply's return value (apply_report)
 APPLIED_CREATED = 0x1
 APPLIED_GRANTED = 0x2  # a RELEASE write granted a waiter (with RETURNVEC)
+APPLIED_WATCHED = 0x4  # a key written (a clear: any) was watched: notify (watch.py)
 GRANTS_MAX = 0xFFFF  # unlock's and release's count of waiters granted, capped
 # lock flags
 LOCK_QUEUE = 0x1
 # a lock's return value (lock_status)
 LOCKED_GRANTED = 1
 LOCKED_QUEUED = 2
+WATCH_ARMED = 4  # a WATCH request found its entry still there (no write since)
 # layout bits of a SHARD lock's or a clear's return value (the client sent
 # the shard's modulus): the shard is splitting; its modulus is another
 LAYOUT_SPLITTING = 0x10

@@ -171,9 +171,10 @@ class Committer:
                 if len(by_shard) == 1:
                     ((index, entries),) = by_shard.items()
                     try:
-                        self.shards[index].write_part(entries)
+                        fired = self.shards[index].write_part(entries)
                     except clsops.Canceled:
                         raise _lost_lock() from None
+                    self.shards[index].watchers_told(fired, entries)
                 else:
                     self._commit_multi(by_shard)
                 return
@@ -201,11 +202,13 @@ class Committer:
         if moved is not None:  # a key moved: abort, and the caller groups again
             self._abort(txid, owner, participants)
             raise _Moved(moved)
+        fired = {i for i, e in errors.items() if isinstance(e, int) and e & clsops.APPLIED_WATCHED}
         for i, err in errors.items():
-            if err is None:
+            if not isinstance(err, Exception):
                 continue
             try:
-                self.shards[i].write_part(by_shard[i], txid, participants, first=err)
+                if self.shards[i].write_part(by_shard[i], txid, participants, first=err):
+                    fired.add(i)
             except clsops.Canceled:  # a part fenced, or a newer epoch: we lost the lock
                 self._abort(txid, owner, participants)
                 raise _lost_lock() from None
@@ -218,6 +221,8 @@ class Committer:
         for i in participants:
             self.shards.txn.note_isolated(i)
         self.settlement.committed(txid, participants)
+        for i in sorted(fired):  # committed: now the watchers of what it wrote may look
+            self.shards[i].watchers_told(clsops.APPLIED_WATCHED, by_shard[i])
 
     def _round(
         self,
@@ -226,9 +231,10 @@ class Committer:
         by_shard: dict[int, Entries],
         complete: list[int],
         forget: list[int],
-    ) -> tuple[Exception | None, dict[int, Exception | None]]:
+    ) -> tuple[Exception | None, dict[int, Exception | int]]:
         """The parallel round: the journal record and every part at once.
-        Returns the stage's error and each part's (None: landed)."""
+        Returns the stage's error and each part's outcome (an error, or its
+        APPLIED_* bits: landed)."""
         io = self.shards.io()
         stage = clsops.aio_stage(
             io,
@@ -239,7 +245,7 @@ class Committer:
             i: self.shards[i].aio_write_part(by_shard[i], txid, participants) for i in participants
         }
         stage_err = stage.error()
-        return stage_err, {i: c.error() for i, c in parts.items()}
+        return stage_err, {i: c.result() for i, c in parts.items()}
 
     def _abort(self, txid: int, owner: bytes, participants: list[int]) -> None:
         """Our own commit failed before it completed: make it aborted

@@ -77,6 +77,7 @@ from .errors import (
 )
 from .storage import MemoryStorage, RadosStorage, Storage
 from .txn import Transaction
+from .watch import Watch
 
 INTERNAL_NAME = "__TDB_INTERNAL__"
 INTERNAL_HASH_SIZE = 131
@@ -645,6 +646,52 @@ class Tdb:
         in one round trip; release with chainunlock(key)."""
         _check_bytes(key)
         return self._fetched(self._storage_or_closed().fetch_locked(key))
+
+    # -- watched records (watch.py) -------------------------------------------
+    @_op
+    def watch(self, key: bytes) -> Watch:
+        """Watch the record (Samba's dbwrap_watch_record): returns an armed
+        :class:`radostdb.watch.Watch` whose ``wait(timeout=None)`` returns
+        once the record was stored, appended, deleted or written by a
+        committed transaction, by any handle on any host, after this call
+        (TimeoutError after ``timeout``). Made while holding the record's
+        chainlock, it sees every change after the lock is released. Wakeups
+        may be spurious: look at the record again. ``rearm()`` waits for the
+        next change; ``cancel()`` (or ``with``) ends it."""
+        _check_bytes(key)
+        return self._storage_or_closed().watch(key)
+
+    @_op
+    def watch_iter(self, key: bytes, timeout: float | None = None) -> Iterator[bytes | None]:
+        """The record's changes after this call, each as its new value (None:
+        deleted). Changes in quick succession may reach it as one, the
+        latest: every change is followed by a value at least as new. Each
+        wait for a change raises TimeoutError after ``timeout`` seconds;
+        closing the iterator cancels the watch."""
+        _check_bytes(key)
+        storage = self._storage_or_closed()
+        w = storage.watch(key)
+        try:
+            last = storage.fetch_version(key)
+        except BaseException:
+            w.cancel()
+            raise
+
+        def run() -> Iterator[bytes | None]:
+            nonlocal last
+            try:
+                while True:
+                    w.wait(timeout)
+                    w.rearm()  # before the read: a change after it fires again
+                    now = storage.fetch_version(key)
+                    if now[0] != last[0]:
+                        last = now
+                        yield now[1]
+            finally:
+                if self._storage is storage:
+                    w.cancel()
+
+        return run()
 
     @_op
     def lock_all(self) -> None:

@@ -32,6 +32,7 @@ class Kind(IntEnum):
     ISOLATION = 4
     COMMIT = 5
     USER = 6
+    WATCH = 7  # a watched record (watch.py): conflicts with nothing
 
 
 class Mode(IntEnum):

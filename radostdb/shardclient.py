@@ -453,12 +453,10 @@ class ShardClient:
             settle = self.accept() if wflags & clsops.WRITE_ASSERT_TXN else 0
             status = 0
             try:
-                if whole and modulus:
+                if whole:
                     status = clsops.clear_status(
                         io, self.obj, clsops.clear_request(owner, wflags, settle, modulus)
                     )
-                elif whole:
-                    clsops.clear(io, self.obj, clsops.clear_request(owner, wflags, settle))
                 elif report and self.shards.session.class_reports:
                     try:
                         status = clsops.apply_report(
@@ -474,12 +472,8 @@ class ShardClient:
                         # a class older than WRITE_REPORT refuses the flag: do without
                         self.shards.session.class_reports = False
                         continue
-                elif cover is not None:  # its release may grant a waiter: learn whether
+                else:  # the return value says whether a waiter was granted, a watch fired
                     status = clsops.apply_report(
-                        io, self.obj, clsops.apply_request(owner, wflags, entries, settle=settle)
-                    )
-                else:
-                    clsops.apply(
                         io, self.obj, clsops.apply_request(owner, wflags, entries, settle=settle)
                     )
             except clsops.Busy:
@@ -514,8 +508,15 @@ class ShardClient:
                 waited, who = wakeup.take_waited(self.obj)
                 if waited or status & clsops.APPLIED_GRANTED:
                     wakeup.wake(io, self.obj, who)
-                status &= ~clsops.APPLIED_GRANTED
-            return status
+            return self.watchers_told(status, entries, whole) & ~clsops.APPLIED_GRANTED
+
+    def watchers_told(self, status: int, entries: Entries, whole: bool = False) -> int:
+        """A write's outcome bits: if it fired watches (APPLIED_WATCHED), their
+        watchers are notified (no wait) and the bit is dropped."""
+        if status & clsops.APPLIED_WATCHED:
+            keys = [b"*"] * (wakeup.KEYS_MAX + 1) if whole else [k for _, k, _ in entries]
+            wakeup.keys_changed(self.io(), self.obj, keys)
+        return status & ~clsops.APPLIED_WATCHED
 
     def wait_commit(self) -> None:
         """Our transaction's write is blocked by other handles' shared locks:
@@ -580,6 +581,31 @@ class ShardClient:
         except clsops.Stale as exc:
             return exc
 
+    # -- record watches (watch.py) ---------------------------------------------------------
+    def arm_watch(self, watch_id: bytes, key: bytes) -> bool:
+        """Arm (or renew) the WATCH entry ``watch_id`` on ``key``, with the
+        handle's lease: True if it was still there (no write of the key
+        since it was armed). Stale owners on the shard are decided first, as
+        for any lock (clsops.Stale: the key moved)."""
+        req = clsops.lock_request(watch_id, self.books.lease_ms, Kind.WATCH, Mode.SHARED, key)
+        io = self.io()
+        pace = self.pace()
+        while True:
+            try:
+                return bool(clsops.lock_status(io, self.obj, req) & clsops.WATCH_ARMED)
+            except clsops.Unclean:
+                self.resolver.unclean(self.obj)
+                pace.wait()
+
+    def disarm_watch(self, watch_id: bytes, key: bytes) -> None:
+        """Remove the WATCH entry (gone already: fired, or expired: fine)."""
+        req = clsops.unlock_request(watch_id, Kind.WATCH, Mode.SHARED, key)
+        try:
+            clsops.unlock(self.io(), self.obj, req)
+        except TdbError as exc:
+            if clsops.errno_of(exc) != errno.ENOLCK:
+                raise
+
     # -- a transaction's part --------------------------------------------------------------
     def part_request(
         self, entries: Entries, txid: int, participants: Sequence[int], release: bool = False
@@ -592,10 +618,13 @@ class ShardClient:
 
     def aio_write_part(
         self, entries: Entries, txid: int, participants: Sequence[int]
-    ) -> clsops.Call:
-        """Send a transaction's part (no wait): the caller collects the Call
-        and, if it failed with EBUSY or EUCLEAN, calls :meth:`write_part`."""
-        return clsops.aio_apply(self.io(), self.obj, self.part_request(entries, txid, participants))
+    ) -> clsops.StatusCall:
+        """Send a transaction's part (no wait): the caller collects the call
+        (its APPLIED_* bits) and, if it failed with EBUSY or EUCLEAN, calls
+        :meth:`write_part`."""
+        return clsops.aio_apply_status(
+            self.io(), self.obj, self.part_request(entries, txid, participants)
+        )
 
     def write_part(
         self,
@@ -603,13 +632,14 @@ class ShardClient:
         txid: int = 0,
         participants: Sequence[int] = (),
         first: Exception | None = None,
-    ) -> None:
+    ) -> int:
         """A transaction's part (txid 0: the whole transaction, on one shard),
         synchronously, waiting for the shard's isolation if it is not ours
         yet, then out others' shared locks, and resolving what blocks it.
         ``first``: the error its first (parallel) try got. Other errors are
         raised as they are (clsops.Stale: a key moved; clsops.Canceled: a
-        newer transaction took the shard)."""
+        newer transaction took the shard). Returns APPLIED_WATCHED if the
+        part fired watches (the committer notifies once it committed)."""
         io = self.io()
         release = False
         pace = self.pace()
@@ -618,7 +648,7 @@ class ShardClient:
         while True:
             if err is None:
                 try:
-                    clsops.apply(
+                    status = clsops.apply_report(
                         io, self.obj, self.part_request(entries, txid, participants, release)
                     )
                 except (clsops.Busy, clsops.Unclean) as exc:
@@ -627,7 +657,7 @@ class ShardClient:
                     if self.index is not None:
                         txn.note_isolated(self.index)
                         txn.settled(self.index)
-                    return
+                    return status & clsops.APPLIED_WATCHED
             if isinstance(err, clsops.Busy) and not txn.holds_on(self.index):
                 self.wait_isolation()  # the shard's isolation first, in its queue
             elif isinstance(err, clsops.Busy):

@@ -69,8 +69,10 @@ from . import (
     txnlock,
 )
 from . import cluster as clustermod
+from . import watch as watchmod
 from .errors import (
     ERR_CORRUPT,
+    ERR_EINVAL,
     ERR_EXISTS,
     ERR_LOCK,
     ERR_NOEXIST,
@@ -96,6 +98,16 @@ class Storage:
     nshards: int = 1
 
     def fetch(self, key: bytes) -> bytes | None:
+        raise NotImplementedError
+
+    def watch(self, key: bytes) -> watchmod.Watch:
+        raise TdbError(
+            ERR_EINVAL,
+            "Invalid parameter: a TDB_INTERNAL database has no other writer to watch for "
+            "(watches need a database in RADOS)",
+        )
+
+    def fetch_version(self, key: bytes) -> tuple[int, bytes | None]:
         raise NotImplementedError
 
     def store(self, key: bytes, data: bytes, flag: int) -> bool:
@@ -496,6 +508,25 @@ class RadosStorage(Storage):
             if res.status == clsops.ReadStatus.MISSING:
                 return None
             return self._decode(key, res.record, self.db.shard(index))
+
+        return self.router.route(key, call)
+
+    def watch(self, key: bytes) -> watchmod.Watch:
+        """An armed watch of the record (watch.py)."""
+        return watchmod.Watch(self.shards, self.router, key)
+
+    def fetch_version(self, key: bytes) -> tuple[int, bytes | None]:
+        """``(rseq, data)`` of the record as stored, outside any transaction
+        (``(0, None)``: missing): rseq tells one change from the next."""
+
+        def call(index: int) -> tuple[int, bytes | None]:
+            res = self.shards[index].get(key)
+            if res.status == clsops.ReadStatus.MISSING:
+                return 0, None
+            try:
+                return codec.decode_record(key, res.record)
+            except codec.CodecError as exc:
+                raise corrupt(key, self.db.shard(index), exc) from None
 
         return self.router.route(key, call)
 

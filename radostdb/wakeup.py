@@ -24,6 +24,12 @@ notifies that travel over them.
   for that owner alone: a lock handed to it; sleepers of other owners
   (``sleep`` with ``owner``) do not wake, and sleepers without an owner
   count only untargeted notifies.
+- "K" (``keys_changed``): records watched with watch.py changed; the
+  message lists the keys (hex, comma separated), or "*" for every key of
+  the object (a clear, or more than KEYS_MAX keys). It counts only for
+  ``key_generation``: lock sleepers do not wake for it. Sent without
+  waiting, by a writer whose write removed WATCH entries (the class says
+  so), so a write nobody watches costs no notify.
 - A watch made while a "W" was being announced may miss it: once made,
   the lock table is read (on the service thread) and waiters found there
   are told to the listeners as a "W" would be, so a holder of a cached lock
@@ -32,8 +38,8 @@ notifies that travel over them.
   process. A watch costs the OSD a ping every few seconds for as long as it
   lives, so it is closed (on the service thread) once the process has had
   no interest in the object for WATCH_IDLE: no handle holds or waits for a
-  lock there (its table tracks no entry) and nobody asked for the watch
-  since. An idle process thus watches nothing.
+  lock there (its table tracks no entry), no record watch is armed there
+  (``pin``), and nobody asked for the watch since. An idle process thus watches nothing.
 - After ``fork()`` the child drops its parent's watches (never touched
   again); before the connections shut down, ``drain`` waits for the
   notifies still in flight.
@@ -60,6 +66,8 @@ DEAF_POLL = 0.25  # how often a waiter that could not trust its announce looks a
 WATCH_IDLE = 10.0  # seconds a watch outlives the process's last interest in its object
 WAIT_MSG = "W"
 CHANGED_MSG = "C"
+KEYS_MSG = "K"
+KEYS_MAX = 64  # keys named in one "K"; more: "*" (every watch on the object wakes)
 
 
 class _Notices:
@@ -75,6 +83,9 @@ class _Notices:
         self.reaping = False  # a reap is scheduled on the service thread
         self.gen: dict[str, int] = {}  # object -> notifies seen
         self.tgen: dict[tuple[str, bytes], int] = {}  # (object, owner in hex) -> "C"s for it
+        self.kgen: dict[tuple[str, bytes], int] = {}  # (object, key in hex, or "*") -> "K"s
+        self.made: dict[str, int] = {}  # object -> watches made on it (a new one may have missed)
+        self.pinned: dict[str, int] = {}  # object -> armed record watches (watch.py) on it
         # objects on which somebody waits -> the owner to wake there (None: all)
         self.waited: dict[str, bytes | None] = {}
         self.listeners: dict[str, weakref.WeakSet[Any]] = {}  # object -> tables told of waits
@@ -86,6 +97,7 @@ class _Notices:
             "unwaited": 0,
             "changed": 0,
             "handed": 0,
+            "keys": 0,
         }
 
     def ensure_watch(self, io: Any, obj: str) -> None:
@@ -96,6 +108,12 @@ class _Notices:
 
         def on_notify(_nid: int, _notifier: int, _wid: int, data: bytes) -> None:
             msg = bytes(data or b"")
+            if msg[:1] == KEYS_MSG.encode():
+                with self.cond:
+                    for k in msg[1:].split(b","):
+                        self.kgen[(obj, k)] = self.kgen.get((obj, k), 0) + 1
+                    self.cond.notify_all()
+                return
             with self.cond:
                 if len(msg) > 1 and msg[:1] == CHANGED_MSG.encode():  # for one waiter
                     self.tgen[(obj, msg[1:])] = self.tgen.get((obj, msg[1:]), 0) + 1
@@ -125,6 +143,7 @@ class _Notices:
                 return
             self.watches[key] = clustermod.track_watch(watch, io)
             self.used[key] = time.monotonic()
+            self.made[obj] = self.made.get(obj, 0) + 1
             schedule = not self.reaping
             self.reaping = True
         if schedule:
@@ -159,7 +178,10 @@ class _Notices:
         service.call_at(when, self.reap, key=self)
 
     def _wanted(self, obj: str) -> bool:
-        """Does a handle of this process hold or wait for a lock on obj?"""
+        """Does a handle of this process hold or wait for a lock on obj, or
+        watch a record there?"""
+        if self.pinned.get(obj):
+            return True
         return any(table.has_entries(obj) for table in list(self.listeners.get(obj, ())))
 
     def reap(self) -> None:
@@ -202,6 +224,34 @@ class _Notices:
     def sleep(self, obj: str, since: int, timeout: float, owner: bytes | None = None) -> bool:
         with self.cond:
             return self.cond.wait_for(lambda: self._gen(obj, owner) != since, timeout)
+
+    def _kgen(self, obj: str, key: bytes) -> tuple[int, int]:
+        return (
+            self.kgen.get((obj, key.hex().encode()), 0) + self.kgen.get((obj, b"*"), 0),
+            self.made.get(obj, 0),
+        )
+
+    def key_generation(self, obj: str, key: bytes) -> tuple[int, int]:
+        with self.lock:
+            return self._kgen(obj, key)
+
+    def sleep_key(self, obj: str, key: bytes, since: tuple[int, int], timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: self._kgen(obj, key) != since, timeout)
+
+    def pin(self, obj: str, delta: int) -> None:
+        with self.lock:
+            left = self.pinned.get(obj, 0) + delta
+            if left > 0:
+                self.pinned[obj] = left
+            else:
+                self.pinned.pop(obj, None)
+
+    def keys_changed(self, io: Any, obj: str, keys: list[bytes]) -> None:
+        with self.lock:
+            self.stats["keys"] += 1
+        names = sorted({k.hex() for k in keys})
+        self._send(io, obj, KEYS_MSG + (",".join(names) if len(names) <= KEYS_MAX else "*"))
 
     def announce(self, io: Any, obj: str) -> bool:
         now = time.monotonic()
@@ -298,6 +348,32 @@ def stats() -> dict[str, int]:
     sent unwaited) and "C" notifies: a storm shows here."""
     with _notices.lock:
         return dict(_notices.stats)
+
+
+def key_generation(obj: str, key: bytes) -> tuple[int, int]:
+    """Where the "K" notifies for ``key`` on ``obj`` stand (and the watches
+    made on obj: a watch made since may have missed one)."""
+    return _notices.key_generation(obj, key)
+
+
+def sleep_key(obj: str, key: bytes, since: tuple[int, int], timeout: float) -> bool:
+    """Sleep until a "K" naming key on obj (or every key) after ``since``
+    (True; also when the object's watch was made again), or timeout."""
+    return _notices.sleep_key(obj, key, since, timeout)
+
+
+def pin(obj: str) -> None:
+    """A record watch on obj is armed: keep the object's watch while it is."""
+    _notices.pin(obj, 1)
+
+
+def unpin(obj: str) -> None:
+    _notices.pin(obj, -1)
+
+
+def keys_changed(io: Any, obj: str, keys: list[bytes]) -> None:
+    """Tell the watchers of obj that these watched records changed (no wait)."""
+    _notices.keys_changed(io, obj, keys)
 
 
 def take_waited(obj: str) -> tuple[bool, bytes | None]:

@@ -31,7 +31,10 @@
  * layout bits of the modulus it sent (types.h). A RECORD request for a key
  * the shard does not hold: -ESTALE. An ISOLATION request of an epoch older
  * than the shard's: -ECANCELED (types.h). A TXN grant sets the object's
- * epoch.
+ * epoch. A WATCH request (owner: the watch's id) is always granted: it
+ * arms the watch on its key (-ESTALE as RECORD) until a write of the key
+ * removes the entry (RTDB_APPLIED_WATCHED) or its lease ends; renewing an
+ * entry still there returns RTDB_WATCH_ARMED too (no write since).
  */
 int lock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
@@ -42,7 +45,7 @@ int lock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
     return r;
   if (!s.h.stale.empty())
     return refuse("lock", -EUCLEAN, "%zu stale owner(s)", s.h.stale.size());
-  if (req.kind == RTDB_LOCK_RECORD &&
+  if ((req.kind == RTDB_LOCK_RECORD || req.kind == RTDB_LOCK_WATCH) &&
       owns(s.h, req.key.data(), req.key.size(), omap_key(req.key.data(), req.key.size())) < 0)
     return refuse("lock", -ESTALE, "a key this shard does not hold");
   if (req.kind == RTDB_LOCK_ISOLATION && txn_epoch(&s.h, req.epoch) < 0)
@@ -56,6 +59,8 @@ int lock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
     e->lease_ms = req.lease_ms;
     e->expiry_ms = s.now + req.lease_ms; /* renew a held lock or a queued wait */
     int status = e->state == RTDB_HELD ? RTDB_LOCKED_GRANTED : RTDB_LOCKED_QUEUED;
+    if (e->kind == RTDB_LOCK_WATCH)
+      status |= RTDB_WATCH_ARMED;
     r = write_shard_hdr(hctx, s.h);
     return r < 0 ? r : status | bits;
   }

@@ -43,6 +43,12 @@
  *                     it a transaction, which takes its shards' isolation
  *                     as it touches them, could wait for a lock holder
  *                     that waits for one of those shards.
+ *     WATCH           vs nothing: a watched record (key). It is held from
+ *                     the start; a write of its key (apply, a
+ *                     transaction's part, clear: every key) removes it and
+ *                     says so in its return value (RTDB_APPLIED_WATCHED),
+ *                     and the writer notifies the object's watchers
+ *                     (radostdb/watch.py). Its owner is the watch's own id.
  * - Leases: a grant sets expiry = now + the entry's lease; `renew` extends
  *   every entry of an owner (holders and waiters) by its own lease. Expired
  *   entries are pruned by any method that rewrites the header. A waiter that
@@ -85,7 +91,7 @@ static inline bool decode_entry(WireReader &rd, rtdb_entry *e)
 {
   return rd.u8(&e->kind) && rd.u8(&e->mode) && rd.u8(&e->state) && rd.u8(&e->flags) &&
          rd.owner(&e->owner) && rd.u32(&e->lease_ms) && rd.u64(&e->expiry_ms) &&
-         rd.str(&e->key) && e->kind >= RTDB_LOCK_RECORD && e->kind <= RTDB_LOCK_USER &&
+         rd.str(&e->key) && e->kind >= RTDB_LOCK_RECORD && e->kind <= RTDB_LOCK_WATCH &&
          (e->mode == RTDB_LOCK_EXCL || e->mode == RTDB_LOCK_SHARED) &&
          (e->state == RTDB_HELD || e->state == RTDB_QUEUED);
 }
@@ -183,7 +189,7 @@ static inline std::string encode_shard_hdr(const rtdb_shard_hdr &h)
   /* an older class may read a header with nothing new in it (types.h) */
   bool v4 = h.modulus || h.splitting() || !h.split_owner.empty();
   for (const auto &e : h.entries)
-    v4 |= e.kind == RTDB_LOCK_USER;
+    v4 |= e.kind == RTDB_LOCK_USER || e.kind == RTDB_LOCK_WATCH;
   all.framed(RTDB_SHARD_HDR_VERSION, v4 ? RTDB_SHARD_HDR_VERSION : 3, b.s);
   return all.s;
 }
@@ -236,6 +242,8 @@ static inline LockView view_of(const rtdb_entry &e) { return LockView{e.kind, e.
 /* Do two locks of different owners conflict? (symmetric) */
 static inline bool conflict(LockView a, LockView b)
 {
+  if (a.kind == RTDB_LOCK_WATCH || b.kind == RTDB_LOCK_WATCH)
+    return false; /* a watch waits for nothing and blocks nothing */
   if (a.kind == RTDB_LOCK_TXN || b.kind == RTDB_LOCK_TXN || a.kind == RTDB_LOCK_USER ||
       b.kind == RTDB_LOCK_USER) /* the transaction-lock object's kinds */
     return (a.kind == RTDB_LOCK_TXN && (b.kind == RTDB_LOCK_TXN || b.kind == RTDB_LOCK_USER)) ||
@@ -362,6 +370,21 @@ static inline bool covers(const rtdb_shard_hdr &h, const std::string &owner,
       return true;
   }
   return false;
+}
+
+/* A write changed `keys` (raw; `all`: every record of the object): drop
+ * the WATCH entries on them. Returns true if there were any (the writer is
+ * told, RTDB_APPLIED_WATCHED, and notifies their watchers). */
+static inline bool fire_watches(rtdb_shard_hdr *h, const std::vector<std::string> &keys, bool all)
+{
+  bool fired = false;
+  for (auto it = h->entries.begin(); it != h->entries.end();) {
+    bool hit = it->kind == RTDB_LOCK_WATCH &&
+               (all || std::find(keys.begin(), keys.end(), it->key) != keys.end());
+    fired |= hit;
+    it = hit ? h->entries.erase(it) : it + 1;
+  }
+  return fired;
 }
 
 /* Release `owner`'s held entries that covered a queued write (RELEASE flag):

@@ -319,7 +319,7 @@ struct ListReq {
 };
 
 /* lock v1: owner, u32 lease_ms (> 0), u8 kind, u8 mode, u8 flags, bytes key
- * (empty unless kind is RECORD); then, optionally: u64 epoch (an ISOLATION
+ * (empty unless kind is RECORD or WATCH); then, optionally: u64 epoch (an ISOLATION
  * request's transaction; 0 or absent: not checked), u64 modulus (a SHARD
  * request: the modulus the client's layout gives the shard; 0: unknown) */
 struct LockReq {
@@ -334,9 +334,9 @@ struct LockReq {
         !rd.u8(&flags) || !rd.str(&key) || (rd.left() && !rd.u64(&epoch)) ||
         (rd.left() && !rd.u64(&modulus)))
       return false;
-    return lease_ms > 0 && kind >= RTDB_LOCK_RECORD && kind <= RTDB_LOCK_USER &&
+    return lease_ms > 0 && kind >= RTDB_LOCK_RECORD && kind <= RTDB_LOCK_WATCH &&
            (mode == RTDB_LOCK_EXCL || mode == RTDB_LOCK_SHARED) && flags < 2 &&
-           (kind == RTDB_LOCK_RECORD || key.empty());
+           (kind == RTDB_LOCK_RECORD || kind == RTDB_LOCK_WATCH || key.empty());
   }
 };
 

@@ -201,6 +201,8 @@ int version(cls_method_context_t, ceph::bufferlist *, ceph::bufferlist *out)
  *   - per entry: -EEXIST INSERT of an existing key, -ENOENT MODIFY/DELETE of
  *     a missing one, -EIO APPEND to a record that does not verify,
  *     -EFBIG an APPEND past a record's 4 GiB limit.
+ *   - the WATCH entries on the keys written are removed (a part's too, as
+ *     it lands): the return value has RTDB_APPLIED_WATCHED if there were.
  *   - wflags REPORT (not with txid): PUTs read whether their key exists
  *     (one omap lookup, otherwise skipped), and the return value has
  *     RTDB_APPLIED_CREATED when a PUT or APPEND created a record (tdb's
@@ -363,6 +365,11 @@ int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
     }
   }
   s.h.seq = rseq;
+  /* a transaction's part fires the watches when it lands: a watcher woken
+   * before its commit is decided reads "pending" and waits for it; one
+   * woken by a part that aborts had a spurious wakeup (radostdb/watch.py) */
+  if (fire_watches(&s.h, raw, false))
+    status |= RTDB_APPLIED_WATCHED;
   if (req.wflags & RTDB_WRITE_RELEASE) {
     release_covering(&s.h, req.owner, raw);
     if (grant_queue(&s.h, s.now) > 0)
@@ -377,7 +384,8 @@ int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
  * apply for a SHARD EXCL write (-ENOLCK, -EBUSY), pending and stale rules
  * as apply (-EUCLEAN); a missing object stays missing. Returns the layout
  * bits for the client's modulus (types.h: a splitting shard's new shard
- * holds records too; a moved modulus: the client's layout is old).
+ * holds records too; a moved modulus: the client's layout is old), and
+ * RTDB_APPLIED_WATCHED if it removed WATCH entries (every watch fires).
  */
 int clear(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
@@ -401,12 +409,13 @@ int clear(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
   if (r < 0)
     return r;
   s.h.seq++;
+  int watched = fire_watches(&s.h, {}, true) ? RTDB_APPLIED_WATCHED : 0;
   if (req.wflags & RTDB_WRITE_RELEASE) {
     release_covering(&s.h, req.owner, {});
     grant_queue(&s.h, s.now);
   }
   r = write_shard_hdr(hctx, s.h);
-  return r < 0 ? r : layout_bits(s.h, req.modulus);
+  return r < 0 ? r : layout_bits(s.h, req.modulus) | watched;
 }
 
 /*

@@ -40,7 +40,7 @@
  *                  shard) or filling the new shard (on it): another
  *                  resharder's steps are refused (empty: none)
  *   Written with compat 3 while modulus is 0, no split runs, split_owner is
- *   empty and no entry is of kind USER (an older class reading it loses
+ *   empty and no entry is of kind USER or WATCH (an older class reading it loses
  *   only the epoch), else with compat 4.
  * Versions 1 and 2 (radostdb 0.1, unframed: u8 version, u8 compat, u16 0,
  * u64 seq, [u64 applied, u64 pending, lock table]) and 3 are still read; the
@@ -67,6 +67,8 @@ enum rtdb_lock_kind : uint8_t {
   RTDB_LOCK_COMMIT = 5,    /* a committer waiting for others' shared locks to drain */
   RTDB_LOCK_USER = 6,      /* (transaction-lock object only) a handle that holds or takes
                             * record or database locks: transactions wait for it */
+  RTDB_LOCK_WATCH = 7,     /* a watched record (key; the owner is the watch's own id):
+                            * conflicts with nothing; a write of the key removes it */
 };
 enum rtdb_lock_mode : uint8_t { RTDB_LOCK_EXCL = 1, RTDB_LOCK_SHARED = 2 };
 enum rtdb_entry_state : uint8_t { RTDB_HELD = 1, RTDB_QUEUED = 2 };
@@ -92,6 +94,8 @@ enum rtdb_apply_op : uint8_t {
  * call in a write op with LIBRADOS_OPERATION_RETURNVEC; others see 0) */
 #define RTDB_APPLIED_CREATED 0x1 /* WRITE_REPORT: a PUT or APPEND created a record */
 #define RTDB_APPLIED_GRANTED 0x2 /* WRITE_RELEASE: the release granted a waiter */
+#define RTDB_APPLIED_WATCHED 0x4 /* a key written (or, for clear, any) was watched: its
+                                  * WATCH entries were removed; the writer notifies */
 
 /* unlock's and release's non-negative return value: waiters granted, capped */
 #define RTDB_GRANTS_MAX 0xffff
@@ -99,6 +103,8 @@ enum rtdb_apply_op : uint8_t {
 /* lock's non-negative return value (RETURNVEC, as apply's) */
 #define RTDB_LOCKED_GRANTED 1 /* the request holds the lock now */
 #define RTDB_LOCKED_QUEUED 2  /* the request waits in the queue */
+#define RTDB_WATCH_ARMED 4    /* a WATCH request found its entry still there: the key was
+                               * not written since the entry was made (or renewed) */
 
 /* bits of the return value of shard-wide requests (a SHARD lock, clear)
  * when the client sent the modulus its layout gives the shard */

@@ -234,6 +234,7 @@ _LOCK_KINDS = {
     kinds.Kind.ISOLATION: "isolation",
     kinds.Kind.COMMIT: "commit",
     kinds.Kind.USER: "lock-user",
+    kinds.Kind.WATCH: "watch",
 }
 _LOCK_MODES = {kinds.Mode.EXCL: "exclusive", kinds.Mode.SHARED: "shared"}
 

@@ -39,25 +39,29 @@ def test_every_scenario_is_recorded_and_every_recording_has_a_scenario() -> None
         assert any(e["who"] == "code" for e in conv["exchanges"]), name
 
 
-def test_a_sync_error_is_the_rados_exception_with_its_errno() -> None:
+def test_a_write_op_error_is_a_negative_return_value() -> None:
     ex = find("write-stale-owner", "s0 apply")
     io = ReplayIoctx([ex], SCENARIOS["write-stale-owner"].base)
-    with pytest.raises(rados.Error) as info_:
-        io.execute(ex["obj"], clsops.CLASS, "apply", bytes.fromhex(ex["request"]), 0)
-    assert info_.value.errno == errno.EUCLEAN
+    ((method, request),) = ex["ops"]
+    op = io.create_write_op()
+    op.execute(clsops.CLASS, method, bytes.fromhex(request))
+    comp = io.operate_aio_write_op(op, ex["obj"], flags=clsops.RETURNVEC)
+    comp.wait_for_complete()
+    io.release_write_op(op)
+    assert comp.get_return_value() == -errno.EUCLEAN
     io.check_done()
 
 
-def test_a_sync_error_reaches_clsops_as_python_rados_raises_it() -> None:
+def test_a_write_op_error_reaches_clsops_as_its_exception() -> None:
     ex = find("write-stale-owner", "s0 apply")
     io = ReplayIoctx([ex], SCENARIOS["write-stale-owner"].base)
     with pytest.raises(clsops.Unclean):
-        clsops.apply(io, ex["obj"], bytes.fromhex(ex["request"]))
+        clsops.apply_report(io, ex["obj"], bytes.fromhex(ex["ops"][0][1]))
 
 
 def test_an_aio_error_is_a_negative_return_value_and_no_data() -> None:
-    ex = find("commit-part-fenced", "s1 apply part[txn]")
-    io = ReplayIoctx([ex], SCENARIOS["commit-part-fenced"].base)
+    ex = find("decide-presumed-abort", "s1 apply part")
+    io = ReplayIoctx([ex], SCENARIOS["decide-presumed-abort"].base)
     got: list[Any] = []
     comp = io.aio_execute(
         ex["obj"],

@@ -511,7 +511,7 @@ def test_header_compat_is_3_while_a_v3_reader_misses_only_the_epoch() -> None:
             continue
         h = header_of(vec["fields"])
         v4 = h.modulus or h.splitting or h.split_owner
-        v4 = v4 or any(e.kind == kinds.Kind.USER for e in h.entries)
+        v4 = v4 or any(e.kind in (kinds.Kind.USER, kinds.Kind.WATCH) for e in h.entries)
         assert compat == (4 if v4 else 3), vec["name"]
 
 
@@ -1115,6 +1115,8 @@ CONSTANTS: dict[str, int] = {
     "RTDB_WRITE_REPORT": clsops.WRITE_REPORT,
     "RTDB_APPLIED_CREATED": clsops.APPLIED_CREATED,
     "RTDB_APPLIED_GRANTED": clsops.APPLIED_GRANTED,
+    "RTDB_APPLIED_WATCHED": clsops.APPLIED_WATCHED,
+    "RTDB_WATCH_ARMED": clsops.WATCH_ARMED,
     "RTDB_GRANTS_MAX": clsops.GRANTS_MAX,
     "RTDB_LOCK_QUEUE": clsops.LOCK_QUEUE,
     "RTDB_LOCKED_GRANTED": clsops.LOCKED_GRANTED,
