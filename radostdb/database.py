@@ -54,6 +54,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -665,9 +666,9 @@ class Tdb:
     def watch_iter(self, key: bytes, timeout: float | None = None) -> Iterator[bytes | None]:
         """The record's changes after this call, each as its new value (None:
         deleted). Changes in quick succession may reach it as one, the
-        latest: every change is followed by a value at least as new. Each
-        wait for a change raises TimeoutError after ``timeout`` seconds;
-        closing the iterator cancels the watch."""
+        latest: every change is followed by a value at least as new. With
+        ``timeout`` the iteration ends ``timeout`` seconds after this call;
+        ending or closing the iterator cancels the watch."""
         _check_bytes(key)
         storage = self._storage_or_closed()
         w = storage.watch(key)
@@ -677,11 +678,16 @@ class Tdb:
             w.cancel()
             raise
 
+        deadline = None if timeout is None else time.monotonic() + timeout
+
         def run() -> Iterator[bytes | None]:
             nonlocal last
             try:
                 while True:
-                    w.wait(timeout)
+                    try:
+                        w.wait(None if deadline is None else deadline - time.monotonic())
+                    except TimeoutError:
+                        return
                     w.rearm()  # before the read: a change after it fires again
                     now = storage.fetch_version(key)
                     if now[0] != last[0]:

@@ -514,8 +514,7 @@ class ShardClient:
         """A write's outcome bits: if it fired watches (APPLIED_WATCHED), their
         watchers are notified (no wait) and the bit is dropped."""
         if status & clsops.APPLIED_WATCHED:
-            keys = [b"*"] * (wakeup.KEYS_MAX + 1) if whole else [k for _, k, _ in entries]
-            wakeup.keys_changed(self.io(), self.obj, keys)
+            wakeup.keys_changed(self.io(), self.obj, None if whole else [k for _, k, _ in entries])
         return status & ~clsops.APPLIED_WATCHED
 
     def wait_commit(self) -> None:

@@ -47,6 +47,7 @@ import contextlib
 import errno
 import os
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -334,6 +335,7 @@ class RadosStorage(Storage):
         self.txnlock = txnlock.TxnLock(self.shards, self.committer)
         self.intent = intent.UserIntent(self.shards)
         self.splits = reshard.Trigger(self.target, self.router, header.split_threshold)
+        self.watches: weakref.WeakSet[watchmod.Watch] = weakref.WeakSet()  # armed by us
         self._all_locked: dict[int, list[str]] = {}  # lock_all mode -> the objects it locked
         self._watched = counted  # an opener for CLEAR_IF_FIRST: watch the header while open
         if clear_if_first:
@@ -417,6 +419,8 @@ class RadosStorage(Storage):
         if not mine:
             return  # inherited through fork, unused or holding the parent's locks: nothing here
         self.splits.close()
+        for w in list(self.watches):
+            w.cancel(network=not self.session.cut_off())
         if not self.session.cut_off():
             try:
                 self.txnlock.close()
@@ -512,8 +516,10 @@ class RadosStorage(Storage):
         return self.router.route(key, call)
 
     def watch(self, key: bytes) -> watchmod.Watch:
-        """An armed watch of the record (watch.py)."""
-        return watchmod.Watch(self.shards, self.router, key)
+        """An armed watch of the record (watch.py), cancelled at close at the latest."""
+        w = watchmod.Watch(self.shards, self.router, key)
+        self.watches.add(w)
+        return w
 
     def fetch_version(self, key: bytes) -> tuple[int, bytes | None]:
         """``(rseq, data)`` of the record as stored, outside any transaction

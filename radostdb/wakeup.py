@@ -247,11 +247,12 @@ class _Notices:
             else:
                 self.pinned.pop(obj, None)
 
-    def keys_changed(self, io: Any, obj: str, keys: list[bytes]) -> None:
+    def keys_changed(self, io: Any, obj: str, keys: list[bytes] | None) -> None:
         with self.lock:
             self.stats["keys"] += 1
-        names = sorted({k.hex() for k in keys})
-        self._send(io, obj, KEYS_MSG + (",".join(names) if len(names) <= KEYS_MAX else "*"))
+        names = sorted({k.hex() for k in keys}) if keys is not None else []
+        every = keys is None or len(names) > KEYS_MAX
+        self._send(io, obj, KEYS_MSG + ("*" if every else ",".join(names)))
 
     def announce(self, io: Any, obj: str) -> bool:
         now = time.monotonic()
@@ -371,8 +372,9 @@ def unpin(obj: str) -> None:
     _notices.pin(obj, -1)
 
 
-def keys_changed(io: Any, obj: str, keys: list[bytes]) -> None:
-    """Tell the watchers of obj that these watched records changed (no wait)."""
+def keys_changed(io: Any, obj: str, keys: list[bytes] | None) -> None:
+    """Tell the watchers of obj that these watched records (None: all of
+    them) changed, without waiting."""
     _notices.keys_changed(io, obj, keys)
 
 

@@ -39,6 +39,8 @@ watch design:
 - A watcher that died leaves an entry that ends with its lease; a write
   meeting it before then removes it and sends one notify, which the writer
   does not wait for. Nothing else is left.
+- Closing a handle cancels the watches it armed (only forgets them when
+  the cluster does not answer: the entries lapse).
 - Watches belong to the process that made them: after fork() the child's
   calls on its parent's watch raise TDB's lock error (the parent may still
   be waiting on the entry).
@@ -151,12 +153,16 @@ class Watch:
             wakeup.unpin(self._obj)
             self._obj = ""
 
-    def cancel(self) -> None:
-        """Remove the entry (nothing to do if it fired or lapsed)."""
+    def cancel(self, network: bool = True) -> None:
+        """Remove the entry (nothing to do if it fired or lapsed); its
+        handle's close does it for every watch still armed. ``network=False``:
+        only forget it here (the entry lapses with its lease)."""
         if not self._obj or self._gen != forks.generation:
             return
         obj = self._obj
         self._unpin()
+        if not network:
+            return
 
         def call(index: int) -> None:
             client = self._shards[index]
@@ -164,6 +170,10 @@ class Watch:
                 client.disarm_watch(self._id, self.key)
 
         self._router.route(self.key, call)
+
+    def __del__(self) -> None:
+        if getattr(self, "_obj", "") and self._gen == forks.generation:
+            self._unpin()  # dropped armed: the process's watch may go; the entry lapses
 
     def __enter__(self) -> Watch:
         return self

@@ -307,7 +307,7 @@ def redo_record_findings(obj: str, homes: Router, log: redo.RedoLog) -> list[Fin
 
 
 def lock_findings(site: Site, objs: list[str]) -> list[Finding]:
-    """A finding per expired lock entry."""
+    """A finding per expired lock entry (lapsed watches are none)."""
     return [
         Finding(
             Kind.EXPIRED_LOCK,
@@ -318,7 +318,7 @@ def lock_findings(site: Site, objs: list[str]) -> list[Finding]:
             repairable=True,
         )
         for lk in held_locks(site, objs)
-        if lk.expired
+        if lk.expired and not lk.watch  # a lapsed watch blocks nothing: not a problem
     ]
 
 

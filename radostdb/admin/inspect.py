@@ -245,7 +245,7 @@ class HeldLock:
     holder, or a waiter queued for the lock."""
 
     object: str
-    kind: str  # record, shard, transaction, isolation (a transaction's), commit
+    kind: str  # record, shard, transaction, isolation (a transaction's), commit, watch
     mode: str  # exclusive or shared
     key: bytes = field(default=b"", metadata=KEY)
     owner: bytes = b""  # the holding (or waiting) handle's id
@@ -256,10 +256,18 @@ class HeldLock:
     def expired(self) -> bool:
         return self.expires_in < 0
 
+    @property
+    def watch(self) -> bool:
+        """A watched record's entry (radostdb/watch.py), not a lock: it blocks
+        nothing, and a lapsed one costs nothing (the next write drops it)."""
+        return self.kind == _LOCK_KINDS[kinds.Kind.WATCH]
+
     def describe(self) -> str:
         """One line: what is locked, by whom, until when."""
         what = f"{self.mode} {self.kind} lock" + (" (queued)" if self.queued else "")
-        if self.kind == "record":
+        if self.watch:
+            what = f"watch on key {quoted(self.key)}"
+        elif self.kind == "record":
             what += f" on key {quoted(self.key)}"
         when = (
             f"expired {-self.expires_in:.1f}s ago"

@@ -717,3 +717,67 @@ def test_locks_held_and_expired(cli: Any, db_name: str, cluster_env: dict[str, s
     result = ok(cli("check", "--repair", db_name))
     assert result.stdout.count("-> dropped") == 2
     assert info_fields(ok(cli("info", db_name)).stdout)["locks"] == "0 held"
+
+
+# -- watch --------------------------------------------------------------------------------
+def _armed_watches(cli: Any, name: str) -> int:
+    return int(info_fields(ok(cli("info", name)).stdout)["watches"].split()[0])
+
+
+def _watching(cli: Any, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """``radostdb watch ARGS`` in a real process, once its watch is armed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "radostdb.cli", "watch", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while _armed_watches(cli, name) == 0:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the watch was never armed"
+        time.sleep(0.05)
+    return proc
+
+
+def test_watch_prints_each_change_by_another_client(
+    cli: Any, db_name: str, cluster_env: dict[str, str]
+) -> None:
+    make_db(db_name, {b"k": b"v0"})
+    proc = _watching(cli, db_name, ["--count", "3", "--timeout", "60", db_name, "k"], cluster_env)
+    db = radostdb.Tdb(db_name, flags=os.O_RDWR)
+    try:
+        db.store(b"k", b"two\nlines")
+        while _armed_watches(cli, db_name) == 0:  # one change at a time: none coalesced
+            time.sleep(0.02)
+        db.append(b"k", b"!")
+        while _armed_watches(cli, db_name) == 0:
+            time.sleep(0.02)
+        db.delete(b"k")
+    finally:
+        db.close()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.splitlines() == ["stored: two\\0Alines", "stored: two\\0Alines!", "deleted"]
+    assert _armed_watches(cli, db_name) == 0  # ended: its watch cancelled
+
+
+def test_watch_json_and_a_count_not_reached_in_time(
+    cli: Any, db_name: str, cluster_env: dict[str, str]
+) -> None:
+    make_db(db_name, {})
+    proc = _watching(
+        cli, db_name, ["--json", "--hex", "--count", "1", db_name, "6b00"], cluster_env
+    )
+    ok(cli("store", "--hex", db_name, "6b00", "ff00"))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    change = json.loads(out)
+    assert (change["key_hex"], change["value_hex"], change["deleted"]) == ("6b00", "ff00", False)
+    assert abs(change["time"] - time.time()) < 60
+    started = time.monotonic()
+    result = cli("watch", "--count", "1", "--timeout", "0.5", db_name, "quiet")
+    assert result.exit_code == 1 and "0 of 1 changes within 0.5 s" in result.output
+    assert 0.5 <= time.monotonic() - started < 10
+    ok(cli("check", db_name))  # nothing left behind that check minds
