@@ -33,7 +33,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeVar
 
 import click
@@ -326,6 +326,8 @@ def info(
                 + " ('radostdb reshard' finishes it)",
             )
         )
+    locks = [lk for lk in d.locks if not lk.watch]
+    watches = [lk for lk in d.locks if lk.watch]
     rows += [
         ("seqnum", "?" if d.seqnum is None else str(d.seqnum)),
         ("records", str(d.records)),
@@ -338,13 +340,14 @@ def info(
         ),
         (
             "locks",
-            f"{len(d.locks)} held"
+            f"{len(locks)} held"
             + (
-                f" ({sum(lk.expired for lk in d.locks)} expired)"
-                if any(lk.expired for lk in d.locks)
+                f" ({sum(lk.expired for lk in locks)} expired)"
+                if any(lk.expired for lk in locks)
                 else ""
             ),
         ),
+        ("watches", f"{len(watches)} armed (watched records)"),
         (
             "transaction",
             "unfinished commit: " + ", ".join(d.unfinished) if d.unfinished else "none unfinished",
@@ -354,7 +357,7 @@ def info(
     for k, v in rows:
         click.echo(f"{k + ':':<13}{v}")
     for lk in d.locks:
-        click.echo(f"  lock: {lk.describe()}")
+        click.echo(f"  {'watch' if lk.watch else 'lock'}: {lk.describe()}")
     for f in d.findings:
         click.echo(f"  {f.describe()}")
     if shards:
@@ -831,6 +834,82 @@ def delete(env: Env, name: str, key: str, hex_: bool) -> None:
         db.close()
 
 
+@dataclass
+class Change:
+    """One change of a watched record, as ``radostdb watch --json`` prints it."""
+
+    key: bytes = field(metadata={"json_key": True})
+    value: bytes | None = field(metadata={"json_key": True})
+    deleted: bool
+    time: float  # seconds since the epoch, when it was seen
+
+
+@main.command("watch")
+@NAME
+@click.argument("key")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    metavar="S",
+    help="Stop after S seconds (exit 0) [default: watch until interrupted].",
+)
+@click.option("--count", type=click.IntRange(1), metavar="N", help="Stop after N changes (exit 0).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per change.")
+@HEX_OPTION
+@pass_env
+def watch_cmd(
+    env: Env,
+    name: str,
+    key: str,
+    timeout: float | None,
+    count: int | None,
+    as_json: bool,
+    hex_: bool,
+) -> None:
+    """Print each change of KEY as it happens, by any client anywhere.
+
+    With --count N it exits 1 if fewer than N changes came before --timeout.
+
+    A store or append prints 'stored: VALUE' (tdbdump's escaping; hex with
+    --hex), a delete 'deleted'; a transaction's change prints once it
+    commits. Changes in quick succession may print once, as the latest
+    value. KEY is UTF-8 text, hex with --hex, or @FILE. Watching writes
+    nothing to the records (it needs write access to the pool all the same:
+    the watch is an entry in the record's shard object).
+
+    \b
+    Example:
+      radostdb watch locking 'share-mode/0a0b'
+      radostdb watch --count 1 --timeout 60 mydb ready && echo changed
+      radostdb watch --json mydb greeting | jq -r .value
+    """
+    raw = cli_io.data_arg(key, hex_, "KEY")
+    db = env.site().open(name, readonly=True)
+    seen = 0
+    try:
+        changes = db.watch_iter(raw, timeout=timeout)
+        for value in changes:
+            seen += 1
+            if as_json:
+                line = json.dumps(admin.to_json(Change(raw, value, value is None, time.time())))
+                shown = line.encode()
+            elif value is None:
+                shown = b"deleted"
+            else:
+                shown = b"stored: " + (value.hex().encode() if hex_ else tdbdump.escape(value))
+            with cli_io.binary_stdout() as out:  # flushed: a pipe sees each change at once
+                out.write(shown + b"\n")
+            if seen == count:
+                break
+        changes.close()
+    except KeyboardInterrupt:
+        return
+    finally:
+        db.close()
+    if count is not None and seen < count and timeout is not None:
+        raise click.ClickException(f"{seen} of {count} changes within {timeout:g} s")
+
+
 # -- check, wipe, rm ----------------------------------------------------------------
 @main.command()
 @NAME
@@ -1003,7 +1082,6 @@ def rename(env: Env, old: str, new: str, literal: bool, yes: bool) -> None:
 
 
 main.add_command(cluster)
-
 
 if __name__ == "__main__":
     main()
