@@ -100,9 +100,17 @@ class _Notices:
             "keys": 0,
         }
 
-    def ensure_watch(self, io: Any, obj: str) -> None:
+    def ensure_watch(self, io: Any, obj: str, verify: bool = False) -> None:
         key = (id(io), obj)
         self.used[key] = time.monotonic()
+        if key in self.watches and verify:
+            try:
+                self.watches[key].check()  # local: raises once the watch is broken
+            except rados.Error:  # (its process stopped past the OSD's watch timeout)
+                with self.lock:
+                    broken = self.watches.pop(key, None)
+                if broken is not None:
+                    clustermod.close_watch(broken)
         if key in self.watches:
             return
 
@@ -309,9 +317,11 @@ def _ignore(*_args: Any) -> None:
 _notices = _Notices()
 
 
-def ensure_watch(io: Any, obj: str) -> None:
-    """Watch obj (once per I/O context and object); creates it empty if needed."""
-    _notices.ensure_watch(io, obj)
+def ensure_watch(io: Any, obj: str, verify: bool = False) -> None:
+    """Watch obj (once per I/O context and object); creates it empty if needed.
+    ``verify``: make the watch again if the OSD dropped it (a watch does not
+    come back by itself once its process missed the OSD's watch timeout)."""
+    _notices.ensure_watch(io, obj, verify)
 
 
 def watched() -> int:

@@ -18,7 +18,8 @@ watch design:
   call, no notify. A transaction's committer sends it once the commit is
   decided.
 - Waiting: the process watches the shard object (wakeup.ensure_watch, kept
-  while armed: ``pin``) and sleeps until a "K" names the key. A notify can
+  while armed: ``pin``, and made again at each renewal if the OSD dropped
+  it) and sleeps until a "K" names the key. A notify can
   be lost (the process's watch re-made after an OSD restart or a watch
   timeout): so every POLL (a third of the lease, at most POLL_MAX) the
   waiter renews its entry with the same `lock` call, whose reply says
@@ -99,10 +100,11 @@ class Watch:
                 self._unpin()
                 moved = True
             if not self._obj:
-                # watch the object first: a notify after the entry exists reaches us
-                wakeup.ensure_watch(client.io(), client.obj)
                 wakeup.pin(client.obj)
                 self._obj = client.obj
+            # watch the object first (or again, if the OSD dropped our watch while
+            # the process was stopped): a notify after the entry exists reaches us
+            wakeup.ensure_watch(client.io(), client.obj, verify=True)
             self._since = wakeup.key_generation(self._obj, self.key)
             return client.arm_watch(self._id, self.key)
 
