@@ -117,9 +117,9 @@ static int write_allowed(const char *method, const rtdb_shard_hdr &h, const std:
     }
     return 0;
   }
-  if (h.entries.empty())
-    return 0;
   bool assert_lock = wflags & RTDB_WRITE_ASSERT_LOCK;
+  if (h.entries.empty() && !assert_lock)
+    return 0; /* (a write asserting a lock it lost must meet -ENOLCK below) */
   if (whole) {
     LockView req{RTDB_LOCK_SHARD, RTDB_LOCK_EXCL, &keys[0]};
     if (assert_lock) {

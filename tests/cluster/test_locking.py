@@ -167,6 +167,30 @@ def test_stale_holder_is_fenced(
     finish([holder], 30)
 
 
+@pytest.mark.parametrize("lock", ["chainlock", "lock_all"])
+def test_stale_holder_is_fenced_when_nobody_holds_a_lock_any_more(
+    db_name: str, cluster_env: dict[str, str], lock: str, start_method: str
+) -> None:
+    """As above, but the new owner has released the lock too before the
+    stale holder writes: the object's lock table is empty, and the write
+    asserting the lost lock is refused all the same (the class let it
+    through when the table was empty)."""
+    db = radostdb.Tdb(db_name, 0, 0, CREATE, lock_lease=3)
+    holder = spawn(HOLDER, cluster_env, db_name, "2", lock, method=start_method)
+    expect(holder, "locked")
+    signal_worker(holder, signal.SIGSTOP)
+    try:
+        db.chainlock(b"k")  # waits until the holder's lease ran out
+        db.store(b"k", b"new owner")
+        db.chainunlock(b"k")
+    finally:
+        signal_worker(holder, signal.SIGCONT)
+    say(holder, "store")
+    expect(holder, "refused 3", timeout=10)
+    assert db[b"k"] == b"new owner"
+    finish([holder], 30)
+
+
 def test_lock_all_blocks_other_writers(db_name: str, cluster_env: dict[str, str]) -> None:
     db = radostdb.Tdb(db_name, 0, 0, CREATE)
     holder = spawn(HOLDER, cluster_env, db_name, "30")
