@@ -25,6 +25,7 @@ from .flags import (
     SEQNUM,
     VOLATILE,
 )
+from .locked import LockedRecord
 from .watch import Watch
 
 __version__ = "0.2.0"
@@ -46,6 +47,7 @@ __all__ = [
     "REPLACE",
     "SEQNUM",
     "VOLATILE",
+    "LockedRecord",
     "RadostdbError",
     "Tdb",
     "TdbError",

@@ -76,6 +76,8 @@ from .errors import (
     closed_error,
     forked_error,
 )
+from .kinds import Op
+from .locked import LockedRecord
 from .storage import MemoryStorage, RadosStorage, Storage
 from .txn import Transaction
 from .watch import Watch
@@ -698,6 +700,43 @@ class Tdb:
                     w.cancel()
 
         return run()
+
+    @_op
+    def do_locked(self, key: bytes, fn: Callable[[LockedRecord], T]) -> T:
+        """Samba's dbwrap_do_locked: run ``fn(record)`` with the record locked
+        exclusively and return what it returns. ``record.value`` is the
+        data (None: missing); ``record.store(data, flag=REPLACE)``,
+        ``record.append(data)`` and ``record.delete()`` change it when ``fn``
+        returns, in the same round trip as the unlock: the whole call costs
+        two round trips (lock and read, change and unlock). If ``fn`` raises,
+        nothing is changed and the lock is released. Inside a transaction,
+        the change is the transaction's."""
+        _check_bytes(key)
+        storage = self._storage_or_closed()
+        if self._txn is not None:
+            return self._do_locked_in_txn(key, fn)
+        rec = LockedRecord(key, self._fetched(storage.fetch_locked(key)))
+        try:
+            result = fn(rec)
+            entry = rec.entry()
+            if entry is not None and self._readonly:
+                raise TdbError(ERR_RDONLY)
+        except BaseException:
+            storage.unlock(key, False)
+            raise
+        storage.write_unlock(key, entry)
+        return result
+
+    def _do_locked_in_txn(self, key: bytes, fn: Callable[[LockedRecord], T]) -> T:
+        with self.lock(key):
+            rec = LockedRecord(key, self.get(key))
+            result = fn(rec)
+            entry = rec.entry()
+            if entry is not None and entry[0] == Op.PUT:
+                self.store(key, entry[2])
+            elif entry is not None and key in self:
+                self.delete(key)
+            return result
 
     @_op
     def lock_all(self) -> None:

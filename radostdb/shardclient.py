@@ -825,6 +825,43 @@ class ShardClient:
         if err is not None:
             raise err
 
+    def write_and_unlock(self, entries: Entries, key: bytes) -> int:
+        """A write under our exclusive record lock on ``key`` and the lock's
+        release in ONE class call (apply with ASSERT_LOCK and RELEASE);
+        waiters it granted are woken as an unlock's. A lock counted more
+        than once is only counted down, after a plain write. Returns the
+        write's outcome bits; the lock lost: TDB's lock error."""
+        books = self.books
+        books.check_fork()
+        hk = (self.obj, Kind.RECORD, Mode.EXCL, key)
+        if books.held.get(hk, 0) != 1:
+            status = self.write(entries)
+            self.unlock(Kind.RECORD, Mode.EXCL, key)
+            return status
+        self.shards.locked_values.clear()
+        io = self.io()
+        wflags = clsops.WRITE_ASSERT_LOCK | clsops.WRITE_RELEASE
+        req = clsops.apply_request(books.owner, wflags, entries)
+        pace = self.pace()
+        while True:
+            try:
+                status = clsops.apply_report(io, self.obj, req)
+                break
+            except clsops.Unclean:
+                self.resolver.unclean(self.obj)
+                pace.wait()
+            except TdbError as exc:
+                if clsops.errno_of(exc) == errno.ENOLCK:  # lost (its lease ran out)
+                    books.forget([hk])
+                    books.untrack(self.obj)
+                raise
+        books.count_down(hk)
+        books.untrack(self.obj)
+        waited, who = wakeup.take_waited(self.obj)
+        if waited or status & clsops.APPLIED_GRANTED:
+            wakeup.wake(io, self.obj, who)
+        return self.watchers_told(status, entries) & ~clsops.APPLIED_GRANTED
+
     def wait_granted(
         self,
         kind: int,

@@ -167,6 +167,15 @@ class Storage:
         self.lock(key, False, False)
         return self.fetch(key)
 
+    def write_unlock(self, key: bytes, entry: tuple[int, bytes, bytes] | None) -> None:
+        """Apply a do_locked change (None: none) to the record we locked
+        exclusively, and release the lock."""
+        try:
+            if entry is not None:
+                self.commit([entry])
+        finally:
+            self.unlock(key, False)
+
     def txn_lock(self, nonblock: bool) -> None:
         """Take the database's transaction lock (nothing to take in memory)."""
 
@@ -667,6 +676,17 @@ class RadosStorage(Storage):
         if res.status == clsops.ReadStatus.MISSING:
             return None
         return self._decode(key, res.record, self._held_at(key, Kind.RECORD, Mode.EXCL))
+
+    def write_unlock(self, key: bytes, entry: tuple[int, bytes, bytes] | None) -> None:
+        """The change and the unlock in one class call (locked.py)."""
+        if entry is None:
+            self.unlock(key, False)
+            return
+        obj = self._held_at(key, Kind.RECORD, Mode.EXCL)
+        try:
+            self.shards.client(obj).write_and_unlock([entry], key)
+        finally:
+            self.intent.done()
 
     def lock_all(self, shared: bool, nonblock: bool) -> None:
         mode = Mode.SHARED if shared else Mode.EXCL

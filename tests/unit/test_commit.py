@@ -6,6 +6,8 @@ real class (tests/conversations.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from conversations import CODE, TXID, play
 

@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import pytest
-import rados
 import replay
 from conversations import DEAD, SCENARIOS, TXID, Rig, info, play
 from replay import ReplayIoctx, ReplayMismatch
