@@ -8,7 +8,7 @@ VENV     := .venv
 PY       := $(VENV)/bin/python
 DEB_PKGS := ceph-mon ceph-osd ceph-common python3-rados librados-dev libradospp-dev \
             python3-tdb tdb-tools python3-dev python3-venv g++ make \
-            etcd-server python3-etcd3 libsqlite3-mod-ceph libgoogle-perftools4
+            etcd-server python3-etcd3 libsqlite3-mod-ceph libgoogle-perftools4 ctdb
 STAMP    := $(VENV)/.installed
 CLS_LIB  := cls/libcls_radostdb.so
 PYTEST_ARGS ?=

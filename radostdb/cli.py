@@ -43,6 +43,7 @@ from . import admin, cli_io, dbheader, layout, names, tdbdump, tdbfile
 from . import cluster as clustermod
 from . import reshard as reshard_mod
 from .cli_cluster import cluster
+from .cli_ctdb import ctdb_lock
 from .errors import ERR_EXISTS, ERR_NOEXIST, TdbError
 
 T = TypeVar("T")
@@ -1082,6 +1083,7 @@ def rename(env: Env, old: str, new: str, literal: bool, yes: bool) -> None:
 
 
 main.add_command(cluster)
+main.add_command(ctdb_lock)
 
 if __name__ == "__main__":
     main()

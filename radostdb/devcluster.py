@@ -572,6 +572,11 @@ auth_allow_insecure_global_id_reclaim = false
 mon_warn_on_insecure_global_id_reclaim_allowed = false
 mon_warn_on_pool_no_redundancy = false
 {self._read_lease()}
+[client]
+# clients (every test process, all client.admin) share no admin socket: a
+# second client would stall 10 s probing the socket of a stopped one
+admin_socket =
+
 [mon]
 mon_data = {d}/mon.$id
 keyring = {d}/mon.keyring
