@@ -536,3 +536,25 @@ def test_an_internal_database_cannot_be_watched() -> None:
     assert err.value.code == ERR_EINVAL
     assert db.get(b"k") == b"v"
     db.close()
+
+
+def test_a_lost_notify_is_made_up_for_by_the_renewal(
+    db_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's "K" notify never leaves (as if lost on the way): the
+    waiter learns of the change from its next renewal (every third of its
+    lease), which finds its entry removed by the write. A write with no
+    change after it leaves the entry in place: no wakeup."""
+    db = radostdb.Tdb(db_name, 0, 0, os.O_CREAT | os.O_RDWR, lock_lease=3)
+    db.store(b"k", b"v0")
+    monkeypatch.setattr(wakeup, "keys_changed", lambda *args: None)
+    w = db.watch(b"k")
+    with pytest.raises(TimeoutError):
+        w.wait(2.5)  # two renewals: the entry is still armed
+    db.store(b"k", b"v1")
+    t0 = time.monotonic()
+    w.wait(10)
+    took = time.monotonic() - t0
+    print(f"woken {took:.2f} s after a store whose notify was lost (renewal every 1 s)")
+    assert took < 1 + 0.5 and w.fired
+    w.cancel()
