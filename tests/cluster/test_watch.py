@@ -558,3 +558,38 @@ def test_a_lost_notify_is_made_up_for_by_the_renewal(
     print(f"woken {took:.2f} s after a store whose notify was lost (renewal every 1 s)")
     assert took < 1 + 0.5 and w.fired
     w.cancel()
+
+
+def test_after_fork_the_child_watches_with_its_own_watch(db_name: str) -> None:
+    """A watch belongs to the process that armed it: the forked child's wait
+    on its parent's watch is TDB's lock error (the parent may be waiting on
+    that entry), and the child arms its own on the inherited handle, which
+    a store by the parent wakes. The parent's watch still works."""
+    db = radostdb.Tdb(db_name, 0, 0, os.O_CREAT | os.O_RDWR)
+    db.store(b"k", b"v0")
+    parents = db.watch(b"k")
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report with the exit code only
+        code = 1
+        try:
+            os.close(rfd)
+            try:
+                parents.wait(0.1)
+            except TdbError as exc:
+                code = 2 if "before fork" in str(exc) else 3
+            if code == 2:
+                mine = db.watch(b"k")
+                os.write(wfd, b"armed\n")
+                mine.wait(30)
+                code = 0 if db[b"k"] == b"from the parent" else 4
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    with os.fdopen(rfd) as child:
+        assert child.readline() == "armed\n"
+        db.store(b"k", b"from the parent")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    parents.wait(10)
+    assert parents.fired
