@@ -60,6 +60,8 @@ APPLIED_CREATED = 0x1
 APPLIED_GRANTED = 0x2  # a RELEASE write granted a waiter (with RETURNVEC)
 APPLIED_WATCHED = 0x4  # a key written (a clear: any) was watched: notify (watch.py)
 GRANTS_MAX = 0xFFFF  # unlock's and release's count of waiters granted, capped
+# list flags
+LIST_KEYS_ONLY = 0x1  # keys alone in the page, no record read or sent
 # lock flags
 LOCK_QUEUE = 0x1
 # a lock's return value (lock_status)
@@ -243,17 +245,43 @@ def get_request(key: bytes, maxlen: int = GET_BUFFER, accept: int = 0) -> bytes:
 
 
 def list_request(
-    max_records: int, max_bytes: int, start_after: str, accept: int = 0, until: str = ""
+    max_records: int,
+    max_bytes: int,
+    start_after: str,
+    accept: int = 0,
+    until: str = "",
+    flags: int = 0,
 ) -> bytes:
-    """``until``: no record after this encoded key (empty: no bound)."""
+    """``until``: no record after this encoded key (empty: no bound);
+    ``flags``: LIST_KEYS_ONLY."""
     return _frame(
         1,
         _U32.pack(max_records)
         + _U32.pack(max_bytes)
         + _U64.pack(accept)
         + _b(start_after.encode())
-        + (_b(until.encode()) if until else b""),
+        + (_b(until.encode()) if until or flags else b"")
+        + (bytes((flags,)) if flags else b""),
     )
+
+
+def key_page(page: bytes) -> list[tuple[bytes, bytes]]:
+    """The raw keys of a LIST_KEYS_ONLY page, as ``(key, b"")`` pairs (no
+    record came, so none is verified); WireError if it does not parse."""
+    out = []
+    off, end = 0, len(page)
+    unpack = _U32.unpack_from
+    try:
+        while off < end:
+            (n,) = unpack(page, off)
+            off += 4
+            if off + n > end:
+                raise WireError("a key runs past the end of the page")
+            out.append((page[off : off + n], b""))
+            off += n
+    except struct.error:
+        raise WireError("a truncated key length") from None
+    return out
 
 
 def lock_request(
@@ -970,13 +998,14 @@ def list_page(
     max_bytes: int,
     accept: int = 0,
     until: str = "",
+    flags: int = 0,
 ) -> ListResult:
     """A page of records after an encoded key; a missing shard is empty.
 
     A page holds at least one record, so one record larger than max_bytes
     overflows the reply buffer (-ERANGE): the call is repeated with a buffer
     four times larger."""
-    req = list_request(max_records, max_bytes, start_after, accept, until)
+    req = list_request(max_records, max_bytes, start_after, accept, until, flags)
     size = max_bytes + (1 << 16)
     while True:
         try:

@@ -758,8 +758,9 @@ class RadosStorage(Storage):
             raise TdbError(ERR_LOCK)
 
     # -- traversal ----------------------------------------------------------
-    def _walk(self) -> traverse.Walk:
-        """A traversal of every shard (traverse.py); inside a transaction,
+    def _walk(self, keys_only: bool = False) -> traverse.Walk:
+        """A traversal of every shard (traverse.py; of keys alone with
+        ``keys_only``); inside a transaction,
         with the isolation of every shard of the current layout first (held,
         they keep a split from going on: traverse.py then finds no child
         the isolation misses)."""
@@ -769,10 +770,12 @@ class RadosStorage(Storage):
                 self.txnlock.isolate(list(range(self.router.shard_count())))
                 if self.router.refresh() == lay:
                     break
-        return traverse.Walk(self.shards, self.router, self.router.shard_count())
+        return traverse.Walk(
+            self.shards, self.router, self.router.shard_count(), keys_only=keys_only
+        )
 
     def keys(self) -> Iterator[bytes]:
-        for page in self._walk():
+        for page in self._walk(keys_only=True):
             yield from (k for k, _ in page)
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
@@ -780,12 +783,12 @@ class RadosStorage(Storage):
             yield from page
 
     def first_key(self) -> bytes | None:
-        return self._walk().first_after(None)
+        return self._walk(keys_only=True).first_after(None)
 
     def next_key(self, key: bytes) -> bytes | None:
         if self.fetch(key) is None:
             raise KeyMissing(key)
-        return self._walk().first_after(key)
+        return self._walk(keys_only=True).first_after(key)
 
     # -- sequence numbers ---------------------------------------------------
     def seqnum(self) -> int:

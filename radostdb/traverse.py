@@ -20,6 +20,9 @@ traverse design:
   Every record that exists throughout a walk is returned exactly once;
   records created or deleted meanwhile may or may not be. A walk of a
   database that does not split costs its pages alone.
+- A walk of keys alone (``keys_only``: Tdb.keys, iteration, firstkey,
+  nextkey) asks the class for keys only: no record is read in the OSD,
+  sent or verified (a record that would not verify still shows its key).
 - Not a snapshot (as a tdb traversal without a lock): pages are read one
   after the other. Inside a transaction the caller holds the isolation of
   every shard first (txnlock.py), so no other handle writes meanwhile.
@@ -51,7 +54,14 @@ class _Read:
     (prefetch) or now."""
 
     def __init__(
-        self, shards: Shards, prefetch: bool, index: int, after: str, until: str, size: int
+        self,
+        shards: Shards,
+        prefetch: bool,
+        index: int,
+        after: str,
+        until: str,
+        size: int,
+        flags: int = 0,
     ) -> None:
         self.shards, self.index, self.after, self.until, self.size = (
             shards,
@@ -60,6 +70,7 @@ class _Read:
             until,
             size,
         )
+        self.flags = flags
         self.future: concurrent.futures.Future[clsops.ListResult] | None = None
         if prefetch:
             self.future = scan._workers().submit(self._read)
@@ -71,7 +82,14 @@ class _Read:
         while True:
             try:
                 res = clsops.list_page(
-                    io, client.obj, self.after, PAGE, self.size, client.accept(), self.until
+                    io,
+                    client.obj,
+                    self.after,
+                    PAGE,
+                    self.size,
+                    client.accept(),
+                    self.until,
+                    self.flags,
                 )
             except TdbError as exc:
                 if getattr(exc, "errno", 0) == errno.EIO:
@@ -107,10 +125,13 @@ class Walk:
         count: int,
         prefetch: bool = True,
         concurrent: int = 1,
+        keys_only: bool = False,
     ) -> None:
         """``concurrent``: walks read at once (pages shrink to share the
-        read budget, scan.page_bytes)."""
+        read budget, scan.page_bytes); ``keys_only``: pages of ``(key, b"")``
+        (the class reads and sends no record)."""
         self.shards, self.router, self.prefetch = shards, router, prefetch
+        self.flags = clsops.LIST_KEYS_ONLY if keys_only else 0
         self.target = scan.page_bytes(concurrent)
         self.layout = router.layout
         self.count = min(count, self.layout.nshards)
@@ -143,7 +164,7 @@ class Walk:
         self._open.clear()
 
     def _start(self, index: int, after: str = "", until: str = "") -> _Read:
-        r = _Read(self.shards, self.prefetch, index, after, until, FIRST_BYTES)
+        r = _Read(self.shards, self.prefetch, index, after, until, FIRST_BYTES, self.flags)
         self._open.append(r)
         return r
 
@@ -158,17 +179,12 @@ class Walk:
         while read is not None:
             res = read.result()
             self._open.remove(read)
-            try:
-                records = codec.parse_page(res.page)
-            except codec.CodecError as exc:
-                raise scan._corrupt(
-                    self.shards[index].obj, read.after, f"record {exc.entry} of a page: {exc}"
-                ) from None
+            records = self._parse(index, read.after, res.page)
             upto = codec.encode_key(records[-1][0]) if res.more and records else until
             read = None
             if res.more and records:
                 size = max(scan.PAGE_BYTES_MIN, min(target, len(res.page) * 2))
-                read = _Read(self.shards, self.prefetch, index, upto, until, size)
+                read = _Read(self.shards, self.prefetch, index, upto, until, size, self.flags)
                 self._open.append(read)
             moved: list[Page] = []
             for child, child_modulus, child_until in _children(index, modulus, res.layout, upto):
@@ -182,6 +198,18 @@ class Walk:
                 yield records
             after = upto
 
+    def _parse(self, index: int, after: str, page: bytes) -> Page:
+        try:
+            if self.flags & clsops.LIST_KEYS_ONLY:
+                return clsops.key_page(page)
+            return codec.parse_page(page)
+        except codec.CodecError as exc:
+            raise scan._corrupt(
+                self.shards[index].obj, after, f"record {exc.entry} of a page: {exc}"
+            ) from None
+        except clsops.WireError as exc:
+            raise scan._corrupt(self.shards[index].obj, after, f"a page of keys: {exc}") from None
+
     def first_after(self, key: bytes | None) -> bytes | None:
         """tdb's firstkey (key None) and nextkey: the first key after ``key``
         in its shard, else the first key of the following shards, in the
@@ -189,13 +217,8 @@ class Walk:
         start = 0 if key is None else self.router.shard(key)
         after = "" if key is None else codec.encode_key(key)
         for index in range(start, self.router.shard_count()):
-            res = _Read(self.shards, False, index, after, "", FIRST_BYTES).result()
-            try:
-                records = codec.parse_page(res.page)
-            except codec.CodecError as exc:
-                raise scan._corrupt(
-                    self.shards[index].obj, after, f"record {exc.entry} of a page: {exc}"
-                ) from None
+            res = _Read(self.shards, False, index, after, "", FIRST_BYTES, self.flags).result()
+            records = self._parse(index, after, res.page)
             if records:
                 return records[0][0]
             after = ""

@@ -305,16 +305,19 @@ struct GetReq {
 /* list v1: u32 max records (> 0), u32 max bytes, u64 accept,
  *          bytes start_after (an encoded key; empty: from the start)
  *   then, optionally: bytes until (an encoded key: no record after it;
- *   empty or absent: no bound) */
+ *   empty or absent: no bound), then u8 flags (RTDB_LIST_*; absent: 0) */
 struct ListReq {
   static const uint8_t VERSION = 1;
   uint32_t max = 0, maxbytes = 0;
   uint64_t accept = 0;
   std::string start, until;
+  uint8_t flags = 0;
   bool decode(WireReader &rd) {
     if (!rd.u32(&max) || !rd.u32(&maxbytes) || !rd.u64(&accept) || !rd.str(&start) || !max)
       return false;
-    return !rd.left() || rd.str(&until);
+    if (rd.left() && !rd.str(&until))
+      return false;
+    return (!rd.left() || rd.u8(&flags)) && flags < 2;
   }
 };
 

@@ -569,7 +569,9 @@ int get(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
  * key and up to `until` (if given), in omap order, at most `max` records
  * and about `maxbytes` (at least one record; through a pending `accept`'s
  * redo log); or PENDING as for get. Either way with the shard's layout, so
- * a traversal running across a split finds the keys that moved.
+ * a traversal running across a split finds the keys that moved. With
+ * RTDB_LIST_KEYS_ONLY the page has the raw keys alone (each as bytes) and
+ * the omap's values are not read (unless a redo log is merged).
  */
 int list(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
 {
@@ -601,6 +603,7 @@ int list(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
    * page that reaches them, unless the omap ended */
   WireWriter page;
   std::string raw;
+  const bool keys_only = req.flags & RTDB_LIST_KEYS_ONLY;
   uint32_t n = 0;
   bool more = false, full = false, bounded = false;
   std::string after = req.start;
@@ -608,7 +611,14 @@ int list(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
   while (!full) {
     std::map<std::string, ceph::bufferlist> vals;
     bool omap_more = false;
-    r = cls_cxx_map_get_vals(hctx, after, "", req.max, &vals, &omap_more);
+    if (keys_only && !v.through) {
+      std::set<std::string> keys;
+      r = cls_cxx_map_get_keys(hctx, after, req.max, &keys, &omap_more);
+      for (const auto &k : keys)
+        vals.emplace_hint(vals.end(), k, ceph::bufferlist());
+    } else {
+      r = cls_cxx_map_get_vals(hctx, after, "", req.max, &vals, &omap_more);
+    }
     if (r < 0)
       return r;
     auto vi = vals.begin();
@@ -636,13 +646,14 @@ int list(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
       long klen = rtdb_key_decode((const uint8_t *)key.data(), key.size(), (uint8_t *)&raw[0]);
       if (klen < 0)
         return refuse("list", -EIO, "an omap key does not decode");
-      if (n > 0 &&
-          (n >= req.max || page.s.size() + 8 + (size_t)klen + rec.length() > req.maxbytes)) {
+      size_t rlen = keys_only ? 0 : 4 + (size_t)rec.length();
+      if (n > 0 && (n >= req.max || page.s.size() + 4 + (size_t)klen + rlen > req.maxbytes)) {
         more = full = true;
         break;
       }
       page.bytes(raw.data(), (size_t)klen);
-      page.bytes(rec.c_str(), rec.length());
+      if (!keys_only)
+        page.bytes(rec.c_str(), rec.length());
       n++;
       if (from_omap)
         ++vi;

@@ -111,6 +111,9 @@ enum rtdb_apply_op : uint8_t {
 #define RTDB_LAYOUT_SPLITTING 0x10 /* the shard is splitting: its new shard holds some keys */
 #define RTDB_LAYOUT_MOVED 0x20     /* the shard's modulus is not the client's: re-read the layout */
 
+/* flags of a `list` request */
+#define RTDB_LIST_KEYS_ONLY 0x1 /* the page holds keys only (no records read or sent) */
+
 /* flags of a `lock` request */
 #define RTDB_LOCK_QUEUE 0x1 /* not grantable now: queue (else -EBUSY, nothing changed) */
 

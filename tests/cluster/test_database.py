@@ -15,7 +15,7 @@ import rados
 from procs import finish, python
 
 import radostdb
-from radostdb import admin, codec, layout
+from radostdb import admin, clsops, codec, layout
 from radostdb.testing import ClusterInfo
 
 RW = os.O_RDWR
@@ -376,3 +376,38 @@ def test_handle_is_a_context_manager_and_close_ends_iterators(db_name: str) -> N
     internal.close()
     with pytest.raises(RuntimeError):
         next(it)
+
+
+def test_keys_come_alone_and_agree_with_items_through_unsettled_commits(
+    db_name: str, ioctx: Any
+) -> None:
+    """keys(), iteration, firstkey/nextkey ask the class for keys alone
+    (LIST_KEYS_ONLY: no record read or sent); they list what items() lists,
+    also right after a multi-shard commit whose shards are still pending
+    (their redo logs merged in, for the committer and for another handle),
+    and after deletes."""
+    db = radostdb.Tdb(db_name, 0, 0, CREATE, shards=4)
+    other = radostdb.Tdb(db_name, 0, 0, os.O_RDWR)
+    for i in range(300):
+        db.store(b"k%03d" % i, b"v" * (i % 50))
+    with db.transaction():  # every shard: pending until settled lazily
+        for i in range(0, 300, 7):
+            db.delete(b"k%03d" % i)
+        for i in range(300, 340):
+            db.store(b"k%03d" % i, b"new")
+    want = {b"k%03d" % i for i in range(340) if i >= 300 or i % 7}
+    for h in (db, other):
+        keys = list(h.keys())
+        assert len(keys) == len(set(keys)) and set(keys) == want
+        assert [k for k, _ in h.items()] == keys
+        assert list(h) == keys
+        walked = [h.firstkey()]
+        while (nxt := h.nextkey(walked[-1])) is not None:
+            walked.append(nxt)
+        assert walked == keys
+    # the page itself: keys, each as u32 length + bytes, nothing else
+    shard = layout.shard_object(db_name, 0)
+    res = clsops.list_page(ioctx, shard, "", 1000, 1 << 20, flags=clsops.LIST_KEYS_ONLY)
+    keys = [k for k, _ in clsops.key_page(res.page)]
+    assert keys and set(keys) <= want
+    assert len(res.page) == sum(4 + len(k) for k in keys)

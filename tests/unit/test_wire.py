@@ -106,8 +106,8 @@ def okey(data: str) -> str:
 # a body that ends exactly where a group begins is that older form, and
 # every other shorter body is refused. Each field with its wire type: u32,
 # u64, bytes, or a struct (a tuple of fields).
-U32, U64, BYTES = "u32", "u64", "bytes"
-Wire = Any  # U32 | U64 | BYTES | tuple[tuple[str, Wire], ...]
+U8, U32, U64, BYTES = "u8", "u32", "u64", "bytes"
+Wire = Any  # U8 | U32 | U64 | BYTES | tuple[tuple[str, Wire], ...]
 LAYOUT: Wire = (
     ("modulus", U64), ("index", U32), ("split_to", U32), ("split_modulus", U64),
     ("moved_upto", BYTES),
@@ -116,7 +116,7 @@ HEADER_V4: Wire = (("epoch", U64), *LAYOUT, ("split_owner", BYTES))
 OPTIONAL: dict[str, list[Wire]] = {
     "ApplyReq": [(("epoch", U64), ("lease_ms", U32))],
     "ClearReq": [(("modulus", U64),)],
-    "ListReq": [(("until", BYTES),)],
+    "ListReq": [(("until", BYTES),), (("flags", U8),)],
     "LockReq": [(("epoch", U64),), (("modulus", U64),)],
     "ListReply": [(("layout", LAYOUT),)],  # version 2
     "ShardHeader": [HEADER_V4],  # version 4
@@ -139,7 +139,7 @@ def encoded(wire: Wire, value: Any) -> bytes:
         return b"".join(encoded(w, value[n]) for n, w in wire)
     if wire == BYTES:
         return len(H(value)).to_bytes(4, "little") + H(value)
-    return int(value).to_bytes(4 if wire == U32 else 8, "little")
+    return int(value).to_bytes({U8: 1, U32: 4}.get(wire, 8), "little")
 
 
 def groups_carried(vec: dict[str, Any]) -> int:
@@ -202,7 +202,12 @@ ENCODERS: dict[str, Callable[[dict[str, Any]], bytes]] = {
     "EmptyReq": lambda f: clsops.EMPTY_REQUEST,
     "GetReq": lambda f: clsops.get_request(H(f["key"]), f["maxlen"], f["accept"]),
     "ListReq": lambda f: clsops.list_request(
-        f["max"], f["maxbytes"], okey(f["start"]), f["accept"], until=okey(f.get("until", ""))
+        f["max"],
+        f["maxbytes"],
+        okey(f["start"]),
+        f["accept"],
+        until=okey(f.get("until", "")),
+        flags=f.get("flags", 0),
     ),
     "LockReq": lambda f: clsops.lock_request(
         H(f["owner"]),
@@ -1119,6 +1124,7 @@ CONSTANTS: dict[str, int] = {
     "RTDB_WATCH_ARMED": clsops.WATCH_ARMED,
     "RTDB_GRANTS_MAX": clsops.GRANTS_MAX,
     "RTDB_LOCK_QUEUE": clsops.LOCK_QUEUE,
+    "RTDB_LIST_KEYS_ONLY": clsops.LIST_KEYS_ONLY,
     "RTDB_LOCKED_GRANTED": clsops.LOCKED_GRANTED,
     "RTDB_LOCKED_QUEUED": clsops.LOCKED_QUEUED,
     "RTDB_LAYOUT_SPLITTING": clsops.LAYOUT_SPLITTING,
