@@ -102,6 +102,14 @@ def contention_counts(given: str | None, quick: bool) -> list[int]:
     return _counts(given, "--contention", allow_none=True)
 
 
+def watch_seconds_for(given: float | None, quick: bool) -> float:
+    """--watch-seconds: seconds per backend of the watch scenario (default 5;
+    1 with --quick; 0: none)."""
+    if given is None:
+        return 1.0 if quick else 5.0
+    return given
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--conf",
@@ -224,6 +232,14 @@ def contention_counts(given: str | None, quick: bool) -> list[int]:
     help="Seconds per contention scenario (default 2, 1 with --quick).",
 )
 @click.option(
+    "--watch-seconds",
+    type=click.FloatRange(0),
+    help="Seconds per backend of the watch scenario: a watcher woken by another "
+    "process's store, radostdb's watch next to raw librados watch/notify and etcd's "
+    "watch; wake latency p50/p99 and the writer's store with and without a watcher "
+    "(default 5; 1 with --quick; 0: none).",
+)
+@click.option(
     "--processes",
     type=click.IntRange(0, 256),
     help="Processes of each kind whose cost is measured: memory, threads, open time, "
@@ -286,6 +302,7 @@ def main(
     workloads: tuple[str, ...],
     contention_arg: str | None,
     contention_seconds: float | None,
+    watch_seconds: float | None,
     processes: int | None,
     hash_sizes_arg: str | None,
     scale: bool | None,
@@ -313,6 +330,7 @@ def main(
       radostdb-bench --value-size 4096 --json out.json --plot out.png
       radostdb-bench --records 1000000 --scale --workload store
       radostdb-bench --workload lock-store-unlock --contention 4,16
+      radostdb-bench --workload store --contention 0 --watch-seconds 10
     """
     from rich.console import Console
 
@@ -325,6 +343,7 @@ def main(
     if scale is None:
         scale = not quick
     seconds = contention_seconds or (1.0 if quick else 2.0)
+    watch_seconds = watch_seconds_for(watch_seconds, quick)
     if processes is None:
         processes = 2 if quick else 8
     counts = client_counts(clients_arg)
@@ -393,6 +412,7 @@ def main(
                 processes,
                 idle=not quick,
                 hashes=hashes,
+                watch_seconds=watch_seconds,
             )
         except Exception as exc:  # a cluster, etcd, SQLite or database failure
             if isinstance(exc, click.ClickException):
@@ -422,6 +442,7 @@ def main(
             "contention": {"clients": contend[0], "seconds": seconds},  # counts
             "processes": processes,
             "hash_sizes": hashes,
+            "watch_seconds": watch_seconds,
         },
         "backends": chosen_b,
         **figures,

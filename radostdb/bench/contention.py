@@ -202,6 +202,39 @@ def _client_main(conn: Any, place: Place, loop: str, client: int) -> None:
             db.close()
 
 
+# -- client processes (also the watch scenario's, watching.py) -------------------
+def spawn(procs: list[tuple[Any, Any]], target: Callable[..., None], *args: Any) -> None:
+    """Start ``target(conn, *args)`` in a fresh interpreter; append the
+    process and the parent's end of its pipe to ``procs``."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=target, args=(child, *args), daemon=True)
+    p.start()
+    child.close()
+    procs.append((p, parent))
+
+
+def await_ready(procs: list[tuple[Any, Any]], what: str) -> None:
+    """Wait for every client's ("ready", None); RuntimeError if one failed
+    or took READY_TIMEOUT."""
+    for _, conn in procs:
+        if not conn.poll(READY_TIMEOUT):
+            raise RuntimeError(f"a {what} client did not open its handle")
+        status, out = conn.recv()
+        if status != "ready":
+            raise RuntimeError(out)
+
+
+def end_clients(procs: list[tuple[Any, Any]]) -> None:
+    """Close the pipes and reap the clients (killed when still running)."""
+    for p, conn in procs:
+        conn.close()
+        p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=5)
+
+
 # -- the parent ---------------------------------------------------------------
 def _setup(place: Place, scenario: str) -> Callable[[], dict[str, Any]]:
     """Create the scenario's data; return the check run after it."""
@@ -245,22 +278,12 @@ def run_scenario(
         "etcd-one-key": ["etcd-one-key"] * clients,
     }[scenario]
     check = _setup(place, scenario)
-    ctx = multiprocessing.get_context("spawn")
     procs: list[tuple[Any, Any]] = []
     results: list[tuple[str, Any]] = []
     try:
         for c, loop in enumerate(loops):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_client_main, args=(child, place, loop, c), daemon=True)
-            p.start()
-            child.close()
-            procs.append((p, parent))
-        for _, conn in procs:
-            if not conn.poll(READY_TIMEOUT):
-                raise RuntimeError(f"a {scenario} client did not open its handle")
-            status, out = conn.recv()
-            if status != "ready":
-                raise RuntimeError(out)
+            spawn(procs, _client_main, place, loop, c)
+        await_ready(procs, scenario)
         ops_before = counter.total() if counter is not None else None
         stop_at = time.monotonic() + 0.05 + seconds
         for _, conn in procs:
@@ -274,12 +297,7 @@ def run_scenario(
     except (RuntimeError, EOFError, OSError) as exc:
         results.append(("error", str(exc)))
     finally:
-        for p, conn in procs:
-            conn.close()
-            p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
-                p.join(timeout=5)
+        end_clients(procs)
     errors = [out for status, out in results if status != "ok"]
     ops = counter.total() - ops_before if counter is not None and not errors else None
     final = check()

@@ -258,6 +258,69 @@ def contention_table(doc: dict[str, Any]) -> Table:
     return t
 
 
+def _p50_p99(p: dict[str, float] | None) -> str:
+    return f"{fmt_us(p['p50'])} / {fmt_us(p['p99'])}" if p else "-"
+
+
+def _ratios(r: dict[str, float] | None) -> str:
+    return f"{r['p50']:.2f} / {r['p99']:.2f}" if r else "-"
+
+
+def watch_table(wt: dict[str, Any]) -> Table:
+    """Watched records: store -> watcher woken, per backend (watching.py)."""
+    t = Table(
+        title=f"watched records: a store wakes a watcher in another process, "
+        f"{wt['seconds']:g} s per backend in {wt['windows']} interleaved windows",
+        caption="wake: store sent -> the watcher's wait returned (radostdb: Watch.wait; "
+        "rados: io.watch callback, then the waiting thread; etcd: add_watch_callback, then "
+        "the waiting thread); callback: store sent -> the library's callback ran; from "
+        "notify: aio_notify sent (after set_omap returned) -> woken; x rados, x etcd: "
+        "radostdb's wake latency / theirs, p50 / p99; store: the writer's call, watched "
+        "(a watcher armed) and unwatched (a key on the same object nobody watches; etcd: "
+        "another key); OSD "
+        "ops/change: osd.op per watched change (its store, notify, the watcher's ack and, "
+        "radostdb, its re-arm) less one unwatched store; spurious: waits that returned "
+        "before the store was sent",
+    )
+    cols = (
+        "backend",
+        "changes",
+        "wake p50 / p99 µs",
+        "mean µs",
+        "x rados",
+        "x etcd",
+        "callback p50 / p99 µs",
+        "from notify p50 / p99 µs",
+        "store watched p50 / p99 µs",
+        "store unwatched p50 / p99 µs",
+        "OSD ops/change",
+        "spurious",
+    )
+    for col in cols:
+        t.add_column(col, justify="left" if col == "backend" else "right")
+    for kind, r in wt["kinds"].items():
+        if r.get("error"):
+            t.add_row(kind, *["-"] * (len(cols) - 2), f"error: {r['error'].splitlines()[-1][:80]}")
+            continue
+        ours = kind == "radostdb"
+        ops = r.get("osd_ops_per_change")
+        t.add_row(
+            kind,
+            str(r["rounds"]),
+            _p50_p99(r["wake_us"]),
+            fmt_us(r["wake_us"]["mean"]) if r["wake_us"] else "-",
+            _ratios(wt.get("ratio_rados")) if ours else "",
+            _ratios(wt.get("ratio_etcd")) if ours else "",
+            _p50_p99(r["callback_us"]),
+            _p50_p99(r["notify_us"]),
+            _p50_p99(r["store_watched_us"]),
+            _p50_p99(r["store_unwatched_us"]),
+            f"{ops:.1f}" if ops is not None else "-",
+            str(r["spurious"]),
+        )
+    return t
+
+
 def scale_table(sc: dict[str, Any], backends: list[str]) -> Table:
     t = Table(
         title="per-operation cost as the database grows (µs per op; per record for "
@@ -366,6 +429,8 @@ def tables(doc: dict[str, Any]) -> list[Table]:
         out.append(ops_table(doc["osd_ops"]))
     if doc.get("contention"):
         out.append(contention_table(doc))
+    if doc.get("watch"):
+        out.append(watch_table(doc["watch"]))
     if doc.get("scale"):
         out.append(scale_table(doc["scale"], doc["scale"]["backends"]))
     if doc.get("hash_sizes"):

@@ -28,6 +28,8 @@ measurement design:
   Samba's hash sizes (hashsizes.py).
 - ``--processes N``: what one process costs (memory, threads, open time,
   the OSD ops of an idle process), N processes of each kind (processes.py).
+- ``--watch-seconds S``: how soon a watcher learns of a change, radostdb's
+  watch next to raw librados watch/notify and etcd's watch (watching.py).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from .progress import Reporter
 from .runner import Runner
 from .spec import LOAD_CHUNK, SCALE_WORKLOADS, SCALED, SCALING, Place, Spec
 from .stats import ratio, summarize
+from .watching import KINDS as WATCH_KINDS
+from .watching import watch
 from .workloads import WORKLOADS, Workload
 
 
@@ -154,6 +158,7 @@ def bench(
     processes: int = 0,
     idle: bool = True,
     hashes: list[int] | None = None,
+    watch_seconds: float = 0.0,
 ) -> dict[str, Any]:
     """Every measurement of a run, as the JSON document's figures."""
     clients = max(counts)
@@ -162,6 +167,7 @@ def bench(
         "clients_scaling": None,
         "osd_ops": None,
         "contention": None,
+        "watch": None,
         "scale": None,
         "processes": None,
         "hash_sizes": None,
@@ -184,6 +190,9 @@ def bench(
             doc["osd_ops"] = count_ops(runner, backends, workloads, "main", rep)
         if contend[0] and place.conf and "radostdb" in backends:
             doc["contention"] = contention(place, *contend, "etcd" in backends, rep)
+        if watch_seconds and place.conf and "radostdb" in backends:
+            kinds = [k for k in WATCH_KINDS if k in backends]
+            doc["watch"] = watch(place, kinds, watch_seconds, rep)
         scaled = [b for b in backends if b in SCALED]
         if scale_sizes and scaled:
             doc["scale"] = scale(runner, scaled, spec, scale_sizes, rep)

@@ -121,6 +121,36 @@ def check_workload(
             assert entry[key] is None
 
 
+def check_watch(wt: dict[str, Any], kinds: list[str], seconds: float) -> None:
+    """The watch section: each backend's watcher saw changes, finite
+    positive latencies, and the OSD ops of radostdb's and the raw ones."""
+    assert wt["seconds"] == seconds and wt["windows"] >= 1 and list(wt["kinds"]) == kinds
+    for kind, r in wt["kinds"].items():
+        assert r["error"] is None, (kind, r["error"])
+        assert r["kind"] == kind and r["rounds"] > 0 and r["seconds"] > 0
+        assert 0 <= r["spurious"] < r["rounds"]
+        lats = ["wake_us", "store_watched_us", "store_unwatched_us"]
+        lats += {"rados": ["callback_us", "notify_us"], "etcd": ["callback_us"]}.get(kind, [])
+        for name in lats:
+            p = r[name]
+            assert p["count"] > 0, (kind, name)
+            assert all(math.isfinite(p[k]) and p[k] > 0 for k in ("p50", "p99", "mean", "max"))
+            assert p["p50"] <= p["p90"] <= p["p99"] <= p["max"], (kind, name, p)
+        assert r["wake_us"]["count"] + r["spurious"] == r["rounds"]
+        assert r["store_watched_us"]["count"] == r["rounds"]
+        if kind == "etcd":
+            assert r["osd_ops_per_change"] is None
+        else:  # a store, its notify and the watcher's ack at least; one op a plain store
+            assert r["osd_ops_per_unwatched_store"] == pytest.approx(1.0, abs=0.1)
+            assert r["osd_ops_per_change"] >= 2.5, (kind, r)
+    for key, other in (("ratio_rados", "rados"), ("ratio_etcd", "etcd")):
+        if other in kinds:
+            ours, theirs = wt["kinds"]["radostdb"]["wake_us"], wt["kinds"][other]["wake_us"]
+            assert math.isclose(wt[key]["p50"], ours["p50"] / theirs["p50"])
+        else:
+            assert wt[key] is None
+
+
 def etcd_gone(pid: int) -> bool:
     try:
         argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
@@ -221,6 +251,11 @@ def test_quick_json_has_every_backend_workload_and_section(
     two = ct["by_clients"]["2"]["one-key"]
     assert two["handoffs"] >= 1 and 0 < two["handoff_us"]["p50"] <= two["handoff_us"]["p99"]
 
+    # watched records: every backend's watcher woken by every store, radostdb
+    # next to raw watch/notify and etcd's watch (quick: 1 s per backend)
+    check_watch(doc["watch"], ["radostdb", "rados", "etcd"], 1.0)
+    assert spec["watch_seconds"] == 1.0
+
     sc = doc["scale"]
     assert sc["sizes"] == [200, 500] and list(sc["results"]) == ["200", "500"]
     assert sc["backends"] == list(SCALED)
@@ -269,6 +304,8 @@ def test_quick_json_has_every_backend_workload_and_section(
         "etcd's data on tmpfs",
         "per-process cost",
         "Samba's hash sizes",
+        "watched records",
+        "wake p50 / p99",
     ]:
         assert word in table, word
     assert "…" not in table
@@ -281,6 +318,8 @@ def test_clients_list_gives_a_scaling_table(ceph_cluster: ClusterInfo, tmp_path:
         "--clients",
         "2,1",
         "--contention",
+        "0",
+        "--watch-seconds",
         "0",
         "--workload",
         "store",
@@ -306,8 +345,12 @@ def test_clients_list_gives_a_scaling_table(ceph_cluster: ClusterInfo, tmp_path:
             assert math.isclose(r["speedup"]["2"], r["2"]["rate"] / r["1"]["rate"])
             check_summary(r["1"], WORKLOADS[wname], name, 1, ROUNDS)
             check_summary(r["2"], WORKLOADS[wname], name, 2, ROUNDS)
-    assert doc["contention"] is None
-    assert "per-client rates" in table and "scaling with clients 1, 2" in table
+    assert doc["contention"] is None and doc["watch"] is None
+    assert (
+        "per-client rates" in table
+        and "watched records" not in table
+        and "scaling with clients 1, 2" in table
+    )
 
 
 def test_plot_writes_a_png(ceph_cluster: ClusterInfo, tmp_path: Path) -> None:
@@ -365,6 +408,7 @@ def test_existing_etcd_is_used_cleaned_and_left_running(
     assert doc["etcd"]["url"] == etcd_server.url and not doc["etcd"]["throwaway"]
     assert doc["spec"]["etcd_max_txn_ops"] == 128
     assert doc["osd_ops"] is None and doc["contention"] is None  # no cluster backend
+    assert doc["watch"] is None
     works = doc["workloads"]
     check_workload(works["store"], WORKLOADS["store"], ["etcd"], 1, ROUNDS)
     check_summary(works["txn-100"]["backends"]["etcd"], WORKLOADS["txn-100"], "etcd", 1, ROUNDS)

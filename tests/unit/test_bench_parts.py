@@ -1,6 +1,7 @@
 """radostdb-bench's parts that need no cluster: keys and samples (spec.py),
-statistics (stats.py), the workload table, and the command's arguments. The
-runs themselves are in tests/cluster/test_bench.py."""
+statistics (stats.py), the workload table, the watch scenario's arithmetic
+and table (watching.py, report.py), and the command's arguments. The runs
+themselves are in tests/cluster/test_bench.py."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from radostdb.bench import cli
+from radostdb.bench import cli, watching
 from radostdb.bench.contention import handoffs_us
+from radostdb.bench.report import watch_table
 from radostdb.bench.spec import Spec
 from radostdb.bench.stats import Chunk, fairness, percentiles, ratio, summarize
 from radostdb.bench.workloads import WORKLOADS
@@ -143,3 +145,89 @@ def test_handoffs_count_waiting_takers_only() -> None:
     ]
     got = handoffs_us(outs)
     assert [round(h) for h in got] == [300_000, 400_000]
+
+
+@pytest.mark.parametrize(
+    ("given", "quick", "seconds"), [(None, False, 5.0), (None, True, 1.0), (0.0, False, 0.0)]
+)
+def test_watch_seconds(given: float | None, quick: bool, seconds: float) -> None:
+    assert cli.watch_seconds_for(given, quick) == seconds
+
+
+def test_wake_latencies_pair_stores_and_wakes() -> None:
+    """Store sent at 1.0, watcher woken at 1.0005: 500 µs. A wait that
+    returned (2.9) before the store was sent (3.0) is spurious, not timed."""
+    lat, spurious = watching.wake_latencies([1.0, 2.0, 3.0], [1.0005, 2.002, 2.9])
+    assert [round(x) for x in lat] == [500, 2000] and spurious == 1
+    assert watching.wake_latencies([], []) == ([], 0)
+
+
+def test_latency_ratios() -> None:
+    ours = {"p50": 600.0, "p99": 1500.0, "mean": 700.0}
+    theirs = {"p50": 400.0, "p99": 1000.0, "mean": 350.0}
+    assert watching.latency_ratios(ours, theirs) == {"p50": 1.5, "p99": 1.5, "mean": 2.0}
+    assert watching.latency_ratios(ours, {}) is None
+    assert watching.latency_ratios({}, theirs) is None
+    assert watching.latency_ratios(ours, {**theirs, "p50": 0.0}) is None
+
+
+def test_watch_figures_from_the_logs() -> None:
+    """Three rounds of a raw watcher: the stamps of the store, the notify,
+    the callback and the waiting thread; 12 OSD ops over 3 rounds, less the
+    unwatched store's 1."""
+    watcher = {
+        "sent": [10.0, 20.0, 30.0],
+        "notified": [10.0003, 20.0003, 30.0003],
+        "callbacks": [10.0005, 20.0006, 30.0007],
+        "woken": [10.0006, 20.0007, 30.0009],
+    }
+    writer = {"store_cold_us": [300.0, 310.0, 320.0], "store_hot_us": [305.0, 315.0, 325.0]}
+    run = watching.figures("rados", watcher, writer, 1.5, 12, 1.0)
+    assert (run.kind, run.rounds, run.spurious, run.error) == ("rados", 3, 0, None)
+    assert run.seconds == 1.5
+    assert round(run.wake_us["p50"]) == 700 and round(run.wake_us["max"]) == 900
+    assert run.wake_us["count"] == 3 and set(run.wake_us) == set(watching.LATENCY_KEYS)
+    assert round(run.callback_us["p50"]) == 600 and round(run.notify_us["p50"]) == 400
+    assert run.store_unwatched_us["p50"] == 310 and run.store_watched_us["p50"] == 315
+    assert (run.osd_ops_per_round, run.osd_ops_per_change) == (4.0, 3.0)
+    # radostdb: no callback and no separate notify stamps; etcd: no OSD ops
+    watcher = {**watcher, "notified": [None] * 3, "callbacks": [None] * 3}
+    run = watching.figures("etcd", watcher, writer, 1.5, None, None)
+    assert run.callback_us == {} and run.notify_us == {} and run.wake_us["count"] == 3
+    assert run.osd_ops_per_round is None and run.osd_ops_per_change is None
+
+
+def test_watch_table_shows_every_backend_and_the_ratios() -> None:
+    from dataclasses import asdict
+
+    from rich.console import Console
+
+    lat = {"p50": 500.0, "p90": 600.0, "p99": 900.0, "max": 1000.0, "mean": 550.0, "count": 9}
+    runs = {
+        k: asdict(
+            watching.WatchRun(
+                kind=k,
+                rounds=9,
+                wake_us=lat,
+                store_watched_us=lat,
+                store_unwatched_us=lat,
+                osd_ops_per_change=None if k == "etcd" else 3.0,
+            )
+        )
+        for k in watching.KINDS
+    }
+    runs["etcd"] = asdict(watching.WatchRun(kind="etcd", error="Traceback\nEOFError: gone"))
+    doc = {
+        "seconds": 2.0,
+        "windows": watching.WINDOWS,
+        "kinds": runs,
+        "ratio_rados": {"p50": 1.25, "p99": 2.5, "mean": 1.0},
+        "ratio_etcd": None,
+    }
+    console = Console(width=250, record=True)
+    console.print(watch_table(doc))
+    text = console.export_text()
+    assert "watched records" in text and "1.25 / 2.50" in text and "500 / 900" in text
+    assert "error: EOFError: gone" in text
+    for kind in watching.KINDS:
+        assert kind in text
