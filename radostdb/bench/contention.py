@@ -6,6 +6,9 @@ monotonic time and stopping at another):
   store the value + 1 -> chainunlock. At the end the counter must equal
   its start plus every client's count (``lost_updates`` is the
   difference: 0 when the lock excludes).
+- ``one-key-do-locked`` (radostdb): the same counter with
+  ``db.do_locked(b"hot", fn)``, Samba's dbwrap_do_locked: two round trips
+  where one-key takes four (locked.py).
 - ``transactions`` (radostdb): each client loops transaction_start -> read
   2 of ACCOUNTS account records -> store both (a transfer of 1) ->
   transaction_commit; one extra client runs read-only audit transactions
@@ -100,6 +103,28 @@ def _one_key(place: Place, client: int, db: Any, stop_at: float) -> dict[str, An
     return log.out()
 
 
+def _one_key_do_locked(place: Place, client: int, db: Any, stop_at: float) -> dict[str, Any]:
+    """one-key as Samba changes its hot records: db.do_locked (the lock
+    and the read in one round trip, the store and the unlock in one). The
+    grant is seen when the function is called, the release sent when it
+    returns."""
+    log = _Log()
+    asked = 0.0
+
+    def bump(rec: Any) -> None:
+        granted = time.monotonic()
+        log.asked.append(asked)
+        log.granted.append(granted)
+        log.waits.append((granted - asked) * 1e6)
+        rec.store(str(int(rec.value) + 1).encode())
+        log.released.append(time.monotonic())
+
+    while time.monotonic() < stop_at:
+        asked = time.monotonic()
+        db.do_locked(HOT, bump)
+    return log.out()
+
+
 def _transfer(place: Place, client: int, db: Any, stop_at: float) -> dict[str, Any]:
     rng = random.Random(f"transfer:{client}")
     log = _Log()
@@ -170,6 +195,7 @@ def _etcd_one_key(place: Place, client: int, db: Any, stop_at: float) -> dict[st
 
 LOOPS: dict[str, Callable[[Place, int, Any, float], dict[str, Any]]] = {
     "one-key": _one_key,
+    "one-key-do-locked": _one_key_do_locked,
     "transfer": _transfer,
     "audit": _audit,
     "etcd-one-key": _etcd_one_key,
@@ -181,7 +207,7 @@ def _open(place: Place, loop: str) -> Any:
 
 
 def _db_of(loop: str) -> str:
-    return "contention-hot" if loop == "one-key" else "contention-bank"
+    return "contention-hot" if loop.startswith("one-key") else "contention-bank"
 
 
 def _client_main(conn: Any, place: Place, loop: str, client: int) -> None:
@@ -249,7 +275,7 @@ def _setup(place: Place, scenario: str) -> Callable[[], dict[str, Any]]:
 
         return check_etcd
     db = open_radostdb(place, _db_of(scenario), True)
-    if scenario == "one-key":
+    if scenario.startswith("one-key"):
         db.store(HOT, b"0")
     else:
         with db.transaction():
@@ -258,7 +284,7 @@ def _setup(place: Place, scenario: str) -> Callable[[], dict[str, Any]]:
 
     def check() -> dict[str, Any]:
         try:
-            if scenario == "one-key":
+            if scenario.startswith("one-key"):
                 return {"final": int(db.get(HOT))}
             return {"sum": sum(int(db.get(_account(i))) for i in range(ACCOUNTS))}
         finally:
@@ -274,6 +300,7 @@ def run_scenario(
     ``counter`` (opcount.OsdOps) counts the OSD ops of radostdb's."""
     loops = {
         "one-key": ["one-key"] * clients,
+        "one-key-do-locked": ["one-key-do-locked"] * clients,
         "transactions": ["transfer"] * clients + ["audit"],
         "etcd-one-key": ["etcd-one-key"] * clients,
     }[scenario]
@@ -324,7 +351,7 @@ def run_scenario(
     if ops is not None:
         done = sum(o["count"] for o in outs)
         doc["osd_ops_per_op"] = ops / done if done else None
-    if scenario in ("one-key", "etcd-one-key"):
+    if scenario in ("one-key", "one-key-do-locked", "etcd-one-key"):
         doc["lost_updates"] = sum(counts) - final["final"]
     if scenario == "transactions":
         audit = outs[clients]
@@ -347,7 +374,9 @@ def contention(
     """Every scenario at every client count, one after the other."""
     from .opcount import OsdOps
 
-    scenarios = ["one-key", "transactions"] + (["etcd-one-key"] if with_etcd else [])
+    scenarios = ["one-key", "one-key-do-locked", "transactions"] + (
+        ["etcd-one-key"] if with_etcd else []
+    )
     shown = ",".join(map(str, counts))
     rep.phase(
         f"contention: {shown} clients, {seconds:g}s per scenario", len(scenarios) * len(counts)

@@ -200,7 +200,8 @@ def contention_table(doc: dict[str, Any]) -> Table:
         title=f"contention: {','.join(map(str, counts))} clients, {ct['seconds']:g} s per scenario",
         caption="x1: rate / the single-client lock-store-unlock rate of the same backend in "
         "this run; x etcd: radostdb / etcd one-key at the same count; wait: time to get the "
-        "lock (chainlock, transaction_start, etcd Lock.acquire); handoff: release sent -> "
+        "lock (chainlock, do_locked until its function runs, transaction_start, etcd "
+        "Lock.acquire); handoff: release sent -> "
         "next holder's grant seen; ops/op: OSD ops per operation (osd.op); fairness: "
         "min/mean of per-client counts; check: lost updates (one key), audits that saw a "
         "wrong sum (transactions)",
@@ -239,7 +240,9 @@ def contention_table(doc: dict[str, Any]) -> Table:
             single = _single_lsu(doc, "etcd" if name.startswith("etcd") else "radostdb")
             x1 = f"{s['rate'] / single:.2f}" if single and name != "transactions" else "-"
             xe = (
-                f"{s['rate'] / etcd['rate']:.2f}" if name == "one-key" and etcd.get("rate") else "-"
+                f"{s['rate'] / etcd['rate']:.2f}"
+                if name.startswith("one-key") and etcd.get("rate")
+                else "-"
             )
             ops = s.get("osd_ops_per_op")
             t.add_row(

@@ -231,7 +231,7 @@ def test_quick_json_has_every_backend_workload_and_section(
     assert ct["clients"] == 2 and ct["client_counts"] == [1, 2] and ct["seconds"] == 0.5
     assert list(ct["by_clients"]) == ["1", "2"] and ct["scenarios"] == ct["by_clients"]["2"]
     for n, runs in ct["by_clients"].items():
-        assert list(runs) == ["one-key", "transactions", "etcd-one-key"]
+        assert list(runs) == ["one-key", "one-key-do-locked", "transactions", "etcd-one-key"]
         for name, s in runs.items():
             assert "error" not in s, s
             assert len(s["counts"]) == int(n) and all(c >= 1 for c in s["counts"])
