@@ -23,6 +23,7 @@ from .spec import (
     ON_CLUSTER,
     OPS_FACTOR,
     SCALE_SIZES,
+    SCALED,
     SHARDS,
     Place,
     Spec,
@@ -334,7 +335,7 @@ def main(
     """
     from rich.console import Console
 
-    from .environment import cluster_for, environment, etcd_environment, etcd_for
+    from .environment import cluster_for, environment, etcd_environment, etcd_for, store_bytes
     from .progress import Reporter
     from .run import bench
 
@@ -366,6 +367,12 @@ def main(
     namespace = f"radostdb-bench-{socket.gethostname()}-{os.getpid()}-{int(started)}"
     contend = (contention_counts(contention_arg, quick) if "radostdb" in chosen_b else [], seconds)
     on_cluster = any(b in ON_CLUSTER for b in chosen_b)
+    # records the cluster will hold: the main database on each backend there,
+    # and the growing one of the scale run on those it measures
+    stored = records * sum(b in ON_CLUSTER for b in chosen_b) + max(sizes, default=0) * sum(
+        b in ON_CLUSTER and b in SCALED for b in chosen_b
+    )
+    need_bytes = store_bytes(stored, key_size + value_size)
     with Reporter(quiet) as rep, ExitStack() as stack:
         etcd, server = ("", None)
         if "etcd" in chosen_b:
@@ -375,7 +382,9 @@ def main(
                 raise click.ClickException(str(exc)) from exc
         try:
             conf_, dev = (
-                stack.enter_context(cluster_for(conf, pool, osds, store, allocator, rep))
+                stack.enter_context(
+                    cluster_for(conf, pool, osds, store, allocator, rep, need_bytes)
+                )
                 if on_cluster
                 else ("", None)
             )

@@ -101,19 +101,74 @@ def etcd_environment(url: str, throwaway: Any) -> dict[str, Any]:
     return out
 
 
+# What one record costs a throwaway OSD beyond its key and value (record
+# header, omap key encoding, the store's per-entry overhead): measured with
+# memstore, whose 4 GiB were full at 10 million 116-byte records of radostdb
+# (about 400 bytes each by its count), with headroom.
+STORE_OVERHEAD = 320
+MEMSTORE_MIN = 4 << 30
+BLUESTORE_MIN = 16 << 30
+RAM_SHARE = 0.6  # of the machine's available memory a memstore OSD may take
+
+
+def store_bytes(records: int, record_bytes: int) -> int:
+    """The object store a throwaway cluster needs for ``records`` records of
+    ``record_bytes`` (key and value) over all backends on the cluster: an
+    OSD that runs full stops every write (the client waits, forever)."""
+    return int(records * (record_bytes + STORE_OVERHEAD) * 1.25)
+
+
+def available_memory() -> int:
+    """MemAvailable of /proc/meminfo, in bytes (0 if unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 @contextmanager
 def cluster_for(
-    conf: str | None, pool: str, osds: int, store: str, allocator: str, rep: Reporter
+    conf: str | None,
+    pool: str,
+    osds: int,
+    store: str,
+    allocator: str,
+    rep: Reporter,
+    need_bytes: int = 0,
 ) -> Iterator[tuple[str, Any]]:
-    """The configured cluster, or a throwaway one started (and stopped) here."""
+    """The configured cluster, or a throwaway one started (and stopped)
+    here, its object store sized for ``need_bytes`` (store_bytes); a memstore
+    that would not fit in memory is refused (RuntimeError)."""
     conf = conf or os.environ.get("CEPH_CONF")
     if conf or os.path.exists("/etc/ceph/ceph.conf"):
         yield conf or "/etc/ceph/ceph.conf", None
         return
     from ..devcluster import DevCluster
 
+    per_osd = need_bytes // max(1, osds) * min(3, osds)  # the pool keeps min(3, N) copies
+    memstore_bytes = max(MEMSTORE_MIN, per_osd)
+    if store == "memstore" and memstore_bytes > MEMSTORE_MIN:
+        avail = available_memory()
+        if avail and memstore_bytes * osds > RAM_SHARE * avail:
+            raise RuntimeError(
+                f"the records asked for need about {memstore_bytes * osds / 2**30:.1f} GiB of "
+                f"memstore, more than {RAM_SHARE:.0%} of the {avail / 2**30:.1f} GiB of memory "
+                "available: use --store bluestore (on disk), or fewer records"
+            )
     d = tempfile.mkdtemp(prefix="rtdb-bench-", dir="/tmp")
-    dev = DevCluster(d, osds=osds, store=store, pool=pool, allocator=allocator)
+    dev = DevCluster(
+        d,
+        osds=osds,
+        store=store,
+        pool=pool,
+        allocator=allocator,
+        memstore_bytes=memstore_bytes,
+        bluestore_bytes=max(BLUESTORE_MIN, 2 * per_osd),
+    )
     rep.note(
         f"no cluster configured: starting a throwaway one ({osds} {store} OSD(s), "
         f"{dev.allocator} malloc) in {d}"

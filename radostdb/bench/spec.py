@@ -18,7 +18,7 @@ LMDB_BATCH = 1000  # writes per LMDB write transaction (lmdb-batch)
 START_DELAY = 0.02  # seconds between telling workers to run and their common start
 MIX = (0.80, 0.15)  # mixed: fetch share, store share; the rest are locked updates
 SCALE_SIZES = (10_000, 100_000, 1_000_000)
-SCALE_WORKLOADS = ("store", "fetch", "traverse-items")
+SCALE_WORKLOADS = ("store", "fetch", "traverse-keys", "traverse-items")
 
 # Backends, by family: the order of the columns.
 CEPH = ("radostdb", "rados")  # this project, and its floor

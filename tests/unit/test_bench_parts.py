@@ -231,3 +231,26 @@ def test_watch_table_shows_every_backend_and_the_ratios() -> None:
     assert "error: EOFError: gone" in text
     for kind in watching.KINDS:
         assert kind in text
+
+
+def test_the_throwaway_store_is_sized_for_the_records_and_memstore_refused_past_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """10 million 116-byte records filled a 4 GiB memstore (every write then
+    waits forever): the estimate is above that, and a memstore larger than
+    the machine's memory can hold is refused before any daemon starts."""
+    from radostdb.bench import environment
+    from radostdb.bench.progress import Reporter
+
+    assert environment.store_bytes(10_000_000, 116) > 4 << 30
+    assert environment.store_bytes(10_000, 116) < environment.MEMSTORE_MIN
+    monkeypatch.delenv("CEPH_CONF", raising=False)
+    monkeypatch.setattr(environment.os.path, "exists", lambda path: False)
+    monkeypatch.setattr(environment, "available_memory", lambda: 8 << 30)
+    with (
+        pytest.raises(RuntimeError, match="--store bluestore"),
+        environment.cluster_for(
+            None, "p", 1, "memstore", "auto", Reporter(True), need_bytes=10 << 30
+        ),
+    ):
+        pass
