@@ -54,6 +54,11 @@ shard client design:
   the entries ahead look dead (not renewed since we queued): then it waits
   out their leases, at most one lease more. A waiter whose deadline passed
   prunes the object (one call), which grants the next in line.
+- A write's reply says whether it removed WATCH entries (APPLIED_WATCHED:
+  watch.py); only then does the writer send a "K" notify naming the keys,
+  without waiting. ``write_and_unlock`` (do_locked, locked.py) sends a
+  write under our exclusive record lock and the lock's release in one
+  call and wakes the next owner as an unlock does.
 - Several objects at once (:class:`Shards`: lock_all, read_lock_all, a
   transaction's isolation): first a try on every object in parallel (one
   round trip); if any is busy, the ones after the first busy one are
