@@ -215,9 +215,12 @@ def _clear(b: _Body) -> bool:
 def _list(b: _Body) -> bool:
     most = b.u32()
     b.u32(), b.u64(), b.bytes()
-    if most and b.left():  # optional: bytes until
+    flags = 0
+    if most and b.left():  # optional: bytes until, then u8 flags
         b.bytes()
-    return most > 0
+        if b.left():
+            flags = b.u8()
+    return most > 0 and flags < 2  # LIST_KEYS_ONLY
 
 
 def _lock(b: _Body) -> bool:
@@ -228,10 +231,10 @@ def _lock(b: _Body) -> bool:
             b.u64()
     return (
         lease > 0
-        and Kind.RECORD <= kind <= Kind.USER
+        and Kind.RECORD <= kind <= Kind.WATCH
         and mode in (Mode.EXCL, Mode.SHARED)
         and flags < 2
-        and (kind == Kind.RECORD or not key)
+        and (kind in (Kind.RECORD, Kind.WATCH) or not key)
     )
 
 
@@ -753,7 +756,9 @@ FIELD_REQUESTS: dict[str, st.SearchStrategy[bytes]] = {
     "TxidReq": st.builds(clsops.txid_request, u64s()),
     "EmptyReq": st.just(clsops.EMPTY_REQUEST),
     "GetReq": st.builds(clsops.get_request, KEYS, u32s(), u64s()),
-    "ListReq": st.builds(clsops.list_request, u32s(), u32s(), ENCODED_KEYS, u64s(), ENCODED_KEYS),
+    "ListReq": st.builds(
+        clsops.list_request, u32s(), u32s(), ENCODED_KEYS, u64s(), ENCODED_KEYS, SMALL
+    ),
     "LockReq": st.builds(
         clsops.lock_request, OWNERS, u32s(), SMALL, SMALL, KEYS, SMALL, st.just(0) | u64s(),
         MODULI,
@@ -1072,7 +1077,7 @@ def test_classify_agrees_with_the_vectors() -> None:
 OPTIONAL_TAILS = {
     "apply": "apply-one-put",  # u64 epoch, u32 lease_ms (both, or neither)
     "clear": "clear",  # u64 modulus
-    "list": "list-after",  # bytes until
+    "list": "list-after",  # bytes until, then u8 flags
     "lock": "lock-record-queue",  # u64 epoch, then u64 modulus
 }
 
@@ -1100,7 +1105,8 @@ def test_classify_optional_fields() -> None:
         ("apply", epoch_lease, 0), ("apply", epoch_lease + b"later", 0),
         *(("list", bytes(n), errno.EINVAL) for n in range(1, 4)),
         ("list", bytes(4), 0), ("list", b"\x02\x00\x00\x00a", errno.EINVAL),
-        ("list", b"\x02\x00\x00\x00ab", 0), ("list", b"\x02\x00\x00\x00abc", 0),
+        ("list", b"\x02\x00\x00\x00ab", 0), ("list", b"\x02\x00\x00\x00abc", errno.EINVAL),
+        ("list", b"\x02\x00\x00\x00ab\x01", 0), ("list", b"\x02\x00\x00\x00ab\x01later", 0),
     ]  # fmt: skip
     for method, tail, expected in cases:
         assert classify(method, _with_tail(method, tail)) == expected, (method, tail.hex())
