@@ -538,19 +538,21 @@ class RadosStorage(Storage):
             res = self.shards[index].get(key)
             if res.status == clsops.ReadStatus.MISSING:
                 return 0, None
-            try:
-                return codec.decode_record(key, res.record)
-            except codec.CodecError as exc:
-                raise corrupt(key, self.db.shard(index), exc) from None
+            return self._decode_versioned(key, res.record, self.db.shard(index))
 
         return self.router.route(key, call)
 
     @staticmethod
-    def _decode(key: bytes, rec: bytes, obj: str) -> bytes:
+    def _decode_versioned(key: bytes, rec: bytes, obj: str) -> tuple[int, bytes]:
+        """``(rseq, data)`` of a record read from ``obj``, verified."""
         try:
-            return codec.decode_record(key, rec)[1]
+            return codec.decode_record(key, rec)
         except codec.CodecError as exc:
             raise corrupt(key, obj, exc) from None
+
+    @classmethod
+    def _decode(cls, key: bytes, rec: bytes, obj: str) -> bytes:
+        return cls._decode_versioned(key, rec, obj)[1]
 
     def _write_key(self, key: bytes, op: int, data: bytes, report: bool = False) -> int:
         def call(index: int) -> int:

@@ -16,6 +16,7 @@ radostdb, as Samba's smbd forks its children.
 - ``line``/``expect``/``say``/``finish`` talk to workers line by line.
 - With ``RADOSTDB_TEST_CRASH_AT`` in ``env`` the worker installs that crash
   point (crashpoints.py) before its code runs.
+- :data:`LOCKER` is the hot-record worker several tests share.
 """
 
 from __future__ import annotations
@@ -57,6 +58,35 @@ def _radostdb_zygote():
         os.kill(os.getpid(), -code)
     os._exit(code)
 _radostdb_inherited = _radostdb_zygote()
+"""
+
+# A hot-record worker: ``DB END [START [MODE]]``: from the agreed START (a
+# time.time(); 0: at once) to END it loops +1 on b"hot", with chainlock ->
+# get -> store -> chainunlock, or (MODE do_locked) Tdb.do_locked, no think
+# time; then prints its count.
+LOCKER = """
+    import os, sys, time, radostdb
+    db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR)
+    end = float(sys.argv[2])
+    start = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+    mode = sys.argv[4] if len(sys.argv) > 4 else "chainlock"
+    if start:
+        assert time.time() < start, "opened after the agreed start"
+        time.sleep(start - time.time())
+
+    def bump(rec):
+        rec.store(b"%d" % (int(rec.value) + 1))
+
+    n = 0
+    while time.time() < end:
+        if mode == "do_locked":
+            db.do_locked(b"hot", bump)
+        else:
+            db.chainlock(b"hot")
+            db.store(b"hot", b"%d" % (int(db[b"hot"]) + 1))
+            db.chainunlock(b"hot")
+        n += 1
+    print(n, flush=True)
 """
 
 _lines: dict[int, queue.Queue[str]] = {}

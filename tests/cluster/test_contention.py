@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from procs import expect, finish, line, python, say
+from procs import LOCKER, expect, finish, line, python, say
 from procs import signal as signal_worker
 
 import radostdb
@@ -29,25 +29,6 @@ def fair(counts: list[int]) -> None:
     mean = statistics.mean(counts)
     print(f"per-process counts {counts}, min/mean {min(counts) / mean:.2f}")
     assert min(counts) >= mean / 2, counts
-
-
-LOCKER = """
-    import os, sys, time, radostdb
-    db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR)
-    end = float(sys.argv[2])
-    start = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0  # an agreed start, if any
-    if start:
-        assert time.time() < start, "opened after the agreed start"
-        time.sleep(start - time.time())
-    n = 0
-    while time.time() < end:
-        db.chainlock(b"hot")
-        value = int(db[b"hot"])
-        db.store(b"hot", b"%d" % (value + 1))
-        db.chainunlock(b"hot")
-        n += 1
-    print(n, flush=True)
-"""
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from procs import expect, finish, python, say
+from procs import LOCKER, expect, finish, python, say
 from procs import signal as signal_worker
 
 import radostdb
@@ -152,29 +152,6 @@ def test_two_round_trips_where_chainlock_fetch_store_unlock_take_four(
     assert chained >= 4.0 and do_locked < chained
 
 
-DO_LOCKER = """
-    import os, sys, time, radostdb
-    db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR)
-    end, start, mode = float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-    assert time.time() < start, "opened after the agreed start"
-    time.sleep(start - time.time())
-
-    def bump(rec):
-        rec.store(b"%d" % (int(rec.value) + 1))
-
-    n = 0
-    while time.time() < end:
-        if mode == "do_locked":
-            db.do_locked(b"hot", bump)
-        else:
-            db.chainlock(b"hot")
-            db.store(b"hot", b"%d" % (int(db[b"hot"]) + 1))
-            db.chainunlock(b"hot")
-        n += 1
-    print(n, flush=True)
-"""
-
-
 @pytest.mark.slow
 def test_eight_processes_mixing_do_locked_and_chainlock_on_one_key(
     db_name: str, cluster_env: dict[str, str], start_method: str
@@ -190,7 +167,7 @@ def test_eight_processes_mixing_do_locked_and_chainlock_on_one_key(
     env = {**cluster_env, "RADOSTDB_LOCK_LEASE": "5"}
     modes = ["do_locked", "chainlock"] * 4
     workers = [
-        python(DO_LOCKER, env, db_name, str(end), str(start), m, method=start_method) for m in modes
+        python(LOCKER, env, db_name, str(end), str(start), m, method=start_method) for m in modes
     ]
     counts = [int(x) for x in finish(workers)]
     mean = statistics.mean(counts)

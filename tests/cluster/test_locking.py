@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -138,6 +139,25 @@ def test_killed_holder_loses_lock_after_lease(
     db.chainunlock(b"k")
 
 
+def _stale_holder(
+    db_name: str, cluster_env: dict[str, str], lock: str, start_method: str, release: bool
+) -> tuple[radostdb.Tdb, subprocess.Popen[str]]:
+    """A HOLDER (lease 2 s) SIGSTOPped until our handle took the lock from it
+    and stored "new owner" (and, with ``release``, unlocked again); resumed."""
+    db = radostdb.Tdb(db_name, 0, 0, CREATE, lock_lease=3)
+    holder = spawn(HOLDER, cluster_env, db_name, "2", lock, method=start_method)
+    expect(holder, "locked")
+    signal_worker(holder, signal.SIGSTOP)
+    try:
+        db.chainlock(b"k")  # waits until the holder's lease ran out
+        db.store(b"k", b"new owner")
+        if release:
+            db.chainunlock(b"k")
+    finally:
+        signal_worker(holder, signal.SIGCONT)
+    return db, holder
+
+
 @pytest.mark.parametrize("noticed", [False, True], ids=["at-once", "noticed"])
 @pytest.mark.parametrize("lock", ["chainlock", "lock_all"])
 def test_stale_holder_is_fenced(
@@ -147,15 +167,7 @@ def test_stale_holder_is_fenced(
     write: at once after it wakes (the OSD refuses the write), and after its
     renewal found the lock gone (refused without waiting for the new owner);
     its unlock is refused too, and the new owner's record stays."""
-    db = radostdb.Tdb(db_name, 0, 0, CREATE, lock_lease=3)
-    holder = spawn(HOLDER, cluster_env, db_name, "2", lock, method=start_method)
-    expect(holder, "locked")
-    signal_worker(holder, signal.SIGSTOP)
-    try:
-        db.chainlock(b"k")  # waits until the holder's lease ran out
-        db.store(b"k", b"new owner")
-    finally:
-        signal_worker(holder, signal.SIGCONT)
+    db, holder = _stale_holder(db_name, cluster_env, lock, start_method, release=False)
     if noticed:
         time.sleep(2.0)  # its overdue renewal runs at once and finds the lock gone
     say(holder, "store")
@@ -175,16 +187,7 @@ def test_stale_holder_is_fenced_when_nobody_holds_a_lock_any_more(
     stale holder writes: the object's lock table is empty, and the write
     asserting the lost lock is refused all the same (the class let it
     through when the table was empty)."""
-    db = radostdb.Tdb(db_name, 0, 0, CREATE, lock_lease=3)
-    holder = spawn(HOLDER, cluster_env, db_name, "2", lock, method=start_method)
-    expect(holder, "locked")
-    signal_worker(holder, signal.SIGSTOP)
-    try:
-        db.chainlock(b"k")  # waits until the holder's lease ran out
-        db.store(b"k", b"new owner")
-        db.chainunlock(b"k")
-    finally:
-        signal_worker(holder, signal.SIGCONT)
+    db, holder = _stale_holder(db_name, cluster_env, lock, start_method, release=True)
     say(holder, "store")
     expect(holder, "refused 3", timeout=10)
     assert db[b"k"] == b"new owner"
