@@ -11,16 +11,21 @@ cls/radostdb/reshard.cc; where keys live: layout.py):
   by one (dbheader.grow, compared and set). Clients keep reading and
   writing throughout: a key is wherever its shard says (router.py), a
   traversal follows the move (traverse.py).
-- A step that needs p to itself (begin, advance) and is refused because
-  p is in use (a transaction's isolation, a lock: -EBUSY) queues for SHARD
-  EXCL on p, FIFO like any writer, and is sent again under it, releasing it
-  in the same call. -EUCLEAN: the resolver decides what blocks p first.
-  -EREMCHG (p's records changed since the page was read): the page is read
-  again, and the next few pages are moved with SHARD EXCL on p held across
-  their three steps (taken in p's queue, released by the advance), so
-  writers of hot keys cannot starve the move; they pause for one page's
-  round trips. -ERANGE or -ECANCELED: another resharder took the split
-  over.
+- The begin needs p to itself: refused because p is in use (a
+  transaction's isolation, a lock: -EBUSY) or holds a transaction's part
+  not settled yet (-EUCLEAN), it queues for SHARD EXCL on p, FIFO like any
+  writer, and is sent again under it, releasing it in the same call. The
+  holder of a cached isolation hears the wait and releases, settling its
+  parts; a dead committer's part is decided by the resolver. Backing off
+  and retrying without the lock would starve: a loader committing back to
+  back leaves a new lazily settled part before every retry.
+- A page's advance is sent optimistically. Refused for the same reasons,
+  or with -EREMCHG (p's records changed since the page was read), the page
+  is read again and the next FROZEN_PAGES pages are moved under one SHARD
+  EXCL on p (taken in p's queue, kept across their steps, released by the
+  last advance), so neither writers of hot keys nor a bulk loader can
+  starve the move; they pause for those pages' round trips. -ERANGE or
+  -ECANCELED: another resharder took the split over.
 - One resharder at a time per database: a record lock on the
   transaction-lock object (key RESHARD_KEY, the lock lease, renewed by the
   lock service). The class also fences steps by owner, so a resharder that
@@ -66,7 +71,7 @@ SPLIT_CHECK = 5000  # writes to a shard by one handle between two looks at its s
 DEFAULT_THRESHOLD = 100_000
 THRESHOLD_ENV = "RADOSTDB_SPLIT_THRESHOLD"
 STEP_TRIES = 100_000  # steps of one split before giving up (a page is 1000 records)
-FROZEN_PAGES = 4  # pages moved under SHARD EXCL after an optimistic one met changed records
+FROZEN_PAGES = 4  # pages moved under one SHARD EXCL after an optimistic one was refused
 
 
 class ReshardError(RadostdbError):
@@ -202,69 +207,82 @@ class Resharder:
     def _move(self, pobj: str, qobj: str, q: int, modulus: int) -> None:
         """Move p's moving records to q, page after page, from p's
         moved_upto on. A page goes optimistically (no lock: writers of p are
-        never paused); if its records changed before the advance, the next
-        FROZEN_PAGES pages go under SHARD EXCL on p, taken in its queue and
-        released by the advance: writers of p then pause for one page's
-        three round trips, and the move cannot be starved."""
+        never paused); if its records changed before the advance, or a
+        committer's part is not settled on p yet, the next FROZEN_PAGES
+        pages go under one SHARD EXCL on p, taken in its queue and released
+        by the last of their advances: writers of p then pause for those
+        pages' round trips, and the move cannot be starved."""
         io = self.io()
         owner = self.books.owner
         st = clsops.state(io, pobj)
         after = st.header.moved_upto if st is not None else ""
         takeover = True
         frozen = 0
-        for _ in range(STEP_TRIES):
-            held = False
-            try:
-                if frozen:
-                    self._freeze(pobj)
-                    held = True
-                page = self._page(pobj, after)
-                clsops.split_absorb(
-                    io,
-                    qobj,
-                    clsops.split_absorb_request(
-                        owner, takeover, q, modulus, after, page.upto, page.end, page.records
-                    ),
-                )
-                takeover = False
-                heads = [(k, rec[: codec.REC_HDR]) for k, rec in page.records]
+        held = False
+        try:
+            for _ in range(STEP_TRIES):
+                try:
+                    if frozen and not held:
+                        self._freeze(pobj)
+                        held = True
+                    page = self._page(pobj, after, held)
+                    clsops.split_absorb(
+                        io,
+                        qobj,
+                        clsops.split_absorb_request(
+                            owner, takeover, q, modulus, after, page.upto, page.end, page.records
+                        ),
+                    )
+                    takeover = False
+                    heads = [(k, rec[: codec.REC_HDR]) for k, rec in page.records]
 
-                req = functools.partial(
-                    clsops.split_advance_request, owner, after=after, upto=page.upto,
-                    end=page.end, heads=heads,
-                )  # fmt: skip
+                    req = functools.partial(
+                        clsops.split_advance_request, owner, after=after, upto=page.upto,
+                        end=page.end, heads=heads,
+                    )  # fmt: skip
 
-                def advance(wflags: int, req: Callable[..., bytes] = req) -> int:
-                    return clsops.split_advance(io, pobj, req(wflags=wflags))
+                    def advance(wflags: int, req: Callable[..., bytes] = req) -> int:
+                        return clsops.split_advance(io, pobj, req(wflags=wflags))
 
-                if held:
-                    dropped = advance(clsops.WRITE_ASSERT_LOCK | clsops.WRITE_RELEASE)
-                    held = False
-                    wakeup.wake_waiters(io, pobj)
-                else:
-                    dropped = self._step(pobj, advance)
-            except TdbError as exc:
-                code = clsops.errno_of(exc)
-                if code == errno.EREMCHG and not frozen:
-                    frozen = FROZEN_PAGES  # the records changed since the page: freeze
+                    if held:
+                        last = page.end or frozen <= 1
+                        held = False  # given back if the advance fails
+                        dropped = self._send_held(pobj, advance, release=last)
+                        held = not last
+                    else:
+                        dropped = advance(0)
+                except (clsops.Busy, clsops.Unclean):
+                    # p is in use (a transaction's isolation), or a
+                    # committer's part is not settled there yet (a live one
+                    # settles lazily: it would be back before every retry):
+                    # frozen, the holder releases and settles, a dead one's
+                    # part is decided
+                    frozen = FROZEN_PAGES
                     continue
-                if code == errno.ERANGE:
-                    raise ReshardError(f"another resharder moved {pobj} on") from None
-                raise
-            finally:
-                if held:
-                    self._thaw(pobj)
-            frozen = max(0, frozen - 1)
-            if dropped:
-                wakeup.wake(io, pobj)  # their waiters ask again, and are sent to q
-            self.state.moved += len(page.records)
-            self.progress(self.state)
-            if page.end:
-                return
-            after = page.upto
-            if self.stop.is_set():
-                raise ReshardError("stopped")
-        raise ReshardError(f"the records of {pobj} kept changing under the reshard")
+                except clsops.Canceled:
+                    raise ReshardError(f"another resharder took the split of {pobj} over") from None
+                except TdbError as exc:
+                    code = clsops.errno_of(exc)
+                    if code == errno.EREMCHG and not held:
+                        frozen = FROZEN_PAGES  # the records changed since the page: freeze
+                        continue
+                    if code == errno.ERANGE:
+                        raise ReshardError(f"another resharder moved {pobj} on") from None
+                    raise
+                frozen = max(0, frozen - 1)
+                if dropped:
+                    wakeup.wake(io, pobj)  # their waiters ask again, and are sent to q
+                self.state.moved += len(page.records)
+                self.progress(self.state)
+                if page.end:
+                    return
+                after = page.upto
+                if self.stop.is_set():
+                    raise ReshardError("stopped")
+            raise ReshardError(f"the records of {pobj} kept changing under the reshard")
+        finally:
+            if held:
+                self._thaw(pobj)
 
     def _freeze(self, obj: str) -> None:
         """SHARD EXCL on obj, in its queue, for one page's steps (the short
@@ -283,47 +301,65 @@ class Resharder:
         with contextlib.suppress(Exception):
             wakeup.wake_waiters(self.io(), obj)
 
-    def _page(self, pobj: str, after: str) -> clsops.SplitPage:
+    def _page(self, pobj: str, after: str, held: bool) -> clsops.SplitPage:
+        """Read p's next page; under our SHARD EXCL (``held``) a dead
+        committer's part in the way is decided and the page read again,
+        without the lock clsops.Unclean is the caller's (it freezes p)."""
         io = self.io()
         pace = self.shards.client(pobj).pace()
         while True:
             try:
                 return clsops.split_page(io, pobj, after, PAGE)
             except clsops.Unclean:
+                if not held:
+                    raise
                 self.resolver.unclean(pobj)
                 pace.wait()
 
     def _step(self, obj: str, send: Callable[[int], int]) -> int:
         """Send a step that needs ``obj`` to itself: as it is, and if the
-        shard is in use, again under SHARD EXCL taken in its queue (released
-        by the step itself)."""
+        shard is in use (-EBUSY) or holds a transaction's part not settled
+        yet (-EUCLEAN: a live committer settles it lazily, so it would be
+        back before every retry), again under SHARD EXCL taken in its queue:
+        the holder releases, settling its parts, and the step releases the
+        lock in the same call."""
         client = self.shards.client(obj)
-        pace = client.pace()
-        while True:
-            try:
-                return send(0)
-            except clsops.Busy:
-                pass
-            except clsops.Canceled:
-                raise ReshardError(f"another resharder took the split of {obj} over") from None
-            except clsops.Unclean:
-                self.resolver.unclean(obj)
-                pace.wait()
-                continue
-            client.lock(Kind.SHARD, Mode.EXCL, count=False, lease_ms=self.books.txn_lease_ms)
-            try:
-                return send(clsops.WRITE_ASSERT_LOCK | clsops.WRITE_RELEASE)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    clsops.unlock(
-                        self.io(),
-                        obj,
-                        clsops.unlock_request(self.books.owner, Kind.SHARD, Mode.EXCL),
-                    )
-                raise
-            finally:
-                self.books.untrack(obj)
+        try:
+            return send(0)
+        except clsops.Busy:
+            pass
+        except clsops.Canceled:
+            raise ReshardError(f"another resharder took the split of {obj} over") from None
+        except clsops.Unclean:
+            self.resolver.unclean(obj)  # a dead committer's part: decided now
+        client.lock(Kind.SHARD, Mode.EXCL, count=False, lease_ms=self.books.txn_lease_ms)
+        return self._send_held(obj, send)
+
+    def _send_held(self, obj: str, send: Callable[[int], int], release: bool = True) -> int:
+        """Send a step under our SHARD EXCL on ``obj``, which it releases
+        (``release``) or keeps; a part left by a dead committer is decided
+        first. The lock is given back if the step fails."""
+        pace = self.shards.client(obj).pace()
+        flags = clsops.WRITE_ASSERT_LOCK | (clsops.WRITE_RELEASE if release else 0)
+        try:
+            while True:
+                try:
+                    out = send(flags)
+                    break
+                except clsops.Unclean:
+                    self.resolver.unclean(obj)
+                    pace.wait()
+        except clsops.Canceled:
+            self._thaw(obj)
+            raise ReshardError(f"another resharder took the split of {obj} over") from None
+        except BaseException:
+            self._thaw(obj)
+            raise
+        if release:
+            self.books.untrack(obj)
+            with contextlib.suppress(Exception):
                 wakeup.wake_waiters(self.io(), obj)
+        return out
 
 
 def reshard(

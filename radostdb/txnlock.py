@@ -42,18 +42,24 @@ txnlock design:
   every transaction starts from a database without undecided commits.
 - Cached ("sticky"): when a transaction ends and nobody waits, the handle
   keeps the transaction lock and the isolation it took. Its next
-  transaction_start costs nothing. Left idle for CACHE_IDLE (1 s), they are
-  released: an idle handle holds nothing and costs the cluster no
+  transaction_start costs nothing. Left idle for CACHE_IDLE (1 s), they
+  are released: an idle handle holds nothing and costs the cluster no
   renewals. A handle that wants one of them (a transaction, a write, a
   record lock, lock_all, a resharder's step) queues in the OSD and
   announces itself with a "W" notify on the object; the holder hears it
   and, idle, releases at once (on the lock service thread), or, inside a
   transaction, right after it ends: the waiter is granted in the same
-  atomic operation as the release. While ``requested``, the holder does not
-  cache. A holder granted with waiters queued behind it is ``requested``
-  from the start, so only the first of a queue of transactions announces
-  itself, and the release hands the lock to the next transaction with a
-  notify for it alone (shardclient.py).
+  atomic operation as the release. To hear it, the holder watches every
+  shard whose isolation it holds (a shard only written gets the watch on
+  the service thread after the commit that took the isolation; made late,
+  the watch reads the lock table for waiters it missed), and inside a
+  transaction a "W" on any shard of the database counts: a commit in
+  flight may be taking that shard's isolation before the books say so.
+  While ``requested``, the holder does not cache. A holder granted with
+  waiters queued behind it is ``requested`` from the start, so only the
+  first of a queue of transactions announces itself, and the release hands
+  the lock to the next transaction with a notify for it alone
+  (shardclient.py).
 - The release settles the shards the holder's lazily settled transactions
   left pending (commit.Settlement), in the same call as each isolation
   lock, then forgets the journal records.
@@ -73,7 +79,9 @@ txnlock design:
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import functools
 import threading
 import time
 import weakref
@@ -84,6 +92,13 @@ from .kinds import Kind, Mode
 from .shardclient import Shards
 
 CACHE_IDLE = 1.0  # seconds a cached lock is kept without a transaction
+
+
+def _watch(io: object, obj: str) -> None:
+    """(service thread) Watch a shard whose isolation we hold; made late, the
+    watch reads the lock table and tells us of waiters it finds there."""
+    with contextlib.suppress(Exception):  # the waiter's re-announce covers a failure
+        wakeup.ensure_watch(io, obj)
 
 
 class _Fenced(RadostdbError):
@@ -156,6 +171,12 @@ class TxnLock:
             return
         self.isolated.add(index)
         self.locks.note(self._iso_key(index), self.locks.txn_lease_ms)
+        # a holder must hear the "W" of those who wait for the shard (a
+        # resharder's step, another handle's write): a shard only written
+        # got its isolation from the commit, with no watch of ours on it yet
+        io, obj = self.shards.io(), self.db.shard(index)
+        if not wakeup.watching(io, obj):
+            service.submit(functools.partial(_watch, io, obj))
 
     def forget_after_fork(self) -> None:
         """In a forked child: the locks are the parent's (kept and released
@@ -358,13 +379,17 @@ class TxnLock:
 
     # -- giving the locks up --------------------------------------------------------------
     def _on_wait(self, obj: str) -> None:
-        """Somebody waits on obj (notify callback: must not block)."""
-        if obj != self.db.wait_obj and self.db.index(obj) not in self.isolated:
+        """Somebody waits on obj (notify callback: must not block). In a
+        transaction, any shard counts: a commit in flight may be taking that
+        shard's isolation right now, before ``isolated`` says so."""
+        ours = obj == self.db.wait_obj
+        index = None if ours else self.db.index(obj)
+        if not ours and index is None:
             return
         with self.cond:
             if self.state in (State.ACQUIRING, State.ACTIVE):
                 self.requested = True
-            elif self.state == State.CACHED:
+            elif self.state == State.CACHED and (ours or index in self.isolated):
                 self.requested = True
                 self.state = State.RELEASING
                 service.submit(self._release)

@@ -216,6 +216,14 @@ class _Notices:
         with self.lock:
             return len(self.watches)
 
+    def watching(self, io: Any, obj: str) -> bool:
+        key = (id(io), obj)
+        with self.lock:
+            if key not in self.watches:
+                return False
+        self.used[key] = time.monotonic()
+        return True
+
     def listen(self, obj: str, table: Any) -> None:
         with self.lock:
             self.listeners.setdefault(obj, weakref.WeakSet()).add(table)
@@ -327,6 +335,12 @@ def ensure_watch(io: Any, obj: str, verify: bool = False) -> None:
 def watched() -> int:
     """How many lock objects this process watches now."""
     return _notices.watched()
+
+
+def watching(io: Any, obj: str) -> bool:
+    """Does this process watch obj on this I/O context (counted as an
+    interest, as ``ensure_watch`` is)?"""
+    return _notices.watching(io, obj)
 
 
 def listen(obj: str, table: Any) -> None:

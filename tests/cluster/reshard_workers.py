@@ -121,6 +121,36 @@ def traverser(name: str) -> dict[str, object]:
     return {"ops": n, "bad": bad, "worst": worst}
 
 
+def loader(name: str, chunk: str, grow_to: str, cap: str) -> dict[str, object]:
+    """A bulk loader: back-to-back transactions of CHUNK new records each
+    (no pause between them) until told to stop, or, with GROW_TO > 0, until
+    the database has that many shards (its own background split: the
+    environment lowers the threshold), or CAP records. Reports its commits'
+    wall-clock times (the test compares them with the reshard's), the
+    records it stored, and the shard count it saw when it ended."""
+    import time
+
+    from radostdb import reshard
+
+    db = _open(name)
+    stop = _stopper()
+    size, goal, limit = int(chunk), int(grow_to), int(cap)
+    print("ready", flush=True)
+    n = 0
+    commits: list[float] = []
+    while not stop() and n < limit:
+        with db.transaction():
+            for i in range(n, n + size):
+                db.store(b"load/%09d" % i, b"v%d" % i)
+        n += size
+        commits.append(time.time())
+        if goal and db._storage.nshards >= goal:  # type: ignore[union-attr]
+            break
+    nshards = db._storage.nshards  # type: ignore[union-attr]
+    reshard.wait_background(name)
+    return {"ops": len(commits), "records": n, "commits": commits, "nshards": nshards}
+
+
 def resharder(name: str, goal: str, page: str) -> dict[str, object]:
     """Grows the database to GOAL shards, PAGE records per step (a crash
     point in its environment may kill it on the way: crashpoints.py)."""
@@ -138,6 +168,7 @@ KINDS: dict[str, Callable[..., dict[str, object]]] = {
     "locker": locker,
     "traverser": traverser,
     "resharder": resharder,
+    "loader": loader,
 }
 
 

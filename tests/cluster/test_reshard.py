@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -311,6 +313,88 @@ def test_reshard_under_load(
     assert all(r["ops"] > 0 for r in results.values()), results
     print(f"reshard 4 -> 16 under load: {took:.2f} s")
     check_clean(cli, db_name)
+
+
+# -- a saturating bulk loader -------------------------------------------------------------
+def _loaded(db_name: str, result: dict[str, Any]) -> None:
+    """Every record the loader committed is there (count, and a sample)."""
+    db = radostdb.Tdb(db_name, 0, 0, os.O_RDWR)
+    n = result["records"]
+    assert sum(1 for _ in db.keys()) == n
+    for i in random.Random(0).sample(range(n), 2000):
+        assert db.get(b"load/%09d" % i) == b"v%d" % i, i
+
+
+def test_reshard_finishes_under_a_saturating_bulk_loader(
+    db_name: str, cluster_env: dict[str, str], cli: Any, start_method: str
+) -> None:
+    """A loader commits 5000-record transactions back to back (keeping the
+    shards' isolation cached from one to the next, its parts settled
+    lazily) while ``reshard`` splits 2 of 8 shards: the reshard ends while
+    the loader still commits, the loader commits during it, every record is
+    there and check is clean. The reshard used to wait for the load to end:
+    the loader never heard the resharder ask for a shard it had only
+    written, and a step meeting its pending parts backed off until the
+    next transaction had left new ones."""
+    radostdb.Tdb(db_name, 0, 0, CREATE).close()  # 8 shards
+    env = dict(cluster_env, RADOSTDB_SPLIT_THRESHOLD="0")  # no split of its own
+    p = procs.python(RUN, env, "loader", db_name, "5000", "0", "1500000", method=start_method)
+    procs.expect(p, "ready", timeout=120)
+    time.sleep(1)  # loading
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["lay"] = reshard.reshard(cluster.resolve(db_name), 10)
+        except BaseException as exc:  # reported by the assertion below
+            box["err"] = exc
+        finally:
+            box["end"] = time.time()
+            done.set()
+
+    start = time.time()
+    threading.Thread(target=run, daemon=True).start()
+    in_time = done.wait(120)
+    time.sleep(1)  # the loader goes on after it
+    (out,) = procs.finish([p], timeout=300)
+    done.wait(300)
+    r = json.loads(out.splitlines()[-1])
+    during = sum(start <= t <= box["end"] for t in r["commits"])
+    after = sum(t > box["end"] for t in r["commits"])
+    print(
+        f"reshard 8 -> 10 under the loader: {box['end'] - start:.2f} s; loader commits "
+        f"before / during / after it: {len(r['commits']) - during - after} / {during} / {after}, "
+        f"{r['records']} records"
+    )
+    assert in_time and "err" not in box, box
+    assert box["lay"].nshards == 10
+    assert during > 0 and after > 0, "the reshard did not end while the loader committed"
+    _loaded(db_name, r)
+    check_clean(cli, db_name)
+    ok(cli("rm", "--yes", db_name))  # its records leave the suite's memstore
+
+
+def test_a_bulk_loader_splits_its_database_while_it_loads(
+    db_name: str, cluster_env: dict[str, str], cli: Any, start_method: str
+) -> None:
+    """RADOSTDB_SPLIT_THRESHOLD=5000, 8 shards, a loader of 5000-record
+    transactions back to back: its own background split doubles the shards
+    to 16 while it loads, long before a cap of 2,000,000 records (the split
+    used to wait for the load to end, leaving 8 shards of 250,000)."""
+    radostdb.Tdb(db_name, 0, 0, CREATE).close()
+    env = dict(cluster_env, RADOSTDB_SPLIT_THRESHOLD="5000")
+    p = procs.python(RUN, env, "loader", db_name, "5000", "16", "2000000", method=start_method)
+    procs.expect(p, "ready", timeout=120)
+    t0 = time.monotonic()
+    text = procs.line(p, timeout=600)
+    took = time.monotonic() - t0
+    procs.finish([p], timeout=120)
+    r = json.loads(text)
+    print(f"16 shards after {r['records']} records, {r['ops']} transactions, {took:.1f} s")
+    assert r["nshards"] >= 16 and r["records"] < 2_000_000, r
+    _loaded(db_name, r)
+    ok(cli("rm", "--yes", db_name))  # its records leave the suite's memstore
 
 
 STEPS = ["split-begun", "absorbed", "advanced@2", "absorbed@5", "split-done", "grown@2"]
