@@ -341,6 +341,16 @@ def scale_table(sc: dict[str, Any], backends: list[str]) -> Table:
                 r = e["backends"].get(b)
                 row.append(fmt_us(1e6 / r["rate"]) if r and r.get("rate") else "n/a" if r else "-")
             t.add_row(*row, fmt_ratio(e["ratio"]))
+    shapes = sc.get("radostdb_shards")
+    if shapes:
+        t.caption = "radostdb shards (largest shard's records) after each load, then after its " + (
+            "workloads: "
+            + "; ".join(
+                f"{int(size):,}: {s['after_load']['shards']} ({s['after_load']['largest']:,})"
+                f" then {s['after_workloads']['shards']} ({s['after_workloads']['largest']:,})"
+                for size, s in shapes.items()
+            )
+        )
     return t
 
 

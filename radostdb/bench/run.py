@@ -219,9 +219,13 @@ def scale(
         "results": {},
     }
     loaded = 0
+    shapes: dict[str, Any] = {}
+    rdb = runner.handles.get(("radostdb", "scale"))
     for size in sizes:
         load(runner, backends, "scale", spec, loaded, size, rep)
         loaded = size
+        if rdb is not None:  # did the background split keep up with the load?
+            shapes[str(size)] = {"after_load": rdb.shape()}
         res = {}
         for wname in SCALE_WORKLOADS:
             w = WORKLOADS[wname]
@@ -241,4 +245,8 @@ def scale(
             )
             res[wname] = workload_entry(w, r)
         out["results"][str(size)] = res
+        if rdb is not None:
+            shapes[str(size)]["after_workloads"] = rdb.shape()
+    if shapes:
+        out["radostdb_shards"] = shapes
     return out

@@ -265,6 +265,14 @@ def test_quick_json_has_every_backend_workload_and_section(
             w = WORKLOADS[wname]
             rounds = min(ROUNDS, 3) if w.walk else ROUNDS
             check_workload(entry, w, sc["backends"], 1, rounds, int(size))
+    # radostdb's layout after each load: every record in some shard (the
+    # measurements store only over loaded keys: the count stays)
+    assert list(sc["radostdb_shards"]) == ["200", "500"]
+    for size, sh in sc["radostdb_shards"].items():
+        for when in ("after_load", "after_workloads"):
+            s = sh[when]
+            assert s["shards"] == 8 and s["smallest"] <= s["largest"] <= int(size), (when, s)
+            assert s["largest"] * 8 >= int(size), (when, s)
 
     # what one process costs (quick: no idle window)
     pc = doc["processes"]

@@ -26,6 +26,11 @@ class Backend(abc.ABC):
     lacks: dict[str, str] = {}  # capability -> why this backend has none
     load_chunk = LOAD_CHUNK
 
+    def shape(self) -> dict[str, int] | None:
+        """How the database is laid out now (radostdb: its shards and the
+        records of the largest and smallest), or None."""
+        return None
+
     def unsupported(self, w: Workload, spec: Spec) -> str | None:
         """Why this backend cannot run workload ``w`` with ``spec``, or None."""
         return self.lacks.get(w.needs) if w.needs else None

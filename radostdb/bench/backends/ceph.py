@@ -58,6 +58,20 @@ class RadostdbBackend(TdbCalls, Backend):
     def __init__(self, place: Place, db: str, create: bool) -> None:
         self.db = open_radostdb(place, db, create)
 
+    def shape(self) -> dict[str, int]:
+        from ... import clsops, layout
+
+        storage = self.db._storage
+        # give the cached transaction lock up: its last commits are settled
+        # on the shards then (a shard counts settled records only)
+        storage.txnlock.close()
+        n = storage.router.refresh().nshards
+        io = storage.io()
+        counts = clsops.wait_all(
+            clsops.aio_count(io, layout.shard_object(storage.name, i), 2**32 - 2) for i in range(n)
+        )
+        return {"shards": n, "largest": max(counts), "smallest": min(counts)}
+
     def keys(self) -> Iterator[bytes]:
         return self.db.keys()
 
