@@ -343,11 +343,13 @@ def scale_table(sc: dict[str, Any], backends: list[str]) -> Table:
             t.add_row(*row, fmt_ratio(e["ratio"]))
     shapes = sc.get("radostdb_shards")
     if shapes:
-        t.caption = "radostdb shards (largest shard's records) after each load, then after its " + (
-            "workloads: "
+        t.caption = (
+            "radostdb shards (largest shard's records) when each load ended, then when "
+            "its background split was done and the size was measured: "
             + "; ".join(
                 f"{int(size):,}: {s['after_load']['shards']} ({s['after_load']['largest']:,})"
-                f" then {s['after_workloads']['shards']} ({s['after_workloads']['largest']:,})"
+                f", {s['measured']['shards']} ({s['measured']['largest']:,})"
+                f" {s['split_wait_s']:.1f} s later"
                 for size, s in shapes.items()
             )
         )

@@ -15,7 +15,9 @@ measurement design:
   enough to time), etcd half, SQLite on RADOS a tenth (a few hundred calls
   a second).
 - The growing-database run (``scale``) measures radostdb, rados and the
-  local engines.
+  local engines. It records radostdb's shards when each load ended (how
+  far its background split kept up with a saturating loader), then waits
+  for that split and measures the size in its steady state.
 - Same data for every backend (see ``workloads``); untimed set-up is done
   by the parent before each timed chunk.
 - ``--clients N`` (or a list, the largest for the main table) runs the
@@ -34,6 +36,7 @@ measurement design:
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -224,8 +227,18 @@ def scale(
     for size in sizes:
         load(runner, backends, "scale", spec, loaded, size, rep)
         loaded = size
-        if rdb is not None:  # did the background split keep up with the load?
-            shapes[str(size)] = {"after_load": rdb.shape()}
+        if rdb is not None:
+            # did the background split keep up with the load? Then the
+            # per-op cost is measured once it is done (steady state)
+            after_load = rdb.shape()
+            t0 = time.monotonic()
+            rdb.settle()
+            waited = time.monotonic() - t0
+            shapes[str(size)] = {
+                "after_load": after_load,
+                "split_wait_s": round(waited, 3),
+                "measured": rdb.shape(),
+            }
         res = {}
         for wname in SCALE_WORKLOADS:
             w = WORKLOADS[wname]
@@ -245,8 +258,6 @@ def scale(
             )
             res[wname] = workload_entry(w, r)
         out["results"][str(size)] = res
-        if rdb is not None:
-            shapes[str(size)]["after_workloads"] = rdb.shape()
     if shapes:
         out["radostdb_shards"] = shapes
     return out

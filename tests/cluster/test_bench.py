@@ -269,7 +269,8 @@ def test_quick_json_has_every_backend_workload_and_section(
     # measurements store only over loaded keys: the count stays)
     assert list(sc["radostdb_shards"]) == ["200", "500"]
     for size, sh in sc["radostdb_shards"].items():
-        for when in ("after_load", "after_workloads"):
+        assert sh["split_wait_s"] >= 0
+        for when in ("after_load", "measured"):
             s = sh[when]
             assert s["shards"] == 8 and s["smallest"] <= s["largest"] <= int(size), (when, s)
             assert s["largest"] * 8 >= int(size), (when, s)

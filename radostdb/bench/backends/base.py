@@ -31,6 +31,10 @@ class Backend(abc.ABC):
         records of the largest and smallest), or None."""
         return None
 
+    def settle(self) -> None:
+        """Wait for background work the load started (radostdb: its split)."""
+        return None
+
     def unsupported(self, w: Workload, spec: Spec) -> str | None:
         """Why this backend cannot run workload ``w`` with ``spec``, or None."""
         return self.lacks.get(w.needs) if w.needs else None

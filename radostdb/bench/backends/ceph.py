@@ -72,6 +72,11 @@ class RadostdbBackend(TdbCalls, Backend):
         )
         return {"shards": n, "largest": max(counts), "smallest": min(counts)}
 
+    def settle(self) -> None:
+        from ... import reshard
+
+        reshard.wait_background(self.db._storage.name)
+
     def keys(self) -> Iterator[bytes]:
         return self.db.keys()
 
