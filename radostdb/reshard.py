@@ -331,7 +331,7 @@ class Resharder:
         except clsops.Canceled:
             raise ReshardError(f"another resharder took the split of {obj} over") from None
         except clsops.Unclean:
-            self.resolver.unclean(obj)  # a dead committer's part: decided now
+            pass  # a dead committer's part is decided under the lock
         client.lock(Kind.SHARD, Mode.EXCL, count=False, lease_ms=self.books.txn_lease_ms)
         return self._send_held(obj, send)
 
