@@ -285,14 +285,15 @@ class Resharder:
                 self._thaw(pobj)
 
     def _freeze(self, obj: str) -> None:
-        """SHARD EXCL on obj, in its queue, for one page's steps (the short
-        lease: a resharder that dies holding it blocks p one lease)."""
+        """SHARD EXCL on obj, in its queue, for the steps that need p to
+        itself (one begin, or up to FROZEN_PAGES pages; the short lease: a
+        resharder that dies holding it blocks p one lease)."""
         self.shards.client(obj).lock(
             Kind.SHARD, Mode.EXCL, count=False, lease_ms=self.books.txn_lease_ms
         )
 
     def _thaw(self, obj: str) -> None:
-        """Give back the SHARD EXCL a page did not release."""
+        """Give back the SHARD EXCL no step released."""
         with contextlib.suppress(Exception):
             clsops.unlock(
                 self.io(), obj, clsops.unlock_request(self.books.owner, Kind.SHARD, Mode.EXCL)
@@ -323,7 +324,6 @@ class Resharder:
         back before every retry), again under SHARD EXCL taken in its queue:
         the holder releases, settling its parts, and the step releases the
         lock in the same call."""
-        client = self.shards.client(obj)
         try:
             return send(0)
         except clsops.Busy:
@@ -332,7 +332,7 @@ class Resharder:
             raise ReshardError(f"another resharder took the split of {obj} over") from None
         except clsops.Unclean:
             pass  # a dead committer's part is decided under the lock
-        client.lock(Kind.SHARD, Mode.EXCL, count=False, lease_ms=self.books.txn_lease_ms)
+        self._freeze(obj)
         return self._send_held(obj, send)
 
     def _send_held(self, obj: str, send: Callable[[int], int], release: bool = True) -> int:
