@@ -26,8 +26,9 @@ tests/unit/test_memory_backend.py):
   reproduce: inside a transaction a REPLACE store does not know whether it
   creates (that would cost a read per store; append reads anyway and
   matches), and tdb leaves the code alone when it rewrites a record in
-  place (the new value fits the old record's space in its file), a fact of
-  tdb's allocator with nothing to match here.
+  place (the new value fits the old record's space in its file, which tdb
+  allocates a quarter larger than the record), a fact of tdb's allocator
+  with nothing to match here.
 - transaction start, commit and cancel, delete of an existing key, clear,
   locks and seqnum calls leave it alone. (Inside a transaction, a tdb write
   that has to grow the file leaves TDB_ERR_IO (2) though it succeeds: a
