@@ -25,6 +25,10 @@ whoever loads it.
   tests, whatever the session's cluster is: 3 bluestore OSDs, pool size 3,
   min_size 2. Tests may kill and restart its daemons (``.dev``); it is
   stopped when the module's tests are done, and by its keeper if pytest dies.
+- The session's throwaway cluster is watched: when one of its daemons has
+  died after a test (no test stops them), the run ends there with the
+  daemon's log tail, instead of every later test timing out against a dead
+  OSD.
 - ``record_figure``: ``record_figure(name, value, unit)`` keeps a measured
   figure (stall times and the like); every figure of the session is listed
   at the end of the run, under "radostdb figures", and in the test's
@@ -39,6 +43,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,6 +54,8 @@ from .devcluster import ClusterError, DevCluster
 TRUE_WORDS = ("1", "true", "yes", "on")
 REPLICATED_OSDS = 3
 FIGURES = pytest.StashKey[list[tuple[str, str, Any, str]]]()
+LOG_TAIL = 60  # lines of a dead daemon's log shown when the run ends for it
+_session_dev: list[DevCluster] = []  # the session's throwaway cluster, once up
 
 
 def env_flag(name: str) -> bool:
@@ -110,9 +117,11 @@ def _throwaway_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clu
         RADOSTDB_ID="admin",
         RADOSTDB_OP_TIMEOUT=os.environ.get("RADOSTDB_OP_TIMEOUT", "120"),
     )
+    _session_dev.append(dev)
     try:
         yield ClusterInfo(str(dev.conf), dev.pool, "admin", dev)
     finally:
+        _session_dev.clear()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -189,6 +198,35 @@ def record_figure(request: pytest.FixtureRequest) -> Callable[[str, Any, str], N
         request.node.user_properties.append((name, f"{value} {unit}".strip()))
 
     return record
+
+
+def dead_daemons(dev: DevCluster) -> str:
+    """What to say of ``dev``'s daemons that are no longer running: each
+    one's name, PID and log tail; empty when all run."""
+    said = []
+    for d in dev.daemons():
+        if d.alive():
+            continue
+        try:
+            tail = Path(d.log).read_text(errors="replace").splitlines()[-LOG_TAIL:]
+        except OSError as exc:
+            tail = [f"(no log: {exc})"]
+        said.append(f"{d.name} (pid {d.pid}) is gone; the end of {d.log}:\n" + "\n".join(tail))
+    return "\n\n".join(said)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """After each test: if the session's cluster lost a daemon, end the run."""
+    if not _session_dev:
+        return
+    said = dead_daemons(_session_dev[0])
+    if said:
+        pytest.exit(
+            f"the session's throwaway cluster lost a daemon during or before {item.nodeid}; "
+            f"no later test can pass:\n{said}",
+            returncode=3,
+        )
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

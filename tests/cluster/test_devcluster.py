@@ -244,3 +244,39 @@ def test_cephx_namespace_confinement(
     finally:
         client.shutdown()
         rados_client.mon_command(json.dumps({"prefix": "auth rm", "entity": entity}), b"")
+
+
+INNER_SUITE = """
+import os, signal
+from radostdb.testing import ClusterInfo
+
+def test_a_dead_osd(ceph_cluster: ClusterInfo) -> None:
+    (osd,) = [d for d in ceph_cluster.dev.daemons() if d.kind == "osd"]
+    os.kill(osd.pid, signal.SIGKILL)  # as an OSD that crashed would
+
+def test_after_it(ceph_cluster: ClusterInfo) -> None:
+    pass
+"""
+
+
+def test_a_run_ends_when_its_cluster_loses_a_daemon(scratch_dir: str) -> None:
+    """A suite whose throwaway cluster lost its OSD ends after that test with
+    the OSD's log tail (the next tests would only time out against it)."""
+    Path(scratch_dir, "test_inner.py").write_text(INNER_SUITE)
+    env = {k: v for k, v in os.environ.items() if k not in ("CEPH_CONF", "RADOSTDB_POOL")}
+    env["RADOSTDB_TEST_CLUSTER_DIR"] = f"{scratch_dir}/cluster"
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "radostdb.testing", "-v", "test_inner.py"],
+        cwd=scratch_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    print(r.stdout[-3000:])
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "test_inner.py::test_a_dead_osd PASSED" in r.stdout
+    assert "test_after_it" not in r.stdout.split("test_a_dead_osd PASSED", 1)[1]
+    assert "lost a daemon during or before test_inner.py::test_a_dead_osd" in r.stdout
+    assert "osd.0.log" in r.stdout and "is gone" in r.stdout
+    assert ceph_pids(f"{scratch_dir}/cluster") == []  # the mon stopped all the same
