@@ -153,13 +153,17 @@ def loader(name: str, chunk: str, grow_to: str, cap: str) -> dict[str, object]:
 
 def resharder(name: str, goal: str, page: str) -> dict[str, object]:
     """Grows the database to GOAL shards, PAGE records per step (a crash
-    point in its environment may kill it on the way: crashpoints.py)."""
+    point in its environment may kill it on the way: crashpoints.py).
+    Reports the shard count and when the reshard began and ended."""
+    import time
+
     from radostdb import cluster, reshard
 
     reshard.PAGE = int(page)
     print("ready", flush=True)
+    began = time.time()
     lay = reshard.reshard(cluster.resolve(name), int(goal))
-    return {"nshards": lay.nshards}
+    return {"nshards": lay.nshards, "began": began, "ended": time.time()}
 
 
 KINDS: dict[str, Callable[..., dict[str, object]]] = {
