@@ -15,6 +15,7 @@ import rados
 from click.testing import CliRunner
 
 from radostdb.cli import main
+from radostdb.cluster import connect
 from radostdb.devcluster import ClusterError, Daemon, DevCluster
 from radostdb.testing import ClusterInfo
 
@@ -280,3 +281,29 @@ def test_a_run_ends_when_its_cluster_loses_a_daemon(scratch_dir: str) -> None:
     assert "lost a daemon during or before test_inner.py::test_a_dead_osd" in r.stdout
     assert "osd.0.log" in r.stdout and "is gone" in r.stdout
     assert ceph_pids(f"{scratch_dir}/cluster") == []  # the mon stopped all the same
+
+
+def test_a_memstore_cluster_never_blocks_writes_as_full(scratch_dir: str) -> None:
+    """memstore's count of used bytes is no measure of anything here (it
+    leaves omap out, and it has gone below zero under load, which the OSD
+    took for full and blocked every write): a throwaway memstore cluster
+    keeps taking writes past its device size, with no full flag."""
+    with DevCluster(f"{scratch_dir}/m", memstore_bytes=1 << 20) as c:
+        client = connect(str(c.conf), "admin", timeout=30)
+        try:
+            io = client.open_ioctx(c.pool)
+            for i in range(8):  # 8 MiB on a 1 MiB memstore
+                io.write_full(f"big-{i}", b"x" * (1 << 20))
+            time.sleep(7)  # the OSD checks its fullness every few seconds (tick)
+            io.write_full("after", b"y")  # a full OSD would block this for good
+            assert io.read("after") == b"y"
+            io.close()
+        finally:
+            client.shutdown()
+        health = subprocess.run(
+            ["ceph", "-c", str(c.conf), "health", "detail"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        assert "FULL" not in health, health
