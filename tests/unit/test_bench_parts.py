@@ -236,9 +236,9 @@ def test_watch_table_shows_every_backend_and_the_ratios() -> None:
 def test_the_throwaway_store_is_sized_for_the_records_and_memstore_refused_past_memory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """10 million 116-byte records filled a 4 GiB memstore (every write then
-    waits forever): the estimate is above that, and a memstore larger than
-    the machine's memory can hold is refused before any daemon starts."""
+    """A memstore OSD held 10 million 116-byte records in 22 GB of memory:
+    such a run is refused before any daemon starts on a machine with less
+    (2 million records are not)."""
     from radostdb.bench import environment
     from radostdb.bench.progress import Reporter
 
@@ -246,11 +246,38 @@ def test_the_throwaway_store_is_sized_for_the_records_and_memstore_refused_past_
     assert environment.store_bytes(10_000, 116) < environment.MEMSTORE_MIN
     monkeypatch.delenv("CEPH_CONF", raising=False)
     monkeypatch.setattr(environment.os.path, "exists", lambda path: False)
-    monkeypatch.setattr(environment, "available_memory", lambda: 8 << 30)
+    monkeypatch.setattr(environment, "available_memory", lambda: 22 << 30)  # this machine
     with (
         pytest.raises(RuntimeError, match="--store bluestore"),
         environment.cluster_for(
-            None, "p", 1, "memstore", "auto", Reporter(True), need_bytes=10 << 30
+            None,
+            "p",
+            1,
+            "memstore",
+            "auto",
+            Reporter(True),
+            need_bytes=environment.store_bytes(10_000_000, 116),
+        ),
+    ):
+        pass
+
+    class Started(Exception):
+        """Raised where the throwaway cluster's directory is made."""
+
+    def mkdtemp(**kw: object) -> str:
+        raise Started
+
+    monkeypatch.setattr(environment.tempfile, "mkdtemp", mkdtemp)
+    with (
+        pytest.raises(Started),  # past the memory check: it goes on to start one
+        environment.cluster_for(
+            None,
+            "p",
+            1,
+            "memstore",
+            "auto",
+            Reporter(True),
+            need_bytes=environment.store_bytes(2_000_000, 116),
         ),
     ):
         pass
