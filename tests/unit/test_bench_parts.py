@@ -247,18 +247,15 @@ def test_the_throwaway_store_is_sized_for_the_records_and_memstore_refused_past_
     monkeypatch.delenv("CEPH_CONF", raising=False)
     monkeypatch.setattr(environment.os.path, "exists", lambda path: False)
     monkeypatch.setattr(environment, "available_memory", lambda: 22 << 30)  # this machine
-    with (
-        pytest.raises(RuntimeError, match="--store bluestore"),
-        environment.cluster_for(
-            None,
-            "p",
-            1,
-            "memstore",
-            "auto",
-            Reporter(True),
-            need_bytes=environment.store_bytes(10_000_000, 116),
-        ),
-    ):
+
+    def memstore_for(records: int) -> Any:
+        """cluster_for a throwaway memstore OSD sized for ``records`` records."""
+        need = environment.store_bytes(records, 116)
+        return environment.cluster_for(
+            None, "p", 1, "memstore", "auto", Reporter(True), need_bytes=need
+        )
+
+    with pytest.raises(RuntimeError, match="--store bluestore"), memstore_for(10_000_000):
         pass
 
     class Started(Exception):
@@ -268,16 +265,6 @@ def test_the_throwaway_store_is_sized_for_the_records_and_memstore_refused_past_
         raise Started
 
     monkeypatch.setattr(environment.tempfile, "mkdtemp", mkdtemp)
-    with (
-        pytest.raises(Started),  # past the memory check: it goes on to start one
-        environment.cluster_for(
-            None,
-            "p",
-            1,
-            "memstore",
-            "auto",
-            Reporter(True),
-            need_bytes=environment.store_bytes(2_000_000, 116),
-        ),
-    ):
+    # past the memory check: it goes on to start one
+    with pytest.raises(Started), memstore_for(2_000_000):
         pass
