@@ -59,7 +59,14 @@ WRITE_REPORT = 0x8
 APPLIED_CREATED = 0x1
 APPLIED_GRANTED = 0x2  # a RELEASE write granted a waiter (with RETURNVEC)
 APPLIED_WATCHED = 0x4  # a key written (a clear: any) was watched: notify (watch.py)
-GRANTS_MAX = 0xFFFF  # unlock's and release's count of waiters granted, capped
+APPLIED_GRANTED_SEVERAL = 0x40  # ... and more than one waiter
+GRANTS_MAX = 0xFF  # unlock's and release's count of waiters granted, capped
+# lock's, unlock's, release's and a releasing apply's return value carry a
+# ticket above their bits: the lock entry's own (lock), or the first waiter
+# granted (types.h); 0: none (a class older than header version 5)
+TICKET_SHIFT = 8
+TICKET_MAX = 0x7FFFFF
+STATUS_BITS = (1 << TICKET_SHIFT) - 1
 # list flags
 LIST_KEYS_ONLY = 0x1  # keys alone in the page, no record read or sent
 # lock flags
@@ -68,6 +75,7 @@ LOCK_QUEUE = 0x1
 LOCKED_GRANTED = 1
 LOCKED_QUEUED = 2
 WATCH_ARMED = 4  # a WATCH request found its entry still there (no write since)
+LOCKED_ASK = 0x40  # queued behind an entry that may be kept cached: announce the wait
 # layout bits of a SHARD lock's or a clear's return value (the client sent
 # the shard's modulus): the shard is splitting; its modulus is another
 LAYOUT_SPLITTING = 0x10
@@ -78,7 +86,7 @@ RELEASE_KEEP_WAITS = 0x1
 # prune flags
 PRUNE_CLEAR_STALE = 0x1
 
-SHARD_HDR_VERSION = 4
+SHARD_HDR_VERSION = 5
 REDO_VERSION = 2  # the redo log (ops.h RedoLog, RTDB_REDO_VERSION)
 UNDO_VERSION = 1  # radostdb 0.2's undo log: the redo log's layout, version 1, compat 1
 GET_BUFFER = 1 << 16
@@ -293,10 +301,13 @@ def lock_request(
     flags: int = 0,
     epoch: int = 0,
     modulus: int = 0,
+    inbox: int = 0,
 ) -> bytes:
     """``epoch``: an ISOLATION request's transaction; ``modulus``: a SHARD
-    request's, as the client's layout gives it (0: not sent)."""
-    tail = _U64.pack(epoch) + _U64.pack(modulus) if epoch or modulus else b""
+    request's, as the client's layout gives it; ``inbox``: where the waiter
+    hears its grant (wakeup.py; 0: not sent)."""
+    tail = _U64.pack(epoch) + _U64.pack(modulus) if epoch or modulus or inbox else b""
+    tail += _U64.pack(inbox) if inbox else b""
     return _frame(1, owner + _U32.pack(lease_ms) + bytes((kind, mode, flags)) + _b(key) + tail)
 
 
@@ -500,6 +511,8 @@ class LockEntry:
     expiry_ms: int
     key: bytes
     flags: int = 0
+    ticket: int = 0  # version 5: given by lock (types.h); 0: none
+    inbox: int = 0  # version 5: the request's inbox (wakeup.py); 0: none
 
     @property
     def held(self) -> bool:
@@ -528,6 +541,7 @@ class ShardHeader:
     split_modulus: int = 0
     moved_upto: str = ""
     split_owner: bytes = b""
+    ticket_seq: int = 0  # version 5: the last ticket given out
 
     @property
     def splitting(self) -> bool:
@@ -588,6 +602,12 @@ def decode_header(raw: bytes) -> ShardHeader:
             h.epoch, h.modulus, h.index, h.split_to = rd.u64(), rd.u64(), rd.u32(), rd.u32()
             h.split_modulus, h.moved_upto = rd.u64(), rd.bytes().decode()
             h.split_owner = rd.bytes()
+        if rd.pos < rd.end:  # version 5: tickets
+            h.ticket_seq = rd.u32()
+            if rd.count(12) != len(h.entries):
+                raise WireError("a ticket and an inbox per entry expected")
+            for e in h.entries:
+                e.ticket, e.inbox = rd.u32(), rd.u64()
         return h
     except (struct.error, IndexError, UnicodeDecodeError) as exc:
         raise WireError(str(exc)) from None
@@ -662,12 +682,15 @@ def decode_watchers(out: bytes) -> list[tuple[int, int]]:
 @dataclass
 class GetResult:
     """A ``get`` reply: status, the record (FOUND), the size needed
-    (TOO_BIG) or the pending transaction (PENDING)."""
+    (TOO_BIG) or the pending transaction (PENDING). ``unversioned``: not
+    read from the OSD but known otherwise (a lock's giver sent it with the
+    grant): the record's rseq is not known (0)."""
 
     status: int
     record: bytes = b""
     needed: int = 0
     pending: PendingInfo | None = None
+    unversioned: bool = False
 
 
 def decode_get(out: bytes) -> GetResult:
@@ -1054,8 +1077,19 @@ def aio_lock(io: Any, obj: str, req: bytes) -> Call:
     return Call(io, obj, "lock", req)
 
 
+def ticket_of(status: int) -> int:
+    """The ticket a lock, unlock, release or releasing apply returned (0: none)."""
+    return status >> TICKET_SHIFT
+
+
+def grants_of(status: int) -> int:
+    """How many waiters an unlock or release granted (capped at GRANTS_MAX)."""
+    return status & STATUS_BITS
+
+
 def lock_status(io: Any, obj: str, req: bytes) -> int:
-    """``lock``, returning LOCKED_GRANTED or LOCKED_QUEUED (| layout bits)."""
+    """``lock``, returning LOCKED_GRANTED or LOCKED_QUEUED (| layout bits),
+    and the entry's ticket (``ticket_of``)."""
     return write_status(io, obj, "lock", req)
 
 
@@ -1081,7 +1115,8 @@ def aio_unlock(io: Any, obj: str, req: bytes) -> Call:
 
 
 def unlock_granted(io: Any, obj: str, req: bytes) -> int:
-    """``unlock``, returning how many waiters it granted."""
+    """``unlock``, returning how many waiters it granted (``grants_of``)
+    and the first one's ticket (``ticket_of``)."""
     return write_status(io, obj, "unlock", req)
 
 
@@ -1125,6 +1160,11 @@ def state(io: Any, obj: str) -> ObjectState | None:
 
 def aio_state(io: Any, obj: str) -> Call:
     return Call(io, obj, "state", EMPTY_REQUEST, STATE_BUFFER, decode_state, missing=None)
+
+
+def aio_watchers(io: Any, obj: str) -> Call:
+    """``watchers`` of obj, in flight; a missing object gives None."""
+    return Call(io, obj, "watchers", EMPTY_REQUEST, 1 << 16, decode_watchers, missing=None)
 
 
 def watchers(io: Any, obj: str) -> list[tuple[int, int]]:

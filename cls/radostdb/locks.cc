@@ -11,8 +11,9 @@
  *   a missing object missing.
  * - Nothing here wakes a waiter: a client that changed the queue notifies
  *   (radostdb/wakeup.py); unlock and release tell it how many waiters they
- *   granted. A client learns whether its queued request was granted from
- *   lock's return value, or from `state`.
+ *   granted and the first one's ticket (its inbox is in the table). A
+ *   client learns whether its queued request was granted from lock's
+ *   return value, from a "G" naming its ticket, or from `state`.
  * - `state` and `watchers` are the reads a client decides on: the header
  *   with the OSD's clock (leases are in OSD time, never the client's), and
  *   who watches the object (who has the database open).
@@ -28,7 +29,9 @@
  * with QUEUE appends a waiter (or renews it), without it -EBUSY. Stale
  * owners: -EUCLEAN. Returns RTDB_LOCKED_GRANTED or RTDB_LOCKED_QUEUED (seen
  * by a client sending it with RETURNVEC), and for a SHARD request the
- * layout bits of the modulus it sent (types.h). A RECORD request for a key
+ * layout bits of the modulus it sent (types.h), | the entry's ticket <<
+ * RTDB_TICKET_SHIFT (a new entry gets the next one); a queued one
+ * RTDB_LOCKED_ASK when an entry ahead may be kept cached (must_ask). A RECORD request for a key
  * the shard does not hold: -ESTALE. An ISOLATION request of an epoch older
  * than the shard's: -ECANCELED (types.h). A TXN grant sets the object's
  * epoch. A WATCH request (owner: the watch's id) is always granted: it
@@ -57,10 +60,17 @@ int lock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
     return refuse("lock", -EBUSY, "already queued");
   if (e) {
     e->lease_ms = req.lease_ms;
+    if (req.inbox)
+      e->inbox = req.inbox;
     e->expiry_ms = s.now + req.lease_ms; /* renew a held lock or a queued wait */
     int status = e->state == RTDB_HELD ? RTDB_LOCKED_GRANTED : RTDB_LOCKED_QUEUED;
+    if (e->state == RTDB_QUEUED && must_ask(s.h, req.owner))
+      status |= RTDB_LOCKED_ASK;
     if (e->kind == RTDB_LOCK_WATCH)
       status |= RTDB_WATCH_ARMED;
+    if (!e->ticket)
+      e->ticket = s.h.next_ticket(); /* an entry an older class wrote */
+    status |= (int)(e->ticket << RTDB_TICKET_SHIFT);
     r = write_shard_hdr(hctx, s.h);
     return r < 0 ? r : status | bits;
   }
@@ -71,25 +81,32 @@ int lock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
   n.key = req.key;
   n.lease_ms = req.lease_ms;
   n.expiry_ms = s.now + req.lease_ms;
+  n.ticket = s.h.next_ticket();
+  n.inbox = req.inbox;
   if (!blocked(s.h, req.owner, view, true, s.h.entries.size())) {
     n.state = RTDB_HELD;
     if (n.kind == RTDB_LOCK_TXN)
       stamp_txn_grant(&s.h, s.now);
   } else if (req.flags & RTDB_LOCK_QUEUE) {
     n.state = RTDB_QUEUED;
+    if (must_ask(s.h, req.owner))
+      bits |= RTDB_LOCKED_ASK;
   } else {
     return refuse("lock", -EBUSY, "not grantable");
   }
   s.h.entries.push_back(n);
   r = write_shard_hdr(hctx, s.h);
-  return r < 0 ? r : (n.state == RTDB_HELD ? RTDB_LOCKED_GRANTED : RTDB_LOCKED_QUEUED) | bits;
+  return r < 0 ? r
+               : (n.state == RTDB_HELD ? RTDB_LOCKED_GRANTED : RTDB_LOCKED_QUEUED) | bits |
+                     (int)(n.ticket << RTDB_TICKET_SHIFT);
 }
 
 /*
  * unlock (write) UnlockReq: drops the owner's entry (held or queued),
  * grants waiters. -ENOLCK no such entry (never taken, or expired). Returns
  * how many waiters it granted (at most RTDB_GRANTS_MAX; RETURNVEC, as
- * lock's): the client wakes them only then.
+ * lock's) and the first one's ticket (grants_status): the client wakes
+ * them only then, and tells that one it holds the lock.
  */
 int unlock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
@@ -102,17 +119,18 @@ int unlock(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
   if (!e)
     return refuse("unlock", -ENOLCK, "no such entry");
   s.h.entries.erase(s.h.entries.begin() + (e - s.h.entries.data()));
-  int granted = grant_queue(&s.h, s.now);
+  uint32_t ticket = 0;
+  int granted = grant_queue(&s.h, s.now, &ticket);
   r = write_shard_hdr(hctx, s.h);
-  return r < 0 ? r : std::min(granted, RTDB_GRANTS_MAX);
+  return r < 0 ? r : grants_status(granted, ticket);
 }
 
 /*
  * release (write) ReleaseReq: drops every entry of the owner of `kind` (0:
  * any; queued ones too unless KEEP_WAITS), settles `settle` if pending,
  * forgets the owner as a stale owner unless a transaction of its is still
- * pending there, grants waiters. Returns how many waiters it granted (as
- * unlock); a missing object stays missing.
+ * pending there, grants waiters. Returns how many waiters it granted and
+ * the first one's ticket (as unlock); a missing object stays missing.
  */
 int release(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
 {
@@ -146,9 +164,10 @@ int release(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
   }
   if (!changed)
     return 0;
-  int granted = grant_queue(&s.h, s.now);
+  uint32_t ticket = 0;
+  int granted = grant_queue(&s.h, s.now, &ticket);
   r = write_shard_hdr(hctx, s.h);
-  return r < 0 ? r : std::min(granted, RTDB_GRANTS_MAX);
+  return r < 0 ? r : grants_status(granted, ticket);
 }
 
 /*

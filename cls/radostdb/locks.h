@@ -49,6 +49,15 @@
  *                     says so in its return value (RTDB_APPLIED_WATCHED),
  *                     and the writer notifies the object's watchers
  *                     (radostdb/watch.py). Its owner is the watch's own id.
+ * - Tickets: every new entry gets the object's next ticket (types.h) and
+ *   keeps the inbox its request named; `lock` returns the ticket (and ASK
+ *   when an entry ahead may be kept cached: the waiter must announce
+ *   itself), and unlock, release and a releasing apply return the ticket
+ *   of the first waiter they granted. The releaser reads that entry's
+ *   inbox from the table and tells the waiter there (radostdb/wakeup.py
+ *   "G"); a ticket is unique among an object's entries and is not given
+ *   again before RTDB_TICKET_MAX others, so a grant named by ticket is
+ *   never mistaken for another request's.
  * - Leases: a grant sets expiry = now + the entry's lease; `renew` extends
  *   every entry of an owner (holders and waiters) by its own lease. Expired
  *   entries are pruned by any method that rewrites the header. A waiter that
@@ -154,6 +163,13 @@ static inline int decode_shard_hdr(const std::string &raw, rtdb_shard_hdr *h)
                    !b.u32(&h->split_to) || !b.u64(&h->split_modulus) ||
                    !b.str(&h->moved_upto) || !b.str(&h->split_owner)))
     return -EIO;
+  if (b.left()) { /* version 5: tickets */
+    if (!b.u32(&h->ticket_seq) || !b.count(&n, 12) || n != h->entries.size())
+      return -EIO;
+    for (auto &e : h->entries)
+      if (!b.u32(&e.ticket) || !b.u64(&e.inbox))
+        return -EIO;
+  }
   return 0;
 }
 
@@ -186,11 +202,17 @@ static inline std::string encode_shard_hdr(const rtdb_shard_hdr &h)
   b.u64(h.split_modulus);
   b.str(h.moved_upto);
   b.str(h.split_owner);
+  b.u32(h.ticket_seq);
+  b.u32((uint32_t)h.entries.size());
+  for (const auto &e : h.entries) {
+    b.u32(e.ticket);
+    b.u64(e.inbox);
+  }
   /* an older class may read a header with nothing new in it (types.h) */
   bool v4 = h.modulus || h.splitting() || !h.split_owner.empty();
   for (const auto &e : h.entries)
     v4 |= e.kind == RTDB_LOCK_USER || e.kind == RTDB_LOCK_WATCH;
-  all.framed(RTDB_SHARD_HDR_VERSION, v4 ? RTDB_SHARD_HDR_VERSION : 3, b.s);
+  all.framed(RTDB_SHARD_HDR_VERSION, v4 ? 4 : 3, b.s);
   return all.s;
 }
 
@@ -292,6 +314,18 @@ static inline bool blocked(const rtdb_shard_hdr &h, const std::string &owner, Lo
   return false;
 }
 
+/* A new waiter of `owner` queued behind an entry of another owner that is
+ * not a record lock (nor a watch): its holder may keep it cached after use,
+ * or give it back without knowing of the waiter; the waiter must announce
+ * itself (RTDB_LOCKED_ASK). */
+static inline bool must_ask(const rtdb_shard_hdr &h, const std::string &owner)
+{
+  for (const auto &e : h.entries)
+    if (e.owner != owner && e.kind != RTDB_LOCK_RECORD && e.kind != RTDB_LOCK_WATCH)
+      return true;
+  return false;
+}
+
 /* The transaction lock was granted: its holder's epoch (types.h), newer
  * than every earlier one even across a header reset. */
 static inline void stamp_txn_grant(rtdb_shard_hdr *h, uint64_t now)
@@ -300,8 +334,9 @@ static inline void stamp_txn_grant(rtdb_shard_hdr *h, uint64_t now)
 }
 
 /* Walk the queue in order; grant every waiter that conflicts with no holder
- * and no earlier waiter. Returns how many were granted. */
-static inline int grant_queue(rtdb_shard_hdr *h, uint64_t now)
+ * and no earlier waiter. Returns how many were granted; `first` gets the
+ * ticket of the first granted (0: none, or it has none). */
+static inline int grant_queue(rtdb_shard_hdr *h, uint64_t now, uint32_t *first = nullptr)
 {
   if (!h->stale.empty())
     return 0; /* nothing is granted until the stale owners are dealt with */
@@ -316,9 +351,17 @@ static inline int grant_queue(rtdb_shard_hdr *h, uint64_t now)
     e.expiry_ms = now + e.lease_ms;
     if (e.kind == RTDB_LOCK_TXN)
       stamp_txn_grant(h, now);
+    if (first && !granted)
+      *first = e.ticket;
     granted++;
   }
   return granted;
+}
+
+/* A release's return value: waiters granted (capped) and the first one's ticket. */
+static inline int grants_status(int granted, uint32_t ticket)
+{
+  return std::min(granted, RTDB_GRANTS_MAX) | (int)(ticket << RTDB_TICKET_SHIFT);
 }
 
 /* Drop expired entries (an expired ISOLATION/TXN holder leaves its owner in

@@ -324,7 +324,9 @@ struct ListReq {
 /* lock v1: owner, u32 lease_ms (> 0), u8 kind, u8 mode, u8 flags, bytes key
  * (empty unless kind is RECORD or WATCH); then, optionally: u64 epoch (an ISOLATION
  * request's transaction; 0 or absent: not checked), u64 modulus (a SHARD
- * request: the modulus the client's layout gives the shard; 0: unknown) */
+ * request: the modulus the client's layout gives the shard; 0: unknown),
+ * u64 inbox (where the waiter hears its grant: kept in its entry; 0 or
+ * absent: none) */
 struct LockReq {
   static const uint8_t VERSION = 1;
   std::string owner;
@@ -332,10 +334,11 @@ struct LockReq {
   uint8_t kind = 0, mode = 0, flags = 0;
   std::string key;
   uint64_t epoch = 0, modulus = 0;
+  uint64_t inbox = 0; /* the waiter's process inbox (radostdb/wakeup.py; 0: none) */
   bool decode(WireReader &rd) {
     if (!rd.owner(&owner) || !rd.u32(&lease_ms) || !rd.u8(&kind) || !rd.u8(&mode) ||
         !rd.u8(&flags) || !rd.str(&key) || (rd.left() && !rd.u64(&epoch)) ||
-        (rd.left() && !rd.u64(&modulus)))
+        (rd.left() && !rd.u64(&modulus)) || (rd.left() && !rd.u64(&inbox)))
       return false;
     return lease_ms > 0 && kind >= RTDB_LOCK_RECORD && kind <= RTDB_LOCK_WATCH &&
            (mode == RTDB_LOCK_EXCL || mode == RTDB_LOCK_SHARED) && flags < 2 &&

@@ -197,7 +197,9 @@ int version(cls_method_context_t, ceph::bufferlist *, ceph::bufferlist *out)
  *     (-EBUSY). Neither: a write of each key must be grantable as a RECORD
  *     EXCL request, queue included (-EBUSY). RELEASE: then drop the owner's
  *     exclusive locks that covered the write and grant waiters; the return
- *     value has RTDB_APPLIED_GRANTED if one was (with or without REPORT).
+ *     value has RTDB_APPLIED_GRANTED if one was (with or without REPORT),
+ *     and the first granted waiter's ticket << RTDB_TICKET_SHIFT, and
+ *     RTDB_APPLIED_GRANTED_SEVERAL if it granted more than one.
  *   - per entry: -EEXIST INSERT of an existing key, -ENOENT MODIFY/DELETE of
  *     a missing one, -EIO APPEND to a record that does not verify,
  *     -EFBIG an APPEND past a record's 4 GiB limit.
@@ -372,8 +374,12 @@ int apply(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *)
     status |= RTDB_APPLIED_WATCHED;
   if (req.wflags & RTDB_WRITE_RELEASE) {
     release_covering(&s.h, req.owner, raw);
-    if (grant_queue(&s.h, s.now) > 0)
-      status |= RTDB_APPLIED_GRANTED;
+    uint32_t ticket = 0;
+    int granted = grant_queue(&s.h, s.now, &ticket);
+    if (granted > 0)
+      status |= RTDB_APPLIED_GRANTED | (int)(ticket << RTDB_TICKET_SHIFT);
+    if (granted > 1)
+      status |= RTDB_APPLIED_GRANTED_SEVERAL;
   }
   r = write_shard_hdr(hctx, s.h);
   return r < 0 ? r : status;

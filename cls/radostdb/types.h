@@ -42,6 +42,18 @@
  *   Written with compat 3 while modulus is 0, no split runs, split_owner is
  *   empty and no entry is of kind USER or WATCH (an older class reading it loses
  *   only the epoch), else with compat 4.
+ * version 5 adds, after those:
+ *   u32 ticket_seq the last ticket given out (1..RTDB_TICKET_MAX, wrapping)
+ *   u32 n, n x (u32 ticket, u64 inbox)  each entry's, in the entries' order:
+ *                  the ticket is a number `lock` gives every new entry and
+ *                  returns with its status, and a release returns for the
+ *                  first waiter it granted; the inbox is the one the
+ *                  request named (0: none). The releaser tells that waiter
+ *                  "granted" in a notify to its inbox, which the waiter
+ *                  trusts without reading the table (radostdb/wakeup.py
+ *                  "G"). Never in compat: an older class ignores both and
+ *                  drops them when it writes; its grants then name no
+ *                  ticket and waiters read the table.
  * Versions 1 and 2 (radostdb 0.1, unframed: u8 version, u8 compat, u16 0,
  * u64 seq, [u64 applied, u64 pending, lock table]) and 3 are still read; the
  * next write stores version 4. A missing (empty) header reads as all zeros; one
@@ -55,7 +67,7 @@
 #include <vector>
 
 #define RTDB_OWNER_LEN 16
-#define RTDB_SHARD_HDR_VERSION 4
+#define RTDB_SHARD_HDR_VERSION 5
 #define RTDB_NO_SHARD 0xffffffffu
 
 /* lock kinds */
@@ -96,15 +108,24 @@ enum rtdb_apply_op : uint8_t {
 #define RTDB_APPLIED_GRANTED 0x2 /* WRITE_RELEASE: the release granted a waiter */
 #define RTDB_APPLIED_WATCHED 0x4 /* a key written (or, for clear, any) was watched: its
                                   * WATCH entries were removed; the writer notifies */
+#define RTDB_APPLIED_GRANTED_SEVERAL 0x40 /* WRITE_RELEASE: more than one waiter granted */
 
-/* unlock's and release's non-negative return value: waiters granted, capped */
-#define RTDB_GRANTS_MAX 0xffff
+/* unlock's and release's non-negative return value: waiters granted, capped,
+ * | the ticket of the first waiter granted << RTDB_TICKET_SHIFT; lock's
+ * return value carries its entry's ticket, and a releasing apply's the
+ * ticket of the first waiter its release granted, the same way */
+#define RTDB_GRANTS_MAX 0xff
+#define RTDB_TICKET_SHIFT 8
+#define RTDB_TICKET_MAX 0x7fffffu /* tickets wrap: 1..this (the return value stays positive) */
 
 /* lock's non-negative return value (RETURNVEC, as apply's) */
 #define RTDB_LOCKED_GRANTED 1 /* the request holds the lock now */
 #define RTDB_LOCKED_QUEUED 2  /* the request waits in the queue */
 #define RTDB_WATCH_ARMED 4    /* a WATCH request found its entry still there: the key was
                                * not written since the entry was made (or renewed) */
+#define RTDB_LOCKED_ASK 0x40  /* queued behind an entry its holder may keep cached after
+                               * use (TXN, ISOLATION, USER, COMMIT, SHARD): the waiter
+                               * announces itself (radostdb/wakeup.py "W") */
 
 /* bits of the return value of shard-wide requests (a SHARD lock, clear)
  * when the client sent the modulus its layout gives the shard */
@@ -143,6 +164,8 @@ struct rtdb_entry {
   uint32_t lease_ms = 0;
   uint64_t expiry_ms = 0;
   std::string key;
+  uint32_t ticket = 0; /* version 5: given by `lock` (0: none) */
+  uint64_t inbox = 0;  /* version 5: the request's inbox (0: none) */
 };
 
 struct rtdb_shard_hdr {
@@ -162,6 +185,13 @@ struct rtdb_shard_hdr {
   uint64_t split_modulus = 0;
   std::string moved_upto;
   std::string split_owner;
+  uint32_t ticket_seq = 0;
+
+  /* a ticket for a new entry */
+  uint32_t next_ticket() {
+    ticket_seq = ticket_seq % RTDB_TICKET_MAX + 1;
+    return ticket_seq;
+  }
 
   bool splitting() const { return split_to != RTDB_NO_SHARD; }
 

@@ -106,30 +106,38 @@ def okey(data: str) -> str:
 # a body that ends exactly where a group begins is that older form, and
 # every other shorter body is refused. Each field with its wire type: u32,
 # u64, bytes, or a struct (a tuple of fields).
-U8, U32, U64, BYTES = "u8", "u32", "u64", "bytes"
-Wire = Any  # U8 | U32 | U64 | BYTES | tuple[tuple[str, Wire], ...]
+U8, U32, U64, BYTES, TICKETS = "u8", "u32", "u64", "bytes", "tickets"
+Wire = Any  # U8 | U32 | U64 | BYTES | TICKETS | tuple[tuple[str, Wire], ...]
 LAYOUT: Wire = (
     ("modulus", U64), ("index", U32), ("split_to", U32), ("split_modulus", U64),
     ("moved_upto", BYTES),
 )  # fmt: skip
 HEADER_V4: Wire = (("epoch", U64), *LAYOUT, ("split_owner", BYTES))
+# version 5: the last ticket given out and every entry's (ticket, inbox) (in
+# the vectors a list of pairs beside the entries; the structs keep each pair
+# in its entry)
+HEADER_V5: Wire = (("ticket_seq", U32), ("tickets", TICKETS))
 OPTIONAL: dict[str, list[Wire]] = {
     "ApplyReq": [(("epoch", U64), ("lease_ms", U32))],
     "ClearReq": [(("modulus", U64),)],
     "ListReq": [(("until", BYTES),), (("flags", U8),)],
-    "LockReq": [(("epoch", U64),), (("modulus", U64),)],
+    "LockReq": [(("epoch", U64),), (("modulus", U64),), (("inbox", U64),)],
     "ListReply": [(("layout", LAYOUT),)],  # version 2
-    "ShardHeader": [HEADER_V4],  # version 4
-    "LegacyShardHeader": [HEADER_V4],  # (unframed: only the defaults)
+    "ShardHeader": [HEADER_V4, HEADER_V5],  # versions 4, 5
+    "LegacyShardHeader": [HEADER_V4, HEADER_V5],  # (unframed: only the defaults)
 }
 NO_SHARD_FIELDS = {"index", "split_to"}  # their default is NO_SHARD (0xffffffff)
 
 
-def default(name: str, wire: Wire) -> Any:
+def default(name: str, wire: Wire, fields: dict[str, Any] | None = None) -> Any:
+    """A left-out field's value (``fields``: the struct's others; a header's
+    tickets left out are one 0 per entry)."""
     if isinstance(wire, tuple):
         return {n: default(n, w) for n, w in wire}
     if wire == BYTES:
         return ""
+    if wire == TICKETS:
+        return [[0, 0] for _ in (fields or {}).get("entries", [])]
     return clsops.NO_SHARD if name in NO_SHARD_FIELDS else 0
 
 
@@ -139,6 +147,10 @@ def encoded(wire: Wire, value: Any) -> bytes:
         return b"".join(encoded(w, value[n]) for n, w in wire)
     if wire == BYTES:
         return len(H(value)).to_bytes(4, "little") + H(value)
+    if wire == TICKETS:
+        return len(value).to_bytes(4, "little") + b"".join(
+            int(t).to_bytes(4, "little") + int(i).to_bytes(8, "little") for t, i in value
+        )
     return int(value).to_bytes({U8: 1, U32: 4}.get(wire, 8), "little")
 
 
@@ -160,7 +172,7 @@ def with_defaults(vec: dict[str, Any], carried: int | None = None) -> dict[str, 
     groups = OPTIONAL.get(vec["struct"], [])
     fields = dict(vec["fields"])
     for g in groups[groups_carried(vec) if carried is None else carried :]:
-        fields.update((n, default(n, w)) for n, w in g)
+        fields.update((n, default(n, w, vec["fields"])) for n, w in g)
     return fields
 
 
@@ -180,7 +192,8 @@ def left_out(vec: dict[str, Any]) -> bytes:
     """The bytes of the optional groups a vector leaves out, at their
     defaults: what extends its body to the struct's current fields."""
     groups = OPTIONAL.get(vec["struct"], [])
-    return b"".join(encoded(w, default(n, w)) for g in groups[groups_carried(vec) :] for n, w in g)
+    left = [(n, w) for g in groups[groups_carried(vec) :] for n, w in g]
+    return b"".join(encoded(w, default(n, w, vec["fields"])) for n, w in left)
 
 
 # -- Python: request encoders ------------------------------------------------------
@@ -218,6 +231,7 @@ ENCODERS: dict[str, Callable[[dict[str, Any]], bytes]] = {
         f["flags"],
         epoch=f.get("epoch", 0),
         modulus=f.get("modulus", 0),
+        inbox=f.get("inbox", 0),
     ),
     "UnlockReq": lambda f: clsops.unlock_request(H(f["owner"]), f["kind"], f["mode"], H(f["key"])),
     "ReleaseReq": lambda f: clsops.release_request(
@@ -297,9 +311,10 @@ def header_of(f: dict[str, Any]) -> ShardHeader:
         f["seq"], f["applied"], f["pending"], f["settled"], f["aborted"], H(f["powner"]),
         list(f["participants"]), [H(o) for o in f["stale"]],
         [LockEntry(e["kind"], e["mode"], e["state"], H(e["owner"]), e["lease_ms"],
-                   e["expiry_ms"], H(e["key"]), e["flags"]) for e in f["entries"]],
+                   e["expiry_ms"], H(e["key"]), e["flags"], t, i)
+         for e, (t, i) in zip(f["entries"], f["tickets"], strict=True)],
         f["version"], f["epoch"], f["modulus"], f["index"], f["split_to"], f["split_modulus"],
-        okey(f["moved_upto"]), H(f["split_owner"]),
+        okey(f["moved_upto"]), H(f["split_owner"]), f["ticket_seq"],
     )  # fmt: skip
 
 
@@ -429,9 +444,8 @@ def test_vectors_of_the_current_versions_carry_every_field() -> None:
     for vec in FRAMED:
         carried = groups_carried(vec)
         groups = len(OPTIONAL.get(vec["struct"], []))
-        assert carried == (0 if older_version(vec) else groups), vec["name"]
-        if older_version(vec):
-            assert H(vec["hex"])[0] == DECODINGS[vec["struct"]].known - 1, vec["name"]
+        # each version adds one group: an older one carries those up to its own
+        assert carried == groups - (DECODINGS[vec["struct"]].known - H(vec["hex"])[0]), vec["name"]
 
 
 def test_reply_statuses_covered() -> None:
@@ -444,7 +458,7 @@ def test_reply_statuses_covered() -> None:
     assert any(lo.splitting for lo in layouts) and any(lo.modulus == 0 for lo in layouts)
     assert any(lo.modulus and not lo.splitting for lo in layouts)
     headers = [frame_parts(H(v["hex"]))[:2] for v in STORED if v["struct"] == "ShardHeader"]
-    assert {(3, 3), (4, 3), (4, 4)} <= set(headers)
+    assert {(3, 3), (4, 3), (4, 4), (5, 3), (5, 4)} <= set(headers)
     assert {v["struct"] for v in DECODED} == set(DECODINGS)
 
 
@@ -514,7 +528,7 @@ def test_header_compat_is_3_while_a_v3_reader_misses_only_the_epoch() -> None:
         version, compat, _ = frame_parts(H(vec["hex"])) if vec in FRAMED else (0, 0, b"")
         if vec["struct"] != "ShardHeader" or version < 4:
             continue
-        h = header_of(vec["fields"])
+        h = header_of(with_defaults(vec))
         v4 = h.modulus or h.splitting or h.split_owner
         v4 = v4 or any(e.kind in (kinds.Kind.USER, kinds.Kind.WATCH) for e in h.entries)
         assert compat == (4 if v4 else 3), vec["name"]
@@ -935,8 +949,14 @@ def cxx_reply_assign(t: str, k: str, v: Any) -> list[str]:
 
 
 def without_version(fields: dict[str, Any]) -> dict[str, Any]:
-    """A header's fields but its version (not a member: the frame's)."""
-    return {k: v for k, v in fields.items() if k != "version"}
+    """A header's fields as the C++ struct has them: not its version (the
+    frame's), and each ticket in its entry."""
+    out = {k: v for k, v in fields.items() if k not in ("version", "tickets")}
+    tickets = fields.get("tickets", [[0, 0]] * len(fields["entries"]))
+    out["entries"] = [
+        {**e, "ticket": t, "inbox": i} for e, (t, i) in zip(fields["entries"], tickets, strict=True)
+    ]
+    return out
 
 
 def header_checks(fields: dict[str, Any]) -> list[str]:
@@ -1123,10 +1143,14 @@ CONSTANTS: dict[str, int] = {
     "RTDB_APPLIED_WATCHED": clsops.APPLIED_WATCHED,
     "RTDB_WATCH_ARMED": clsops.WATCH_ARMED,
     "RTDB_GRANTS_MAX": clsops.GRANTS_MAX,
+    "RTDB_APPLIED_GRANTED_SEVERAL": clsops.APPLIED_GRANTED_SEVERAL,
+    "RTDB_TICKET_SHIFT": clsops.TICKET_SHIFT,
+    "RTDB_TICKET_MAX": clsops.TICKET_MAX,
     "RTDB_LOCK_QUEUE": clsops.LOCK_QUEUE,
     "RTDB_LIST_KEYS_ONLY": clsops.LIST_KEYS_ONLY,
     "RTDB_LOCKED_GRANTED": clsops.LOCKED_GRANTED,
     "RTDB_LOCKED_QUEUED": clsops.LOCKED_QUEUED,
+    "RTDB_LOCKED_ASK": clsops.LOCKED_ASK,
     "RTDB_LAYOUT_SPLITTING": clsops.LAYOUT_SPLITTING,
     "RTDB_LAYOUT_MOVED": clsops.LAYOUT_MOVED,
     "RTDB_RELEASE_KEEP_WAITS": clsops.RELEASE_KEEP_WAITS,
