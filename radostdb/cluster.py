@@ -449,14 +449,15 @@ def track_watch(watch: Any, io: Any) -> Any:
     return watch
 
 
-def close_watch(watch: Any) -> None:
+def close_watch(watch: Any) -> bool:
     """Stop a tracked watch without ever hanging: unwatch it only if the
     cluster confirmed it lately and nothing timed out; otherwise (or if the
     unwatch fails) abandon it: the OSD drops it when its watch timeout
-    passes, and Python never frees it (freeing would unwatch again)."""
+    passes, and Python never frees it (freeing would unwatch again).
+    True when it was unwatched (the cluster answered)."""
     entry = _watches.pop(id(watch), None)
     if entry is None:
-        return
+        return False
     sess = entry[1]
     t = sess.op_timeout if sess is not None else None
     if t is not None:
@@ -467,11 +468,13 @@ def close_watch(watch: Any) -> None:
             stale = True
         if stale:
             forks.abandon([watch])
-            return
+            return False
     try:
         watch.close()
     except rados.Error:
         forks.abandon([watch])
+        return False
+    return True
 
 
 def shutdown_all(final: bool = True) -> None:

@@ -376,11 +376,12 @@ class LockTable:
 
 
 def _quiesce() -> None:
-    """Before connections shut down: no renewals, no notifies in flight. A
-    later renewal need (handles used after a test session's reset) starts a
-    fresh thread."""
+    """Before connections shut down: no renewals, no notifies in flight, no
+    inboxes (wakeup.py) left. A later renewal need (handles used after a
+    test session's reset) starts a fresh thread."""
     service.stop()
     wakeup.drain()
+    wakeup.close_inboxes()
 
 
 clustermod.before_shutdown(_quiesce)

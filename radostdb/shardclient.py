@@ -21,29 +21,42 @@ shard client design:
   (locking.LockTable) only count.
 - Waiting for a lock (:meth:`ShardClient.wait_granted`): a blocking
   request queues at once (`lock` with QUEUE; its return value says granted
-  or queued: one round trip either way). A queued waiter (1) reads the
-  state, (2) if an entry ahead of it is one its holder may keep cached
-  (the transaction lock, isolation, USER: anything but record locks),
-  announces itself with a "W" notify (wakeup.py) that every watcher
+  or queued, and carries the entry's ticket: one round trip either way).
+  It names the process's inbox (wakeup.py), watched, as the lock object
+  is, before the request is sent, so nothing meant for it can pass it.
+- Handoff by "G" (the hot path): whoever gives a record lock back (unlock,
+  a releasing write) learns from the reply how many waiters it granted
+  and the first one's ticket; when it had waited for the lock itself, or
+  heard a wait announced, it sends the lock table's read right behind the
+  release (same round trip; else it reads the table only if the reply
+  says it granted somebody). The table gives that ticket's inbox, and one
+  "G" there tells the waiter it holds the lock, with the record as the
+  giver leaves it when known (written under the lock, or read with it):
+  the new holder reads neither the table nor the record. A queued waiter
+  whose reply did not say ASK (below) first sleeps for its "G" alone
+  (nothing read); a "G" is a fact (the reply named the ticket; tickets are unique
+  per object), so it is trusted without a read. The record it carried
+  has no version (rseq): a versioned read (fetch_version) asks the OSD.
+- Otherwise (no "G" within REANNOUNCE, a "C" for us or for all, an ASK):
+  the waiter (1) reads the state, (2) if an entry ahead of it is one its
+  holder may keep cached (the transaction lock, isolation, USER: anything
+  but record locks; the class says so in `lock`'s reply, ASK), announces
+  itself with a "W" notify (wakeup.py) that every watcher
   acknowledges (a transaction-lock waiter with a waiter ahead of it stays
   silent: that one announced, or the holder saw it queued when granted,
   and each grant shows the new holder who waits behind it), and reads the
   state again (a release that crossed the
   announcement is seen there), then (3) sleeps until a notify on the
-  object or a deadline: the earliest lease expiry among the entries ahead
-  of it. Whoever gives a lock back learns whether that granted somebody:
-  unlock and release return the count, a covering write's release sets
-  APPLIED_GRANTED; a giver that heard a "W", or saw waiters behind it when
-  it was granted, sends its release and a "C" notify back to back on the
-  same object (the OSD orders the notify after the release), else it
-  sends "C" once the reply says it granted. A holder of an exclusive
-  record lock that saw who waits next for its record, or of the
-  transaction lock that saw a transaction-lock waiter first in the queue,
-  hands the lock to that owner alone ("C" + owner: others sleep on). A
-  waiter for an
-  exclusive record lock reads the record with each state read, so the
-  state that shows its grant comes with the value under the lock
-  (``Shards.locked_values``, used by reads until it writes or unlocks).
+  object, its "G", or a deadline: the earliest lease expiry among the
+  entries ahead of it. A giver whose grant has no inbox (several waiters
+  granted, an older client) sends "C" on the object instead; a holder of
+  an exclusive record lock that saw who waits next for its record, or of
+  the transaction lock that saw a transaction-lock waiter first in the
+  queue, hands the lock to that owner alone ("C" + owner: others sleep
+  on). A waiter for an exclusive record lock reads the record with each
+  state read, so the state that shows its grant comes with the value
+  under the lock (``Shards.locked_values``, used by reads until it writes
+  or unlocks).
   A waiter nobody woke for REANNOUNCE looks again, and announces itself
   again if it still must (a holder of a cached lock that did not hear it
   would keep the lock).
@@ -78,10 +91,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from . import clsops, retry, scan, wakeup
+from . import clsops, codec, retry, scan, wakeup
 from . import cluster as clustermod
 from .errors import ERR_IO, ERR_LOCK, ERR_LOCK_TIMEOUT, TdbError
-from .kinds import Kind, Mode
+from .kinds import Kind, Mode, Op
 from .locking import HeldKey, LockTable
 from .resolver import DbObjects, Resolver
 
@@ -154,6 +167,9 @@ class Shards:
         # (object, key) -> the record as read with the grant of our exclusive
         # record lock on it, while we hold that lock and write nothing
         self.locked_values: dict[tuple[str, bytes], clsops.GetResult] = {}
+        # (object, key) of the locks we hold that we had to wait for: others
+        # likely wait behind us (the release reads the lock table with it)
+        self.waited_for: set[tuple[str, bytes]] = set()
 
     def client(self, obj: str) -> ShardClient:
         """The client of obj (a shard of the database, or another object)."""
@@ -391,12 +407,18 @@ class ShardClient:
         return retry.Pace(None if limit is None else limit + self.books.txn_lease, give_up)
 
     # -- records ---------------------------------------------------------------------------
-    def get(self, key: bytes) -> clsops.GetResult:
+    def get(self, key: bytes, versioned: bool = False) -> clsops.GetResult:
         """The record of key (FOUND, MISSING; never PENDING: decided first).
-        Under our exclusive record lock on key, taken after a wait, the
-        record read with the grant (nobody else can change it meanwhile)."""
+        Under our exclusive record lock on key, the record as we know it
+        (nobody else can change it meanwhile): read with the grant, sent
+        with it, or as we wrote it; ``versioned``: only if read (it has
+        the record's rseq)."""
         known = self.shards.locked_values.get((self.obj, key))
-        if known is not None and self.books.held.get((self.obj, Kind.RECORD, Mode.EXCL, key)):
+        if (
+            known is not None
+            and not (versioned and known.unversioned)
+            and self.books.held.get((self.obj, Kind.RECORD, Mode.EXCL, key))
+        ):
             return known
         io = self.io()
         attempt = 0
@@ -510,10 +532,29 @@ class ShardClient:
             if settle and self.index is not None:
                 self.shards.txn.settled(self.index)
             if cover is not None:
+                self.shards.waited_for.discard((self.obj, cover[1]))
                 waited, who = wakeup.take_waited(self.obj)
-                if waited or status & clsops.APPLIED_GRANTED:
-                    wakeup.wake(io, self.obj, who)
-            return self.watchers_told(status, entries, whole) & ~clsops.APPLIED_GRANTED
+                self._handed_by_write(io, status, None, waited, who)(
+                    cover[1], _written(entries, cover[1])
+                )
+            elif not whole:
+                self._keep_written(entries)
+            return self.watchers_told(status & clsops.STATUS_BITS, entries, whole) & ~(
+                clsops.APPLIED_GRANTED | clsops.APPLIED_GRANTED_SEVERAL
+            )
+
+    def _keep_written(self, entries: Entries) -> None:
+        """A write of one record under our exclusive lock on it: keep the
+        record as written (unversioned), for reads under the lock and for
+        the "G" that hands the lock on."""
+        if len(entries) != 1:
+            return
+        key = entries[0][1]
+        if (self.obj, Kind.RECORD, Mode.EXCL, key) not in self.books.held:
+            return
+        record = _written(entries, key)
+        if record is not None:
+            self.shards.locked_values[(self.obj, key)] = record
 
     def watchers_told(self, status: int, entries: Entries, whole: bool = False) -> int:
         """A write's outcome bits: if it fired watches (APPLIED_WATCHED), their
@@ -697,10 +738,10 @@ class ShardClient:
         books (isolation, COMMIT), not counted here. ``epoch``: an
         isolation's transaction; ``modulus``: a SHARD lock's, as the layout
         gives it. A counted exclusive record lock (or ``read_with_grant``)
-        that had to wait reads the record with the state showing the grant
-        and keeps it (``Shards.locked_values``) for reads under the lock.
-        Returns the layout bits the object answered (0 when the lock had to
-        wait)."""
+        that had to wait keeps the record as it was when granted (read with
+        the state showing the grant, or sent with the "G") in
+        ``Shards.locked_values`` for reads under the lock. Returns the
+        layout bits the object answered (0 when the lock had to wait)."""
         books = self.books
         books.check_fork()
         hk = (self.obj, kind, mode, key)
@@ -708,16 +749,68 @@ class ShardClient:
             return 0
         lease_ms = lease_ms or books.lease_ms
         io = self.io()
+        if not nonblock:  # watched before the request: nothing for it can pass us
+            wakeup.ensure_watch(io, self.obj)
+        # the process's inbox, if it has one, kept while we may wait (0: none yet)
+        inboxes = [wakeup.take_inbox(io)] if not nonblock else [0]
+        try:
+            bits = self._take(io, kind, mode, key, nonblock, lease_ms, count, epoch, modulus,
+                              read_with_grant, inboxes)  # fmt: skip
+        finally:
+            if inboxes[-1]:
+                wakeup.drop_inbox(io)
+        if count:
+            books.note(hk, lease_ms)
+        else:
+            books.track(self.obj, lease_ms)
+        wakeup.ensure_watch(io, self.obj)  # a holder must hear "W" announcements
+        return bits
+
+    def _take(
+        self,
+        io: Any,
+        kind: int,
+        mode: int,
+        key: bytes,
+        nonblock: bool,
+        lease_ms: int,
+        count: bool,
+        epoch: int,
+        modulus: int,
+        read_with_grant: bool,
+        inboxes: list[int],
+    ) -> int:
+        """``lock``'s requests and wait; returns the layout bits. The
+        request names ``inboxes[-1]``; a waiter whose process has no inbox
+        makes one and appends it (the caller drops it)."""
+        books = self.books
         # a blocking request queues at once: one round trip either way
         flags = 0 if nonblock else clsops.LOCK_QUEUE
-        req = clsops.lock_request(books.owner, lease_ms, kind, mode, key, flags, epoch, modulus)
+
+        def request() -> bytes:
+            return clsops.lock_request(
+                books.owner, lease_ms, kind, mode, key, flags, epoch, modulus, inboxes[-1]
+            )
+
+        req = request()
         bits = 0
         while True:
             try:
+                sent = time.monotonic()
                 status = clsops.lock_status(io, self.obj, req)
                 bits = status & (clsops.LAYOUT_SPLITTING | clsops.LAYOUT_MOVED)
+                ticket = clsops.ticket_of(status)
+                if status & clsops.LOCKED_QUEUED and ticket and not inboxes[-1]:
+                    # the process's first wait: make its inbox and name it in
+                    # our entry (a renewal: same ticket; if granted meanwhile,
+                    # its giver found no inbox and woke us on the object)
+                    inboxes.append(wakeup.take_inbox(io, make=True))
+                    req = request()
+                    sent = time.monotonic()
+                    status = clsops.lock_status(io, self.obj, req)
                 if status & clsops.LOCKED_QUEUED:
                     books.track(self.obj, lease_ms)  # renew the wait
+                    self.shards.waited_for.add((self.obj, key))
                     record = (count or read_with_grant) and (kind, mode) == (Kind.RECORD, Mode.EXCL)
                     _, got = self.wait_granted(
                         kind,
@@ -728,6 +821,9 @@ class ShardClient:
                         companion=self._companion_get(key) if record else None,
                         epoch=epoch,
                         modulus=modulus,
+                        ticket=ticket,
+                        sent=sent,
+                        ask=bool(status & clsops.LOCKED_ASK),
                     )
                     if (
                         isinstance(got, clsops.GetResult)
@@ -736,11 +832,11 @@ class ShardClient:
                     ):
                         self.shards.locked_values[(self.obj, key)] = got
                     bits = 0
-                break
+                return bits
             except clsops.Busy:
                 if nonblock:
-                    if self.ask_cached([self.obj], lambda: clsops.lock(io, self.obj, req)):
-                        break
+                    if self.ask_cached([self.obj], lambda r=req: clsops.lock(io, self.obj, r)):
+                        return bits
                     raise TdbError(ERR_LOCK) from None
                 raise  # a QUEUE request is never refused as busy
             except clsops.Unclean:
@@ -752,12 +848,6 @@ class ShardClient:
                     ERR_LOCK,
                     "Locking error: the transaction lost its lock (a newer one took a shard)",
                 ) from None
-        if count:
-            books.note(hk, lease_ms)
-        else:
-            books.track(self.obj, lease_ms)
-        wakeup.ensure_watch(io, self.obj)  # a holder must hear "W" announcements
-        return bits
 
     def _companion_get(self, key: bytes) -> Callable[[], Any]:
         """A read of key sent with each state read of a wait: the state that
@@ -813,22 +903,89 @@ class ShardClient:
         books.check_fork()
         if not books.count_down((self.obj, kind, mode, key)):
             return
-        self.shards.locked_values.pop((self.obj, key), None)
+        known = self.shards.locked_values.pop((self.obj, key), None)
         io = self.io()
         req = clsops.unlock_request(books.owner, kind, mode, key)
         books.untrack(self.obj)
+        record = known if (kind, mode) == (Kind.RECORD, Mode.EXCL) else None
+        status, st, waited, who = self._release(
+            io, key, lambda: clsops.aio_unlock_granted(io, self.obj, req)
+        )
+        self._handed(io, clsops.grants_of(status), clsops.ticket_of(status), st, waited, who)(
+            key, record
+        )
+
+    def _release(
+        self, io: Any, key: bytes, send: Callable[[], clsops.StatusCall]
+    ) -> tuple[int, clsops.ObjectState | None, bool, bytes | None]:
+        """Send a release (``send()``) and, when somebody likely waits (we
+        waited for this lock ourselves, or heard a wait announced), the
+        lock table's read right behind it, in the same round trip: who was
+        granted, and their inbox. Returns the release's status, the table
+        (None: not read), and whether (and for whom) a wait was announced."""
         waited, who = wakeup.take_waited(self.obj)
-        if not waited:
-            # nobody waited that we know of: one call, which says whether it
-            # granted somebody who queued since (then wake them)
-            if clsops.unlock_granted(io, self.obj, req):
-                wakeup.wake(io, self.obj)
-            return
-        call = clsops.aio_unlock(io, self.obj, req)
-        wakeup.wake(io, self.obj, who)  # ordered after the unlock on the same object
-        err = call.error()
-        if err is not None:
-            raise err
+        look = waited or (self.obj, key) in self.shards.waited_for
+        self.shards.waited_for.discard((self.obj, key))
+        call = send()
+        scall = clsops.aio_state(io, self.obj) if look else None
+        try:
+            status = call.wait()
+        finally:
+            st = None
+            if scall is not None and scall.error() is None:
+                st = scall.wait()
+        return status, st, waited, who
+
+    def _handed(
+        self,
+        io: Any,
+        granted: int,
+        ticket: int,
+        st: clsops.ObjectState | None,
+        waited: bool,
+        who: bytes | None,
+    ) -> Callable[[bytes, clsops.GetResult | None], None]:
+        """After a release that granted ``granted`` waiters, the first with
+        ``ticket`` (``st``: the lock table read behind it, or None): returns
+        the call that tells them, given the key released and the record as
+        we leave it (None: not known). One waiter with an inbox is told "G"
+        there, with the record when it waited for that record's exclusive
+        lock; several, or one without an inbox (an older client or class),
+        or none while somebody announced a wait, are woken with "C" on the
+        object and look again."""
+
+        def tell(key: bytes, record: clsops.GetResult | None) -> None:
+            nonlocal st
+            if granted == 1 and ticket:
+                if st is None:
+                    with contextlib.suppress(Exception):
+                        st = clsops.state(io, self.obj)
+                entry = (
+                    next((e for e in st.header.entries if e.ticket == ticket), None) if st else None
+                )
+                if entry is not None and entry.inbox and entry.held:
+                    if (
+                        record is not None
+                        and (entry.kind, entry.mode, entry.key) == (Kind.RECORD, Mode.EXCL, key)
+                        and record.status in (clsops.ReadStatus.FOUND, clsops.ReadStatus.MISSING)
+                    ):
+                        data = (
+                            codec.decode_record(key, record.record)[1]
+                            if record.status == 0
+                            else b""
+                        )
+                        wakeup.grant(io, self.obj, ticket, entry.inbox, key, record.status, data)
+                    else:
+                        wakeup.grant(io, self.obj, ticket, entry.inbox)
+                    return
+                if entry is not None:
+                    who_ = entry.owner
+                    wakeup.wake(io, self.obj, who_)
+                    return
+            if granted or waited:
+                wakeup.wake(io, self.obj, who if granted <= 1 else None)
+
+        return tell
 
     def write_and_unlock(self, entries: Entries, key: bytes) -> int:
         """A write under our exclusive record lock on ``key`` and the lock's
@@ -850,7 +1007,9 @@ class ShardClient:
         pace = self.pace()
         while True:
             try:
-                status = clsops.apply_report(io, self.obj, req)
+                status, st, waited, who = self._release(
+                    io, key, lambda: clsops.aio_apply_status(io, self.obj, req)
+                )
                 break
             except clsops.Unclean:
                 self.resolver.unclean(self.obj)
@@ -862,10 +1021,24 @@ class ShardClient:
                 raise
         books.count_down(hk)
         books.untrack(self.obj)
-        waited, who = wakeup.take_waited(self.obj)
-        if waited or status & clsops.APPLIED_GRANTED:
-            wakeup.wake(io, self.obj, who)
-        return self.watchers_told(status, entries) & ~clsops.APPLIED_GRANTED
+        self._handed_by_write(io, status, st, waited, who)(key, _written(entries, key))
+        return self.watchers_told(status & clsops.STATUS_BITS, entries) & ~(
+            clsops.APPLIED_GRANTED | clsops.APPLIED_GRANTED_SEVERAL
+        )
+
+    def _handed_by_write(
+        self,
+        io: Any,
+        status: int,
+        st: clsops.ObjectState | None,
+        waited: bool,
+        who: bytes | None,
+    ) -> Callable[[bytes, clsops.GetResult | None], None]:
+        """``_handed`` for a write that released our lock (RELEASE)."""
+        granted = 0
+        if status & clsops.APPLIED_GRANTED:
+            granted = 2 if status & clsops.APPLIED_GRANTED_SEVERAL else 1
+        return self._handed(io, granted, clsops.ticket_of(status), st, waited, who)
 
     def wait_granted(
         self,
@@ -877,17 +1050,30 @@ class ShardClient:
         companion: Callable[[], Any] | None = None,
         epoch: int = 0,
         modulus: int = 0,
-    ) -> tuple[clsops.ObjectState, Any]:
+        ticket: int = 0,
+        sent: float = 0.0,
+        ask: bool = False,
+    ) -> tuple[clsops.ObjectState | None, Any]:
         """Queue for a lock in the OSD and wait until it is granted to us (see
         the module comment). ``queued``: our entry is in the queue already.
         ``companion()`` starts a call sent together with every state read;
-        returns (the state showing the grant, the companion's result)."""
+        returns (the state showing the grant, the companion's result).
+        ``ticket``: our queued entry's, which named our inbox, sent at
+        ``sent``: a "G" naming it is the grant (state None; the companion's
+        result is the record the "G" carried, if it carried our record,
+        else None); unless ``ask`` (the class said an entry ahead may be
+        kept cached: we look and announce at once), we first sleep for it
+        alone."""
         io = self.io()
         obj = self.obj
         books = self.books
         wakeup.ensure_watch(io, obj)
         limit = self.shards.session.op_timeout
         deadline = None if limit is None else time.monotonic() + limit
+        if ticket and queued and not ask:
+            handed = self._await_ticket(ticket, sent, key, deadline, companion is not None)
+            if handed is not None:
+                return None, handed[0]
         first_seen: dict[tuple[bytes, int, int, bytes], int] = {}
         extended = False
 
@@ -921,9 +1107,13 @@ class ShardClient:
                 f"for a lock on {obj} held by another handle",
             )
 
+        inbox = wakeup.take_inbox(io) if ticket else 0  # ours: the caller keeps it
+        if inbox:
+            wakeup.drop_inbox(io)
         queue_req = clsops.lock_request(
-            books.owner, lease_ms, kind, mode, key, clsops.LOCK_QUEUE, epoch, modulus
+            books.owner, lease_ms, kind, mode, key, clsops.LOCK_QUEUE, epoch, modulus, inbox
         )
+        want_record = companion is not None
 
         def read_state(prune: bool = False) -> tuple[clsops.ObjectState | None, Any]:
             pcall = clsops.aio_prune(io, obj) if prune else None
@@ -950,13 +1140,15 @@ class ShardClient:
             first = False
             gen = wakeup.generation(obj, books.owner)
             if not queued:
-                call = clsops.aio_lock(io, obj, queue_req)
+                sent = time.monotonic()
+                call = clsops.aio_lock_status(io, obj, queue_req)
                 st, extra = read_state()
                 try:
-                    call.wait()
+                    status = call.wait()
                 except clsops.Unclean:
                     self.resolver.unclean(obj)
                     continue
+                ticket = clsops.ticket_of(status) if inbox else 0
                 books.track(obj, lease_ms)
             else:
                 st, extra = read_state()
@@ -973,6 +1165,9 @@ class ShardClient:
             while True:
                 if self.granted(st, kind, mode, key):
                     return st, extra  # type: ignore[return-value]
+                handed = self._take_handed(ticket, sent, key, want_record)
+                if handed is not None:
+                    return None, handed[0]
                 if st is None or self._entry(st, kind, mode, key) is None:
                     break  # our entry is gone (expired while we were stopped): requeue
                 if st.header.stale:
@@ -985,7 +1180,10 @@ class ShardClient:
                 if deadline is not None:
                     delay = max(MIN_SLEEP, min(delay, deadline - time.monotonic()))
                 delay = min(delay, max(MIN_SLEEP, announced + REANNOUNCE - time.monotonic()))
-                woke = wakeup.sleep(obj, gen, delay, books.owner)
+                woke = wakeup.sleep(obj, gen, delay, books.owner, ticket)
+                handed = self._take_handed(ticket, sent, key, want_record)
+                if handed is not None:
+                    return None, handed[0]
                 gen = wakeup.generation(obj, books.owner)
                 if not woke and time.monotonic() - announced > REANNOUNCE:
                     # nobody woke us: a holder of a cached lock may not have
@@ -997,6 +1195,41 @@ class ShardClient:
                 # somebody ahead outlived its lease: prune, which grants
                 late = not woke and expired_at is not None and time.monotonic() >= expired_at
                 st, extra = read_state(prune=late)
+
+    def _await_ticket(
+        self, ticket: int, sent: float, key: bytes, deadline: float | None, want_record: bool
+    ) -> tuple[clsops.GetResult | None] | None:
+        """Sleep until a "G" names our ticket: (the record it carried, if
+        ``want_record`` and it is ours, else None). None: no "G" within
+        REANNOUNCE (a holder may have died: the caller reads the lock
+        table), or another notify for us or for every waiter came first
+        (its sender did not name a ticket: the caller looks)."""
+        obj, owner = self.obj, self.books.owner
+        until = time.monotonic() + REANNOUNCE
+        if deadline is not None:
+            until = min(until, deadline)
+        gen = wakeup.generation(obj, owner)
+        while True:
+            handed = self._take_handed(ticket, sent, key, want_record)
+            if handed is not None:
+                return handed
+            left = until - time.monotonic()
+            if left <= 0 or wakeup.generation(obj, owner) != gen:
+                return None
+            wakeup.sleep(obj, gen, left, owner, ticket)
+
+    def _take_handed(
+        self, ticket: int, sent: float, key: bytes, want_record: bool
+    ) -> tuple[clsops.GetResult | None] | None:
+        """The "G" for our ticket if it has come (see ``_await_ticket``)."""
+        handed = wakeup.take_grant(self.obj, ticket, sent) if ticket else None
+        if handed is None:
+            return None
+        got_key, status, data = handed
+        if not want_record or got_key != key or status not in (0, 1):  # FOUND, MISSING
+            return (None,)
+        record = codec.encode_record(key, data) if status == clsops.ReadStatus.FOUND else b""
+        return (clsops.GetResult(status, record=record, unversioned=True),)
 
     def ask_cached(self, objs: Sequence[str], attempt: Callable[[], None]) -> bool:
         """A nonblocking request was refused: if only a transaction's locks
@@ -1130,6 +1363,21 @@ class ShardClient:
             return MIN_SLEEP, None
         left = max(0.0, (first - st.now_ms) / 1000.0) + MIN_SLEEP
         return min(max(left, MIN_SLEEP), MAX_SLEEP), time.monotonic() + left
+
+
+def _written(entries: Entries, key: bytes) -> clsops.GetResult | None:
+    """The record ``key`` as these entries, once applied, leave it: known
+    for one store (PUT, INSERT, MODIFY) or delete of it; None otherwise."""
+    if len(entries) != 1 or entries[0][1] != key:
+        return None
+    op, _, data = entries[0]
+    if op in (Op.PUT, Op.INSERT, Op.MODIFY):
+        return clsops.GetResult(
+            clsops.ReadStatus.FOUND, record=codec.encode_record(key, data), unversioned=True
+        )
+    if op in (Op.DELETE, Op.DISCARD):
+        return clsops.GetResult(clsops.ReadStatus.MISSING, unversioned=True)
+    return None
 
 
 __all__ = ["HeldKey", "ShardClient", "Shards"]

@@ -535,7 +535,7 @@ class RadosStorage(Storage):
         (``(0, None)``: missing): rseq tells one change from the next."""
 
         def call(index: int) -> tuple[int, bytes | None]:
-            res = self.shards[index].get(key)
+            res = self.shards[index].get(key, versioned=True)
             if res.status == clsops.ReadStatus.MISSING:
                 return 0, None
             return self._decode_versioned(key, res.record, self.db.shard(index))

@@ -24,6 +24,35 @@ notifies that travel over them.
   for that owner alone: a lock handed to it; sleepers of other owners
   (``sleep`` with ``owner``) do not wake, and sleepers without an owner
   count only untargeted notifies.
+- "G" (``grant``), sent to one process's inbox, not to the lock object: a
+  lock on an object was handed to the waiter whose request holds this
+  ticket. The class gives every lock entry a ticket and keeps the inbox
+  the request named; a release returns the ticket of the first waiter it
+  granted, the giver finds that entry's inbox in the lock table (read
+  right behind the release) and sends "G" there, so the grant is a fact,
+  not a guess. The waiter holding that ticket stops sleeping and takes the
+  lock without reading the lock table. The message may carry the record
+  the waiter locked (FOUND with its data, or MISSING), as its giver left
+  it: then the waiter does not read it either. A ticket names one entry of
+  one object (tickets wrap only after TICKET_MAX entries there), so a "G"
+  never grants a later request. Only the waiter's process hears it: a
+  handoff costs one notify and one answer, whatever the number of
+  processes watching the lock object (a notify there is answered by every
+  one of them, each answer an op on that object's placement group).
+  Grants heard are kept by (object, ticket), the last GRANTS_KEPT, so a
+  "G" that overtakes the reply to the lock request it grants is not missed.
+- Inboxes: one per process and I/O context, made when a lock request of
+  the process first had to queue (``take_inbox``; the request then names
+  it in a second call, which renews its entry): the object
+  ``radostdb.inbox.<16 hex>`` (the number is random), created empty and
+  watched; later requests name it at once. Removed (unwatched, then
+  deleted) once no request has named it for WATCH_IDLE, as the lock
+  objects' watches are closed (an idle process watches nothing), and
+  when the connection shuts down, unless the cluster stopped answering
+  (then it is left: waiting for the op timeout to remove it would delay
+  the exit). A forked child makes its own. A process killed leaves its
+  inbox behind, an empty object that nobody watches once the OSD's watch
+  timeout has passed (``radostdb inboxes --prune`` removes those).
 - "K" (``keys_changed``): records watched with watch.py changed; the
   message lists the keys (hex, comma separated), or "*" for every key of
   the object (a clear, or more than KEYS_MAX keys). It counts only for
@@ -49,9 +78,14 @@ the messages.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
+import os
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from typing import Any
 
 import rados
@@ -67,6 +101,12 @@ WATCH_IDLE = 10.0  # seconds a watch outlives the process's last interest in its
 WAIT_MSG = "W"
 CHANGED_MSG = "C"
 KEYS_MSG = "K"
+GRANT_MSG = "G"  # "G<object b64>:<ticket hex>:<record status>:<key b64>:<data b64>"
+# (ASCII: python-rados sends a notify's message as a C string)
+INBOX_PREFIX = "radostdb.inbox."
+GRANT_VALUE_MAX = 16384  # record bytes a "G" carries at most (larger: the waiter reads it)
+GRANTS_KEPT = 256  # "G"s remembered by (object, ticket) until their waiter takes them
+NO_RECORD = 0xFF  # a "G" without the record
 KEYS_MAX = 64  # keys named in one "K"; more: "*" (every watch on the object wakes)
 
 
@@ -84,6 +124,11 @@ class _Notices:
         self.gen: dict[str, int] = {}  # object -> notifies seen
         self.tgen: dict[tuple[str, bytes], int] = {}  # (object, owner in hex) -> "C"s for it
         self.kgen: dict[tuple[str, bytes], int] = {}  # (object, key in hex, or "*") -> "K"s
+        # (object, ticket) -> (key, record status, data, when heard) of the "G"s heard, oldest first
+        self.grants: OrderedDict[tuple[str, int], tuple[bytes, int, bytes, float]] = OrderedDict()
+        self.inboxes: dict[int, tuple[int, Any, Any]] = {}  # id(io) -> (number, io, watch)
+        self.inbox_users: dict[int, int] = {}  # id(io) -> lock requests naming its inbox now
+        self.inbox_used: dict[int, float] = {}  # id(io) -> when its inbox was last named
         self.made: dict[str, int] = {}  # object -> watches made on it (a new one may have missed)
         self.pinned: dict[str, int] = {}  # object -> armed record watches (watch.py) on it
         # objects on which somebody waits -> the owner to wake there (None: all)
@@ -97,6 +142,7 @@ class _Notices:
             "unwaited": 0,
             "changed": 0,
             "handed": 0,
+            "granted": 0,
             "keys": 0,
         }
 
@@ -208,13 +254,18 @@ class _Notices:
             nxt = min((self.used.get(k, now) for k in self.watches), default=now) + WATCH_IDLE
         for watch in closing:  # outside the lock: closing waits for notify callbacks
             clustermod.close_watch(watch)
+        self.close_inboxes(idle_only=True)
+        with self.lock:
+            self.reaping = bool(self.watches or self.inboxes)
+            if self.inboxes:
+                nxt = min(nxt, min(self.inbox_used.get(k, now) for k in self.inboxes) + WATCH_IDLE)
         if self.reaping:
             self._schedule_reap(max(nxt, now + 1.0))
 
     def watched(self) -> int:
-        """How many objects this process watches now."""
+        """How many objects this process watches now (its inboxes too)."""
         with self.lock:
-            return len(self.watches)
+            return len(self.watches) + len(self.inboxes)
 
     def watching(self, io: Any, obj: str) -> bool:
         key = (id(io), obj)
@@ -228,18 +279,138 @@ class _Notices:
         with self.lock:
             self.listeners.setdefault(obj, weakref.WeakSet()).add(table)
 
+    def take_inbox(self, io: Any, make: bool) -> int:
+        """This process's inbox on io, counted as in use until
+        ``drop_inbox``; made and watched if there is none and ``make``
+        (else 0, not counted)."""
+        with self.lock:
+            found = self.inboxes.get(id(io))
+            if found is not None or not make:
+                if found is not None:
+                    self.inbox_users[id(io)] = self.inbox_users.get(id(io), 0) + 1
+                    self.inbox_used[id(io)] = time.monotonic()
+                return found[0] if found is not None else 0
+        number = self.inbox(io)
+        with self.lock:
+            self.inbox_users[id(io)] = self.inbox_users.get(id(io), 0) + 1
+        return number
+
+    def drop_inbox(self, io: Any) -> None:
+        with self.lock:
+            left = self.inbox_users.get(id(io), 0) - 1
+            if left > 0:
+                self.inbox_users[id(io)] = left
+            else:
+                self.inbox_users.pop(id(io), None)
+            self.inbox_used[id(io)] = time.monotonic()
+
+    def inbox(self, io: Any) -> int:
+        """This process's inbox on io (made and watched the first time)."""
+        found = self.inboxes.get(id(io))
+        if found is not None:
+            return found[0]
+        number = _inbox_number()
+
+        def on_grant(_nid: int, _notifier: int, _wid: int, data: bytes) -> None:
+            self._heard_grant(bytes(data or b""))
+
+        name = inbox_name(number)
+        try:
+            with rados.WriteOpCtx() as op:
+                op.new(rados.LIBRADOS_CREATE_IDEMPOTENT)  # 64 random bits: nobody else's
+                io.operate_write_op(op, name)
+            watch = io.watch(name, on_grant)
+        except rados.Error as exc:
+            raise clustermod.io_error(exc, f"making the inbox {name}", io) from None
+        with self.lock:
+            if id(io) in self.inboxes:  # raced with another thread: keep theirs
+                forks.abandon([watch])
+                number = self.inboxes[id(io)][0]
+            else:
+                self.inboxes[id(io)] = (number, io, clustermod.track_watch(watch, io))
+            self.inbox_used[id(io)] = time.monotonic()
+            schedule = not self.reaping
+            self.reaping = True
+        if schedule:
+            self._schedule_reap(time.monotonic() + WATCH_IDLE)
+        return number
+
+    def _heard_grant(self, msg: bytes) -> None:
+        if msg[:1] != GRANT_MSG.encode():
+            return  # not ours to read
+        try:
+            o64, tk, st, k64, d64 = msg[1:].split(b":")
+            obj = base64.b64decode(o64).decode()
+            ticket, status = int(tk, 16), int(st)
+            key, data = base64.b64decode(k64), base64.b64decode(d64)
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            return
+        with self.cond:
+            self.grants[(obj, ticket)] = (key, status, data, time.monotonic())
+            while len(self.grants) > GRANTS_KEPT:
+                self.grants.popitem(last=False)
+            self.cond.notify_all()
+
+    def close_inboxes(self, idle_only: bool = False) -> None:
+        """Stop watching our inboxes and remove them (``idle_only``: those
+        no request names and none named for WATCH_IDLE). An inbox whose
+        watch the cluster did not answer lately is left behind (removing it
+        could wait for the op timeout): an empty object nobody watches."""
+        now = time.monotonic()
+        with self.lock:
+            gone = [
+                k
+                for k in self.inboxes
+                if not idle_only
+                or (not self.inbox_users.get(k) and now - self.inbox_used.get(k, 0.0) >= WATCH_IDLE)
+            ]
+            closing = [self.inboxes.pop(k) for k in gone]
+            for k in gone:
+                self.inbox_used.pop(k, None)
+        for number, io, watch in closing:
+            if clustermod.close_watch(watch):
+                with contextlib.suppress(rados.Error):
+                    io.remove_object(inbox_name(number))
+
     def _gen(self, obj: str, owner: bytes | None) -> int:
-        if not owner:
-            return self.gen.get(obj, 0)
-        return self.gen.get(obj, 0) + self.tgen.get((obj, owner.hex().encode()), 0)
+        gen = self.gen.get(obj, 0)
+        if owner:
+            gen += self.tgen.get((obj, owner.hex().encode()), 0)
+        return gen
 
     def generation(self, obj: str, owner: bytes | None = None) -> int:
         with self.lock:
             return self._gen(obj, owner)
 
-    def sleep(self, obj: str, since: int, timeout: float, owner: bytes | None = None) -> bool:
+    def sleep(
+        self, obj: str, since: int, timeout: float, owner: bytes | None = None, ticket: int = 0
+    ) -> bool:
         with self.cond:
-            return self.cond.wait_for(lambda: self._gen(obj, owner) != since, timeout)
+            return self.cond.wait_for(
+                lambda: (
+                    self._gen(obj, owner) != since or (ticket != 0 and (obj, ticket) in self.grants)
+                ),
+                timeout,
+            )
+
+    def take_grant(self, obj: str, ticket: int, since: float) -> tuple[bytes, int, bytes] | None:
+        with self.lock:
+            got = self.grants.pop((obj, ticket), None) if ticket else None
+        if got is None or got[3] < since:  # heard before the request was sent: not for it
+            return None
+        return got[:3]
+
+    def grant(
+        self, io: Any, obj: str, ticket: int, inbox: int, key: bytes = b"",
+        status: int = NO_RECORD, data: bytes = b"",
+    ) -> None:  # fmt: skip
+        with self.lock:
+            self.stats["granted"] += 1
+        if status == NO_RECORD or len(data) > GRANT_VALUE_MAX:
+            key, status, data = b"", NO_RECORD, b""
+        o64 = base64.b64encode(obj.encode()).decode()
+        k64, d64 = base64.b64encode(key).decode(), base64.b64encode(data).decode()
+        self._send(io, inbox_name(inbox), f"{GRANT_MSG}{o64}:{ticket:x}:{status}:{k64}:{d64}")
 
     def _kgen(self, obj: str, key: bytes) -> tuple[int, int]:
         return (
@@ -318,6 +489,11 @@ class _Notices:
             comp.wait_for_complete_and_cb()
 
 
+def _inbox_number() -> int:
+    """A new inbox's number: random, never 0."""
+    return int.from_bytes(os.urandom(8), "little") | 1
+
+
 def _ignore(*_args: Any) -> None:
     """aio notify completions need no handling."""
 
@@ -333,7 +509,8 @@ def ensure_watch(io: Any, obj: str, verify: bool = False) -> None:
 
 
 def watched() -> int:
-    """How many lock objects this process watches now."""
+    """How many objects this process watches now: lock objects, and its
+    inboxes."""
     return _notices.watched()
 
 
@@ -355,10 +532,65 @@ def generation(obj: str, owner: bytes | None = None) -> int:
     return _notices.generation(obj, owner)
 
 
-def sleep(obj: str, since: int, timeout: float, owner: bytes | None = None) -> bool:
+def sleep(
+    obj: str, since: int, timeout: float, owner: bytes | None = None, ticket: int = 0
+) -> bool:
     """Sleep until a notify on obj after generation `since` (True), or
-    timeout; with ``owner``, a notify handed to another owner does not count."""
-    return _notices.sleep(obj, since, timeout, owner)
+    timeout; with ``owner``, a notify handed to another owner does not
+    count; with ``ticket``, also when the "G" naming it has come."""
+    return _notices.sleep(obj, since, timeout, owner, ticket)
+
+
+def take_grant(obj: str, ticket: int, since: float) -> tuple[bytes, int, bytes] | None:
+    """The "G" heard for ``ticket`` on obj since ``since`` (monotonic: when
+    the request was sent), and forget it: (key, record status or
+    NO_RECORD, data); None: none heard."""
+    return _notices.take_grant(obj, ticket, since)
+
+
+def grant(
+    io: Any,
+    obj: str,
+    ticket: int,
+    inbox: int,
+    key: bytes = b"",
+    status: int = NO_RECORD,
+    data: bytes = b"",
+) -> None:
+    """Send "G" to ``inbox`` (no wait for the answer): the lock entry on obj
+    with this ticket holds its lock now (the release's reply said so);
+    with the record ``key`` as the giver left it (``status`` FOUND with
+    ``data``, or MISSING; NO_RECORD: not known)."""
+    _notices.grant(io, obj, ticket, inbox, key, status, data)
+
+
+def inbox_name(number: int) -> str:
+    """The object of inbox ``number``."""
+    return f"{INBOX_PREFIX}{number:016x}"
+
+
+def inbox(io: Any) -> int:
+    """This process's inbox on io, where the "G"s for its lock requests
+    come (made and watched the first time: two round trips)."""
+    return _notices.inbox(io)
+
+
+def take_inbox(io: Any, make: bool = False) -> int:
+    """This process's inbox on io for a lock request that names it, kept
+    until ``drop_inbox`` (never closed as idle meanwhile); 0 if there is
+    none and not ``make``."""
+    return _notices.take_inbox(io, make)
+
+
+def drop_inbox(io: Any) -> None:
+    """A request that named the inbox no longer waits."""
+    _notices.drop_inbox(io)
+
+
+def close_inboxes() -> None:
+    """Unwatch and remove this process's inboxes (the connections are about
+    to shut down)."""
+    _notices.close_inboxes()
 
 
 def announce(io: Any, obj: str) -> bool:
@@ -444,6 +676,7 @@ def _after_fork_in_child() -> None:
     flight are its own."""
     global _notices
     forks.abandon(_notices.watches.values())
+    forks.abandon(w for _, _, w in _notices.inboxes.values())
     forks.abandon(_notices.inflight)
     _notices = _Notices()
 

@@ -595,11 +595,13 @@ class Clock:
         self.now += seconds
 
     def wakeup_sleep(
-        self, obj: str, since: int, timeout: float, owner: bytes | None = None
+        self, obj: str, since: int, timeout: float, owner: bytes | None = None, ticket: int = 0
     ) -> bool:
-        """wakeup.sleep: True at once if a notify came since ``since``, else
-        the timeout passes."""
+        """wakeup.sleep: True at once if a notify came since ``since`` (or
+        the "G" for ``ticket``), else the timeout passes."""
         if wakeup.generation(obj, owner) != since:
+            return True
+        if ticket and (obj, ticket) in wakeup._notices.grants:
             return True
         self.sleep(timeout)
         return False
@@ -629,8 +631,9 @@ def harness(txid: int, base: str = "") -> Iterator[Context]:
         setattr(target, name, value)
 
     vtime = SimpleNamespace(monotonic=ctx.clock.monotonic, sleep=ctx.clock.sleep, time=time.time)
-    for mod in (shardclient, resolver, retry, locking):
+    for mod in (shardclient, resolver, retry, locking, wakeup):
         patch(mod, "time", vtime)
+    patch(wakeup, "_inbox_number", lambda: 0x1B0C5)
     patch(wakeup, "sleep", ctx.clock.wakeup_sleep)
     patch(wakeup, "_notices", wakeup._Notices())
     patch(retry, "random", SimpleNamespace(uniform=lambda a, b: b))
@@ -641,7 +644,9 @@ def harness(txid: int, base: str = "") -> Iterator[Context]:
     try:
         yield ctx
     finally:
-        for w in list(wakeup._notices.watches.values()):
+        watches = [*wakeup._notices.watches.values()]
+        watches += [w for _, _, w in wakeup._notices.inboxes.values()]
+        for w in watches:
             with contextlib.suppress(rados.Error):
                 clustermod.close_watch(w)
         for target, name, value in reversed(saved):

@@ -235,6 +235,16 @@ IDLE = """
         db.chainunlock(b"k%d" % i)
     with db.transaction():
         db.store(b"t", b"1")
+    other = radostdb.Tdb(name, 0, 0, os.O_RDWR)
+    other.chainlock(b"busy")
+    import threading
+    waiter = threading.Thread(target=lambda: (db.chainlock(b"busy"), db.chainunlock(b"busy")))
+    waiter.start()  # it waits: the process makes its inbox
+    time.sleep(0.3)
+    other.chainunlock(b"busy")
+    waiter.join()
+    other.close()
+    print("inboxes after a wait", len(wakeup._notices.inboxes), flush=True)
     print("watching after use", wakeup.watched() > 0, flush=True)
     deadline = time.monotonic() + 20
     while wakeup.watched() and time.monotonic() < deadline:
@@ -252,13 +262,14 @@ IDLE = """
 
 def test_an_idle_process_watches_nothing(db_name: str, cluster_env: dict[str, str]) -> None:
     """Plain handles do not watch the header (only CLEAR_IF_FIRST ones count
-    as openers, as in tdb), and the watches of lock objects close once the
-    process has had no interest in them for WATCH_IDLE (1 s here), and come
-    back when needed."""
+    as openers, as in tdb), and the watches of lock objects and the
+    process's inbox close once the process has had no interest in them for
+    WATCH_IDLE (1 s here), and come back when needed."""
     proc = procs.python(IDLE, cluster_env, db_name)
     try:
         for want in (
             "plain handle watchers 0",
+            "inboxes after a wait 1",
             "watching after use True",
             "watching when idle 0",
             "watching when needed True",

@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from conversations import CODE, TXID, play
 
-from radostdb import clsops
+from radostdb import clsops, wakeup
 from radostdb.commit import Settlement
 from radostdb.errors import ERR_LOCK, TdbError
 from radostdb.kinds import Op
 
 ROUND = ["aio j stage", "op s0 apply part[txn]", "op s1 apply part[txn]"]
+INBOX = wakeup.inbox_name(0x1B0C5)  # the harness's (replay.py)
 ENTRIES = {0: [(Op.PUT, b"k0", b"new")], 1: [(Op.PUT, b"k1", b"new")]}
 
 
@@ -44,9 +45,12 @@ def test_multi_shard_commit_is_one_parallel_round_and_a_busy_part_is_sent_again(
     p = play("commit-part-busy")
     assert p.steps(kinds=True) == [
         *ROUND,  # the part on shard 1 meets EBUSY (a shared lock on k1)
+        "s1 watch",  # watched before the request: nothing for it passes us
         "op s1 lock COMMIT EXCL QUEUE",  # its shard client queues at once: QUEUED
-        "s1 watch",
-        "aio s1 state",  # only a record lock ahead: no "W" (its releaser wakes us)
+        f"{INBOX} operate_write_op",  # the process's first wait: its inbox,
+        f"{INBOX} watch",
+        "op s1 lock COMMIT EXCL QUEUE",  # named in the queued entry (same ticket)
+        "aio s1 state",  # no "G" came (the other handle's release names none)
         "aio s1 state",  # the holder released: granted
         "op s1 apply part[txn,release]",  # the part again, dropping the COMMIT lock
         "s1 get",
@@ -59,7 +63,7 @@ def test_multi_shard_commit_is_one_parallel_round_and_a_busy_part_is_sent_again(
         == clsops.apply_request(CODE, clsops.WRITE_ASSERT_TXN, ENTRIES[1], TXID, 0, [0, 1]).hex()
     )
     assert (
-        request_of(sent[7])
+        request_of(sent[10])
         == clsops.apply_request(
             CODE, clsops.WRITE_ASSERT_TXN | clsops.WRITE_RELEASE, ENTRIES[1], TXID, 0, [0, 1]
         ).hex()

@@ -8,11 +8,13 @@ from __future__ import annotations
 import pytest
 from conversations import CODE, Rig, play
 
-from radostdb import clsops, retry
+from radostdb import clsops, retry, wakeup
 from radostdb.errors import ERR_IO, TdbError
 from radostdb.kinds import Kind, Mode, Op
 
 DECIDE = ["j journal", "w state", "s0 state", "s1 state"]
+INBOX_NUMBER = 0x1B0C5  # the harness's (replay.py)
+INBOX = wakeup.inbox_name(INBOX_NUMBER)
 
 
 def test_get_decides_a_pending_shard_and_reads_again() -> None:
@@ -29,25 +31,30 @@ def test_a_contended_store_queues_for_a_covering_lock_then_writes_and_releases()
     assert p.value == {"status": clsops.APPLIED_CREATED, "k0": "mine"}
     assert p.steps(kinds=True) == [
         "op s0 apply[report]",  # EBUSY: another handle holds k0's lock
+        "s0 watch",  # watched before the request: nothing for it passes us
         "op s0 lock RECORD EXCL QUEUE",  # queue at once: QUEUED
-        "s0 watch",
-        "aio s0 state",  # a record lock ahead: no "W" (its releaser wakes us)
+        f"{INBOX} operate_write_op",  # the process's first wait: its inbox,
+        f"{INBOX} watch",
+        "op s0 lock RECORD EXCL QUEUE",  # named in the queued entry (same ticket)
+        "aio s0 state",  # no "G" came: a record lock ahead, no "W" to send
         "aio s0 state",  # the holder released: the grant is seen
         "op s0 apply[lock,release,report]",  # the store, releasing the covering lock
         "s0 get",  # it granted nobody (no APPLIED_GRANTED): no notify
     ]
     entries = [(Op.PUT, b"k0", b"mine")]
     flags = clsops.WRITE_ASSERT_LOCK | clsops.WRITE_RELEASE | clsops.WRITE_REPORT
-    assert p.io.sent[5]["ops"] == [["apply", clsops.apply_request(CODE, flags, entries).hex()]]
-    assert p.io.sent[5]["flags"] == clsops.RETURNVEC  # the reported bits reach us
-    assert p.io.sent[1]["ops"] == [
-        [
-            "lock",
-            clsops.lock_request(
-                CODE, p.rig.books.lease_ms, Kind.RECORD, Mode.EXCL, b"k0", clsops.LOCK_QUEUE
-            ).hex(),
-        ]
-    ]
+    assert p.io.sent[8]["ops"] == [["apply", clsops.apply_request(CODE, flags, entries).hex()]]
+    assert p.io.sent[8]["flags"] == clsops.RETURNVEC  # the reported bits reach us
+    for i, inbox in ((2, 0), (5, INBOX_NUMBER)):
+        assert p.io.sent[i]["ops"] == [
+            [
+                "lock",
+                clsops.lock_request(
+                    CODE, p.rig.books.lease_ms, Kind.RECORD, Mode.EXCL, b"k0",
+                    clsops.LOCK_QUEUE, inbox=inbox,
+                ).hex(),
+            ]
+        ]  # fmt: skip
     assert p.rig.books.held == {}  # the covering lock was never the user's
 
 

@@ -1,0 +1,217 @@
+"""The handoff of a record lock to the next waiter by a "G" notify
+(wakeup.py): the waiter trusts it without reading the lock table, takes the
+record it carries, and never trusts a "G" that names another ticket."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import rados
+from procs import finish, kill, line
+from procs import python as spawn
+
+import radostdb
+from radostdb import clsops, wakeup
+from radostdb.kinds import Kind, Mode
+
+CREATE = os.O_CREAT | os.O_RDWR
+READS = ("state", "aio_state", "get", "aio_get")
+
+
+@pytest.fixture
+def reads_by_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[int, list[str]]]:
+    """Every lock-table or record read sent (through clsops), by the thread
+    that sent it: the reads still go to the cluster."""
+    seen: dict[int, list[str]] = {}
+
+    def counting(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            seen.setdefault(threading.get_ident(), []).append(name)
+            return fn(*args, **kwargs)
+
+        return call
+
+    for name in READS:
+        monkeypatch.setattr(clsops, name, counting(name, getattr(clsops, name)))
+    yield seen
+
+
+def _where(db: radostdb.Tdb, key: bytes) -> tuple[Any, str]:
+    """The I/O context and the shard object of ``key``."""
+    storage = db._storage_or_closed()
+    client = storage.shards[storage.router.shard(key)]
+    return client.io(), str(client.obj)
+
+
+def _queued(db: radostdb.Tdb, key: bytes, owner_of: radostdb.Tdb) -> tuple[int, int]:
+    """Wait until ``owner_of``'s handle waits in the queue for ``key``; its
+    ticket and inbox."""
+    storage = owner_of._storage_or_closed()
+    io, obj = _where(db, key)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        st = clsops.state(io, obj)
+        for e in st.header.entries if st is not None else ():
+            if e.owner == storage.locks.owner and e.key == key and not e.held:
+                return e.ticket, e.inbox
+        time.sleep(0.01)
+    raise AssertionError("the waiter never queued")
+
+
+def _chainlock_in_thread(db: radostdb.Tdb, key: bytes) -> tuple[threading.Thread, dict[str, Any]]:
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            db.chainlock(key)
+            out["value"] = db.get(key)
+            out["ident"] = threading.get_ident()
+        except BaseException as exc:  # reported by the test
+            out["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out
+
+
+def test_a_waiter_handed_the_lock_reads_neither_table_nor_record(
+    db_name: str, reads_by_thread: dict[int, list[str]]
+) -> None:
+    """The holder stores and unlocks; the waiter, woken by the "G" naming its
+    ticket, holds the lock and reads the value the holder stored without a
+    single read of its own (the "G" carried the record)."""
+    a = radostdb.Tdb(db_name, 0, 0, CREATE)
+    b = radostdb.Tdb(db_name, 0, 0, CREATE)
+    a.store(b"k", b"before")
+    a.chainlock(b"k")
+    sent = wakeup.stats()["granted"]
+    t, out = _chainlock_in_thread(b, b"k")
+    ticket, inbox = _queued(a, b"k", b)
+    assert ticket > 0 and inbox == wakeup.inbox(_where(b, b"k")[0])
+    a.store(b"k", b"after")
+    a.chainunlock(b"k")
+    t.join(30)
+    assert "error" not in out and out["value"] == b"after"
+    assert wakeup.stats()["granted"] == sent + 1
+    assert reads_by_thread.get(out["ident"], []) == []
+    # what the "G" carried has no version: a versioned read asks the OSD
+    version, value = b._storage_or_closed().fetch_version(b"k")
+    assert (version, value) == a._storage_or_closed().fetch_version(b"k")
+    assert version > 0 and value == b"after"
+    b.chainunlock(b"k")
+    a.close()
+    b.close()
+
+
+def test_a_deleted_record_is_handed_over_as_missing(db_name: str) -> None:
+    a = radostdb.Tdb(db_name, 0, 0, CREATE)
+    b = radostdb.Tdb(db_name, 0, 0, CREATE)
+    a.store(b"k", b"v")
+    a.chainlock(b"k")
+    t, out = _chainlock_in_thread(b, b"k")
+    _queued(a, b"k", b)
+    a.delete(b"k")
+    a.chainunlock(b"k")
+    t.join(30)
+    assert "error" not in out and out["value"] is None
+    b.store(b"k", b"new")  # under the lock it was handed
+    b.chainunlock(b"k")
+    assert a.get(b"k") == b"new"
+
+
+def test_a_grant_naming_another_ticket_grants_nothing(db_name: str) -> None:
+    """A "G" whose ticket is not the waiter's (a forged one, here) leaves it
+    waiting: it takes the lock only when the holder gives it back."""
+    a = radostdb.Tdb(db_name, 0, 0, CREATE)
+    b = radostdb.Tdb(db_name, 0, 0, CREATE)
+    a.store(b"k", b"v")
+    a.chainlock(b"k")
+    t, out = _chainlock_in_thread(b, b"k")
+    ticket, inbox = _queued(a, b"k", b)
+    io, obj = _where(a, b"k")
+    for other in (ticket + 1, ticket - 1, clsops.TICKET_MAX):
+        wakeup.grant(io, obj, other, inbox, b"k", clsops.ReadStatus.FOUND, b"forged")
+    # the right ticket for another object, or heard before the request was sent
+    wakeup.grant(io, obj + ".other", ticket, inbox, b"k", clsops.ReadStatus.FOUND, b"forged")
+    t.join(1.0)
+    assert t.is_alive(), "the waiter took a lock still held"
+    a.store(b"k", b"real")
+    a.chainunlock(b"k")
+    t.join(30)
+    assert "error" not in out and out["value"] == b"real"
+    b.chainunlock(b"k")
+
+
+def test_tickets_are_unique_among_an_objects_entries(db_name: str) -> None:
+    """Every entry the class makes gets the next ticket; a request renewed
+    keeps its own."""
+    handles = [radostdb.Tdb(db_name, 0, 0, CREATE) for _ in range(4)]
+    io, obj = _where(handles[0], b"k")
+    statuses = []
+    for i, h in enumerate(handles):
+        s = h._storage_or_closed()
+        req = clsops.lock_request(
+            s.locks.owner, 30000, Kind.RECORD, Mode.EXCL, b"k", clsops.LOCK_QUEUE
+        )
+        statuses.append(clsops.lock_status(io, obj, req))
+        again = clsops.lock_status(io, obj, req)
+        assert clsops.ticket_of(again) == clsops.ticket_of(statuses[-1]), i
+    tickets = [clsops.ticket_of(s) for s in statuses]
+    assert statuses[0] & clsops.LOCKED_GRANTED
+    assert all(s & clsops.LOCKED_QUEUED for s in statuses[1:])
+    assert len(set(tickets)) == 4 and all(tickets)
+    st = clsops.state(io, obj)
+    assert st is not None
+    assert [e.ticket for e in st.header.entries if e.key == b"k"] == tickets
+    # the release hands the lock to the first waiter and names its ticket
+    first = handles[0]._storage_or_closed().locks.owner
+    status = clsops.unlock_granted(
+        io, obj, clsops.unlock_request(first, Kind.RECORD, Mode.EXCL, b"k")
+    )
+    assert (clsops.grants_of(status), clsops.ticket_of(status)) == (1, tickets[1])
+    for h in handles:
+        h.close()
+
+
+INBOX_WORKER = """
+    import os, sys, radostdb
+    from radostdb import wakeup
+    db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR | os.O_CREAT)
+    db.chainlock(b"k")  # a blocking request: the process makes its inbox first
+    storage = db._storage
+    print(wakeup.inbox(storage.shards[storage.router.shard(b"k")].io()), flush=True)
+    db.chainunlock(b"k")
+    sys.stdin.readline()
+    db.close()
+"""
+
+
+def test_a_process_inbox_lives_as_long_as_the_process(
+    db_name: str, cluster_env: dict[str, str], start_method: str
+) -> None:
+    """A worker's inbox exists and is watched (by it alone) while it runs, is
+    removed when it exits, and is left behind by one killed with kill -9.
+    A forked worker makes its own (its parent made one too)."""
+    db = radostdb.Tdb(db_name, 0, 0, CREATE)
+    io, _ = _where(db, b"k")
+    inboxes = []
+    for ending in ("exit", "kill -9"):
+        p = spawn(INBOX_WORKER, cluster_env, db_name, method=start_method)
+        number = int(line(p))
+        name = wakeup.inbox_name(number)
+        inboxes.append(number)
+        assert len(clsops.watchers(io, name)) == 1, ending
+        if ending == "exit":
+            finish([p])
+            with pytest.raises(rados.ObjectNotFound):
+                io.stat(name)
+        else:
+            kill(p)
+            io.stat(name)  # left behind (its watch lapses with the OSD's watch timeout)
+            io.remove_object(name)
+    assert len(set(inboxes)) == 2 and wakeup.inbox(io) not in inboxes
