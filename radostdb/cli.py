@@ -274,6 +274,39 @@ def ls_cmd(env: Env, as_json: bool) -> None:
             click.echo(f"  note: {d.note}")
 
 
+@main.command("inboxes")
+@click.option("--prune", is_flag=True, help="Remove the inboxes nobody watches.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@pass_env
+def inboxes_cmd(env: Env, prune: bool, as_json: bool) -> None:
+    """List the process inboxes here, and who watches them.
+
+    Every process that waited for a lock has an inbox object, where the
+    lock is handed to it; it removes it when it ends. A process killed
+    (kill -9) leaves its inbox behind: an empty object that nobody watches
+    once the OSD's watch timeout (30 s) has passed. --prune removes those.
+
+    \b
+    Example:
+      radostdb inboxes
+      radostdb inboxes --prune
+    """
+    site = env.site()
+    found = admin.prune_inboxes(site) if prune else admin.inboxes(site)
+    if as_json:
+        click.echo(json.dumps(admin.to_json(found), indent=2))
+        return
+    if not found:
+        click.echo(f"no inboxes in {site.where}", err=True)
+        return
+    click.echo(f"{'INBOX':<31}  {'WATCHERS':>8}")
+    for i in found:
+        click.echo(f"{i.obj:<31}  {i.watchers:>8}{'  (pruned)' if i.pruned else ''}")
+    dead = sum(1 for i in found if i.watchers == 0)
+    if dead and not prune:
+        click.echo(f"{dead} unwatched (left by processes that died): --prune removes them")
+
+
 @main.command()
 @NAME
 @click.option("--shards", is_flag=True, help="Also list every shard's records, size and seq.")

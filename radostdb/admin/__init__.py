@@ -13,6 +13,7 @@ removes databases, one concern per module:
 - repair.py   ``check --repair``: what each kind of damage gets
 - remove.py   removing a database's objects
 - rename.py   renaming a database (a copy, then the old one removed)
+- inboxes.py  the processes' inboxes in a pool (listing, pruning the dead ones)
 - findings.py, serialize.py, redo.py: the findings, JSON of the reports,
               and a shard's redo log read from outside the class
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 from ..tdbdump import quoted as display_key
 from .check import CheckReport, check
 from .findings import FINDING_KINDS, Finding
+from .inboxes import Inbox, inboxes, prune_inboxes
 from .inspect import (
     DbInfo,
     DbSummary,
@@ -76,6 +78,7 @@ __all__ = [
     "DbSummary",
     "Finding",
     "HeldLock",
+    "Inbox",
     "NoDatabase",
     "Opener",
     "ShardStats",
@@ -89,10 +92,12 @@ __all__ = [
     "exists",
     "exists_object",
     "held_locks",
+    "inboxes",
     "info",
     "list_databases",
     "load",
     "openers",
+    "prune_inboxes",
     "read_header",
     "records",
     "remove",

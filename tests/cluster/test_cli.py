@@ -27,7 +27,7 @@ import tdb
 from helpers import error, make_db, ok
 
 import radostdb
-from radostdb import admin, codec, layout, tdbdump
+from radostdb import admin, codec, layout, tdbdump, wakeup
 from radostdb.testing import ClusterInfo
 
 CREATE = os.O_CREAT | os.O_RDWR
@@ -225,6 +225,28 @@ def test_ls_and_info(cli: Any, db_name: str, ceph_cluster: ClusterInfo) -> None:
     assert info["seqnum"] == holder.seqnum
     holder.close()
     plain.close()
+
+
+def test_inboxes_lists_and_prunes_the_dead_ones(cli: Any, db_name: str) -> None:
+    """An inbox nobody watches (a process killed: here an object made as
+    one) is listed as such and pruned; this process's own, watched, stays."""
+    db = radostdb.Tdb(db_name, 0, 0, CREATE)
+    db.chainlock(b"k")  # a blocking request: this process makes its inbox
+    db.chainunlock(b"k")
+    io = db._storage.shards[0].io()  # type: ignore[union-attr]
+    mine = wakeup.inbox_name(wakeup.inbox(io))
+    dead = wakeup.inbox_name(int.from_bytes(os.urandom(8), "little") | 1)
+    io.write_full(dead, b"")
+    rows = {r["obj"]: r for r in json.loads(ok(cli("inboxes", "--json")).stdout)}
+    assert rows[mine]["watchers"] == 1 and rows[dead]["watchers"] == 0
+    text = ok(cli("inboxes")).stdout
+    assert f"{dead}         0" in text and "unwatched (left by processes that died)" in text
+    rows = {r["obj"]: r for r in json.loads(ok(cli("inboxes", "--prune", "--json")).stdout)}
+    assert rows[dead]["pruned"] and not rows[mine]["pruned"]
+    with pytest.raises(rados.ObjectNotFound):
+        io.stat(dead)
+    io.stat(mine)
+    db.close()
 
 
 # -- dump / restore / import / export ------------------------------------------------
