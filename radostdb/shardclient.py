@@ -89,6 +89,7 @@ import contextlib
 import errno
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import clsops, codec, retry, scan, wakeup
@@ -105,6 +106,20 @@ RENEW_ON_WAIT = 1.0  # a live holder renews on hearing a wait, at most this ofte
 REANNOUNCE = 2.0  # a waiter nobody woke announces itself again after this long
 
 Entries = list[tuple[int, bytes, bytes]]
+BEHIND_MAX = 16  # waiters a "G" lists behind its grantee at most
+
+
+@dataclass
+class Handoff:
+    """What a release learned: its status, the lock table read behind it
+    (None: not read), whether (and for whom) a wait was announced, and the
+    waiters we were told of behind us (ticket, inbox)."""
+
+    status: int
+    st: clsops.ObjectState | None
+    waited: bool
+    who: bytes | None
+    behind: list[tuple[int, int]]
 
 
 class TxnView(Protocol):
@@ -170,6 +185,10 @@ class Shards:
         # (object, key) of the locks we hold that we had to wait for: others
         # likely wait behind us (the release reads the lock table with it)
         self.waited_for: set[tuple[str, bytes]] = set()
+        # (object, key) -> (ticket, inbox) of the waiters behind us when we
+        # were handed the lock (the "G" said): the release finds the inbox
+        # of whom it grants there
+        self.behind: dict[tuple[str, bytes], list[tuple[int, int]]] = {}
 
     def client(self, obj: str) -> ShardClient:
         """The client of obj (a shard of the database, or another object)."""
@@ -534,7 +553,8 @@ class ShardClient:
             if cover is not None:
                 self.shards.waited_for.discard((self.obj, cover[1]))
                 waited, who = wakeup.take_waited(self.obj)
-                self._handed_by_write(io, status, None, waited, who)(
+                behind = self.shards.behind.pop((self.obj, cover[1]), [])
+                self._handed_by_write(io, Handoff(status, None, waited, who, behind))(
                     cover[1], _written(entries, cover[1])
                 )
             elif not whole:
@@ -908,23 +928,20 @@ class ShardClient:
         req = clsops.unlock_request(books.owner, kind, mode, key)
         books.untrack(self.obj)
         record = known if (kind, mode) == (Kind.RECORD, Mode.EXCL) else None
-        status, st, waited, who = self._release(
-            io, key, lambda: clsops.aio_unlock_granted(io, self.obj, req)
-        )
-        self._handed(io, clsops.grants_of(status), clsops.ticket_of(status), st, waited, who)(
+        how = self._release(io, key, lambda: clsops.aio_unlock_granted(io, self.obj, req))
+        self._handed(io, clsops.grants_of(how.status), clsops.ticket_of(how.status), how)(
             key, record
         )
 
-    def _release(
-        self, io: Any, key: bytes, send: Callable[[], clsops.StatusCall]
-    ) -> tuple[int, clsops.ObjectState | None, bool, bytes | None]:
+    def _release(self, io: Any, key: bytes, send: Callable[[], clsops.StatusCall]) -> Handoff:
         """Send a release (``send()``) and, when somebody likely waits (we
-        waited for this lock ourselves, or heard a wait announced), the
+        waited for this lock ourselves, or heard a wait announced) and the
+        "G" that handed us the lock did not list who waits behind us, the
         lock table's read right behind it, in the same round trip: who was
-        granted, and their inbox. Returns the release's status, the table
-        (None: not read), and whether (and for whom) a wait was announced."""
+        granted, and their inbox."""
         waited, who = wakeup.take_waited(self.obj)
-        look = waited or (self.obj, key) in self.shards.waited_for
+        behind = self.shards.behind.pop((self.obj, key), None)
+        look = (waited or (self.obj, key) in self.shards.waited_for) and not behind
         self.shards.waited_for.discard((self.obj, key))
         call = send()
         scall = clsops.aio_state(io, self.obj) if look else None
@@ -934,58 +951,84 @@ class ShardClient:
             st = None
             if scall is not None and scall.error() is None:
                 st = scall.wait()
-        return status, st, waited, who
+        return Handoff(status, st, waited, who, behind or [])
 
     def _handed(
-        self,
-        io: Any,
-        granted: int,
-        ticket: int,
-        st: clsops.ObjectState | None,
-        waited: bool,
-        who: bytes | None,
+        self, io: Any, granted: int, ticket: int, how: Handoff
     ) -> Callable[[bytes, clsops.GetResult | None], None]:
         """After a release that granted ``granted`` waiters, the first with
-        ``ticket`` (``st``: the lock table read behind it, or None): returns
-        the call that tells them, given the key released and the record as
-        we leave it (None: not known). One waiter with an inbox is told "G"
-        there, with the record when it waited for that record's exclusive
-        lock; several, or one without an inbox (an older client or class),
-        or none while somebody announced a wait, are woken with "C" on the
-        object and look again."""
+        ``ticket``: returns the call that tells them, given the key
+        released and the record as we leave it (None: not known). One
+        waiter with an inbox is told "G" there (its inbox from the waiters
+        we were told of, else from the lock table), with the record when it
+        waited for that record's exclusive lock, and the waiters behind it
+        as the table showed them; several, or one without an inbox (an
+        older client or class), or none while somebody announced a wait,
+        are woken with "C" on the object and look again."""
 
         def tell(key: bytes, record: clsops.GetResult | None) -> None:
-            nonlocal st
             if granted == 1 and ticket:
+                found = [i for i, (t, _) in enumerate(how.behind) if t == ticket]
+                if found:
+                    inbox, later = how.behind[found[0]][1], how.behind[found[0] + 1 :]
+                    self._grant(io, ticket, inbox, key, record, later, (Kind.RECORD, Mode.EXCL))
+                    return
+                st = how.st
                 if st is None:
                     with contextlib.suppress(Exception):
                         st = clsops.state(io, self.obj)
                 entry = (
                     next((e for e in st.header.entries if e.ticket == ticket), None) if st else None
                 )
-                if entry is not None and entry.inbox and entry.held:
-                    if (
-                        record is not None
-                        and (entry.kind, entry.mode, entry.key) == (Kind.RECORD, Mode.EXCL, key)
-                        and record.status in (clsops.ReadStatus.FOUND, clsops.ReadStatus.MISSING)
-                    ):
-                        data = (
-                            codec.decode_record(key, record.record)[1]
-                            if record.status == 0
-                            else b""
-                        )
-                        wakeup.grant(io, self.obj, ticket, entry.inbox, key, record.status, data)
-                    else:
-                        wakeup.grant(io, self.obj, ticket, entry.inbox)
+                if st is not None and entry is not None and entry.inbox and entry.held:
+                    later = [
+                        (e.ticket, e.inbox)
+                        for e in st.header.entries
+                        if not e.held and e.inbox and e.ticket != ticket
+                    ][:BEHIND_MAX]
+                    self._grant(
+                        io,
+                        ticket,
+                        entry.inbox,
+                        key,
+                        record,
+                        later,
+                        (entry.kind, entry.mode),
+                        entry.key,
+                    )
                     return
                 if entry is not None:
-                    who_ = entry.owner
-                    wakeup.wake(io, self.obj, who_)
+                    wakeup.wake(io, self.obj, entry.owner)
                     return
-            if granted or waited:
-                wakeup.wake(io, self.obj, who if granted <= 1 else None)
+            if granted or how.waited:
+                wakeup.wake(io, self.obj, how.who if granted <= 1 else None)
 
         return tell
+
+    def _grant(
+        self,
+        io: Any,
+        ticket: int,
+        inbox: int,
+        key: bytes,
+        record: clsops.GetResult | None,
+        behind: list[tuple[int, int]],
+        lock: tuple[int, int],
+        locked_key: bytes | None = None,
+    ) -> None:
+        """Send "G" for ``ticket`` to ``inbox``: with the record ``key`` as we
+        leave it if the grant is of that record's exclusive lock (``lock``,
+        on ``locked_key``: ``key`` unless said), and who waits behind."""
+        same = lock == (Kind.RECORD, Mode.EXCL) and (locked_key is None or locked_key == key)
+        if (
+            same
+            and record is not None
+            and record.status in (clsops.ReadStatus.FOUND, clsops.ReadStatus.MISSING)
+        ):
+            data = codec.decode_record(key, record.record)[1] if record.status == 0 else b""
+            wakeup.grant(io, self.obj, ticket, inbox, key, record.status, data, behind)
+        else:
+            wakeup.grant(io, self.obj, ticket, inbox, behind=behind)
 
     def write_and_unlock(self, entries: Entries, key: bytes) -> int:
         """A write under our exclusive record lock on ``key`` and the lock's
@@ -1007,9 +1050,7 @@ class ShardClient:
         pace = self.pace()
         while True:
             try:
-                status, st, waited, who = self._release(
-                    io, key, lambda: clsops.aio_apply_status(io, self.obj, req)
-                )
+                how = self._release(io, key, lambda: clsops.aio_apply_status(io, self.obj, req))
                 break
             except clsops.Unclean:
                 self.resolver.unclean(self.obj)
@@ -1021,24 +1062,19 @@ class ShardClient:
                 raise
         books.count_down(hk)
         books.untrack(self.obj)
-        self._handed_by_write(io, status, st, waited, who)(key, _written(entries, key))
-        return self.watchers_told(status & clsops.STATUS_BITS, entries) & ~(
+        self._handed_by_write(io, how)(key, _written(entries, key))
+        return self.watchers_told(how.status & clsops.STATUS_BITS, entries) & ~(
             clsops.APPLIED_GRANTED | clsops.APPLIED_GRANTED_SEVERAL
         )
 
     def _handed_by_write(
-        self,
-        io: Any,
-        status: int,
-        st: clsops.ObjectState | None,
-        waited: bool,
-        who: bytes | None,
+        self, io: Any, how: Handoff
     ) -> Callable[[bytes, clsops.GetResult | None], None]:
         """``_handed`` for a write that released our lock (RELEASE)."""
         granted = 0
-        if status & clsops.APPLIED_GRANTED:
-            granted = 2 if status & clsops.APPLIED_GRANTED_SEVERAL else 1
-        return self._handed(io, granted, clsops.ticket_of(status), st, waited, who)
+        if how.status & clsops.APPLIED_GRANTED:
+            granted = 2 if how.status & clsops.APPLIED_GRANTED_SEVERAL else 1
+        return self._handed(io, granted, clsops.ticket_of(how.status), how)
 
     def wait_granted(
         self,
@@ -1225,7 +1261,9 @@ class ShardClient:
         handed = wakeup.take_grant(self.obj, ticket, sent) if ticket else None
         if handed is None:
             return None
-        got_key, status, data = handed
+        got_key, status, data, behind = handed
+        if behind:  # who waits behind us: our release needs no look at the table
+            self.shards.behind[(self.obj, key)] = behind
         if not want_record or got_key != key or status not in (0, 1):  # FOUND, MISSING
             return (None,)
         record = codec.encode_record(key, data) if status == clsops.ReadStatus.FOUND else b""

@@ -86,6 +86,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import rados
@@ -101,13 +102,26 @@ WATCH_IDLE = 10.0  # seconds a watch outlives the process's last interest in its
 WAIT_MSG = "W"
 CHANGED_MSG = "C"
 KEYS_MSG = "K"
-GRANT_MSG = "G"  # "G<object b64>:<ticket hex>:<record status>:<key b64>:<data b64>"
-# (ASCII: python-rados sends a notify's message as a C string)
+GRANT_MSG = "G"  # "G<object b64>:<ticket hex>:<record status>:<key b64>:<data b64>:<behind>"
+# with <behind> "<ticket hex>.<inbox hex>,..." (ASCII: python-rados sends a
+# notify's message as a C string)
 INBOX_PREFIX = "radostdb.inbox."
 GRANT_VALUE_MAX = 16384  # record bytes a "G" carries at most (larger: the waiter reads it)
 GRANTS_KEPT = 256  # "G"s remembered by (object, ticket) until their waiter takes them
 NO_RECORD = 0xFF  # a "G" without the record
 KEYS_MAX = 64  # keys named in one "K"; more: "*" (every watch on the object wakes)
+
+
+@dataclass
+class Grant:
+    """A "G" heard: the record it carried (key, status or NO_RECORD, data),
+    the waiters behind its grantee (ticket, inbox), and when it came."""
+
+    key: bytes
+    status: int
+    data: bytes
+    behind: list[tuple[int, int]]
+    heard: float
 
 
 class _Notices:
@@ -124,8 +138,8 @@ class _Notices:
         self.gen: dict[str, int] = {}  # object -> notifies seen
         self.tgen: dict[tuple[str, bytes], int] = {}  # (object, owner in hex) -> "C"s for it
         self.kgen: dict[tuple[str, bytes], int] = {}  # (object, key in hex, or "*") -> "K"s
-        # (object, ticket) -> (key, record status, data, when heard) of the "G"s heard, oldest first
-        self.grants: OrderedDict[tuple[str, int], tuple[bytes, int, bytes, float]] = OrderedDict()
+        # (object, ticket) -> the "G"s heard, oldest first
+        self.grants: OrderedDict[tuple[str, int], Grant] = OrderedDict()
         self.inboxes: dict[int, tuple[int, Any, Any]] = {}  # id(io) -> (number, io, watch)
         self.inbox_users: dict[int, int] = {}  # id(io) -> lock requests naming its inbox now
         self.inbox_used: dict[int, float] = {}  # id(io) -> when its inbox was last named
@@ -339,14 +353,18 @@ class _Notices:
         if msg[:1] != GRANT_MSG.encode():
             return  # not ours to read
         try:
-            o64, tk, st, k64, d64 = msg[1:].split(b":")
+            o64, tk, st, k64, d64, *rest = msg[1:].split(b":")
             obj = base64.b64decode(o64).decode()
             ticket, status = int(tk, 16), int(st)
             key, data = base64.b64decode(k64), base64.b64decode(d64)
+            behind = [
+                (int(t, 16), int(i, 16))
+                for t, i in (p.split(b".") for p in (rest[0] if rest else b"").split(b",") if p)
+            ]
         except (ValueError, binascii.Error, UnicodeDecodeError):
             return
         with self.cond:
-            self.grants[(obj, ticket)] = (key, status, data, time.monotonic())
+            self.grants[(obj, ticket)] = Grant(key, status, data, behind, time.monotonic())
             while len(self.grants) > GRANTS_KEPT:
                 self.grants.popitem(last=False)
             self.cond.notify_all()
@@ -393,16 +411,18 @@ class _Notices:
                 timeout,
             )
 
-    def take_grant(self, obj: str, ticket: int, since: float) -> tuple[bytes, int, bytes] | None:
+    def take_grant(
+        self, obj: str, ticket: int, since: float
+    ) -> tuple[bytes, int, bytes, list[tuple[int, int]]] | None:
         with self.lock:
             got = self.grants.pop((obj, ticket), None) if ticket else None
-        if got is None or got[3] < since:  # heard before the request was sent: not for it
+        if got is None or got.heard < since:  # heard before the request was sent: not for it
             return None
-        return got[:3]
+        return got.key, got.status, got.data, got.behind
 
     def grant(
         self, io: Any, obj: str, ticket: int, inbox: int, key: bytes = b"",
-        status: int = NO_RECORD, data: bytes = b"",
+        status: int = NO_RECORD, data: bytes = b"", behind: list[tuple[int, int]] | None = None,
     ) -> None:  # fmt: skip
         with self.lock:
             self.stats["granted"] += 1
@@ -410,7 +430,9 @@ class _Notices:
             key, status, data = b"", NO_RECORD, b""
         o64 = base64.b64encode(obj.encode()).decode()
         k64, d64 = base64.b64encode(key).decode(), base64.b64encode(data).decode()
-        self._send(io, inbox_name(inbox), f"{GRANT_MSG}{o64}:{ticket:x}:{status}:{k64}:{d64}")
+        later = ",".join(f"{t:x}.{i:x}" for t, i in behind or ())
+        msg = f"{GRANT_MSG}{o64}:{ticket:x}:{status}:{k64}:{d64}:{later}"
+        self._send(io, inbox_name(inbox), msg)
 
     def _kgen(self, obj: str, key: bytes) -> tuple[int, int]:
         return (
@@ -541,10 +563,13 @@ def sleep(
     return _notices.sleep(obj, since, timeout, owner, ticket)
 
 
-def take_grant(obj: str, ticket: int, since: float) -> tuple[bytes, int, bytes] | None:
+def take_grant(
+    obj: str, ticket: int, since: float
+) -> tuple[bytes, int, bytes, list[tuple[int, int]]] | None:
     """The "G" heard for ``ticket`` on obj since ``since`` (monotonic: when
     the request was sent), and forget it: (key, record status or
-    NO_RECORD, data); None: none heard."""
+    NO_RECORD, data, the waiters behind us as (ticket, inbox)); None: none
+    heard."""
     return _notices.take_grant(obj, ticket, since)
 
 
@@ -556,12 +581,14 @@ def grant(
     key: bytes = b"",
     status: int = NO_RECORD,
     data: bytes = b"",
+    behind: list[tuple[int, int]] | None = None,
 ) -> None:
     """Send "G" to ``inbox`` (no wait for the answer): the lock entry on obj
     with this ticket holds its lock now (the release's reply said so);
     with the record ``key`` as the giver left it (``status`` FOUND with
-    ``data``, or MISSING; NO_RECORD: not known)."""
-    _notices.grant(io, obj, ticket, inbox, key, status, data)
+    ``data``, or MISSING; NO_RECORD: not known), and the waiters queued
+    behind it (ticket, inbox), as far as the giver knows."""
+    _notices.grant(io, obj, ticket, inbox, key, status, data, behind)
 
 
 def inbox_name(number: int) -> str:

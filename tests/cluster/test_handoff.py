@@ -108,6 +108,38 @@ def test_a_waiter_handed_the_lock_reads_neither_table_nor_record(
     b.close()
 
 
+def test_a_holder_told_who_waits_behind_it_hands_on_without_reading_the_table(
+    db_name: str, reads_by_thread: dict[int, list[str]]
+) -> None:
+    """a holds; b, then c queue. a's "G" to b lists c behind it, so b's
+    release finds c's inbox there: b takes, stores and hands on without a
+    single read, and c gets b's record."""
+    a, b, c = (radostdb.Tdb(db_name, 0, 0, CREATE) for _ in range(3))
+    a.chainlock(b"k")
+    a.store(b"k", b"a")  # under the lock: a knows the record it hands on
+    out_b: dict[str, Any] = {}
+
+    def run_b() -> None:
+        b.chainlock(b"k")
+        out_b["value"] = b.get(b"k")
+        b.store(b"k", b"b")
+        b.chainunlock(b"k")
+        out_b["ident"] = threading.get_ident()
+
+    tb = threading.Thread(target=run_b)
+    tb.start()
+    _queued(a, b"k", b)
+    tc, out_c = _chainlock_in_thread(c, b"k")
+    _queued(a, b"k", c)
+    a.chainunlock(b"k")
+    tb.join(30)
+    tc.join(30)
+    assert out_b["value"] == b"a" and out_c.get("value") == b"b", (out_b, out_c)
+    assert reads_by_thread.get(out_b["ident"], []) == []
+    assert reads_by_thread.get(out_c["ident"], []) == []
+    c.chainunlock(b"k")
+
+
 def test_a_deleted_record_is_handed_over_as_missing(db_name: str) -> None:
     a = radostdb.Tdb(db_name, 0, 0, CREATE)
     b = radostdb.Tdb(db_name, 0, 0, CREATE)
@@ -202,7 +234,12 @@ def test_a_process_inbox_lives_as_long_as_the_process(
     inboxes = []
     for ending in ("exit", "kill -9"):
         p = spawn(INBOX_WORKER, cluster_env, db_name, method=start_method)
-        number = int(line(p))
+        got = line(p)
+        if not got.isdigit():
+            kill(p)
+            err = p.stderr.read() if p.stderr else ""
+            pytest.fail(f"no inbox from the worker ({got!r}): {err}")
+        number = int(got)
         name = wakeup.inbox_name(number)
         inboxes.append(number)
         assert len(clsops.watchers(io, name)) == 1, ending
