@@ -22,7 +22,10 @@ fork design:
   clean-up calls in flight, page-reader pools). Hooks run in the child in
   registration order, after :data:`generation` has grown, and replace
   state (locks included: a lock a parent thread held at fork time stays
-  held forever in the child) rather than tidy it.
+  held forever in the child) rather than tidy it. Nothing is imported in
+  a hook: the import lock of a module a parent thread was importing at
+  fork time is such a lock (ctypes, for :func:`abandon`, is imported with
+  this module).
 - Handles compare :data:`generation` on every call: a handle inherited
   through fork is adopted by the child on its first use (database.py and
   storage.py decide what that means).
@@ -30,6 +33,10 @@ fork design:
 
 from __future__ import annotations
 
+# imported here, never in a child: an import in a forked child waits for the
+# module's import lock, which a parent thread importing it at fork time
+# leaves held for ever (seen: a child hung in `abandon`)
+import ctypes
 import os
 import threading
 from collections.abc import Callable
@@ -54,8 +61,6 @@ def abandon(objs: Any) -> None:
     Releasing one would call into librados (rados_shutdown waits for threads
     the child does not have, and hangs), so each gets a reference that is
     never dropped: not even interpreter exit deallocates it."""
-    import ctypes  # only forked children abandon anything
-
     for obj in objs:
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
         _abandoned.append(obj)
