@@ -226,7 +226,7 @@ def _list(b: _Body) -> bool:
 def _lock(b: _Body) -> bool:
     b.owner()
     lease, kind, mode, flags, key = b.u32(), b.u8(), b.u8(), b.u8(), b.bytes()
-    for _ in ("epoch", "modulus"):  # optional, each a whole u64
+    for _ in ("epoch", "modulus", "inbox"):  # optional, each a whole u64
         if b.left():
             b.u64()
     return (
@@ -1078,7 +1078,7 @@ OPTIONAL_TAILS = {
     "apply": "apply-one-put",  # u64 epoch, u32 lease_ms (both, or neither)
     "clear": "clear",  # u64 modulus
     "list": "list-after",  # bytes until, then u8 flags
-    "lock": "lock-record-queue",  # u64 epoch, then u64 modulus
+    "lock": "lock-record-queue",  # u64 epoch, then u64 modulus, then u64 inbox
 }
 
 
@@ -1097,8 +1097,9 @@ def test_classify_optional_fields() -> None:
     cases = [
         *(("clear", bytes(n), errno.EINVAL) for n in range(1, 8)),
         ("clear", bytes(8), 0), ("clear", bytes(9), 0), ("clear", b"\xff" * 15, 0),
-        *(("lock", bytes(n), errno.EINVAL) for n in (*range(1, 8), *range(9, 16))),
-        ("lock", bytes(8), 0), ("lock", bytes(16), 0), ("lock", b"\xff" * 17, 0),
+        *(("lock", bytes(n), errno.EINVAL) for n in (*range(1, 8), *range(9, 16), *range(17, 24))),
+        ("lock", bytes(8), 0), ("lock", bytes(16), 0), ("lock", bytes(24), 0),
+        ("lock", b"\xff" * 25, 0),
         *(("apply", bytes(n), errno.EINVAL) for n in range(1, 12)),
         ("apply", bytes(12), 0),  # epoch 0: none
         ("apply", struct.pack("<QI", 7, 0), errno.EINVAL),  # an epoch without a lease
@@ -1186,9 +1187,9 @@ def test_split_steps_fitting_a_split_in_progress(objects: Objects, osd_watch: No
 @pytest.mark.parametrize("method", sorted(OPTIONAL_TAILS))
 def test_optional_fields_to_the_class(method: str, objects: Objects, osd_watch: None) -> None:
     """The class reads the optional trailing fields as the model does: a
-    request with 1 to 18 extra body bytes (zeros, 0x01 then zeros, 0xff), to
+    request with 1 to 26 extra body bytes (zeros, 0x01 then zeros, 0xff), to
     a shard and a missing object."""
-    for extra in range(1, 19):
+    for extra in range(1, 27):
         for tail in (bytes(extra), b"\x01" + bytes(extra - 1), b"\xff" * extra):
             for shape in ("shard", "missing"):
                 fuzz_one(objects, method, f"+{extra}", _with_tail(method, tail), shape, 1 << 20)
