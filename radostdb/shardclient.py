@@ -1216,7 +1216,7 @@ class ShardClient:
                 if deadline is not None:
                     delay = max(MIN_SLEEP, min(delay, deadline - time.monotonic()))
                 delay = min(delay, max(MIN_SLEEP, announced + REANNOUNCE - time.monotonic()))
-                woke = wakeup.sleep(obj, gen, delay, books.owner, ticket)
+                woke = wakeup.sleep(obj, gen, delay, books.owner, ticket, io)
                 handed = self._take_handed(ticket, sent, key, want_record)
                 if handed is not None:
                     return None, handed[0]
@@ -1252,13 +1252,13 @@ class ShardClient:
             left = until - time.monotonic()
             if left <= 0 or wakeup.generation(obj, owner) != gen:
                 return None
-            wakeup.sleep(obj, gen, left, owner, ticket)
+            wakeup.sleep(obj, gen, left, owner, ticket, self.io())
 
     def _take_handed(
         self, ticket: int, sent: float, key: bytes, want_record: bool
     ) -> tuple[clsops.GetResult | None] | None:
         """The "G" for our ticket if it has come (see ``_await_ticket``)."""
-        handed = wakeup.take_grant(self.obj, ticket, sent) if ticket else None
+        handed = wakeup.take_grant(self.io(), self.obj, ticket, sent) if ticket else None
         if handed is None:
             return None
         got_key, status, data, behind = handed

@@ -138,8 +138,10 @@ class _Notices:
         self.gen: dict[str, int] = {}  # object -> notifies seen
         self.tgen: dict[tuple[str, bytes], int] = {}  # (object, owner in hex) -> "C"s for it
         self.kgen: dict[tuple[str, bytes], int] = {}  # (object, key in hex, or "*") -> "K"s
-        # (object, ticket) -> the "G"s heard, oldest first
-        self.grants: OrderedDict[tuple[str, int], Grant] = OrderedDict()
+        # (id of the I/O context, object, ticket) -> the "G"s heard, oldest
+        # first (an object name and a ticket may recur in another pool or
+        # namespace: its inbox is another)
+        self.grants: OrderedDict[tuple[int, str, int], Grant] = OrderedDict()
         self.inboxes: dict[int, tuple[int, Any, Any]] = {}  # id(io) -> (number, io, watch)
         self.inbox_users: dict[int, int] = {}  # id(io) -> lock requests naming its inbox now
         self.inbox_used: dict[int, float] = {}  # id(io) -> when its inbox was last named
@@ -325,8 +327,10 @@ class _Notices:
             return found[0]
         number = _inbox_number()
 
+        where = id(io)
+
         def on_grant(_nid: int, _notifier: int, _wid: int, data: bytes) -> None:
-            self._heard_grant(bytes(data or b""))
+            self._heard_grant(where, bytes(data or b""))
 
         name = inbox_name(number)
         try:
@@ -349,7 +353,7 @@ class _Notices:
             self._schedule_reap(time.monotonic() + WATCH_IDLE)
         return number
 
-    def _heard_grant(self, msg: bytes) -> None:
+    def _heard_grant(self, where: int, msg: bytes) -> None:
         if msg[:1] != GRANT_MSG.encode():
             return  # not ours to read
         try:
@@ -364,7 +368,7 @@ class _Notices:
         except (ValueError, binascii.Error, UnicodeDecodeError):
             return
         with self.cond:
-            self.grants[(obj, ticket)] = Grant(key, status, data, behind, time.monotonic())
+            self.grants[(where, obj, ticket)] = Grant(key, status, data, behind, time.monotonic())
             while len(self.grants) > GRANTS_KEPT:
                 self.grants.popitem(last=False)
             self.cond.notify_all()
@@ -401,21 +405,28 @@ class _Notices:
             return self._gen(obj, owner)
 
     def sleep(
-        self, obj: str, since: int, timeout: float, owner: bytes | None = None, ticket: int = 0
+        self,
+        obj: str,
+        since: int,
+        timeout: float,
+        owner: bytes | None = None,
+        ticket: int = 0,
+        io: Any = None,
     ) -> bool:
         with self.cond:
             return self.cond.wait_for(
                 lambda: (
-                    self._gen(obj, owner) != since or (ticket != 0 and (obj, ticket) in self.grants)
+                    self._gen(obj, owner) != since
+                    or (ticket != 0 and (id(io), obj, ticket) in self.grants)
                 ),
                 timeout,
             )
 
     def take_grant(
-        self, obj: str, ticket: int, since: float
+        self, io: Any, obj: str, ticket: int, since: float
     ) -> tuple[bytes, int, bytes, list[tuple[int, int]]] | None:
         with self.lock:
-            got = self.grants.pop((obj, ticket), None) if ticket else None
+            got = self.grants.pop((id(io), obj, ticket), None) if ticket else None
         if got is None or got.heard < since:  # heard before the request was sent: not for it
             return None
         return got.key, got.status, got.data, got.behind
@@ -555,22 +566,28 @@ def generation(obj: str, owner: bytes | None = None) -> int:
 
 
 def sleep(
-    obj: str, since: int, timeout: float, owner: bytes | None = None, ticket: int = 0
+    obj: str,
+    since: int,
+    timeout: float,
+    owner: bytes | None = None,
+    ticket: int = 0,
+    io: Any = None,
 ) -> bool:
     """Sleep until a notify on obj after generation `since` (True), or
     timeout; with ``owner``, a notify handed to another owner does not
-    count; with ``ticket``, also when the "G" naming it has come."""
-    return _notices.sleep(obj, since, timeout, owner, ticket)
+    count; with ``ticket``, also when the "G" naming it has come to io's
+    inbox."""
+    return _notices.sleep(obj, since, timeout, owner, ticket, io)
 
 
 def take_grant(
-    obj: str, ticket: int, since: float
+    io: Any, obj: str, ticket: int, since: float
 ) -> tuple[bytes, int, bytes, list[tuple[int, int]]] | None:
-    """The "G" heard for ``ticket`` on obj since ``since`` (monotonic: when
-    the request was sent), and forget it: (key, record status or
-    NO_RECORD, data, the waiters behind us as (ticket, inbox)); None: none
-    heard."""
-    return _notices.take_grant(obj, ticket, since)
+    """The "G" heard on io's inbox for ``ticket`` on obj since ``since``
+    (monotonic: when the request was sent), and forget it: (key, record
+    status or NO_RECORD, data, the waiters behind us as (ticket, inbox));
+    None: none heard."""
+    return _notices.take_grant(io, obj, ticket, since)
 
 
 def grant(

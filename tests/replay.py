@@ -595,13 +595,19 @@ class Clock:
         self.now += seconds
 
     def wakeup_sleep(
-        self, obj: str, since: int, timeout: float, owner: bytes | None = None, ticket: int = 0
+        self,
+        obj: str,
+        since: int,
+        timeout: float,
+        owner: bytes | None = None,
+        ticket: int = 0,
+        io: Any = None,
     ) -> bool:
         """wakeup.sleep: True at once if a notify came since ``since`` (or
-        the "G" for ``ticket``), else the timeout passes."""
+        the "G" for ``ticket`` on io's inbox), else the timeout passes."""
         if wakeup.generation(obj, owner) != since:
             return True
-        if ticket and (obj, ticket) in wakeup._notices.grants:
+        if ticket and (id(io), obj, ticket) in wakeup._notices.grants:
             return True
         self.sleep(timeout)
         return False
