@@ -783,7 +783,8 @@ class ShardClient:
             books.note(hk, lease_ms)
         else:
             books.track(self.obj, lease_ms)
-        wakeup.ensure_watch(io, self.obj)  # a holder must hear "W" announcements
+        if nonblock:  # a holder must hear "W" announcements (a blocking one watches already)
+            wakeup.ensure_watch(io, self.obj)
         return bits
 
     def _take(
