@@ -69,6 +69,7 @@ TICKET_MAX = 0x7FFFFF
 STATUS_BITS = (1 << TICKET_SHIFT) - 1
 # list flags
 LIST_KEYS_ONLY = 0x1  # keys alone in the page, no record read or sent
+LIST_STRICT = 0x2  # not even the first record past max bytes (an aio list: no overflow)
 # lock flags
 LOCK_QUEUE = 0x1
 # a lock's return value (lock_status)
@@ -261,7 +262,7 @@ def list_request(
     flags: int = 0,
 ) -> bytes:
     """``until``: no record after this encoded key (empty: no bound);
-    ``flags``: LIST_KEYS_ONLY."""
+    ``flags``: LIST_KEYS_ONLY, LIST_STRICT."""
     return _frame(
         1,
         _U32.pack(max_records)
@@ -1052,7 +1053,10 @@ def aio_list(
     accept: int = 0,
     until: str = "",
 ) -> Call:
-    req = list_request(max_records, max_bytes, start_after, accept, until)
+    """A page read with aio: LIST_STRICT, so the reply never outgrows its
+    buffer (librados' aio exec would overrun it); a first record larger than
+    ``max_bytes`` comes back as an empty page with ``more``."""
+    req = list_request(max_records, max_bytes, start_after, accept, until, LIST_STRICT)
     return Call(io, obj, "list", req, max_bytes + (1 << 16), decode_list, missing=ListResult())
 
 

@@ -92,7 +92,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import clsops, codec, retry, scan, wakeup
+from . import clsops, codec, retry, scan, snapshot, wakeup
 from . import cluster as clustermod
 from .errors import ERR_IO, ERR_LOCK, ERR_LOCK_TIMEOUT, TdbError
 from .kinds import Kind, Mode, Op
@@ -395,6 +395,7 @@ class ShardClient:
         self.shards = shards
         self.obj = obj
         self.index = index
+        self.big = False  # a transaction's first read here need not list it whole (snapshot.py)
 
     @property
     def books(self) -> LockTable:
@@ -596,12 +597,15 @@ class ShardClient:
         if self.index is not None:
             self.shards.txn.note_isolated(self.index)
 
-    def isolate_and_get(self, key: bytes, epoch: int, lease_ms: int) -> clsops.GetResult:
+    def isolate_and_get(
+        self, key: bytes, epoch: int, lease_ms: int
+    ) -> tuple[clsops.GetResult, snapshot.Snapshot | None]:
         """Take this shard's isolation for our transaction (epoch) and read
         ``key`` in one round trip: the lock request and the read are sent
         back to back (the OSD orders the read after it); if the request was
         queued, wait for the grant and read again. The isolation is ours on
-        return, even when the read raises (clsops.Stale: the key moved)."""
+        return, even when the read raises (clsops.Stale: the key moved).
+        With the read, the shard whole if it is small (snapshot.py)."""
         books = self.books
         books.check_fork()
         io = self.io()
@@ -610,12 +614,14 @@ class ShardClient:
         )
         call = clsops.aio_lock_status(io, self.obj, req)
         read = clsops.aio_get(io, self.obj, key, self.accept())
+        listing = self._aio_whole(io)
         status = call.result()
         value: clsops.GetResult | Exception
         try:
             value = read.wait()
         except clsops.Stale as exc:
             value = exc
+        whole = self._whole(listing)
         if isinstance(status, clsops.Canceled):
             raise TdbError(
                 ERR_LOCK, "Locking error: the transaction lost its lock (a newer one took a shard)"
@@ -624,21 +630,54 @@ class ShardClient:
             self.resolver.unclean(self.obj)
             self.lock(Kind.ISOLATION, Mode.SHARED, lease_ms=lease_ms, count=False, epoch=epoch)
             status = clsops.LOCKED_GRANTED
-            value = self._read_or_stale(io, key)
+            value, whole = self._read_or_stale(io, key), None
         elif isinstance(status, Exception):
             raise status
         books.track(self.obj, lease_ms)
         if status & clsops.LOCKED_QUEUED:
             self.wait_granted(Kind.ISOLATION, Mode.SHARED, b"", lease_ms, queued=True)
-            value = self._read_or_stale(io, key)
+            value, whole = self._read_or_stale(io, key), None  # read before the grant
         wakeup.ensure_watch(io, self.obj)
         if isinstance(value, Exception):
             if self.index is not None:
                 self.shards.txn.note_isolated(self.index)
             raise value
         if value.status == clsops.ReadStatus.TOO_BIG or value.pending is not None:
-            return self.get(key)
-        return value
+            return self.get(key), whole
+        return value, whole
+
+    def get_whole(self, key: bytes) -> tuple[clsops.GetResult, snapshot.Snapshot | None]:
+        """``get`` under our isolation, with the shard whole if it is small
+        (in the same round trip: snapshot.py)."""
+        io = self.io()
+        listing = self._aio_whole(io)
+        if listing is None:
+            return self.get(key), None
+        read = clsops.aio_get(io, self.obj, key, self.accept())
+        try:
+            value = read.wait()
+        finally:
+            whole = self._whole(listing)
+        if value.status == clsops.ReadStatus.TOO_BIG or value.pending is not None:
+            return self.get(key), whole
+        return value, whole
+
+    def _aio_whole(self, io: Any) -> clsops.Call | None:
+        """A list of the whole shard, unless it is known not to fit."""
+        if self.big or self.index is None:
+            return None
+        return clsops.aio_list(io, self.obj, "", snapshot.RECORDS, snapshot.BYTES, self.accept())
+
+    def _whole(self, listing: clsops.Call | None) -> snapshot.Snapshot | None:
+        """The snapshot a list sent by _aio_whole gives (None: none)."""
+        if listing is None or self.index is None:
+            return None
+        try:
+            page = listing.wait()
+        except Exception:  # the reads go to the OSD instead, which report what is wrong
+            return None
+        self.big = page.more
+        return snapshot.Snapshot.of(self.index, page)
 
     def _read_or_stale(self, io: Any, key: bytes) -> clsops.GetResult | Exception:
         try:

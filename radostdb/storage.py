@@ -513,11 +513,17 @@ class RadosStorage(Storage):
     # -- records ------------------------------------------------------------
     def fetch(self, key: bytes) -> bytes | None:
         """The record's data; inside a transaction with the shard's
-        isolation (taken in the same round trip the first time: txnlock.py)."""
+        isolation (taken in the same round trip the first time: txnlock.py),
+        from the transaction's snapshot of the shard if it is small."""
         txn = self.txnlock
 
         def call(index: int) -> bytes | None:
-            res = txn.read(index, key) if txn.active() else self.shards[index].get(key)
+            if not txn.active():
+                res = self.shards[index].get(key)
+            elif (snap := txn.recall(index, key)) is not None:
+                return snap.get(key)  # a small shard read whole (snapshot.py)
+            else:
+                res = txn.read(index, key)
             if res.status == clsops.ReadStatus.MISSING:
                 return None
             return self._decode(key, res.record, self.db.shard(index))

@@ -3,10 +3,11 @@
 transaction design (the buffer; the locks are in txnlock.py, the commit
 protocol and crash recovery in commit.py):
 - Isolation is tdb's: transaction_start takes the database's transaction
-  lock and an isolation lock on every shard (tdb takes its transaction lock
-  and an allrecord read lock). Until commit or cancel, other handles' writes
-  (store, append, delete, wipe), record locks and lock_all wait, everywhere;
-  their reads and read_lock_all do not. A write that waited lands after the
+  lock, and the transaction an isolation lock on every shard it touches
+  (tdb takes its transaction lock and an allrecord read lock; txnlock.py
+  says how and when). Until commit or cancel, other handles' writes
+  (store, append, delete, wipe), record locks and lock_all wait on those
+  shards; their reads and read_lock_all do not. A write that waited lands after the
   commit, so a transaction that read a key cannot overwrite another handle's
   acknowledged write of it (no lost update). The transaction itself reads a
   stable database.

@@ -14,6 +14,10 @@ txnlock design:
     the shard; the OSD orders the read after the request, and the request's
     return value (RETURNVEC) says granted or queued: granted, the read is
     the answer; queued, the handle waits for the grant and reads again;
+  - with the first read of a shard in a transaction goes a list of the
+    whole shard, if it is small: its records then answer the transaction's
+    other reads there with no round trip (snapshot.py; the isolation keeps
+    them true until the transaction ends, when they are dropped);
   - a traversal takes every shard's isolation first, in one parallel round
     (in shard order, queuing, from the first busy one: lock_each);
   - a write is buffered (txn.py) and reaches the shard at commit: the
@@ -86,7 +90,7 @@ import threading
 import time
 import weakref
 
-from . import clsops, commit, resolver, service, wakeup
+from . import clsops, commit, resolver, service, snapshot, wakeup
 from .errors import ERR_LOCK, ERR_NOLOCK, RadostdbError, TdbError
 from .kinds import Kind, Mode
 from .shardclient import Shards
@@ -127,6 +131,7 @@ class TxnLock:
         self.idle_check = False  # a _release_if_idle is scheduled
         self.epoch = 0  # of our grant of the transaction lock (0: none)
         self.isolated: set[int] = set()  # shard indexes whose isolation we hold
+        self.snapshots: dict[int, snapshot.Snapshot] = {}  # small shards read whole (snapshot.py)
         self.cond = threading.Condition()
         self.locks.wait_listeners.append(weakref.WeakMethod(self._on_wait))
         shards.txn = self
@@ -186,6 +191,7 @@ class TxnLock:
         self.requested = False
         self.idle_check = False
         self.isolated = set()
+        self.snapshots = {}
         self.epoch = 0
 
     # -- start and end -------------------------------------------------------------------
@@ -198,6 +204,7 @@ class TxnLock:
         with self.cond:
             while self.state == State.RELEASING:
                 self.cond.wait()
+            self.snapshots = {}
             if self.state == State.CACHED:
                 if self._intact() and not self.requested:
                     self.state = State.ACTIVE
@@ -309,15 +316,27 @@ class TxnLock:
                 self.requested = True
 
     # -- isolation, as the transaction touches shards ------------------------------------
+    def recall(self, index: int, key: bytes) -> snapshot.Snapshot | None:
+        """The snapshot of shard ``index`` read by this transaction, if it
+        answers for ``key`` (snapshot.py)."""
+        snap = self.snapshots.get(index)
+        return snap if snap is not None and snap.knows(key) else None
+
     def read(self, index: int, key: bytes) -> clsops.GetResult:
         """A read of ``key`` on shard ``index`` inside the transaction: with
-        the shard's isolation, taken in the same round trip if we have none
-        (see the module comment). Raises clsops.Stale as a read does."""
+        the shard's isolation, taken in the same round trip if we have none,
+        and the shard whole if it is small (see the module comment). Raises
+        clsops.Stale as a read does."""
         client = self.shards[index]
+        if index in self.snapshots:
+            return client.get(key)  # the snapshot does not answer for this key
         if index in self.isolated:
-            return client.get(key)
-        res = client.isolate_and_get(key, self.epoch, self.locks.txn_lease_ms)
-        self.note_isolated(index)
+            res, snap = client.get_whole(key)
+        else:
+            res, snap = client.isolate_and_get(key, self.epoch, self.locks.txn_lease_ms)
+            self.note_isolated(index)
+        if snap is not None:
+            self.snapshots[index] = snap
         return res
 
     def isolate(self, indexes: list[int]) -> None:
@@ -338,6 +357,7 @@ class TxnLock:
     def end(self, ok: bool = True) -> None:
         """The transaction ended: keep the locks, unless somebody waits (or
         the transaction failed), then release them now."""
+        self.snapshots = {}
         with self.cond:
             if self.state != State.ACTIVE:
                 return
@@ -413,6 +433,7 @@ class TxnLock:
         finally:
             with self.cond:
                 self.isolated = set()
+                self.snapshots = {}
                 self.epoch = 0
                 self.state = State.NONE
                 self.requested = False

@@ -317,7 +317,7 @@ struct ListReq {
       return false;
     if (rd.left() && !rd.str(&until))
       return false;
-    return (!rd.left() || rd.u8(&flags)) && flags < 2;
+    return (!rd.left() || rd.u8(&flags)) && flags < 4;
   }
 };
 

@@ -577,7 +577,10 @@ int get(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
  * redo log); or PENDING as for get. Either way with the shard's layout, so
  * a traversal running across a split finds the keys that moved. With
  * RTDB_LIST_KEYS_ONLY the page has the raw keys alone (each as bytes) and
- * the omap's values are not read (unless a redo log is merged).
+ * the omap's values are not read (unless a redo log is merged). With
+ * RTDB_LIST_STRICT not even the first record may pass `maxbytes`: the
+ * reply then has an empty page and `more` (a client reading with aio, whose
+ * reply buffer must not overflow, asks for it).
  */
 int list(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
 {
@@ -610,6 +613,7 @@ int list(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
   WireWriter page;
   std::string raw;
   const bool keys_only = req.flags & RTDB_LIST_KEYS_ONLY;
+  const bool strict = req.flags & RTDB_LIST_STRICT;
   uint32_t n = 0;
   bool more = false, full = false, bounded = false;
   std::string after = req.start;
@@ -653,7 +657,8 @@ int list(cls_method_context_t hctx, ceph::bufferlist *in, ceph::bufferlist *out)
       if (klen < 0)
         return refuse("list", -EIO, "an omap key does not decode");
       size_t rlen = keys_only ? 0 : 4 + (size_t)rec.length();
-      if (n > 0 && (n >= req.max || page.s.size() + 4 + (size_t)klen + rlen > req.maxbytes)) {
+      if ((n > 0 || strict) &&
+          (n >= req.max || page.s.size() + 4 + (size_t)klen + rlen > req.maxbytes)) {
         more = full = true;
         break;
       }

@@ -134,6 +134,8 @@ enum rtdb_apply_op : uint8_t {
 
 /* flags of a `list` request */
 #define RTDB_LIST_KEYS_ONLY 0x1 /* the page holds keys only (no records read or sent) */
+#define RTDB_LIST_STRICT 0x2    /* the page never runs past max bytes: a first record that
+                                 * does not fit ends it empty, with more set */
 
 /* flags of a `lock` request */
 #define RTDB_LOCK_QUEUE 0x1 /* not grantable now: queue (else -EBUSY, nothing changed) */

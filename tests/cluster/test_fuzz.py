@@ -220,7 +220,7 @@ def _list(b: _Body) -> bool:
         b.bytes()
         if b.left():
             flags = b.u8()
-    return most > 0 and flags < 2  # LIST_KEYS_ONLY
+    return most > 0 and flags < 4  # LIST_KEYS_ONLY, LIST_STRICT
 
 
 def _lock(b: _Body) -> bool:
