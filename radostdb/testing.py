@@ -25,6 +25,9 @@ whoever loads it.
   tests, whatever the session's cluster is: 3 bluestore OSDs, pool size 3,
   min_size 2. Tests may kill and restart its daemons (``.dev``); it is
   stopped when the module's tests are done, and by its keeper if pytest dies.
+  Daemons a failed test left down are started again first, so that the
+  handles still open can close (against a dead cluster they would wait for
+  ever).
 - The session's throwaway cluster is watched: when one of its daemons has
   died after a test (no test stops them), the run ends there with the
   daemon's log tail, instead of every later test timing out against a dead
@@ -55,6 +58,7 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 REPLICATED_OSDS = 3
 FIGURES = pytest.StashKey[list[tuple[str, str, Any, str]]]()
 LOG_TAIL = 60  # lines of a dead daemon's log shown when the run ends for it
+REVIVE_TIMEOUT = 120.0  # seconds a cluster left down by a failed test has to start again
 _session_dev: list[DevCluster] = []  # the session's throwaway cluster, once up
 
 
@@ -181,8 +185,30 @@ def replicated_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clu
     try:
         yield ClusterInfo(str(dev.conf), dev.pool, "admin", dev)
     finally:
+        _revive(dev)
         clustermod.shutdown_all(final=False)  # handles go while the cluster is up
         dev.down()
+
+
+def _revive(dev: DevCluster) -> None:
+    """A test that failed with daemons of ``dev`` down (killed, not yet
+    started again): start them, so that the handles still open can release
+    their locks and unwatch; against a cluster that cannot answer, they
+    would wait for ever and the run would hang in the teardown."""
+    status = dev.status()
+    if all(status.values()):
+        return
+    try:
+        if not all(alive for name, alive in status.items() if name.startswith("mon.")):
+            dev.crash()  # the monitor is gone: the whole cluster starts again
+            dev.start(timeout=REVIVE_TIMEOUT, owner=os.getpid())
+            return
+        for name, alive in status.items():
+            if not alive and name.startswith("osd."):
+                dev.start_osd(int(name.split(".")[1]))
+        dev.wait_writable(REVIVE_TIMEOUT)
+    except (ClusterError, OSError) as exc:
+        print(f"radostdb: the replicated cluster could not be started again: {exc}")
 
 
 @pytest.fixture

@@ -185,13 +185,13 @@ class _Notices:
                     self.cond.notify_all()
                 return
             with self.cond:
-                if len(msg) > 1 and msg[:1] == CHANGED_MSG.encode():  # for one waiter
+                if msg == WAIT_MSG.encode():  # for holders: sleepers need not look
+                    self.waited[obj] = None
+                elif len(msg) > 1 and msg[:1] == CHANGED_MSG.encode():  # for one waiter
                     self.tgen[(obj, msg[1:])] = self.tgen.get((obj, msg[1:]), 0) + 1
                 else:
                     self.gen[obj] = self.gen.get(obj, 0) + 1
                 listeners = list(self.listeners.get(obj, ()))
-                if msg == WAIT_MSG.encode():
-                    self.waited[obj] = None
                 self.cond.notify_all()
             if msg == WAIT_MSG.encode():
                 for table in listeners:

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from radostdb.cli import main
 from radostdb.cluster import connect
 from radostdb.devcluster import ClusterError, Daemon, DevCluster
-from radostdb.testing import ClusterInfo
+from radostdb.testing import ClusterInfo, _revive
 
 
 def ceph_pids(directory: str) -> list[int]:
@@ -180,6 +180,24 @@ def test_osd_kill_and_restart(scratch_dir: str) -> None:
     assert ceph_pids(c.dir.as_posix()) == []
 
 
+def test_a_cluster_left_down_by_a_failed_test_is_started_again(scratch_dir: str) -> None:
+    """The replicated fixture's teardown (testing._revive): an OSD left
+    killed is started, and so is a cluster whose every daemon was killed;
+    either way the pool takes writes again."""
+    with DevCluster(f"{scratch_dir}/r", osds=1, store="bluestore") as c:
+        for down in (lambda: c.kill_osd(0), c.crash):
+            down()
+            assert not all(c.status().values())
+            _revive(c)
+            assert all(c.status().values()), c.status()
+            with c.admin() as admin:
+                io = admin.open_ioctx(c.pool)
+                io.write_full("revived", b"x")
+                assert io.read("revived") == b"x"
+                io.close()
+    assert ceph_pids(c.dir.as_posix()) == []
+
+
 def test_class_version(ioctx: rados.Ioctx, db_name: str) -> None:
     """Our class is loaded; `version` answers on an existing object (the OSD
     refuses calls on a missing object with ENOENT before the class runs)."""
@@ -249,7 +267,7 @@ def test_cephx_namespace_confinement(
 
 INNER_SUITE = """
 import os, signal
-from radostdb.testing import ClusterInfo
+from radostdb.testing import ClusterInfo, _revive
 
 def test_a_dead_osd(ceph_cluster: ClusterInfo) -> None:
     (osd,) = [d for d in ceph_cluster.dev.daemons() if d.kind == "osd"]
