@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -345,6 +346,18 @@ def verify_counter(crew: Crew, data: dict[bytes, bytes]) -> int:
     return len(values)
 
 
+def client_errors(crew: Crew) -> str:
+    """How many TDB errors the crew's clients met (not acknowledged, so
+    allowed), and which: each distinct code and message with its count."""
+    seen: Counter[str] = Counter()
+    for w in crew.workers:
+        for e in w.errors():
+            seen[f"{w.kind}: {e.split(' ', 2)[2] if e.count(' ') >= 2 else e}"] += 1
+    if not seen:
+        return "0"
+    return f"{sum(seen.values())} (" + "; ".join(f"{n}x {what}" for what, n in seen.items()) + ")"
+
+
 # -- scenarios ------------------------------------------------------------------------
 def test_osd_kill_during_stores_transactions_and_locked_updates(
     rep: ClusterInfo, crews: Callable[[str], Crew], record_figure: Figure
@@ -385,9 +398,7 @@ def test_osd_kill_during_stores_transactions_and_locked_updates(
     record_figure("acknowledged stores+appends", verify_stores(crew, data))
     record_figure("acknowledged transactions", verify_transactions(crew, data))
     record_figure("acknowledged locked increments", verify_counter(crew, data))
-    record_figure(
-        "client errors (TDB errors, not acknowledged)", sum(len(w.errors()) for w in crew.workers)
-    )
+    record_figure("client errors (TDB errors, not acknowledged)", client_errors(crew))
     radostdb_check(rep, name)
 
 
@@ -498,9 +509,7 @@ def test_stall_below_min_size_resumes(
     record_figure("acknowledged stores+appends", verify_stores(crew, data))
     record_figure("acknowledged transactions", verify_transactions(crew, data))
     record_figure("acknowledged locked increments", verify_counter(crew, data))
-    record_figure(
-        "client errors (TDB errors, not acknowledged)", sum(len(w.errors()) for w in crew.workers)
-    )
+    record_figure("client errors (TDB errors, not acknowledged)", client_errors(crew))
     radostdb_check(rep, name)
 
 
@@ -711,7 +720,5 @@ def test_client_kill_storm_during_commits(
         longest_pause(audit_times, osd_killed_at, osd_started_at),
         "s",
     )
-    record_figure(
-        "client errors (TDB errors, not acknowledged)", sum(len(w.errors()) for w in crew.workers)
-    )
+    record_figure("client errors (TDB errors, not acknowledged)", client_errors(crew))
     radostdb_check(rep, name)
