@@ -637,7 +637,7 @@ class ShardClient:
         if status & clsops.LOCKED_QUEUED:
             self.wait_granted(Kind.ISOLATION, Mode.SHARED, b"", lease_ms, queued=True)
             value, whole = self._read_or_stale(io, key), None  # read before the grant
-        wakeup.ensure_watch(io, self.obj)
+        # the shard is watched on the service thread (TxnLock.note_isolated)
         if isinstance(value, Exception):
             if self.index is not None:
                 self.shards.txn.note_isolated(self.index)

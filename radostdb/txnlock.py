@@ -53,10 +53,12 @@ txnlock design:
   announces itself with a "W" notify on the object; the holder hears it
   and, idle, releases at once (on the lock service thread), or, inside a
   transaction, right after it ends: the waiter is granted in the same
-  atomic operation as the release. To hear it, the holder watches every
-  shard whose isolation it holds (a shard only written gets the watch on
-  the service thread after the commit that took the isolation; made late,
-  the watch reads the lock table for waiters it missed), and inside a
+  atomic operation as the release. To hear it, the holder watches the
+  transaction lock's object and every shard whose isolation it holds
+  (each watch made on the service thread once the lock or the isolation
+  is ours, off the critical path: a fresh handle's first transaction is
+  two round trips, its start and its commit; made late, a watch reads the
+  lock table for waiters it missed), and inside a
   transaction a "W" on any shard of the database counts: a commit in
   flight may be taking that shard's isolation before the books say so.
   While ``requested``, the holder does not cache. A holder granted with
@@ -99,8 +101,9 @@ CACHE_IDLE = 1.0  # seconds a cached lock is kept without a transaction
 
 
 def _watch(io: object, obj: str) -> None:
-    """(service thread) Watch a shard whose isolation we hold; made late, the
-    watch reads the lock table and tells us of waiters it finds there."""
+    """(service thread) Watch an object where we hold a lock (the transaction
+    lock, a shard's isolation); made late, the watch reads the lock table
+    and tells us of waiters it finds there."""
     with contextlib.suppress(Exception):  # the waiter's re-announce covers a failure
         wakeup.ensure_watch(io, obj)
 
@@ -277,7 +280,8 @@ class TxnLock:
             locks.track(wait_obj, lease_ms)
             st, journal = self._wait(nonblock, queued=True)
         self.epoch = st.header.epoch if st is not None else 0
-        wakeup.ensure_watch(io, wait_obj)
+        if not wakeup.watching(io, wait_obj):  # granted at once: watched off the critical path
+            service.submit(functools.partial(_watch, io, wait_obj))
         if owner in journal.fenced:
             raise _Fenced
         if journal.records or journal.legacy:

@@ -34,6 +34,7 @@ from typing import Any
 import crashpoints
 import procs
 import pytest
+import roundtrips
 from helpers import CREATE, ok
 from reshard_workers import ACCOUNTS, RUN, START, STATIC, account, static_key
 
@@ -85,6 +86,40 @@ def test_first_transaction_of_a_fresh_handle_with_hash_size_10007(db_name: str) 
     assert [db.get(b"k%d" % i) for i in range(10)] == [b"v%d" % i for i in range(10)]
     assert db.hash_size == 10007 and nshards(db) == 8
     print(f"first transaction of a fresh handle, hash_size 10007: {took * 1000:.1f} ms")
+
+
+@pytest.mark.parametrize("hash_size", [0, 10007])
+def test_a_fresh_handles_first_transaction_is_two_round_trips(
+    db_name: str, hash_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the hash size: a fresh handle's first transaction of 10
+    stores is two round trips (the start: lock, table and journal at once;
+    the commit: journal record and every shard's part at once), the next
+    one a single round (the lock cached). Its watches are made off the
+    caller's path. A transaction that reads a key first adds one round for
+    that shard (the isolation, the read and the shard's list at once)."""
+    radostdb.Tdb(db_name, hash_size, 0, CREATE).close()
+    db = radostdb.Tdb(db_name, 0, 0, os.O_RDWR)
+
+    def txn(read: bytes | None = None) -> None:
+        db.transaction_start()
+        if read is not None:
+            db.get(read)
+        for i in range(10):
+            db.store(b"k%d" % i, b"v%d" % i)
+        db.transaction_commit()
+
+    with roundtrips.counting(monkeypatch) as first:
+        txn()
+    with roundtrips.counting(monkeypatch) as cached:
+        txn()
+    assert (first.rounds, cached.rounds) == (2, 1), (first.log, cached.log)
+    db.close()
+    db = radostdb.Tdb(db_name, 0, 0, os.O_RDWR)
+    with roundtrips.counting(monkeypatch) as reading:
+        txn(read=b"k3")
+    assert reading.rounds == 3, reading.log
+    assert [db.get(b"k%d" % i) for i in range(10)] == [b"v%d" % i for i in range(10)]
 
 
 def test_hash_size_is_kept_and_does_not_size_the_database(db_name: str) -> None:
