@@ -22,8 +22,14 @@ shard client design:
 - Waiting for a lock (:meth:`ShardClient.wait_granted`): a blocking
   request queues at once (`lock` with QUEUE; its return value says granted
   or queued, and carries the entry's ticket: one round trip either way).
-  It names the process's inbox (wakeup.py), watched, as the lock object
-  is, before the request is sent, so nothing meant for it can pass it.
+  It names the process's inbox (wakeup.py), watched before the request is
+  sent, so no "G" can pass it. The lock object is watched only once the
+  request had to wait: a waiter whose watch came after its request reads
+  the state before it sleeps (a "C" sent before the watch was missed). A
+  lock granted at once is watched on the lock service thread if its
+  holder may keep it cached (it must hear "W"; made late, the watch reads
+  the table for waiters it missed), and not at all if it is a record
+  lock: an uncontended chainlock is one round trip and leaves no watch.
 - Handoff by "G" (the hot path): whoever gives a record lock back (unlock,
   a releasing write) learns from the reply how many waiters it granted
   and the first one's ticket; when it had waited for the lock itself, or
@@ -808,8 +814,6 @@ class ShardClient:
             return 0
         lease_ms = lease_ms or books.lease_ms
         io = self.io()
-        if not nonblock:  # watched before the request: nothing for it can pass us
-            wakeup.ensure_watch(io, self.obj)
         # the process's inbox, if it has one, kept while we may wait (0: none yet)
         inboxes = [wakeup.take_inbox(io)] if not nonblock else [0]
         try:
@@ -822,8 +826,10 @@ class ShardClient:
             books.note(hk, lease_ms)
         else:
             books.track(self.obj, lease_ms)
-        if nonblock:  # a holder must hear "W" announcements (a blocking one watches already)
-            wakeup.ensure_watch(io, self.obj)
+        if kind != Kind.RECORD:
+            # the holder of a lock it may keep cached must hear "W" (one that
+            # waited watches already); a record lock's holder needs none
+            wakeup.watch_later(io, self.obj)
         return bits
 
     def _take(
@@ -1143,10 +1149,11 @@ class ShardClient:
         io = self.io()
         obj = self.obj
         books = self.books
+        late = not wakeup.watching(io, obj)  # a "C" sent before the watch was missed
         wakeup.ensure_watch(io, obj)
         limit = self.shards.session.op_timeout
         deadline = None if limit is None else time.monotonic() + limit
-        if ticket and queued and not ask:
+        if ticket and queued and not ask and not late:
             handed = self._await_ticket(ticket, sent, key, deadline, companion is not None)
             if handed is not None:
                 return None, handed[0]

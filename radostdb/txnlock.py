@@ -85,9 +85,7 @@ txnlock design:
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import functools
 import threading
 import time
 import weakref
@@ -98,14 +96,6 @@ from .kinds import Kind, Mode
 from .shardclient import Shards
 
 CACHE_IDLE = 1.0  # seconds a cached lock is kept without a transaction
-
-
-def _watch(io: object, obj: str) -> None:
-    """(service thread) Watch an object where we hold a lock (the transaction
-    lock, a shard's isolation); made late, the watch reads the lock table
-    and tells us of waiters it finds there."""
-    with contextlib.suppress(Exception):  # the waiter's re-announce covers a failure
-        wakeup.ensure_watch(io, obj)
 
 
 class _Fenced(RadostdbError):
@@ -182,9 +172,7 @@ class TxnLock:
         # a holder must hear the "W" of those who wait for the shard (a
         # resharder's step, another handle's write): a shard only written
         # got its isolation from the commit, with no watch of ours on it yet
-        io, obj = self.shards.io(), self.db.shard(index)
-        if not wakeup.watching(io, obj):
-            service.submit(functools.partial(_watch, io, obj))
+        wakeup.watch_later(self.shards.io(), self.db.shard(index))
 
     def forget_after_fork(self) -> None:
         """In a forked child: the locks are the parent's (kept and released
@@ -280,8 +268,7 @@ class TxnLock:
             locks.track(wait_obj, lease_ms)
             st, journal = self._wait(nonblock, queued=True)
         self.epoch = st.header.epoch if st is not None else 0
-        if not wakeup.watching(io, wait_obj):  # granted at once: watched off the critical path
-            service.submit(functools.partial(_watch, io, wait_obj))
+        wakeup.watch_later(io, wait_obj)  # if granted at once: off the critical path
         if owner in journal.fenced:
             raise _Fenced
         if journal.records or journal.legacy:

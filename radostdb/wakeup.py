@@ -541,6 +541,23 @@ def ensure_watch(io: Any, obj: str, verify: bool = False) -> None:
     _notices.ensure_watch(io, obj, verify)
 
 
+def watch_later(io: Any, obj: str) -> None:
+    """Watch obj on the lock service thread, off the caller's path: for the
+    holder of a lock it may keep cached, who must hear "W". Made late, the
+    watch reads the lock table and tells the listeners of the waiters it
+    finds (a "W" sent before it was missed); a failure is left to the
+    waiter's re-announce."""
+    if _notices.watching(io, obj):
+        return
+    from . import service  # service imports this module
+
+    def watch() -> None:
+        with contextlib.suppress(Exception):
+            _notices.ensure_watch(io, obj, False)
+
+    service.submit(watch)
+
+
 def watched() -> int:
     """How many objects this process watches now: lock objects, and its
     inboxes."""

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 import rados
+import roundtrips
 from procs import finish, kill, line
 from procs import python as spawn
 
 import radostdb
-from radostdb import clsops, wakeup
+from radostdb import clsops, shardclient, wakeup
 from radostdb.kinds import Kind, Mode
 
 CREATE = os.O_CREAT | os.O_RDWR
@@ -82,13 +83,16 @@ def _chainlock_in_thread(db: radostdb.Tdb, key: bytes) -> tuple[threading.Thread
 def test_a_waiter_handed_the_lock_reads_neither_table_nor_record(
     db_name: str, reads_by_thread: dict[int, list[str]]
 ) -> None:
-    """The holder stores and unlocks; the waiter, woken by the "G" naming its
-    ticket, holds the lock and reads the value the holder stored without a
-    single read of its own (the "G" carried the record)."""
+    """The holder stores and unlocks; the waiter (its process watches the
+    object already, as every waiter of a hot record after its first wait),
+    woken by the "G" naming its ticket, holds the lock and reads the value
+    the holder stored without a single read of its own (the "G" carried the
+    record)."""
     a = radostdb.Tdb(db_name, 0, 0, CREATE)
     b = radostdb.Tdb(db_name, 0, 0, CREATE)
     a.store(b"k", b"before")
     a.chainlock(b"k")
+    wakeup.ensure_watch(*_where(b, b"k"))
     sent = wakeup.stats()["granted"]
     t, out = _chainlock_in_thread(b, b"k")
     ticket, inbox = _queued(a, b"k", b)
@@ -117,6 +121,7 @@ def test_a_holder_told_who_waits_behind_it_hands_on_without_reading_the_table(
     a, b, c = (radostdb.Tdb(db_name, 0, 0, CREATE) for _ in range(3))
     a.chainlock(b"k")
     a.store(b"k", b"a")  # under the lock: a knows the record it hands on
+    wakeup.ensure_watch(*_where(b, b"k"))  # as after a first wait
     out_b: dict[str, Any] = {}
 
     def run_b() -> None:
@@ -138,6 +143,55 @@ def test_a_holder_told_who_waits_behind_it_hands_on_without_reading_the_table(
     assert reads_by_thread.get(out_b["ident"], []) == []
     assert reads_by_thread.get(out_c["ident"], []) == []
     c.chainunlock(b"k")
+
+
+def test_an_uncontended_record_lock_is_one_round_trip_and_leaves_no_watch(
+    db_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chainlock, store, chainunlock on a record nobody else locks: one round
+    trip each, and the process watches nothing for it (a forked smbd child
+    that locks a record once costs the OSD no watch). The handle's first
+    record lock costs one more, for the intent it keeps cached (intent.py:
+    transactions wait for record locks there)."""
+    db = radostdb.Tdb(db_name, 0, 0, CREATE)
+    db.chainlock(b"warm")  # the intent, once
+    db.chainunlock(b"warm")
+    io, obj = _where(db, b"k")
+    counts, logs = [], []
+    for step in (lambda: db.chainlock(b"k"), lambda: db.store(b"k", b"1"),
+                 lambda: db.chainunlock(b"k")):  # fmt: skip
+        with roundtrips.counting(monkeypatch) as r:
+            step()
+        counts.append(r.rounds)
+        logs.append(r.log)
+    assert counts == [1, 1, 1], logs
+    assert not wakeup.watching(io, obj)
+
+
+@pytest.mark.parametrize("release", ["unlock", "close"])
+def test_a_first_wait_is_granted_however_the_holder_lets_go(db_name: str, release: str) -> None:
+    """A waiter whose process did not watch the object watches it only once
+    queued, then looks at the table: released by an unlock (a "G" to its
+    inbox) or by a close (a "C" on the object), it is granted at once, not
+    after a re-announce."""
+    for attempt in range(5):  # a database each: its objects not watched yet
+        name = f"{db_name}-{attempt}"
+        a = radostdb.Tdb(name, 0, 0, CREATE)
+        b = radostdb.Tdb(name, 0, 0, CREATE)
+        a.chainlock(b"k")
+        assert not wakeup.watching(*_where(b, b"k"))
+        t, out = _chainlock_in_thread(b, b"k")
+        _queued(a, b"k", b)
+        t0 = time.monotonic()
+        a.chainunlock(b"k") if release == "unlock" else a.close()
+        t.join(30)
+        took = time.monotonic() - t0
+        assert "error" not in out, out
+        assert took < shardclient.REANNOUNCE / 2, f"attempt {attempt}: granted after {took:.2f} s"
+        b.chainunlock(b"k")
+        b.close()
+        if release == "unlock":
+            a.close()
 
 
 def test_a_deleted_record_is_handed_over_as_missing(db_name: str) -> None:
