@@ -26,10 +26,10 @@ shard client design:
   sent, so no "G" can pass it. The lock object is watched only once the
   request had to wait: a waiter whose watch came after its request reads
   the state before it sleeps (a "C" sent before the watch was missed). A
-  lock granted at once is watched on the lock service thread if its
-  holder may keep it cached (it must hear "W"; made late, the watch reads
-  the table for waiters it missed), and not at all if it is a record
-  lock: an uncontended chainlock is one round trip and leaves no watch.
+  lock granted at once is watched on the lock service thread (its holder
+  must hear "W": to give up a lock it keeps cached, to renew its lease
+  when a waiter pings; made late, the watch reads the table for waiters
+  it missed): an uncontended chainlock is one round trip.
 - Handoff by "G" (the hot path): whoever gives a record lock back (unlock,
   a releasing write) learns from the reply how many waiters it granted
   and the first one's ticket; when it had waited for the lock itself, or
@@ -826,10 +826,10 @@ class ShardClient:
             books.note(hk, lease_ms)
         else:
             books.track(self.obj, lease_ms)
-        if kind != Kind.RECORD:
-            # the holder of a lock it may keep cached must hear "W" (one that
-            # waited watches already); a record lock's holder needs none
-            wakeup.watch_later(io, self.obj)
+        # a holder must hear "W": one of a lock it may keep cached to give it
+        # up, any to renew its lease when a waiter pings (one that waited
+        # watches already)
+        wakeup.watch_later(io, self.obj)
         return bits
 
     def _take(

@@ -543,7 +543,7 @@ def ensure_watch(io: Any, obj: str, verify: bool = False) -> None:
 
 def watch_later(io: Any, obj: str) -> None:
     """Watch obj on the lock service thread, off the caller's path: for the
-    holder of a lock it may keep cached, who must hear "W". Made late, the
+    holder of a lock granted at once, who must hear "W". Made late, the
     watch reads the lock table and tells the listeners of the waiters it
     finds (a "W" sent before it was missed); a failure is left to the
     waiter's re-announce."""

@@ -174,10 +174,15 @@ def test_an_unacknowledged_announce_backs_off(db_name: str, cluster_env: dict[st
     near = next(k for k in keys[1:] if codec.shard_of(k, n) == codec.shard_of(hot, n))
     sleeper = procs.python(
         """
-        import os, sys, radostdb
+        import os, sys, time, radostdb
         db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR)
         db.chainlock(sys.argv[2].encode())  # it watches the shard object now
         db.chainunlock(sys.argv[2].encode())  # and still does for a while
+        from radostdb import wakeup
+        st = db._storage
+        client = st.shards[st.router.shard(sys.argv[2].encode())]
+        while not wakeup.watching(client.io(), client.obj):  # made by the lock service
+            time.sleep(0.01)
         print("ready", flush=True)
         sys.stdin.readline()
     """,
