@@ -11,7 +11,9 @@ the application's threads do.
   thread. A job's failure is its owner's business: leases cover a job that
   could not reach the cluster, and the next deadline tries again.
 - ``stop`` before the connections shut down (a later need starts a fresh
-  thread); after ``fork()`` the child starts with an empty schedule.
+  thread): the job running finishes, the jobs still queued are dropped (at
+  most one job, not a queue of them, delays the exit when the cluster does
+  not answer); after ``fork()`` the child starts with an empty schedule.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ class _Service:
                     _, _, key, job = heapq.heappop(self.due)
                     timed[id(key)] = (key, job)
             for job in [*jobs, *(job for _, job in timed.values())]:
+                if self.stopped:  # stopping: what is left would only delay the exit
+                    return
                 try:
                     job()
                 except Exception:

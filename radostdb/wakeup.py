@@ -552,6 +552,9 @@ def watch_later(io: Any, obj: str) -> None:
     from . import service  # service imports this module
 
     def watch() -> None:
+        sess = clustermod.session_of(io)
+        if sess is not None and sess.cut_off():  # a call just timed out: it would too
+            return
         with contextlib.suppress(Exception):
             _notices.ensure_watch(io, obj, False)
 

@@ -113,6 +113,12 @@ CALLS = """
             db.store(b"k%02d" % i, b"v")
     db.chainlock(b"held")  # locks to release at close
     other = radostdb.Tdb(name)  # transactions: not on a handle holding locks (as tdb)
+    import threading
+    from radostdb import service
+    for _ in range(2):  # the watches made off the callers' path (and their look at the table)
+        idle = threading.Event()
+        service.submit(idle.set)
+        idle.wait(30)
     print("ready", flush=True)
     sys.stdin.readline()  # the OSD is frozen now
 
