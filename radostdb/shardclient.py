@@ -22,14 +22,13 @@ shard client design:
 - Waiting for a lock (:meth:`ShardClient.wait_granted`): a blocking
   request queues at once (`lock` with QUEUE; its return value says granted
   or queued, and carries the entry's ticket: one round trip either way).
-  It names the process's inbox (wakeup.py), watched before the request is
-  sent, so no "G" can pass it. The lock object is watched only once the
-  request had to wait: a waiter whose watch came after its request reads
-  the state before it sleeps (a "C" sent before the watch was missed). A
-  lock granted at once is watched on the lock service thread (its holder
-  must hear "W": to give up a lock it keeps cached, to renew its lease
-  when a waiter pings; made late, the watch reads the table for waiters
-  it missed): an uncontended chainlock is one round trip.
+  It names the process's inbox (wakeup.py), watched, as the lock object
+  is, before the request is sent, so nothing meant for it can pass it (a
+  waiter whose watch is new reads the state before it sleeps all the same).
+  Watching on the lock service thread instead, to save a process's first
+  lock its round trip, was tried and taken back: a clean-clone test run
+  then had a forked worker hang before it was ready (test_watch, fork),
+  not diagnosed.
 - Handoff by "G" (the hot path): whoever gives a record lock back (unlock,
   a releasing write) learns from the reply how many waiters it granted
   and the first one's ticket; when it had waited for the lock itself, or
@@ -814,6 +813,8 @@ class ShardClient:
             return 0
         lease_ms = lease_ms or books.lease_ms
         io = self.io()
+        if not nonblock:  # watched before the request: nothing for it can pass us
+            wakeup.ensure_watch(io, self.obj)
         # the process's inbox, if it has one, kept while we may wait (0: none yet)
         inboxes = [wakeup.take_inbox(io)] if not nonblock else [0]
         try:
@@ -826,10 +827,8 @@ class ShardClient:
             books.note(hk, lease_ms)
         else:
             books.track(self.obj, lease_ms)
-        # a holder must hear "W": one of a lock it may keep cached to give it
-        # up, any to renew its lease when a waiter pings (one that waited
-        # watches already)
-        wakeup.watch_later(io, self.obj)
+        if nonblock:  # a holder must hear "W" announcements (a blocking one watches already)
+            wakeup.ensure_watch(io, self.obj)
         return bits
 
     def _take(

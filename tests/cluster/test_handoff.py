@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import rados
-import roundtrips
 from procs import finish, kill, line
 from procs import python as spawn
 
@@ -143,32 +142,6 @@ def test_a_holder_told_who_waits_behind_it_hands_on_without_reading_the_table(
     assert reads_by_thread.get(out_b["ident"], []) == []
     assert reads_by_thread.get(out_c["ident"], []) == []
     c.chainunlock(b"k")
-
-
-def test_an_uncontended_record_lock_is_one_round_trip_a_step(
-    db_name: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """chainlock, store, chainunlock on a record nobody else locks: one round
-    trip each (the holder's watch of the object, for "W", is made on the
-    lock service thread). The handle's first record lock costs one more,
-    for the intent it keeps cached (intent.py: transactions wait for record
-    locks there)."""
-    db = radostdb.Tdb(db_name, 0, 0, CREATE)
-    db.chainlock(b"warm")  # the intent, once
-    db.chainunlock(b"warm")
-    io, obj = _where(db, b"k")
-    counts, logs = [], []
-    for step in (lambda: db.chainlock(b"k"), lambda: db.store(b"k", b"1"),
-                 lambda: db.chainunlock(b"k")):  # fmt: skip
-        with roundtrips.counting(monkeypatch) as r:
-            step()
-        counts.append(r.rounds)
-        logs.append(r.log)
-    assert counts == [1, 1, 1], logs
-    deadline = time.monotonic() + 10
-    while not wakeup.watching(io, obj):  # made off the caller's path
-        assert time.monotonic() < deadline, "the holder never watched the object"
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("release", ["unlock", "close"])

@@ -45,12 +45,12 @@ def test_multi_shard_commit_is_one_parallel_round_and_a_busy_part_is_sent_again(
     p = play("commit-part-busy")
     assert p.steps(kinds=True) == [
         *ROUND,  # the part on shard 1 meets EBUSY (a shared lock on k1)
+        "s1 watch",  # watched before the request: nothing for it passes us
         "op s1 lock COMMIT EXCL QUEUE",  # its shard client queues at once: QUEUED
         f"{INBOX} operate_write_op",  # the process's first wait: its inbox,
         f"{INBOX} watch",
         "op s1 lock COMMIT EXCL QUEUE",  # named in the queued entry (same ticket)
-        "s1 watch",  # watched once it waits: what came before, it reads
-        "aio s1 state",  # so it looks first (the other handle's release names none)
+        "aio s1 state",  # no "G" came (the other handle's release names none)
         "aio s1 state",  # the holder released: granted
         "op s1 apply part[txn,release]",  # the part again, dropping the COMMIT lock
         "s1 get",

@@ -31,12 +31,12 @@ def test_a_contended_store_queues_for_a_covering_lock_then_writes_and_releases()
     assert p.value == {"status": clsops.APPLIED_CREATED, "k0": "mine"}
     assert p.steps(kinds=True) == [
         "op s0 apply[report]",  # EBUSY: another handle holds k0's lock
+        "s0 watch",  # watched before the request: nothing for it passes us
         "op s0 lock RECORD EXCL QUEUE",  # queue at once: QUEUED
         f"{INBOX} operate_write_op",  # the process's first wait: its inbox,
         f"{INBOX} watch",
         "op s0 lock RECORD EXCL QUEUE",  # named in the queued entry (same ticket)
-        "s0 watch",  # watched once it waits: what came before, it reads
-        "aio s0 state",  # so it looks first: a record lock ahead, no "W" to send
+        "aio s0 state",  # no "G" came: a record lock ahead, no "W" to send
         "aio s0 state",  # the holder released: the grant is seen
         "op s0 apply[lock,release,report]",  # the store, releasing the covering lock
         "s0 get",  # it granted nobody (no APPLIED_GRANTED): no notify
@@ -45,7 +45,7 @@ def test_a_contended_store_queues_for_a_covering_lock_then_writes_and_releases()
     flags = clsops.WRITE_ASSERT_LOCK | clsops.WRITE_RELEASE | clsops.WRITE_REPORT
     assert p.io.sent[8]["ops"] == [["apply", clsops.apply_request(CODE, flags, entries).hex()]]
     assert p.io.sent[8]["flags"] == clsops.RETURNVEC  # the reported bits reach us
-    for i, inbox in ((1, 0), (4, INBOX_NUMBER)):
+    for i, inbox in ((2, 0), (5, INBOX_NUMBER)):
         assert p.io.sent[i]["ops"] == [
             [
                 "lock",
