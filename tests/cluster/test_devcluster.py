@@ -158,6 +158,15 @@ def test_killed_owner_takes_its_cluster_down(scratch_dir: str) -> None:
     assert ceph_pids(d) == []
 
 
+def assert_writable(c: DevCluster, obj: str) -> None:
+    """The pool of ``c`` takes a write, and reads it back."""
+    with c.admin() as admin:
+        io = admin.open_ioctx(c.pool)
+        io.write_full(obj, b"x")
+        assert io.read(obj) == b"x"
+        io.close()
+
+
 def test_osd_kill_and_restart(scratch_dir: str) -> None:
     """The reliability-test controls: kill -9 one OSD, start it, restart it
     (bluestore: a memstore OSD loses its data when killed)."""
@@ -172,11 +181,7 @@ def test_osd_kill_and_restart(scratch_dir: str) -> None:
         c.restart_osd(0)
         assert all(c.status().values())
         assert read_lease_ratio(c.dir.as_posix(), 0) == 0.8  # peers: Ceph's default
-        with c.admin() as admin:
-            io = admin.open_ioctx(c.pool)
-            io.write_full("after-restart", b"x")
-            assert io.read("after-restart") == b"x"
-            io.close()
+        assert_writable(c, "after-restart")
     assert ceph_pids(c.dir.as_posix()) == []
 
 
@@ -190,11 +195,7 @@ def test_a_cluster_left_down_by_a_failed_test_is_started_again(scratch_dir: str)
             assert not all(c.status().values())
             _revive(c)
             assert all(c.status().values()), c.status()
-            with c.admin() as admin:
-                io = admin.open_ioctx(c.pool)
-                io.write_full("revived", b"x")
-                assert io.read("revived") == b"x"
-                io.close()
+            assert_writable(c, "revived")
     assert ceph_pids(c.dir.as_posix()) == []
 
 
