@@ -45,7 +45,13 @@ cls/radostdb/reshard.cc; where keys live: layout.py):
   RGW's rgw_max_objs_per_shard; 0: never) a background thread of that
   process splits every shard of the current level (the shard count doubles,
   as RGW's resharding does), if no other resharder runs, and doubles again
-  while the first shard of the new level is still past the threshold.
+  while the first shard of the new level is still past the threshold. A
+  failure, whatever its cause, is retried BACKGROUND_RETRIES times with
+  growing pauses, the reshard lock taken again: given up, the split stays
+  half done until the next trigger, which never comes once the writes
+  stop (a bench load of 10 million records once ended that way, its split
+  stopped at 96 of 128 shards with no resharder left running). Each retry
+  is logged at INFO, giving up at WARNING (logger ``radostdb.reshard``).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -72,6 +79,10 @@ DEFAULT_THRESHOLD = 100_000
 THRESHOLD_ENV = "RADOSTDB_SPLIT_THRESHOLD"
 STEP_TRIES = 100_000  # steps of one split before giving up (a page is 1000 records)
 FROZEN_PAGES = 4  # pages moved under one SHARD EXCL after an optimistic one was refused
+BACKGROUND_RETRIES = 5  # a background split retried this many times after failing
+BACKGROUND_PAUSE = 1.0  # seconds before its first retry, doubled for each next one
+
+_log = logging.getLogger(__name__)
 
 
 class ReshardError(RadostdbError):
@@ -441,6 +452,49 @@ class Trigger:
         use the database again), stopped before the connections shut down."""
 
 
+def _grow(r: Resharder, router: Any, limit: int) -> None:
+    """The background resharder's doubling (``_Background._run``; we hold
+    the reshard lock). A failure is retried after BACKGROUND_PAUSE,
+    doubled each time, BACKGROUND_RETRIES times: resuming is the same
+    procedure, and a split given up stays half done until the next
+    trigger, which may never come once the writes stop. A retry first
+    finishes the level left half split, and doubles a whole level again
+    only while its first shard is past ``limit``; it takes the reshard lock
+    again, and leaves the split to whoever holds it now."""
+    grow, failures = True, 0
+    while not r.stop.is_set():
+        try:
+            lay = r.layout()
+            while not r.stop.is_set():
+                if grow or lay.nshards != lay.level:
+                    lay = r.grow_to(min(2 * lay.level, layout.MAX_SHARDS))
+                    router.refresh()
+                grow = True
+                if lay.nshards >= layout.MAX_SHARDS:
+                    return
+                if clsops.count(r.io(), r.db.shard(0), limit) <= limit:
+                    return
+        except Exception as exc:
+            if r.stop.is_set():
+                raise  # stopping (the process shuts down): nothing to say
+            failures += 1
+            if failures > BACKGROUND_RETRIES:
+                _log.warning(
+                    "the background split of %s gave up after %d failures (%s); "
+                    "the next split of a shard past the threshold resumes it",
+                    r.name, failures, exc,
+                )  # fmt: skip
+                raise
+            pause = BACKGROUND_PAUSE * 2 ** (failures - 1)
+            _log.info("the background split of %s failed (%s); again in %g s", r.name, exc, pause)
+            if r.stop.wait(pause):
+                return
+            r.unlock()
+            if not r.lock(wait=False):
+                return  # another resharder took it over
+            grow = False
+
+
 class _Background:
     """The process's background resharders, one per database at most."""
 
@@ -470,7 +524,8 @@ class _Background:
         """Split the shards of the level the handle's layout is at (doubling
         its count), and again while the first shard of the new level still
         holds more than ``limit`` records (writers went on meanwhile, or the
-        level was far behind); then tell the handle the new layout."""
+        level was far behind); then tell the handle the new layout. A
+        failure is retried (see ``_grow``)."""
         seen = router.layout
         try:
             if not r.lock(wait=False):
@@ -478,12 +533,7 @@ class _Background:
             lay = r.layout()
             if lay.nshards != seen.nshards:
                 return  # somebody resharded since the size was looked at
-            while not r.stop.is_set():
-                lay = r.grow_to(min(2 * lay.level, layout.MAX_SHARDS))
-                router.refresh()
-                first = clsops.count(r.io(), r.db.shard(0), limit)
-                if first <= limit or lay.nshards >= layout.MAX_SHARDS:
-                    break
+            _grow(r, router, limit)
         except Exception:
             pass  # left as it is: whole, and resumed by the next split
         finally:

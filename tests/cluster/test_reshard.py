@@ -286,6 +286,53 @@ def test_shards_split_by_themselves_past_the_threshold(
     check_clean(cli, db_name)
 
 
+def test_a_background_split_that_fails_is_retried(
+    db_name: str, cluster_env: dict[str, str], cli: Any
+) -> None:
+    """A background split whose step fails goes on after a pause: here the
+    process's second split_next raises (injected), in the split of 2 shards
+    to 4 that its stores start (threshold 300); it writes nothing once the
+    split has begun, so nothing starts another. The split still ends at 4 shards
+    (without the retry it stopped at 3, half done, with nobody left to
+    finish it), every record is there, and the retry was logged."""
+    radostdb.Tdb(db_name, 0, 0, CREATE, shards=2).close()
+    env = dict(cluster_env, RADOSTDB_SPLIT_THRESHOLD="300")
+    code = """
+        import logging, os, sys, radostdb
+        from radostdb import reshard
+        from radostdb.errors import ERR_IO, TdbError
+        logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(name)s %(message)s")
+        reshard.BACKGROUND_PAUSE = 0.2
+        real, calls = reshard.Resharder.split_next, []
+
+        def flaky(self, lay):
+            calls.append(lay.nshards)
+            if len(calls) == 2:
+                raise TdbError(ERR_IO, "injected failure")
+            return real(self, lay)
+
+        reshard.Resharder.split_next = flaky
+        db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR)
+        n = 0
+        while not calls and n < 5000:  # no write once the split has begun
+            db.store(b"retry/%04d" % n, b"v%d" % n)
+            n += 1
+        reshard.wait_background(sys.argv[1])
+        db._storage.router.refresh()
+        print("splits tried at", calls, flush=True)
+        print(n, db._storage.router.layout.nshards, flush=True)
+    """
+    (out,) = procs.finish([procs.python(code, env, db_name)], timeout=120)
+    print(out)
+    assert "injected failure')); again in 0.2 s" in out, out
+    written, grown = map(int, out.split()[-2:])
+    assert grown == 4, out
+    db = radostdb.Tdb(db_name, 0, 0, os.O_RDWR)
+    assert nshards(db) == 4
+    every_record_once(db, {b"retry/%04d" % i: b"v%d" % i for i in range(written)})
+    check_clean(cli, db_name)
+
+
 # -- under load ------------------------------------------------------------------------
 def _prepare(name: str, shards: int) -> None:
     db = radostdb.Tdb(name, 0, 0, CREATE, shards=shards)
