@@ -39,7 +39,11 @@ cls/radostdb/reshard.cc; where keys live: layout.py):
 - Automatic (:class:`Trigger`): a handle counts its writes per shard; every
   SPLIT_CHECK of them (a tenth of the threshold if less) it asks that shard
   how many records it holds (the class ``count``, on the lock service
-  thread). Past the threshold (the
+  thread; after a transaction, whose records a shard counts only once they
+  are settled, which is lazy (commit.py), it asks again SETTLED_CHECK
+  later, when an idle handle has released its cached isolation and so
+  settled them: one large transaction and nothing after it used to leave
+  its shards past the threshold). Past the threshold (the
   database's ``split_threshold`` header field, set by ``radostdb reshard
   --threshold``; else RADOSTDB_SPLIT_THRESHOLD; else 100,000 records, as
   RGW's rgw_max_objs_per_shard; 0: never) a background thread of that
@@ -62,6 +66,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +86,7 @@ STEP_TRIES = 100_000  # steps of one split before giving up (a page is 1000 reco
 FROZEN_PAGES = 4  # pages moved under one SHARD EXCL after an optimistic one was refused
 BACKGROUND_RETRIES = 5  # a background split retried this many times after failing
 BACKGROUND_PAUSE = 1.0  # seconds before its first retry, doubled for each next one
+SETTLED_CHECK = 2.5  # seconds after a transaction's writes to look at the shard's size again
 
 _log = logging.getLogger(__name__)
 
@@ -420,19 +426,22 @@ class Trigger:
         self.counts: dict[int, int] = {}
         self.mutex = threading.Lock()
 
-    def wrote(self, index: int, n: int) -> None:
-        """The handle wrote n records to shard ``index``."""
+    def wrote(self, index: int, n: int, settled: bool = True) -> None:
+        """The handle wrote n records to shard ``index`` (``settled``:
+        False for a transaction's, which may wait in the shard's redo log)."""
         if not self.threshold:
             return
         with self.mutex:
             c = self.counts.get(index, 0) + n
             self.counts[index] = 0 if c >= self.every else c
         if c >= self.every:
-            service.submit(lambda: self._check(index))
+            service.submit(lambda: self._check(index, again=not settled))
 
-    def _check(self, index: int) -> None:
+    def _check(self, index: int, again: bool = False) -> None:
         """(service thread) Ask the shard its size; past the threshold,
-        start the background resharder."""
+        start the background resharder. ``again``: not past it, ask once
+        more after SETTLED_CHECK (a transaction's records count once
+        settled, see the module comment)."""
         if _background.running(self.target.name):
             return
         try:
@@ -442,6 +451,8 @@ class Trigger:
             return  # the next check asks again
         if count > self.threshold:
             _background.start(self.target, self.router, self.threshold)
+        elif again:
+            service.call_at(time.monotonic() + SETTLED_CHECK, lambda: self._check(index))
 
     def forget_after_fork(self) -> None:
         self.counts = {}

@@ -635,7 +635,7 @@ class RadosStorage(Storage):
     def commit_transaction(self, ops: list[tuple[int, bytes, bytes]]) -> None:
         self.committer.commit(ops, self.group, self.router.stale)
         for index, entries in self.group(ops).items():
-            self.splits.wrote(index, len(entries))
+            self.splits.wrote(index, len(entries), settled=False)
 
     # -- locks --------------------------------------------------------------
     def _held_at(self, key: bytes, kind: int, mode: int) -> str:

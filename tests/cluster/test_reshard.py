@@ -333,6 +333,40 @@ def test_a_background_split_that_fails_is_retried(
     check_clean(cli, db_name)
 
 
+def test_one_large_transaction_splits_its_shards(
+    db_name: str, cluster_env: dict[str, str], cli: Any
+) -> None:
+    """One transaction of 1000 records into 2 shards (threshold 300), and
+    no write after it: the shards split to 4 all the same. Its records
+    reach the shards' omaps only when settled, lazily, after the size check
+    its commit starts (which used to be the only one: the shards stayed at
+    500 records each)."""
+    radostdb.Tdb(db_name, 0, 0, CREATE, shards=2).close()
+    env = dict(cluster_env, RADOSTDB_SPLIT_THRESHOLD="300")
+    code = """
+        import os, sys, time, radostdb
+        from radostdb import reshard
+        db = radostdb.Tdb(sys.argv[1], 0, 0, os.O_RDWR)
+        with db.transaction():
+            for i in range(1000):
+                db.store(b"big/%04d" % i, b"v%d" % i)
+        router = db._storage.router
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the split starts on the lock service thread
+            reshard.wait_background(sys.argv[1])
+            router.refresh()
+            if router.layout.nshards > 2 and not reshard.background_running(sys.argv[1]):
+                break
+            time.sleep(0.1)
+        print(router.layout.nshards, flush=True)
+    """
+    (out,) = procs.finish([procs.python(code, env, db_name)], timeout=120)
+    assert int(out.split()[-1]) == 4, out
+    db = radostdb.Tdb(db_name, 0, 0, os.O_RDWR)
+    every_record_once(db, {b"big/%04d" % i: b"v%d" % i for i in range(1000)})
+    check_clean(cli, db_name)
+
+
 # -- under load ------------------------------------------------------------------------
 def _prepare(name: str, shards: int) -> None:
     db = radostdb.Tdb(name, 0, 0, CREATE, shards=shards)
