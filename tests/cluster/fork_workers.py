@@ -131,6 +131,7 @@ def increments(method: str, name: str, reps: str, children: str = "4", each: str
 # -- a preforking server -------------------------------------------------------------------
 ACCOUNTS = 16
 INITIAL = 100
+PREFORK_LOCK_LEASE = 3  # seconds: the children's lock lease (their transaction lease: 2)
 
 
 def _prefork_child(names: list[str], ops: int, log_path: str, seed: int) -> None:
@@ -139,7 +140,9 @@ def _prefork_child(names: list[str], ops: int, log_path: str, seed: int) -> None
     accounts, a plain store of its progress. Acknowledgements go to a log."""
     rng = random.Random(seed)
     me = str(os.getpid())
-    counter, bank, progress = (radostdb.Tdb(n, 0, 0, RW, lock_lease=3, txn_lease=2) for n in names)
+    counter, bank, progress = (
+        radostdb.Tdb(n, 0, 0, RW, lock_lease=PREFORK_LOCK_LEASE, txn_lease=2) for n in names
+    )
     with open(log_path, "w", buffering=1) as log:
         log.write(f"ready {address()}\n")
         for step in range(ops):
