@@ -4,8 +4,15 @@ traverse design:
 - A walk visits the shards of the layout it began with, 0..n-1, each in
   key order: pages of records read through the class ``list`` method
   (every record verified by the codec; a shard pending a transaction is
-  decided first, as every reader does), the next page of the shard, and the
-  next shard's first page, in flight while the caller consumes a page.
+  decided first, as every reader does). Each shard's range is a chain of
+  pages (each starts after the last key of the one before), read ahead of
+  the caller in a worker thread; while the caller consumes shard i, the
+  chains of shards i+1..i+AHEAD read too. Shards are separate objects
+  (placement groups, OSD threads), so their pages are read in parallel,
+  where one shard's can only follow each other. Each chain holds pages up
+  to its share of the read budget (scan.READ_BUDGET over the 1 + AHEAD
+  chains of each walk read at once), and pages shrink to half that share
+  (scan.page_bytes): a walk of keys alone reads whole shards ahead.
 - Every page reply carries the shard's layout as its header records it
   (cls/radostdb/reshard.cc). A shard the walk visits for the keys hashing
   to i mod M may since have split (its modulus is 2M or more: the other
@@ -23,95 +30,157 @@ traverse design:
 - A walk of keys alone (``keys_only``: Tdb.keys, iteration, firstkey,
   nextkey) asks the class for keys only: no record is read in the OSD,
   sent or verified (a record that would not verify still shows its key).
-- Not a snapshot (as a tdb traversal without a lock): pages are read one
-  after the other. Inside a transaction the caller holds the isolation of
+- Not a snapshot (as a tdb traversal without a lock): pages are read at
+  different times. Inside a transaction the caller holds the isolation of
   every shard first (txnlock.py), so no other handle writes meanwhile.
 """
 
 from __future__ import annotations
 
+import collections
 import errno
 import heapq
+import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import clsops, codec, scan
 from .errors import TdbError
 
 if TYPE_CHECKING:
-    import concurrent.futures
-
     from .router import Router
     from .shardclient import Shards
 
 Page = list[tuple[bytes, bytes]]
 PAGE = scan.PAGE_MAX
 FIRST_BYTES = scan.FIRST_PAGE_BYTES
+AHEAD = 3  # shards after the current one whose pages a walk reads meanwhile
 
 
-class _Read:
-    """One page of one shard in (after, until], read in a worker thread
-    (prefetch) or now."""
+def _read_page(
+    shards: Shards, index: int, after: str, until: str, size: int, flags: int
+) -> clsops.ListResult:
+    """One class ``list`` page of shard ``index`` in (after, until], the
+    shard decided first if a commit left it pending."""
+    client = shards[index]
+    io = client.io()
+    attempt = 0
+    while True:
+        try:
+            res = clsops.list_page(io, client.obj, after, PAGE, size, client.accept(), until, flags)
+        except TdbError as exc:
+            if getattr(exc, "errno", 0) == errno.EIO:
+                raise scan._corrupt(
+                    client.obj, after, "a record, key or header that does not decode"
+                ) from None
+            raise
+        if res.pending is None:
+            return res
+        client.resolver.pending(client.obj, res.pending, attempt)
+        attempt += 1
+
+
+class _Step(NamedTuple):
+    """A page of a chain: the range (after, upto] it covers, the reply and
+    its records."""
+
+    after: str
+    upto: str
+    res: clsops.ListResult
+    records: Page
+
+
+class _Chain:
+    """The pages of one shard object's range (after, until], one after the
+    other (each starts after the last key of the one before), read ahead in
+    a worker thread while the pages in hand stay within the walk's
+    ``budget`` bytes (prefetch), or in the caller's thread when asked for."""
 
     def __init__(
         self,
-        shards: Shards,
-        prefetch: bool,
+        walk: Walk,
         index: int,
         after: str,
         until: str,
-        size: int,
-        flags: int = 0,
     ) -> None:
-        self.shards, self.index, self.after, self.until, self.size = (
-            shards,
-            index,
-            after,
-            until,
-            size,
-        )
-        self.flags = flags
-        self.future: concurrent.futures.Future[clsops.ListResult] | None = None
-        if prefetch:
-            self.future = scan._workers().submit(self._read)
+        self.walk, self.index, self.after, self.until = walk, index, after, until
+        self.size = FIRST_BYTES
+        self._cond = threading.Condition()
+        self._buf: collections.deque[_Step] = collections.deque()
+        self._bytes = 0  # of the pages in _buf
+        self._running = self._done = self._stopped = False
+        self._error: BaseException | None = None
+        if walk.prefetch:
+            with self._cond:
+                self._kick()
 
-    def _read(self) -> clsops.ListResult:
-        client = self.shards[self.index]
-        io = client.io()
-        attempt = 0
-        while True:
-            try:
-                res = clsops.list_page(
-                    io,
-                    client.obj,
-                    self.after,
-                    PAGE,
-                    self.size,
-                    client.accept(),
-                    self.until,
-                    self.flags,
-                )
-            except TdbError as exc:
-                if getattr(exc, "errno", 0) == errno.EIO:
-                    raise scan._corrupt(
-                        client.obj, self.after, "a record, key or header that does not decode"
-                    ) from None
-                raise
-            if res.pending is None:
-                return res
-            client.resolver.pending(client.obj, res.pending, attempt)
-            attempt += 1
+    def _kick(self) -> None:
+        """Under the lock: read on in the background if the chain may."""
+        idle = not (self._running or self._done or self._stopped or self._error)
+        if idle and self._room():
+            self._running = True
+            scan._workers().submit(self._work)
 
-    def result(self) -> clsops.ListResult:
-        future, self.future = self.future, None
-        return future.result() if future is not None else self._read()
+    def _room(self) -> bool:
+        """Under the lock: another page fits beside those in hand."""
+        return not self._buf or self._bytes + self.size <= self.walk.budget
+
+    def _step(self) -> bool:
+        """Read the next page into the buffer; false once the last is in."""
+        after, size = self.after, self.size
+        res = _read_page(self.walk.shards, self.index, after, self.until, size, self.walk.flags)
+        records = self.walk._parse(self.index, after, res.page)
+        last = not (res.more and records)
+        upto = self.until if last else codec.encode_key(records[-1][0])
+        with self._cond:
+            self._buf.append(_Step(after, upto, res, records))
+            self._bytes += len(res.page)
+            self.after = upto
+            self.size = max(scan.PAGE_BYTES_MIN, min(self.walk.target, len(res.page) * 2))
+            self._done = last
+            self._cond.notify_all()
+        return not last
+
+    def _work(self) -> None:
+        try:
+            while self._step():
+                with self._cond:
+                    if self._stopped or not self._room():
+                        break
+        except BaseException as exc:  # handed to the consumer
+            with self._cond:
+                self._error = exc
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+
+    def next(self) -> _Step | None:
+        """The next page of the range, None past its end."""
+        if not self.walk.prefetch:
+            if not self._buf and not self._done:
+                self._step()
+            step = self._buf.popleft() if self._buf else None
+            self._bytes -= len(step.res.page) if step else 0
+            return step
+        with self._cond:
+            while not self._buf:
+                if self._error is not None:
+                    raise self._error
+                if self._done:
+                    return None
+                self._kick()
+                self._cond.wait()
+            step = self._buf.popleft()
+            self._bytes -= len(step.res.page)
+            self._kick()
+            return step
 
     def cancel(self) -> None:
-        future, self.future = self.future, None
-        if future is not None:
-            import concurrent.futures
-
-            concurrent.futures.wait([future])
+        """Stop reading ahead; wait out the read in flight."""
+        with self._cond:
+            self._stopped = True
+            while self._running:
+                self._cond.wait()
 
 
 class Walk:
@@ -128,23 +197,26 @@ class Walk:
         keys_only: bool = False,
     ) -> None:
         """``concurrent``: walks read at once (pages shrink to share the
-        read budget, scan.page_bytes); ``keys_only``: pages of ``(key, b"")``
-        (the class reads and sends no record)."""
+        read budget, scan.page_bytes, with the shards each reads ahead);
+        ``keys_only``: pages of ``(key, b"")`` (the class reads and sends no
+        record)."""
         self.shards, self.router, self.prefetch = shards, router, prefetch
         self.flags = clsops.LIST_KEYS_ONLY if keys_only else 0
-        self.target = scan.page_bytes(concurrent)
+        # each of the 1 + AHEAD shards read at once holds pages up to budget
+        self.target = scan.page_bytes(concurrent * (1 + AHEAD))
+        self.budget = 2 * self.target
         self.layout = router.layout
         self.count = min(count, self.layout.nshards)
-        self._open: list[_Read] = []
+        self._open: list[_Chain] = []
 
     def __iter__(self) -> Iterator[Page]:
         try:
-            nxt = self._start(0) if self.count else None
+            ahead: dict[int, _Chain] = {}
             for index in range(self.count):
-                first = nxt
-                nxt = self._start(index + 1) if index + 1 < self.count else None
-                assert first is not None
-                yield from self._class(index, self.layout.modulus(index), first)
+                for nxt in range(index, min(self.count, index + 1 + AHEAD)):
+                    if nxt not in ahead:
+                        ahead[nxt] = self._start(nxt)
+                yield from self._class(index, self.layout.modulus(index), ahead.pop(index))
         finally:
             self.close()
 
@@ -159,44 +231,40 @@ class Walk:
 
     def close(self) -> None:
         """Stop: wait out the reads in flight (idempotent)."""
-        for r in self._open:
-            r.cancel()
+        for c in self._open:
+            c.cancel()
         self._open.clear()
 
-    def _start(self, index: int, after: str = "", until: str = "") -> _Read:
-        r = _Read(self.shards, self.prefetch, index, after, until, FIRST_BYTES, self.flags)
-        self._open.append(r)
-        return r
+    def _start(self, index: int, after: str = "", until: str = "") -> _Chain:
+        c = _Chain(self, index, after, until)
+        self._open.append(c)
+        return c
 
-    def _class(self, index: int, modulus: int, first: _Read) -> Iterator[Page]:
+    def _class(self, index: int, modulus: int, chain: _Chain) -> Iterator[Page]:
         """The records of shard ``index``'s keys (hash mod ``modulus``) in
-        the range ``first`` starts, wherever they are now: pages in key
+        the range ``chain`` reads, wherever they are now: pages in key
         order, each sorted (a page of the shard merged with what its
         children hold in the same range)."""
-        read: _Read | None = first
-        after, until = first.after, first.until
-        target = self.target
-        while read is not None:
-            res = read.result()
-            self._open.remove(read)
-            records = self._parse(index, read.after, res.page)
-            upto = codec.encode_key(records[-1][0]) if res.more and records else until
-            read = None
-            if res.more and records:
-                size = max(scan.PAGE_BYTES_MIN, min(target, len(res.page) * 2))
-                read = _Read(self.shards, self.prefetch, index, upto, until, size, self.flags)
-                self._open.append(read)
-            moved: list[Page] = []
-            for child, child_modulus, child_until in _children(index, modulus, res.layout, upto):
-                if child_until and after and child_until <= after:
-                    continue
-                first_child = self._start(child, after, child_until)
-                moved += self._class(child, child_modulus, first_child)
-            if moved:
-                records = list(heapq.merge(records, *moved))
-            if records:
-                yield records
-            after = upto
+        try:
+            while (step := chain.next()) is not None:
+                records, after, upto = step.records, step.after, step.upto
+                moved: list[Page] = []
+                for child, child_modulus, child_until in _children(
+                    index, modulus, step.res.layout, upto
+                ):
+                    if child_until and after and child_until <= after:
+                        continue
+                    moved += self._class(
+                        child, child_modulus, self._start(child, after, child_until)
+                    )
+                if moved:
+                    records = list(heapq.merge(records, *moved))
+                if records:
+                    yield records
+        finally:
+            chain.cancel()
+            if chain in self._open:
+                self._open.remove(chain)
 
     def _parse(self, index: int, after: str, page: bytes) -> Page:
         try:
@@ -217,7 +285,7 @@ class Walk:
         start = 0 if key is None else self.router.shard(key)
         after = "" if key is None else codec.encode_key(key)
         for index in range(start, self.router.shard_count()):
-            res = _Read(self.shards, False, index, after, "", FIRST_BYTES, self.flags).result()
+            res = _read_page(self.shards, index, after, "", FIRST_BYTES, self.flags)
             records = self._parse(index, after, res.page)
             if records:
                 return records[0][0]

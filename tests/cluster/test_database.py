@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ import rados
 from procs import finish, python
 
 import radostdb
-from radostdb import admin, clsops, codec, layout
+from radostdb import admin, clsops, codec, layout, traverse
 from radostdb.testing import ClusterInfo
 
 RW = os.O_RDWR
@@ -411,3 +412,55 @@ def test_keys_come_alone_and_agree_with_items_through_unsettled_commits(
     keys = [k for k, _ in clsops.key_page(res.page)]
     assert keys and set(keys) <= want
     assert len(res.page) == sum(4 + len(k) for k in keys)
+
+
+def test_a_walk_reads_later_shards_ahead_and_reports_their_damage_in_order(
+    db_name: str, ioctx: Any
+) -> None:
+    """While a traversal hands out shard 0's records, the next
+    traverse.AHEAD shards are read too (their pages wait in hand); a
+    corrupt record read ahead in shard 3 is reported only when the walk
+    reaches it, after every record of shards 0-2 and shard 3's records
+    before it; a walk dropped early stops every read it started."""
+    nshards = 6
+    db = radostdb.Tdb(db_name, 0, 0, CREATE, shards=nshards)
+    with db.transaction():
+        for i in range(3000):
+            db.store(b"k%04d" % i, b"v%d" % i)
+    db.close()  # settles the commit: the records are in the shards' omaps
+    db = radostdb.Tdb(db_name, 0, 0, os.O_RDWR)
+    storage = db._db
+    by_shard: dict[int, list[bytes]] = {}
+    for i in range(3000):
+        key = b"k%04d" % i
+        by_shard.setdefault(storage.router.shard(key), []).append(key)
+    walk = traverse.Walk(storage.shards, storage.router, nshards)
+    pages = iter(walk)
+    first = next(pages)
+    assert {storage.router.shard(k) for k, _ in first} == {0}
+    ahead = {c.index: c for c in walk._open}
+    assert set(ahead) == set(range(traverse.AHEAD + 1))
+    deadline = time.monotonic() + 10
+    while not all(ahead[i]._buf or ahead[i]._done for i in range(1, traverse.AHEAD + 1)):
+        assert time.monotonic() < deadline, "later shards were not read ahead"
+        time.sleep(0.01)
+    pages.close()  # dropped early: every chain stopped, none reading
+    assert walk._open == [] and not any(c._running for c in ahead.values())
+
+    shard3 = sorted(by_shard[3])
+    bad = shard3[len(shard3) // 2]
+    obj = layout.shard_object(db_name, 3)
+    with rados.WriteOpCtx() as op:
+        rec = codec.encode_record(bad, b"damaged")
+        ioctx.set_omap(op, (codec.encode_key(bad),), (rec[:-1] + b"X",))
+        ioctx.operate_write_op(op, obj)
+    seen: list[bytes] = []
+    with pytest.raises(radostdb.TdbError) as err:
+        for key, _ in db.items():
+            seen.append(key)
+    assert obj in str(err.value)
+    want = [k for s in range(3) for k in sorted(by_shard[s])]
+    assert seen[: len(want)] == want
+    assert seen[len(want) :] == shard3[: len(seen) - len(want)]
+    assert bad not in seen
+    db.close()
