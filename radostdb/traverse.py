@@ -44,7 +44,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
-from . import clsops, codec, scan
+from . import clsops, codec, forks, scan
 from .errors import TdbError
 
 if TYPE_CHECKING:
@@ -81,20 +81,28 @@ def _read_page(
 
 
 class _Step(NamedTuple):
-    """A page of a chain: the range (after, upto] it covers, the reply and
-    its records."""
+    """A page of a chain: the range (after, upto] it covers, the reply, its
+    records, and whether it is the range's last page."""
 
     after: str
     upto: str
     res: clsops.ListResult
     records: Page
+    last: bool
 
 
 class _Chain:
     """The pages of one shard object's range (after, until], one after the
     other (each starts after the last key of the one before), read ahead in
     a worker thread while the pages in hand stay within the walk's
-    ``budget`` bytes (prefetch), or in the caller's thread when asked for."""
+    ``budget`` bytes (prefetch), or in the caller's thread when asked for
+    (no prefetch, or a chain a forked child inherited: its parent's reader
+    thread is not there, and the child reads on from where the pages it
+    holds end).
+
+    Where the next page starts is the last page in hand's end, else where
+    the caller's last page ended (``_pos``): a page appears in one step, so
+    a child forked at any moment knows it exactly."""
 
     def __init__(
         self,
@@ -103,23 +111,42 @@ class _Chain:
         after: str,
         until: str,
     ) -> None:
-        self.walk, self.index, self.after, self.until = walk, index, after, until
+        self.walk, self.index, self.until = walk, index, until
+        self._pos = (after, False)  # end of the pages handed out; past the last?
         self.size = FIRST_BYTES
         self._cond = threading.Condition()
         self._buf: collections.deque[_Step] = collections.deque()
-        self._bytes = 0  # of the pages in _buf
-        self._running = self._done = self._stopped = False
+        self._bytes = 0  # of the pages in _buf (a budget's measure)
+        self._running = self._stopped = False
         self._error: BaseException | None = None
-        if walk.prefetch:
+        self._sync = not walk.prefetch
+        self._gen = forks.generation
+        if not self._sync:
             with self._cond:
                 self._kick()
 
+    def _tail(self) -> tuple[str, bool]:
+        """Where the next page starts, and whether the range is all read."""
+        if self._buf:
+            last = self._buf[-1]
+            return last.upto, last.last
+        return self._pos
+
     def _kick(self) -> None:
         """Under the lock: read on in the background if the chain may."""
-        idle = not (self._running or self._done or self._stopped or self._error)
-        if idle and self._room():
+        idle = not (self._running or self._stopped or self._error or self._sync)
+        if idle and not self._tail()[1] and self._room():
             self._running = True
             scan._workers().submit(self._work)
+
+    def _adopt(self) -> None:
+        """In a forked child, at its first use: no thread reads for the
+        chain (a parent's read in flight at the fork is read again), and its
+        lock may have been held at the fork."""
+        if self._gen != forks.generation:
+            self._gen = forks.generation
+            self._cond = threading.Condition()
+            self._running, self._sync = False, True
 
     def _room(self) -> bool:
         """Under the lock: another page fits beside those in hand."""
@@ -127,17 +154,19 @@ class _Chain:
 
     def _step(self) -> bool:
         """Read the next page into the buffer; false once the last is in."""
-        after, size = self.after, self.size
+        with self._cond:
+            after, ended = self._tail()
+            size = self.size
+        if ended:
+            return False
         res = _read_page(self.walk.shards, self.index, after, self.until, size, self.walk.flags)
         records = self.walk._parse(self.index, after, res.page)
         last = not (res.more and records)
         upto = self.until if last else codec.encode_key(records[-1][0])
         with self._cond:
-            self._buf.append(_Step(after, upto, res, records))
+            self._buf.append(_Step(after, upto, res, records, last))
             self._bytes += len(res.page)
-            self.after = upto
             self.size = max(scan.PAGE_BYTES_MIN, min(self.walk.target, len(res.page) * 2))
-            self._done = last
             self._cond.notify_all()
         return not last
 
@@ -154,29 +183,34 @@ class _Chain:
             self._running = False
             self._cond.notify_all()
 
+    def _take(self) -> _Step:
+        step = self._buf.popleft()
+        self._pos = (step.upto, step.last)
+        self._bytes -= len(step.res.page)
+        return step
+
     def next(self) -> _Step | None:
         """The next page of the range, None past its end."""
-        if not self.walk.prefetch:
-            if not self._buf and not self._done:
+        self._adopt()
+        if self._sync or self._stopped:  # stopped: by Walk.close, the caller reads on
+            if not self._buf:
                 self._step()
-            step = self._buf.popleft() if self._buf else None
-            self._bytes -= len(step.res.page) if step else 0
-            return step
+            return self._take() if self._buf else None
         with self._cond:
             while not self._buf:
                 if self._error is not None:
                     raise self._error
-                if self._done:
+                if self._pos[1]:
                     return None
                 self._kick()
                 self._cond.wait()
-            step = self._buf.popleft()
-            self._bytes -= len(step.res.page)
+            step = self._take()
             self._kick()
             return step
 
     def cancel(self) -> None:
         """Stop reading ahead; wait out the read in flight."""
+        self._adopt()
         with self._cond:
             self._stopped = True
             while self._running:
