@@ -247,6 +247,11 @@ class LockTable:
                 k[0] == obj and k[1] == kind for locks in (self.held, self.lost) for k in locks
             )
 
+    def holds_on(self, obj: str) -> bool:
+        """Any lock on obj, held or lost but not yet unlocked."""
+        with self._mutex:
+            return any(k[0] == obj for locks in (self.held, self.lost) for k in locks)
+
     def holds_any(self, kind: int) -> bool:
         """A lock of kind on any object, held."""
         with self._mutex:

@@ -42,6 +42,25 @@ shard client design:
   (nothing read); a "G" is a fact (the reply named the ticket; tickets are unique
   per object), so it is trusted without a read. The record it carried
   has no version (rseq): a versioned read (fetch_version) asks the OSD.
+  The "G" also lists who waits behind the new holder (wakeup.Behind),
+  so its release needs no look at the table either.
+- Early grants (the hot record's handoff): when that list says the first
+  waiter is in line for the same record's exclusive lock (nothing else
+  queued ahead of it), and we hold no other lock on the object, our
+  unlock of that lock grants that waiter: its "G" is sent right behind
+  the release, before the reply, so the handoff costs the "G"'s trip, not
+  the release's round trip plus the "G"'s trip. A reply naming another
+  ticket (the waiter left the queue) is handled as above; the "G" sent to
+  a waiter gone is never taken. Only a plain unlock does this, with the
+  record it leaves known (its writes were acknowledged before): a
+  releasing write is not known to land until its reply. The new holder's
+  writes go to the same object as the release, and one OSD orders them
+  after it; on several OSDs the "G" and the release take different paths,
+  so a write may overtake the release: refused for the lock (-ENOLCK), the
+  writer finds its entry still queued, waits until it is granted (looking
+  every LATE_POLL) and writes again (``_granted_late``). An entry gone is
+  a lock lost, as before. The record the "G" carried is right in either
+  case: nobody but the new holder may write it next.
 - Otherwise (no "G" within REANNOUNCE, a "C" for us or for all, an ASK):
   the waiter (1) reads the state, (2) if an entry ahead of it is one its
   holder may keep cached (the transaction lock, isolation, USER: anything
@@ -112,19 +131,20 @@ REANNOUNCE = 2.0  # a waiter nobody woke announces itself again after this long
 
 Entries = list[tuple[int, bytes, bytes]]
 BEHIND_MAX = 16  # waiters a "G" lists behind its grantee at most
+LATE_POLL = 0.005  # how often a holder handed its lock early looks for the release to land
 
 
 @dataclass
 class Handoff:
     """What a release learned: its status, the lock table read behind it
     (None: not read), whether (and for whom) a wait was announced, and the
-    waiters we were told of behind us (ticket, inbox)."""
+    waiters we were told of behind us."""
 
     status: int
     st: clsops.ObjectState | None
     waited: bool
     who: bytes | None
-    behind: list[tuple[int, int]]
+    behind: wakeup.Behind
 
 
 class TxnView(Protocol):
@@ -190,10 +210,10 @@ class Shards:
         # (object, key) of the locks we hold that we had to wait for: others
         # likely wait behind us (the release reads the lock table with it)
         self.waited_for: set[tuple[str, bytes]] = set()
-        # (object, key) -> (ticket, inbox) of the waiters behind us when we
-        # were handed the lock (the "G" said): the release finds the inbox
-        # of whom it grants there
-        self.behind: dict[tuple[str, bytes], list[tuple[int, int]]] = {}
+        # (object, key) -> the waiters behind us when we were handed the
+        # lock (the "G" said): the release finds the inbox of whom it grants
+        # there, and may tell the next in line with the release (early)
+        self.behind: dict[tuple[str, bytes], wakeup.Behind] = {}
 
     def client(self, obj: str) -> ShardClient:
         """The client of obj (a shard of the database, or another object)."""
@@ -545,7 +565,15 @@ class ShardClient:
                 self.resolver.unclean(self.obj)
                 pace.wait()
                 continue
-            except BaseException:
+            except BaseException as exc:
+                if (
+                    cover is None
+                    and not whole
+                    and wflags & clsops.WRITE_ASSERT_LOCK
+                    and clsops.errno_of(exc) == errno.ENOLCK
+                    and self._granted_late({k for _, k, _ in entries})
+                ):
+                    continue
                 if cover is not None:  # the write failed: give its lock back
                     with contextlib.suppress(Exception):
                         clsops.unlock(
@@ -559,7 +587,7 @@ class ShardClient:
             if cover is not None:
                 self.shards.waited_for.discard((self.obj, cover[1]))
                 waited, who = wakeup.take_waited(self.obj)
-                behind = self.shards.behind.pop((self.obj, cover[1]), [])
+                behind = self.shards.behind.pop((self.obj, cover[1]), wakeup.Behind())
                 self._handed_by_write(io, Handoff(status, None, waited, who, behind))(
                     cover[1], _written(entries, cover[1])
                 )
@@ -973,10 +1001,56 @@ class ShardClient:
         req = clsops.unlock_request(books.owner, kind, mode, key)
         books.untrack(self.obj)
         record = known if (kind, mode) == (Kind.RECORD, Mode.EXCL) else None
-        how = self._release(io, key, lambda: clsops.aio_unlock_granted(io, self.obj, req))
-        self._handed(io, clsops.grants_of(how.status), clsops.ticket_of(how.status), how)(
-            key, record
-        )
+        nxt = self._told_early(key) if record is not None else None
+
+        def send() -> clsops.StatusCall:
+            call = clsops.aio_unlock_granted(io, self.obj, req)
+            if nxt is not None:  # the release is on its way: tell the next in line now
+                lock = (Kind.RECORD, Mode.EXCL)
+                self._grant(io, nxt[0], nxt[1], key, record, nxt[2], lock, early=True)
+            return call
+
+        how = self._release(io, key, send)
+        granted, ticket = clsops.grants_of(how.status), clsops.ticket_of(how.status)
+        if nxt is not None and granted == 1 and ticket == nxt[0]:
+            return  # granted whom we told
+        self._handed(io, granted, ticket, how)(key, record)
+
+    def _told_early(self, key: bytes) -> tuple[int, int, wakeup.Behind] | None:
+        """The waiter our release of the exclusive lock on ``key`` (counted
+        down already) will grant, as the "G" that handed it to us said:
+        (ticket, inbox, who waits behind it); None when not known, or when
+        another lock of ours on this object might keep it from being
+        granted (our release alone must make it grantable)."""
+        behind = self.shards.behind.get((self.obj, key))
+        first = behind.next_in_line() if behind is not None else None
+        if first is None or self.books.holds_on(self.obj):
+            return None
+        return first[0], first[1], behind.after(0)  # type: ignore[union-attr]
+
+    def _granted_late(self, keys: set[bytes]) -> bool:
+        """A write under our exclusive record locks on ``keys`` was refused
+        for the lock (-ENOLCK). Handed a lock early (the giver sent its "G"
+        with its release), we may have written before that release landed
+        (it went to the OSD by another path than the "G"): if our entries
+        are there, held or still queued, wait until they are granted and
+        say so (write again). False: a lock is lost (its lease ran out)."""
+        books = self.books
+        if any((self.obj, Kind.RECORD, Mode.EXCL, k) not in books.held for k in keys):
+            return False
+        st = clsops.state(self.io(), self.obj)
+        ours = {
+            e.key: e
+            for e in (st.header.entries if st is not None else ())
+            if e.owner == books.owner and (e.kind, e.mode) == (Kind.RECORD, Mode.EXCL)
+        }
+        if any(k not in ours for k in keys):
+            return False
+        for k in sorted(keys):
+            if not ours[k].held:
+                self.wait_granted(Kind.RECORD, Mode.EXCL, k, books.lease_ms, queued=True,
+                                  poll=LATE_POLL)  # fmt: skip
+        return True
 
     def _release(self, io: Any, key: bytes, send: Callable[[], clsops.StatusCall]) -> Handoff:
         """Send a release (``send()``) and, when somebody likely waits (we
@@ -985,8 +1059,8 @@ class ShardClient:
         lock table's read right behind it, in the same round trip: who was
         granted, and their inbox."""
         waited, who = wakeup.take_waited(self.obj)
-        behind = self.shards.behind.pop((self.obj, key), None)
-        look = (waited or (self.obj, key) in self.shards.waited_for) and not behind
+        behind = self.shards.behind.pop((self.obj, key), None) or wakeup.Behind()
+        look = (waited or (self.obj, key) in self.shards.waited_for) and not behind.waiters
         self.shards.waited_for.discard((self.obj, key))
         call = send()
         scall = clsops.aio_state(io, self.obj) if look else None
@@ -996,7 +1070,7 @@ class ShardClient:
             st = None
             if scall is not None and scall.error() is None:
                 st = scall.wait()
-        return Handoff(status, st, waited, who, behind or [])
+        return Handoff(status, st, waited, who, behind)
 
     def _handed(
         self, io: Any, granted: int, ticket: int, how: Handoff
@@ -1013,9 +1087,9 @@ class ShardClient:
 
         def tell(key: bytes, record: clsops.GetResult | None) -> None:
             if granted == 1 and ticket:
-                found = [i for i, (t, _) in enumerate(how.behind) if t == ticket]
+                found = [i for i, (t, _) in enumerate(how.behind.waiters) if t == ticket]
                 if found:
-                    inbox, later = how.behind[found[0]][1], how.behind[found[0] + 1 :]
+                    inbox, later = how.behind.waiters[found[0]][1], how.behind.after(found[0])
                     self._grant(io, ticket, inbox, key, record, later, (Kind.RECORD, Mode.EXCL))
                     return
                 st = how.st
@@ -1026,18 +1100,13 @@ class ShardClient:
                     next((e for e in st.header.entries if e.ticket == ticket), None) if st else None
                 )
                 if st is not None and entry is not None and entry.inbox and entry.held:
-                    later = [
-                        (e.ticket, e.inbox)
-                        for e in st.header.entries
-                        if not e.held and e.inbox and e.ticket != ticket
-                    ][:BEHIND_MAX]
                     self._grant(
                         io,
                         ticket,
                         entry.inbox,
                         key,
                         record,
-                        later,
+                        _queued_behind(st, entry),
                         (entry.kind, entry.mode),
                         entry.key,
                     )
@@ -1057,13 +1126,15 @@ class ShardClient:
         inbox: int,
         key: bytes,
         record: clsops.GetResult | None,
-        behind: list[tuple[int, int]],
+        behind: wakeup.Behind,
         lock: tuple[int, int],
         locked_key: bytes | None = None,
+        early: bool = False,
     ) -> None:
         """Send "G" for ``ticket`` to ``inbox``: with the record ``key`` as we
         leave it if the grant is of that record's exclusive lock (``lock``,
-        on ``locked_key``: ``key`` unless said), and who waits behind."""
+        on ``locked_key``: ``key`` unless said), and who waits behind
+        (``early``: sent with the release, before its reply)."""
         same = lock == (Kind.RECORD, Mode.EXCL) and (locked_key is None or locked_key == key)
         if (
             same
@@ -1071,9 +1142,9 @@ class ShardClient:
             and record.status in (clsops.ReadStatus.FOUND, clsops.ReadStatus.MISSING)
         ):
             data = codec.decode_record(key, record.record)[1] if record.status == 0 else b""
-            wakeup.grant(io, self.obj, ticket, inbox, key, record.status, data, behind)
+            wakeup.grant(io, self.obj, ticket, inbox, key, record.status, data, behind, early)
         else:
-            wakeup.grant(io, self.obj, ticket, inbox, behind=behind)
+            wakeup.grant(io, self.obj, ticket, inbox, behind=behind, early=early)
 
     def write_and_unlock(self, entries: Entries, key: bytes) -> int:
         """A write under our exclusive record lock on ``key`` and the lock's
@@ -1101,7 +1172,9 @@ class ShardClient:
                 self.resolver.unclean(self.obj)
                 pace.wait()
             except TdbError as exc:
-                if clsops.errno_of(exc) == errno.ENOLCK:  # lost (its lease ran out)
+                if clsops.errno_of(exc) == errno.ENOLCK:  # lost (its lease ran out), or
+                    if self._granted_late({key}):  # handed to us early, the release not yet landed
+                        continue
                     books.forget([hk])
                     books.untrack(self.obj)
                 raise
@@ -1134,6 +1207,7 @@ class ShardClient:
         ticket: int = 0,
         sent: float = 0.0,
         ask: bool = False,
+        poll: float | None = None,
     ) -> tuple[clsops.ObjectState | None, Any]:
         """Queue for a lock in the OSD and wait until it is granted to us (see
         the module comment). ``queued``: our entry is in the queue already.
@@ -1144,7 +1218,8 @@ class ShardClient:
         result is the record the "G" carried, if it carried our record,
         else None); unless ``ask`` (the class said an entry ahead may be
         kept cached: we look and announce at once), we first sleep for it
-        alone."""
+        alone. ``poll``: look at the table at least this often (a release is
+        on its way that will wake nobody)."""
         io = self.io()
         obj = self.obj
         books = self.books
@@ -1259,6 +1334,8 @@ class ShardClient:
                 delay, expired_at = self._deadline(st, kind, mode, key)
                 if not trusted:
                     delay = min(delay, wakeup.DEAF_POLL)
+                if poll is not None:
+                    delay = min(delay, poll)
                 if deadline is not None:
                     delay = max(MIN_SLEEP, min(delay, deadline - time.monotonic()))
                 delay = min(delay, max(MIN_SLEEP, announced + REANNOUNCE - time.monotonic()))
@@ -1308,7 +1385,7 @@ class ShardClient:
         if handed is None:
             return None
         got_key, status, data, behind = handed
-        if behind:  # who waits behind us: our release needs no look at the table
+        if behind.waiters:  # who waits behind us: our release needs no look at the table
             self.shards.behind[(self.obj, key)] = behind
         if not want_record or got_key != key or status not in (0, 1):  # FOUND, MISSING
             return (None,)
@@ -1447,6 +1524,25 @@ class ShardClient:
             return MIN_SLEEP, None
         left = max(0.0, (first - st.now_ms) / 1000.0) + MIN_SLEEP
         return min(max(left, MIN_SLEEP), MAX_SLEEP), time.monotonic() + left
+
+
+def _queued_behind(st: clsops.ObjectState, granted: clsops.LockEntry) -> wakeup.Behind:
+    """Who waits behind the entry just ``granted``, as the lock table shows
+    it: the queued entries with an inbox, in queue order (BEHIND_MAX at
+    most), and how many of the first of them wait for the granted record's
+    exclusive lock with nothing else queued ahead of them (in line)."""
+    lined = (granted.kind, granted.mode) == (Kind.RECORD, Mode.EXCL)
+    waiters: list[tuple[int, int]] = []
+    in_line = 0
+    for e in st.header.entries:
+        if e.held or e.ticket == granted.ticket:
+            continue
+        same = (e.kind, e.mode, e.key) == (Kind.RECORD, Mode.EXCL, granted.key)
+        lined = lined and same and bool(e.inbox)
+        if e.inbox:
+            waiters.append((e.ticket, e.inbox))
+            in_line += lined
+    return wakeup.Behind(tuple(waiters[:BEHIND_MAX]), min(in_line, BEHIND_MAX))
 
 
 def _written(entries: Entries, key: bytes) -> clsops.GetResult | None:

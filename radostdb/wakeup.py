@@ -41,6 +41,13 @@ notifies that travel over them.
   one of them, each answer an op on that object's placement group).
   Grants heard are kept by (object, ticket), the last GRANTS_KEPT, so a
   "G" that overtakes the reply to the lock request it grants is not missed.
+  A "G" also lists the waiters queued behind the grantee (``Behind``), and
+  how many of the first of them wait for the same record's exclusive lock
+  with nothing else queued ahead ("in line"): the grantee's release of
+  that lock grants the first of those, so the grantee may send that "G"
+  together with its release, before the reply (shardclient.py: an early
+  grant; the grant is then a fact once the release lands, which the OSD
+  orders before any write the new holder sends to the lock object).
 - Inboxes: one per process and I/O context, made when a lock request of
   the process first had to queue (``take_inbox``; the request then names
   it in a second call, which renews its entry): the object
@@ -102,9 +109,9 @@ WATCH_IDLE = 10.0  # seconds a watch outlives the process's last interest in its
 WAIT_MSG = "W"
 CHANGED_MSG = "C"
 KEYS_MSG = "K"
-GRANT_MSG = "G"  # "G<object b64>:<ticket hex>:<record status>:<key b64>:<data b64>:<behind>"
-# with <behind> "<ticket hex>.<inbox hex>,..." (ASCII: python-rados sends a
-# notify's message as a C string)
+GRANT_MSG = "G"  # "G<object b64>:<ticket hex>:<record status>:<key b64>:<data b64>:<behind>:<in
+# line>" with <behind> "<ticket hex>.<inbox hex>,..." and <in line> decimal (ASCII: python-rados
+# sends a notify's message as a C string)
 INBOX_PREFIX = "radostdb.inbox."
 GRANT_VALUE_MAX = 16384  # record bytes a "G" carries at most (larger: the waiter reads it)
 GRANTS_KEPT = 256  # "G"s remembered by (object, ticket) until their waiter takes them
@@ -112,15 +119,35 @@ NO_RECORD = 0xFF  # a "G" without the record
 KEYS_MAX = 64  # keys named in one "K"; more: "*" (every watch on the object wakes)
 
 
+@dataclass(frozen=True)
+class Behind:
+    """The waiters queued behind a lock's new holder, as far as its giver
+    knew: (ticket, inbox) in queue order; the first ``in_line`` of them
+    wait for the same record's exclusive lock and nothing else is queued
+    ahead of them, so the holder's release of that lock grants the first
+    of them (unless it left the queue meanwhile)."""
+
+    waiters: tuple[tuple[int, int], ...] = ()
+    in_line: int = 0
+
+    def after(self, i: int) -> Behind:
+        """Who waits behind ``waiters[i]``, once it holds the lock."""
+        return Behind(self.waiters[i + 1 :], max(0, self.in_line - i - 1))
+
+    def next_in_line(self) -> tuple[int, int] | None:
+        """(ticket, inbox) of the waiter our release of the lock grants, if known."""
+        return self.waiters[0] if self.in_line > 0 and self.waiters else None
+
+
 @dataclass
 class Grant:
     """A "G" heard: the record it carried (key, status or NO_RECORD, data),
-    the waiters behind its grantee (ticket, inbox), and when it came."""
+    the waiters behind its grantee, and when it came."""
 
     key: bytes
     status: int
     data: bytes
-    behind: list[tuple[int, int]]
+    behind: Behind
     heard: float
 
 
@@ -159,6 +186,7 @@ class _Notices:
             "changed": 0,
             "handed": 0,
             "granted": 0,
+            "early": 0,  # of the "granted": sent with the release, before its reply
             "keys": 0,
         }
 
@@ -361,10 +389,11 @@ class _Notices:
             obj = base64.b64decode(o64).decode()
             ticket, status = int(tk, 16), int(st)
             key, data = base64.b64decode(k64), base64.b64decode(d64)
-            behind = [
+            waiters = tuple(
                 (int(t, 16), int(i, 16))
                 for t, i in (p.split(b".") for p in (rest[0] if rest else b"").split(b",") if p)
-            ]
+            )
+            behind = Behind(waiters, int(rest[1]) if len(rest) > 1 else 0)
         except (ValueError, binascii.Error, UnicodeDecodeError):
             return
         with self.cond:
@@ -424,7 +453,7 @@ class _Notices:
 
     def take_grant(
         self, io: Any, obj: str, ticket: int, since: float
-    ) -> tuple[bytes, int, bytes, list[tuple[int, int]]] | None:
+    ) -> tuple[bytes, int, bytes, Behind] | None:
         with self.lock:
             got = self.grants.pop((id(io), obj, ticket), None) if ticket else None
         if got is None or got.heard < since:  # heard before the request was sent: not for it
@@ -433,16 +462,19 @@ class _Notices:
 
     def grant(
         self, io: Any, obj: str, ticket: int, inbox: int, key: bytes = b"",
-        status: int = NO_RECORD, data: bytes = b"", behind: list[tuple[int, int]] | None = None,
+        status: int = NO_RECORD, data: bytes = b"", behind: Behind | None = None,
+        early: bool = False,
     ) -> None:  # fmt: skip
         with self.lock:
             self.stats["granted"] += 1
+            self.stats["early"] += early
         if status == NO_RECORD or len(data) > GRANT_VALUE_MAX:
             key, status, data = b"", NO_RECORD, b""
         o64 = base64.b64encode(obj.encode()).decode()
         k64, d64 = base64.b64encode(key).decode(), base64.b64encode(data).decode()
-        later = ",".join(f"{t:x}.{i:x}" for t, i in behind or ())
-        msg = f"{GRANT_MSG}{o64}:{ticket:x}:{status}:{k64}:{d64}:{later}"
+        behind = behind or Behind()
+        later = ",".join(f"{t:x}.{i:x}" for t, i in behind.waiters)
+        msg = f"{GRANT_MSG}{o64}:{ticket:x}:{status}:{k64}:{d64}:{later}:{behind.in_line}"
         self._send(io, inbox_name(inbox), msg)
 
     def _kgen(self, obj: str, key: bytes) -> tuple[int, int]:
@@ -602,11 +634,10 @@ def sleep(
 
 def take_grant(
     io: Any, obj: str, ticket: int, since: float
-) -> tuple[bytes, int, bytes, list[tuple[int, int]]] | None:
+) -> tuple[bytes, int, bytes, Behind] | None:
     """The "G" heard on io's inbox for ``ticket`` on obj since ``since``
     (monotonic: when the request was sent), and forget it: (key, record
-    status or NO_RECORD, data, the waiters behind us as (ticket, inbox));
-    None: none heard."""
+    status or NO_RECORD, data, the waiters behind us); None: none heard."""
     return _notices.take_grant(io, obj, ticket, since)
 
 
@@ -618,14 +649,16 @@ def grant(
     key: bytes = b"",
     status: int = NO_RECORD,
     data: bytes = b"",
-    behind: list[tuple[int, int]] | None = None,
+    behind: Behind | None = None,
+    early: bool = False,
 ) -> None:
     """Send "G" to ``inbox`` (no wait for the answer): the lock entry on obj
-    with this ticket holds its lock now (the release's reply said so);
-    with the record ``key`` as the giver left it (``status`` FOUND with
-    ``data``, or MISSING; NO_RECORD: not known), and the waiters queued
-    behind it (ticket, inbox), as far as the giver knows."""
-    _notices.grant(io, obj, ticket, inbox, key, status, data, behind)
+    with this ticket holds its lock now (the release's reply said so), or
+    will once the release sent just before lands (``early``: the waiter
+    was next in line); with the record ``key`` as the giver left it
+    (``status`` FOUND with ``data``, or MISSING; NO_RECORD: not known), and
+    the waiters queued behind it, as far as the giver knows."""
+    _notices.grant(io, obj, ticket, inbox, key, status, data, behind, early)
 
 
 def inbox_name(number: int) -> str:

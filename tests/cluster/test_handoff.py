@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -301,3 +302,180 @@ def test_a_process_inbox_lives_as_long_as_the_process(
             io.stat(name)  # left behind (its watch lapses with the OSD's watch timeout)
             io.remove_object(name)
     assert len(set(inboxes)) == 2 and wakeup.inbox(io) not in inboxes
+
+
+def _queue_in_threads(
+    holder: radostdb.Tdb, waiters: list[tuple[radostdb.Tdb, str]], key: bytes
+) -> list[tuple[threading.Thread, dict[str, Any]]]:
+    """Each waiter takes ``key``'s lock in its own thread ("excl": chainlock,
+    stores its index and unlocks; "read": chainlock_read, unlocks), queued
+    in this order behind ``holder``."""
+    out = []
+    for i, (db, how) in enumerate(waiters):
+        got: dict[str, Any] = {}
+
+        def run(
+            db: radostdb.Tdb = db, how: str = how, got: dict[str, Any] = got, i: int = i
+        ) -> None:
+            try:
+                if how == "excl":
+                    db.chainlock(key)
+                    got["value"] = db.get(key)
+                    db.store(key, f"w{i}".encode())
+                    db.chainunlock(key)
+                else:
+                    db.chainlock_read(key)
+                    got["value"] = db.get(key)
+                    db.chainunlock_read(key)
+            except BaseException as exc:  # reported by the test
+                got["error"] = exc
+
+        t = threading.Thread(target=run)
+        t.start()
+        _queued(holder, key, db)
+        out.append((t, got))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("second", "values", "early"),
+    [("excl", [b"a", b"w0", b"w1"], 2), ("read", [b"a", b"w0", b"w0"], 0)],
+    ids=["all-in-line", "a-reader-between"],
+)
+def test_the_next_in_line_is_told_with_the_release(
+    db_name: str, second: str, values: list[bytes], early: int
+) -> None:
+    """a holds; b, then x, then c queue on one record: b and c for its
+    exclusive lock, x for the exclusive lock too, or for a read lock.
+    - All in line: a's "G" to b says x and c are in line behind it, so b's
+      release tells x with the release itself (an early "G", before the
+      reply), and x's tells c. Each handoff is one "G": the reply, naming
+      the ticket told, sends nothing more.
+    - A reader between: b's release grants the reader, whose lock is not
+      the one released: nobody is told before the reply.
+    Either way each takes the record as the one before left it, in queue
+    order."""
+    a, b, x, c = (radostdb.Tdb(db_name, 0, 0, CREATE) for _ in range(4))
+    a.store(b"k", b"a")
+    a.chainlock(b"k")
+    wakeup.ensure_watch(*_where(b, b"k"))  # as after a first wait
+    before = wakeup.stats()
+    threads = _queue_in_threads(a, [(b, "excl"), (x, second), (c, "excl")], b"k")
+    a.chainunlock(b"k")
+    for t, _ in threads:
+        t.join(30)
+    got = [out for _, out in threads]
+    assert [out.get("value") for out in got] == values, got
+    after = wakeup.stats()
+    assert after["early"] - before["early"] == early
+    if early:
+        assert after["granted"] - before["granted"] == 3  # a to b (after its reply), then those
+    assert a.get(b"k") == b"w2"
+
+
+class _LateCall:
+    """A release sent LATE seconds after it was asked for (as if it took a
+    slower path to the OSD than the "G" sent after it)."""
+
+    def __init__(self, send: Callable[[], Any], late: float, landed: list[float]) -> None:
+        self.out: list[Any] = []
+
+        def run() -> None:
+            time.sleep(late)
+            call = send()
+            call.error()
+            landed.append(time.monotonic())
+            self.out.append(call)
+
+        self.t = threading.Thread(target=run)
+        self.t.start()
+
+    def _call(self) -> Any:
+        self.t.join()
+        return self.out[0]
+
+    def result(self) -> Any:
+        return self._call().result()
+
+    def error(self) -> Any:
+        return self._call().error()
+
+    def wait(self) -> Any:
+        return self._call().wait()
+
+
+@pytest.mark.parametrize("how", ["chainlock", "do_locked"])
+def test_a_write_that_overtakes_the_release_waits_for_it(
+    db_name: str, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """c was told early that it holds the lock, but b's release to it lands
+    half a second late (on a cluster of several OSDs, the "G" and the
+    release travel by different paths). c's store (or do_locked's store and
+    unlock in one call) reaches the OSD first and is refused (its entry is
+    still queued): c waits for the grant, then writes. Nothing is lost,
+    nothing is written before the release."""
+    a, b, c = (radostdb.Tdb(db_name, 0, 0, CREATE) for _ in range(3))
+    a.store(b"k", b"a")
+    a.chainlock(b"k")
+    wakeup.ensure_watch(*_where(b, b"k"))
+    b_out: dict[str, Any] = {}
+    b_may_unlock = threading.Event()
+
+    def run_b() -> None:
+        b.chainlock(b"k")
+        b.store(b"k", b"b")
+        b_out["locked"] = True
+        b_may_unlock.wait(30)
+        b.chainunlock(b"k")
+
+    tb = threading.Thread(target=run_b)
+    tb.start()
+    _queued(a, b"k", b)
+    c_out: dict[str, Any] = {}
+
+    def bump(rec: Any) -> None:
+        c_out["granted"] = time.monotonic()
+        c_out["value"] = rec.value
+        rec.store(b"c")
+
+    def run_c() -> None:
+        try:
+            if how == "do_locked":
+                c.do_locked(b"k", bump)
+            else:
+                c.chainlock(b"k")
+                bump(types.SimpleNamespace(value=c.get(b"k"), store=lambda v: c.store(b"k", v)))
+                c.chainunlock(b"k")
+            c_out["stored"] = time.monotonic()
+        except BaseException as exc:  # reported by the test
+            c_out["error"] = exc
+
+    tc = threading.Thread(target=run_c)
+    tc.start()
+    _queued(a, b"k", c)
+    a.chainunlock(b"k")  # a's "G" tells b that c is next in line
+    deadline = time.monotonic() + 30
+    while "locked" not in b_out and time.monotonic() < deadline:
+        time.sleep(0.01)
+    late, landed, real = 0.5, [], clsops.aio_unlock_granted
+    monkeypatch.setattr(
+        clsops, "aio_unlock_granted", lambda *args: _LateCall(lambda: real(*args), late, landed)
+    )
+    waited_late = []
+    granted_late = shardclient.ShardClient._granted_late
+
+    def spy(self: shardclient.ShardClient, keys: set[bytes]) -> bool:
+        waited_late.append(granted_late(self, keys))
+        return waited_late[-1]
+
+    monkeypatch.setattr(shardclient.ShardClient, "_granted_late", spy)
+    early = wakeup.stats()["early"]
+    b_may_unlock.set()
+    tb.join(30)
+    tc.join(30)
+    assert "error" not in c_out, c_out
+    assert wakeup.stats()["early"] == early + 1
+    assert c_out["granted"] < landed[0], "c was not told before the release landed"
+    assert c_out["stored"] > landed[0]
+    assert waited_late == [True], "c's first store did not meet the queued entry"
+    assert c_out["value"] == b"b" and a.get(b"k") == b"c"
