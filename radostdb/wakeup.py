@@ -46,8 +46,8 @@ notifies that travel over them.
   with nothing else queued ahead ("in line"): the grantee's release of
   that lock grants the first of those, so the grantee may send that "G"
   together with its release, before the reply (shardclient.py: an early
-  grant; the grant is then a fact once the release lands, which the OSD
-  orders before any write the new holder sends to the lock object).
+  grant; it is a fact once the release lands, and a write of the new
+  holder that gets there first waits for it).
 - Inboxes: one per process and I/O context, made when a lock request of
   the process first had to queue (``take_inbox``; the request then names
   it in a second call, which renews its entry): the object
