@@ -1025,9 +1025,9 @@ class ShardClient:
         granted (our release alone must make it grantable)."""
         behind = self.shards.behind.get((self.obj, key))
         first = behind.next_in_line() if behind is not None else None
-        if first is None or self.books.holds_on(self.obj):
+        if behind is None or first is None or self.books.holds_on(self.obj):
             return None
-        return first[0], first[1], behind.after(0)  # type: ignore[union-attr]
+        return first[0], first[1], behind.after(0)
 
     def _granted_late(self, keys: set[bytes]) -> bool:
         """A write under our exclusive record locks on ``keys`` was refused
@@ -1049,8 +1049,9 @@ class ShardClient:
             return False
         for k in sorted(keys):
             if not ours[k].held:
-                self.wait_granted(Kind.RECORD, Mode.EXCL, k, books.lease_ms, queued=True,
-                                  poll=LATE_POLL)  # fmt: skip
+                self.wait_granted(
+                    Kind.RECORD, Mode.EXCL, k, books.lease_ms, queued=True, poll=LATE_POLL
+                )
         return True
 
     def _release(self, io: Any, key: bytes, send: Callable[[], clsops.StatusCall]) -> Handoff:
