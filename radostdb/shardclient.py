@@ -62,26 +62,30 @@ shard client design:
   (``_granted_late``). An entry gone is
   a lock lost, as before. The record the "G" carried is right in either
   case: nobody but the new holder may write it next.
+- The transaction lock is handed on the same way (``txn_released``), its
+  "G" carrying the new holder's epoch (txnlock.py). That holder's writes
+  go to the shards, not to the lock object, and carry the epoch, which
+  the class checks there: a release that lands after them orders nothing
+  that matters (nobody else may be granted the lock in between).
 - Otherwise (no "G" within REANNOUNCE, a "C" for us or for all, an ASK):
   the waiter (1) reads the state, (2) if an entry ahead of it is one its
   holder may keep cached (the transaction lock, isolation, USER: anything
   but record locks; the class says so in `lock`'s reply, ASK), announces
   itself with a "W" notify (wakeup.py) that every watcher
   acknowledges (a transaction-lock waiter with a waiter ahead of it stays
-  silent: that one announced, or the holder saw it queued when granted,
-  and each grant shows the new holder who waits behind it), and reads the
-  state again (a release that crossed the
-  announcement is seen there), then (3) sleeps until a notify on the
-  object, its "G", or a deadline: the earliest lease expiry among the
-  entries ahead of it. A giver whose grant has no inbox (several waiters
-  granted, an older client) sends "C" on the object instead; a holder of
-  an exclusive record lock that saw who waits next for its record, or of
-  the transaction lock that saw a transaction-lock waiter first in the
-  queue, hands the lock to that owner alone ("C" + owner: others sleep
-  on). A waiter for an exclusive record lock reads the record with each
-  state read, so the state that shows its grant comes with the value
-  under the lock (``Shards.locked_values``, used by reads until it writes
-  or unlocks).
+  silent: that one announced, or the holder saw it queued when granted;
+  a holder granted by a state read sees who waits behind it, and one
+  handed the lock by "G" does not cache it: txnlock.py), and reads the
+  state again (a release that crossed the announcement is seen there),
+  then (3) sleeps until a notify on the object, its "G", or a deadline:
+  the earliest lease expiry among the entries ahead of it. A giver whose
+  grant has no inbox (several waiters granted, an older client) sends "C"
+  on the object instead; a holder of an exclusive record lock that saw
+  who waits next for its record hands the lock to that owner alone ("C" +
+  owner: others sleep on). A waiter for an exclusive record lock reads
+  the record with each state read, so the state that shows its grant
+  comes with the value under the lock (``Shards.locked_values``, used by
+  reads until it writes or unlocks).
   A waiter nobody woke for REANNOUNCE looks again, and announces itself
   again if it still must (a holder of a cached lock that did not hear it
   would keep the lock).
@@ -215,6 +219,8 @@ class Shards:
         # lock (the "G" said): the release finds the inbox of whom it grants
         # there, and may tell the next in line with the release (early)
         self.behind: dict[tuple[str, bytes], wakeup.Behind] = {}
+        # object -> the epoch a "G" handing us the transaction lock there said
+        self.epochs: dict[str, int] = {}
 
     def client(self, obj: str) -> ShardClient:
         """The client of obj (a shard of the database, or another object)."""
@@ -349,10 +355,14 @@ class Shards:
             books.untrack(o)
         return intact
 
-    def release_objects(self, items: Sequence[tuple[str, int, int]]) -> list[Exception | None]:
+    def release_objects(
+        self, items: Sequence[tuple[str, int, int]], txn_epoch: int = 0
+    ) -> list[Exception | None]:
         """Drop every entry of ours of a kind (0: all) on objects, settling a
         transaction there (0: none), in parallel; items are (object, settle,
-        kind). Waiters are woken. Returns the errors, in order."""
+        kind). Waiters are woken; the transaction lock (kind TXN), held
+        under ``txn_epoch``, is handed on as a record lock is
+        (``ShardClient.txn_released``). Returns the errors, in order."""
         io = self.io()
         books = self.books
         books.forget_objects([(obj, kind) for obj, _, kind in items])
@@ -367,12 +377,18 @@ class Shards:
             clsops.aio_release_granted(io, o, clsops.release_request(books.owner, txid, 0, kind))
             for o, txid, kind in items
         ]
-        woken = _wake_announced(io, [o for o, _, _ in items])
+        # after every release is sent: a "G" sent early reaches a holder whose
+        # first touch of a shard finds our isolation there gone, most often
+        txn = [o for o, _, kind in items if kind == Kind.TXN]
+        hands = {o: self.client(o).txn_released(io, txn_epoch) for o in txn}
+        woken = _wake_announced(io, [o for o, _, _ in items if o not in hands])
         errors: list[Exception | None] = []
         for (o, _, _), c in zip(items, calls, strict=True):
             res = c.result()
             errors.append(res if isinstance(res, Exception) else None)
-            if not isinstance(res, Exception) and res and o not in woken:
+            if o in hands:
+                hands[o](res)
+            elif not isinstance(res, Exception) and res and o not in woken:
                 wakeup.wake(io, o)  # granted a waiter we had not heard of
             books.untrack(o)
         return errors
@@ -1017,6 +1033,52 @@ class ShardClient:
             return  # granted whom we told
         self._handed(io, granted, ticket, how)(key, record)
 
+    def txn_released(self, io: Any, epoch: int) -> Callable[[int | Exception], None]:
+        """Our release of the transaction lock, held under ``epoch``, was
+        just sent: hand the lock on by "G", as ``unlock`` hands a record
+        lock. The next in line, when the "G" or the table that granted us
+        said who, is told now (early) with ``epoch + 1``: above ours, and
+        never above the epoch the class stamps on its grant (one above the
+        last grant's at least), so a shard fenced for us still takes it
+        (txnlock.py). Otherwise the lock table's read goes right behind the
+        release (the lock is released at all only when somebody likely
+        waits, or the holder was idle: txnlock.py). Returns the call that
+        finishes the handoff, given the release's result."""
+        waited, who = wakeup.take_waited(self.obj)
+        behind = self.shards.behind.pop((self.obj, b""), None) or wakeup.Behind()
+        first = behind.next_in_line() if epoch and not self.books.holds_on(self.obj) else None
+        if first is not None:
+            lock = (Kind.TXN, Mode.EXCL)
+            later = behind.after(0)
+            self._grant(io, first[0], first[1], b"", None, later, lock, early=True, epoch=epoch + 1)
+        # not told early: whom the release grants is read right behind it
+        # (a holder handed the lock by "G" knows only those queued before)
+        scall = clsops.aio_state(io, self.obj) if first is None else None
+
+        def finish(res: int | Exception) -> None:
+            st = None
+            if scall is not None and scall.error() is None:
+                st = scall.wait()
+            if isinstance(res, Exception):
+                return  # not released (lost): the lease ends it, and the pruner wakes
+            granted, ticket = clsops.grants_of(res), clsops.ticket_of(res)
+            if first is not None and granted == 1 and ticket == first[0]:
+                return  # granted whom we told
+            how = Handoff(res, st, waited, who, behind)
+            self._handed(io, granted, ticket, how, epoch + 1 if epoch else 0)(b"", None)
+
+        return finish
+
+    def note_queue(self, st: clsops.ObjectState, kind: int, mode: int, key: bytes) -> bool:
+        """Keep who waits behind our granted entry (kind, mode, key), as
+        ``st`` shows it, for our release to hand the lock on. True when
+        somebody waits."""
+        e = self._entry(st, kind, mode, key)
+        behind = _queued_behind(st, e) if e is not None and e.held else wakeup.Behind()
+        if behind.waiters:
+            self.shards.behind[(self.obj, key)] = behind
+        return bool(behind.waiters)
+
     def _told_early(self, key: bytes) -> tuple[int, int, wakeup.Behind] | None:
         """The waiter our release of the exclusive lock on ``key`` (counted
         down already) will grant, as the "G" that handed it to us said:
@@ -1075,7 +1137,7 @@ class ShardClient:
         return Handoff(status, st, waited, who, behind)
 
     def _handed(
-        self, io: Any, granted: int, ticket: int, how: Handoff
+        self, io: Any, granted: int, ticket: int, how: Handoff, epoch: int = 0
     ) -> Callable[[bytes, clsops.GetResult | None], None]:
         """After a release that granted ``granted`` waiters, the first with
         ``ticket``: returns the call that tells them, given the key
@@ -1085,14 +1147,21 @@ class ShardClient:
         waited for that record's exclusive lock, and the waiters behind it
         as the table showed them; several, or one without an inbox (an
         older client or class), or none while somebody announced a wait,
-        are woken with "C" on the object and look again."""
+        are woken with "C" on the object and look again. ``epoch``: we
+        released the transaction lock, whose grant we know to have this
+        epoch without a look at the table (txnlock.py)."""
 
         def tell(key: bytes, record: clsops.GetResult | None) -> None:
             if granted == 1 and ticket:
                 found = [i for i, (t, _) in enumerate(how.behind.waiters) if t == ticket]
                 if found:
                     inbox, later = how.behind.waiters[found[0]][1], how.behind.after(found[0])
-                    self._grant(io, ticket, inbox, key, record, later, (Kind.RECORD, Mode.EXCL))
+                    if epoch and found[0] < how.behind.in_line:  # it waited for the txn lock
+                        lock = (Kind.TXN, Mode.EXCL)
+                        self._grant(io, ticket, inbox, key, record, later, lock, epoch=epoch)
+                    else:
+                        lock = (Kind.RECORD, Mode.EXCL)
+                        self._grant(io, ticket, inbox, key, record, later, lock)
                     return
                 st = how.st
                 if st is None:
@@ -1111,6 +1180,7 @@ class ShardClient:
                         _queued_behind(st, entry),
                         (entry.kind, entry.mode),
                         entry.key,
+                        epoch=st.header.epoch if entry.kind == Kind.TXN else 0,
                     )
                     return
                 if entry is not None:
@@ -1132,11 +1202,13 @@ class ShardClient:
         lock: tuple[int, int],
         locked_key: bytes | None = None,
         early: bool = False,
+        epoch: int = 0,
     ) -> None:
         """Send "G" for ``ticket`` to ``inbox``: with the record ``key`` as we
         leave it if the grant is of that record's exclusive lock (``lock``,
-        on ``locked_key``: ``key`` unless said), and who waits behind
-        (``early``: sent with the release, before its reply)."""
+        on ``locked_key``: ``key`` unless said), who waits behind
+        (``early``: sent with the release, before its reply), and the
+        transaction lock's ``epoch``."""
         same = lock == (Kind.RECORD, Mode.EXCL) and (locked_key is None or locked_key == key)
         if (
             same
@@ -1146,7 +1218,7 @@ class ShardClient:
             data = codec.decode_record(key, record.record)[1] if record.status == 0 else b""
             wakeup.grant(io, self.obj, ticket, inbox, key, record.status, data, behind, early)
         else:
-            wakeup.grant(io, self.obj, ticket, inbox, behind=behind, early=early)
+            wakeup.grant(io, self.obj, ticket, inbox, behind=behind, early=early, epoch=epoch)
 
     def write_and_unlock(self, entries: Entries, key: bytes) -> int:
         """A write under our exclusive record lock on ``key`` and the lock's
@@ -1386,9 +1458,11 @@ class ShardClient:
         handed = wakeup.take_grant(self.io(), self.obj, ticket, sent) if ticket else None
         if handed is None:
             return None
-        got_key, status, data, behind = handed
+        got_key, status, data, behind = handed.key, handed.status, handed.data, handed.behind
         if behind.waiters:  # who waits behind us: our release needs no look at the table
             self.shards.behind[(self.obj, key)] = behind
+        if handed.epoch:  # the transaction lock's (txnlock.py)
+            self.shards.epochs[self.obj] = handed.epoch
         if not want_record or got_key != key or status not in (0, 1):  # FOUND, MISSING
             return (None,)
         record = codec.encode_record(key, data) if status == clsops.ReadStatus.FOUND else b""
@@ -1532,14 +1606,15 @@ def _queued_behind(st: clsops.ObjectState, granted: clsops.LockEntry) -> wakeup.
     """Who waits behind the entry just ``granted``, as the lock table shows
     it: the queued entries with an inbox, in queue order (BEHIND_MAX at
     most), and how many of the first of them wait for the granted record's
-    exclusive lock with nothing else queued ahead of them (in line)."""
-    lined = (granted.kind, granted.mode) == (Kind.RECORD, Mode.EXCL)
+    exclusive lock (or the transaction lock) with nothing else queued ahead
+    of them (in line)."""
+    lined = (granted.kind, granted.mode) in ((Kind.RECORD, Mode.EXCL), (Kind.TXN, Mode.EXCL))
     waiters: list[tuple[int, int]] = []
     in_line = 0
     for e in st.header.entries:
         if e.held or e.ticket == granted.ticket:
             continue
-        same = (e.kind, e.mode, e.key) == (Kind.RECORD, Mode.EXCL, granted.key)
+        same = (e.kind, e.mode, e.key) == (granted.kind, granted.mode, granted.key)
         lined = lined and same and bool(e.inbox)
         if e.inbox:
             waiters.append((e.ticket, e.inbox))

@@ -34,7 +34,12 @@ txnlock design:
   excludes chain locks, so a transaction never waits for a lock holder that
   waits for it.
 - Epochs: a grant of the transaction lock gives the holder the object's
-  next epoch (the OSD's, types.h), read back with the grant. Every
+  next epoch (the OSD's, types.h), read back with the grant, or said by
+  the "G" that handed it over: the one the class stamped (its giver read
+  it behind the release), or, told early, one above the giver's. That is
+  above every earlier holder's and never above the class's stamp
+  (max(last + 1, OSD time)), one above which a dead holder's shards are
+  fenced (resolver._fence_epochs): ordering and fencing hold alike. Every
   isolation request and every write under the transaction carries it, and
   a shard refuses an epoch older than the newest it has seen (-ECANCELED):
   a holder that slept through its lease, woke and went on touching shards
@@ -43,7 +48,15 @@ txnlock design:
   (resolver.resolve_stale).
 - If the journal holds records at the start, the previous holder died or
   did not clean up: they are decided first (resolver.recover_journal), so
-  every transaction starts from a database without undecided commits.
+  every transaction starts from a database without undecided commits. A
+  holder handed the lock by "G" sends the journal's read with the grant
+  and looks at it before its commit (``check_fenced``): its giver left
+  only its own records, decided and forgotten after its release (a
+  reader that meets one of its shards still pending decides it), and a
+  holder that died hands nothing over. What it must learn there is that
+  its own owner id was fenced (it slept past its lease once, and another
+  client decided its transactions): its stage would be refused, so the
+  commit fails with TDB's lock error and the handle takes a new owner id.
 - Cached ("sticky"): when a transaction ends and nobody waits, the handle
   keeps the transaction lock and the isolation it took. Its next
   transaction_start costs nothing. Left idle for CACHE_IDLE (1 s), they
@@ -63,9 +76,18 @@ txnlock design:
   flight may be taking that shard's isolation before the books say so.
   While ``requested``, the holder does not cache. A holder granted with
   waiters queued behind it is ``requested`` from the start, so only the
-  first of a queue of transactions announces itself, and the release hands
-  the lock to the next transaction with a notify for it alone
-  (shardclient.py).
+  first of a queue of transactions announces itself.
+- Handoff, as a record lock's (shardclient.py, one protocol): a waiter's
+  request names its process's inbox; the release hands the lock on by a
+  "G" there (``ShardClient.txn_released``), sent with the release itself
+  (early) when the "G" or the table that granted us listed the next
+  waiter in line, else after the lock table read right behind the
+  release. The "G" carries the new holder's epoch and the waiters behind
+  it, so the new holder reads neither the table nor, before its
+  transaction's first touch, the journal (below). A holder handed the lock
+  by "G" never keeps it cached: its list names those queued before its
+  giver looked, and one that queued since stays silent behind another
+  waiter (shardclient._announce_needed), counting on the holder to know.
 - The release settles the shards the holder's lazily settled transactions
   left pending (commit.Settlement), in the same call as each isolation
   lock, then forgets the journal records.
@@ -125,6 +147,9 @@ class TxnLock:
         self.epoch = 0  # of our grant of the transaction lock (0: none)
         self.isolated: set[int] = set()  # shard indexes whose isolation we hold
         self.snapshots: dict[int, snapshot.Snapshot] = {}  # small shards read whole (snapshot.py)
+        # the journal's read, sent when a "G" handed us the lock (check_fenced)
+        self.journal_call: clsops.Call | None = None
+        self.fenced = False  # check_fenced found our owner id fenced: a new one at release
         self.cond = threading.Condition()
         self.locks.wait_listeners.append(weakref.WeakMethod(self._on_wait))
         shards.txn = self
@@ -184,6 +209,8 @@ class TxnLock:
         self.isolated = set()
         self.snapshots = {}
         self.epoch = 0
+        self.journal_call = None  # the parent's call: never waited for here
+        self.fenced = False
 
     # -- start and end -------------------------------------------------------------------
     def start(self, nonblock: bool) -> None:
@@ -235,20 +262,40 @@ class TxnLock:
         """The transaction lock, its epoch and the journal: one round trip
         when free (the lock request, the state and the journal sent at once)."""
         io = self.shards.io()
+        self.shards.epochs.pop(self.db.wait_obj, None)
+        # the process's inbox, if it has one, kept while we may wait (0: none
+        # yet); the lock object is watched once we wait (wait_granted)
+        inbox = 0 if nonblock else wakeup.take_inbox(io)
+        try:
+            self._acquire_named(nonblock, inbox)
+        finally:
+            if inbox:
+                wakeup.drop_inbox(io)
+
+    def _acquire_named(self, nonblock: bool, inbox: int) -> None:
+        """``_acquire``, the request naming ``inbox`` (0: the process has
+        none yet: made, and named by a second call, if the request queues)."""
+        io = self.shards.io()
         locks = self.locks
         waiter = self.shards.client(self.db.wait_obj)
         owner = locks.owner
         lease_ms = locks.txn_lease_ms
         wait_obj = self.db.wait_obj
         flags = 0 if nonblock else clsops.LOCK_QUEUE
-        tcall = clsops.aio_lock(
-            io, wait_obj, clsops.lock_request(owner, lease_ms, Kind.TXN, Mode.EXCL, b"", flags)
-        )
+
+        def request(inbox: int) -> bytes:
+            return clsops.lock_request(
+                owner, lease_ms, Kind.TXN, Mode.EXCL, b"", flags, 0, 0, inbox
+            )
+
+        sent = time.monotonic()
+        tcall = clsops.aio_lock_status(io, wait_obj, request(inbox))
         scall = clsops.aio_state(io, wait_obj)
         jcall = clsops.aio_journal(io, self.db.journal)
-        err = tcall.error()
+        res = tcall.result()
+        err, status = (res, 0) if isinstance(res, Exception) else (None, res)
         st = scall.wait() if err is None else (scall.error() and None)
-        journal = jcall.wait()
+        journal: clsops.Journal | None = jcall.wait()
         if err is not None and isinstance(err, clsops.Busy) and nonblock:
             req = clsops.lock_request(owner, lease_ms, Kind.TXN, Mode.EXCL)
             if not waiter.ask_cached([wait_obj], lambda: clsops.lock(io, wait_obj, req)):
@@ -266,19 +313,42 @@ class TxnLock:
             self._others_wait(st)
         else:  # queued: wait; the journal is read again with the state showing the grant
             locks.track(wait_obj, lease_ms)
-            st, journal = self._wait(nonblock, queued=True)
-        self.epoch = st.header.epoch if st is not None else 0
+            ticket = clsops.ticket_of(status)
+            if ticket and not inbox and status & clsops.LOCKED_QUEUED:
+                # the process's first wait: make its inbox and name it in our
+                # entry (a renewal: same ticket)
+                inbox = wakeup.take_inbox(io, make=True)
+                sent = time.monotonic()
+                try:
+                    status = clsops.lock_status(io, wait_obj, request(inbox))
+                finally:
+                    wakeup.drop_inbox(io)
+                ticket = clsops.ticket_of(status)
+            ask = bool(status & clsops.LOCKED_ASK)
+            st, journal = self._wait(nonblock, queued=True, ticket=ticket, sent=sent, ask=ask)
+        if st is not None:
+            self.epoch = st.header.epoch
         wakeup.watch_later(io, wait_obj)  # if granted at once: off the critical path
-        if owner in journal.fenced:
+        if journal is None:
+            return  # handed over by "G": the journal's read is on its way (check_fenced)
+        self._check_journal(journal)
+
+    def _check_journal(self, journal: clsops.Journal) -> None:
+        """Our owner id fenced: raise _Fenced; records left by a holder that
+        died: decide them."""
+        if self.locks.owner in journal.fenced:
             raise _Fenced
         if journal.records or journal.legacy:
-            resolver.recover_journal(self.db, journal, owner)
+            resolver.recover_journal(self.db, journal, self.locks.owner)
 
     def _wait(
-        self, nonblock: bool, queued: bool
-    ) -> tuple[clsops.ObjectState | None, clsops.Journal]:
+        self, nonblock: bool, queued: bool, ticket: int = 0, sent: float = 0.0, ask: bool = False
+    ) -> tuple[clsops.ObjectState | None, clsops.Journal | None]:
         """Wait in the queue for the transaction lock (``queued``: our entry
-        is there already); the state showing the grant, and the journal."""
+        is there already, with ``ticket``, sent at ``sent``); the state
+        showing the grant, and the journal. Handed the lock by a "G" that
+        said its epoch: (None, None), the epoch set and the journal's read
+        sent (``check_fenced``)."""
         if nonblock and not queued:
             self.shards.client(self.db.wait_obj).lock(
                 Kind.TXN, Mode.EXCL, nonblock=True, lease_ms=self.locks.txn_lease_ms
@@ -286,25 +356,66 @@ class TxnLock:
             io = self.shards.io()
             return clsops.state(io, self.db.wait_obj), clsops.journal(io, self.db.journal)
         io = self.shards.io()
-        st, journal = self.shards.client(self.db.wait_obj).wait_granted(
+        wait_obj = self.db.wait_obj
+        st, journal = self.shards.client(wait_obj).wait_granted(
             Kind.TXN,
             Mode.EXCL,
             b"",
             self.locks.txn_lease_ms,
             queued=queued,
             companion=lambda: clsops.aio_journal(io, self.db.journal),
+            ticket=ticket,
+            sent=sent,
+            ask=ask,
         )
         self.locks.note(self.txn_key, self.locks.txn_lease_ms)
+        if st is None:  # a "G": its epoch, and who waits behind us (kept by the shard client)
+            epoch = self.shards.epochs.pop(wait_obj, 0)
+            if not epoch:  # an older giver: look
+                st, journal = clsops.state(io, wait_obj), clsops.journal(io, self.db.journal)
+                self._others_wait(st)
+                return st, journal
+            self.epoch = epoch
+            self.journal_call = clsops.aio_journal(io, self.db.journal)
+            # the waiters the "G" listed are those its giver knew of, from an
+            # older look at the table: one that queued since stays silent
+            # when another waits ahead of it (shardclient._announce_needed),
+            # counting on us to know. So we do not keep the lock cached.
+            with self.cond:
+                self.requested = True
+            return None, None
         self._others_wait(st)
         return st, journal
 
     def _others_wait(self, st: clsops.ObjectState | None) -> None:
-        """Others queued for the transaction lock behind us: do not cache it."""
-        if st is not None and any(
-            e.owner != self.locks.owner and not e.held for e in st.header.entries
-        ):
+        """Others queued for the transaction lock behind us: do not cache it,
+        and keep who they are for our release."""
+        if st is None:
+            return
+        queued = self.shards.client(self.db.wait_obj).note_queue(st, Kind.TXN, Mode.EXCL, b"")
+        if queued or any(e.owner != self.locks.owner and not e.held for e in st.header.entries):
             with self.cond:
                 self.requested = True
+
+    def check_fenced(self) -> None:
+        """Before the transaction's commit: a holder handed the lock by "G"
+        reads the journal with its first touch, not before (the giver left
+        none but its own records, which it forgets; a holder that died
+        hands nothing over). Our owner id fenced meanwhile (we slept past
+        our lease once, and another client decided our transactions): the
+        commit cannot stage, so the transaction fails with TDB's lock error
+        and the handle comes back under a new owner id."""
+        call, self.journal_call = self.journal_call, None
+        if call is None:
+            return
+        journal = call.wait()
+        if self.locks.owner in journal.fenced:
+            with self.cond:
+                self.requested = True  # released at its end, not cached
+                self.fenced = True
+            raise TdbError(
+                ERR_LOCK, "Locking error: this handle's transactions were decided by another client"
+            )
 
     # -- isolation, as the transaction touches shards ------------------------------------
     def recall(self, index: int, key: bytes) -> snapshot.Snapshot | None:
@@ -419,9 +530,15 @@ class TxnLock:
                 for i in touched
                 if self.locks.holds_kind(self.db.shard(i), Kind.COMMIT)
             ]
-            errors = self.shards.release_objects(items)
+            errors = self.shards.release_objects(items, txn_epoch=self.epoch)
             self.committer.after_release(all(e is None for e in errors))
         finally:
+            call, self.journal_call = self.journal_call, None
+            if call is not None:
+                call.error()  # a transaction that committed nothing: not looked at
+            if self.fenced:
+                self.fenced = False
+                self.locks.new_owner()
             with self.cond:
                 self.isolated = set()
                 self.snapshots = {}

@@ -47,7 +47,11 @@ notifies that travel over them.
   that lock grants the first of those, so the grantee may send that "G"
   together with its release, before the reply (shardclient.py: an early
   grant; it is a fact once the release lands, and a write of the new
-  holder that gets there first waits for it).
+  holder that gets there first waits for it). The same goes for the
+  transaction lock, whose waiters are in line when they wait for it with
+  nothing else queued ahead; a "G" of the transaction lock carries the
+  epoch of its grant (txnlock.py), so its holder reads nothing before its
+  transaction's first touch.
 - Inboxes: one per process and I/O context, made when a lock request of
   the process first had to queue (``take_inbox``; the request then names
   it in a second call, which renews its entry): the object
@@ -110,8 +114,9 @@ WAIT_MSG = "W"
 CHANGED_MSG = "C"
 KEYS_MSG = "K"
 GRANT_MSG = "G"  # "G<object b64>:<ticket hex>:<record status>:<key b64>:<data b64>:<behind>:<in
-# line>" with <behind> "<ticket hex>.<inbox hex>,..." and <in line> decimal (ASCII: python-rados
-# sends a notify's message as a C string)
+# line>:<epoch hex>" with <behind> "<ticket hex>.<inbox hex>,...", <in line> decimal and <epoch>
+# the transaction lock's (0: none said; older senders stop after <in line> or <behind>) (ASCII:
+# python-rados sends a notify's message as a C string)
 INBOX_PREFIX = "radostdb.inbox."
 GRANT_VALUE_MAX = 16384  # record bytes a "G" carries at most (larger: the waiter reads it)
 GRANTS_KEPT = 256  # "G"s remembered by (object, ticket) until their waiter takes them
@@ -142,12 +147,14 @@ class Behind:
 @dataclass
 class Grant:
     """A "G" heard: the record it carried (key, status or NO_RECORD, data),
-    the waiters behind its grantee, and when it came."""
+    the waiters behind its grantee, the epoch of a transaction lock's grant
+    (0: none said), and when it came."""
 
     key: bytes
     status: int
     data: bytes
     behind: Behind
+    epoch: int
     heard: float
 
 
@@ -394,10 +401,12 @@ class _Notices:
                 for t, i in (p.split(b".") for p in (rest[0] if rest else b"").split(b",") if p)
             )
             behind = Behind(waiters, int(rest[1]) if len(rest) > 1 else 0)
+            epoch = int(rest[2], 16) if len(rest) > 2 else 0
         except (ValueError, binascii.Error, UnicodeDecodeError):
             return
+        heard = Grant(key, status, data, behind, epoch, time.monotonic())
         with self.cond:
-            self.grants[(where, obj, ticket)] = Grant(key, status, data, behind, time.monotonic())
+            self.grants[(where, obj, ticket)] = heard
             while len(self.grants) > GRANTS_KEPT:
                 self.grants.popitem(last=False)
             self.cond.notify_all()
@@ -451,19 +460,17 @@ class _Notices:
                 timeout,
             )
 
-    def take_grant(
-        self, io: Any, obj: str, ticket: int, since: float
-    ) -> tuple[bytes, int, bytes, Behind] | None:
+    def take_grant(self, io: Any, obj: str, ticket: int, since: float) -> Grant | None:
         with self.lock:
             got = self.grants.pop((id(io), obj, ticket), None) if ticket else None
         if got is None or got.heard < since:  # heard before the request was sent: not for it
             return None
-        return got.key, got.status, got.data, got.behind
+        return got
 
     def grant(
         self, io: Any, obj: str, ticket: int, inbox: int, key: bytes = b"",
         status: int = NO_RECORD, data: bytes = b"", behind: Behind | None = None,
-        early: bool = False,
+        early: bool = False, epoch: int = 0,
     ) -> None:  # fmt: skip
         with self.lock:
             self.stats["granted"] += 1
@@ -474,7 +481,7 @@ class _Notices:
         k64, d64 = base64.b64encode(key).decode(), base64.b64encode(data).decode()
         behind = behind or Behind()
         later = ",".join(f"{t:x}.{i:x}" for t, i in behind.waiters)
-        msg = f"{GRANT_MSG}{o64}:{ticket:x}:{status}:{k64}:{d64}:{later}:{behind.in_line}"
+        msg = f"{GRANT_MSG}{o64}:{ticket:x}:{status}:{k64}:{d64}:{later}:{behind.in_line}:{epoch:x}"
         self._send(io, inbox_name(inbox), msg)
 
     def _kgen(self, obj: str, key: bytes) -> tuple[int, int]:
@@ -632,12 +639,11 @@ def sleep(
     return _notices.sleep(obj, since, timeout, owner, ticket, io)
 
 
-def take_grant(
-    io: Any, obj: str, ticket: int, since: float
-) -> tuple[bytes, int, bytes, Behind] | None:
+def take_grant(io: Any, obj: str, ticket: int, since: float) -> Grant | None:
     """The "G" heard on io's inbox for ``ticket`` on obj since ``since``
-    (monotonic: when the request was sent), and forget it: (key, record
-    status or NO_RECORD, data, the waiters behind us); None: none heard."""
+    (monotonic: when the request was sent), and forget it: the record it
+    carried (key, status or NO_RECORD, data), the waiters behind us, the
+    transaction lock's epoch; None: none heard."""
     return _notices.take_grant(io, obj, ticket, since)
 
 
@@ -651,14 +657,16 @@ def grant(
     data: bytes = b"",
     behind: Behind | None = None,
     early: bool = False,
+    epoch: int = 0,
 ) -> None:
     """Send "G" to ``inbox`` (no wait for the answer): the lock entry on obj
     with this ticket holds its lock now (the release's reply said so), or
     will once the release sent just before lands (``early``: the waiter
     was next in line); with the record ``key`` as the giver left it
-    (``status`` FOUND with ``data``, or MISSING; NO_RECORD: not known), and
-    the waiters queued behind it, as far as the giver knows."""
-    _notices.grant(io, obj, ticket, inbox, key, status, data, behind, early)
+    (``status`` FOUND with ``data``, or MISSING; NO_RECORD: not known), the
+    waiters queued behind it, as far as the giver knows, and for the
+    transaction lock the epoch its holder takes (0: not known)."""
+    _notices.grant(io, obj, ticket, inbox, key, status, data, behind, early, epoch)
 
 
 def inbox_name(number: int) -> str:

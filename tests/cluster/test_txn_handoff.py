@@ -1,0 +1,213 @@
+"""The transaction lock handed to the next transaction by a "G" to its
+inbox, as record locks are (issue 24: one protocol): the grant carries
+the epoch the new holder takes, the next in line is told with the release
+itself, a holder handed the lock does not keep it cached, and one whose
+owner id was fenced meanwhile finds out before it commits."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import radostdb
+from radostdb import clsops, wakeup
+from radostdb.errors import ERR_LOCK
+from radostdb.kinds import Kind
+from radostdb.txnlock import State
+
+CREATE = os.O_CREAT | os.O_RDWR
+
+
+def _txn_entries(db: radostdb.Tdb) -> list[clsops.LockEntry]:
+    storage = db._storage_or_closed()
+    st = clsops.state(storage.shards.io(), storage.db.wait_obj)
+    return [e for e in (st.header.entries if st is not None else ()) if e.kind == Kind.TXN]
+
+
+def _queued(db: radostdb.Tdb, waiter: radostdb.Tdb) -> None:
+    """Wait until ``waiter``'s handle waits in the transaction lock's queue."""
+    owner = waiter._storage_or_closed().locks.owner
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if any(e.owner == owner and not e.held for e in _txn_entries(db)):
+            return
+        time.sleep(0.01)
+    raise AssertionError("the waiter never queued")
+
+
+@pytest.fixture
+def asleep(monkeypatch: pytest.MonkeyPatch) -> dict[bytes, threading.Event]:
+    """owner id -> set once a wait of that owner sleeps for its "G" (its
+    looks at the table and its announcement done): a release after that
+    reaches it by "G", not by its own look."""
+    events: dict[bytes, threading.Event] = {}
+    real = wakeup.sleep
+
+    def sleep(obj: str, since: Any, timeout: float, owner: Any = None, *rest: Any) -> bool:
+        if owner is not None and rest and rest[0]:  # a ticket: a "G" can end this sleep
+            events.setdefault(owner, threading.Event()).set()
+        return real(obj, since, timeout, owner, *rest)
+
+    monkeypatch.setattr(wakeup, "sleep", sleep)
+    return events
+
+
+def _announced_to(holder: radostdb.Tdb) -> None:
+    """Wait until ``holder``'s transaction heard a waiter announce itself
+    (so it gives the lock on at its end rather than keep it cached)."""
+    txn = holder._storage_or_closed().txnlock
+    deadline = time.monotonic() + 30
+    while not txn.requested and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert txn.requested, "the holder never heard the waiter"
+
+
+def _sleeping(asleep: dict[bytes, threading.Event], waiter: radostdb.Tdb) -> None:
+    owner = waiter._storage_or_closed().locks.owner
+    deadline = time.monotonic() + 30
+    while owner not in asleep and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert asleep[owner].wait(30), "the waiter never slept for its grant"
+
+
+def _transfer_in_thread(
+    db: radostdb.Tdb, may_commit: threading.Event | None = None
+) -> tuple[threading.Thread, dict[str, Any]]:
+    """A transaction that adds 1 to b"n", in a thread: its epoch, the state
+    of its transaction lock after it, and its error."""
+    out: dict[str, Any] = {}
+    storage = db._storage_or_closed()
+
+    def run() -> None:
+        try:
+            db.transaction_start()
+            out["epoch"] = storage.txnlock.epoch
+            db.store(b"n", b"%d" % (int(db[b"n"]) + 1))
+            if may_commit is not None:
+                may_commit.wait(30)
+            db.transaction_commit()
+            out["after"] = storage.txnlock.state
+        except BaseException as exc:  # reported by the test
+            out["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out
+
+
+def test_the_transaction_lock_goes_down_the_queue_by_grant(db_name: str) -> None:
+    """a is in a transaction; b, x and c queue for theirs, in that order.
+    a's release finds b granted (the table read behind it) and sends it a
+    "G" listing x and c behind it, in line; b's release tells x with the
+    release itself (early), and x's tells c. Each grantee takes the epoch
+    the "G" says: b the one the class stamped, x and c one above their
+    giver's (never above the class's stamp, so a shard fenced for them
+    still takes it). Nobody is woken by a "C", nobody keeps the lock
+    cached after a transaction it was handed, and the counter is exact."""
+    a, b, x, c = (radostdb.Tdb(db_name, 0, 0, CREATE) for _ in range(4))
+    a.store(b"n", b"0")
+    a.transaction_start()
+    a.store(b"n", b"%d" % (int(a[b"n"]) + 1))
+    ea = a._storage_or_closed().txnlock.epoch
+    before = wakeup.stats()
+    threads = []
+    for h in (b, x, c):
+        threads.append(_transfer_in_thread(h))
+        _queued(a, h)
+    _announced_to(a)
+    a.transaction_commit()
+    for t, _ in threads:
+        t.join(30)
+    outs = [out for _, out in threads]
+    assert all("error" not in out for out in outs), outs
+    after = wakeup.stats()
+    assert after["granted"] - before["granted"] == 3
+    assert after["early"] - before["early"] == 2
+    assert after["changed"] == before["changed"]
+    eb, ex, ec = (out["epoch"] for out in outs)
+    assert eb > ea
+    assert (ex, ec) == (eb + 1, eb + 2)
+    assert [out["after"] for out in outs] == [State.NONE] * 3
+    assert _txn_entries(a) == []
+    assert a[b"n"] == b"4"
+    for h in (a, b, x, c):
+        h.close()
+
+
+def test_a_holder_handed_the_lock_releases_it_for_a_waiter_it_was_not_told_of(
+    db_name: str,
+) -> None:
+    """a is in a transaction; b queues, then c. a's release grants b, whose
+    "G" lists c in line behind it. a queues for another transaction right
+    away, after c: silent, as c waits ahead of it (the holder saw c queued,
+    and c's holder will see a). b's release tells c early, with the list b
+    was given, which cannot name a. So c, handed the lock by "G", must not
+    keep it cached after its transaction: a gets it as c's ends, not when a
+    waiter nobody woke announces itself again (REANNOUNCE)."""
+    a, b, c = (radostdb.Tdb(db_name, 0, 0, CREATE) for _ in range(3))
+    a.store(b"n", b"0")
+    a.transaction_start()
+    a.store(b"n", b"%d" % (int(a[b"n"]) + 1))
+    b_may_commit = threading.Event()
+    tb, ob = _transfer_in_thread(b, b_may_commit)
+    _queued(a, b)
+    tc, oc = _transfer_in_thread(c)
+    _queued(a, c)
+    _announced_to(a)
+    a.transaction_commit()
+    ta, oa = _transfer_in_thread(a)
+    _queued(b, a)
+    b_may_commit.set()
+    for t in (tb, tc, ta):
+        t.join(30)
+    assert all("error" not in o for o in (ob, oc, oa)), (ob, oc, oa)
+    assert oc["epoch"] == ob["epoch"] + 1  # told early by b
+    assert oc["after"] == State.NONE  # released at its end, not cached
+    assert oa["epoch"] > oc["epoch"]
+    assert a[b"n"] == b"4"
+    for h in (a, b, c):
+        h.close()
+
+
+def test_a_fenced_owner_handed_the_lock_fails_its_commit_then_transacts_again(
+    db_name: str, asleep: dict[bytes, threading.Event]
+) -> None:
+    """b waits for the transaction lock while another client fences its
+    owner id in the journal (as one does when b's lease ran out while it
+    was stopped and it decided b's transactions). Handed the lock by "G",
+    b reads the journal only with its transaction, not before: its commit
+    fails with TDB's lock error, nothing of it lands, and its next
+    transaction runs under a new owner id."""
+    a, b = (radostdb.Tdb(db_name, 0, 0, CREATE) for _ in range(2))
+    a.store(b"n", b"0")
+    a.transaction_start()
+    a.store(b"n", b"1")
+    storage = b._storage_or_closed()
+    fenced = storage.locks.owner
+    tb, ob = _transfer_in_thread(b)
+    _queued(a, b)
+    _announced_to(a)
+    _sleeping(asleep, b)
+    clsops.fence_owners(storage.shards.io(), storage.db.journal, [fenced])
+    a.transaction_commit()
+    tb.join(30)
+    assert isinstance(ob.get("error"), radostdb.TdbError), ob
+    assert ob["error"].args[0] == ERR_LOCK
+    assert a[b"n"] == b"1"
+    assert storage.locks.owner != fenced
+    with b.transaction():
+        b.store(b"n", b"2")
+    assert a[b"n"] == b"2"
+    for h in (a, b):
+        h.close()
+
+
+@pytest.fixture(autouse=True)
+def _lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leases long enough that no holder here loses its lock on a slow machine."""
+    monkeypatch.setenv("RADOSTDB_TXN_LEASE", "10")
+    monkeypatch.setenv("RADOSTDB_LOCK_LEASE", "10")
