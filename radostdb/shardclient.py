@@ -1282,6 +1282,7 @@ class ShardClient:
         sent: float = 0.0,
         ask: bool = False,
         poll: float | None = None,
+        seen: clsops.ObjectState | None = None,
     ) -> tuple[clsops.ObjectState | None, Any]:
         """Queue for a lock in the OSD and wait until it is granted to us (see
         the module comment). ``queued``: our entry is in the queue already.
@@ -1293,7 +1294,9 @@ class ShardClient:
         else None); unless ``ask`` (the class said an entry ahead may be
         kept cached: we look and announce at once), we first sleep for it
         alone. ``poll``: look at the table at least this often (a release is
-        on its way that will wake nobody)."""
+        on its way that will wake nobody). ``seen``: the table as read right
+        behind our queued request, not showing our grant: the first look
+        (the companion's result is None until the next)."""
         io = self.io()
         obj = self.obj
         books = self.books
@@ -1381,6 +1384,8 @@ class ShardClient:
                     continue
                 ticket = clsops.ticket_of(status) if inbox else 0
                 books.track(obj, lease_ms)
+            elif seen is not None:
+                st, extra, seen = seen, None, None
             else:
                 st, extra = read_state()
             queued = False

@@ -288,6 +288,7 @@ class TxnLock:
                 owner, lease_ms, Kind.TXN, Mode.EXCL, b"", flags, 0, 0, inbox
             )
 
+        watched = wakeup.watching(io, wait_obj)  # nothing for us can pass the table read
         sent = time.monotonic()
         tcall = clsops.aio_lock_status(io, wait_obj, request(inbox))
         scall = clsops.aio_state(io, wait_obj)
@@ -314,6 +315,7 @@ class TxnLock:
         else:  # queued: wait; the journal is read again with the state showing the grant
             locks.track(wait_obj, lease_ms)
             ticket = clsops.ticket_of(status)
+            first_look = st if watched and inbox else None
             if ticket and not inbox and status & clsops.LOCKED_QUEUED:
                 # the process's first wait: make its inbox and name it in our
                 # entry (a renewal: same ticket)
@@ -325,7 +327,9 @@ class TxnLock:
                     wakeup.drop_inbox(io)
                 ticket = clsops.ticket_of(status)
             ask = bool(status & clsops.LOCKED_ASK)
-            st, journal = self._wait(nonblock, queued=True, ticket=ticket, sent=sent, ask=ask)
+            # the table read with a request that named our inbox, while we
+            # watched the object, is the wait's first look
+            st, journal = self._wait(nonblock, True, ticket, sent, ask, first_look)
         if st is not None:
             self.epoch = st.header.epoch
         wakeup.watch_later(io, wait_obj)  # if granted at once: off the critical path
@@ -342,13 +346,19 @@ class TxnLock:
             resolver.recover_journal(self.db, journal, self.locks.owner)
 
     def _wait(
-        self, nonblock: bool, queued: bool, ticket: int = 0, sent: float = 0.0, ask: bool = False
+        self,
+        nonblock: bool,
+        queued: bool,
+        ticket: int = 0,
+        sent: float = 0.0,
+        ask: bool = False,
+        seen: clsops.ObjectState | None = None,
     ) -> tuple[clsops.ObjectState | None, clsops.Journal | None]:
         """Wait in the queue for the transaction lock (``queued``: our entry
-        is there already, with ``ticket``, sent at ``sent``); the state
-        showing the grant, and the journal. Handed the lock by a "G" that
-        said its epoch: (None, None), the epoch set and the journal's read
-        sent (``check_fenced``)."""
+        is there already, with ``ticket``, sent at ``sent``; ``seen``: the
+        table read right behind it); the state showing the grant, and the
+        journal. Handed the lock by a "G" that said its epoch: (None,
+        None), the epoch set and the journal's read sent (``check_fenced``)."""
         if nonblock and not queued:
             self.shards.client(self.db.wait_obj).lock(
                 Kind.TXN, Mode.EXCL, nonblock=True, lease_ms=self.locks.txn_lease_ms
@@ -367,8 +377,11 @@ class TxnLock:
             ticket=ticket,
             sent=sent,
             ask=ask,
+            seen=seen,
         )
         self.locks.note(self.txn_key, self.locks.txn_lease_ms)
+        if st is not None and journal is None:  # granted as first seen (not expected)
+            journal = clsops.journal(io, self.db.journal)
         if st is None:  # a "G": its epoch, and who waits behind us (kept by the shard client)
             epoch = self.shards.epochs.pop(wait_obj, 0)
             if not epoch:  # an older giver: look
