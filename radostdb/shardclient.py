@@ -911,13 +911,8 @@ class ShardClient:
                 bits = status & (clsops.LAYOUT_SPLITTING | clsops.LAYOUT_MOVED)
                 ticket = clsops.ticket_of(status)
                 if status & clsops.LOCKED_QUEUED and ticket and not inboxes[-1]:
-                    # the process's first wait: make its inbox and name it in
-                    # our entry (a renewal: same ticket; if granted meanwhile,
-                    # its giver found no inbox and woke us on the object)
-                    inboxes.append(wakeup.take_inbox(io, make=True))
+                    status, sent = self.name_inbox(io, request, inboxes)
                     req = request()
-                    sent = time.monotonic()
-                    status = clsops.lock_status(io, self.obj, req)
                 if status & clsops.LOCKED_QUEUED:
                     books.track(self.obj, lease_ms)  # renew the wait
                     self.shards.waited_for.add((self.obj, key))
@@ -958,6 +953,19 @@ class ShardClient:
                     ERR_LOCK,
                     "Locking error: the transaction lost its lock (a newer one took a shard)",
                 ) from None
+
+    def name_inbox(
+        self, io: Any, request: Callable[[], bytes], inboxes: list[int]
+    ) -> tuple[int, float]:
+        """A request that named no inbox queued: the process's first wait.
+        Make its inbox, append it to ``inboxes`` (the caller drops it once
+        the wait ends) and name it in our entry with ``request()`` again (a
+        renewal: same ticket; if granted meanwhile, its giver found no inbox
+        and woke us on the object). Returns that call's status, and when it
+        was sent."""
+        inboxes.append(wakeup.take_inbox(io, make=True))
+        sent = time.monotonic()
+        return clsops.lock_status(io, self.obj, request()), sent
 
     def _companion_get(self, key: bytes) -> Callable[[], Any]:
         """A read of key sent with each state read of a wait: the state that

@@ -265,16 +265,17 @@ class TxnLock:
         self.shards.epochs.pop(self.db.wait_obj, None)
         # the process's inbox, if it has one, kept while we may wait (0: none
         # yet); the lock object is watched once we wait (wait_granted)
-        inbox = 0 if nonblock else wakeup.take_inbox(io)
+        inboxes = [0 if nonblock else wakeup.take_inbox(io)]
         try:
-            self._acquire_named(nonblock, inbox)
+            self._acquire_named(nonblock, inboxes)
         finally:
-            if inbox:
+            if inboxes[-1]:
                 wakeup.drop_inbox(io)
 
-    def _acquire_named(self, nonblock: bool, inbox: int) -> None:
-        """``_acquire``, the request naming ``inbox`` (0: the process has
-        none yet: made, and named by a second call, if the request queues)."""
+    def _acquire_named(self, nonblock: bool, inboxes: list[int]) -> None:
+        """``_acquire``, the request naming ``inboxes[-1]`` (0: the process
+        has none yet: made, appended and named by a second call, if the
+        request queues: ShardClient.name_inbox)."""
         io = self.shards.io()
         locks = self.locks
         waiter = self.shards.client(self.db.wait_obj)
@@ -283,14 +284,14 @@ class TxnLock:
         wait_obj = self.db.wait_obj
         flags = 0 if nonblock else clsops.LOCK_QUEUE
 
-        def request(inbox: int) -> bytes:
+        def request() -> bytes:
             return clsops.lock_request(
-                owner, lease_ms, Kind.TXN, Mode.EXCL, b"", flags, 0, 0, inbox
+                owner, lease_ms, Kind.TXN, Mode.EXCL, b"", flags, 0, 0, inboxes[-1]
             )
 
         watched = wakeup.watching(io, wait_obj)  # nothing for us can pass the table read
         sent = time.monotonic()
-        tcall = clsops.aio_lock_status(io, wait_obj, request(inbox))
+        tcall = clsops.aio_lock_status(io, wait_obj, request())
         scall = clsops.aio_state(io, wait_obj)
         jcall = clsops.aio_journal(io, self.db.journal)
         res = tcall.result()
@@ -315,16 +316,9 @@ class TxnLock:
         else:  # queued: wait; the journal is read again with the state showing the grant
             locks.track(wait_obj, lease_ms)
             ticket = clsops.ticket_of(status)
-            first_look = st if watched and inbox else None
-            if ticket and not inbox and status & clsops.LOCKED_QUEUED:
-                # the process's first wait: make its inbox and name it in our
-                # entry (a renewal: same ticket)
-                inbox = wakeup.take_inbox(io, make=True)
-                sent = time.monotonic()
-                try:
-                    status = clsops.lock_status(io, wait_obj, request(inbox))
-                finally:
-                    wakeup.drop_inbox(io)
+            first_look = st if watched and inboxes[-1] else None
+            if ticket and not inboxes[-1] and status & clsops.LOCKED_QUEUED:
+                status, sent = waiter.name_inbox(io, request, inboxes)
                 ticket = clsops.ticket_of(status)
             ask = bool(status & clsops.LOCKED_ASK)
             # the table read with a request that named our inbox, while we
@@ -412,9 +406,9 @@ class TxnLock:
 
     def check_fenced(self) -> None:
         """Before the transaction's commit: a holder handed the lock by "G"
-        reads the journal with its first touch, not before (the giver left
-        none but its own records, which it forgets; a holder that died
-        hands nothing over). Our owner id fenced meanwhile (we slept past
+        sent the journal's read with the grant and looks at it now (the
+        giver left none but its own records, which it forgets; a holder
+        that died hands nothing over). Our owner id fenced meanwhile (we slept past
         our lease once, and another client decided our transactions): the
         commit cannot stage, so the transaction fails with TDB's lock error
         and the handle comes back under a new owner id."""
