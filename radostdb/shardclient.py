@@ -43,7 +43,11 @@ shard client design:
   per object), so it is trusted without a read. The record it carried
   has no version (rseq): a versioned read (fetch_version) asks the OSD.
   The "G" also lists who waits behind the new holder (wakeup.Behind),
-  so its release needs no look at the table either.
+  so its release needs no look at the table either. A holder that waited
+  and whose "G" listed nobody (two clients in turn: the giver queues again
+  only after it let go) sends the table's read with its store under the
+  lock instead (same round trip, ``_apply``): its unlock then knows who
+  queued since, and tells them early (below).
 - Early grants (the hot record's handoff): when that list says the first
   waiter is in line for the same record's exclusive lock (nothing else
   queued ahead of it), and we hold no other lock on the object, our
@@ -548,12 +552,12 @@ class ShardClient:
                     )
                 elif report and self.shards.session.class_reports:
                     try:
-                        status = clsops.apply_report(
+                        status = self._apply(
                             io,
-                            self.obj,
                             clsops.apply_request(
                                 owner, wflags | clsops.WRITE_REPORT, entries, settle=settle
                             ),
+                            entries if cover is None else None,
                         )
                     except TdbError as exc:
                         if clsops.errno_of(exc) != errno.EINVAL:
@@ -562,8 +566,10 @@ class ShardClient:
                         self.shards.session.class_reports = False
                         continue
                 else:  # the return value says whether a waiter was granted, a watch fired
-                    status = clsops.apply_report(
-                        io, self.obj, clsops.apply_request(owner, wflags, entries, settle=settle)
+                    status = self._apply(
+                        io,
+                        clsops.apply_request(owner, wflags, entries, settle=settle),
+                        entries if cover is None else None,
                     )
             except clsops.Busy:
                 if wflags & clsops.WRITE_ASSERT_TXN:
@@ -613,6 +619,32 @@ class ShardClient:
             return self.watchers_told(status & clsops.STATUS_BITS, entries, whole) & ~(
                 clsops.APPLIED_GRANTED | clsops.APPLIED_GRANTED_SEVERAL
             )
+
+    def _apply(self, io: Any, req: bytes, entries: Entries | None) -> int:
+        """One ``apply`` (``req``), its status returned. When it writes one
+        record (``entries``) under our exclusive lock on it, a lock we
+        waited for (others likely queue behind us), and nobody is known to
+        wait behind us (the "G" that handed it to us listed none: at two
+        clients, the giver queues again only after it let go), the lock
+        table's read goes right behind it, in the same round trip: who
+        queued since, kept for our unlock to hand the lock on early
+        (``_told_early``) instead of reading the table behind the release."""
+        key = entries[0][1] if entries is not None and len(entries) == 1 else None
+        if (
+            key is None
+            or (self.obj, key) not in self.shards.waited_for
+            or (self.obj, Kind.RECORD, Mode.EXCL, key) not in self.books.held
+            or self.shards.behind.get((self.obj, key), wakeup.Behind()).waiters
+        ):
+            return clsops.apply_report(io, self.obj, req)
+        call = clsops.aio_apply_status(io, self.obj, req)
+        scall = clsops.aio_state(io, self.obj)
+        try:
+            return call.wait()
+        finally:
+            st = scall.wait() if scall.error() is None else None
+            if st is not None:
+                self.note_queue(st, Kind.RECORD, Mode.EXCL, key)
 
     def _keep_written(self, entries: Entries) -> None:
         """A write of one record under our exclusive lock on it: keep the

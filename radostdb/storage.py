@@ -633,6 +633,7 @@ class RadosStorage(Storage):
         self.txnlock.end(ok)
 
     def commit_transaction(self, ops: list[tuple[int, bytes, bytes]]) -> None:
+        self.txnlock.look_behind()  # beside the commit: who waits, for an early handoff
         self.txnlock.check_fenced()
         self.committer.commit(ops, self.group, self.router.stale)
         for index, entries in self.group(ops).items():

@@ -84,7 +84,10 @@ txnlock design:
   waiter in line, else after the lock table read right behind the
   release. The "G" carries the new holder's epoch and the waiters behind
   it, so the new holder reads neither the table nor, before its
-  transaction's first touch, the journal (below). A holder handed the lock
+  transaction's first touch, the journal (below). A holder that will hand
+  the lock on and knows of nobody behind it reads the table beside its
+  commit (``look_behind``; two transactors in turn: the giver queues
+  again only after it let go), so its release tells the next early. A holder handed the lock
   by "G" never keeps it cached: its list names those queued before its
   giver looked, and one that queued since stays silent behind another
   waiter (shardclient._announce_needed), counting on the holder to know.
@@ -150,6 +153,8 @@ class TxnLock:
         # the journal's read, sent when a "G" handed us the lock (check_fenced)
         self.journal_call: clsops.Call | None = None
         self.fenced = False  # check_fenced found our owner id fenced: a new one at release
+        # the lock table's read sent before the commit (look_behind)
+        self.look_call: clsops.Call | None = None
         self.cond = threading.Condition()
         self.locks.wait_listeners.append(weakref.WeakMethod(self._on_wait))
         shards.txn = self
@@ -210,6 +215,7 @@ class TxnLock:
         self.snapshots = {}
         self.epoch = 0
         self.journal_call = None  # the parent's call: never waited for here
+        self.look_call = None
         self.fenced = False
 
     # -- start and end -------------------------------------------------------------------
@@ -424,6 +430,30 @@ class TxnLock:
                 ERR_LOCK, "Locking error: this handle's transactions were decided by another client"
             )
 
+    def look_behind(self) -> None:
+        """Before the commit: a holder that hands the lock on at its end
+        (``requested``) and knows of nobody waiting behind it (the "G" that
+        handed it the lock listed none: with two transactors, the giver
+        queues again only after it let go) sends the lock table's read now,
+        beside the commit. By the release it is back: the next in line is
+        told with the release itself (early), not after a read behind it."""
+        wait_obj = self.db.wait_obj
+        if (
+            not self.requested
+            or self.look_call is not None
+            or self.shards.behind.get((wait_obj, b""), wakeup.Behind()).waiters
+        ):
+            return
+        self.look_call = clsops.aio_state(self.shards.io(), wait_obj)
+
+    def _looked_behind(self) -> None:
+        """Keep who waits behind us, as the table read before the commit
+        showed it (look_behind), for the release to hand the lock on."""
+        call, self.look_call = self.look_call, None
+        st = call.wait() if call is not None and call.error() is None else None
+        if st is not None:
+            self.shards.client(self.db.wait_obj).note_queue(st, Kind.TXN, Mode.EXCL, b"")
+
     # -- isolation, as the transaction touches shards ------------------------------------
     def recall(self, index: int, key: bytes) -> snapshot.Snapshot | None:
         """The snapshot of shard ``index`` read by this transaction, if it
@@ -537,12 +567,14 @@ class TxnLock:
                 for i in touched
                 if self.locks.holds_kind(self.db.shard(i), Kind.COMMIT)
             ]
+            self._looked_behind()
             errors = self.shards.release_objects(items, txn_epoch=self.epoch)
             self.committer.after_release(all(e is None for e in errors))
         finally:
-            call, self.journal_call = self.journal_call, None
-            if call is not None:
-                call.error()  # a transaction that committed nothing: not looked at
+            for call in (self.journal_call, self.look_call):
+                if call is not None:
+                    call.error()  # not looked at (nothing committed, or an error)
+            self.journal_call = self.look_call = None
             if self.fenced:
                 self.fenced = False
                 self.locks.new_owner()

@@ -479,3 +479,58 @@ def test_a_write_that_overtakes_the_release_waits_for_it(
     assert c_out["stored"] > landed[0]
     assert waited_late == [True], "c's first store did not meet the queued entry"
     assert c_out["value"] == b"b" and a.get(b"k") == b"c"
+
+
+def test_a_waiter_that_queued_after_the_grant_is_told_with_the_release(
+    db_name: str, reads_by_thread: dict[int, list[str]]
+) -> None:
+    """Two clients in turn on one record (the hot record's handoff at two
+    clients): b waits behind a and is handed the lock by a "G" that lists
+    nobody behind it; a queues again only after it let go. b, which had to
+    wait, sends the lock table's read with its store, sees a queued there,
+    and its unlock tells a with the release itself (an early "G"), reading
+    nothing more: a holds the lock one "G" after b's release, with b's
+    record."""
+    a, b = (radostdb.Tdb(db_name, 0, 0, CREATE) for _ in range(2))
+    a.store(b"k", b"0")
+    a.chainlock(b"k")
+    wakeup.ensure_watch(*_where(b, b"k"))  # as after a first wait
+    b_locked, b_may_store = threading.Event(), threading.Event()
+    out_b: dict[str, Any] = {}
+
+    def run_b() -> None:
+        try:
+            b.chainlock(b"k")
+            out_b["behind"] = b._storage_or_closed().shards.behind.get((_where(b, b"k")[1], b"k"))
+            b_locked.set()
+            b_may_store.wait(30)
+            out_b["ident"] = threading.get_ident()
+            reads_by_thread.pop(threading.get_ident(), None)  # those of its wait
+            b.store(b"k", b"%d" % (int(b.get(b"k")) + 1))
+            b.chainunlock(b"k")
+        except BaseException as exc:  # reported by the test
+            out_b["error"] = exc
+
+    tb = threading.Thread(target=run_b)
+    tb.start()
+    _queued(a, b"k", b)
+    a.store(b"k", b"1")
+    a.chainunlock(b"k")
+    assert b_locked.wait(30), out_b
+    assert out_b["behind"] is None or not out_b["behind"].waiters  # nobody listed behind b
+    ta, out_a = _chainlock_in_thread(a, b"k")
+    _queued(b, b"k", a)
+    before = wakeup.stats()
+    b_may_store.set()
+    tb.join(30)
+    ta.join(30)
+    assert "error" not in out_b and "error" not in out_a, (out_b, out_a)
+    after = wakeup.stats()
+    assert after["early"] - before["early"] == 1
+    assert after["granted"] - before["granted"] == 1
+    assert reads_by_thread.get(out_b["ident"], []) == ["aio_state"]  # with the store, only
+    assert out_a["value"] == b"2"
+    a.chainunlock(b"k")
+    assert b.get(b"k") == b"2"
+    a.close()
+    b.close()

@@ -99,19 +99,23 @@ def _transfer_in_thread(
     return t, out
 
 
-def test_the_transaction_lock_goes_down_the_queue_by_grant(db_name: str) -> None:
+@pytest.mark.parametrize("end", ["commit", "cancel"])
+def test_the_transaction_lock_goes_down_the_queue_by_grant(db_name: str, end: str) -> None:
     """a is in a transaction; b, x and c queue for theirs, in that order.
-    a's release finds b granted (the table read behind it) and sends it a
-    "G" listing x and c behind it, in line; b's release tells x with the
-    release itself (early), and x's tells c. Each grantee takes the epoch
-    the "G" says: b the one the class stamped, x and c one above their
-    giver's (never above the class's stamp, so a shard fenced for them
-    still takes it). Nobody is woken by a "C", nobody keeps the lock
-    cached after a transaction it was handed, and the counter is exact."""
+    a, which commits, read the lock table beside its commit (look_behind)
+    and tells b with its release itself (early); a that cancels finds b
+    granted by the table read behind its release. Either way b's "G" lists
+    x and c behind it, in line; b's release tells x early, and x's tells c.
+    Each grantee takes the epoch the "G" says: one above its giver's when
+    told early (never above the class's stamp, so a shard fenced for it
+    still takes it), else the one the class stamped. Nobody is woken by a
+    "C", nobody keeps the lock cached after a transaction it was handed,
+    and the counter is exact."""
     a, b, x, c = (radostdb.Tdb(db_name, 0, 0, CREATE) for _ in range(4))
     a.store(b"n", b"0")
     a.transaction_start()
     a.store(b"n", b"%d" % (int(a[b"n"]) + 1))
+    done = 1 if end == "commit" else 0
     ea = a._storage_or_closed().txnlock.epoch
     before = wakeup.stats()
     threads = []
@@ -119,21 +123,24 @@ def test_the_transaction_lock_goes_down_the_queue_by_grant(db_name: str) -> None
         threads.append(_transfer_in_thread(h))
         _queued(a, h)
     _announced_to(a)
-    a.transaction_commit()
+    if end == "commit":
+        a.transaction_commit()
+    else:
+        a.transaction_cancel()
     for t, _ in threads:
         t.join(30)
     outs = [out for _, out in threads]
     assert all("error" not in out for out in outs), outs
     after = wakeup.stats()
     assert after["granted"] - before["granted"] == 3
-    assert after["early"] - before["early"] == 2
+    assert after["early"] - before["early"] == 2 + done
     assert after["changed"] == before["changed"]
     eb, ex, ec = (out["epoch"] for out in outs)
-    assert eb > ea
+    assert eb == ea + 1 if done else eb > ea
     assert (ex, ec) == (eb + 1, eb + 2)
     assert [out["after"] for out in outs] == [State.NONE] * 3
     assert _txn_entries(a) == []
-    assert a[b"n"] == b"4"
+    assert a[b"n"] == b"%d" % (3 + done)
     for h in (a, b, x, c):
         h.close()
 
@@ -170,6 +177,48 @@ def test_a_holder_handed_the_lock_releases_it_for_a_waiter_it_was_not_told_of(
     assert oa["epoch"] > oc["epoch"]
     assert a[b"n"] == b"4"
     for h in (a, b, c):
+        h.close()
+
+
+def test_two_transactors_in_turn_hand_the_lock_on_early(
+    db_name: str, asleep: dict[bytes, threading.Event]
+) -> None:
+    """a is in a transaction; b queues, and a's release hands it the lock
+    by a "G" listing nobody behind it. a queues for its next transaction
+    only then (two transactors in turn). b, which will hand the lock on
+    at its end, reads the lock table beside its commit (look_behind), sees
+    a there, and tells a with its release itself: an early "G", whose epoch
+    is one above b's."""
+    a, b = (radostdb.Tdb(db_name, 0, 0, CREATE) for _ in range(2))
+    a.store(b"n", b"0")
+    a.transaction_start()
+    a.store(b"n", b"%d" % (int(a[b"n"]) + 1))
+    b_may_commit = threading.Event()
+    tb, ob = _transfer_in_thread(b, b_may_commit)
+    _queued(a, b)
+    _announced_to(a)
+    a.transaction_commit()
+    deadline = time.monotonic() + 30
+    while "epoch" not in ob and time.monotonic() < deadline:
+        time.sleep(0.01)
+    wait_obj = b._storage_or_closed().db.wait_obj
+    listed = b._storage_or_closed().shards.behind.get((wait_obj, b""))
+    assert listed is None or not listed.waiters  # the "G" to b named nobody behind it
+    ta, oa = _transfer_in_thread(a)
+    _queued(b, a)
+    _sleeping(asleep, a)  # its looks done: only a "G" ends its wait
+    before = wakeup.stats()
+    b_may_commit.set()
+    tb.join(30)
+    ta.join(30)
+    assert "error" not in ob and "error" not in oa, (ob, oa)
+    after = wakeup.stats()
+    assert after["early"] - before["early"] == 1
+    assert after["granted"] - before["granted"] == 1
+    assert after["changed"] == before["changed"]
+    assert oa["epoch"] == ob["epoch"] + 1
+    assert a[b"n"] == b"3"
+    for h in (a, b):
         h.close()
 
 
