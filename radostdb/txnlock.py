@@ -450,7 +450,12 @@ class TxnLock:
         """Keep who waits behind us, as the table read before the commit
         showed it (look_behind), for the release to hand the lock on."""
         call, self.look_call = self.look_call, None
-        st = call.wait() if call is not None and call.error() is None else None
+        if call is None or call.error() is not None:
+            return
+        try:
+            st = call.wait()
+        except RadostdbError:  # not understood: the release reads the table behind it
+            return
         if st is not None:
             self.shards.client(self.db.wait_obj).note_queue(st, Kind.TXN, Mode.EXCL, b"")
 
