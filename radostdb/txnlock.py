@@ -87,10 +87,11 @@ txnlock design:
   transaction's first touch, the journal (below). A holder that will hand
   the lock on and knows of nobody behind it reads the table beside its
   commit (``look_behind``; two transactors in turn: the giver queues
-  again only after it let go), so its release tells the next early. A holder handed the lock
-  by "G" never keeps it cached: its list names those queued before its
-  giver looked, and one that queued since stays silent behind another
-  waiter (shardclient._announce_needed), counting on the holder to know.
+  again only after it let go), so its release tells the next early. A
+  holder handed the lock by "G" never keeps it cached: its list names
+  those queued before its giver looked, and one that queued since stays
+  silent behind another waiter (shardclient._announce_needed), counting
+  on the holder to know.
 - The release settles the shards the holder's lazily settled transactions
   left pending (commit.Settlement), in the same call as each isolation
   lock, then forgets the journal records.
