@@ -993,11 +993,19 @@ class ShardClient:
         Make its inbox, append it to ``inboxes`` (the caller drops it once
         the wait ends) and name it in our entry with ``request()`` again (a
         renewal: same ticket; if granted meanwhile, its giver found no inbox
-        and woke us on the object). Returns that call's status, and when it
-        was sent."""
+        and woke us on the object). An entry that turned stale since the
+        first call (its holder died) is decided first, and the call sent
+        again (paced, as every EUCLEAN). Returns that call's status, and
+        when it was sent."""
         inboxes.append(wakeup.take_inbox(io, make=True))
-        sent = time.monotonic()
-        return clsops.lock_status(io, self.obj, request()), sent
+        pace = self.pace()
+        while True:
+            sent = time.monotonic()
+            try:
+                return clsops.lock_status(io, self.obj, request()), sent
+            except clsops.Unclean:
+                self.resolver.unclean(self.obj)
+                pace.wait()
 
     def _companion_get(self, key: bytes) -> Callable[[], Any]:
         """A read of key sent with each state read of a wait: the state that

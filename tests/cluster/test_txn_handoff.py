@@ -16,7 +16,7 @@ import pytest
 import radostdb
 from radostdb import clsops, wakeup
 from radostdb.errors import ERR_LOCK
-from radostdb.kinds import Kind
+from radostdb.kinds import Kind, Mode
 from radostdb.txnlock import State
 
 CREATE = os.O_CREAT | os.O_RDWR
@@ -100,7 +100,9 @@ def _transfer_in_thread(
 
 
 @pytest.mark.parametrize("end", ["commit", "cancel"])
-def test_the_transaction_lock_goes_down_the_queue_by_grant(db_name: str, end: str) -> None:
+def test_the_transaction_lock_goes_down_the_queue_by_grant(
+    db_name: str, end: str, asleep: dict[bytes, threading.Event]
+) -> None:
     """a is in a transaction; b, x and c queue for theirs, in that order.
     a, which commits, read the lock table beside its commit (look_behind)
     and tells b with its release itself (early); a that cancels finds b
@@ -123,6 +125,8 @@ def test_the_transaction_lock_goes_down_the_queue_by_grant(db_name: str, end: st
         threads.append(_transfer_in_thread(h))
         _queued(a, h)
     _announced_to(a)
+    for h in (b, x, c):
+        _sleeping(asleep, h)  # their looks done: only a "G" ends their waits
     if end == "commit":
         a.transaction_commit()
     else:
@@ -253,6 +257,42 @@ def test_a_fenced_owner_handed_the_lock_fails_its_commit_then_transacts_again(
     assert a[b"n"] == b"2"
     for h in (a, b):
         h.close()
+
+
+def test_a_first_wait_meeting_a_holder_dead_since_its_request_decides_it(
+    db_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process's first wait for the transaction lock: it has no inbox,
+    so its request names none and queues, and a second call names the
+    inbox it then makes. The holder ahead died, and its lease runs out
+    between the two calls: the second meets its stale entry (EUCLEAN).
+    The waiter decides it, names its inbox again, and its transaction
+    runs. (The kill storm of test_reliability found it: a client died of
+    that error.)"""
+    wakeup.close_inboxes()  # as in a new process: no inbox yet
+    db = radostdb.Tdb(db_name, 0, 0, CREATE)
+    db.store(b"n", b"0")
+    storage = db._storage_or_closed()
+    io, wait_obj = storage.shards.io(), storage.db.wait_obj
+    lease_ms = 500
+    dead = os.urandom(clsops.OWNER_LEN)
+    clsops.lock(io, wait_obj, clsops.lock_request(dead, lease_ms, Kind.TXN, Mode.EXCL))
+    real, made = wakeup.take_inbox, []
+
+    def take_inbox(io_: Any, make: bool = False) -> int:
+        if make:  # the inbox is made once the request queued: let the lease run out first
+            time.sleep(lease_ms / 1000 + 0.5)
+            made.append(time.monotonic())
+        return real(io_, make)
+
+    monkeypatch.setattr(wakeup, "take_inbox", take_inbox)
+    db.transaction_start()
+    db.store(b"n", b"1")
+    db.transaction_commit()
+    assert made, "the request did not queue behind the dead holder"
+    assert db[b"n"] == b"1"
+    assert all(e.owner != dead for e in _txn_entries(db))
+    db.close()
 
 
 @pytest.fixture(autouse=True)
