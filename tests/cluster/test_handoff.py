@@ -93,6 +93,9 @@ def test_a_waiter_handed_the_lock_reads_neither_table_nor_record(
     a.store(b"k", b"before")
     a.chainlock(b"k")
     wakeup.ensure_watch(*_where(b, b"k"))
+    # the process's inbox, as after a first wait (one idle for WATCH_IDLE is
+    # closed, and another test may have closed it): b's request names it
+    wakeup.inbox(_where(b, b"k")[0])
     sent = wakeup.stats()["granted"]
     t, out = _chainlock_in_thread(b, b"k")
     ticket, inbox = _queued(a, b"k", b)
