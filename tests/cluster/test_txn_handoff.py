@@ -74,6 +74,17 @@ def _sleeping(asleep: dict[bytes, threading.Event], waiter: radostdb.Tdb) -> Non
     assert asleep[owner].wait(30), "the waiter never slept for its grant"
 
 
+def _a_transacting(db_name: str, n: int) -> list[radostdb.Tdb]:
+    """n handles; the first has b"n" = 0 stored and a transaction running
+    that adds 1 to it (not yet committed)."""
+    handles = [radostdb.Tdb(db_name, 0, 0, CREATE) for _ in range(n)]
+    a = handles[0]
+    a.store(b"n", b"0")
+    a.transaction_start()
+    a.store(b"n", b"%d" % (int(a[b"n"]) + 1))
+    return handles
+
+
 def _transfer_in_thread(
     db: radostdb.Tdb, may_commit: threading.Event | None = None
 ) -> tuple[threading.Thread, dict[str, Any]]:
@@ -159,10 +170,7 @@ def test_a_holder_handed_the_lock_releases_it_for_a_waiter_it_was_not_told_of(
     was given, which cannot name a. So c, handed the lock by "G", must not
     keep it cached after its transaction: a gets it as c's ends, not when a
     waiter nobody woke announces itself again (REANNOUNCE)."""
-    a, b, c = (radostdb.Tdb(db_name, 0, 0, CREATE) for _ in range(3))
-    a.store(b"n", b"0")
-    a.transaction_start()
-    a.store(b"n", b"%d" % (int(a[b"n"]) + 1))
+    a, b, c = _a_transacting(db_name, 3)
     b_may_commit = threading.Event()
     tb, ob = _transfer_in_thread(b, b_may_commit)
     _queued(a, b)
@@ -193,10 +201,7 @@ def test_two_transactors_in_turn_hand_the_lock_on_early(
     at its end, reads the lock table beside its commit (look_behind), sees
     a there, and tells a with its release itself: an early "G", whose epoch
     is one above b's."""
-    a, b = (radostdb.Tdb(db_name, 0, 0, CREATE) for _ in range(2))
-    a.store(b"n", b"0")
-    a.transaction_start()
-    a.store(b"n", b"%d" % (int(a[b"n"]) + 1))
+    a, b = _a_transacting(db_name, 2)
     b_may_commit = threading.Event()
     tb, ob = _transfer_in_thread(b, b_may_commit)
     _queued(a, b)
