@@ -156,6 +156,16 @@ class Handoff:
     behind: wakeup.Behind
 
 
+@dataclass
+class Isolating:
+    """A read-ahead's calls to one shard (ShardClient.send_isolation): the
+    isolation request (None: held already) and the list behind it (None:
+    the shard is known to be big)."""
+
+    call: clsops.Call | None
+    listing: clsops.Call | None
+
+
 class TxnView(Protocol):
     """What the shard clients need to know of the handle's transaction lock
     (txnlock.TxnLock)."""
@@ -688,13 +698,9 @@ class ShardClient:
         queued, wait for the grant and read again. The isolation is ours on
         return, even when the read raises (clsops.Stale: the key moved).
         With the read, the shard whole if it is small (snapshot.py)."""
-        books = self.books
-        books.check_fork()
+        self.books.check_fork()
         io = self.io()
-        req = clsops.lock_request(
-            books.owner, lease_ms, Kind.ISOLATION, Mode.SHARED, b"", clsops.LOCK_QUEUE, epoch
-        )
-        call = clsops.aio_lock_status(io, self.obj, req)
+        call = self._isolation_call(io, epoch, lease_ms)
         read = clsops.aio_get(io, self.obj, key, self.accept())
         listing = self._aio_whole(io)
         status = call.result()
@@ -704,20 +710,7 @@ class ShardClient:
         except clsops.Stale as exc:
             value = exc
         whole = self._whole(listing)
-        if isinstance(status, clsops.Canceled):
-            raise TdbError(
-                ERR_LOCK, "Locking error: the transaction lost its lock (a newer one took a shard)"
-            )
-        if isinstance(status, clsops.Unclean):
-            self.resolver.unclean(self.obj)
-            self.lock(Kind.ISOLATION, Mode.SHARED, lease_ms=lease_ms, count=False, epoch=epoch)
-            status = clsops.LOCKED_GRANTED
-            value, whole = self._read_or_stale(io, key), None
-        elif isinstance(status, Exception):
-            raise status
-        books.track(self.obj, lease_ms)
-        if status & clsops.LOCKED_QUEUED:
-            self.wait_granted(Kind.ISOLATION, Mode.SHARED, b"", lease_ms, queued=True)
+        if not self._isolated(status, epoch, lease_ms):
             value, whole = self._read_or_stale(io, key), None  # read before the grant
         # the shard is watched on the service thread (TxnLock.note_isolated)
         if isinstance(value, Exception):
@@ -727,6 +720,51 @@ class ShardClient:
         if value.status == clsops.ReadStatus.TOO_BIG or value.pending is not None:
             return self.get(key), whole
         return value, whole
+
+    def send_isolation(self, epoch: int, lease_ms: int, held: bool) -> Isolating:
+        """The first half of a read-ahead (TxnLock.read_ahead): this shard's
+        isolation request, unless ``held``, and a list of the whole shard
+        behind it (snapshot.py), sent without waiting. ``isolated`` takes
+        the replies."""
+        self.books.check_fork()
+        io = self.io()
+        call = None if held else self._isolation_call(io, epoch, lease_ms)
+        return Isolating(call, self._aio_whole(io))
+
+    def isolated(self, sent: Isolating, epoch: int, lease_ms: int) -> snapshot.Snapshot | None:
+        """The second half: the isolation is ours on return (waited for, if
+        the request queued); the shard's snapshot if its list came under it
+        and the shard is small."""
+        whole = self._whole(sent.listing)
+        if sent.call is None or self._isolated(sent.call.result(), epoch, lease_ms):
+            return whole
+        return None  # listed before the grant
+
+    def _isolation_call(self, io: Any, epoch: int, lease_ms: int) -> clsops.Call:
+        req = clsops.lock_request(
+            self.books.owner, lease_ms, Kind.ISOLATION, Mode.SHARED, b"", clsops.LOCK_QUEUE, epoch
+        )
+        return clsops.aio_lock_status(io, self.obj, req)
+
+    def _isolated(self, status: int | Exception, epoch: int, lease_ms: int) -> bool:
+        """Make an isolation request's reply ours: raise for a lost lock,
+        decide a stale holder and take the lock again, wait for a queued
+        grant. True if the reads sent behind the request came under it."""
+        if isinstance(status, clsops.Canceled):
+            raise TdbError(
+                ERR_LOCK, "Locking error: the transaction lost its lock (a newer one took a shard)"
+            )
+        if isinstance(status, clsops.Unclean):
+            self.resolver.unclean(self.obj)
+            self.lock(Kind.ISOLATION, Mode.SHARED, lease_ms=lease_ms, count=False, epoch=epoch)
+            return False
+        if isinstance(status, Exception):
+            raise status
+        self.books.track(self.obj, lease_ms)
+        if status & clsops.LOCKED_QUEUED:
+            self.wait_granted(Kind.ISOLATION, Mode.SHARED, b"", lease_ms, queued=True)
+            return False
+        return True
 
     def get_whole(self, key: bytes) -> tuple[clsops.GetResult, snapshot.Snapshot | None]:
         """``get`` under our isolation, with the shard whole if it is small

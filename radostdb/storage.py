@@ -341,7 +341,7 @@ class RadosStorage(Storage):
         self.resolver = resolver.Resolver(self.db, None if t is None else t + self.locks.txn_lease)
         self.shards = shardclient.Shards(self.io, self.session, self.db, self.locks, self.resolver)
         self.committer = commit.Committer(self.shards)
-        self.txnlock = txnlock.TxnLock(self.shards, self.committer)
+        self.txnlock = txnlock.TxnLock(self.shards, self.committer, self.router.shard_count)
         self.intent = intent.UserIntent(self.shards)
         self.splits = reshard.Trigger(self.target, self.router, header.split_threshold)
         self.watches: weakref.WeakSet[watchmod.Watch] = weakref.WeakSet()  # armed by us

@@ -20,6 +20,17 @@ txnlock design:
     them true until the transaction ends, when they are dropped);
   - a traversal takes every shard's isolation first, in one parallel round
     (in shard order, queuing, from the first busy one: lock_each);
+  - reading ahead: after a transaction that read at least half the shards
+    (and READ_AHEAD_MIN), the handle's next one sends, at its first read,
+    every shard's ISOLATION request and a list of every small shard in one
+    parallel round (``read_ahead``; at most READ_AHEAD_MAX shards), as tdb's
+    transaction takes its allrecord lock at once: an audit of a small
+    database costs one round trip, not one a shard. Requests that queued
+    are waited for one by one, and their shards are read when reached;
+    taking isolation early is safe because transactions never wait for
+    each other's isolation (isolations share) and EXCL lock holders are
+    kept out by the transaction lock. A transaction that reads narrowly
+    again turns it off for the next;
   - a write is buffered (txn.py) and reaches the shard at commit: the
     commit's `apply` takes the isolation itself (the class grants it in the
     same call when grantable, else -EBUSY and the part queues for it). A
@@ -115,6 +126,7 @@ import enum
 import threading
 import time
 import weakref
+from collections.abc import Callable
 
 from . import clsops, commit, resolver, service, snapshot, wakeup
 from .errors import ERR_LOCK, ERR_NOLOCK, RadostdbError, TdbError
@@ -122,6 +134,11 @@ from .kinds import Kind, Mode
 from .shardclient import Shards
 
 CACHE_IDLE = 1.0  # seconds a cached lock is kept without a transaction
+# a transaction that read at least half the shards, and READ_AHEAD_MIN of
+# them, of a database of at most READ_AHEAD_MAX: the handle's next one
+# takes every shard's isolation at its first read (read_ahead)
+READ_AHEAD_MIN = 3
+READ_AHEAD_MAX = 64
 
 
 class _Fenced(RadostdbError):
@@ -139,8 +156,11 @@ class State(enum.Enum):
 class TxnLock:
     """One handle's transaction lock and the isolation it took."""
 
-    def __init__(self, shards: Shards, committer: commit.Committer) -> None:
+    def __init__(
+        self, shards: Shards, committer: commit.Committer, shard_count: Callable[[], int]
+    ) -> None:
         self.shards = shards
+        self.shard_count = shard_count  # of the current layout (Router.shard_count)
         self.db = shards.db
         self.locks = shards.books
         self.committer = committer
@@ -151,6 +171,9 @@ class TxnLock:
         self.epoch = 0  # of our grant of the transaction lock (0: none)
         self.isolated: set[int] = set()  # shard indexes whose isolation we hold
         self.snapshots: dict[int, snapshot.Snapshot] = {}  # small shards read whole (snapshot.py)
+        self.reads: set[int] = set()  # shards the transaction read
+        self.wide = False  # the last transaction read widely: this one reads ahead
+        self.ahead = False  # this transaction has read ahead
         # the journal's read, sent when a "G" handed us the lock (check_fenced)
         self.journal_call: clsops.Call | None = None
         self.fenced = False  # check_fenced found our owner id fenced: a new one at release
@@ -214,6 +237,7 @@ class TxnLock:
         self.idle_check = False
         self.isolated = set()
         self.snapshots = {}
+        self.reads, self.wide, self.ahead = set(), False, False
         self.epoch = 0
         self.journal_call = None  # the parent's call: never waited for here
         self.look_call = None
@@ -230,6 +254,7 @@ class TxnLock:
             while self.state == State.RELEASING:
                 self.cond.wait()
             self.snapshots = {}
+            self.reads, self.ahead = set(), False
             if self.state == State.CACHED:
                 if self._intact() and not self.requested:
                     self.state = State.ACTIVE
@@ -464,6 +489,9 @@ class TxnLock:
     def recall(self, index: int, key: bytes) -> snapshot.Snapshot | None:
         """The snapshot of shard ``index`` read by this transaction, if it
         answers for ``key`` (snapshot.py)."""
+        self.reads.add(index)
+        if self.wide and not self.ahead:
+            self.read_ahead()
         snap = self.snapshots.get(index)
         return snap if snap is not None and snap.knows(key) else None
 
@@ -484,6 +512,33 @@ class TxnLock:
             self.snapshots[index] = snap
         return res
 
+    def read_ahead(self) -> None:
+        """The first read of a transaction after one that read widely:
+        every shard's isolation, and every small shard whole, in one
+        parallel round (see the module comment)."""
+        self.ahead = True
+        count = self.shard_count()
+        if count > READ_AHEAD_MAX:
+            return
+        epoch, lease_ms = self.isolation_args()
+        sent = [
+            (i, self.shards[i].send_isolation(epoch, lease_ms, held=i in self.isolated))
+            for i in range(count)
+            if i not in self.snapshots and not (i in self.isolated and self.shards[i].big)
+        ]
+        failed: BaseException | None = None
+        for i, calls in sent:  # every reply taken, so that what was granted is ours
+            try:
+                snap = self.shards[i].isolated(calls, epoch, lease_ms)
+            except Exception as exc:
+                failed = failed or exc
+                continue
+            self.note_isolated(i)
+            if snap is not None:
+                self.snapshots[i] = snap
+        if failed is not None:
+            raise failed
+
     def isolate(self, indexes: list[int]) -> None:
         """Hold the isolation of these shards (a traversal inside the
         transaction): the missing ones in one parallel round."""
@@ -503,6 +558,9 @@ class TxnLock:
         """The transaction ended: keep the locks, unless somebody waits (or
         the transaction failed), then release them now."""
         self.snapshots = {}
+        count = self.shard_count()
+        self.wide = len(self.reads) >= READ_AHEAD_MIN and 2 * len(self.reads) >= count
+        self.reads = set()
         with self.cond:
             if self.state != State.ACTIVE:
                 return

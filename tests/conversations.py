@@ -115,7 +115,7 @@ class Rig:
         self.resolver = resolver.Resolver(self.db, None if t is None else t + self.books.txn_lease)
         self.shards = shardclient.Shards(get, self.session, self.db, self.books, self.resolver)
         self.committer = commit.Committer(self.shards)
-        self.txnlock = txnlock.TxnLock(self.shards, self.committer)
+        self.txnlock = txnlock.TxnLock(self.shards, self.committer, lambda: nshards)
 
     def in_transaction(self, isolated: list[int]) -> None:
         """The code's transaction is running, holding the isolation the
