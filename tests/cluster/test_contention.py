@@ -114,8 +114,10 @@ def test_two_processes_in_turn_hand_on_early_after_a_third_is_killed(
     lock table with its store and tells the other with its release
     (early). No update is lost (the dead one's count, written after each
     of its unlocks, and at most one more stored before it died), the two
-    are within 0.8-1.2 of their mean, and most of their handoffs are early
-    "G"s."""
+    are within 0.8-1.2 of their mean, and at least half of their handoffs
+    are early "G"s (about 3 in 4 with "G"s delivered on this host by socket,
+    localwake.py: the woken holder's store now often goes out before the
+    giver queued again; 1 in 6 without the read with the store)."""
     db = radostdb.Tdb(db_name, 0, 0, CREATE)
     db.store(b"hot", b"0")
     start = time.time() + 10  # the interpreters start and open their handles first
@@ -142,7 +144,7 @@ def test_two_processes_in_turn_hand_on_early_after_a_third_is_killed(
     assert sum(counts) + dead <= final <= sum(counts) + dead + 1, "an update was lost"
     assert all(0.8 * mean <= c <= 1.2 * mean for c in counts), counts
     assert granted >= sum(counts) / 2, rows
-    assert early >= 0.75 * granted, rows
+    assert early >= 0.5 * granted, rows
     db.close()
 
 
