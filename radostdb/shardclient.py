@@ -162,7 +162,7 @@ class Isolating:
     isolation request (None: held already) and the list behind it (None:
     the shard is known to be big)."""
 
-    call: clsops.Call | None
+    call: clsops.StatusCall | None
     listing: clsops.Call | None
 
 
@@ -740,7 +740,7 @@ class ShardClient:
             return whole
         return None  # listed before the grant
 
-    def _isolation_call(self, io: Any, epoch: int, lease_ms: int) -> clsops.Call:
+    def _isolation_call(self, io: Any, epoch: int, lease_ms: int) -> clsops.StatusCall:
         req = clsops.lock_request(
             self.books.owner, lease_ms, Kind.ISOLATION, Mode.SHARED, b"", clsops.LOCK_QUEUE, epoch
         )
