@@ -1,14 +1,12 @@
 """A "G" to a waiter of this host goes by the datagram socket of its inbox,
 not by notify (localwake.py); turned off, or to nobody bound here, by
-notify; never believed from another user; a forked child does not keep its
-parent's inbox name."""
+notify; a forked child does not keep its parent's inbox name. (The socket's
+trust in its senders is tested without a cluster: tests/unit/test_localwake.py.)"""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +19,6 @@ import radostdb
 from radostdb import localwake, wakeup
 
 CREATE = os.O_CREAT | os.O_RDWR
-NOBODY = 65534
 
 
 @pytest.fixture(autouse=True)
@@ -106,41 +103,6 @@ def test_turned_off_the_grant_goes_by_notify(
     assert not localwake.Sender().send(inbox, b"G")  # and nothing is bound for it here
     monkeypatch.delenv(localwake.ENV)
     assert not localwake.Sender().send(inbox, b"G")
-
-
-def _grant_message(obj: str, ticket: int) -> bytes:
-    import base64
-
-    o64 = base64.b64encode(obj.encode()).decode()
-    return f"G{o64}:{ticket:x}:{wakeup.NO_RECORD}::::0:0".encode()
-
-
-SEND = """
-import socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.sendto(bytes.fromhex(sys.argv[2]), "\\0radostdb.inbox.%016x" % int(sys.argv[1]))
-"""
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="sending as another user needs root")
-def test_a_grant_from_another_user_is_dropped(db_name: str) -> None:
-    """The same "G" sent to our inbox's socket by a process of user nobody
-    is not heard; sent by one of ours, it is."""
-    db = radostdb.Tdb(db_name, 0, 0, CREATE)
-    io = _io(db)
-    inbox = wakeup.inbox(io)
-    heard = wakeup._notices.grants
-    for user, ticket in ((NOBODY, 0x7001), (None, 0x7002)):
-        msg = _grant_message("some.object", ticket)
-        subprocess.run(
-            [sys.executable, "-c", SEND, str(inbox), msg.hex()], check=True, user=user, timeout=30
-        )
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and (id(io), "some.object", 0x7002) not in heard:
-        time.sleep(0.01)
-    assert (id(io), "some.object", 0x7002) in heard
-    assert (id(io), "some.object", 0x7001) not in heard
-    db.close()
 
 
 def _child_looks(conn: Any, fd: int) -> None:
