@@ -1,7 +1,7 @@
 """A "G" to a waiter of this host goes by the datagram socket of its inbox,
 not by notify (localwake.py); turned off, or to nobody bound here, by
 notify; a forked child does not keep its parent's inbox name. (The socket's
-trust in its senders is tested without a cluster: tests/unit/test_localwake.py.)"""
+trust in its senders is tested without a cluster: tests/unit/test_inbox_socket.py.)"""
 
 from __future__ import annotations
 
