@@ -235,6 +235,8 @@ class Shards:
         self.behind: dict[tuple[str, bytes], wakeup.Behind] = {}
         # object -> the epoch a "G" handing us the transaction lock there said
         self.epochs: dict[str, int] = {}
+        # what the "G" that handed us the transaction lock carried (handover.py)
+        self.handovers: dict[str, bytes] = {}
 
     def client(self, obj: str) -> ShardClient:
         """The client of obj (a shard of the database, or another object)."""
@@ -370,13 +372,14 @@ class Shards:
         return intact
 
     def release_objects(
-        self, items: Sequence[tuple[str, int, int]], txn_epoch: int = 0
+        self, items: Sequence[tuple[str, int, int]], txn_epoch: int = 0, handover: bytes = b""
     ) -> list[Exception | None]:
         """Drop every entry of ours of a kind (0: all) on objects, settling a
         transaction there (0: none), in parallel; items are (object, settle,
         kind). Waiters are woken; the transaction lock (kind TXN), held
-        under ``txn_epoch``, is handed on as a record lock is
-        (``ShardClient.txn_released``). Returns the errors, in order."""
+        under ``txn_epoch``, is handed on as a record lock is, with
+        ``handover`` (``ShardClient.txn_released``). Returns the errors, in
+        order."""
         io = self.io()
         books = self.books
         books.forget_objects([(obj, kind) for obj, _, kind in items])
@@ -394,7 +397,7 @@ class Shards:
         # after every release is sent: a "G" sent early reaches a holder whose
         # first touch of a shard finds our isolation there gone, most often
         txn = [o for o, _, kind in items if kind == Kind.TXN]
-        hands = {o: self.client(o).txn_released(io, txn_epoch) for o in txn}
+        hands = {o: self.client(o).txn_released(io, txn_epoch, handover) for o in txn}
         woken = _wake_announced(io, [o for o, _, _ in items if o not in hands])
         errors: list[Exception | None] = []
         for (o, _, _), c in zip(items, calls, strict=True):
@@ -1119,7 +1122,9 @@ class ShardClient:
             return  # granted whom we told
         self._handed(io, granted, ticket, how)(key, record)
 
-    def txn_released(self, io: Any, epoch: int) -> Callable[[int | Exception], None]:
+    def txn_released(
+        self, io: Any, epoch: int, handover: bytes = b""
+    ) -> Callable[[int | Exception], None]:
         """Our release of the transaction lock, held under ``epoch``, was
         just sent: hand the lock on by "G", as ``unlock`` hands a record
         lock. The next in line, when the "G" or the table that granted us
@@ -1128,15 +1133,19 @@ class ShardClient:
         last grant's at least), so a shard fenced for us still takes it
         (txnlock.py). Otherwise the lock table's read goes right behind the
         release (the lock is released at all only when somebody likely
-        waits, or the holder was idle: txnlock.py). Returns the call that
-        finishes the handoff, given the release's result."""
+        waits, or the holder was idle: txnlock.py). A transactor granted so
+        is sent ``handover`` with its "G" (handover.py). Returns the call
+        that finishes the handoff, given the release's result."""
         waited, who = wakeup.take_waited(self.obj)
         behind = self.shards.behind.pop((self.obj, b""), None) or wakeup.Behind()
         first = behind.next_in_line() if epoch and not self.books.holds_on(self.obj) else None
         if first is not None:
             lock = (Kind.TXN, Mode.EXCL)
             later = behind.after(0)
-            self._grant(io, first[0], first[1], b"", None, later, lock, early=True, epoch=epoch + 1)
+            self._grant(
+                io, first[0], first[1], b"", None, later, lock,
+                early=True, epoch=epoch + 1, handover=handover,
+            )  # fmt: skip
         # not told early: whom the release grants is read right behind it
         # (a holder handed the lock by "G" knows only those queued before)
         scall = clsops.aio_state(io, self.obj) if first is None else None
@@ -1151,7 +1160,7 @@ class ShardClient:
             if first is not None and granted == 1 and ticket == first[0]:
                 return  # granted whom we told
             how = Handoff(res, st, waited, who, behind)
-            self._handed(io, granted, ticket, how, epoch + 1 if epoch else 0)(b"", None)
+            self._handed(io, granted, ticket, how, epoch + 1 if epoch else 0, handover)(b"", None)
 
         return finish
 
@@ -1223,8 +1232,9 @@ class ShardClient:
         return Handoff(status, st, waited, who, behind)
 
     def _handed(
-        self, io: Any, granted: int, ticket: int, how: Handoff, epoch: int = 0
-    ) -> Callable[[bytes, clsops.GetResult | None], None]:
+        self, io: Any, granted: int, ticket: int, how: Handoff, epoch: int = 0,
+        handover: bytes = b"",
+    ) -> Callable[[bytes, clsops.GetResult | None], None]:  # fmt: skip
         """After a release that granted ``granted`` waiters, the first with
         ``ticket``: returns the call that tells them, given the key
         released and the record as we leave it (None: not known). One
@@ -1235,7 +1245,8 @@ class ShardClient:
         older client or class), or none while somebody announced a wait,
         are woken with "C" on the object and look again. ``epoch``: we
         released the transaction lock, whose grant we know to have this
-        epoch without a look at the table (txnlock.py)."""
+        epoch without a look at the table (txnlock.py), and a transactor
+        granted it is sent ``handover`` (handover.py)."""
 
         def tell(key: bytes, record: clsops.GetResult | None) -> None:
             if granted == 1 and ticket:
@@ -1244,7 +1255,10 @@ class ShardClient:
                     inbox, later = how.behind.waiters[found[0]][1], how.behind.after(found[0])
                     if epoch and found[0] < how.behind.in_line:  # it waited for the txn lock
                         lock = (Kind.TXN, Mode.EXCL)
-                        self._grant(io, ticket, inbox, key, record, later, lock, epoch=epoch)
+                        self._grant(
+                            io, ticket, inbox, key, record, later, lock,
+                            epoch=epoch, handover=handover,
+                        )  # fmt: skip
                     else:
                         lock = (Kind.RECORD, Mode.EXCL)
                         self._grant(io, ticket, inbox, key, record, later, lock)
@@ -1267,6 +1281,7 @@ class ShardClient:
                         (entry.kind, entry.mode),
                         entry.key,
                         epoch=st.header.epoch if entry.kind == Kind.TXN else 0,
+                        handover=handover,
                     )
                     return
                 if entry is not None:
@@ -1289,12 +1304,13 @@ class ShardClient:
         locked_key: bytes | None = None,
         early: bool = False,
         epoch: int = 0,
+        handover: bytes = b"",
     ) -> None:
         """Send "G" for ``ticket`` to ``inbox``: with the record ``key`` as we
         leave it if the grant is of that record's exclusive lock (``lock``,
         on ``locked_key``: ``key`` unless said), who waits behind
         (``early``: sent with the release, before its reply), and the
-        transaction lock's ``epoch``."""
+        transaction lock's ``epoch`` and, to a transactor, ``handover``."""
         same = lock == (Kind.RECORD, Mode.EXCL) and (locked_key is None or locked_key == key)
         if (
             same
@@ -1304,7 +1320,12 @@ class ShardClient:
             data = codec.decode_record(key, record.record)[1] if record.status == 0 else b""
             wakeup.grant(io, self.obj, ticket, inbox, key, record.status, data, behind, early)
         else:
-            wakeup.grant(io, self.obj, ticket, inbox, behind=behind, early=early, epoch=epoch)
+            if lock != (Kind.TXN, Mode.EXCL):
+                handover = b""
+            wakeup.grant(
+                io, self.obj, ticket, inbox, behind=behind, early=early, epoch=epoch,
+                handover=handover,
+            )  # fmt: skip
 
     def write_and_unlock(self, entries: Entries, key: bytes) -> int:
         """A write under our exclusive record lock on ``key`` and the lock's
@@ -1554,6 +1575,7 @@ class ShardClient:
             self.shards.behind[(self.obj, key)] = behind
         if handed.epoch:  # the transaction lock's (txnlock.py)
             self.shards.epochs[self.obj] = handed.epoch
+            self.shards.handovers[self.obj] = handed.handover
         if not want_record or got_key != key or status not in (0, 1):  # FOUND, MISSING
             return (None,)
         record = codec.encode_record(key, data) if status == clsops.ReadStatus.FOUND else b""

@@ -636,7 +636,9 @@ class RadosStorage(Storage):
         self.txnlock.look_behind()  # beside the commit: who waits, for an early handoff
         self.txnlock.check_fenced()
         self.committer.commit(ops, self.group, self.router.stale)
-        for index, entries in self.group(ops).items():
+        by_shard = self.group(ops)
+        self.txnlock.committed(by_shard)
+        for index, entries in by_shard.items():
             self.splits.wrote(index, len(entries), settled=False)
 
     # -- locks --------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The transaction lock and a transaction's isolation, cached between
-transactions.
+transactions, and the isolation kept parked when the lock is handed on.
 
 txnlock design:
 - A transaction holds the database's transaction lock (kind TXN in the
@@ -103,6 +103,34 @@ txnlock design:
   those queued before its giver looked, and one that queued since stays
   silent behind another waiter (shardclient._announce_needed), counting
   on the holder to know.
+- Parked isolation: a holder that hands the transaction lock on (somebody
+  waits for it) keeps the isolation of the shards it touched (``_hand_on``,
+  state PARKED), releasing only the transaction lock, its COMMIT entries
+  and the isolation of the shards somebody announced a wait for
+  (``wanted``); its pending transactions are settled in the same round.
+  Isolations share, so the next transaction is not kept out. The "G"
+  carries the giver's snapshots (snapshot.py), its writes merged in, and
+  which committed transactions may still be pending where (handover.py).
+  The new holder takes a snapshot only of a shard whose isolation it
+  held parked since before its request for the transaction lock, and
+  still holds (``_take_handover``); then that snapshot answers its reads
+  with no round trip. Why it is true: the shard had no write but the
+  transactions' while any isolation covered it; the giver held its
+  isolation from its snapshot's read (or, by the same rule, from its own
+  grant) until after its release of the transaction lock, and ours was
+  granted before our request reached that lock, so before that release:
+  the two overlap, and the transactions in between are the giver's.
+  Several transactors in turn thus hold every shard they touch and read
+  nothing after a grant; the auditor's read of every shard is free.
+  A parked isolation is given up as soon as a "W" for its shard is heard
+  (``_drop_parked``, also while we wait for the transaction lock: a
+  waiter for the shard may hold the record locks, and with them USER,
+  that our request waits for), after CACHE_IDLE unused, at close, and
+  whole when anything failed. Our next transaction waits for a drop in
+  flight before it touches the shard again (the release drops every
+  isolation of ours there). A process killed while parked leaves stale
+  entries, decided as a dead holder's (one transaction lease).
+  RADOSTDB_TXN_PARK=0 releases everything instead.
 - The release settles the shards the holder's lazily settled transactions
   left pending (commit.Settlement), in the same call as each isolation
   lock, then forgets the journal records.
@@ -123,17 +151,20 @@ txnlock design:
 from __future__ import annotations
 
 import enum
+import os
 import threading
 import time
 import weakref
 from collections.abc import Callable
 
-from . import clsops, commit, resolver, service, snapshot, wakeup
+from . import clsops, commit, handover, resolver, service, snapshot, wakeup
 from .errors import ERR_LOCK, ERR_NOLOCK, RadostdbError, TdbError
 from .kinds import Kind, Mode
 from .shardclient import Shards
 
 CACHE_IDLE = 1.0  # seconds a cached lock is kept without a transaction
+# hand the transaction lock on with the isolation kept (RADOSTDB_TXN_PARK=0: release both)
+PARK = os.environ.get("RADOSTDB_TXN_PARK", "1") != "0"
 # a transaction that read at least half the shards, and READ_AHEAD_MIN of
 # them, of a database of at most READ_AHEAD_MAX: the handle's next one
 # takes every shard's isolation at its first read (read_ahead)
@@ -150,6 +181,7 @@ class State(enum.Enum):
     ACQUIRING = "acquiring"
     ACTIVE = "active"
     CACHED = "cached"
+    PARKED = "parked"  # the transaction lock handed on, the shards' isolation kept
     RELEASING = "releasing"
 
 
@@ -174,6 +206,11 @@ class TxnLock:
         self.reads: set[int] = set()  # shards the transaction read
         self.wide = False  # the last transaction read widely: this one reads ahead
         self.ahead = False  # this transaction has read ahead
+        # shard index -> a committed transaction of our giver's that may be
+        # pending there (read through it, settle it with our write: handover.py)
+        self.inherited: dict[int, int] = {}
+        self.wanted: set[int] = set()  # shards somebody waits for ("W"), heard in a transaction
+        self.dropping: set[int] = set()  # parked isolations being given up ("W" heard)
         # the journal's read, sent when a "G" handed us the lock (check_fenced)
         self.journal_call: clsops.Call | None = None
         self.fenced = False  # check_fenced found our owner id fenced: a new one at release
@@ -238,6 +275,7 @@ class TxnLock:
         self.isolated = set()
         self.snapshots = {}
         self.reads, self.wide, self.ahead = set(), False, False
+        self.inherited, self.wanted, self.dropping = {}, set(), set()
         self.epoch = 0
         self.journal_call = None  # the parent's call: never waited for here
         self.look_call = None
@@ -288,6 +326,10 @@ class TxnLock:
                 self._release()
                 raise
         with self.cond:
+            # a parked isolation given up meanwhile ("W") is gone before we
+            # touch its shard again: its release drops every isolation of ours there
+            while self.dropping:
+                self.cond.wait()
             self.state = State.ACTIVE
 
     def _acquire(self, nonblock: bool) -> None:
@@ -295,6 +337,7 @@ class TxnLock:
         when free (the lock request, the state and the journal sent at once)."""
         io = self.shards.io()
         self.shards.epochs.pop(self.db.wait_obj, None)
+        self.shards.handovers.pop(self.db.wait_obj, None)
         # the process's inbox, if it has one, kept while we may wait (0: none
         # yet); the lock object is watched once we wait (wait_granted)
         inboxes = [0 if nonblock else wakeup.take_inbox(io)]
@@ -410,11 +453,13 @@ class TxnLock:
             journal = clsops.journal(io, self.db.journal)
         if st is None:  # a "G": its epoch, and who waits behind us (kept by the shard client)
             epoch = self.shards.epochs.pop(wait_obj, 0)
+            given = self.shards.handovers.pop(wait_obj, b"")
             if not epoch:  # an older giver: look
                 st, journal = clsops.state(io, wait_obj), clsops.journal(io, self.db.journal)
                 self._others_wait(st)
                 return st, journal
             self.epoch = epoch
+            self._take_handover(given)
             self.journal_call = clsops.aio_journal(io, self.db.journal)
             # the waiters the "G" listed are those its giver knew of, from an
             # older look at the table: one that queued since stays silent
@@ -435,6 +480,24 @@ class TxnLock:
         if queued or any(e.owner != self.locks.owner and not e.held for e in st.header.entries):
             with self.cond:
                 self.requested = True
+
+    def _take_handover(self, raw: bytes) -> None:
+        """What the "G" that handed us the lock carried (handover.py): the
+        giver's committed transactions that may be pending, read through
+        and settled by us, and its snapshots of the shards we held parked
+        since before we queued, which answer our reads there (the proof is
+        in the module comment)."""
+        given = handover.Handover.decode(raw) if raw else None
+        if given is None:
+            return
+        held = self.locks.held
+        with self.cond:
+            self.inherited = dict(given.pending)
+            self.snapshots = {
+                i: snap
+                for i, snap in given.snapshots.items()
+                if i in self.isolated and self._iso_key(i) in held
+            }
 
     def check_fenced(self) -> None:
         """Before the transaction's commit: a holder handed the lock by "G"
@@ -556,39 +619,53 @@ class TxnLock:
 
     def end(self, ok: bool = True) -> None:
         """The transaction ended: keep the locks, unless somebody waits (or
-        the transaction failed), then release them now."""
-        self.snapshots = {}
+        the transaction failed); when somebody waits, hand the transaction
+        lock on and keep the isolation parked (see the module comment),
+        else release them now."""
+        snaps, self.snapshots = self.snapshots, {}
         count = self.shard_count()
         self.wide = len(self.reads) >= READ_AHEAD_MIN and 2 * len(self.reads) >= count
         self.reads = set()
         with self.cond:
             if self.state != State.ACTIVE:
                 return
-            if ok and not self.requested and self._intact():
+            intact = ok and self._intact()
+            if intact and not self.requested:
                 self.state = State.CACHED
-                self.idle_since = time.monotonic()
-                if not self.idle_check:  # one timer per idle period, not per transaction
-                    self.idle_check = True
-                    service.call_at(self.idle_since + CACHE_IDLE, self._release_if_idle)
+                self._idle_from_now()
                 return
             self.state = State.RELEASING
-        self._release()
+        if intact and not self.fenced and PARK:
+            self._hand_on(snaps)
+        else:
+            self._release()
+
+    def _idle_from_now(self) -> None:
+        """(under cond) Idle from now: give what we keep up after CACHE_IDLE."""
+        self.idle_since = time.monotonic()
+        if not self.idle_check:  # one timer per idle period, not per transaction
+            self.idle_check = True
+            service.call_at(self.idle_since + CACHE_IDLE, self._release_if_idle)
 
     def _release_if_idle(self) -> None:
         """(service thread) Give the cached locks up after CACHE_IDLE unused."""
         with self.cond:
             self.idle_check = False
-            if self.state not in (State.CACHED, State.ACTIVE):
+            if self.state not in (State.CACHED, State.ACTIVE, State.PARKED, State.ACQUIRING):
                 return  # released meanwhile: the next end() schedules a check
-            if self.state == State.ACTIVE or time.monotonic() - self.idle_since < CACHE_IDLE - 0.01:
+            if (
+                self.state in (State.ACTIVE, State.ACQUIRING)
+                or time.monotonic() - self.idle_since < CACHE_IDLE - 0.01
+            ):
                 # used again meanwhile: look again when that use has been idle long enough
                 self.idle_check = True
                 service.call_at(
                     max(self.idle_since, time.monotonic()) + CACHE_IDLE, self._release_if_idle
                 )
                 return
+            txn = self.state == State.CACHED
             self.state = State.RELEASING
-        self._release()
+        self._release(txn)
 
     def close(self) -> None:
         """Release whatever we hold (handle close)."""
@@ -597,8 +674,9 @@ class TxnLock:
                 self.cond.wait()
             if self.state == State.NONE:
                 return
+            txn = self.state != State.PARKED
             self.state = State.RELEASING
-        self._release()
+        self._release(txn)
 
     # -- giving the locks up --------------------------------------------------------------
     def _on_wait(self, obj: str) -> None:
@@ -610,22 +688,89 @@ class TxnLock:
         if not ours and index is None:
             return
         with self.cond:
+            if self.state in (State.PARKED, State.ACQUIRING) and index in self.isolated:
+                # parked, not in use: given up now (a waiter for the shard
+                # may hold the record locks the transaction lock waits for)
+                self.isolated.discard(index)
+                self.dropping.add(index)
+                service.submit(lambda: self._drop_parked(index))
             if self.state in (State.ACQUIRING, State.ACTIVE):
                 self.requested = True
+                if index is not None:
+                    self.wanted.add(index)
             elif self.state == State.CACHED and (ours or index in self.isolated):
                 self.requested = True
                 self.state = State.RELEASING
                 service.submit(self._release)
 
-    def _release(self) -> None:
-        """Release the transaction lock and the isolation we took, settling
-        what our lazily settled transactions left pending (state
-        RELEASING)."""
+    def _drop_parked(self, index: int) -> None:
+        """(service thread) Give up the parked isolation of shard ``index``."""
+        try:
+            settle = self.committer.settlement.accept(index)
+            items = [(self.db.shard(index), settle, Kind.ISOLATION)]
+            if self.shards.release_objects(items) == [None] and settle:
+                self.committer.settlement.settled(index)
+        finally:
+            with self.cond:
+                self.dropping.discard(index)
+                self.cond.notify_all()
+
+    def _hand_on(self, snaps: dict[int, snapshot.Snapshot]) -> None:
+        """Hand the transaction lock on to whoever waits, keeping the
+        isolation we hold parked (state RELEASING; see the module comment):
+        in one parallel round the transaction lock's release, whose "G"
+        carries our snapshots and what may still be pending where
+        (handover.py), our pending transactions settled, and the isolation
+        of the shards somebody waits for released."""
+        ok, keep = False, set()
+        try:
+            settles = self.committer.release_settles()
+            with self.cond:
+                wanted = self.wanted & self.isolated
+                keep = self.isolated - wanted
+            items = [(self.db.shard(i), settles.get(i, 0), Kind.ISOLATION) for i in sorted(wanted)]
+            # a release of our COMMIT entries (if any) settles, and keeps the isolation
+            items += [
+                (self.db.shard(i), settles.get(i, 0), Kind.COMMIT)
+                for i in sorted((set(settles) - wanted) | keep)
+                if i in settles or self.locks.holds_kind(self.db.shard(i), Kind.COMMIT)
+            ]
+            items.append((self.db.wait_obj, 0, Kind.TXN))
+            given = handover.Handover(
+                {i: t for i, t in settles.items() if i in keep},
+                {i: snap for i, snap in snaps.items() if i in keep},
+            )
+            self._looked_behind()
+            errors = self.shards.release_objects(items, self.epoch, given.encode())
+            ok = all(e is None for e in errors)
+            self.committer.after_release(ok)
+        finally:
+            for call in (self.journal_call, self.look_call):
+                if call is not None:
+                    call.error()  # not looked at (nothing committed, or an error)
+            self.journal_call = self.look_call = None
+            with self.cond:
+                self.isolated = keep if ok else set()
+                self.snapshots, self.inherited, self.wanted = {}, {}, set()
+                self.epoch = 0
+                self.requested = False
+                self.state = State.PARKED if self.isolated else State.NONE
+                if self.isolated:
+                    self._idle_from_now()
+                self.cond.notify_all()
+        if not ok and keep:  # something failed: give the rest up too
+            self.shards.release_objects([(self.db.shard(i), 0, Kind.ISOLATION) for i in keep])
+
+    def _release(self, txn: bool = True) -> None:
+        """Release the transaction lock (``txn``: we hold or wait for it)
+        and the isolation we took, settling what our lazily settled
+        transactions left pending (state RELEASING)."""
         try:
             settles = self.committer.release_settles()
             touched = sorted(self.isolated | set(settles))
             items = [(self.db.shard(i), settles.get(i, 0), Kind.ISOLATION) for i in touched]
-            items.append((self.db.wait_obj, 0, Kind.TXN))
+            if txn:
+                items.append((self.db.wait_obj, 0, Kind.TXN))
             items += [
                 (self.db.shard(i), 0, Kind.COMMIT)
                 for i in touched
@@ -644,16 +789,35 @@ class TxnLock:
                 self.locks.new_owner()
             with self.cond:
                 self.isolated = set()
-                self.snapshots = {}
+                self.snapshots, self.inherited, self.wanted = {}, {}, set()
                 self.epoch = 0
                 self.state = State.NONE
                 self.requested = False
                 self.cond.notify_all()
 
     def accept(self, index: int) -> int:
-        """A transaction we committed that may still be pending on the shard."""
-        return self.committer.settlement.accept(index) if self.holds() else 0
+        """A committed transaction, ours or our giver's, that may still be
+        pending on the shard."""
+        if not self.holds():
+            return 0
+        return self.committer.settlement.accept(index) or self.inherited.get(index, 0)
 
     def settled(self, index: int) -> None:
-        """Our write to the shard settled what we had pending there."""
+        """Our write to the shard settled what was pending there."""
         self.committer.settlement.settled(index)
+        self.inherited.pop(index, None)
+
+    def committed(self, by_shard: dict[int, commit.Entries]) -> None:
+        """Our transaction committed these entries, by shard: what was
+        pending there is settled, and our snapshots of those shards now
+        hold what the commit left (handed on at the end: handover.py)."""
+        for index, entries in by_shard.items():
+            self.inherited.pop(index, None)
+            snap = self.snapshots.get(index)
+            if snap is None:
+                continue
+            merged = handover.merge(snap, entries)
+            if merged is None:
+                del self.snapshots[index]
+            else:
+                self.snapshots[index] = merged

@@ -117,9 +117,10 @@ WAIT_MSG = "W"
 CHANGED_MSG = "C"
 KEYS_MSG = "K"
 GRANT_MSG = "G"  # "G<object b64>:<ticket hex>:<record status>:<key b64>:<data b64>:<behind>:<in
-# line>:<epoch hex>" with <behind> "<ticket hex>.<inbox hex>,...", <in line> decimal and <epoch>
-# the transaction lock's (0: none said; older senders stop after <in line> or <behind>) (ASCII:
-# python-rados sends a notify's message as a C string)
+# line>:<epoch hex>:<handover b64>" with <behind> "<ticket hex>.<inbox hex>,...", <in line>
+# decimal, <epoch> the transaction lock's (0: none said) and <handover> what a transaction's
+# giver hands on (handover.py; empty: nothing) (older senders stop after <epoch>, <in line> or
+# <behind>) (ASCII: python-rados sends a notify's message as a C string)
 INBOX_PREFIX = "radostdb.inbox."
 GRANT_VALUE_MAX = 16384  # record bytes a "G" carries at most (larger: the waiter reads it)
 GRANTS_KEPT = 256  # "G"s remembered by (object, ticket) until their waiter takes them
@@ -151,7 +152,8 @@ class Behind:
 class Grant:
     """A "G" heard: the record it carried (key, status or NO_RECORD, data),
     the waiters behind its grantee, the epoch of a transaction lock's grant
-    (0: none said), and when it came."""
+    (0: none said), what a transaction's giver handed on (handover.py; b"":
+    nothing), and when it came."""
 
     key: bytes
     status: int
@@ -159,6 +161,7 @@ class Grant:
     behind: Behind
     epoch: int
     heard: float
+    handover: bytes = b""
 
 
 class _Notices:
@@ -424,9 +427,10 @@ class _Notices:
             )
             behind = Behind(waiters, int(rest[1]) if len(rest) > 1 else 0)
             epoch = int(rest[2], 16) if len(rest) > 2 else 0
+            handover = base64.b64decode(rest[3]) if len(rest) > 3 else b""
         except (ValueError, binascii.Error, UnicodeDecodeError):
             return
-        heard = Grant(key, status, data, behind, epoch, time.monotonic())
+        heard = Grant(key, status, data, behind, epoch, time.monotonic(), handover)
         with self.cond:
             self.grants[(where, obj, ticket)] = heard
             while len(self.grants) > GRANTS_KEPT:
@@ -495,7 +499,7 @@ class _Notices:
     def grant(
         self, io: Any, obj: str, ticket: int, inbox: int, key: bytes = b"",
         status: int = NO_RECORD, data: bytes = b"", behind: Behind | None = None,
-        early: bool = False, epoch: int = 0,
+        early: bool = False, epoch: int = 0, handover: bytes = b"",
     ) -> None:  # fmt: skip
         with self.lock:
             self.stats["granted"] += 1
@@ -507,6 +511,8 @@ class _Notices:
         behind = behind or Behind()
         later = ",".join(f"{t:x}.{i:x}" for t, i in behind.waiters)
         msg = f"{GRANT_MSG}{o64}:{ticket:x}:{status}:{k64}:{d64}:{later}:{behind.in_line}:{epoch:x}"
+        if handover:
+            msg += ":" + base64.b64encode(handover).decode()
         if self.sender.send(inbox, msg.encode()):  # a waiter of this host (localwake.py)
             with self.lock:
                 self.stats["local"] += 1
@@ -687,6 +693,7 @@ def grant(
     behind: Behind | None = None,
     early: bool = False,
     epoch: int = 0,
+    handover: bytes = b"",
 ) -> None:
     """Send "G" to ``inbox`` (no wait for the answer): the lock entry on obj
     with this ticket holds its lock now (the release's reply said so), or
@@ -694,8 +701,9 @@ def grant(
     was next in line); with the record ``key`` as the giver left it
     (``status`` FOUND with ``data``, or MISSING; NO_RECORD: not known), the
     waiters queued behind it, as far as the giver knows, and for the
-    transaction lock the epoch its holder takes (0: not known)."""
-    _notices.grant(io, obj, ticket, inbox, key, status, data, behind, early, epoch)
+    transaction lock the epoch its holder takes (0: not known) and what
+    its giver hands on (``handover``: handover.py)."""
+    _notices.grant(io, obj, ticket, inbox, key, status, data, behind, early, epoch, handover)
 
 
 def inbox_name(number: int) -> str:

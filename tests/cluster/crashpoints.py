@@ -3,7 +3,8 @@ step of a multi-shard commit, or when it releases its transaction lock.
 
 The tests switch it on in the process they mean to kill: ``install(step)``
 replaces the committer's round (radostdb.commit.Committer._round) or the
-release of the transaction lock (radostdb.txnlock.TxnLock._release) with a
+release of the transaction lock (radostdb.txnlock.TxnLock._release, and
+_hand_on, which hands it on keeping the isolation) with a
 version that does part of the work and dies. Nothing in radostdb looks for
 it. Workers started with ``RADOSTDB_TEST_CRASH_AT=STEP`` in their
 environment install it themselves (procs.py, fault_workers.py).
@@ -104,7 +105,8 @@ def install(step: str) -> None:
     if step not in STEPS:
         raise ValueError(f"unknown crash step {step!r}; one of {', '.join(STEPS)}")
     if step == "before-release":
-        txnlock.TxnLock._release = lambda self: die()  # type: ignore[method-assign]
+        txnlock.TxnLock._release = lambda self, *_: die()  # type: ignore[method-assign]
+        txnlock.TxnLock._hand_on = lambda self, *_: die()  # type: ignore[method-assign]
         return
     real = commit.Committer._round
 

@@ -68,11 +68,12 @@ def _read_in_transaction(
     db: radostdb.Tdb, keys: list[bytes], other: radostdb.Tdb, sent: list[str] | None = None
 ) -> list[Any]:
     """A read-only transaction of ``keys`` on db, after ``other`` took the
-    transaction lock db kept cached (so db holds no isolation when it
-    starts); "start" and "end" mark in ``sent`` where db's transaction
-    starts and where its reads end."""
+        transaction lock db kept cached (so db holds no isolation when it
+    X
+        starts and where its reads end."""
     other.transaction_start()
     other.transaction_cancel()
+    db._storage_or_closed().txnlock.close()  # and the isolation it kept parked (txnlock.py)
     if sent is not None:
         sent.append("start")
     db.transaction_start()

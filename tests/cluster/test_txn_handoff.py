@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import radostdb
-from radostdb import clsops, wakeup
+from radostdb import clsops, txnlock, wakeup
 from radostdb.errors import ERR_LOCK
 from radostdb.kinds import Kind, Mode
 from radostdb.txnlock import State
@@ -122,8 +122,9 @@ def test_the_transaction_lock_goes_down_the_queue_by_grant(
     Each grantee takes the epoch the "G" says: one above its giver's when
     told early (never above the class's stamp, so a shard fenced for it
     still takes it), else the one the class stamped. Nobody is woken by a
-    "C", nobody keeps the lock cached after a transaction it was handed,
-    and the counter is exact."""
+    "C", nobody keeps the transaction lock cached after a transaction it
+    was handed (each keeps its isolation parked: txnlock.py), and the
+    counter is exact."""
     a, b, x, c = (radostdb.Tdb(db_name, 0, 0, CREATE) for _ in range(4))
     a.store(b"n", b"0")
     a.transaction_start()
@@ -153,7 +154,7 @@ def test_the_transaction_lock_goes_down_the_queue_by_grant(
     eb, ex, ec = (out["epoch"] for out in outs)
     assert eb == ea + 1 if done else eb > ea
     assert (ex, ec) == (eb + 1, eb + 2)
-    assert [out["after"] for out in outs] == [State.NONE] * 3
+    assert [out["after"] for out in outs] == [State.PARKED] * 3
     assert _txn_entries(a) == []
     assert a[b"n"] == b"%d" % (3 + done)
     for h in (a, b, x, c):
@@ -185,7 +186,7 @@ def test_a_holder_handed_the_lock_releases_it_for_a_waiter_it_was_not_told_of(
         t.join(30)
     assert all("error" not in o for o in (ob, oc, oa)), (ob, oc, oa)
     assert oc["epoch"] == ob["epoch"] + 1  # told early by b
-    assert oc["after"] == State.NONE  # released at its end, not cached
+    assert oc["after"] == State.PARKED  # handed on at its end, not cached (txnlock.py)
     assert oa["epoch"] > oc["epoch"]
     assert a[b"n"] == b"4"
     for h in (a, b, c):
@@ -305,3 +306,202 @@ def _lease(monkeypatch: pytest.MonkeyPatch) -> None:
     """Leases long enough that no holder here loses its lock on a slow machine."""
     monkeypatch.setenv("RADOSTDB_TXN_LEASE", "10")
     monkeypatch.setenv("RADOSTDB_LOCK_LEASE", "10")
+
+
+# -- the isolation kept parked, and what the "G" hands on (handover.py) ---------------------
+SHARDS = 8
+
+
+@pytest.fixture
+def long_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Transaction leases of half a minute (the lock lease) and parked
+    isolation kept as long when idle: a test that waited for either to run
+    out would stall past its own timeouts, and nothing parked goes away
+    on its own while a test looks."""
+    monkeypatch.setenv("RADOSTDB_TXN_LEASE", "60")
+    monkeypatch.setattr(txnlock, "CACHE_IDLE", 60.0)
+
+
+def _one_key_per_shard(db: radostdb.Tdb) -> list[bytes]:
+    router = db._storage_or_closed().router
+    found: dict[int, bytes] = {}
+    i = 0
+    while len(found) < SHARDS:
+        found.setdefault(router.shard(b"k%d" % i), b"k%d" % i)
+        i += 1
+    return [found[s] for s in range(SHARDS)]
+
+
+def _parked_everywhere(db_name: str) -> tuple[radostdb.Tdb, radostdb.Tdb, list[bytes]]:
+    """Handles a and b of a database of SHARDS shards, one key in each,
+    both holding every shard's isolation parked: each read every shard
+    in a transaction that handed the lock to the other."""
+    a = radostdb.Tdb(db_name, 0, 0, CREATE, shards=SHARDS)
+    b = radostdb.Tdb(db_name, 0, 0, CREATE)
+    keys = _one_key_per_shard(a)
+    for i, k in enumerate(keys):
+        a.store(k, b"%d" % i)
+    a.transaction_start()
+    holder, waiter = a, b
+    for _ in range(2):
+        assert [holder[k] for k in keys] == [b"%d" % i for i in range(SHARDS)]
+        t = threading.Thread(target=waiter.transaction_start)
+        t.start()
+        _queued(holder, waiter)
+        _announced_to(holder)
+        holder.transaction_cancel()
+        t.join(30)
+        assert not t.is_alive()
+        holder, waiter = waiter, holder
+    a.transaction_cancel()  # handed the lock by "G": not kept cached
+    for h in (a, b):
+        tl = h._storage_or_closed().txnlock
+        assert tl.state == State.PARKED, tl.state
+        assert tl.isolated == set(range(SHARDS)), tl.isolated
+    return a, b, keys
+
+
+@pytest.mark.parametrize("local", ["socket", "notify"])
+def test_the_next_transaction_reads_what_the_last_left_without_a_round_trip(
+    db_name: str,
+    local: str,
+    monkeypatch: pytest.MonkeyPatch,
+    asleep: dict[bytes, threading.Event],
+    long_lease: None,
+) -> None:
+    """a and b hold every shard's isolation parked. b queues for the
+    transaction lock while a's transaction reads every record and changes
+    two; a's "G"
+    hands b the lock with a's snapshots of the shards, its writes merged
+    in: b's transaction reads all 8 records and sends no read at all (by
+    the datagram socket and by notify alike), and sees a's writes."""
+    if local == "notify":
+        monkeypatch.setenv("RADOSTDB_LOCAL_WAKE", "0")
+    a, b, keys = _parked_everywhere(db_name)
+    reads: list[str] = []
+    me: list[threading.Thread] = []
+
+    def counting(name: str, fn: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if me and threading.current_thread() is me[0]:
+                reads.append(name)
+            return fn(*args, **kwargs)
+
+        return call
+
+    for name in ("aio_get", "aio_list", "get"):
+        monkeypatch.setattr(clsops, name, counting(name, getattr(clsops, name)))
+    a.transaction_start()
+    assert [a[k] for k in keys] == [b"%d" % i for i in range(SHARDS)]
+    a.store(keys[2], b"two")
+    a.delete(keys[5])
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        b.transaction_start()
+        out["got"] = [b.get(k) for k in keys]
+        b.transaction_cancel()
+
+    t = threading.Thread(target=run)
+    me.append(t)
+    t.start()
+    _queued(a, b)
+    _announced_to(a)
+    _sleeping(asleep, b)
+    a.transaction_commit()
+    t.join(30)
+    expected = [b"%d" % i for i in range(SHARDS)]
+    expected[2], expected[5] = b"two", None
+    assert out["got"] == expected
+    assert reads == [], reads
+    for h in (a, b):
+        h.close()
+
+
+def test_a_shard_somebody_waits_for_is_given_up_and_read_again(
+    db_name: str, asleep: dict[bytes, threading.Event], long_lease: None
+) -> None:
+    """b is in a transaction, a holds every shard's isolation parked. A
+    plain store to shard 3 waits for them: a gives shard 3 up at once, b
+    at its end. a, queued meanwhile for the transaction lock, is handed
+    the other shards' snapshots by b's "G", not shard 3's: its read there
+    goes to the OSD, behind the store, and sees it."""
+    a, b, keys = _parked_everywhere(db_name)
+    c = radostdb.Tdb(db_name)
+    b.transaction_start()
+    assert b[keys[3]] == b"3"
+    stored = threading.Event()
+    ts = threading.Thread(target=lambda: (c.store(keys[3], b"three"), stored.set()))
+    ts.start()
+    tb = b._storage_or_closed().txnlock
+    deadline = time.monotonic() + 30
+    while 3 not in tb.wanted and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert 3 in tb.wanted, "b never heard the store wait"
+    ta = a._storage_or_closed().txnlock
+    assert 3 not in ta.isolated  # given up at once: a was parked
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        a.transaction_start()
+        out["snapshots"] = set(ta.snapshots)
+        out["got"] = [a.get(k) for k in keys]
+        a.transaction_cancel()
+
+    t = threading.Thread(target=run)
+    t.start()
+    _queued(b, a)
+    _sleeping(asleep, a)
+    assert not stored.is_set()  # b still isolates shard 3
+    b.store(keys[0], b"zero")
+    b.transaction_commit()
+    t.join(30)
+    ts.join(30)
+    assert stored.is_set()
+    assert out["snapshots"] == set(range(SHARDS)) - {3}
+    assert out["got"] == [b"zero", b"1", b"2", b"three"] + [b"%d" % i for i in range(4, SHARDS)]
+    for h in (a, b, c):
+        h.close()
+
+
+def test_a_record_lock_holder_is_not_kept_waiting_by_a_queued_transaction(
+    db_name: str, long_lease: None
+) -> None:
+    """a holds every shard's isolation parked. c takes record locks on
+    shards 1 and 6 (holding record locks excludes transactions), with a
+    queued for the transaction lock between the two: a's parked isolation
+    of shard 6 would keep c waiting while a waits for c. a gives it up as
+    c asks: c gets both locks within the test (the lease is longer), and
+    a's transaction, once c unlocked, reads what c stored."""
+    a, b, keys = _parked_everywhere(db_name)
+    b.close()
+    c = radostdb.Tdb(db_name)
+    c.chainlock(keys[1])
+    ta = a._storage_or_closed().txnlock
+    assert ta.isolated == set(range(SHARDS)) - {1}  # given up as c asked, the rest parked
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        a.transaction_start()
+        out["got"] = [a.get(k) for k in keys]
+        a.transaction_cancel()
+
+    t = threading.Thread(target=run)
+    t.start()
+    _queued(c, a)
+    assert ta.state == State.ACQUIRING and 6 in ta.isolated
+    took = threading.Event()
+    tc = threading.Thread(target=lambda: (c.chainlock(keys[6]), took.set()))
+    tc.start()
+    assert took.wait(20), "c waited for the parked isolation of a queued transaction"
+    c.store(keys[1], b"one")
+    c.store(keys[6], b"six")
+    c.chainunlock(keys[6])
+    c.chainunlock(keys[1])
+    t.join(30)
+    tc.join(30)
+    expected = [b"%d" % i for i in range(SHARDS)]
+    expected[1], expected[6] = b"one", b"six"
+    assert out["got"] == expected
+    for h in (a, c):
+        h.close()
