@@ -741,7 +741,8 @@ class TxnLock:
                 {i: snap for i, snap in snaps.items() if i in keep},
             )
             self._looked_behind()
-            errors = self.shards.release_objects(items, self.epoch, given.encode())
+            gate = self._complete_first(settles)
+            errors = self.shards.release_objects(items, self.epoch, given.encode(), gate)
             ok = all(e is None for e in errors)
             self.committer.after_release(ok)
         finally:
@@ -761,6 +762,20 @@ class TxnLock:
         if not ok and keep:  # something failed: give the rest up too
             self.shards.release_objects([(self.db.shard(i), 0, Kind.ISOLATION) for i in keep])
 
+    def _complete_first(self, settles: dict[int, int]) -> clsops.Call | None:
+        """Our committed transactions still pending somewhere, marked
+        COMPLETE in the journal, sent with the release round: the next
+        holder is told ("G") only once that is back. A shard our release
+        settles, then written by a next holder's multi-shard transaction
+        that settles there too, no longer shows ours; were we to die with
+        another shard still pending ours and the record only STAGED, the
+        one who decides it would find it missing there and abort it, half
+        installed. COMPLETE, it is decided committed (resolver.decide)."""
+        txids = sorted(set(settles.values()))
+        if not txids:
+            return None
+        return clsops.aio_txn_mark(self.shards.io(), self.db.journal, complete=txids)
+
     def _release(self, txn: bool = True) -> None:
         """Release the transaction lock (``txn``: we hold or wait for it)
         and the isolation we took, settling what our lazily settled
@@ -777,7 +792,8 @@ class TxnLock:
                 if self.locks.holds_kind(self.db.shard(i), Kind.COMMIT)
             ]
             self._looked_behind()
-            errors = self.shards.release_objects(items, txn_epoch=self.epoch)
+            gate = self._complete_first(settles) if txn else None
+            errors = self.shards.release_objects(items, txn_epoch=self.epoch, gate=gate)
             self.committer.after_release(all(e is None for e in errors))
         finally:
             for call in (self.journal_call, self.look_call):

@@ -16,7 +16,11 @@ The steps, and what each leaves:
 - applied-no-stage: every part, no journal record (aborted);
 - round-done: the whole round (committed: new records);
 - before-release: a committed transaction whose shards are still pending,
-  its isolation not released (committed).
+  its isolation not released (committed);
+- hand-on-partial: the release round of a holder that hands the lock on,
+  sent without the settles of all pending shards but the first (so the
+  next holder is told, and one shard is left pending the transaction),
+  then death (committed).
 
 And in a resharder (radostdb.reshard), ``STEP@N`` dies right after the Nth
 such step (N defaults to 1) of this process:
@@ -41,6 +45,7 @@ STEPS = (
     "applied-no-stage",
     "round-done",
     "before-release",
+    "hand-on-partial",
 )
 RESHARD_STEPS = ("split-begun", "absorbed", "advanced", "split-done", "grown")
 
@@ -104,6 +109,21 @@ def install(step: str) -> None:
         return
     if step not in STEPS:
         raise ValueError(f"unknown crash step {step!r}; one of {', '.join(STEPS)}")
+    if step == "hand-on-partial":
+        from radostdb import shardclient
+        from radostdb.kinds import Kind
+
+        release = shardclient.Shards.release_objects
+
+        def partial(self: Any, items: Any, *args: Any, **kwargs: Any) -> Any:
+            if not any(kind == Kind.TXN for _, _, kind in items):
+                return release(self, items, *args, **kwargs)
+            settles = [it for it in items if it[1]]
+            release(self, [it for it in items if not it[1]] + settles[:1], *args, **kwargs)
+            die()
+
+        shardclient.Shards.release_objects = partial  # type: ignore[method-assign]
+        return
     if step == "before-release":
         txnlock.TxnLock._release = lambda self, *_: die()  # type: ignore[method-assign]
         txnlock.TxnLock._hand_on = lambda self, *_: die()  # type: ignore[method-assign]

@@ -11,10 +11,10 @@ import time
 import crashpoints
 import pytest
 import rados
-from procs import kill, python
+from procs import expect, kill, python, say
 
 import radostdb
-from radostdb import layout
+from radostdb import clsops, layout, txnlock
 
 CREATE = os.O_CREAT | os.O_RDWR
 KEYS = [f"k{i:03d}".encode() for i in range(32)]  # spread over all 8 shards
@@ -39,6 +39,7 @@ OUTCOME = {
     "applied-no-stage": "old",
     "round-done": "new",
     "before-release": "new",
+    "hand-on-partial": "new",
 }
 
 
@@ -268,3 +269,80 @@ def test_a_dead_transaction_holder_is_fenced_on_every_shard(
     ]
     print("dead holder's epoch", dead_epoch, "shards'", epochs)
     assert dead_epoch > 0 and all(e > dead_epoch for e in epochs), (dead_epoch, epochs)
+
+
+GIVER = """
+    import os, sys, radostdb
+    name, ks, kt = sys.argv[1], sys.argv[2].encode(), sys.argv[3].encode()
+    db = radostdb.Tdb(name, 0, 0, os.O_RDWR)
+    db.transaction_start()
+    db.store(ks, b"%d" % (int(db[ks]) - 1))
+    db.store(kt, b"%d" % (int(db[kt]) + 1))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    db.transaction_commit()
+    print("survived", flush=True)
+"""
+
+
+def test_a_giver_killed_in_its_hand_on_leaves_its_commit_whole(
+    db_name: str,
+    cluster_env: dict[str, str],
+    start_method: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker's transaction X moves 1 from ks to kt (shards 0 and 1); b
+    waits for the transaction lock. The worker hands it on to b and is
+    killed in that round: shard 0 settled, shard 1 still pending X. b's
+    transaction writes ks and ku (shard 2) and hands on, settling its own
+    on shard 0, which then no longer shows X. A reader of kt decides X: it
+    must find X committed (the giver marked it complete before b was told,
+    txnlock._complete_first), not missing on shard 0 and so aborted, half
+    installed."""
+    monkeypatch.setenv("RADOSTDB_TXN_LEASE", "2")
+    db = radostdb.Tdb(db_name, 0, 0, CREATE, shards=8)
+    router = db._storage_or_closed().router
+    by_shard: dict[int, bytes] = {}
+    i = 0
+    while len(by_shard) < 3 or not {0, 1, 2} <= set(by_shard):
+        by_shard.setdefault(router.shard(b"k%d" % i), b"k%d" % i)
+        i += 1
+    ks, kt, ku = by_shard[0], by_shard[1], by_shard[2]
+    for k in (ks, kt, ku):
+        db.store(k, b"100")
+    env = dict(cluster_env, RADOSTDB_TEST_CRASH_AT="hand-on-partial", RADOSTDB_TXN_LEASE="2")
+    proc = python(GIVER, env, db_name, ks.decode(), kt.decode(), method=start_method)
+    expect(proc, "ready")
+    b = radostdb.Tdb(db_name)
+    out: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            b.transaction_start()
+            b.store(ks, b[ks])
+            b.store(ku, b[ku])
+            b.transaction_commit()
+        except BaseException as exc:  # reported by the test
+            out["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    storage = db._storage_or_closed()
+    mine = b._storage_or_closed().locks.owner
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # b queued, and announced to the worker
+        st = clsops.state(storage.shards.io(), storage.db.wait_obj)
+        if st is not None and any(e.owner == mine and not e.held for e in st.header.entries):
+            break
+        time.sleep(0.01)
+    time.sleep(0.5)
+    say(proc, "go")
+    proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    t.join(60)
+    assert "error" not in out, out
+    assert b._storage_or_closed().txnlock.state is not txnlock.State.ACTIVE
+    reader = radostdb.Tdb(db_name)
+    assert [reader[k] for k in (ks, kt, ku)] == [b"99", b"101", b"100"]
+    for h in (db, b, reader):
+        h.close()
