@@ -376,14 +376,13 @@ class Shards:
         items: Sequence[tuple[str, int, int]],
         txn_epoch: int = 0,
         handover: bytes = b"",
-        gate: clsops.Call | None = None,
     ) -> list[Exception | None]:
         """Drop every entry of ours of a kind (0: all) on objects, settling a
         transaction there (0: none), in parallel; items are (object, settle,
         kind). Waiters are woken; the transaction lock (kind TXN), held
         under ``txn_epoch``, is handed on as a record lock is, with
-        ``handover`` (``ShardClient.txn_released``), once ``gate`` (a call
-        sent before) is back. Returns the errors, in order."""
+        ``handover`` (``ShardClient.txn_released``). Returns the errors, in
+        order."""
         io = self.io()
         books = self.books
         books.forget_objects([(obj, kind) for obj, _, kind in items])
@@ -401,8 +400,6 @@ class Shards:
         # after every release is sent: a "G" sent early reaches a holder whose
         # first touch of a shard finds our isolation there gone, most often
         txn = [o for o, _, kind in items if kind == Kind.TXN]
-        if gate is not None and txn:
-            gate.error()  # a failed one: the journal is out of reach, nobody decides anything
         hands = {o: self.client(o).txn_released(io, txn_epoch, handover) for o in txn}
         woken = _wake_announced(io, [o for o, _, _ in items if o not in hands])
         errors: list[Exception | None] = []
@@ -1166,7 +1163,11 @@ class ShardClient:
             if first is not None and granted == 1 and ticket == first[0]:
                 return  # granted whom we told
             how = Handoff(res, st, waited, who, behind)
-            self._handed(io, granted, ticket, how, epoch + 1 if epoch else 0, handover)(b"", None)
+            # told early, the one we told may have run its transaction and
+            # handed the lock on before our release landed: what we hand on
+            # would be older than what it did, so a late "G" carries nothing
+            given = handover if first is None else b""
+            self._handed(io, granted, ticket, how, epoch + 1 if epoch else 0, given)(b"", None)
 
         return finish
 

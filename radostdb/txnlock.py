@@ -698,6 +698,8 @@ class TxnLock:
                 self.requested = True
                 if index is not None:
                     self.wanted.add(index)
+            elif self.state == State.RELEASING and index is not None:
+                self.wanted.add(index)  # a hand-on in flight gives it up after (_hand_on)
             elif self.state == State.CACHED and (ours or index in self.isolated):
                 self.requested = True
                 self.state = State.RELEASING
@@ -724,7 +726,8 @@ class TxnLock:
         of the shards somebody waits for released."""
         ok, keep = False, set()
         try:
-            settles = self.committer.release_settles()
+            pending = self.committer.release_settles()
+            settles = self._complete_first(pending)
             with self.cond:
                 wanted = self.wanted & self.isolated
                 keep = self.isolated - wanted
@@ -741,10 +744,9 @@ class TxnLock:
                 {i: snap for i, snap in snaps.items() if i in keep},
             )
             self._looked_behind()
-            gate = self._complete_first(settles)
-            errors = self.shards.release_objects(items, self.epoch, given.encode(), gate)
+            errors = self.shards.release_objects(items, self.epoch, given.encode())
             ok = all(e is None for e in errors)
-            self.committer.after_release(ok)
+            self.committer.after_release(ok and settles == pending)
         finally:
             for call in (self.journal_call, self.look_call):
                 if call is not None:
@@ -752,6 +754,11 @@ class TxnLock:
             self.journal_call = self.look_call = None
             with self.cond:
                 self.isolated = keep if ok else set()
+                late = self.wanted & self.isolated  # a "W" heard during the round
+                self.isolated -= late
+                self.dropping |= late
+                for index in late:
+                    service.submit(lambda i=index: self._drop_parked(i))
                 self.snapshots, self.inherited, self.wanted = {}, {}, set()
                 self.epoch = 0
                 self.requested = False
@@ -762,26 +769,35 @@ class TxnLock:
         if not ok and keep:  # something failed: give the rest up too
             self.shards.release_objects([(self.db.shard(i), 0, Kind.ISOLATION) for i in keep])
 
-    def _complete_first(self, settles: dict[int, int]) -> clsops.Call | None:
-        """Our committed transactions still pending somewhere, marked
-        COMPLETE in the journal, sent with the release round: the next
-        holder is told ("G") only once that is back. A shard our release
-        settles, then written by a next holder's multi-shard transaction
-        that settles there too, no longer shows ours; were we to die with
-        another shard still pending ours and the record only STAGED, the
-        one who decides it would find it missing there and abort it, half
-        installed. COMPLETE, it is decided committed (resolver.decide)."""
+    def _complete_first(self, settles: dict[int, int]) -> dict[int, int]:
+        """Before our release round: our committed transactions still
+        pending somewhere marked COMPLETE in the journal (one round trip,
+        only when there are some). Returns the settles the round may send
+        (none if the mark failed: then every participant keeps showing the
+        transaction, and whoever decides it finds it committed). Why: once
+        a shard of ours is settled and the lock is another's, its
+        multi-shard transaction can settle on that shard too, which then
+        no longer shows ours; were we to die with another shard still
+        pending ours and its record only STAGED, the one who decides it
+        would find it missing there and abort it, half installed (our own
+        lazy settles, before the release, do the same). COMPLETE, it is
+        decided committed (resolver.decide)."""
         txids = sorted(set(settles.values()))
         if not txids:
-            return None
-        return clsops.aio_txn_mark(self.shards.io(), self.db.journal, complete=txids)
+            return settles
+        try:
+            clsops.txn_mark(self.shards.io(), self.db.journal, complete=txids)
+        except RadostdbError:
+            return {}
+        return settles
 
     def _release(self, txn: bool = True) -> None:
         """Release the transaction lock (``txn``: we hold or wait for it)
         and the isolation we took, settling what our lazily settled
         transactions left pending (state RELEASING)."""
         try:
-            settles = self.committer.release_settles()
+            pending = self.committer.release_settles()
+            settles = self._complete_first(pending)
             touched = sorted(self.isolated | set(settles))
             items = [(self.db.shard(i), settles.get(i, 0), Kind.ISOLATION) for i in touched]
             if txn:
@@ -792,9 +808,8 @@ class TxnLock:
                 if self.locks.holds_kind(self.db.shard(i), Kind.COMMIT)
             ]
             self._looked_behind()
-            gate = self._complete_first(settles) if txn else None
-            errors = self.shards.release_objects(items, txn_epoch=self.epoch, gate=gate)
-            self.committer.after_release(all(e is None for e in errors))
+            errors = self.shards.release_objects(items, txn_epoch=self.epoch)
+            self.committer.after_release(all(e is None for e in errors) and settles == pending)
         finally:
             for call in (self.journal_call, self.look_call):
                 if call is not None:

@@ -505,3 +505,30 @@ def test_a_record_lock_holder_is_not_kept_waiting_by_a_queued_transaction(
     assert out["got"] == expected
     for h in (a, c):
         h.close()
+
+
+def test_a_late_grant_after_an_early_one_hands_nothing_on(
+    db_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A giver told x early, with its handover; its release, landing
+    late, granted y instead (x ran its transaction and handed the lock to
+    y before it landed: the class found y at the head of the queue). The
+    giver's late "G" to y must carry nothing: y may take it instead of x's,
+    and the giver's snapshots lack what x wrote."""
+    db = radostdb.Tdb(db_name, 0, 0, CREATE)
+    storage = db._storage_or_closed()
+    wait_obj = storage.db.wait_obj
+    client = storage.shards.client(wait_obj)
+    sent: list[tuple[int, bytes]] = []
+
+    def grant(*args: Any, **kwargs: Any) -> None:
+        sent.append((args[2], kwargs.get("handover", b"")))
+
+    monkeypatch.setattr(wakeup, "grant", grant)
+    x, y = (7, 0x1234), (8, 0x5678)  # (ticket, inbox): both wait for the lock, in line
+    storage.shards.behind[(wait_obj, b"")] = wakeup.Behind((x, y), 2)
+    finish = client.txn_released(storage.shards.io(), 100, b"snapshots")
+    assert sent == [(x[0], b"snapshots")]  # told early, with the handover
+    finish(1 | y[0] << clsops.TICKET_SHIFT)  # the release granted one waiter: y
+    assert sent == [(x[0], b"snapshots"), (y[0], b"")]
+    db.close()
