@@ -29,8 +29,13 @@ cls/radostdb/txn.cc):
 - Settling is lazy: the committer's next write to a shard carries
   `settle = X` (the OSD installs the redo log first), and so does the release
   of its isolation lock; the journal record of X is marked complete by the
-  next stage and forgotten once every participant is settled. Until then a
-  reader of a shard pending X decides it (resolver.py).
+  next stage, or before the release round that settles its shards
+  (txnlock._complete_first), and forgotten once every participant is
+  settled. Until then a reader of a shard pending X decides it
+  (resolver.py). Complete before any other committer can get at a shard:
+  a shard shows only the last transaction applied and settled there, so
+  once another's multi-shard transaction settled on it, it no longer shows
+  X, and a STAGED X missing on one participant is decided aborted.
 - Readers never see half a commit: a shard pending X answers reads with
   "pending" until a decision, and the decision "committed" needs every
   participant to have X. The committer itself reads through its own

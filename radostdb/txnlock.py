@@ -121,7 +121,14 @@ txnlock design:
   granted before our request reached that lock, so before that release:
   the two overlap, and the transactions in between are the giver's.
   Several transactors in turn thus hold every shard they touch and read
-  nothing after a grant; the auditor's read of every shard is free.
+  nothing after a grant; the auditor's read of every shard is free. A
+  "G" sent late, after the release's reply, by a giver that told another
+  waiter early carries nothing: the one told early may have run its
+  transaction and handed the lock on before the release landed, so the
+  giver's snapshots can be older than the grantee's state
+  (ShardClient.txn_released). Before the release round, the giver's
+  committed transactions still pending are marked COMPLETE
+  (``_complete_first``; commit.py says why).
   A parked isolation is given up as soon as a "W" for its shard is heard
   (``_drop_parked``, also while we wait for the transaction lock: a
   waiter for the shard may hold the record locks, and with them USER,
