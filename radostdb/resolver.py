@@ -140,10 +140,6 @@ def decide(
     if record is not None and (
         record.state == TxnState.COMPLETE or all(header(i).has(txid) for i in participants)
     ):
-        if record.state != TxnState.COMPLETE and pending_here:
-            # COMPLETE before any shard is settled: a settled shard may
-            # later stop showing X (txnlock._complete_first)
-            clsops.txn_mark(io, db.journal, complete=[txid])
         clsops.wait_all(clsops.aio_settle(io, db.shard(i), txid) for i in pending_here)
         return Outcome.COMMITTED
     if not assume_dead and _owner_holds_txn(wait_state, info.owner):
