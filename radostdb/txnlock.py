@@ -712,6 +712,14 @@ class TxnLock:
                 self.state = State.RELEASING
                 service.submit(self._release)
 
+    def _forget_calls(self) -> None:
+        """The journal's and the table's reads sent for this transaction
+        and not looked at (nothing committed, or an error): waited for, dropped."""
+        for call in (self.journal_call, self.look_call):
+            if call is not None:
+                call.error()
+        self.journal_call = self.look_call = None
+
     def _drop_parked(self, index: int) -> None:
         """(service thread) Give up the parked isolation of shard ``index``."""
         try:
@@ -755,10 +763,7 @@ class TxnLock:
             ok = all(e is None for e in errors)
             self.committer.after_release(ok and settles == pending)
         finally:
-            for call in (self.journal_call, self.look_call):
-                if call is not None:
-                    call.error()  # not looked at (nothing committed, or an error)
-            self.journal_call = self.look_call = None
+            self._forget_calls()
             with self.cond:
                 self.isolated = keep if ok else set()
                 late = self.wanted & self.isolated  # a "W" heard during the round
@@ -818,10 +823,7 @@ class TxnLock:
             errors = self.shards.release_objects(items, txn_epoch=self.epoch)
             self.committer.after_release(all(e is None for e in errors) and settles == pending)
         finally:
-            for call in (self.journal_call, self.look_call):
-                if call is not None:
-                    call.error()  # not looked at (nothing committed, or an error)
-            self.journal_call = self.look_call = None
+            self._forget_calls()
             if self.fenced:
                 self.fenced = False
                 self.locks.new_owner()

@@ -361,6 +361,20 @@ def _parked_everywhere(db_name: str) -> tuple[radostdb.Tdb, radostdb.Tdb, list[b
     return a, b, keys
 
 
+def _read_in_thread(h: radostdb.Tdb, keys: list[bytes], out: dict[str, Any]) -> threading.Thread:
+    """A read-only transaction of ``keys`` on ``h``, started in a thread:
+    its values in ``out["got"]``, the snapshots it was handed in
+    ``out["snapshots"]``."""
+
+    def run() -> None:
+        h.transaction_start()
+        out["snapshots"] = set(h._storage_or_closed().txnlock.snapshots)
+        out["got"] = [h.get(k) for k in keys]
+        h.transaction_cancel()
+
+    return threading.Thread(target=run)
+
+
 @pytest.mark.parametrize("local", ["socket", "notify"])
 def test_the_next_transaction_reads_what_the_last_left_without_a_round_trip(
     db_name: str,
@@ -396,13 +410,7 @@ def test_the_next_transaction_reads_what_the_last_left_without_a_round_trip(
     a.store(keys[2], b"two")
     a.delete(keys[5])
     out: dict[str, Any] = {}
-
-    def run() -> None:
-        b.transaction_start()
-        out["got"] = [b.get(k) for k in keys]
-        b.transaction_cancel()
-
-    t = threading.Thread(target=run)
+    t = _read_in_thread(b, keys, out)
     me.append(t)
     t.start()
     _queued(a, b)
@@ -441,14 +449,7 @@ def test_a_shard_somebody_waits_for_is_given_up_and_read_again(
     ta = a._storage_or_closed().txnlock
     assert 3 not in ta.isolated  # given up at once: a was parked
     out: dict[str, Any] = {}
-
-    def run() -> None:
-        a.transaction_start()
-        out["snapshots"] = set(ta.snapshots)
-        out["got"] = [a.get(k) for k in keys]
-        a.transaction_cancel()
-
-    t = threading.Thread(target=run)
+    t = _read_in_thread(a, keys, out)
     t.start()
     _queued(b, a)
     _sleeping(asleep, a)
@@ -480,13 +481,7 @@ def test_a_record_lock_holder_is_not_kept_waiting_by_a_queued_transaction(
     ta = a._storage_or_closed().txnlock
     assert ta.isolated == set(range(SHARDS)) - {1}  # given up as c asked, the rest parked
     out: dict[str, Any] = {}
-
-    def run() -> None:
-        a.transaction_start()
-        out["got"] = [a.get(k) for k in keys]
-        a.transaction_cancel()
-
-    t = threading.Thread(target=run)
+    t = _read_in_thread(a, keys, out)
     t.start()
     _queued(c, a)
     assert ta.state == State.ACQUIRING and 6 in ta.isolated
